@@ -1,0 +1,40 @@
+"""The mapping file: its model, its loader, and the durations it is written in."""
+
+from bridge.config.durations import Duration, format_duration, parse_duration
+from bridge.config.loader import load_config, load_config_text
+from bridge.config.model import (
+    BridgeConfig,
+    FromKafka,
+    FromRabbitMQ,
+    HeaderMapping,
+    KafkaSource,
+    MsgIdStrategy,
+    NatsConfig,
+    OnError,
+    RabbitMQMode,
+    RabbitMQSource,
+    RouteConfig,
+    ServiceConfig,
+    StreamConfig,
+)
+
+__all__ = [
+    "BridgeConfig",
+    "Duration",
+    "FromKafka",
+    "FromRabbitMQ",
+    "HeaderMapping",
+    "KafkaSource",
+    "MsgIdStrategy",
+    "NatsConfig",
+    "OnError",
+    "RabbitMQMode",
+    "RabbitMQSource",
+    "RouteConfig",
+    "ServiceConfig",
+    "StreamConfig",
+    "format_duration",
+    "load_config",
+    "load_config_text",
+    "parse_duration",
+]

@@ -1,0 +1,565 @@
+"""The mapping-file model: what a user may write, validated before anything connects.
+
+Each field carries a description so `nats-bridge schema` documents the format for editors.
+Unknown keys are rejected everywhere (`extra="forbid"`): a misspelt `bindngs` silently
+ignored would mean a route that copies nothing, which is the worst kind of config bug.
+
+Secrets never live in the file: credential fields take `${VAR}` references (interpolated
+by the loader) or file paths, and are held as `SecretStr` so they print as `**********`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from bridge.config.durations import Duration
+from bridge.routing import (
+    ExchangeType,
+    SubjectTemplate,
+    TemplateSyntaxError,
+    TextTemplate,
+    is_valid_subject_filter,
+)
+
+# Names that become parts of queue names, consumer groups and subjects: keep them plain.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+_HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+# Validation context flag: the loader locates cross-section problems itself, line by line.
+LOCATE_REFERENCES_LATER = "locate_references_later"
+
+RABBITMQ_FIELDS = frozenset({"exchange", "queue", "rk"})
+KAFKA_FIELDS = frozenset({"topic", "partition", "key", "offset"})
+
+
+class Strict(BaseModel):
+    """Base for every mapping-file model: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- nats
+
+
+class NatsConfig(Strict):
+    """How the bridge reaches NATS. Credentials are references, never literals."""
+
+    servers: list[SecretStr] = Field(
+        default_factory=lambda: [SecretStr("nats://127.0.0.1:4222")],
+        min_length=1,
+        description="NATS server URLs; the client fails over between them. May be `${NATS_URL}`.",
+        json_schema_extra={"items": {"type": "string"}, "examples": [["nats://127.0.0.1:4222"]]},
+    )
+    name: str = Field("nats-bridge", description="Connection name shown in the server's monitoring.")
+    user: str | None = Field(None, description="User name for user/password authentication.")
+    password: SecretStr | None = Field(None, description="Password; write it as a `${VAR}` reference, never a literal.")
+    token: SecretStr | None = Field(
+        None, description="Authentication token; write it as a `${VAR}` reference, never a literal."
+    )
+    credentials_file: str | None = Field(
+        None, description="Path of a `.creds` file (JWT and NKey seed) for decentralised auth."
+    )
+    nkey_seed_file: str | None = Field(None, description="Path of a file holding an NKey seed.")
+    tls_ca_file: str | None = Field(None, description="CA bundle to verify the servers' certificates.")
+    connect_timeout: Duration = Field(
+        timedelta(seconds=5), description="Bound on the initial connect, so a wrong URL fails fast."
+    )
+    ping_interval: Duration = Field(
+        timedelta(seconds=10),
+        description="How often to ping the server; a dead connection is noticed after 2 missed pings.",
+    )
+    max_reconnect_attempts: int = Field(
+        -1, ge=-1, description="Reconnect attempts before giving up; -1 (the default) retries forever."
+    )
+
+    @model_validator(mode="after")
+    def _one_auth_method(self) -> NatsConfig:
+        methods = [
+            name
+            for name, value in (
+                ("password", self.password),
+                ("token", self.token),
+                ("credentials_file", self.credentials_file),
+                ("nkey_seed_file", self.nkey_seed_file),
+            )
+            if value is not None
+        ]
+        if len(methods) > 1:
+            raise ValueError(f"choose one authentication method, not {' and '.join(methods)}")
+        if self.password is not None and self.user is None:
+            raise ValueError("'password' needs 'user'")
+        return self
+
+
+# --------------------------------------------------------------------------- streams
+
+
+class Retention(StrEnum):
+    """JetStream retention policies, named as in the NATS docs."""
+
+    LIMITS = "limits"
+    INTEREST = "interest"
+    WORKQUEUE = "workqueue"
+
+
+class Storage(StrEnum):
+    FILE = "file"
+    MEMORY = "memory"
+
+
+class Discard(StrEnum):
+    OLD = "old"
+    NEW = "new"
+
+
+class StreamConfig(Strict):
+    """A JetStream stream the bridge declares (or checks) before publishing into it."""
+
+    name: str = Field(
+        pattern=r"^[^\s.*>/\\]+$",
+        description="Stream name; no whitespace, '.', '*', '>', '/' or '\\\\' (NATS rules).",
+        examples=["ORDERS"],
+    )
+    subjects: list[str] = Field(
+        min_length=1, description="Subject filters the stream captures; '*' and a final '>' allowed."
+    )
+    description: str | None = Field(None, description="Free text shown in `nats stream info`.")
+    retention: Retention = Field(Retention.LIMITS, description="limits | interest | workqueue.")
+    storage: Storage = Field(Storage.FILE, description="file (durable) | memory (fast, lost on restart).")
+    replicas: int = Field(1, ge=1, le=5, description="Copies kept in a cluster (1, 3 or 5 in practice).")
+    max_msgs: int | None = Field(None, ge=1, description="Most messages kept; absent means unlimited.")
+    max_bytes: ByteSize | None = Field(
+        None,
+        description="Most bytes kept, e.g. `10GiB`; absent means unlimited.",
+        json_schema_extra={"type": ["string", "integer"], "examples": ["10GiB", 1073741824]},
+    )
+    max_age: Duration | None = Field(None, description="Oldest message kept, e.g. `7d`; absent means forever.")
+    max_msg_size: ByteSize | None = Field(
+        None,
+        description="Largest message accepted; absent means the server's max_payload.",
+        json_schema_extra={"type": ["string", "integer"]},
+    )
+    duplicate_window: Duration = Field(
+        timedelta(minutes=2),
+        description=(
+            "How long JetStream remembers a Nats-Msg-Id to drop redelivered duplicates. Each id "
+            "costs server memory (~170 B), so size it as rate x window; must not exceed max_age."
+        ),
+    )
+    discard: Discard = Field(Discard.OLD, description="At a limit: `old` drops the oldest, `new` refuses new messages.")
+
+    @field_validator("subjects")
+    @classmethod
+    def _subjects_are_filters(cls, subjects: list[str]) -> list[str]:
+        for subject in subjects:
+            if not is_valid_subject_filter(subject):
+                raise ValueError(
+                    f"'{subject}' is not a valid NATS subject filter (tokens separated by '.', "
+                    "no spaces, '*' for one token, '>' only at the end)"
+                )
+        return subjects
+
+    @model_validator(mode="after")
+    def _window_within_age(self) -> StreamConfig:
+        if self.max_age and self.duplicate_window > self.max_age:
+            raise ValueError("duplicate_window cannot be longer than max_age (JetStream refuses it)")
+        return self
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class RabbitMQSource(Strict):
+    """A RabbitMQ broker the bridge reads from."""
+
+    type: Literal["rabbitmq"] = Field(description="Source kind.")
+    url: SecretStr = Field(
+        description="AMQP URL, e.g. `amqp://bridge@rabbit:5672/`; put a password in it only via `${VAR}`.",
+        json_schema_extra={"type": "string", "examples": ["${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"]},
+    )
+    vhost: str | None = Field(None, description="Virtual host; overrides the one in the URL.")
+    username: str | None = Field(None, description="User name; overrides the one in the URL.")
+    password: SecretStr | None = Field(None, description="Password as a `${VAR}` reference.")
+    prefetch: int = Field(
+        1000, ge=1, le=65535, description="Most unacknowledged deliveries per consumer: the memory bound."
+    )
+    heartbeat: Duration = Field(timedelta(seconds=30), description="AMQP heartbeat interval.")
+
+
+class KafkaSource(Strict):
+    """A Kafka cluster the bridge reads from through its own consumer groups."""
+
+    type: Literal["kafka"] = Field(description="Source kind.")
+    bootstrap_servers: list[str] = Field(
+        min_length=1, description="host:port of one or more brokers.", examples=[["127.0.0.1:9092"]]
+    )
+    client_id: str = Field("nats-bridge", description="Client id shown in broker logs and quotas.")
+    cluster_name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        description="Name that qualifies default Msg-Ids, when several Kafka clusters feed one stream.",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when the protocol uses SASL."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password as a `${VAR}` reference.")
+
+
+def _source_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        kind = value.get("type")
+        return kind if isinstance(kind, str) else None
+    return getattr(value, "type", None)
+
+
+SourceConfig = Annotated[
+    Annotated[RabbitMQSource, Tag("rabbitmq")] | Annotated[KafkaSource, Tag("kafka")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="source_type",
+        custom_error_message="every source needs 'type: rabbitmq' or 'type: kafka'",
+    ),
+]
+
+
+# --------------------------------------------------------------------------- routes
+
+
+class RabbitMQMode(StrEnum):
+    """How a RabbitMQ route receives its messages."""
+
+    SHADOW = "shadow"
+    QUEUE = "queue"
+    STREAM = "stream"
+
+
+class FromRabbitMQ(Strict):
+    """Where a RabbitMQ route's messages come from.
+
+    `shadow` (the default with `exchange`) gives the bridge its own queue bound like a
+    legacy consumer's, so existing consumers keep every message; `queue` drains an
+    existing queue (competing with its consumers); `stream` reads a stream queue.
+    """
+
+    exchange: str | None = Field(None, description="Exchange to copy from (shadow mode).")
+    type: ExchangeType = Field(
+        ExchangeType.TOPIC, description="The exchange's type: topic | direct | fanout | headers."
+    )
+    bindings: list[str] = Field(
+        default_factory=list,
+        description="Binding keys (topic: `*` one word, `#` zero or more; direct: exact key).",
+        examples=[["order.#", "*.created"]],
+    )
+    arguments: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Headers-exchange binding arguments, e.g. `{x-match: any, format: pdf}`.",
+    )
+    queue: str | None = Field(None, description="Existing queue (queue/stream mode) or shadow queue name.")
+    mode: RabbitMQMode | None = Field(
+        None, description="shadow | queue | stream; defaults to shadow with `exchange`, queue otherwise."
+    )
+    queue_type: Literal["quorum", "classic"] = Field(
+        "quorum", description="Type of the shadow queue the bridge declares."
+    )
+    stream_offset: str | int = Field(
+        "next",
+        description="Where a stream route starts: first | last | next | an offset | an ISO timestamp.",
+    )
+
+    @property
+    def effective_mode(self) -> RabbitMQMode:
+        if self.mode is not None:
+            return self.mode
+        return RabbitMQMode.SHADOW if self.exchange is not None else RabbitMQMode.QUEUE
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FromRabbitMQ:
+        mode = self.effective_mode
+        if mode is RabbitMQMode.SHADOW:
+            if self.exchange is None:
+                raise ValueError("shadow mode needs 'exchange'")
+            if self.type in (ExchangeType.TOPIC, ExchangeType.DIRECT) and not self.bindings:
+                raise ValueError(f"a {self.type} exchange needs at least one binding key in 'bindings'")
+            if self.type is ExchangeType.HEADERS and self.bindings:
+                raise ValueError("a headers exchange matches on 'arguments', not 'bindings'")
+        elif self.queue is None:
+            raise ValueError(f"{mode} mode needs 'queue'")
+        if self.type is not ExchangeType.HEADERS and self.arguments:
+            raise ValueError("'arguments' are for headers exchanges; set 'type: headers'")
+        match = self.arguments.get("x-match", "all")
+        if match not in ("all", "any", "all-with-x", "any-with-x"):
+            raise ValueError("x-match must be all, any, all-with-x or any-with-x")
+        return self
+
+
+class FromKafka(Strict):
+    """Which Kafka topics a route reads, through the bridge's own consumer group."""
+
+    topics: list[str] = Field(default_factory=list, description="Topic names.", examples=[["orders"]])
+    topic_pattern: str | None = Field(
+        None, description="Java-style regex that must match a whole topic name, e.g. `orders\\..*`."
+    )
+    group: str | None = Field(
+        None, description="Consumer group; defaults to `nats-bridge.<service>.<route>`, never a legacy one."
+    )
+    start: str = Field("earliest", description="Where a new group starts: earliest | latest | an ISO-8601 timestamp.")
+    tombstones: Literal["forward", "skip"] = Field(
+        "forward", description="Records with a null value: forward with a marker header, or skip."
+    )
+
+    @model_validator(mode="after")
+    def _one_subscription(self) -> FromKafka:
+        if bool(self.topics) == (self.topic_pattern is not None):
+            raise ValueError("give either 'topics' or 'topic_pattern', exactly one")
+        if self.topic_pattern is not None:
+            try:
+                re.compile(self.topic_pattern)
+            except re.error as error:
+                raise ValueError(f"topic_pattern is not a valid regex: {error}") from None
+        return self
+
+
+def _from_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if "topics" in value or "topic_pattern" in value:
+            return "kafka"
+        if "exchange" in value or "queue" in value:
+            return "rabbitmq"
+        return None
+    return "kafka" if isinstance(value, FromKafka) else "rabbitmq"
+
+
+RouteSource = Annotated[
+    Annotated[FromRabbitMQ, Tag("rabbitmq")] | Annotated[FromKafka, Tag("kafka")],
+    Discriminator(
+        _from_kind,
+        custom_error_type="route_from",
+        custom_error_message=("'from' needs 'exchange' or 'queue' (RabbitMQ) or 'topics' or 'topic_pattern' (Kafka)"),
+    ),
+]
+
+
+class MsgIdStrategy(StrEnum):
+    """How the deterministic Nats-Msg-Id of a message is derived."""
+
+    AUTO = "auto"
+    KAFKA_OFFSET = "kafka-offset"
+    MESSAGE_ID = "message-id"
+    STREAM_OFFSET = "stream-offset"
+    CONTENT_HASH = "content-hash"
+
+
+class HeaderMapping(Strict):
+    """Which headers a published message carries besides the bridge's own metadata."""
+
+    copy_source: bool = Field(
+        True, alias="copy", description="Copy the source message's headers (AMQP headers table, Kafka headers)."
+    )
+    drop: list[str] = Field(default_factory=list, description="Source headers not to copy.")
+    rename: dict[str, str] = Field(default_factory=dict, description="Source header -> NATS header name.")
+    set: dict[str, str] = Field(
+        default_factory=dict, description="Extra headers: name -> text template (e.g. `{topic}`)."
+    )
+
+    @field_validator("rename")
+    @classmethod
+    def _renamed_to_valid_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for target in value.values():
+            _check_header_name(target)
+        return value
+
+    @field_validator("set")
+    @classmethod
+    def _set_valid_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, template in value.items():
+            _check_header_name(name)
+            try:
+                TextTemplate.parse(template)
+            except TemplateSyntaxError as error:
+                raise ValueError(f"header '{name}': {error}") from None
+        return value
+
+
+def _check_header_name(name: str) -> None:
+    if not _HEADER_TOKEN.match(name):
+        raise ValueError(f"'{name}' is not a valid header name (RFC 7230 token: no spaces or ':')")
+    if name.lower().startswith("nats-"):
+        raise ValueError(f"'{name}' is reserved by NATS (Nats-* headers steer JetStream)")
+
+
+class OnError(StrEnum):
+    """What happens to a message that cannot be delivered as mapped."""
+
+    DEAD_LETTER = "dead-letter"
+    STOP = "stop"
+    SKIP = "skip"
+
+
+class RouteConfig(Strict):
+    """One flow: messages from a source, mapped to subjects, published into JetStream."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Route name, unique within its service.")
+    source: str = Field(description="Name of an entry under `sources`.")
+    from_: RouteSource = Field(alias="from", description="What to read from the source.")
+    to: str = Field(
+        description=(
+            "Subject template: literal tokens and whole-token placeholders {exchange} {queue} {rk} "
+            "{rk[i]} {rk[i:j]} {topic} {topic[i:j]} {partition} {key} {header:NAME}."
+        ),
+        examples=["orders.{rk}", "legacy.kafka.{topic[0:]}"],
+    )
+    msg_id: str = Field(
+        MsgIdStrategy.AUTO.value,
+        description=(
+            "Nats-Msg-Id: a strategy (auto | kafka-offset | message-id | stream-offset | content-hash) "
+            "or a text template such as `{topic}/{partition}/{offset}`."
+        ),
+    )
+    headers: HeaderMapping = Field(default_factory=HeaderMapping, description="Header mapping.")
+    on_error: OnError = Field(
+        OnError.DEAD_LETTER, description="dead-letter (default) | stop | skip, for unmappable messages."
+    )
+
+    @field_validator("to")
+    @classmethod
+    def _template_parses(cls, text: str) -> str:
+        try:
+            SubjectTemplate.parse(text)
+        except TemplateSyntaxError as error:
+            raise ValueError(str(error)) from None
+        return text
+
+    @field_validator("msg_id")
+    @classmethod
+    def _msg_id_known(cls, text: str) -> str:
+        if "{" in text:
+            try:
+                TextTemplate.parse(text)
+            except TemplateSyntaxError as error:
+                raise ValueError(str(error)) from None
+            return text
+        if text not in {strategy.value for strategy in MsgIdStrategy}:
+            options = ", ".join(strategy.value for strategy in MsgIdStrategy)
+            raise ValueError(f"unknown msg_id strategy '{text}'; use one of {options} or a template")
+        return text
+
+    @property
+    def subject_template(self) -> SubjectTemplate:
+        return SubjectTemplate.parse(self.to)
+
+    @property
+    def source_kind(self) -> Literal["rabbitmq", "kafka"]:
+        return "kafka" if isinstance(self.from_, FromKafka) else "rabbitmq"
+
+    @model_validator(mode="after")
+    def _fields_fit_the_source(self) -> RouteConfig:
+        used = set(self.subject_template.fields)
+        if "{" in self.msg_id:
+            used |= TextTemplate.parse(self.msg_id).fields
+        foreign = KAFKA_FIELDS if self.source_kind == "rabbitmq" else RABBITMQ_FIELDS
+        wrong = sorted(used & foreign)
+        if wrong:
+            names = ", ".join("{" + name + "}" for name in wrong)
+            raise ValueError(f"{names} cannot be used in a {self.source_kind} route")
+        strategy_kind = {
+            MsgIdStrategy.KAFKA_OFFSET.value: "kafka",
+            MsgIdStrategy.MESSAGE_ID.value: "rabbitmq",
+            MsgIdStrategy.STREAM_OFFSET.value: "rabbitmq",
+            MsgIdStrategy.CONTENT_HASH.value: "rabbitmq",
+        }.get(self.msg_id)
+        if strategy_kind is not None and strategy_kind != self.source_kind:
+            raise ValueError(f"msg_id '{self.msg_id}' is for {strategy_kind} routes")
+        return self
+
+
+class ServiceConfig(Strict):
+    """A unit of cut-over: the routes one legacy service depends on, moved together."""
+
+    description: str | None = Field(None, description="What this service is, for people.")
+    routes: list[RouteConfig] = Field(min_length=1, description="The service's routes.")
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_route_names(cls, routes: list[RouteConfig]) -> list[RouteConfig]:
+        seen: set[str] = set()
+        for route in routes:
+            if route.name in seen:
+                raise ValueError(f"two routes are named '{route.name}'")
+            seen.add(route.name)
+        return routes
+
+
+# --------------------------------------------------------------------------- file
+
+
+class BridgeConfig(Strict):
+    """A whole mapping file."""
+
+    version: Literal[1] = Field(1, description="Mapping-file format version.")
+    nats: NatsConfig = Field(default_factory=NatsConfig, description="The NATS connection.")
+    streams: list[StreamConfig] = Field(default_factory=list, description="Streams to declare.")
+    sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SourceConfig] = Field(
+        description="Named source connections."
+    )
+    services: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ServiceConfig] = Field(
+        description="Services, each a unit of cut-over with its routes."
+    )
+
+    @model_validator(mode="after")
+    def _references_resolve(self, info: ValidationInfo) -> BridgeConfig:
+        problems = self.reference_problems()
+        if problems and not (info.context or {}).get(LOCATE_REFERENCES_LATER):
+            raise ValueError("; ".join(message for _, message in problems))
+        return self
+
+    def reference_problems(self) -> list[tuple[tuple[int | str, ...], str]]:
+        """Problems that span sections (a route naming a missing source), with their key paths.
+
+        Kept apart from field validation so the loader can point at each one's line.
+        """
+        problems: list[tuple[tuple[int | str, ...], str]] = []
+        seen: set[str] = set()
+        for index, stream in enumerate(self.streams):
+            if stream.name in seen:
+                problems.append((("streams", index, "name"), f"stream '{stream.name}' is declared twice"))
+            seen.add(stream.name)
+        for service_name, service in self.services.items():
+            for index, route in enumerate(service.routes):
+                loc: tuple[int | str, ...] = ("services", service_name, "routes", index, "source")
+                source = self.sources.get(route.source)
+                if source is None:
+                    known = ", ".join(sorted(self.sources)) or "none"
+                    problems.append((loc, f"source '{route.source}' is not defined (known: {known})"))
+                elif source.type != route.source_kind:
+                    problems.append(
+                        (
+                            loc,
+                            f"source '{route.source}' is {source.type}, "
+                            f"but 'from' describes a {route.source_kind} subscription",
+                        )
+                    )
+        return problems
+
+    def routes(self) -> list[tuple[str, RouteConfig]]:
+        """Every route with its service name, in file order."""
+        return [(name, route) for name, service in self.services.items() for route in service.routes]

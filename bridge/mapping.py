@@ -1,0 +1,275 @@
+"""(2) MAP: a source message to the JetStream message it becomes — a pure function.
+
+`CompiledRoute` is built once per route from the mapping file (templates parsed, header
+rules resolved) so that mapping one message is a handful of dictionary operations.
+Nothing here touches a connection: the same code serves the live pipeline, `explain`
+and dry-runs, which is what lets `explain` promise exactly what `run` will do.
+
+Headers the bridge adds (the naming scheme, also in README.md):
+
+- Kafka: `Kafka-Topic`, `Kafka-Partition`, `Kafka-Offset`, `Kafka-Timestamp` (ms since the
+  epoch), `Kafka-Key` (the key as text) or `Kafka-Key-Base64` (a key that is not clean
+  UTF-8 text), `Kafka-Tombstone: true` for a record whose value is null.
+- RabbitMQ: `Amqp-Exchange`, `Amqp-Routing-Key`, `Amqp-Stream-Offset`, and each basic
+  property present as `Amqp-<Property>` (`Amqp-Content-Type`, `Amqp-Message-Id`, ...).
+- Source headers keep their names when those are valid header tokens outside the
+  reserved prefixes `Nats-`, `Kafka-`, `Amqp-` and `Source-`; any other name is carried as
+  `Source-<name, %XX-escaped>`, which is reversible. A value that is not clean text
+  (not UTF-8, or holding control characters) is base64-encoded and its header name is
+  listed in `Bridge-Base64-Headers`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.config.model import FromRabbitMQ, MsgIdStrategy, RabbitMQMode, RouteConfig
+from bridge.message import AmqpOrigin, KafkaOrigin, OutboundMessage, SourceMessage
+from bridge.routing import SubjectTemplate, TemplateContext, TemplateRenderError, TextTemplate
+
+RESERVED_HEADER_PREFIXES = ("nats-", "kafka-", "amqp-", "source-", "bridge-")
+BASE64_HEADERS = "Bridge-Base64-Headers"
+_TOKEN_CHARS = frozenset(b"!#$&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+# AMQP basic properties in the order RabbitMQ lists them, with their header names.
+AMQP_PROPERTY_HEADERS = {
+    "content_type": "Amqp-Content-Type",
+    "content_encoding": "Amqp-Content-Encoding",
+    "delivery_mode": "Amqp-Delivery-Mode",
+    "priority": "Amqp-Priority",
+    "correlation_id": "Amqp-Correlation-Id",
+    "reply_to": "Amqp-Reply-To",
+    "expiration": "Amqp-Expiration",
+    "message_id": "Amqp-Message-Id",
+    "timestamp": "Amqp-Timestamp",
+    "type": "Amqp-Type",
+    "user_id": "Amqp-User-Id",
+    "app_id": "Amqp-App-Id",
+}
+
+
+class MappingError(Exception):
+    """A message cannot be mapped as its route says; the reason goes to the dead-letter subject."""
+
+
+@dataclass(frozen=True, slots=True)
+class MsgIdChoice:
+    """Which Msg-Id strategy applies to a message, and why — `explain` prints both."""
+
+    strategy: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """A route from the mapping file, prepared for mapping many messages quickly."""
+
+    service: str
+    config: RouteConfig
+    subject: SubjectTemplate
+    msg_id_template: TextTemplate | None
+    header_templates: tuple[tuple[str, TextTemplate], ...]
+    cluster_name: str | None = None
+
+    @classmethod
+    def compile(cls, service: str, route: RouteConfig, cluster_name: str | None = None) -> CompiledRoute:
+        msg_id_template = TextTemplate.parse(route.msg_id) if "{" in route.msg_id else None
+        headers = tuple((name, TextTemplate.parse(text)) for name, text in route.headers.set.items())
+        return cls(service, route, route.subject_template, msg_id_template, headers, cluster_name)
+
+    @property
+    def key(self) -> str:
+        """`service/route`, the name metrics, logs and queue names use."""
+        return f"{self.service}/{self.config.name}"
+
+    def map(self, message: SourceMessage) -> OutboundMessage:
+        """The JetStream message for `message`; raises MappingError when it cannot be built."""
+        context = template_context(message)
+        try:
+            subject = self.subject.render(context)
+            msg_id = self.msg_id(message, context)
+            extra = {name: template.render(context) for name, template in self.header_templates}
+        except TemplateRenderError as error:
+            raise MappingError(str(error)) from None
+        headers = self.headers_for(message)
+        headers.update(extra)
+        return OutboundMessage(subject=subject, payload=message.body or b"", msg_id=msg_id, headers=headers)
+
+    def msg_id_choice(self, message: SourceMessage) -> MsgIdChoice:
+        """The strategy `msg_id` will use for `message` (with `auto` resolved)."""
+        if self.msg_id_template is not None:
+            return MsgIdChoice("template", f"the route's template '{self.config.msg_id}'")
+        strategy = self.config.msg_id
+        origin = message.origin
+        if strategy != MsgIdStrategy.AUTO.value:
+            return MsgIdChoice(strategy, "set by the route")
+        if isinstance(origin, KafkaOrigin):
+            return MsgIdChoice(MsgIdStrategy.KAFKA_OFFSET.value, "Kafka records are identified by their offsets")
+        if isinstance(self.config.from_, FromRabbitMQ) and self.config.from_.effective_mode is RabbitMQMode.STREAM:
+            return MsgIdChoice(MsgIdStrategy.STREAM_OFFSET.value, "stream queues give every message an offset")
+        if origin.properties.get("message_id"):
+            return MsgIdChoice(MsgIdStrategy.MESSAGE_ID.value, "the producer set the AMQP message_id property")
+        return MsgIdChoice(
+            MsgIdStrategy.CONTENT_HASH.value,
+            "no message_id property: a hash of exchange, routing key, properties, headers and body "
+            "(two identical messages inside the duplicate window collapse into one)",
+        )
+
+    def msg_id(self, message: SourceMessage, context: TemplateContext | None = None) -> str:
+        """The deterministic Nats-Msg-Id: the same source message always gets the same id."""
+        if self.msg_id_template is not None:
+            return self.msg_id_template.render(context or template_context(message))
+        return _MSG_ID_BUILDERS[self.msg_id_choice(message).strategy](self, message)
+
+    def headers_for(self, message: SourceMessage) -> dict[str, str]:
+        """Bridge metadata headers plus the source headers, per the route's header rules."""
+        headers = metadata_headers(message)
+        rules = self.config.headers
+        if rules.copy_source:
+            base64_names: list[str] = []
+            dropped = set(rules.drop)
+            for name, value in message.headers:
+                if name in dropped:
+                    continue
+                target = rules.rename.get(name) or header_name_for(name)
+                text, encoded = header_value_for(value)
+                headers[target] = text
+                if encoded:
+                    base64_names.append(target)
+            if base64_names:
+                headers[BASE64_HEADERS] = ",".join(base64_names)
+        return headers
+
+
+def template_context(message: SourceMessage) -> TemplateContext:
+    """The values templates may draw on, taken from the message's origin and headers."""
+    headers = {name: header_value_for(value)[0] for name, value in message.headers}
+    origin = message.origin
+    if isinstance(origin, KafkaOrigin):
+        return TemplateContext(
+            topic=origin.topic,
+            partition=origin.partition,
+            key=origin.key,
+            offset=origin.offset,
+            headers=headers,
+        )
+    message_id = origin.properties.get("message_id")
+    return TemplateContext(
+        exchange=origin.exchange,
+        queue=origin.queue,
+        routing_key=origin.routing_key,
+        offset=origin.stream_offset,
+        message_id=str(message_id) if message_id is not None else None,
+        headers=headers,
+    )
+
+
+def metadata_headers(message: SourceMessage) -> dict[str, str]:
+    """The bridge's own headers describing where a message came from."""
+    origin = message.origin
+    if isinstance(origin, KafkaOrigin):
+        headers = {
+            "Kafka-Topic": origin.topic,
+            "Kafka-Partition": str(origin.partition),
+            "Kafka-Offset": str(origin.offset),
+        }
+        if origin.timestamp_ms is not None:
+            headers["Kafka-Timestamp"] = str(origin.timestamp_ms)
+        if origin.key is not None:
+            text, encoded = header_value_for(origin.key)
+            headers["Kafka-Key-Base64" if encoded else "Kafka-Key"] = text
+        if message.body is None:
+            headers["Kafka-Tombstone"] = "true"
+        return headers
+    headers = {"Amqp-Exchange": origin.exchange, "Amqp-Routing-Key": origin.routing_key}
+    if origin.stream_offset is not None:
+        headers["Amqp-Stream-Offset"] = str(origin.stream_offset)
+    for prop, header in AMQP_PROPERTY_HEADERS.items():
+        value = origin.properties.get(prop)
+        if value is not None:
+            headers[header] = header_value_for(value)[0]
+    return headers
+
+
+def header_name_for(name: str) -> str:
+    """A source header's name in NATS: as-is when safe, else `Source-<%XX-escaped name>`."""
+    raw = name.encode("utf-8")
+    if raw and all(byte in _TOKEN_CHARS for byte in raw) and not name.lower().startswith(RESERVED_HEADER_PREFIXES):
+        return name
+    return "Source-" + "".join(chr(byte) if byte in _TOKEN_CHARS else f"%{byte:02X}" for byte in raw)
+
+
+def header_value_for(value: Any) -> tuple[str, bool]:
+    """(text, was_base64): clean text passes unchanged; anything else is base64 of its bytes."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(raw).decode("ascii"), True
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = str(value)
+    if text.isprintable():
+        return text, False
+    return base64.b64encode(text.encode("utf-8")).decode("ascii"), True
+
+
+def _kafka_offset_id(route: CompiledRoute, message: SourceMessage) -> str:
+    origin = message.origin
+    if not isinstance(origin, KafkaOrigin):
+        raise MappingError("msg_id kafka-offset needs a Kafka message")
+    coordinates = f"{origin.topic}/{origin.partition}/{origin.offset}"
+    return f"{route.cluster_name}/{coordinates}" if route.cluster_name else coordinates
+
+
+def _message_id(_route: CompiledRoute, message: SourceMessage) -> str:
+    origin = message.origin
+    value = origin.properties.get("message_id") if isinstance(origin, AmqpOrigin) else None
+    if not value:
+        raise MappingError("msg_id message-id: the message has no AMQP message_id property")
+    return str(value)
+
+
+def _stream_offset_id(_route: CompiledRoute, message: SourceMessage) -> str:
+    origin = message.origin
+    if not isinstance(origin, AmqpOrigin) or origin.stream_offset is None:
+        raise MappingError("msg_id stream-offset: the message did not come from a stream queue")
+    return f"{origin.queue}/{origin.stream_offset}"
+
+
+def _content_hash_id(_route: CompiledRoute, message: SourceMessage) -> str:
+    origin = message.origin
+    if not isinstance(origin, AmqpOrigin):
+        raise MappingError("msg_id content-hash needs a RabbitMQ message")
+    described = {
+        "exchange": origin.exchange,
+        "routing_key": origin.routing_key,
+        "properties": dict(origin.properties),
+        "headers": list(message.headers),
+    }
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps(described, sort_keys=True, default=_json_default).encode("utf-8"))
+    digest.update(b"\0")
+    digest.update(message.body or b"")
+    return digest.hexdigest()
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"b64": base64.b64encode(bytes(value)).decode("ascii")}
+    return {"repr": repr(value)}
+
+
+_MSG_ID_BUILDERS: Mapping[str, Callable[[CompiledRoute, SourceMessage], str]] = {
+    MsgIdStrategy.KAFKA_OFFSET.value: _kafka_offset_id,
+    MsgIdStrategy.MESSAGE_ID.value: _message_id,
+    MsgIdStrategy.STREAM_OFFSET.value: _stream_offset_id,
+    MsgIdStrategy.CONTENT_HASH.value: _content_hash_id,
+}

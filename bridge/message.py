@@ -1,0 +1,64 @@
+"""The frozen message types that flow through the bridge.
+
+A `SourceMessage` is what a source connector read, described in the source's own terms
+(its origin says where it came from); an `OutboundMessage` is what the publisher sends to
+JetStream. Mapping turns one into the other and is a pure function, so both are plain
+immutable values with no reference to a connection, a delivery tag or a callback: the
+ack travels separately, with the batch, and only the pipeline settles it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaOrigin:
+    """Where a Kafka record came from: its coordinates are its identity."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AmqpOrigin:
+    """Where a RabbitMQ delivery came from, with the AMQP basic properties it carried.
+
+    `properties` uses aio-pika's attribute names (content_type, message_id, ...), absent
+    properties omitted; `stream_offset` is set only for deliveries from a stream queue.
+    """
+
+    exchange: str
+    routing_key: str
+    queue: str | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    redelivered: bool = False
+    stream_offset: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMessage:
+    """One message as read from a source.
+
+    `body` is None only for a Kafka tombstone. `headers` keeps the source's order and
+    duplicates (Kafka allows repeated keys); values are as the client delivered them.
+    """
+
+    origin: KafkaOrigin | AmqpOrigin
+    body: bytes | None
+    headers: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One message ready for JetStream: subject, payload, headers and its Nats-Msg-Id."""
+
+    subject: str
+    payload: bytes
+    msg_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
