@@ -13,6 +13,8 @@ from bridge import __version__
 from bridge.config import BridgeConfig, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.explain import explain_amqp, explain_kafka, format_explanation
+from bridge.logs import configure_logging
+from bridge.runner import run_bridge
 
 EXIT_INVALID = 2
 
@@ -132,6 +134,17 @@ def explain(
     else:
         typer.echo(format_explanation(explanation), nl=False)
     raise typer.Exit(0 if explanation.matches else 1)
+
+
+@app.command()
+def run(
+    file: MappingFile,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+) -> None:
+    """Run every route in the mapping file until SIGINT/SIGTERM, then drain, settle and exit 0."""
+    configure_logging(log_level)
+    config = _load(file, as_json=False)
+    run_bridge(config)
 
 
 @app.command()

@@ -34,6 +34,7 @@ from bridge.routing import SubjectTemplate, TemplateContext, TemplateRenderError
 
 RESERVED_HEADER_PREFIXES = ("nats-", "kafka-", "amqp-", "source-", "bridge-")
 BASE64_HEADERS = "Bridge-Base64-Headers"
+MSG_ID_HEADER = "Nats-Msg-Id"
 _TOKEN_CHARS = frozenset(b"!#$&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 # AMQP basic properties in the order RabbitMQ lists them, with their header names.
@@ -96,8 +97,11 @@ class CompiledRoute:
             extra = {name: template.render(context) for name, template in self.header_templates}
         except TemplateRenderError as error:
             raise MappingError(str(error)) from None
+        if not msg_id:
+            raise MappingError(f"the Msg-Id template '{self.config.msg_id}' produced an empty id")
         headers = self.headers_for(message)
         headers.update(extra)
+        headers[MSG_ID_HEADER] = msg_id
         return OutboundMessage(subject=subject, payload=message.body or b"", msg_id=msg_id, headers=headers)
 
     def msg_id_choice(self, message: SourceMessage) -> MsgIdChoice:

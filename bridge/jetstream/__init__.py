@@ -1,0 +1,13 @@
+"""(3) OUT: the NATS side — connecting, declaring streams, and the pipelined publisher."""
+
+from bridge.jetstream.connection import connect_nats, redact_url
+from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure, PublishOwner
+
+__all__ = [
+    "InFlight",
+    "JetStreamPublisher",
+    "PublishFailure",
+    "PublishOwner",
+    "connect_nats",
+    "redact_url",
+]

@@ -1,0 +1,159 @@
+"""Checkpoints in NATS KV, so a restart long after a crash stores nothing twice.
+
+JetStream's de-duplication only remembers Nats-Msg-Ids for the stream's duplicate_window.
+Kafka's committed offset lags what is stored (commits follow PubAcks), so a bridge that
+restarts later than the window would re-read and store again whatever it had stored but
+not yet committed. So, before each settle, the pipeline writes each lane's watermark and
+the stream sequence of its last stored message to a KV bucket. On (re)assignment of a
+lane, the bridge reads that checkpoint and scans the stream's tail after it (headers
+only) for the lane's messages. Everything at or below the checkpoint, and every position
+found in the scan, is known stored and is skipped when read again.
+
+The scan starts a publisher window before the checkpoint's sequence: a message of the lane
+stored out of order (see pipeline.py) can sit at most that far behind it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+from collections.abc import Collection, Mapping
+
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from bridge.mapping import CompiledRoute
+from bridge.pipeline import Checkpoint, StoredIndex
+from bridge.sources.base import Lane, lane_label
+
+log = logging.getLogger(__name__)
+
+BUCKET = "nats_bridge_checkpoints"
+SCAN_BATCH = 1000
+
+
+def checkpoint_key(route: CompiledRoute, lane: Lane) -> str:
+    """KV key of a lane's checkpoint; KV keys allow few characters, so the lane is base64url."""
+    label = base64.urlsafe_b64encode(lane_label(lane).encode("utf-8")).decode("ascii").rstrip("=")
+    return f"{route.service}.{route.config.name}.{label}"
+
+
+def lane_position_from_headers(headers: Mapping[str, str] | None) -> tuple[Lane, int] | None:
+    """(lane, position) of a stored message, read back from the bridge's own headers."""
+    if not headers:
+        return None
+    topic = headers.get("Kafka-Topic")
+    partition = headers.get("Kafka-Partition")
+    offset = headers.get("Kafka-Offset")
+    if topic is None or partition is None or offset is None:
+        return None
+    try:
+        return (topic, int(partition)), int(offset)
+    except ValueError:
+        return None
+
+
+class JetStreamCheckpoints:
+    """Checkpointer backed by a KV bucket and a scan of the stream's tail."""
+
+    def __init__(self, js: JetStreamContext, *, scan_margin: int = 4096) -> None:
+        self._js = js
+        self._kv: KeyValue | None = None
+        self._scan_margin = scan_margin
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            try:
+                self._kv = await self._js.key_value(BUCKET)
+            except BucketNotFoundError:
+                self._kv = await self._js.create_key_value(
+                    js_api.KeyValueConfig(
+                        bucket=BUCKET,
+                        history=1,
+                        storage=js_api.StorageType.FILE,
+                        description="nats-bridge: per-lane watermarks",
+                    )
+                )
+        return self._kv
+
+    async def save(self, route: CompiledRoute, checkpoints: Mapping[Lane, Checkpoint]) -> None:
+        kv = await self._bucket()
+        for lane, checkpoint in checkpoints.items():
+            value = {"position": checkpoint.position, "seq": checkpoint.seq, "stream": checkpoint.stream}
+            await kv.put(checkpoint_key(route, lane), json.dumps(value).encode("utf-8"))
+
+    async def load(self, route: CompiledRoute, lanes: Collection[Lane]) -> dict[Lane, Checkpoint]:
+        kv = await self._bucket()
+        found: dict[Lane, Checkpoint] = {}
+        for lane in lanes:
+            try:
+                entry = await kv.get(checkpoint_key(route, lane))
+            except KeyNotFoundError:
+                continue
+            if entry.value is None:
+                continue
+            value = json.loads(entry.value)
+            found[lane] = Checkpoint(int(value["position"]), int(value["seq"]), str(value["stream"]))
+        return found
+
+    async def stored(self, route: CompiledRoute, lanes: Collection[Lane]) -> StoredIndex:
+        checkpoints = await self.load(route, lanes)
+        index = StoredIndex(through={lane: cp.position for lane, cp in checkpoints.items()})
+        by_stream: dict[str, int] = {}
+        for checkpoint in checkpoints.values():
+            if checkpoint.stream and checkpoint.seq:
+                start = max(1, checkpoint.seq - self._scan_margin)
+                by_stream[checkpoint.stream] = min(by_stream.get(checkpoint.stream, start), start)
+        for stream, start in by_stream.items():
+            await self._scan(stream, start, checkpoints, index)
+        if checkpoints:
+            log.info(
+                "route %s: resuming %d lane(s) from checkpoints; %d message(s) found stored after them",
+                route.key,
+                len(checkpoints),
+                sum(len(found) for found in index.positions.values()),
+            )
+        return index
+
+    async def _scan(self, stream: str, start: int, checkpoints: Mapping[Lane, Checkpoint], index: StoredIndex) -> None:
+        try:
+            info = await self._js.stream_info(stream)
+        except NotFoundError:
+            return
+        last = info.state.last_seq
+        if last < start:
+            return
+        config = js_api.ConsumerConfig(
+            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            ack_policy=js_api.AckPolicy.NONE,
+            headers_only=True,
+            inactive_threshold=30.0,
+            max_ack_pending=-1,
+        )
+        consumer = await self._js.add_consumer(stream, config)
+        subscription = await self._js.pull_subscribe_bind(durable=consumer.name, stream=stream)
+        try:
+            seq = start - 1
+            while seq < last:
+                try:
+                    messages = await subscription.fetch(SCAN_BATCH, timeout=2.0)
+                except TimeoutError:
+                    break  # the rest of the range was removed (limits) while scanning
+                for message in messages:
+                    seq = message.metadata.sequence.stream
+                    found = lane_position_from_headers(message.headers)
+                    if found is None:
+                        continue
+                    lane, position = found
+                    checkpoint = checkpoints.get(lane)
+                    if checkpoint is not None and position > checkpoint.position:
+                        index.positions.setdefault(lane, set()).add(position)
+        finally:
+            await subscription.unsubscribe()
+            with contextlib.suppress(NotFoundError):
+                await self._js.delete_consumer(stream, consumer.name)

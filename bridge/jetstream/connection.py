@@ -1,0 +1,88 @@
+"""Connecting to NATS with options fit for a bridge that runs for weeks.
+
+nats-py's defaults suit short scripts: it gives up reconnecting after about two minutes,
+notices a dead connection only after minutes, and buffers publishes made while
+disconnected. The bridge reconnects forever, pings often, and turns the reconnect
+buffer off (`pending_size=0`): the publisher resends unacknowledged messages itself, in
+source order, and a buffer flushed after reconnect would overtake those resends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+from nats.aio.client import Client as NatsClient
+
+from bridge.config.model import NatsConfig
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[], Awaitable[None]]
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by `***`, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None and not (parts.username and "@" in parts.netloc):
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    netloc = f"{user}:***@{host}" if parts.password is not None else f"***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+async def connect_nats(
+    config: NatsConfig,
+    *,
+    on_disconnect: Callback | None = None,
+    on_reconnect: Callback | None = None,
+) -> NatsClient:
+    """Connect with bridge-grade options; raise the client's error if no server answers in time."""
+    servers = [server.get_secret_value() for server in config.servers]
+
+    async def error_cb(error: Exception) -> None:
+        # nats-py reports every failed reconnect attempt here; one line each is enough.
+        log.warning("NATS connection error: %s", error)
+
+    async def disconnected_cb() -> None:
+        log.warning("disconnected from NATS")
+        if on_disconnect is not None:
+            await on_disconnect()
+
+    async def reconnected_cb() -> None:
+        url = client.connected_url.geturl() if client.connected_url else ""
+        log.info("reconnected to NATS at %s", redact_url(url))
+        if on_reconnect is not None:
+            await on_reconnect()
+
+    options: dict[str, object] = {
+        "servers": servers,
+        "name": config.name,
+        "connect_timeout": config.connect_timeout.total_seconds(),
+        "ping_interval": max(1, int(config.ping_interval.total_seconds())),
+        "max_outstanding_pings": 2,
+        "max_reconnect_attempts": config.max_reconnect_attempts,
+        "reconnect_time_wait": 0.5,
+        "allow_reconnect": True,
+        "pending_size": 0,
+        "error_cb": error_cb,
+        "disconnected_cb": disconnected_cb,
+        "reconnected_cb": reconnected_cb,
+    }
+    if config.user is not None:
+        options["user"] = config.user
+    if config.password is not None:
+        options["password"] = config.password.get_secret_value()
+    if config.token is not None:
+        options["token"] = config.token.get_secret_value()
+    if config.credentials_file is not None:
+        options["user_credentials"] = config.credentials_file
+    if config.nkey_seed_file is not None:
+        options["nkeys_seed"] = config.nkey_seed_file
+    client = NatsClient()
+    await client.connect(**options)  # type: ignore[arg-type]
+    return client

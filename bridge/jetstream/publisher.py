@@ -1,0 +1,326 @@
+"""(3) OUT: the pipelined JetStream publisher — many publishes in flight, PubAcks matched back.
+
+Why not `js.publish` or `js.publish_async`? The first is one round trip per message (a few
+thousand a second). The second, in nats-py 2.16, loses error acks, leaks its window slot
+when a publish raises, and never times out or fails its futures on a disconnect
+(CLIENT-NOTES.md). So this publisher uses the pattern Go's PublishAsync uses, on nats-py's
+public core API: each message is published with a reply subject `<inbox>.<token>`, and one
+wildcard subscription on `<inbox>.*` receives every PubAck and routes it back by token.
+
+Every outcome reaches the message's owner exactly once per attempt, as one method call:
+`published` (stored, or a duplicate of a stored message — either way safe to settle) or
+`failed` (a JetStream error reply, no stream or no responders, a timeout, a disconnect, or
+the client refusing the message). The owner — the pipeline — decides what to do next; the
+publisher never retries on its own, because only the owner knows the source order.
+
+A timeout does not mean "not stored": the owner must resend with the same Nats-Msg-Id and
+let JetStream's de-duplication sort it out, never settle the source on a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import (
+    BadSubjectError,
+    ConnectionClosedError,
+    ConnectionDrainingError,
+    ConnectionReconnectingError,
+    MaxPayloadError,
+    OutboundBufferLimitError,
+)
+from nats.errors import Error as NatsError
+
+from bridge.message import OutboundMessage
+
+log = logging.getLogger(__name__)
+
+STATUS_HEADER = "Status"
+NO_RESPONDERS = "503"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishFailure:
+    """Why one publish attempt did not end in a PubAck.
+
+    `permanent` failures cannot succeed by resending the same message (the client refuses
+    it: too large, a bad header); the owner dead-letters or stops. Everything else is
+    retried with the same Nats-Msg-Id.
+    """
+
+    kind: str  # "error" | "no-responders" | "timeout" | "disconnected" | "refused"
+    description: str
+    code: int = 0
+    err_code: int = 0
+    permanent: bool = False
+
+    def __str__(self) -> str:
+        codes = f" (code {self.code}, err_code {self.err_code})" if self.code else ""
+        return f"{self.kind}: {self.description}{codes}"
+
+
+class PublishOwner(Protocol):
+    """Who hears the outcome of a publish; the pipeline's per-lane tracker implements it."""
+
+    def sendable(self, entry: InFlight) -> bool:
+        """Asked just before `entry` is sent; False skips it (the owner will resend it)."""
+
+    def published(self, entry: InFlight, seq: int, duplicate: bool) -> None:
+        """The message is stored in stream sequence `seq` (`duplicate`: it already was)."""
+
+    def failed(self, entry: InFlight, failure: PublishFailure) -> None:
+        """This attempt failed; the message may or may not be stored (see PublishFailure)."""
+
+
+@dataclass(slots=True, eq=False)
+class InFlight:
+    """One message on its way to JetStream, with the bookkeeping the pipeline needs.
+
+    `position` is the source's own position (a Kafka offset, an AMQP delivery tag), opaque
+    here; `token` names the current attempt, so a late reply to an older attempt is ignored.
+    """
+
+    outbound: OutboundMessage
+    owner: PublishOwner
+    position: int
+    token: str = ""
+    sent_at: float = 0.0
+    attempts: int = 0
+    seq: int = 0
+    stream: str = ""
+    settled: bool = False
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    """Running totals, read by metrics and by tests."""
+
+    sent: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def count_failure(self, failure: PublishFailure) -> None:
+        self.failures[failure.kind] = self.failures.get(failure.kind, 0) + 1
+
+
+class JetStreamPublisher:
+    """Publishes with a bounded window of un-acknowledged messages and routes every reply.
+
+    Use as `async with JetStreamPublisher(nc) as publisher:`; call `on_disconnect` /
+    `on_reconnect` from the connection's callbacks (connect_nats wires them).
+    """
+
+    def __init__(self, nc: NatsClient, *, window: int = 4096, ack_timeout: float = 5.0) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self._nc = nc
+        self._window = window
+        self._ack_timeout = ack_timeout
+        self._in_flight: dict[str, InFlight] = {}
+        self._next_token = 0
+        self._prefix = ""
+        self._subscription: Subscription | None = None
+        self._expiry_task: asyncio.Task[None] | None = None
+        self._has_space = asyncio.Event()
+        self._has_space.set()
+        self._connected = asyncio.Event()
+        self._connected.set()
+        self.stats = PublisherStats()
+
+    async def __aenter__(self) -> JetStreamPublisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    @property
+    def in_flight(self) -> int:
+        """Messages published and not yet answered."""
+        return len(self._in_flight)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set() and self._nc.is_connected
+
+    async def start(self) -> None:
+        self._prefix = self._nc.new_inbox() + "."
+        self._subscription = await self._nc.subscribe(self._prefix + "*", cb=self._on_reply, pending_msgs_limit=-1)
+        if not self._nc.is_connected:
+            self._connected.clear()
+        self._expiry_task = asyncio.create_task(self._expire_loop(), name="publisher-expiry")
+
+    async def close(self) -> None:
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+            self._expiry_task = None
+        if self._subscription is not None:
+            with contextlib.suppress(NatsError):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def publish(self, entries: Iterable[InFlight]) -> None:
+        """Send each entry in order, waiting for window space and for a connection.
+
+        Returns once every entry is handed to the client; outcomes arrive later through the
+        entries' owners. An entry the client refuses outright fails at once.
+        """
+        nc = self._nc
+        for entry in entries:
+            if len(self._in_flight) >= self._window:
+                self._has_space.clear()
+                await self._has_space.wait()
+            if not self._connected.is_set():
+                await self._connected.wait()
+            if not entry.owner.sendable(entry):
+                continue
+            self._next_token += 1
+            token = str(self._next_token)
+            entry.token = token
+            entry.attempts += 1
+            entry.sent_at = time.monotonic()
+            outbound = entry.outbound
+            self._in_flight[token] = entry
+            try:
+                await nc.publish(
+                    outbound.subject, outbound.payload, reply=self._prefix + token, headers=dict(outbound.headers)
+                )
+            except (MaxPayloadError, BadSubjectError, ValueError, TypeError) as error:
+                # Refused by the client before anything was sent: resending cannot help.
+                del self._in_flight[token]
+                self._fail(entry, PublishFailure("refused", _describe(error), permanent=True))
+            except (
+                OutboundBufferLimitError,
+                ConnectionClosedError,
+                ConnectionDrainingError,
+                ConnectionReconnectingError,
+            ) as error:
+                self._in_flight.pop(token, None)
+                self._fail(entry, PublishFailure("disconnected", _describe(error)))
+            else:
+                self.stats.sent += 1
+
+    def forget(self, entries: Iterable[InFlight]) -> None:
+        """Stop tracking these entries' current attempts (their owner is about to resend them)."""
+        for entry in entries:
+            self._in_flight.pop(entry.token, None)
+        self._signal_space()
+
+    async def on_disconnect(self) -> None:
+        """Fail everything in flight and stop sending until the connection is back.
+
+        Commands nats-py buffered but had not written when the connection broke would be
+        flushed after reconnect, ahead of the owner's in-order resends, storing later
+        messages before earlier ones; they are dropped here (the owner resends them all).
+        """
+        self._connected.clear()
+        _discard_unsent_commands(self._nc)
+        self._fail_all(PublishFailure("disconnected", "connection to NATS lost"))
+
+    async def on_reconnect(self) -> None:
+        self._connected.set()
+
+    def _on_reply_sync(self, msg: Msg) -> None:
+        entry = self._in_flight.pop(msg.subject[len(self._prefix) :], None)
+        if entry is None:
+            return  # a reply to an attempt that timed out or was forgotten
+        self._signal_space()
+        headers = msg.headers
+        if headers and headers.get(STATUS_HEADER) == NO_RESPONDERS and not msg.data:
+            self._fail(entry, PublishFailure("no-responders", "no stream captures the subject, or JetStream is down"))
+            return
+        try:
+            reply = json.loads(msg.data)
+            error = reply.get("error")
+            if error is None:
+                seq = int(reply["seq"])
+                duplicate = bool(reply.get("duplicate", False))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            self._fail(entry, PublishFailure("error", f"unreadable PubAck: {msg.data[:200]!r}"))
+            return
+        if error is not None:
+            failure = PublishFailure(
+                "error",
+                str(error.get("description", "JetStream error")),
+                code=int(error.get("code", 0)),
+                err_code=int(error.get("err_code", 0)),
+            )
+            self._fail(entry, failure)
+            return
+        self.stats.stored += 1
+        if duplicate:
+            self.stats.duplicates += 1
+        entry.seq = seq
+        entry.stream = str(reply.get("stream", ""))
+        entry.owner.published(entry, seq, duplicate)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        self._on_reply_sync(msg)
+
+    def _fail(self, entry: InFlight, failure: PublishFailure) -> None:
+        self.stats.count_failure(failure)
+        entry.owner.failed(entry, failure)
+
+    def _fail_all(self, failure: PublishFailure) -> None:
+        entries = list(self._in_flight.values())
+        self._in_flight.clear()
+        self._signal_space()
+        for entry in entries:
+            self._fail(entry, failure)
+
+    def _signal_space(self) -> None:
+        if not self._has_space.is_set() and len(self._in_flight) < self._window:
+            self._has_space.set()
+
+    async def _expire_loop(self) -> None:
+        interval = min(0.25, self._ack_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            deadline = time.monotonic() - self._ack_timeout
+            expired: list[InFlight] = []
+            # Tokens are issued in send order and dicts keep insertion order: the oldest
+            # attempts come first, so the scan stops at the first one still in time.
+            for entry in self._in_flight.values():
+                if entry.sent_at > deadline:
+                    break
+                expired.append(entry)
+            if not expired:
+                continue
+            for entry in expired:
+                del self._in_flight[entry.token]
+            self._signal_space()
+            failure = PublishFailure("timeout", f"no PubAck within {self._ack_timeout:g}s")
+            for entry in expired:
+                self._fail(entry, failure)
+
+
+def _describe(error: Exception) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _discard_unsent_commands(nc: NatsClient) -> None:
+    # nats-py keeps commands not yet written in `_pending` and writes them after a
+    # reconnect. There is no public way to drop them; doing so keeps per-partition order
+    # (tests/brokers/test_publisher_*.py restarts nats-server mid-flow to prove it).
+    # Subscriptions are replayed from `_subs`, so nothing but unsent publishes is lost.
+    pending = getattr(nc, "_pending", None)
+    if isinstance(pending, list):
+        pending.clear()
+        nc._pending_data_size = 0

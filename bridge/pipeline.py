@@ -1,0 +1,495 @@
+"""(4) SETTLE: read -> map -> publish -> settle. The only place that decides a message is done.
+
+One `RoutePipeline` runs per route: it fetches batches from the route's source, maps each
+message (a pure function), hands them to the shared publisher, and settles the source by
+per-lane watermarks once JetStream has acknowledged everything below them.
+
+Order within a lane is kept by three rules:
+
+1. A lane's messages are published in source order.
+2. When any publish of a lane fails, the lane stops sending; after a back-off it resends
+   every unsettled message of the lane, in order, with the same Nats-Msg-Id (JetStream
+   drops the ones it already stored). Newer messages of the lane wait behind them.
+3. The source is settled only up to the first unsettled message (the watermark), so a
+   crash re-reads exactly what is not known to be stored.
+
+What can still reorder: JetStream refusing message k with an error reply while storing
+k+1 (both were in flight). A route with `max_in_flight_per_lane: 1` rules that out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bridge.config.model import OnError
+from bridge.errors import BridgeError
+from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
+from bridge.mapping import CompiledRoute, MappingError
+from bridge.message import OutboundMessage
+from bridge.sources.base import Lane, Received, Source, lane_label
+
+log = logging.getLogger(__name__)
+
+_SKIPPED = OutboundMessage(subject="", payload=b"", msg_id="")
+
+
+class RouteStoppedError(BridgeError):
+    """A route met a message it must not pass over (`on_error: stop`); nothing was settled past it."""
+
+
+@dataclass(slots=True)
+class PipelineSettings:
+    """Tuning of one route's pipeline; the defaults suit a shared 2-core machine."""
+
+    batch_size: int = 500
+    fetch_timeout: float = 0.1
+    max_unsettled: int = 20_000
+    settle_interval: float = 0.5
+    drain_timeout: float = 10.0
+    retry_backoff_initial: float = 0.1
+    retry_backoff_max: float = 5.0
+    max_in_flight_per_lane: int = 0  # 0: bounded only by the publisher's window
+
+
+@dataclass(slots=True)
+class RouteStats:
+    """Running totals for one route; metrics read these."""
+
+    received: int = 0
+    published: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    already_stored: int = 0
+    retries: int = 0
+    failures: int = 0
+    last_error: str = ""
+
+
+class LaneState:
+    """One lane's unsettled messages in source order, and its watermark.
+
+    `entries` holds every message read and not yet settled, in source order; `unsent` the
+    ones waiting for (re)sending. Implements the publisher's PublishOwner: outcomes come
+    back here as plain method calls.
+    """
+
+    __slots__ = (
+        "backoff",
+        "entries",
+        "in_flight",
+        "key",
+        "pipeline",
+        "retry_at",
+        "retrying",
+        "seq",
+        "stream",
+        "unsent",
+        "watermark",
+    )
+
+    def __init__(self, key: Lane, pipeline: RoutePipeline) -> None:
+        self.key = key
+        self.pipeline = pipeline
+        self.entries: deque[InFlight] = deque()
+        self.unsent: deque[InFlight] = deque()
+        self.watermark: int | None = None  # highest position known stored, with all before it
+        self.seq = 0  # stream sequence of the message at the watermark
+        self.stream = ""  # and the stream that holds it
+        self.retrying = False
+        self.retry_at = 0.0
+        self.backoff = 0.0
+        self.in_flight = 0
+
+    def sendable(self, entry: InFlight) -> bool:
+        """Asked by the publisher just before sending: a lane waiting to resend sends nothing
+        newer, or a later message could be stored before an earlier one."""
+        return not self.retrying
+
+    def published(self, entry: InFlight, seq: int, duplicate: bool) -> None:
+        self.in_flight -= 1
+        if self.unsent:
+            self.pipeline.lane_has_work(self)
+        if entry.settled:
+            return
+        entry.settled = True
+        entry.seq = seq
+        stats = self.pipeline.stats
+        stats.published += 1
+        if duplicate:
+            stats.duplicates += 1
+        self.backoff = 0.0
+        self._advance()
+
+    def failed(self, entry: InFlight, failure: PublishFailure) -> None:
+        self.in_flight -= 1
+        if entry.settled:
+            return
+        pipeline = self.pipeline
+        pipeline.stats.failures += 1
+        pipeline.stats.last_error = str(failure)
+        if failure.permanent:
+            pipeline.reject(self, entry, str(failure))
+            return
+        if not self.retrying:
+            self.retrying = True
+            settings = pipeline.settings
+            self.backoff = min(settings.retry_backoff_max, max(settings.retry_backoff_initial, self.backoff * 2))
+            self.retry_at = time.monotonic() + self.backoff
+            log.warning(
+                "route %s lane %s: publish failed (%s); resending from position %d in %.1fs",
+                pipeline.route.key,
+                lane_label(self.key),
+                failure,
+                entry.position,
+                self.backoff,
+            )
+            pipeline.wake()
+
+    def rewind(self) -> list[InFlight]:
+        """Queue every unsettled message for resending, in order; return them (to forget)."""
+        pending = [entry for entry in self.entries if not entry.settled and entry.outbound is not _SKIPPED]
+        self.unsent = deque(pending)
+        self.in_flight = 0
+        self.retrying = False
+        return pending
+
+    def settle_now(self, entry: InFlight) -> None:
+        """Mark an entry done without a publish (filtered, skipped, or already stored)."""
+        entry.settled = True
+        self._advance()
+
+    def _advance(self) -> None:
+        entries = self.entries
+        moved = False
+        while entries and entries[0].settled:
+            done = entries.popleft()
+            self.watermark = done.position
+            if done.seq:
+                self.seq = done.seq
+                self.stream = done.stream
+            moved = True
+        if moved:
+            self.pipeline.lane_progressed(self)
+
+    def checkpoint(self) -> Checkpoint | None:
+        """This lane's checkpoint: its watermark, and the lowest stream sequence at which a
+        message of the lane past the watermark could already be stored."""
+        if self.watermark is None:
+            return None
+        seqs = [entry.seq for entry in self.entries if entry.settled and entry.seq]
+        if self.seq:
+            seqs.append(self.seq)
+        return Checkpoint(self.watermark, min(seqs, default=0), self.stream)
+
+
+@dataclass(slots=True)
+class _Rejection:
+    lane: LaneState
+    entry: InFlight
+    reason: str
+
+
+@dataclass(slots=True)
+class StoredIndex:
+    """Positions per lane already known to be stored, so a restart does not store them twice.
+
+    `through` covers everything at or below a checkpointed position; `positions` holds
+    stored positions found after it (a scan of the stream's tail).
+    """
+
+    through: dict[Lane, int] = field(default_factory=dict)
+    positions: dict[Lane, set[int]] = field(default_factory=dict)
+
+    def contains(self, lane: Lane, position: int) -> bool:
+        through = self.through.get(lane)
+        if through is not None and position <= through:
+            return True
+        found = self.positions.get(lane)
+        return found is not None and position in found
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A lane's watermark and where its message sits in JetStream (0 / "" when skipped)."""
+
+    position: int
+    seq: int
+    stream: str
+
+
+class Checkpointer(Protocol):
+    """Where a route remembers what it stored, to resume exactly beyond the duplicate window.
+
+    Implemented in bridge.jetstream.checkpoints; declared here so the pipeline depends only
+    on the two calls it makes.
+    """
+
+    async def stored(self, route: CompiledRoute, lanes: Collection[Lane]) -> StoredIndex:
+        """What is already stored for these lanes (checkpointed and found after the checkpoint)."""
+
+    async def save(self, route: CompiledRoute, checkpoints: Mapping[Lane, Checkpoint]) -> None:
+        """Record each lane's watermark, after its PubAcks and before the source is settled."""
+
+
+class RoutePipeline:
+    """Runs one route: its source, its mapping, and its share of the publisher."""
+
+    def __init__(
+        self,
+        route: CompiledRoute,
+        source: Source,
+        publisher: JetStreamPublisher,
+        settings: PipelineSettings | None = None,
+        *,
+        checkpoints: Checkpointer | None = None,
+    ) -> None:
+        self.route = route
+        self.source = source
+        self.publisher = publisher
+        self.settings = settings or PipelineSettings()
+        self.checkpoints = checkpoints
+        self.stats = RouteStats()
+        self._lanes: dict[Lane, LaneState] = {}
+        self._stored = StoredIndex()
+        self._unsettled = 0
+        self._paused = False
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._progressed: set[LaneState] = set()
+        self._has_work: set[LaneState] = set()
+        self._rejections: list[_Rejection] = []
+        self._last_settle = 0.0
+
+    # ------------------------------------------------------------------ LaneOwner
+
+    async def lanes_assigned(self, lanes: Collection[Lane]) -> None:
+        if self.checkpoints is None or not lanes:
+            return
+        index = await self.checkpoints.stored(self.route, lanes)
+        self._stored.through.update(index.through)
+        self._stored.positions.update(index.positions)
+
+    async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
+        states = [self._lanes[lane] for lane in lanes if lane in self._lanes]
+        deadline = time.monotonic() + self.settings.drain_timeout
+        # The route's own tasks keep publishing and retrying meanwhile; this only waits.
+        while any(state.entries for state in states):
+            if not await self._wait_for_progress(deadline - time.monotonic()):
+                break
+        watermarks = {state.key: state.watermark for state in states if state.watermark is not None}
+        await self._checkpoint([state for state in states if state.watermark is not None])
+        for state in states:
+            self.publisher.forget(state.entries)
+            del self._lanes[state.key]
+            self._progressed.discard(state)
+            self._has_work.discard(state)
+            self._stored.through.pop(state.key, None)
+            self._stored.positions.pop(state.key, None)
+        return watermarks
+
+    # ------------------------------------------------------------------ running
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def lane_progressed(self, lane: LaneState) -> None:
+        self._progressed.add(lane)
+        self._progress.set()
+
+    async def _wait_for_progress(self, seconds: float) -> bool:
+        """Wait until some lane settles more, up to `seconds`; False when the time is up."""
+        if seconds <= 0:
+            return False
+        self._progress.clear()
+        try:
+            await asyncio.wait_for(self._progress.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def lane_has_work(self, lane: LaneState) -> None:
+        self._has_work.add(lane)
+        self._wake.set()
+
+    def reject(self, lane: LaneState, entry: InFlight, reason: str) -> None:
+        self._rejections.append(_Rejection(lane, entry, reason))
+        self.wake()
+
+    @property
+    def unsettled(self) -> int:
+        """Messages read and not yet settled, as of the last step."""
+        return self._unsettled
+
+    async def run(self) -> None:
+        """Move messages until `stop()` is called; then drain, settle and close the source.
+
+        Two tasks: the reader fetches and maps (it must keep polling, even when paused), the
+        sender publishes, resends and settles; a publish outcome wakes the sender at once.
+        """
+        await self.source.start(self)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._read_loop(), name=f"{self.route.key} reader")
+                group.create_task(self._send_loop(), name=f"{self.route.key} sender")
+        except* RouteStoppedError as stopped:
+            raise stopped.exceptions[0] from None
+        finally:
+            await self._drain()
+            await self.source.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake()
+
+    async def _read_loop(self) -> None:
+        while not self._stopping:
+            self._apply_backpressure()
+            batch = await self.source.fetch(self.settings.batch_size, self.settings.fetch_timeout)
+            if batch:
+                self._accept(batch)
+                self.wake()
+
+    async def _send_loop(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.fetch_timeout)
+            self._wake.clear()
+            await self._handle_rejections()
+            await self._retry_due_lanes()
+            await self._pump()
+            if self._progressed and time.monotonic() - self._last_settle >= self.settings.settle_interval:
+                await self._settle()
+
+    def _accept(self, batch: Sequence[Received]) -> None:
+        """Map each message and queue it on its lane (sending happens in `_pump`)."""
+        route = self.route
+        lanes = self._lanes
+        stored = self._stored
+        self.stats.received += len(batch)
+        for received in batch:
+            lane = lanes.get(received.lane)
+            if lane is None:
+                lane = lanes[received.lane] = LaneState(received.lane, self)
+            message = received.message
+            if message is None or stored.contains(received.lane, received.position):
+                entry = InFlight(_SKIPPED, lane, received.position)
+                lane.entries.append(entry)
+                if message is None:
+                    self.stats.skipped += 1
+                else:
+                    self.stats.already_stored += 1
+                lane.settle_now(entry)
+                continue
+            try:
+                outbound = route.map(message)
+            except MappingError as error:
+                entry = InFlight(_SKIPPED, lane, received.position)
+                lane.entries.append(entry)
+                self.reject(lane, entry, str(error))
+                continue
+            entry = InFlight(outbound, lane, received.position)
+            lane.entries.append(entry)
+            lane.unsent.append(entry)
+            self._has_work.add(lane)
+
+    async def _pump(self) -> None:
+        """Send what lanes have queued, in lane order, within each lane's in-flight limit."""
+        if not self._has_work:
+            return
+        limit = self.settings.max_in_flight_per_lane or (1 << 62)
+        batch: list[InFlight] = []
+        for lane in self._has_work:
+            unsent = lane.unsent
+            while unsent and not lane.retrying and lane.in_flight < limit:
+                batch.append(unsent.popleft())
+                lane.in_flight += 1
+        self._has_work = {lane for lane in self._has_work if lane.unsent and not lane.retrying}
+        if batch:
+            await self.publisher.publish(batch)
+
+    async def _retry_due_lanes(self) -> None:
+        now = time.monotonic()
+        for lane in self._lanes.values():
+            if not lane.retrying or lane.retry_at > now or not self.publisher.connected:
+                continue
+            self.publisher.forget(lane.rewind())
+            self.stats.retries += 1
+            self._has_work.add(lane)
+
+    async def _handle_rejections(self) -> None:
+        while self._rejections:
+            rejection = self._rejections.pop(0)
+            on_error = self.route.config.on_error
+            position = rejection.entry.position
+            if on_error is OnError.SKIP:
+                self.stats.skipped += 1
+                log.warning(
+                    "route %s: skipping message at %s/%d: %s",
+                    self.route.key,
+                    rejection.lane.key,
+                    position,
+                    rejection.reason,
+                )
+                rejection.lane.settle_now(rejection.entry)
+                continue
+            # Dead-lettering arrives with the operations work; until then the route stops
+            # rather than losing the message: nothing past it is settled.
+            raise RouteStoppedError(
+                f"route {self.route.key}: message at {rejection.lane.key} position {position} "
+                f"cannot be delivered: {rejection.reason} (on_error: {on_error}); "
+                "it stays unacknowledged at the source"
+            )
+
+    def _apply_backpressure(self) -> None:
+        self._unsettled = sum(len(lane.entries) for lane in self._lanes.values())
+        limit = self.settings.max_unsettled
+        if not self._paused and (self._unsettled >= limit or not self.publisher.connected):
+            self._paused = True
+            self.source.pause()
+        elif self._paused and self._unsettled < limit // 2 and self.publisher.connected:
+            self._paused = False
+            self.source.resume()
+
+    async def _settle(self) -> None:
+        lanes = [lane for lane in self._progressed if lane.watermark is not None]
+        self._progressed.clear()
+        self._last_settle = time.monotonic()
+        if not lanes:
+            return
+        await self._checkpoint(lanes)
+        watermarks = {lane.key: lane.watermark for lane in lanes if lane.watermark is not None}
+        await self.source.settle(watermarks)
+
+    async def _checkpoint(self, lanes: list[LaneState]) -> None:
+        if self.checkpoints is None or not lanes:
+            return
+        saved = {lane.key: checkpoint for lane in lanes if (checkpoint := lane.checkpoint()) is not None}
+        await self.checkpoints.save(self.route, saved)
+
+    async def _drain(self) -> None:
+        """Stop reading; wait (bounded) for in-flight PubAcks; settle what is done."""
+        deadline = time.monotonic() + self.settings.drain_timeout
+        while any(lane.entries for lane in self._lanes.values()) and self.publisher.connected:
+            try:
+                await self._handle_rejections()
+            except RouteStoppedError:
+                break
+            await self._retry_due_lanes()
+            await self._pump()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await self._wait_for_progress(min(0.05, remaining))
+        self._progressed.update(self._lanes.values())
+        try:
+            await self._settle()
+        except Exception:
+            log.exception("route %s: final settle failed; unsettled messages will be re-read", self.route.key)

@@ -1,0 +1,164 @@
+"""`nats-bridge run`: wire every route of a mapping file together and run until told to stop.
+
+One NATS connection and one publisher serve all routes; each route gets its own source
+(its own consumer group or queue) and pipeline. SIGINT/SIGTERM stop reading, wait —
+bounded — for in-flight PubAcks, settle what is stored, close, and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
+
+from bridge.config.model import BridgeConfig, FromKafka, KafkaSource
+from bridge.errors import BridgeError
+from bridge.jetstream.checkpoints import JetStreamCheckpoints
+from bridge.jetstream.connection import connect_nats
+from bridge.jetstream.declare import declare_streams
+from bridge.jetstream.publisher import JetStreamPublisher
+from bridge.mapping import CompiledRoute
+from bridge.pipeline import PipelineSettings, RoutePipeline
+from bridge.sources.base import Source
+from bridge.sources.kafka import KafkaTopicSource, default_group
+
+log = logging.getLogger(__name__)
+
+
+class NatsUnavailableError(BridgeError):
+    """NATS could not be reached at start-up."""
+
+
+@dataclass(slots=True)
+class RunSettings:
+    """How the bridge runs, beyond what the mapping file says."""
+
+    window: int = 4096
+    ack_timeout: float = 5.0
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    checkpoints: bool = True
+
+
+def build_source(config: BridgeConfig, service: str, route: CompiledRoute) -> Source:
+    """The source connector for one route."""
+    source_config = config.sources[route.config.source]
+    subscription = route.config.from_
+    if isinstance(source_config, KafkaSource) and isinstance(subscription, FromKafka):
+        group = subscription.group or default_group(service, route.config.name)
+        return KafkaTopicSource(route.config.source, source_config, subscription, group)
+    raise BridgeError(
+        f"route {route.key}: {source_config.type} sources are not supported by `run` yet (the RabbitMQ source is next)"
+    )
+
+
+def compile_routes(config: BridgeConfig) -> list[CompiledRoute]:
+    routes = []
+    for service, route in config.routes():
+        source = config.sources[route.source]
+        cluster = source.cluster_name if isinstance(source, KafkaSource) else None
+        routes.append(CompiledRoute.compile(service, route, cluster))
+    return routes
+
+
+class Bridge:
+    """Every route of one mapping file, sharing one NATS connection."""
+
+    def __init__(self, config: BridgeConfig, settings: RunSettings | None = None) -> None:
+        self.config = config
+        self.settings = settings or RunSettings()
+        self.pipelines: list[RoutePipeline] = []
+        self._nc: NatsClient | None = None
+        self._publisher: JetStreamPublisher | None = None
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until `stop()`; raises BridgeError subclasses for failures a person must fix."""
+        routes = compile_routes(self.config)
+        publisher_box: list[JetStreamPublisher] = []
+
+        async def on_disconnect() -> None:
+            if publisher_box:
+                await publisher_box[0].on_disconnect()
+
+        async def on_reconnect() -> None:
+            if publisher_box:
+                await publisher_box[0].on_reconnect()
+
+        try:
+            nc = await connect_nats(self.config.nats, on_disconnect=on_disconnect, on_reconnect=on_reconnect)
+        except (NatsError, OSError, TimeoutError) as error:
+            raise NatsUnavailableError(f"cannot connect to NATS: {error or type(error).__name__}") from None
+        self._nc = nc
+        try:
+            js = nc.jetstream()
+            await declare_streams(js, self.config.streams)
+            publisher = JetStreamPublisher(nc, window=self.settings.window, ack_timeout=self.settings.ack_timeout)
+            publisher_box.append(publisher)
+            self._publisher = publisher
+            checkpoints = (
+                JetStreamCheckpoints(js, scan_margin=self.settings.window) if self.settings.checkpoints else None
+            )
+            async with publisher:
+                self.pipelines = [
+                    RoutePipeline(
+                        route,
+                        build_source(self.config, route.service, route),
+                        publisher,
+                        self.settings.pipeline,
+                        checkpoints=checkpoints,
+                    )
+                    for route in routes
+                ]
+                await self._run_pipelines()
+        finally:
+            with contextlib.suppress(NatsError, OSError, TimeoutError):
+                await nc.drain()
+            if not nc.is_closed:
+                await nc.close()
+
+    async def _run_pipelines(self) -> None:
+        async def stopper() -> None:
+            await self._stop.wait()
+            for pipeline in self.pipelines:
+                pipeline.stop()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                stop_task = group.create_task(stopper(), name="bridge-stopper")
+                runs = [group.create_task(p.run(), name=f"route {p.route.key}") for p in self.pipelines]
+                try:
+                    await asyncio.gather(*runs)
+                finally:
+                    stop_task.cancel()
+        except* BridgeError as failures:
+            # One route failing stops the others (their sources settle and close); report
+            # the failure itself, not an exception group.
+            raise failures.exceptions[0] from None
+
+
+def run_bridge(config: BridgeConfig, settings: RunSettings | None = None) -> None:
+    """Run the bridge in this process until SIGINT or SIGTERM; then shut down cleanly."""
+
+    async def main() -> None:
+        bridge = Bridge(config, settings)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, bridge.stop)
+        log.info("bridge running: %d route(s); SIGINT or SIGTERM stops it", len(config.routes()))
+        await bridge.run()
+        log.info("bridge stopped")
+
+    try:
+        import uvloop  # noqa: PLC0415  (a faster event loop; not installed on Windows)
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

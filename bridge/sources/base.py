@@ -1,0 +1,94 @@
+"""(1) IN: the contract every source connector keeps with the pipeline.
+
+A source delivers messages in *lanes*: a Kafka partition, an AMQP channel's deliveries.
+Within a lane, messages come in source order and each has an increasing integer
+*position* (an offset, a delivery tag). The pipeline settles a lane by a *watermark*:
+"everything up to and including this position is stored in JetStream". A source turns a
+watermark into its own acknowledgement — a Kafka commit of `position + 1`, an AMQP
+`basic.ack(multiple=True)` — and never acknowledges anything on its own.
+
+This shape (batches in, watermarks back) keeps per-message work in the pipeline to a few
+attribute writes; there is no task, future or callback per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from bridge.message import SourceMessage
+
+Lane = Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message as a source hands it to the pipeline: where it sits, and what it is.
+
+    `message` is None for a message the route filters out at the source (a Kafka
+    tombstone with `tombstones: skip`): it is settled like a published one, because a
+    filtered message is done, not pending.
+    """
+
+    lane: Lane
+    position: int
+    message: SourceMessage | None
+
+
+def lane_label(lane: Lane) -> str:
+    """A stable text name for a lane (`orders/3` for Kafka's topic 'orders', partition 3)."""
+    if isinstance(lane, tuple):
+        return "/".join(str(part) for part in lane)
+    return str(lane)
+
+
+class LaneOwner(Protocol):
+    """What a source may ask of the pipeline while it runs (the pipeline implements it)."""
+
+    async def lanes_assigned(self, lanes: Collection[Lane]) -> None:
+        """New lanes start; called before any message of theirs is fetched.
+
+        The pipeline uses it to learn what is already stored for them (checkpoints), so a
+        source must await it before reading from those lanes.
+        """
+
+    async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
+        """The source is about to lose these lanes (a Kafka rebalance).
+
+        The pipeline waits, bounded, for their in-flight publishes, then forgets them and
+        returns each lane's final watermark for the source to settle before letting go.
+        """
+
+
+class Source(Protocol):
+    """A source connector. The pipeline calls these methods from one task, in this order:
+
+    `start` once; then `fetch`, `settle`, `pause` and `resume` as it goes; `close` once.
+
+    - `start(owner)`: connect and subscribe. Errors here are fatal for the route and are
+      raised as BridgeError subclasses with a clear message (broker unreachable, refused).
+    - `fetch(max_messages, wait)`: the next messages, at most `max_messages`, waiting up
+      to `wait` seconds; an empty list is normal. Must keep being called while paused:
+      Kafka leaves the group if not polled.
+    - `settle(watermarks)`: acknowledge each lane up to and including its position. A lane
+      the source no longer owns is ignored. Must not raise for a transient broker error;
+      the next settle carries a later watermark anyway.
+    - `pause()` / `resume()`: stop / restart delivering messages (backpressure when
+      JetStream is slow or unreachable) without leaving a consumer group.
+    - `close()`: stop consuming and disconnect; unsettled messages are redelivered later.
+    """
+
+    name: str
+
+    async def start(self, owner: LaneOwner) -> None: ...
+
+    async def fetch(self, max_messages: int, wait: float) -> Sequence[Received]: ...
+
+    async def settle(self, watermarks: Mapping[Lane, int]) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    async def close(self) -> None: ...

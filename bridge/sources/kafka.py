@@ -1,0 +1,226 @@
+"""(1) IN: Kafka topics, read through the bridge's own consumer group (aiokafka).
+
+The bridge never joins a legacy consumer group: it gets its own (`nats-bridge.<service>.
+<route>` unless the route names one), so every existing consumer keeps its offsets and its
+share of the partitions — that is what makes it a shadow.
+
+Offsets are committed only as explicit `{partition: watermark + 1}` from the pipeline,
+never by `commit()` without arguments (which commits whatever `getmany` returned, acked
+or not). On a rebalance the pipeline drains and settles the revoked partitions before they
+are released. While JetStream is unreachable the partitions are paused but `getmany` keeps
+being called, so the consumer stays in its group.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from bridge.config.model import FromKafka, KafkaSource
+from bridge.errors import BridgeError
+from bridge.message import KafkaOrigin, SourceMessage
+from bridge.sources.base import Lane, LaneOwner, Received
+
+log = logging.getLogger(__name__)
+
+
+class SourceUnavailableError(BridgeError):
+    """A source broker could not be reached or refused the bridge."""
+
+
+def default_group(service: str, route: str) -> str:
+    """The bridge's own consumer group for a route — never a legacy consumer's group."""
+    return f"nats-bridge.{service}.{route}"
+
+
+def full_match_pattern(pattern: str) -> re.Pattern[str]:
+    """`pattern` anchored at the end: aiokafka uses re.match (a prefix match), Kafka's Java
+    client matches the whole topic name, and the mapping file promises the latter."""
+    return re.compile(f"(?:{pattern})\\Z")
+
+
+class KafkaTopicSource:
+    """One route's subscription: a topic list or regex, in one consumer group."""
+
+    def __init__(self, name: str, source: KafkaSource, subscription: FromKafka, group: str) -> None:
+        self.name = name
+        self._source = source
+        self._subscription = subscription
+        self._group = group
+        self._consumer: AIOKafkaConsumer | None = None
+        self._owner: LaneOwner | None = None
+        self._paused = False
+
+    @property
+    def group(self) -> str:
+        return self._group
+
+    def _consumer_options(self) -> dict[str, Any]:
+        source = self._source
+        start = self._subscription.start
+        options: dict[str, Any] = {
+            "bootstrap_servers": source.bootstrap_servers,
+            "client_id": source.client_id,
+            "group_id": self._group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "latest" if start == "latest" else "earliest",
+            "isolation_level": "read_committed",
+            "max_partition_fetch_bytes": 1024 * 1024,
+            "fetch_max_bytes": 16 * 1024 * 1024,
+            "session_timeout_ms": 10_000,
+            "heartbeat_interval_ms": 3_000,
+            "rebalance_timeout_ms": 60_000,
+            "security_protocol": source.security_protocol,
+        }
+        if source.sasl_mechanism is not None:
+            options["sasl_mechanism"] = source.sasl_mechanism
+            options["sasl_plain_username"] = source.sasl_username
+            if source.sasl_password is not None:
+                options["sasl_plain_password"] = source.sasl_password.get_secret_value()
+        return options
+
+    async def start(self, owner: LaneOwner) -> None:
+        self._owner = owner
+        consumer = AIOKafkaConsumer(**self._consumer_options())
+        listener = _Rebalance(self)
+        if self._subscription.topics:
+            consumer.subscribe(topics=list(self._subscription.topics), listener=listener)
+        else:
+            assert self._subscription.topic_pattern is not None
+            consumer.subscribe(pattern=full_match_pattern(self._subscription.topic_pattern).pattern, listener=listener)
+        try:
+            await consumer.start()
+        except KafkaError as error:
+            await consumer.stop()
+            servers = ", ".join(self._source.bootstrap_servers)
+            raise SourceUnavailableError(
+                f"source '{self.name}': Kafka at {servers} is not reachable: {error}"
+            ) from None
+        self._consumer = consumer
+
+    async def fetch(self, max_messages: int, wait: float) -> Sequence[Received]:
+        consumer = self._consumer
+        assert consumer is not None, "fetch before start"
+        batches = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=max_messages)
+        skip_tombstones = self._subscription.tombstones == "skip"
+        received: list[Received] = []
+        for tp, records in batches.items():
+            lane = (tp.topic, tp.partition)
+            for record in records:
+                if record.value is None and skip_tombstones:
+                    received.append(Received(lane, record.offset, None))
+                    continue
+                origin = KafkaOrigin(
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    timestamp_ms=record.timestamp,
+                )
+                received.append(
+                    Received(lane, record.offset, SourceMessage(origin, record.value, tuple(record.headers)))
+                )
+        return received
+
+    async def settle(self, watermarks: Mapping[Lane, int]) -> None:
+        await self._commit(watermarks)
+
+    async def _commit(self, watermarks: Mapping[Lane, int]) -> None:
+        consumer = self._consumer
+        if consumer is None or not watermarks:
+            return
+        owned = consumer.assignment()
+        offsets = {}
+        for lane, position in watermarks.items():
+            tp = _topic_partition(lane)
+            if tp in owned:
+                offsets[tp] = position + 1
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as error:
+            # A rebalance in progress or a broker hiccup: the next settle commits a later
+            # watermark; a restart re-reads from the last commit and de-duplicates.
+            log.warning("source %s: commit failed, will retry with the next watermark: %s", self.name, error)
+
+    def pause(self) -> None:
+        self._paused = True
+        if self._consumer is not None:
+            self._consumer.pause(*self._consumer.assignment())
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._consumer is not None:
+            self._consumer.resume(*self._consumer.assignment())
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+    # ------------------------------------------------------------------ rebalance
+
+    async def partitions_revoked(self, partitions: Collection[TopicPartition]) -> None:
+        if self._owner is None or not partitions:
+            return
+        watermarks = await self._owner.lanes_revoked([(tp.topic, tp.partition) for tp in partitions])
+        await self._commit(watermarks)
+
+    async def partitions_assigned(self, partitions: Collection[TopicPartition]) -> None:
+        consumer = self._consumer
+        if self._owner is not None and partitions:
+            await self._owner.lanes_assigned([(tp.topic, tp.partition) for tp in partitions])
+        if consumer is None:
+            return
+        start = self._subscription.start
+        if start not in ("earliest", "latest"):
+            await self._seek_to_time(consumer, partitions, start)
+        if self._paused:
+            consumer.pause(*partitions)
+
+    async def _seek_to_time(
+        self, consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition], start: str
+    ) -> None:
+        """Partitions the group has never committed start at the first record at or after `start`."""
+        timestamp_ms = int(datetime.fromisoformat(start).timestamp() * 1000)
+        fresh = [tp for tp in partitions if await consumer.committed(tp) is None]
+        if not fresh:
+            return
+        found = await consumer.offsets_for_times(dict.fromkeys(fresh, timestamp_ms))
+        ends = await consumer.end_offsets(fresh)
+        for tp in fresh:
+            offset = found.get(tp)
+            consumer.seek(tp, offset.offset if offset is not None else ends[tp])
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Forwards aiokafka's rebalance callbacks; aiokafka swallows their exceptions, so log them."""
+
+    def __init__(self, source: KafkaTopicSource) -> None:
+        self._source = source
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        try:
+            await self._source.partitions_revoked(revoked)
+        except Exception:
+            log.exception("source %s: settling revoked partitions failed", self._source.name)
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        try:
+            await self._source.partitions_assigned(assigned)
+        except Exception:
+            log.exception("source %s: preparing assigned partitions failed", self._source.name)
+            raise
+
+
+def _topic_partition(lane: Lane) -> TopicPartition:
+    assert isinstance(lane, tuple), "Kafka lanes are (topic, partition)"
+    topic, partition = lane
+    return TopicPartition(str(topic), int(partition))
