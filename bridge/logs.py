@@ -19,5 +19,8 @@ def configure_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level.lower(), logging.INFO))
-    for noisy in ("aiokafka", "aio_pika", "aiormq", "nats"):
+    for noisy in ("aiokafka", "aio_pika", "aiormq"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # nats-py logs a traceback for every failed reconnect attempt; the bridge's error
+    # callback already reports each one in a single line.
+    logging.getLogger("nats").setLevel(logging.CRITICAL)

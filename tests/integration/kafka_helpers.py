@@ -1,0 +1,155 @@
+"""Helpers for the Kafka -> JetStream tests: fill topics, run the bridge, read the stream back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from nats.aio.client import Client as NatsClient
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def fill_topic(bootstrap: str, topic: str, count: int, partitions: int, *, size: int = 100) -> None:
+    """Produce `count` records round-robin over `partitions`: key `k<i>`, a header, `size` bytes."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=512 * 1024, acks="all")
+    await producer.start()
+    try:
+        pending = []
+        body = b"v" * size
+        for i in range(count):
+            pending.append(
+                await producer.send(
+                    topic, body, key=f"k{i}".encode(), partition=i % partitions, headers=[("n", str(i).encode())]
+                )
+            )
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def write_mapping(
+    path: Path,
+    *,
+    nats_url: str,
+    bootstrap: str,
+    stream: str,
+    topic: str,
+    group: str,
+    duplicate_window: str = "2m",
+) -> Path:
+    subject = stream.lower()
+    path.write_text(
+        textwrap.dedent(f"""\
+            nats:
+              servers: ["{nats_url}"]
+            streams:
+              - name: {stream}
+                subjects: ["{subject}.>"]
+                duplicate_window: {duplicate_window}
+            sources:
+              kafka:
+                type: kafka
+                bootstrap_servers: ["{bootstrap}"]
+            services:
+              svc:
+                routes:
+                  - name: copy
+                    source: kafka
+                    from: {{topics: ["{topic}"], group: "{group}"}}
+                    to: "{subject}.{{partition}}"
+            """)
+    )
+    return path
+
+
+class BridgeProcess:
+    """`nats-bridge run FILE` as a child process, the way operators run it."""
+
+    def __init__(self, mapping: Path, log_path: Path) -> None:
+        self.mapping = mapping
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bridge", "run", str(self.mapping)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def terminate(self, timeout: float = 60) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+async def stream_count(nc: NatsClient, stream: str) -> int:
+    try:
+        return (await nc.jetstream().stream_info(stream)).state.messages
+    except NotFoundError:
+        return 0
+
+
+async def wait_for_count(
+    nc: NatsClient, stream: str, at_least: int, timeout: float, bridges: Iterable[BridgeProcess] = ()
+) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        count = await stream_count(nc, stream)
+        if count >= at_least:
+            return count
+        for bridge in bridges:
+            if not bridge.alive():
+                raise AssertionError(f"bridge exited early:\n{bridge.log()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"stream {stream} has {count} messages, wanted {at_least} within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def stored_offsets(nc: NatsClient, stream: str) -> dict[int, list[int]]:
+    """partition -> Kafka offsets in stream order, from the Kafka-* headers of every stored message."""
+    js = nc.jetstream(timeout=20)
+    total = (await js.stream_info(stream)).state.messages
+    found: dict[int, list[int]] = {}
+    if total == 0:
+        return found
+    config = js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.NONE, headers_only=True)
+    subscription = await js.pull_subscribe("", stream=stream, config=config)
+    remaining = total
+    while remaining > 0:
+        batch = await subscription.fetch(min(remaining, 2000), timeout=20)
+        for message in batch:
+            headers = message.headers or {}
+            found.setdefault(int(headers["Kafka-Partition"]), []).append(int(headers["Kafka-Offset"]))
+        remaining -= len(batch)
+    await subscription.unsubscribe()
+    return found
