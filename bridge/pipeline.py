@@ -28,6 +28,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from nats.errors import Error as NatsError
+
 from bridge.config.model import OnError
 from bridge.errors import BridgeError
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
@@ -88,6 +90,7 @@ class LaneState:
         "pipeline",
         "retry_at",
         "retrying",
+        "scan_from",
         "seq",
         "stream",
         "unsent",
@@ -102,6 +105,7 @@ class LaneState:
         self.watermark: int | None = None  # highest position known stored, with all before it
         self.seq = 0  # stream sequence of the message at the watermark
         self.stream = ""  # and the stream that holds it
+        self.scan_from: dict[str, int] = dict(pipeline.stored_index.scan_from.get(key, {}))
         self.retrying = False
         self.retry_at = 0.0
         self.backoff = 0.0
@@ -179,14 +183,19 @@ class LaneState:
             self.pipeline.lane_progressed(self)
 
     def checkpoint(self) -> Checkpoint | None:
-        """This lane's checkpoint: its watermark, and the lowest stream sequence at which a
+        """This lane's checkpoint: its watermark, and per stream the lowest sequence at which a
         message of the lane past the watermark could already be stored."""
         if self.watermark is None:
             return None
-        seqs = [entry.seq for entry in self.entries if entry.settled and entry.seq]
+        scan_from = dict(self.scan_from)
+        floors: dict[str, int] = {}
         if self.seq:
-            seqs.append(self.seq)
-        return Checkpoint(self.watermark, min(seqs, default=0), self.stream)
+            floors[self.stream] = self.seq
+        for entry in self.entries:
+            if entry.settled and entry.seq:
+                floors[entry.stream] = min(entry.seq, floors.get(entry.stream, entry.seq))
+        scan_from.update(floors)
+        return Checkpoint(self.watermark, scan_from)
 
 
 @dataclass(slots=True)
@@ -201,11 +210,13 @@ class StoredIndex:
     """Positions per lane already known to be stored, so a restart does not store them twice.
 
     `through` covers everything at or below a checkpointed position; `positions` holds
-    stored positions found after it (a scan of the stream's tail).
+    stored positions found after it (a scan of the stream's tail); `scan_from` is where the
+    next scan for the lane must start, per stream, until this run checkpoints it anew.
     """
 
     through: dict[Lane, int] = field(default_factory=dict)
     positions: dict[Lane, set[int]] = field(default_factory=dict)
+    scan_from: dict[Lane, dict[str, int]] = field(default_factory=dict)
 
     def contains(self, lane: Lane, position: int) -> bool:
         through = self.through.get(lane)
@@ -214,14 +225,27 @@ class StoredIndex:
         found = self.positions.get(lane)
         return found is not None and position in found
 
+    def update(self, other: StoredIndex) -> None:
+        self.through.update(other.through)
+        self.positions.update(other.positions)
+        self.scan_from.update(other.scan_from)
+
+    def forget(self, lane: Lane) -> None:
+        self.through.pop(lane, None)
+        self.positions.pop(lane, None)
+        self.scan_from.pop(lane, None)
+
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A lane's watermark and where its message sits in JetStream (0 / "" when skipped)."""
+    """A lane's watermark, and per stream the sequence a scan for later messages starts at.
+
+    A position of -1 marks a lane that has nothing settled yet; its `scan_from` still says
+    where any message of it stored before the first real checkpoint must be.
+    """
 
     position: int
-    seq: int
-    stream: str
+    scan_from: Mapping[str, int]
 
 
 class Checkpointer(Protocol):
@@ -262,6 +286,9 @@ class RoutePipeline:
         self._paused = False
         self._stopping = False
         self._wake = asyncio.Event()
+        self._preparing: set[Lane] = set()
+        self._prepared = asyncio.Event()
+        self._prepared.set()
         self._progress = asyncio.Event()
         self._progressed: set[LaneState] = set()
         self._has_work: set[LaneState] = set()
@@ -273,9 +300,16 @@ class RoutePipeline:
     async def lanes_assigned(self, lanes: Collection[Lane]) -> None:
         if self.checkpoints is None or not lanes:
             return
-        index = await self.checkpoints.stored(self.route, lanes)
-        self._stored.through.update(index.through)
-        self._stored.positions.update(index.positions)
+        # aiokafka may already fetch from new partitions while this runs: the reader holds
+        # back their messages until it is known what of them is already stored.
+        self._preparing.update(lanes)
+        self._prepared.clear()
+        try:
+            self._stored.update(await self.checkpoints.stored(self.route, lanes))
+        finally:
+            self._preparing.difference_update(lanes)
+            if not self._preparing:
+                self._prepared.set()
 
     async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
         states = [self._lanes[lane] for lane in lanes if lane in self._lanes]
@@ -291,8 +325,7 @@ class RoutePipeline:
             del self._lanes[state.key]
             self._progressed.discard(state)
             self._has_work.discard(state)
-            self._stored.through.pop(state.key, None)
-            self._stored.positions.pop(state.key, None)
+            self._stored.forget(state.key)
         return watermarks
 
     # ------------------------------------------------------------------ running
@@ -324,6 +357,10 @@ class RoutePipeline:
         self.wake()
 
     @property
+    def stored_index(self) -> StoredIndex:
+        return self._stored
+
+    @property
     def unsettled(self) -> int:
         """Messages read and not yet settled, as of the last step."""
         return self._unsettled
@@ -353,9 +390,12 @@ class RoutePipeline:
         while not self._stopping:
             self._apply_backpressure()
             batch = await self.source.fetch(self.settings.batch_size, self.settings.fetch_timeout)
-            if batch:
-                self._accept(batch)
-                self.wake()
+            if not batch:
+                continue
+            while self._preparing and any(received.lane in self._preparing for received in batch):
+                await self._prepared.wait()
+            self._accept(batch)
+            self.wake()
 
     async def _send_loop(self) -> None:
         while not self._stopping:
@@ -472,7 +512,12 @@ class RoutePipeline:
         if self.checkpoints is None or not lanes:
             return
         saved = {lane.key: checkpoint for lane in lanes if (checkpoint := lane.checkpoint()) is not None}
-        await self.checkpoints.save(self.route, saved)
+        try:
+            await self.checkpoints.save(self.route, saved)
+        except (NatsError, TimeoutError) as error:
+            # Settling the source anyway is safe: a restart scans from the older checkpoint,
+            # which only means a longer scan. Losing the route to a KV hiccup is not.
+            log.warning("route %s: checkpoint not saved (%s); the next settle retries", self.route.key, error)
 
     async def _drain(self) -> None:
         """Stop reading; wait (bounded) for in-flight PubAcks; settle what is done."""

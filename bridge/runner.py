@@ -104,7 +104,11 @@ class Bridge:
             publisher_box.append(publisher)
             self._publisher = publisher
             checkpoints = (
-                JetStreamCheckpoints(js, scan_margin=self.settings.window) if self.settings.checkpoints else None
+                JetStreamCheckpoints(
+                    js, [stream.name for stream in self.config.streams], scan_margin=self.settings.window
+                )
+                if self.settings.checkpoints
+                else None
             )
             async with publisher:
                 self.pipelines = [

@@ -58,10 +58,17 @@ def lane_position_from_headers(headers: Mapping[str, str] | None) -> tuple[Lane,
 
 
 class JetStreamCheckpoints:
-    """Checkpointer backed by a KV bucket and a scan of the stream's tail."""
+    """Checkpointer backed by a KV bucket and a scan of the streams' tails.
 
-    def __init__(self, js: JetStreamContext, *, scan_margin: int = 4096) -> None:
+    `streams` names the streams the routes publish into. A lane seen for the first time
+    gets a marker checkpoint (position -1, each stream's next sequence) *before* any of its
+    messages is published, so even a run that dies before its first real checkpoint leaves
+    behind where to look.
+    """
+
+    def __init__(self, js: JetStreamContext, streams: Collection[str], *, scan_margin: int = 4096) -> None:
         self._js = js
+        self._streams = list(streams)
         self._kv: KeyValue | None = None
         self._scan_margin = scan_margin
 
@@ -70,20 +77,19 @@ class JetStreamCheckpoints:
             try:
                 self._kv = await self._js.key_value(BUCKET)
             except BucketNotFoundError:
-                self._kv = await self._js.create_key_value(
-                    js_api.KeyValueConfig(
-                        bucket=BUCKET,
-                        history=1,
-                        storage=js_api.StorageType.FILE,
-                        description="nats-bridge: per-lane watermarks",
-                    )
+                config = js_api.KeyValueConfig(
+                    bucket=BUCKET,
+                    history=1,
+                    storage=js_api.StorageType.FILE,
+                    description="nats-bridge: per-lane watermarks",
                 )
+                self._kv = await self._js.create_key_value(config)
         return self._kv
 
     async def save(self, route: CompiledRoute, checkpoints: Mapping[Lane, Checkpoint]) -> None:
         kv = await self._bucket()
         for lane, checkpoint in checkpoints.items():
-            value = {"position": checkpoint.position, "seq": checkpoint.seq, "stream": checkpoint.stream}
+            value = {"position": checkpoint.position, "scan_from": dict(checkpoint.scan_from)}
             await kv.put(checkpoint_key(route, lane), json.dumps(value).encode("utf-8"))
 
     async def load(self, route: CompiledRoute, lanes: Collection[Lane]) -> dict[Lane, Checkpoint]:
@@ -97,18 +103,28 @@ class JetStreamCheckpoints:
             if entry.value is None:
                 continue
             value = json.loads(entry.value)
-            found[lane] = Checkpoint(int(value["position"]), int(value["seq"]), str(value["stream"]))
+            scan_from = {str(stream): int(seq) for stream, seq in value["scan_from"].items()}
+            found[lane] = Checkpoint(int(value["position"]), scan_from)
         return found
 
     async def stored(self, route: CompiledRoute, lanes: Collection[Lane]) -> StoredIndex:
         checkpoints = await self.load(route, lanes)
-        index = StoredIndex(through={lane: cp.position for lane, cp in checkpoints.items()})
-        by_stream: dict[str, int] = {}
+        new_lanes = [lane for lane in lanes if lane not in checkpoints]
+        if new_lanes:
+            markers = await self._markers()
+            await self.save(route, dict.fromkeys(new_lanes, Checkpoint(-1, markers)))
+        index = StoredIndex(
+            through={lane: cp.position for lane, cp in checkpoints.items()},
+            scan_from={lane: dict(cp.scan_from) for lane, cp in checkpoints.items()},
+        )
+        for lane in new_lanes:
+            index.scan_from[lane] = dict(markers)
+        starts: dict[str, int] = {}
         for checkpoint in checkpoints.values():
-            if checkpoint.stream and checkpoint.seq:
-                start = max(1, checkpoint.seq - self._scan_margin)
-                by_stream[checkpoint.stream] = min(by_stream.get(checkpoint.stream, start), start)
-        for stream, start in by_stream.items():
+            for stream, seq in checkpoint.scan_from.items():
+                start = max(1, seq - self._scan_margin)
+                starts[stream] = min(starts.get(stream, start), start)
+        for stream, start in starts.items():
             await self._scan(stream, start, checkpoints, index)
         if checkpoints:
             log.info(
@@ -118,6 +134,17 @@ class JetStreamCheckpoints:
                 sum(len(found) for found in index.positions.values()),
             )
         return index
+
+    async def _markers(self) -> dict[str, int]:
+        """Each stream's next sequence: no message published from now on sits below it."""
+        markers: dict[str, int] = {}
+        for stream in self._streams:
+            try:
+                info = await self._js.stream_info(stream)
+            except NotFoundError:
+                continue
+            markers[stream] = info.state.last_seq + 1
+        return markers
 
     async def _scan(self, stream: str, start: int, checkpoints: Mapping[Lane, Checkpoint], index: StoredIndex) -> None:
         try:
@@ -141,7 +168,9 @@ class JetStreamCheckpoints:
             seq = start - 1
             while seq < last:
                 try:
-                    messages = await subscription.fetch(SCAN_BATCH, timeout=2.0)
+                    # Ask for no more than remain: a pull waits its full timeout for a batch
+                    # it cannot fill.
+                    messages = await subscription.fetch(min(SCAN_BATCH, last - seq), timeout=2.0)
                 except TimeoutError:
                     break  # the rest of the range was removed (limits) while scanning
                 for message in messages:

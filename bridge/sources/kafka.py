@@ -170,11 +170,20 @@ class KafkaTopicSource:
     async def partitions_revoked(self, partitions: Collection[TopicPartition]) -> None:
         if self._owner is None or not partitions:
             return
+        log.info(
+            "source %s (group %s): %d partition(s) revoked; settling them", self.name, self._group, len(partitions)
+        )
         watermarks = await self._owner.lanes_revoked([(tp.topic, tp.partition) for tp in partitions])
         await self._commit(watermarks)
 
     async def partitions_assigned(self, partitions: Collection[TopicPartition]) -> None:
         consumer = self._consumer
+        log.info(
+            "source %s (group %s): assigned %s",
+            self.name,
+            self._group,
+            ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(partitions)) or "nothing",
+        )
         if self._owner is not None and partitions:
             await self._owner.lanes_assigned([(tp.topic, tp.partition) for tp in partitions])
         if consumer is None:

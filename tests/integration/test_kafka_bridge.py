@@ -34,11 +34,13 @@ pytestmark = [pytest.mark.kafka, pytest.mark.nats]
 TopicFactory = Callable[..., Awaitable[str]]
 
 
-def assert_exactly_once_in_order(stored: dict[int, list[int]], partitions: int, per_partition: int) -> None:
-    assert sorted(stored) == list(range(partitions))
+def assert_exactly_once_in_order(stored: dict[int, list[int]], produced: dict[int, int]) -> None:
+    """One stored message per (partition, offset), each partition in offset order."""
+    assert sorted(stored) == sorted(produced)
     for partition, offsets in stored.items():
-        assert len(offsets) == per_partition, f"partition {partition}: {len(offsets)} stored, {per_partition} produced"
-        assert offsets == list(range(per_partition)), f"partition {partition} is not stored once each, in order"
+        count = produced[partition]
+        assert len(offsets) == count, f"partition {partition}: {len(offsets)} stored, {count} produced"
+        assert offsets == list(range(count)), f"partition {partition} is not stored once each, in order"
 
 
 @pytest.fixture
@@ -141,8 +143,10 @@ async def test_sigkill_three_times_and_restarts_after_the_duplicate_window_store
     bridge = BridgeProcess(mapping, tmp_path / "bridge.log")
     kill_points = sorted(random.sample(range(10_000, 90_000), 3))
     bridge.start()
+    restarted_at = 0
     for point in kill_points:
-        await wait_for_count(nc, stream, point, timeout=120, bridges=[bridge])
+        # Kill mid-flow: past the random point, and after this run has stored something.
+        restarted_at = await wait_for_count(nc, stream, max(point, restarted_at + 2_000), timeout=120, bridges=[bridge])
         bridge.kill()
         # Longer than the stream's 1 s duplicate window: JetStream no longer remembers the
         # Msg-Ids, so only the bridge's checkpoints stand between a restart and duplicates.
@@ -152,7 +156,8 @@ async def test_sigkill_three_times_and_restarts_after_the_duplicate_window_store
     await asyncio.sleep(2)  # anything stored twice would arrive now
     assert bridge.terminate() == 0, bridge.log()
     stored = await stored_offsets(nc, stream)
-    assert_exactly_once_in_order(stored, partitions, total // partitions + (0 if total % partitions == 0 else 1))
+    produced = {p: total // partitions + (1 if p < total % partitions else 0) for p in range(partitions)}
+    assert_exactly_once_in_order(stored, produced)
 
 
 async def test_nats_server_restarted_mid_run_loses_nothing_and_keeps_order(
@@ -194,7 +199,7 @@ async def test_nats_server_restarted_mid_run_loses_nothing_and_keeps_order(
     finally:
         await client.close()
         server.stop(kill=True)
-    assert_exactly_once_in_order(stored, partitions, per_partition)
+    assert_exactly_once_in_order(stored, dict.fromkeys(range(partitions), per_partition))
 
 
 async def test_legacy_consumer_group_sees_every_record_unaffected_by_the_bridge(
@@ -272,6 +277,5 @@ async def test_rebalance_when_a_second_instance_joins_and_leaves_loses_and_doubl
     await wait_for_count(nc, stream, partitions * per_partition, timeout=180, bridges=[first])
     await asyncio.sleep(2)
     assert first.terminate() == 0, first.log()
-    assert "copy" in first.log() or first.log() == "" or True
     stored = await stored_offsets(nc, stream)
-    assert_exactly_once_in_order(stored, partitions, per_partition)
+    assert_exactly_once_in_order(stored, dict.fromkeys(range(partitions), per_partition))

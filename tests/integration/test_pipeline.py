@@ -250,7 +250,7 @@ async def test_restart_after_the_duplicate_window_stores_nothing_twice(harness: 
     await harness.js.add_stream(name="ORDERS", subjects=["orders.>"], duplicate_window=1.0)
     lanes = kafka_lanes(partitions=3, per_partition=3_000)
     route = compiled_route()
-    checkpoints = JetStreamCheckpoints(harness.js)
+    checkpoints = JetStreamCheckpoints(harness.js, ["ORDERS"])
     async with JetStreamPublisher(harness.nc) as publisher:  # type: ignore[arg-type]
         harness.publisher = publisher
         first = MemorySource(lanes)
@@ -271,7 +271,7 @@ async def test_checkpoint_scan_finds_messages_stored_after_the_last_checkpoint(h
     await harness.js.add_stream(name="ORDERS", subjects=["orders.>"], duplicate_window=1.0)
     lanes = kafka_lanes(partitions=1, per_partition=2_000)
     route = compiled_route()
-    checkpoints = JetStreamCheckpoints(harness.js)
+    checkpoints = JetStreamCheckpoints(harness.js, ["ORDERS"])
     async with JetStreamPublisher(harness.nc) as publisher:  # type: ignore[arg-type]
         harness.publisher = publisher
         first = MemorySource({lane: messages[:500] for lane, messages in lanes.items()})
