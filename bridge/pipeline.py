@@ -58,6 +58,7 @@ class PipelineSettings:
     retry_backoff_initial: float = 0.1
     retry_backoff_max: float = 5.0
     max_in_flight_per_lane: int = 0  # 0: bounded only by the publisher's window
+    prepare_timeout: float = 30.0  # how long new lanes may wait for their checkpoints
 
 
 @dataclass(slots=True)
@@ -287,6 +288,7 @@ class RoutePipeline:
         self._stopping = False
         self._wake = asyncio.Event()
         self._preparing: set[Lane] = set()
+        self._fatal: RouteStoppedError | None = None
         self._prepared = asyncio.Event()
         self._prepared.set()
         self._progress = asyncio.Event()
@@ -304,12 +306,28 @@ class RoutePipeline:
         # back their messages until it is known what of them is already stored.
         self._preparing.update(lanes)
         self._prepared.clear()
-        try:
-            self._stored.update(await self.checkpoints.stored(self.route, lanes))
-        finally:
-            self._preparing.difference_update(lanes)
-            if not self._preparing:
-                self._prepared.set()
+        deadline = time.monotonic() + self.settings.prepare_timeout
+        backoff = self.settings.retry_backoff_initial
+        while True:
+            try:
+                index = await self.checkpoints.stored(self.route, lanes)
+                break
+            except (NatsError, TimeoutError) as error:
+                if time.monotonic() + backoff > deadline:
+                    # Reading on without knowing what is stored could store messages twice:
+                    # stop the route instead (nothing is settled; a restart tries again).
+                    self._fatal = RouteStoppedError(
+                        f"route {self.route.key}: cannot read checkpoints from NATS ({error}); stopping"
+                    )
+                    self.wake()
+                    return
+                log.warning("route %s: reading checkpoints failed (%s); retrying", self.route.key, error)
+                await asyncio.sleep(backoff)
+                backoff = min(self.settings.retry_backoff_max, backoff * 2)
+        self._stored.update(index)
+        self._preparing.difference_update(lanes)
+        if not self._preparing:
+            self._prepared.set()
 
     async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
         states = [self._lanes[lane] for lane in lanes if lane in self._lanes]
@@ -385,6 +403,7 @@ class RoutePipeline:
     def stop(self) -> None:
         self._stopping = True
         self.wake()
+        self._prepared.set()  # a reader holding back unprepared lanes returns without them
 
     async def _read_loop(self) -> None:
         while not self._stopping:
@@ -394,6 +413,8 @@ class RoutePipeline:
                 continue
             while self._preparing and any(received.lane in self._preparing for received in batch):
                 await self._prepared.wait()
+                if self._stopping:
+                    return
             self._accept(batch)
             self.wake()
 
@@ -402,6 +423,8 @@ class RoutePipeline:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.fetch_timeout)
             self._wake.clear()
+            if self._fatal is not None:
+                raise self._fatal
             await self._handle_rejections()
             await self._retry_due_lanes()
             await self._pump()
