@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ from bridge import __version__
 from bridge.config import BridgeConfig, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.explain import explain_amqp, explain_kafka, format_explanation
+from bridge.jetstream.report import format_states, stream_states
 from bridge.logs import configure_logging
 from bridge.runner import run_bridge
+from bridge.traffic import produce_all
 
 EXIT_INVALID = 2
 
@@ -68,10 +71,17 @@ def validate(file: MappingFile, as_json: JsonFlag = False) -> None:
         }
         typer.echo(json.dumps(summary, indent=2))
     else:
-        typer.echo(
-            f"{file}: valid — {len(config.streams)} streams, {len(config.sources)} sources, "
-            f"{len(config.services)} services, {len(routes)} routes"
-        )
+        counts = [
+            _plural(len(config.streams), "stream"),
+            _plural(len(config.sources), "source"),
+            _plural(len(config.services), "service"),
+            _plural(len(routes), "route"),
+        ]
+        typer.echo(f"{file}: valid — {', '.join(counts)}")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _parse_headers(pairs: list[str]) -> dict[str, str]:
@@ -145,6 +155,49 @@ def run(
     configure_logging(log_level)
     config = _load(file, as_json=False)
     run_bridge(config)
+
+
+@app.command()
+def traffic(
+    file: MappingFile,
+    count: Annotated[int, typer.Option(help="Records to send to each topic.")] = 100,
+) -> None:
+    """Send sample records to every Kafka topic the mapping file reads (a demo, not a load test)."""
+    config = _load(file, as_json=False)
+    targets = asyncio.run(produce_all(config, count))
+    for target in targets:
+        typer.echo(f"sent {count} records to Kafka topic '{target.topic}' (source '{target.source}')")
+    if not targets:
+        typer.echo("no route of this file reads a named Kafka topic; nothing sent")
+
+
+@app.command()
+def streams(
+    file: MappingFile,
+    wait_for: Annotated[int, typer.Option(help="Wait until the streams hold this many messages in all.")] = 0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait at most.")] = 30.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show what the mapping file's streams hold: message counts, bytes and the newest message."""
+    config = _load(file, as_json)
+    states = asyncio.run(stream_states(config, wait_for=wait_for, seconds=timeout))
+    if as_json:
+        document = [
+            {
+                "stream": s.name,
+                "exists": s.exists,
+                "messages": s.messages,
+                "bytes": s.size,
+                "last_subject": s.last_subject,
+                "last_headers": s.last_headers,
+            }
+            for s in states
+        ]
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        typer.echo(format_states(states), nl=False)
+    if wait_for and sum(s.messages for s in states) < wait_for:
+        raise typer.Exit(1)
 
 
 @app.command()

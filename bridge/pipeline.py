@@ -14,7 +14,8 @@ Order within a lane is kept by three rules:
    crash re-reads exactly what is not known to be stored.
 
 What can still reorder: JetStream refusing message k with an error reply while storing
-k+1 (both were in flight). A route with `max_in_flight_per_lane: 1` rules that out.
+k+1 (both were in flight). A route with `ordering: strict` (one publish in flight per lane)
+rules that out.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -116,7 +117,7 @@ class Bridge:
                         route,
                         build_source(self.config, route.service, route),
                         publisher,
-                        self.settings.pipeline,
+                        self._pipeline_settings(route),
                         checkpoints=checkpoints,
                     )
                     for route in routes
@@ -127,6 +128,11 @@ class Bridge:
                 await nc.drain()
             if not nc.is_closed:
                 await nc.close()
+
+    def _pipeline_settings(self, route: CompiledRoute) -> PipelineSettings:
+        if route.config.ordering == "strict":
+            return dataclasses.replace(self.settings.pipeline, max_in_flight_per_lane=1)
+        return self.settings.pipeline
 
     async def _run_pipelines(self) -> None:
         async def stopper() -> None:

@@ -439,6 +439,14 @@ class RouteConfig(Strict):
     on_error: OnError = Field(
         OnError.DEAD_LETTER, description="dead-letter (default) | stop | skip, for unmappable messages."
     )
+    ordering: Literal["pipelined", "strict"] = Field(
+        "pipelined",
+        description=(
+            "pipelined (default): many publishes in flight per partition; order holds through restarts and "
+            "reconnects, but a JetStream error reply for one message while the next is accepted can reorder "
+            "them. strict: one publish in flight per partition/queue, which rules that out at a throughput cost."
+        ),
+    )
 
     @field_validator("to")
     @classmethod

@@ -49,7 +49,9 @@ async def connect_nats(
         log.warning("NATS connection error: %s", error)
 
     async def disconnected_cb() -> None:
-        log.warning("disconnected from NATS")
+        if client.is_closed:
+            return  # our own close(), not a lost connection
+        log.warning("disconnected from NATS; reconnecting")
         if on_disconnect is not None:
             await on_disconnect()
 

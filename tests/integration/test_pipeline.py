@@ -290,3 +290,23 @@ async def test_checkpoint_scan_finds_messages_stored_after_the_last_checkpoint(h
     assert pipeline.stats.published == 500
     stored = await harness.stored_positions("ORDERS")
     assert stored[("orders", 0)] == list(range(2_000))
+
+
+async def test_strict_ordering_keeps_one_publish_in_flight_per_lane(harness: Harness) -> None:
+    await harness.js.add_stream(name="ORDERS", subjects=["orders.>"])
+    lanes = kafka_lanes(partitions=3, per_partition=1_000)
+    source = MemorySource(lanes)
+    most_in_flight = 0
+    async with JetStreamPublisher(harness.nc) as publisher:  # type: ignore[arg-type]
+        harness.publisher = publisher
+        pipeline = RoutePipeline(compiled_route(), source, publisher, PipelineSettings(max_in_flight_per_lane=1))
+
+        def done() -> bool:
+            nonlocal most_in_flight
+            most_in_flight = max(most_in_flight, publisher.in_flight)
+            return source.exhausted()
+
+        await run_until(pipeline, done)
+    assert 1 <= most_in_flight <= 3
+    stored = await harness.stored_positions("ORDERS")
+    assert all(offsets == list(range(1_000)) for offsets in stored.values())
