@@ -92,6 +92,7 @@ class LaneState:
         "pipeline",
         "retry_at",
         "retrying",
+        "revoked",
         "scan_from",
         "seq",
         "stream",
@@ -109,14 +110,16 @@ class LaneState:
         self.stream = ""  # and the stream that holds it
         self.scan_from: dict[str, int] = dict(pipeline.stored_index.scan_from.get(key, {}))
         self.retrying = False
+        self.revoked = False
         self.retry_at = 0.0
         self.backoff = 0.0
         self.in_flight = 0
 
     def sendable(self, entry: InFlight) -> bool:
         """Asked by the publisher just before sending: a lane waiting to resend sends nothing
-        newer, or a later message could be stored before an earlier one."""
-        return not self.retrying
+        newer, or a later message could be stored before an earlier one; a revoked lane sends
+        nothing more (its new owner reads it again)."""
+        return not self.retrying and not self.revoked
 
     def published(self, entry: InFlight, seq: int, duplicate: bool) -> None:
         self.in_flight -= 1
@@ -340,6 +343,7 @@ class RoutePipeline:
         watermarks = {state.key: state.watermark for state in states if state.watermark is not None}
         await self._checkpoint([state for state in states if state.watermark is not None])
         for state in states:
+            state.revoked = True
             self.publisher.forget(state.entries)
             del self._lanes[state.key]
             self._progressed.discard(state)
