@@ -20,7 +20,7 @@ from nats.errors import Error as NatsError
 from bridge.config.model import BridgeConfig, FromKafka, KafkaSource
 from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
-from bridge.jetstream.connection import connect_nats
+from bridge.jetstream.connection import ConnectionEvents, connect_nats
 from bridge.jetstream.declare import declare_streams
 from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.mapping import CompiledRoute
@@ -74,7 +74,6 @@ class Bridge:
         self.settings = settings or RunSettings()
         self.pipelines: list[RoutePipeline] = []
         self._nc: NatsClient | None = None
-        self._publisher: JetStreamPublisher | None = None
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -83,18 +82,9 @@ class Bridge:
     async def run(self) -> None:
         """Run until `stop()`; raises BridgeError subclasses for failures a person must fix."""
         routes = compile_routes(self.config)
-        publisher_box: list[JetStreamPublisher] = []
-
-        async def on_disconnect() -> None:
-            if publisher_box:
-                await publisher_box[0].on_disconnect()
-
-        async def on_reconnect() -> None:
-            if publisher_box:
-                await publisher_box[0].on_reconnect()
-
+        events = ConnectionEvents()
         try:
-            nc = await connect_nats(self.config.nats, on_disconnect=on_disconnect, on_reconnect=on_reconnect)
+            nc = await connect_nats(self.config.nats, events)
         except (NatsError, OSError, TimeoutError) as error:
             raise NatsUnavailableError(f"cannot connect to NATS: {error or type(error).__name__}") from None
         self._nc = nc
@@ -102,8 +92,7 @@ class Bridge:
             js = nc.jetstream()
             await declare_streams(js, self.config.streams)
             publisher = JetStreamPublisher(nc, window=self.settings.window, ack_timeout=self.settings.ack_timeout)
-            publisher_box.append(publisher)
-            self._publisher = publisher
+            events.add(publisher)
             checkpoints = (
                 JetStreamCheckpoints(
                     js, [stream.name for stream in self.config.streams], scan_margin=self.settings.window

@@ -13,7 +13,14 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
+
+from nats.aio.client import Client as NatsClient
+from pydantic import SecretStr
+
+from bridge.config import NatsConfig
+from bridge.jetstream.connection import ConnectionEvents, connect_nats
 
 
 def _free_port() -> int:
@@ -93,3 +100,11 @@ class PrivateNatsServer:
         if down_for:
             time.sleep(down_for)
         self.start()
+
+
+async def connect_like_the_bridge(url: str) -> tuple[NatsClient, ConnectionEvents]:
+    """A connection with the bridge's own options (reconnect forever, no reconnect buffer),
+    and the events object a publisher registers with to hear of disconnects."""
+    events = ConnectionEvents()
+    config = NatsConfig(servers=[SecretStr(url)], ping_interval=timedelta(seconds=1))
+    return await connect_nats(config, events), events

@@ -1,9 +1,10 @@
 """(3) OUT: the NATS side — connecting, declaring streams, and the pipelined publisher."""
 
-from bridge.jetstream.connection import connect_nats, redact_url
+from bridge.jetstream.connection import ConnectionEvents, connect_nats, redact_url
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure, PublishOwner
 
 __all__ = [
+    "ConnectionEvents",
     "InFlight",
     "JetStreamPublisher",
     "PublishFailure",

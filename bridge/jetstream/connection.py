@@ -10,7 +10,7 @@ source order, and a buffer flushed after reconnect would overtake those resends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from nats.aio.client import Client as NatsClient
@@ -19,7 +19,38 @@ from bridge.config.model import NatsConfig
 
 log = logging.getLogger(__name__)
 
-Callback = Callable[[], Awaitable[None]]
+class ConnectionListener(Protocol):
+    """Something that must know when the NATS connection drops and comes back."""
+
+    async def on_disconnect(self) -> None: ...
+
+    async def on_reconnect(self) -> None: ...
+
+
+class ConnectionEvents:
+    """Fans the connection's disconnect/reconnect out to listeners registered at any time.
+
+    The publisher is created after the connection exists, so the connection cannot be
+    given it up front; it registers here instead.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[ConnectionListener] = []
+        self.disconnects = 0
+        self.reconnects = 0
+
+    def add(self, listener: ConnectionListener) -> None:
+        self._listeners.append(listener)
+
+    async def disconnected(self) -> None:
+        self.disconnects += 1
+        for listener in self._listeners:
+            await listener.on_disconnect()
+
+    async def reconnected(self) -> None:
+        self.reconnects += 1
+        for listener in self._listeners:
+            await listener.on_reconnect()
 
 
 def redact_url(url: str) -> str:
@@ -35,12 +66,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-async def connect_nats(
-    config: NatsConfig,
-    *,
-    on_disconnect: Callback | None = None,
-    on_reconnect: Callback | None = None,
-) -> NatsClient:
+async def connect_nats(config: NatsConfig, events: ConnectionEvents | None = None) -> NatsClient:
     """Connect with bridge-grade options; raise the client's error if no server answers in time."""
     servers = [server.get_secret_value() for server in config.servers]
 
@@ -52,14 +78,14 @@ async def connect_nats(
         if client.is_closed:
             return  # our own close(), not a lost connection
         log.warning("disconnected from NATS; reconnecting")
-        if on_disconnect is not None:
-            await on_disconnect()
+        if events is not None:
+            await events.disconnected()
 
     async def reconnected_cb() -> None:
         url = client.connected_url.geturl() if client.connected_url else ""
         log.info("reconnected to NATS at %s", redact_url(url))
-        if on_reconnect is not None:
-            await on_reconnect()
+        if events is not None:
+            await events.reconnected()
 
     options: dict[str, object] = {
         "servers": servers,

@@ -14,15 +14,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from private_nats import PrivateNatsServer
+from private_nats import PrivateNatsServer, connect_like_the_bridge
 
 from bridge.config import load_config_text
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
+from bridge.jetstream.connection import ConnectionEvents
 from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.mapping import CompiledRoute
 from bridge.message import KafkaOrigin, SourceMessage
@@ -68,31 +68,11 @@ class Harness:
 
     def __init__(self, server: PrivateNatsServer) -> None:
         self.server = server
-        self.publisher: JetStreamPublisher | None = None
         self.nc: NatsClient | None = None
+        self.events = ConnectionEvents()
 
     async def connect(self) -> NatsClient:
-        async def disconnected() -> None:
-            if self.publisher is not None:
-                await self.publisher.on_disconnect()
-
-        async def reconnected() -> None:
-            if self.publisher is not None:
-                await self.publisher.on_reconnect()
-
-        async def quiet(_error: Exception) -> None:
-            return None
-
-        self.nc = await nats.connect(
-            self.server.url,
-            pending_size=0,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.2,
-            ping_interval=1,
-            disconnected_cb=disconnected,
-            reconnected_cb=reconnected,
-            error_cb=quiet,
-        )
+        self.nc, self.events = await connect_like_the_bridge(self.server.url)
         return self.nc
 
     @property
@@ -156,7 +136,7 @@ async def test_order_is_kept_per_lane_across_nats_restarts_with_many_in_flight(h
     lanes = kafka_lanes(partitions=4, per_partition=15_000)
     source = MemorySource(lanes)
     async with JetStreamPublisher(harness.nc, window=4096, ack_timeout=2.0) as publisher:  # type: ignore[arg-type]
-        harness.publisher = publisher
+        harness.events.add(publisher)
         settings = PipelineSettings(retry_backoff_initial=0.05)
         pipeline = RoutePipeline(compiled_route(), source, publisher, settings)
         task = asyncio.create_task(run_until(pipeline, source.exhausted, timeout=120))
@@ -178,7 +158,7 @@ async def test_shutdown_settles_only_what_is_stored_and_a_restart_completes_exac
     await harness.js.add_stream(name="ORDERS", subjects=["orders.>"])
     lanes = kafka_lanes(partitions=2, per_partition=20_000)
     async with JetStreamPublisher(harness.nc, window=1024) as publisher:  # type: ignore[arg-type]
-        harness.publisher = publisher
+        harness.events.add(publisher)
         first = MemorySource(lanes)
         pipeline = RoutePipeline(compiled_route(), first, publisher)
         await run_until(pipeline, lambda: pipeline.stats.published > 5_000)
@@ -200,7 +180,7 @@ async def test_source_is_paused_while_nats_is_down_and_resumes_by_itself(harness
     lanes = kafka_lanes(partitions=1, per_partition=30_000)
     source = MemorySource(lanes)
     async with JetStreamPublisher(harness.nc, window=512, ack_timeout=1.0) as publisher:  # type: ignore[arg-type]
-        harness.publisher = publisher
+        harness.events.add(publisher)
         pipeline = RoutePipeline(compiled_route(), source, publisher, PipelineSettings(max_unsettled=2_000))
         task = asyncio.create_task(run_until(pipeline, source.exhausted, timeout=120))
         while pipeline.stats.published < 3_000:
@@ -223,7 +203,7 @@ async def test_unmappable_message_with_on_error_stop_stops_without_settling_past
     ]
     source = MemorySource({("orders", 0): messages})
     async with JetStreamPublisher(harness.nc) as publisher:  # type: ignore[arg-type]
-        harness.publisher = publisher
+        harness.events.add(publisher)
         pipeline = RoutePipeline(compiled_route(to="orders.{key}", on_error="stop"), source, publisher)
         with pytest.raises(RouteStoppedError, match=r"position 5 cannot be delivered: .*\{key\}"):
             await asyncio.wait_for(pipeline.run(), 30)
@@ -239,7 +219,7 @@ async def test_unmappable_message_with_on_error_skip_is_settled_and_counted(harn
     messages.append(None)  # a tombstone the source filtered out: settled without a publish
     source = MemorySource({("orders", 0): messages})
     async with JetStreamPublisher(harness.nc) as publisher:  # type: ignore[arg-type]
-        harness.publisher = publisher
+        harness.events.add(publisher)
         pipeline = RoutePipeline(compiled_route(to="orders.{key}", on_error="skip"), source, publisher)
         await run_until(pipeline, source.exhausted)
     assert pipeline.stats.skipped == 2
@@ -252,7 +232,7 @@ async def test_restart_after_the_duplicate_window_stores_nothing_twice(harness: 
     route = compiled_route()
     checkpoints = JetStreamCheckpoints(harness.js, ["ORDERS"])
     async with JetStreamPublisher(harness.nc) as publisher:  # type: ignore[arg-type]
-        harness.publisher = publisher
+        harness.events.add(publisher)
         first = MemorySource(lanes)
         pipeline = RoutePipeline(route, first, publisher, checkpoints=checkpoints)
         await run_until(pipeline, first.exhausted)
@@ -273,7 +253,7 @@ async def test_checkpoint_scan_finds_messages_stored_after_the_last_checkpoint(h
     route = compiled_route()
     checkpoints = JetStreamCheckpoints(harness.js, ["ORDERS"])
     async with JetStreamPublisher(harness.nc) as publisher:  # type: ignore[arg-type]
-        harness.publisher = publisher
+        harness.events.add(publisher)
         first = MemorySource({lane: messages[:500] for lane, messages in lanes.items()})
         pipeline = RoutePipeline(route, first, publisher, checkpoints=checkpoints)
         await run_until(pipeline, first.exhausted)
@@ -298,7 +278,7 @@ async def test_strict_ordering_keeps_one_publish_in_flight_per_lane(harness: Har
     source = MemorySource(lanes)
     most_in_flight = 0
     async with JetStreamPublisher(harness.nc) as publisher:  # type: ignore[arg-type]
-        harness.publisher = publisher
+        harness.events.add(publisher)
         pipeline = RoutePipeline(compiled_route(), source, publisher, PipelineSettings(max_in_flight_per_lane=1))
 
         def done() -> bool:

@@ -12,12 +12,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import api as js_api
-from private_nats import PrivateNatsServer
+from private_nats import PrivateNatsServer, connect_like_the_bridge
 
+from bridge.jetstream.connection import ConnectionEvents
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.message import OutboundMessage
 
@@ -74,49 +74,24 @@ async def private_server(tmp_path: Path) -> AsyncIterator[PrivateNatsServer]:
         server.stop(kill=True)
 
 
-async def connect(url: str, publisher_box: list[JetStreamPublisher]) -> NatsClient:
-    async def disconnected() -> None:
-        if publisher_box:
-            await publisher_box[0].on_disconnect()
-
-    async def reconnected() -> None:
-        if publisher_box:
-            await publisher_box[0].on_reconnect()
-
-    async def quiet(_error: Exception) -> None:
-        return None
-
-    return await nats.connect(
-        url,
-        pending_size=0,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.2,
-        ping_interval=1,
-        disconnected_cb=disconnected,
-        reconnected_cb=reconnected,
-        error_cb=quiet,
-    )
-
-
 @pytest.fixture
-async def client(private_server: PrivateNatsServer) -> AsyncIterator[tuple[NatsClient, list[JetStreamPublisher]]]:
-    box: list[JetStreamPublisher] = []
-    nc = await connect(private_server.url, box)
+async def client(private_server: PrivateNatsServer) -> AsyncIterator[tuple[NatsClient, ConnectionEvents]]:
+    nc, events = await connect_like_the_bridge(private_server.url)
     try:
-        yield nc, box
+        yield nc, events
     finally:
         await nc.close()
 
 
 async def test_every_puback_is_matched_back_with_a_small_window(
-    client: tuple[NatsClient, list[JetStreamPublisher]],
+    client: tuple[NatsClient, ConnectionEvents],
 ) -> None:
-    nc, box = client
+    nc, events = client
     js = nc.jetstream()
     await js.add_stream(name="ORDERS", subjects=["orders.>"])
     owner = Recorder()
     async with JetStreamPublisher(nc, window=64) as publisher:
-        box.append(publisher)
+        events.add(publisher)
         await publisher.publish(entries(owner, "orders.created", 5000))
         await owner.wait_for(5000)
         assert publisher.in_flight == 0
@@ -127,13 +102,13 @@ async def test_every_puback_is_matched_back_with_a_small_window(
     assert (await js.stream_info("ORDERS")).state.messages == 5000
 
 
-async def test_duplicates_are_reported_and_counted(client: tuple[NatsClient, list[JetStreamPublisher]]) -> None:
-    nc, box = client
+async def test_duplicates_are_reported_and_counted(client: tuple[NatsClient, ConnectionEvents]) -> None:
+    nc, events = client
     js = nc.jetstream()
     await js.add_stream(name="S", subjects=["s.>"])
     owner = Recorder()
     async with JetStreamPublisher(nc) as publisher:
-        box.append(publisher)
+        events.add(publisher)
         await publisher.publish(entries(owner, "s.a", 10))
         await owner.wait_for(10)
         again = entries(owner, "s.a", 10)
@@ -144,15 +119,15 @@ async def test_duplicates_are_reported_and_counted(client: tuple[NatsClient, lis
     assert (await js.stream_info("S")).state.messages == 10
 
 
-async def test_stream_full_error_reply_fails_the_message(client: tuple[NatsClient, list[JetStreamPublisher]]) -> None:
-    nc, box = client
+async def test_stream_full_error_reply_fails_the_message(client: tuple[NatsClient, ConnectionEvents]) -> None:
+    nc, events = client
     js = nc.jetstream()
     await js.add_stream(
         js_api.StreamConfig(name="TINY", subjects=["tiny.>"], max_msgs=3, discard=js_api.DiscardPolicy.NEW)
     )
     owner = Recorder()
     async with JetStreamPublisher(nc) as publisher:
-        box.append(publisher)
+        events.add(publisher)
         await publisher.publish(entries(owner, "tiny.x", 5))
         await owner.wait_for(5)
     assert sorted(owner.stored) == [0, 1, 2]
@@ -165,8 +140,8 @@ async def test_stream_full_error_reply_fails_the_message(client: tuple[NatsClien
     assert not failure.permanent
 
 
-async def test_wrong_expected_stream_error_reply(client: tuple[NatsClient, list[JetStreamPublisher]]) -> None:
-    nc, box = client
+async def test_wrong_expected_stream_error_reply(client: tuple[NatsClient, ConnectionEvents]) -> None:
+    nc, events = client
     js = nc.jetstream()
     await js.add_stream(name="RIGHT", subjects=["right.>"])
     owner = Recorder()
@@ -174,7 +149,7 @@ async def test_wrong_expected_stream_error_reply(client: tuple[NatsClient, list[
         OutboundMessage("right.x", b"x", "w-1", {"Nats-Msg-Id": "w-1", "Nats-Expected-Stream": "WRONG"}), owner, 0
     )
     async with JetStreamPublisher(nc) as publisher:
-        box.append(publisher)
+        events.add(publisher)
         await publisher.publish([entry])
         await owner.wait_for(1)
     ((_, failure),) = owner.failures
@@ -183,22 +158,22 @@ async def test_wrong_expected_stream_error_reply(client: tuple[NatsClient, list[
     assert "expected stream does not match" in failure.description
 
 
-async def test_no_stream_for_the_subject_fails_fast(client: tuple[NatsClient, list[JetStreamPublisher]]) -> None:
-    nc, box = client
+async def test_no_stream_for_the_subject_fails_fast(client: tuple[NatsClient, ConnectionEvents]) -> None:
+    nc, events = client
     owner = Recorder()
     async with JetStreamPublisher(nc, ack_timeout=30) as publisher:
-        box.append(publisher)
+        events.add(publisher)
         await publisher.publish(entries(owner, "nowhere.x", 3))
         await owner.wait_for(3, timeout=5)
     assert [failure.kind for _, failure in owner.failures] == ["no-responders"] * 3
 
 
-async def test_no_reply_times_out(client: tuple[NatsClient, list[JetStreamPublisher]]) -> None:
-    nc, box = client
+async def test_no_reply_times_out(client: tuple[NatsClient, ConnectionEvents]) -> None:
+    nc, events = client
     silent = await nc.subscribe("silent.>")  # a responder that never answers: no 503, no PubAck
     owner = Recorder()
     async with JetStreamPublisher(nc, ack_timeout=0.5) as publisher:
-        box.append(publisher)
+        events.add(publisher)
         await publisher.publish(entries(owner, "silent.x", 4))
         await owner.wait_for(4, timeout=5)
         assert publisher.in_flight == 0
@@ -207,15 +182,15 @@ async def test_no_reply_times_out(client: tuple[NatsClient, list[JetStreamPublis
 
 
 async def test_payload_over_max_payload_is_refused_permanently(
-    client: tuple[NatsClient, list[JetStreamPublisher]],
+    client: tuple[NatsClient, ConnectionEvents],
 ) -> None:
-    nc, box = client
+    nc, events = client
     js = nc.jetstream()
     await js.add_stream(name="BIG", subjects=["big.>"])
     owner = Recorder()
     too_big = b"x" * (nc.max_payload + 1)
     async with JetStreamPublisher(nc, window=2) as publisher:
-        box.append(publisher)
+        events.add(publisher)
         await publisher.publish(entries(owner, "big.x", 3, payload=too_big))
         await publisher.publish(entries(owner, "big.x", 1, start=3))
         await owner.wait_for(4)
@@ -225,15 +200,15 @@ async def test_payload_over_max_payload_is_refused_permanently(
 
 
 async def test_disconnect_fails_everything_in_flight_then_resumes(
-    private_server: PrivateNatsServer, client: tuple[NatsClient, list[JetStreamPublisher]]
+    private_server: PrivateNatsServer, client: tuple[NatsClient, ConnectionEvents]
 ) -> None:
-    nc, box = client
+    nc, events = client
     js = nc.jetstream()
     await js.add_stream(name="D", subjects=["d.>"])
     owner = Recorder()
     silent = await nc.subscribe("hold.>")  # keeps these in flight until the disconnect
     async with JetStreamPublisher(nc, ack_timeout=60) as publisher:
-        box.append(publisher)
+        events.add(publisher)
         await publisher.publish(entries(owner, "hold.x", 50))
         assert publisher.in_flight == 50
         await asyncio.to_thread(private_server.restart, kill=True)
