@@ -5,10 +5,13 @@ clear line and choose an exit code without ever showing a traceback::
 
     BridgeError                     anything the bridge itself raises on purpose
     ├── ConfigError                 a mapping file is unusable; carries every ConfigIssue found
-    ├── TemplateError               a subject or Msg-Id template is wrong
+    ├── TemplateError               a subject or Msg-Id template is wrong (bridge.routing.templates)
     │   ├── TemplateSyntaxError     ... as written (found at load time, with a column)
     │   └── TemplateRenderError     ... for one message (missing header, index out of range)
-    └── ExplainError                `explain` was asked something the mapping cannot answer
+    ├── ExplainError                `explain` was asked something the mapping cannot answer
+    ├── SourceUnavailableError      a source broker is unreachable or refused the subscription
+    ├── NatsUnavailableError        NATS is unreachable at start-up (bridge.runner)
+    └── RouteStoppedError           a route met a message it must not pass (bridge.pipeline)
 
 Errors raised by aio-pika, aiokafka and nats-py are translated into this tree at the edge
 of each adapter; anything not recognised there is re-raised untouched, because hiding an
@@ -56,3 +59,7 @@ class ConfigError(BridgeError):
 
 class ExplainError(BridgeError):
     """`explain` was given a question the mapping file cannot answer."""
+
+
+class SourceUnavailableError(BridgeError):
+    """A source broker could not be reached, or refused the bridge's subscription."""

@@ -10,32 +10,30 @@ Headers the bridge adds (the naming scheme, also in README.md):
 - Kafka: `Kafka-Topic`, `Kafka-Partition`, `Kafka-Offset`, `Kafka-Timestamp` (ms since the
   epoch), `Kafka-Key` (the key as text) or `Kafka-Key-Base64` (a key that is not clean
   UTF-8 text), `Kafka-Tombstone: true` for a record whose value is null.
-- RabbitMQ: `Amqp-Exchange`, `Amqp-Routing-Key`, `Amqp-Stream-Offset`, and each basic
-  property present as `Amqp-<Property>` (`Amqp-Content-Type`, `Amqp-Message-Id`, ...).
-- Source headers keep their names when those are valid header tokens outside the
-  reserved prefixes `Nats-`, `Kafka-`, `Amqp-` and `Source-`; any other name is carried as
-  `Source-<name, %XX-escaped>`, which is reversible. A value that is not clean text
-  (not UTF-8, or holding control characters) is base64-encoded and its header name is
-  listed in `Bridge-Base64-Headers`.
+- RabbitMQ: `Amqp-Exchange`, `Amqp-Routing-Key`, `Amqp-Queue` and `Amqp-Stream-Offset` (stream
+  queues), and each basic property present as `Amqp-<Property>` (`Amqp-Content-Type`,
+  `Amqp-Message-Id`, `Amqp-Timestamp` in epoch seconds, ...).
+- Source headers: see bridge.headers (names kept or `Source-` escaped; values as text,
+  base64 or typed JSON, listed in `Bridge-Base64-Headers` / `Bridge-Typed-Headers`).
 """
 
 from __future__ import annotations
 
 import base64
+import calendar
 import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bridge.config.model import FromRabbitMQ, MsgIdStrategy, RabbitMQMode, RouteConfig
+from bridge.headers import encode_headers, encode_value
 from bridge.message import AmqpOrigin, KafkaOrigin, OutboundMessage, SourceMessage
 from bridge.routing import SubjectTemplate, TemplateContext, TemplateRenderError, TextTemplate
 
-RESERVED_HEADER_PREFIXES = ("nats-", "kafka-", "amqp-", "source-", "bridge-")
-BASE64_HEADERS = "Bridge-Base64-Headers"
 MSG_ID_HEADER = "Nats-Msg-Id"
-_TOKEN_CHARS = frozenset(b"!#$&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 # AMQP basic properties in the order RabbitMQ lists them, with their header names.
 AMQP_PROPERTY_HEADERS = {
@@ -134,25 +132,14 @@ class CompiledRoute:
         """Bridge metadata headers plus the source headers, per the route's header rules."""
         headers = metadata_headers(message)
         rules = self.config.headers
-        if rules.copy_source:
-            base64_names: list[str] = []
-            dropped = set(rules.drop)
-            for name, value in message.headers:
-                if name in dropped:
-                    continue
-                target = rules.rename.get(name) or header_name_for(name)
-                text, encoded = header_value_for(value)
-                headers[target] = text
-                if encoded:
-                    base64_names.append(target)
-            if base64_names:
-                headers[BASE64_HEADERS] = ",".join(base64_names)
+        if rules.copy_source and message.headers:
+            headers.update(encode_headers(message.headers, rename=rules.rename, drop=frozenset(rules.drop)))
         return headers
 
 
 def template_context(message: SourceMessage) -> TemplateContext:
     """The values templates may draw on, taken from the message's origin and headers."""
-    headers = {name: header_value_for(value)[0] for name, value in message.headers}
+    headers = {name: encode_value(value)[0] for name, value in message.headers}
     origin = message.origin
     if isinstance(origin, KafkaOrigin):
         return TemplateContext(
@@ -185,44 +172,27 @@ def metadata_headers(message: SourceMessage) -> dict[str, str]:
         if origin.timestamp_ms is not None:
             headers["Kafka-Timestamp"] = str(origin.timestamp_ms)
         if origin.key is not None:
-            text, encoded = header_value_for(origin.key)
-            headers["Kafka-Key-Base64" if encoded else "Kafka-Key"] = text
+            text, form = encode_value(origin.key)
+            headers["Kafka-Key" if form == "text" else "Kafka-Key-Base64"] = text
         if message.body is None:
             headers["Kafka-Tombstone"] = "true"
         return headers
     headers = {"Amqp-Exchange": origin.exchange, "Amqp-Routing-Key": origin.routing_key}
     if origin.stream_offset is not None:
+        headers["Amqp-Queue"] = origin.queue or ""
         headers["Amqp-Stream-Offset"] = str(origin.stream_offset)
     for prop, header in AMQP_PROPERTY_HEADERS.items():
         value = origin.properties.get(prop)
         if value is not None:
-            headers[header] = header_value_for(value)[0]
+            headers[header] = _property_text(value)
     return headers
 
 
-def header_name_for(name: str) -> str:
-    """A source header's name in NATS: as-is when safe, else `Source-<%XX-escaped name>`."""
-    raw = name.encode("utf-8")
-    if raw and all(byte in _TOKEN_CHARS for byte in raw) and not name.lower().startswith(RESERVED_HEADER_PREFIXES):
-        return name
-    return "Source-" + "".join(chr(byte) if byte in _TOKEN_CHARS else f"%{byte:02X}" for byte in raw)
-
-
-def header_value_for(value: Any) -> tuple[str, bool]:
-    """(text, was_base64): clean text passes unchanged; anything else is base64 of its bytes."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        raw = bytes(value)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return base64.b64encode(raw).decode("ascii"), True
-    elif isinstance(value, str):
-        text = value
-    else:
-        text = str(value)
-    if text.isprintable():
-        return text, False
-    return base64.b64encode(text.encode("utf-8")).decode("ascii"), True
+def _property_text(value: Any) -> str:
+    """An AMQP basic property as header text (timestamps as epoch seconds, as AMQP sends them)."""
+    if isinstance(value, datetime):
+        return str(calendar.timegm(value.utctimetuple()))
+    return encode_value(value)[0] if isinstance(value, str | bytes) else str(value)
 
 
 def _kafka_offset_id(route: CompiledRoute, message: SourceMessage) -> str:

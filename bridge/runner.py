@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 
-from bridge.config.model import BridgeConfig, FromKafka, KafkaSource
+from bridge.config.model import (
+    BridgeConfig,
+    FromKafka,
+    FromRabbitMQ,
+    KafkaSource,
+    RabbitMQMode,
+    RabbitMQSource,
+)
 from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
 from bridge.jetstream.connection import ConnectionEvents, connect_nats
@@ -27,6 +34,7 @@ from bridge.mapping import CompiledRoute
 from bridge.pipeline import PipelineSettings, RoutePipeline
 from bridge.sources.base import Source
 from bridge.sources.kafka import KafkaTopicSource, default_group
+from bridge.sources.rabbitmq import RabbitMQRouteSource, shadow_queue_name
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +60,14 @@ def build_source(config: BridgeConfig, service: str, route: CompiledRoute) -> So
     if isinstance(source_config, KafkaSource) and isinstance(subscription, FromKafka):
         group = subscription.group or default_group(service, route.config.name)
         return KafkaTopicSource(route.config.source, source_config, subscription, group)
-    raise BridgeError(
-        f"route {route.key}: {source_config.type} sources are not supported by `run` yet (the RabbitMQ source is next)"
-    )
+    if isinstance(source_config, RabbitMQSource) and isinstance(subscription, FromRabbitMQ):
+        if subscription.effective_mode is RabbitMQMode.SHADOW:
+            queue = subscription.queue or shadow_queue_name(service, route.config.name)
+        else:
+            assert subscription.queue is not None  # the model requires it outside shadow mode
+            queue = subscription.queue
+        return RabbitMQRouteSource(route.config.source, source_config, subscription, queue)
+    raise BridgeError(f"route {route.key}: source '{route.config.source}' does not match its 'from'")
 
 
 def compile_routes(config: BridgeConfig) -> list[CompiledRoute]:

@@ -43,18 +43,24 @@ def checkpoint_key(route: CompiledRoute, lane: Lane) -> str:
 
 
 def lane_position_from_headers(headers: Mapping[str, str] | None) -> tuple[Lane, int] | None:
-    """(lane, position) of a stored message, read back from the bridge's own headers."""
+    """(lane, position) of a stored message, read back from the bridge's own headers.
+
+    Only sources with stable positions have them: Kafka (topic, partition) and offset, and
+    RabbitMQ stream queues (queue name) and stream offset.
+    """
     if not headers:
         return None
-    topic = headers.get("Kafka-Topic")
-    partition = headers.get("Kafka-Partition")
-    offset = headers.get("Kafka-Offset")
-    if topic is None or partition is None or offset is None:
-        return None
     try:
-        return (topic, int(partition)), int(offset)
-    except ValueError:
+        topic = headers.get("Kafka-Topic")
+        if topic is not None:
+            return (topic, int(headers["Kafka-Partition"])), int(headers["Kafka-Offset"])
+        queue = headers.get("Amqp-Queue")
+        offset = headers.get("Amqp-Stream-Offset")
+        if queue is not None and offset is not None:
+            return queue, int(offset)
+    except (KeyError, ValueError):
         return None
+    return None
 
 
 class JetStreamCheckpoints:

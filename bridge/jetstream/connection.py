@@ -19,6 +19,7 @@ from bridge.config.model import NatsConfig
 
 log = logging.getLogger(__name__)
 
+
 class ConnectionListener(Protocol):
     """Something that must know when the NATS connection drops and comes back."""
 

@@ -23,15 +23,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bridge.config.model import FromKafka, KafkaSource
-from bridge.errors import BridgeError
+from bridge.errors import SourceUnavailableError
 from bridge.message import KafkaOrigin, SourceMessage
 from bridge.sources.base import Lane, LaneOwner, Received
 
 log = logging.getLogger(__name__)
-
-
-class SourceUnavailableError(BridgeError):
-    """A source broker could not be reached or refused the bridge."""
 
 
 def default_group(service: str, route: str) -> str:

@@ -1,0 +1,305 @@
+"""(1) IN: RabbitMQ — a shadow copy of exchanges, a legacy queue, or a stream queue.
+
+Three modes per route:
+
+- `shadow`: the bridge declares its own durable queue (quorum by default) and binds it to
+  the route's exchange like a legacy consumer's queue, so it receives a *copy* of every
+  matching message and existing queues and consumers are untouched.
+- `queue`: consume an existing queue — at cut-over, to drain it. It competes with any
+  legacy consumer still attached.
+- `stream`: read a stream queue from an offset; the bridge tracks the offset itself.
+
+aio-pika opens the connection and declares the topology (readable, well-kept); deliveries
+and acks use its underlying aiormq channel directly, because aio-pika's message wrapper
+decodes `expiration` and `timestamp` lossily and costs time per message. aio-pika's
+*robust* reconnect is deliberately not used: on reconnect it replays stream queues from
+the original offset and hides that in-flight deliveries died with the channel. Instead,
+each connection is an *epoch*: its deliveries form one lane (delivery tags are per
+channel), and when it dies the lane is revoked — RabbitMQ redelivers what was unacked, with
+the same Nats-Msg-Id — and the next epoch starts a new lane. A stream route is one lane
+for good (its positions are stream offsets) and resumes after the last offset received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.abc import DeliveredMessage
+
+from bridge.config.model import FromRabbitMQ, RabbitMQMode, RabbitMQSource
+from bridge.errors import SourceUnavailableError
+from bridge.jetstream.connection import redact_url
+from bridge.message import AmqpOrigin, SourceMessage
+from bridge.routing import ExchangeType
+from bridge.sources.base import Lane, LaneOwner, Received
+
+log = logging.getLogger(__name__)
+
+# pamqp's property names -> the AMQP names used in AmqpOrigin.properties and headers.
+_PROPERTY_NAMES = {
+    "content_type": "content_type",
+    "content_encoding": "content_encoding",
+    "delivery_mode": "delivery_mode",
+    "priority": "priority",
+    "correlation_id": "correlation_id",
+    "reply_to": "reply_to",
+    "expiration": "expiration",
+    "message_id": "message_id",
+    "timestamp": "timestamp",
+    "message_type": "type",
+    "user_id": "user_id",
+    "app_id": "app_id",
+}
+STREAM_OFFSET_HEADER = "x-stream-offset"
+
+
+def shadow_queue_name(service: str, route: str) -> str:
+    """The bridge's own queue for a shadow route — never a legacy consumer's queue."""
+    return f"nats-bridge.{service}.{route}"
+
+
+class RabbitMQRouteSource:
+    """One route's deliveries from RabbitMQ, in any of the three modes."""
+
+    def __init__(
+        self,
+        name: str,
+        source: RabbitMQSource,
+        subscription: FromRabbitMQ,
+        queue: str,
+        *,
+        reconnect_delay: float = 1.0,
+    ) -> None:
+        self.name = name
+        self._source = source
+        self._subscription = subscription
+        self._queue = queue
+        self._mode = subscription.effective_mode
+        self._reconnect_delay = reconnect_delay
+        self._owner: LaneOwner | None = None
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._underlay: aiormq.abc.AbstractChannel | None = None
+        self._epoch = 0
+        self._buffer: deque[DeliveredMessage] = deque()
+        self._arrived = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._closing = False
+        self._stream_next: int | None = None  # stream mode: the offset to resume from
+        self._stream_tags: deque[tuple[int, int]] = deque()  # stream mode: (offset, delivery tag)
+
+    @property
+    def queue(self) -> str:
+        return self._queue
+
+    @property
+    def lane(self) -> Lane:
+        """The current lane: the queue for a stream, (queue, epoch) otherwise."""
+        if self._mode is RabbitMQMode.STREAM:
+            return self._queue
+        return (self._queue, self._epoch)
+
+    # ------------------------------------------------------------------ Source
+
+    async def start(self, owner: LaneOwner) -> None:
+        self._owner = owner
+        await self._connect()
+
+    async def fetch(self, max_messages: int, wait: float) -> Sequence[Received]:
+        if self._lost.is_set() and not self._closing:
+            await self._recover()
+        if not self._buffer:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), wait)
+        batch: list[Received] = []
+        buffer = self._buffer
+        lane = self.lane
+        stream = self._mode is RabbitMQMode.STREAM
+        while buffer and len(batch) < max_messages:
+            delivered = buffer.popleft()
+            received = self._received(delivered, lane, stream)
+            if received is not None:
+                batch.append(received)
+        return batch
+
+    async def settle(self, watermarks: Mapping[Lane, int]) -> None:
+        underlay = self._underlay
+        position = watermarks.get(self.lane)
+        if underlay is None or position is None or self._lost.is_set():
+            return  # a lane of a dead channel: RabbitMQ redelivers its unacked messages
+        if self._mode is RabbitMQMode.STREAM:
+            tag = None
+            while self._stream_tags and self._stream_tags[0][0] <= position:
+                tag = self._stream_tags.popleft()[1]
+            if tag is None:
+                return
+        else:
+            tag = position
+        try:
+            await underlay.basic_ack(tag, multiple=True)
+        except (aiormq.exceptions.AMQPError, ConnectionError) as error:
+            log.warning("source %s: ack failed (%s); the messages will be redelivered", self.name, error)
+
+    def pause(self) -> None:
+        # Nothing to do: the bridge acks only what is stored, so at `prefetch` unacked
+        # deliveries RabbitMQ stops sending by itself.
+        return
+
+    def resume(self) -> None:
+        return
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
+
+    # ------------------------------------------------------------------ connection
+
+    async def _connect(self) -> None:
+        source = self._source
+        kwargs: dict[str, Any] = {"heartbeat": int(source.heartbeat.total_seconds()), "timeout": 10}
+        if source.vhost is not None:
+            kwargs["virtualhost"] = source.vhost
+        if source.username is not None:
+            kwargs["login"] = source.username
+        if source.password is not None:
+            kwargs["password"] = source.password.get_secret_value()
+        url = source.url.get_secret_value()
+        try:
+            connection = await aio_pika.connect(url, **kwargs)
+        except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as error:
+            raise SourceUnavailableError(
+                f"source '{self.name}': RabbitMQ at {redact_url(url)} is not reachable: {error or type(error).__name__}"
+            ) from None
+        try:
+            channel = await connection.channel(publisher_confirms=False)
+            await channel.set_qos(prefetch_count=source.prefetch)
+            await self._declare(channel)
+            underlay = await channel.get_underlay_channel()
+            self._epoch += 1
+            self._lost.clear()
+            self._buffer.clear()
+            self._stream_tags.clear()
+            connection.close_callbacks.add(self._on_close)
+            channel.close_callbacks.add(self._on_close)
+            self._connection, self._channel, self._underlay = connection, channel, underlay
+            arguments: dict[str, Any] = {}
+            if self._mode is RabbitMQMode.STREAM:
+                arguments[STREAM_OFFSET_HEADER] = self._stream_start()
+            await underlay.basic_consume(self._queue, self._on_delivery, no_ack=False, arguments=arguments)
+        except aiormq.exceptions.ChannelNotFoundEntity as error:
+            await connection.close()
+            raise SourceUnavailableError(f"source '{self.name}': {_reply_text(error)}") from None
+        except (aiormq.exceptions.AMQPError, ConnectionError) as error:
+            await connection.close()
+            raise SourceUnavailableError(f"source '{self.name}': RabbitMQ refused the subscription: {error}") from None
+        log.info("source %s: consuming queue '%s' (%s mode, epoch %d)", self.name, self._queue, self._mode, self._epoch)
+
+    async def _declare(self, channel: AbstractChannel) -> None:
+        subscription = self._subscription
+        if self._mode is not RabbitMQMode.SHADOW:
+            await channel.declare_queue(self._queue, passive=True)  # must exist: never create a legacy queue
+            return
+        assert subscription.exchange is not None
+        exchange = await channel.get_exchange(subscription.exchange, ensure=True)
+        arguments: dict[str, Any] = {"x-queue-type": "quorum"} if subscription.queue_type == "quorum" else {}
+        queue = await channel.declare_queue(self._queue, durable=True, arguments=arguments)
+        if subscription.type is ExchangeType.HEADERS:
+            await queue.bind(exchange, routing_key="", arguments=dict(subscription.arguments))
+        elif subscription.type is ExchangeType.FANOUT:
+            await queue.bind(exchange, routing_key="")
+        else:
+            for key in subscription.bindings:
+                await queue.bind(exchange, routing_key=key)
+
+    def _stream_start(self) -> Any:
+        if self._stream_next is not None:
+            return self._stream_next
+        start = self._subscription.stream_offset
+        if isinstance(start, int) or (isinstance(start, str) and start.isdigit()):
+            return int(start)
+        if start in ("first", "last", "next"):
+            return start
+        from datetime import datetime  # noqa: PLC0415  (only for timestamp starts)
+
+        return datetime.fromisoformat(str(start))
+
+    def _on_close(self, *_args: object) -> None:
+        if not self._closing:
+            self._lost.set()
+            self._arrived.set()
+
+    async def _recover(self) -> None:
+        """The connection or channel died: give up its lane, then reconnect until RabbitMQ is back."""
+        old_lane = self.lane
+        if self._owner is not None and self._mode is not RabbitMQMode.STREAM:
+            await self._owner.lanes_revoked([old_lane])
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+        self._connection = self._channel = None
+        self._underlay = None
+        delay = self._reconnect_delay
+        while not self._closing:
+            try:
+                await self._connect()
+            except SourceUnavailableError as error:
+                log.warning("%s; retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            log.info("source %s: reconnected to RabbitMQ", self.name)
+            return
+
+    # ------------------------------------------------------------------ deliveries
+
+    async def _on_delivery(self, message: DeliveredMessage) -> None:
+        self._buffer.append(message)
+        self._arrived.set()
+
+    def _received(self, delivered: DeliveredMessage, lane: Lane, stream: bool) -> Received | None:
+        delivery = delivered.delivery
+        properties = delivered.header.properties
+        tag = int(delivery.delivery_tag or 0)  # type: ignore[union-attr]
+        headers = dict(properties.headers or {})
+        offset: int | None = None
+        if stream:
+            raw = headers.pop(STREAM_OFFSET_HEADER, None)
+            if not isinstance(raw, int):
+                log.error("source %s: stream delivery without x-stream-offset; not settled", self.name)
+                return None
+            offset = raw
+            self._stream_tags.append((offset, tag))
+            self._stream_next = offset + 1
+        values: dict[str, Any] = {}
+        for attribute, name in _PROPERTY_NAMES.items():
+            value = getattr(properties, attribute, None)
+            if value is not None:
+                values[name] = value
+        origin = AmqpOrigin(
+            exchange=delivery.exchange or "",  # type: ignore[union-attr]
+            routing_key=delivery.routing_key or "",  # type: ignore[union-attr]
+            queue=self._queue,
+            properties=values,
+            redelivered=bool(delivery.redelivered),  # type: ignore[union-attr]
+            stream_offset=offset,
+        )
+        message = SourceMessage(origin, delivered.body, tuple(headers.items()))
+        return Received(lane, offset if offset is not None else tag, message)
+
+
+def _reply_text(error: aiormq.exceptions.AMQPError) -> str:
+    frame = error.args[0] if error.args else None
+    text = getattr(frame, "reply_text", None)
+    return str(text) if text else str(error)
