@@ -303,9 +303,9 @@ class RoutePipeline:
 
     # ------------------------------------------------------------------ LaneOwner
 
-    async def lanes_assigned(self, lanes: Collection[Lane]) -> None:
-        if self.checkpoints is None or not lanes:
-            return
+    async def lanes_assigned(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
+        if self.checkpoints is None or not lanes or not self.source.stable_positions:
+            return {}
         # aiokafka may already fetch from new partitions while this runs: the reader holds
         # back their messages until it is known what of them is already stored.
         self._preparing.update(lanes)
@@ -324,7 +324,7 @@ class RoutePipeline:
                         f"route {self.route.key}: cannot read checkpoints from NATS ({error}); stopping"
                     )
                     self.wake()
-                    return
+                    return {}
                 log.warning("route %s: reading checkpoints failed (%s); retrying", self.route.key, error)
                 await asyncio.sleep(backoff)
                 backoff = min(self.settings.retry_backoff_max, backoff * 2)
@@ -332,6 +332,7 @@ class RoutePipeline:
         self._preparing.difference_update(lanes)
         if not self._preparing:
             self._prepared.set()
+        return {lane: index.through[lane] for lane in lanes if lane in index.through}
 
     async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
         states = [self._lanes[lane] for lane in lanes if lane in self._lanes]
@@ -537,7 +538,7 @@ class RoutePipeline:
         await self.source.settle(watermarks)
 
     async def _checkpoint(self, lanes: list[LaneState]) -> None:
-        if self.checkpoints is None or not lanes:
+        if self.checkpoints is None or not lanes or not self.source.stable_positions:
             return
         saved = {lane.key: checkpoint for lane in lanes if (checkpoint := lane.checkpoint()) is not None}
         try:

@@ -46,11 +46,13 @@ def lane_label(lane: Lane) -> str:
 class LaneOwner(Protocol):
     """What a source may ask of the pipeline while it runs (the pipeline implements it)."""
 
-    async def lanes_assigned(self, lanes: Collection[Lane]) -> None:
+    async def lanes_assigned(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
         """New lanes start; called before any message of theirs is fetched.
 
         The pipeline uses it to learn what is already stored for them (checkpoints), so a
-        source must await it before reading from those lanes.
+        source must await it before reading from those lanes. Returns, per lane that has a
+        checkpoint, the position up to which everything is stored: a source that chooses
+        its own start (a RabbitMQ stream) resumes after it.
         """
 
     async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
@@ -66,7 +68,8 @@ class Source(Protocol):
 
     `start` once; then `fetch`, `settle`, `pause` and `resume` as it goes; `close` once.
 
-    - `start(owner)`: connect and subscribe. Errors here are fatal for the route and are
+    - `start(owner)`: connect and subscribe; call `owner.lanes_assigned` for lanes with stable
+      positions before reading them. Errors here are fatal for the route and are
       raised as BridgeError subclasses with a clear message (broker unreachable, refused).
     - `fetch(max_messages, wait)`: the next messages, at most `max_messages`, waiting up
       to `wait` seconds; an empty list is normal. Must keep being called while paused:
@@ -80,6 +83,10 @@ class Source(Protocol):
     """
 
     name: str
+    # True when a message keeps its position across connections and restarts (a Kafka
+    # offset, a stream offset). Only then can checkpoints name positions; delivery tags
+    # restart at 1 on every channel, so a queue's lanes are never checkpointed.
+    stable_positions: bool
 
     async def start(self, owner: LaneOwner) -> None: ...
 

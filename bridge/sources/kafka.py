@@ -44,6 +44,8 @@ def full_match_pattern(pattern: str) -> re.Pattern[str]:
 class KafkaTopicSource:
     """One route's subscription: a topic list or regex, in one consumer group."""
 
+    stable_positions = True
+
     def __init__(self, name: str, source: KafkaSource, subscription: FromKafka, group: str) -> None:
         self.name = name
         self._source = source

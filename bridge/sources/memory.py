@@ -17,6 +17,8 @@ from bridge.sources.base import Lane, LaneOwner, Received
 class MemorySource:
     """Lanes of messages, fetched in order; positions are list indexes."""
 
+    stable_positions = True
+
     def __init__(
         self,
         lanes: Mapping[Lane, Sequence[SourceMessage | None]],

@@ -95,6 +95,7 @@ class RabbitMQRouteSource:
         self._closing = False
         self._stream_next: int | None = None  # stream mode: the offset to resume from
         self._stream_tags: deque[tuple[int, int]] = deque()  # stream mode: (offset, delivery tag)
+        self.stable_positions = self._mode is RabbitMQMode.STREAM
 
     @property
     def queue(self) -> str:
@@ -111,6 +112,10 @@ class RabbitMQRouteSource:
 
     async def start(self, owner: LaneOwner) -> None:
         self._owner = owner
+        if self._mode is RabbitMQMode.STREAM:
+            stored = await owner.lanes_assigned([self._queue])
+            if self._queue in stored and stored[self._queue] >= 0:
+                self._stream_next = stored[self._queue] + 1  # resume after what is stored
         await self._connect()
 
     async def fetch(self, max_messages: int, wait: float) -> Sequence[Received]:
