@@ -40,8 +40,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import datetime as dt
+import functools
+import hashlib
 import json
 import multiprocessing
 import os
@@ -73,11 +76,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from bridge.config import BridgeConfig, load_config_text
-from bridge.jetstream.checkpoints import BUCKET, checkpoint_key
+from bridge.jetstream.checkpoints import BUCKET
 from bridge.jetstream.declare import to_nats_config
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.message import OutboundMessage
-from bridge.runner import compile_routes
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -93,6 +95,7 @@ PARTITIONS = 6
 WINDOW = 4096  # the bridge's default publisher window (RunSettings.window)
 FETCH_RECORDS = 500  # the bridge's default batch (PipelineSettings.batch_size)
 
+PARTS = ("throughput", "latency", "memory")
 TARGET_RATIO = 0.60
 TARGET_P99_MS = 10.0
 TARGET_RSS_MIB = 150.0
@@ -114,6 +117,9 @@ class Options:
     keep_logs: bool
     strict: bool
     command: str
+    parts: tuple[str, ...] = PARTS
+    latency_samples: bool = False
+    cleanup: str | None = None
 
 
 def parse_options(argv: list[str]) -> Options:
@@ -135,6 +141,15 @@ def parse_options(argv: list[str]) -> Options:
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the bridge logs (their path is printed)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--latency-samples",
+        action="store_true",
+        help="also store every latency sample (seq, sent_ns, received_ns) in the JSON file",
+    )
+    parser.add_argument("--only", choices=PARTS, action="append", help="run only this part (repeatable)")
+    parser.add_argument(
+        "--cleanup", metavar="RUN_ID", help="only delete what an interrupted run left behind (its id is logged first)"
+    )
     args = parser.parse_args(argv)
     if args.messages is not None:
         messages = dict.fromkeys(SIZES, args.messages)
@@ -158,6 +173,9 @@ def parse_options(argv: list[str]) -> Options:
         keep_logs=args.keep_logs,
         strict=args.strict,
         command=shlex.join([Path(sys.executable).name, *sys.argv]),
+        parts=tuple(args.only) if args.only else PARTS,
+        latency_samples=args.latency_samples,
+        cleanup=args.cleanup,
     )
 
 
@@ -403,8 +421,26 @@ class CountingOwner:
             self.done.set()
 
 
-async def ceiling_publish(nc: NatsClient, subject: str, stream: str, count: int, size: int) -> dict[str, Any]:
-    """Ceiling B: our JetStreamPublisher, window 4096, unique Nats-Msg-Id, count PubAcks."""
+def bridge_like_headers(topic: str, partition: int, offset: int) -> dict[str, str]:
+    """The headers the bridge gives a keyed Kafka record (README: "Message ids and headers")."""
+    return {
+        "Kafka-Topic": topic,
+        "Kafka-Partition": str(partition),
+        "Kafka-Offset": str(offset),
+        "Kafka-Timestamp": "1795516800000",
+        "Kafka-Key": f"k{offset}",
+        "Nats-Msg-Id": f"{topic}/{partition}/{offset}",
+    }
+
+
+async def ceiling_publish(
+    nc: NatsClient, subject: str, stream: str, count: int, size: int, *, like_topic: str | None = None
+) -> dict[str, Any]:
+    """Ceiling B: our JetStreamPublisher, window 4096, unique Nats-Msg-Id, count PubAcks.
+
+    With `like_topic`, each message carries the six headers the bridge would give a record of
+    that topic instead of the Nats-Msg-Id alone (variant "B+h").
+    """
     owner = CountingOwner(count)
     payload = b"v" * size
     async with JetStreamPublisher(nc, window=WINDOW, ack_timeout=10.0) as publisher:
@@ -412,8 +448,12 @@ async def ceiling_publish(nc: NatsClient, subject: str, stream: str, count: int,
         for start in range(0, count, FETCH_RECORDS):
             batch = []
             for i in range(start, min(count, start + FETCH_RECORDS)):
-                msg_id = f"{stream}/{i}"
-                headers = {"Nats-Msg-Id": msg_id}
+                if like_topic is None:
+                    msg_id = f"{stream}/{i}"
+                    headers = {"Nats-Msg-Id": msg_id}
+                else:
+                    headers = bridge_like_headers(like_topic, i % PARTITIONS, i // PARTITIONS)
+                    msg_id = headers["Nats-Msg-Id"]
                 outbound = OutboundMessage(f"{subject}.{i % PARTITIONS}", payload, msg_id, headers)
                 batch.append(InFlight(outbound, owner, i))
             await publisher.publish(batch)
@@ -537,7 +577,6 @@ class Bench:
         self.names = Names()
         self.topics: list[str] = []
         self.streams: list[str] = []
-        self.checkpoint_keys: list[str] = []
         self.bridges: list[BridgeRun] = []
 
     def log(self, text: str) -> None:
@@ -555,8 +594,6 @@ class Bench:
         route = f"r{self.names.run}{stream.rsplit('_', 1)[-1].lower()}"
         text = mapping_text(self.opts, stream=stream, subject=subject, topic=topic, group=group, route=route)
         config = load_mapping(text)
-        (compiled,) = compile_routes(config)
-        self.checkpoint_keys.extend(checkpoint_key(compiled, (topic, p)) for p in range(PARTITIONS))
         path = self.workdir / f"{stream.lower()}.yaml"
         path.write_text(text)
         self.streams.append(stream)
@@ -621,55 +658,100 @@ class Bench:
             bridge.kill()
         for stream in self.streams:
             await delete_stream(self.js, stream)
-        if self.checkpoint_keys:
-            # Purge exactly this run's keys from the bridge's checkpoint bucket (no markers left).
-            for key in self.checkpoint_keys:
-                with contextlib.suppress(NotFoundError, NatsError, TimeoutError):
-                    await self.js.purge_stream(f"KV_{BUCKET}", subject=f"$KV.{BUCKET}.{key}")
+        with contextlib.suppress(NotFoundError, NatsError, TimeoutError):
+            await purge_checkpoints(self.js, self.names.run)
         if self.topics:
             with contextlib.suppress(Exception):
                 await self.admin.delete_topics(self.topics)
+
+
+def _key_mentions(key: str, run_id: str) -> bool:
+    """Does a checkpoint key name this run? Its parts may be plain or base64url (the bridge's
+    key format is its own business: look at every part both ways)."""
+    for part in key.split("."):
+        if run_id in part:
+            return True
+        with contextlib.suppress(ValueError):
+            if run_id in base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode("utf-8", "replace"):
+                return True
+    return False
+
+
+async def purge_checkpoints(js: JetStreamContext, run_id: str) -> int:
+    """Purge the bridge's checkpoint keys that name this run's topics or routes (no markers left)."""
+    try:
+        keys = await (await js.key_value(BUCKET)).keys()
+    except (NotFoundError, NatsError):
+        return 0
+    mine = [key for key in keys if _key_mentions(key, run_id)]
+    for key in mine:
+        await js.purge_stream(f"KV_{BUCKET}", subject=f"$KV.{BUCKET}.{key}")
+    return len(mine)
 
 
 # --------------------------------------------------------------------------------------- latency
 
 
 def _payload(kind: bytes, seq: int, size: int) -> bytes:
+    """`M<seq> <time_ns> xxx...` (a measured message) or `W<partition> ...` (a warm-up probe)."""
     head = b"%s%011d %019d " % (kind, seq, time.time_ns())
     return head + b"x" * max(0, size - len(head))
 
 
-def _subscriber_process(url: str, subject: str, conn: Connection) -> None:
-    """Child process: a core NATS subscriber recording (seq, sent_ns, received_ns) per message."""
+def _listener_process(kind: str, address: str, name: str, conn: Connection) -> None:
+    """Child process: receives the measured messages and records (seq, sent_ns, received_ns).
+
+    `kind` "nats": a core NATS subscriber on subject `name`; "kafka": an aiokafka consumer of
+    topic `name` (the baseline without the bridge). Protocol on `conn`: the child sends
+    "ready" once subscribed and "warm" once a probe from every partition arrived; the parent
+    sends "stop" and gets the samples back.
+    """
     try:
         import uvloop  # noqa: PLC0415  (the bridge's event loop, when installed)
     except ImportError:
-        asyncio.run(_subscribe(url, subject, conn))
+        asyncio.run(_listen(kind, address, name, conn))
     else:
-        uvloop.run(_subscribe(url, subject, conn))
+        uvloop.run(_listen(kind, address, name, conn))
 
 
-async def _subscribe(url: str, subject: str, conn: Connection) -> None:
-    nc = await nats.connect(url)
+async def _listen(kind: str, address: str, name: str, conn: Connection) -> None:
     received: list[tuple[int, int, int]] = []
+    warm: set[int] = set()
 
-    async def on_message(msg: Msg) -> None:
-        now = time.time_ns()
-        data = msg.data
+    def record(data: bytes, now: int) -> None:
         if data[:1] == b"M":
             received.append((int(data[1:12]), int(data[13:32]), now))
+        elif len(warm) < PARTITIONS:
+            warm.add(int(data[1:12]))
+            if len(warm) == PARTITIONS:
+                conn.send("warm")
 
-    await nc.subscribe(subject, cb=on_message, pending_msgs_limit=-1, pending_bytes_limit=-1)
-    await nc.flush()
-    conn.send("ready")
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_reader(conn.fileno(), stop.set)
-    await stop.wait()
-    loop.remove_reader(conn.fileno())
-    conn.recv()
-    await nc.drain()
+    if kind == "nats":
+        nc = await nats.connect(address)
+
+        async def on_message(msg: Msg) -> None:
+            record(msg.data, time.time_ns())
+
+        await nc.subscribe(name, cb=on_message, pending_msgs_limit=-1, pending_bytes_limit=-1)
+        await nc.flush()
+        conn.send("ready")
+        await loop.run_in_executor(None, conn.recv)  # "stop"
+        await nc.drain()
+    else:
+        consumer = AIOKafkaConsumer(name, **consumer_options(address, f"{name}-baseline"))
+        await consumer.start()
+        conn.send("ready")
+        stop = loop.run_in_executor(None, conn.recv)
+        while not stop.done():
+            batches = await consumer.getmany(timeout_ms=50, max_records=FETCH_RECORDS)
+            now = time.time_ns()
+            for records in batches.values():
+                for rec in records:
+                    record(rec.value or b"", now)
+        await consumer.stop()
     conn.send(received)
+    conn.close()
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -678,34 +760,32 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-async def _receive(conn: Connection, limit: float) -> Any:
-    """The next object from the subscriber process, waiting at most `limit` seconds."""
-    ready = await asyncio.get_running_loop().run_in_executor(None, conn.poll, limit)
-    if not ready:
-        raise RuntimeError(f"the latency subscriber did not answer within {limit:g} s")
-    return conn.recv()
-
-
-async def _warm_up(bench: Bench, producer: AIOKafkaProducer, topic: str, subject: str, bridge: BridgeRun) -> None:
-    """Send probes until one from every partition came through: the bridge reads them all."""
-    arrived: set[int] = set()
-
-    async def on_probe(msg: Msg) -> None:
-        arrived.add(int(msg.subject.rsplit(".", 1)[1]))
-
-    probe = await bench.nc.subscribe(subject, cb=on_probe)
-    deadline = time.monotonic() + 60
-    seq = 0
+def _poll_recv(conn: Connection, limit: float) -> Any:
+    if not conn.poll(limit):
+        raise RuntimeError(f"the latency listener did not answer within {limit:g} s")
     try:
-        while len(arrived) < PARTITIONS:
-            if not bridge.alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the bridge delivers nothing after 60 s:\n{bridge.log_tail()}")
-            for partition in set(range(PARTITIONS)) - arrived:
-                await producer.send(topic, _payload(b"W", seq, 100), partition=partition)
-                seq += 1
-            await asyncio.sleep(0.2)
-    finally:
-        await probe.unsubscribe()
+        return conn.recv()
+    except EOFError:
+        raise RuntimeError("the latency listener exited (its traceback is above)") from None
+
+
+async def _receive(conn: Connection, limit: float) -> Any:
+    """The next object from the listener process, waiting at most `limit` seconds."""
+    return await asyncio.get_running_loop().run_in_executor(None, _poll_recv, conn, limit)
+
+
+async def _warm_up(producer: AIOKafkaProducer, topic: str, conn: Connection, bridge: BridgeRun | None) -> None:
+    """Send a probe to every partition every 200 ms until the listener has seen one from each."""
+    deadline = time.monotonic() + 60
+    while not conn.poll(0):
+        if (bridge is not None and not bridge.alive()) or time.monotonic() > deadline:
+            tail = bridge.log_tail() if bridge is not None else ""
+            raise RuntimeError(f"nothing comes through after 60 s\n{tail}")
+        for partition in range(PARTITIONS):
+            await producer.send(topic, _payload(b"W", partition, 100), partition=partition)
+        await asyncio.sleep(0.2)
+    if (answer := conn.recv()) != "warm":
+        raise RuntimeError(f"the latency listener said {answer!r}")
 
 
 async def _send_at_rate(producer: AIOKafkaProducer, topic: str, rate: int, total: int) -> float:
@@ -725,9 +805,9 @@ async def _send_at_rate(producer: AIOKafkaProducer, topic: str, rate: int, total
 
 
 def latency_summary(received: list[tuple[int, int, int]], total: int) -> dict[str, Any]:
-    """Percentiles, rates and a sparse 0.25 ms histogram of (seq, sent_ns, received_ns) samples."""
+    """Percentiles, rates, a sparse 0.25 ms histogram and a 100 ms timeline of the samples."""
     if not received:
-        raise RuntimeError("latency run: the subscriber received nothing")
+        raise RuntimeError("latency run: the listener received nothing")
     seqs = {seq for seq, _, _ in received}
     latencies = sorted((recv - sent_ns) / 1e6 for _, sent_ns, recv in received)
     recv_times = sorted(recv for _, _, recv in received)
@@ -736,6 +816,15 @@ def latency_summary(received: list[tuple[int, int, int]], total: int) -> dict[st
     for value in latencies:
         key = f"{int(value * 4) / 4:.2f}"
         histogram[key] = histogram.get(key, 0) + 1
+    # Per 100 ms of send time: [start s, messages, median ms, max ms] — shows periodic stalls.
+    first_sent = min(sent_ns for _, sent_ns, _ in received)
+    windows: dict[int, list[float]] = {}
+    for _, sent_ns, recv in received:
+        windows.setdefault((sent_ns - first_sent) // 100_000_000, []).append((recv - sent_ns) / 1e6)
+    timeline = [
+        [index / 10, len(values), round(statistics.median(values), 2), round(max(values), 2)]
+        for index, values in sorted(windows.items())
+    ]
     return {
         "received": len(received),
         "receive_rate": round((len(received) - 1) / receive_span, 1) if receive_span > 0 else None,
@@ -751,55 +840,70 @@ def latency_summary(received: list[tuple[int, int, int]], total: int) -> dict[st
             "min": round(latencies[0], 3),
         },
         "histogram_ms_0.25": histogram,
+        "timeline_100ms": timeline,
     }
 
 
-async def latency_run(bench: Bench) -> dict[str, Any]:
-    """The bridge on an empty topic; a producer at a fixed rate; a core subscriber takes receive times."""
+async def latency_run(bench: Bench, through_bridge: bool) -> dict[str, Any]:
+    """A producer at a fixed rate into an empty topic; a listener process takes receive times.
+
+    Through the bridge, the listener is a core NATS subscriber on the stream's subjects;
+    without it (the baseline), an aiokafka consumer of the topic with the bridge's settings.
+    """
     opts = bench.opts
     topic, _ = await bench.new_topic("lat", 0, 100)
-    bridge, stream, config = bench.prepare_bridge(topic, "latstream")
-    subject = config.streams[0].subjects[0]
+    bridge: BridgeRun | None = None
+    stream = ""
+    if through_bridge:
+        bridge, stream, config = bench.prepare_bridge(topic, "latstream")
+        kind, address, name = "nats", opts.nats_url, config.streams[0].subjects[0]
+    else:
+        kind, address, name = "kafka", opts.bootstrap, topic
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    subscriber = context.Process(target=_subscriber_process, args=(opts.nats_url, subject, child), daemon=True)
-    subscriber.start()
+    listener = context.Process(target=_listener_process, args=(kind, address, name, child), daemon=True)
+    listener.start()
+    child.close()  # the child holds its end: its exit is then EOF here, not a hang
     producer = AIOKafkaProducer(bootstrap_servers=opts.bootstrap, linger_ms=0, acks=1)
     await producer.start()
     total = int(opts.latency_rate * opts.latency_seconds)
     try:
-        await _receive(parent, 60)  # "ready": subscribed
-        await bridge.start()
-        await _warm_up(bench, producer, topic, subject, bridge)
+        await _receive(parent, 60)  # "ready"
+        if bridge is not None:
+            await bridge.start()
+        await _warm_up(producer, topic, parent, bridge)
         await asyncio.sleep(1.0)
-        warmups = await stored_count(bench.js, stream)
-        meter = CpuMeter(bridge.pid)
+        meter = CpuMeter(bridge.pid if bridge is not None else None)
         meter.start()
         send_seconds = await _send_at_rate(producer, topic, opts.latency_rate, total)
-        with contextlib.suppress(RuntimeError):  # what is missing is counted below
-            await bench.wait_stored(stream, warmups + total, bridge, limit=30)
+        await asyncio.sleep(1.0)  # stragglers
         cpu = meter.stop()
-        await asyncio.sleep(0.5)
         parent.send("stop")
         received: list[tuple[int, int, int]] = await _receive(parent, 60)
-        hwm = bridge.hwm_kib()
+        hwm = bridge.hwm_kib() if bridge is not None else 0
     finally:
         await producer.stop()
-        stopped = await bridge.stop()
-        subscriber.join(10)
-        if subscriber.is_alive():
-            subscriber.kill()
-        await delete_stream(bench.js, stream)
-    return {
+        stopped = await bridge.stop() if bridge is not None else {}
+        listener.join(10)
+        if listener.is_alive():
+            listener.kill()
+        if stream:
+            await delete_stream(bench.js, stream)
+    result = {
+        "path": "Kafka producer -> bridge -> core NATS subscriber" if through_bridge else "Kafka producer -> aiokafka",
         "target_rate": opts.latency_rate,
         "seconds": opts.latency_seconds,
         "sent": total,
         "send_rate": round(total / send_seconds, 1),
         **latency_summary(received, total),
-        "peak_rss_mib": round(max(hwm, bridge.peak_sampled_kib) / 1024, 1),
         "cpu": cpu,
         **stopped,
     }
+    if opts.latency_samples:
+        result["samples_seq_sent_ns_received_ns"] = received
+    if bridge is not None:
+        result["peak_rss_mib"] = round(max(hwm, bridge.peak_sampled_kib) / 1024, 1)
+    return result
 
 
 # --------------------------------------------------------------------------------------- the run
@@ -814,11 +918,21 @@ async def throughput(bench: Bench, size: int) -> dict[str, Any]:
     count = opts.messages[size]
     bench.log(f"{size} B: filling a {PARTITIONS}-partition topic with {count:,} messages")
     topic, fill_rate = await bench.new_topic(f"s{size}-", count, size)
-    samples: dict[str, list[dict[str, Any]]] = {"ceiling_a": [], "ceiling_b": [], "publish_async": [], "bridge": []}
+    samples: dict[str, list[dict[str, Any]]] = {
+        "ceiling_a": [],
+        "ceiling_b": [],
+        "ceiling_b_headers": [],
+        "publish_async": [],
+        "bridge": [],
+    }
+    with_headers = functools.partial(ceiling_publish, like_topic=topic)
     for repeat in range(1, opts.repeats + 1):
         _, _, _, group = bench.names.next("a")
         samples["ceiling_a"].append(await ceiling_consume(opts.bootstrap, topic, group, count))
         samples["ceiling_b"].append(await publish_into_fresh_stream(bench, topic, "b", count, size, ceiling_publish))
+        samples["ceiling_b_headers"].append(
+            await publish_into_fresh_stream(bench, topic, "bh", count, size, with_headers)
+        )
         if opts.publish_async:
             samples["publish_async"].append(
                 await publish_into_fresh_stream(bench, topic, "pa", count, size, reference_publish_async)
@@ -826,7 +940,9 @@ async def throughput(bench: Bench, size: int) -> dict[str, Any]:
         samples["bridge"].append(await bench.bridge_drain(topic, count, "d"))
         bench.log(
             f"{size} B run {repeat}/{opts.repeats}: consume {samples['ceiling_a'][-1]['rate']:,.0f}, "
-            f"publish {samples['ceiling_b'][-1]['rate']:,.0f}, bridge {samples['bridge'][-1]['rate']:,.0f} msg/s"
+            f"publish {samples['ceiling_b'][-1]['rate']:,.0f} "
+            f"(with the bridge's headers {samples['ceiling_b_headers'][-1]['rate']:,.0f}), "
+            f"bridge {samples['bridge'][-1]['rate']:,.0f} msg/s"
         )
     medians = {name: median_of(values) for name, values in samples.items() if values}
     lower = min(medians["ceiling_a"], medians["ceiling_b"])
@@ -843,6 +959,7 @@ async def throughput(bench: Bench, size: int) -> dict[str, Any]:
         "lower_ceiling": "A (consume)" if medians["ceiling_a"] <= medians["ceiling_b"] else "B (publish)",
         "ratio_of_medians": round(medians["bridge"] / lower, 4),
         "ratio_per_repeat": [round(r, 4) for r in ratios],
+        "ratio_to_b_headers": round(medians["bridge"] / medians["ceiling_b_headers"], 4),
         "bridge_peak_rss_mib": max(s["peak_rss_mib"] for s in samples["bridge"]),
         "bridge_cpu_per_s_median": round(
             statistics.median(s["cpu"].get("bridge_cpu_per_s", 0.0) for s in samples["bridge"]), 3
@@ -850,7 +967,7 @@ async def throughput(bench: Bench, size: int) -> dict[str, Any]:
     }
 
 
-Publisher = Callable[[NatsClient, str, str, int, int], Awaitable[dict[str, Any]]]
+Publisher = Callable[[NatsClient, str, str, int, int], Awaitable[dict[str, Any]]]  # (nc, subject, stream, n, size)
 
 
 async def publish_into_fresh_stream(
@@ -904,6 +1021,9 @@ def machine_info(nc: NatsClient) -> dict[str, Any]:
     kafka = jars[0].stem.split("-", 1)[1] if jars else "unknown (not a compose/brokers Kafka)"
     commit = _git("rev-parse", "--short", "HEAD")
     dirty = _git("status", "--porcelain", "--", "bridge")
+    sources = hashlib.sha256()
+    for path in sorted((ROOT / "bridge").rglob("*.py")):
+        sources.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
     return {
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model,
@@ -914,6 +1034,7 @@ def machine_info(nc: NatsClient) -> dict[str, Any]:
         "nats_server": server,
         "kafka": kafka,
         "git": f"{commit}{' + uncommitted changes in bridge/' if dirty else ''}",
+        "bridge_sources_sha256": sources.hexdigest()[:12],
         "loadavg_start": os.getloadavg(),
     }
 
@@ -931,6 +1052,11 @@ async def run(opts: Options) -> dict[str, Any]:
     await admin.start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     bench = Bench(opts, nc, admin, workdir)
+    bench.log(f"run id {bench.names.run} (after a crash: --cleanup {bench.names.run})")
+    # SIGTERM cancels the run like Ctrl-C does, so the cleanup below still runs.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     started = time.perf_counter()
     report: dict[str, Any] = {
         "command": opts.command,
@@ -949,10 +1075,15 @@ async def run(opts: Options) -> dict[str, Any]:
         },
     }
     try:
-        report["throughput"] = [await throughput(bench, size) for size in SIZES]
-        bench.log(f"latency: {opts.latency_rate:,} msg/s for {opts.latency_seconds:g} s")
-        report["latency"] = await latency_run(bench)
-        report["memory"] = await memory_run(bench)
+        if "throughput" in opts.parts:
+            report["throughput"] = [await throughput(bench, size) for size in SIZES]
+        if "latency" in opts.parts:
+            bench.log(f"latency without the bridge: {opts.latency_rate:,} msg/s for {opts.latency_seconds:g} s")
+            report["latency_kafka_only"] = await latency_run(bench, through_bridge=False)
+            bench.log(f"latency through the bridge: {opts.latency_rate:,} msg/s for {opts.latency_seconds:g} s")
+            report["latency"] = await latency_run(bench, through_bridge=True)
+        if "memory" in opts.parts:
+            report["memory"] = await memory_run(bench)
     finally:
         await bench.cleanup()
         await admin.close()
@@ -974,7 +1105,7 @@ async def run(opts: Options) -> dict[str, Any]:
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for entry in report["throughput"]:
+    for entry in report.get("throughput", []):
         ratio = entry["ratio_of_medians"]
         rows.append(
             {
@@ -984,26 +1115,28 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "margin": f"{(ratio - TARGET_RATIO) * 100:+.1f} points",
             }
         )
-    latency = report["latency"]
-    p99 = latency["latency_ms"]["p99"]
-    on_rate = latency["send_rate"] >= 0.95 * latency["target_rate"] and latency["missing"] == 0
-    rows.append(
-        {
-            "target": f"p99 < {TARGET_P99_MS:g} ms at {latency['target_rate']:,} msg/s",
-            "measured": f"p99 {p99:.2f} ms at {latency['send_rate']:,.0f} msg/s sent, {latency['missing']} missing",
-            "pass": p99 < TARGET_P99_MS and on_rate,
-            "margin": f"{p99 - TARGET_P99_MS:+.2f} ms",
-        }
-    )
-    rss = report["memory"]["peak_rss_mib"]
-    rows.append(
-        {
-            "target": f"peak RSS <= {TARGET_RSS_MIB:g} MiB draining {report['memory']['expected']:,} x 100 B",
-            "measured": f"{rss:.1f} MiB",
-            "pass": rss <= TARGET_RSS_MIB,
-            "margin": f"{rss - TARGET_RSS_MIB:+.1f} MiB",
-        }
-    )
+    if "latency" in report:
+        latency = report["latency"]
+        p99 = latency["latency_ms"]["p99"]
+        on_rate = latency["send_rate"] >= 0.95 * latency["target_rate"] and latency["missing"] == 0
+        rows.append(
+            {
+                "target": f"p99 < {TARGET_P99_MS:g} ms at {latency['target_rate']:,} msg/s",
+                "measured": f"p99 {p99:.2f} ms at {latency['send_rate']:,.0f} msg/s sent, {latency['missing']} missing",
+                "pass": p99 < TARGET_P99_MS and on_rate,
+                "margin": f"{p99 - TARGET_P99_MS:+.2f} ms",
+            }
+        )
+    if "memory" in report:
+        rss = report["memory"]["peak_rss_mib"]
+        rows.append(
+            {
+                "target": f"peak RSS <= {TARGET_RSS_MIB:g} MiB draining {report['memory']['expected']:,} x 100 B",
+                "measured": f"{rss:.1f} MiB",
+                "pass": rss <= TARGET_RSS_MIB,
+                "margin": f"{rss - TARGET_RSS_MIB:+.1f} MiB",
+            }
+        )
     return rows
 
 
@@ -1015,93 +1148,27 @@ def _rates(samples: list[dict[str, Any]]) -> str:
     return ", ".join(f"{s['rate']:,.0f}" for s in samples)
 
 
+def _cpu_note(cpu: dict[str, float]) -> str:
+    return (
+        f"bridge {cpu.get('bridge_cpu_per_s', 0):.2f} CPU/s, nats-server {cpu.get('nats-server_cpu_per_s', 0):.2f}, "
+        f"Kafka {cpu.get('kafka_cpu_per_s', 0):.2f}"
+    )
+
+
 def render(report: dict[str, Any]) -> Iterator[str]:
-    machine = report["machine"]
-    packages = machine["packages"]
-    yield "nats-bridge Kafka -> JetStream benchmark"
-    yield f"command:  {report['command']}"
-    yield f"date:     {report['started_utc']} (took {report['duration_s']:.0f} s)"
-    yield (
-        f"machine:  {machine['nproc']} CPUs, {machine['cpu_model']}, {machine['memory']} RAM, Linux {machine['kernel']}"
-    )
-    yield (
-        f"software: Python {machine['python']} ({report['settings']['event_loop']}), nats-py {packages['nats-py']}, "
-        f"aiokafka {packages['aiokafka']}, uvloop {packages['uvloop']}, nats-server {machine['nats_server']}, "
-        f"Kafka {machine['kafka']}"
-    )
-    load_start = ", ".join(f"{x:.2f}" for x in machine["loadavg_start"])
-    load_end = ", ".join(f"{x:.2f}" for x in machine["loadavg_end"])
-    yield f"bridge:   git {machine['git']}; load average {load_start} at start, {load_end} at end"
-    settings = report["settings"]
-    yield (
-        f"settings: {settings['partitions']} partitions, {settings['repeats']} repeats (medians), "
-        f"publisher window {settings['window']}, getmany max_records {settings['fetch_records']}, "
-        "file-storage streams with a 2m duplicate window"
-    )
-    yield ""
-    yield "Throughput, msg/s (median of the repeats; each sample in brackets)"
-    yield ""
-    yield (
-        "| size | messages | A: aiokafka consume | B: JetStreamPublisher | nats-py publish_async "
-        "| bridge | bridge / min(A,B) |"
-    )
-    yield "|---|---|---|---|---|---|---|"
-    for entry in report["throughput"]:
-        medians, samples = entry["medians"], entry["samples"]
-        reference = "-"
-        if "publish_async" in medians:
-            reference = f"{medians['publish_async']:,.0f} [{_rates(samples['publish_async'])}]"
-        per_repeat = ", ".join(f"{r:.0%}" for r in entry["ratio_per_repeat"])
+    """The human-readable report (markdown tables, so it pastes into bench/README.md as it is)."""
+    yield from render_header(report)
+    if "throughput" in report:
+        yield from render_throughput(report["throughput"])
+    if "latency" in report:
+        yield from render_latency(report["latency"], report.get("latency_kafka_only"))
+    if "memory" in report:
+        memory = report["memory"]
+        yield ""
         yield (
-            f"| {_size(entry['size'])} | {entry['messages']:,} "
-            f"| {medians['ceiling_a']:,.0f} [{_rates(samples['ceiling_a'])}] "
-            f"| {medians['ceiling_b']:,.0f} [{_rates(samples['ceiling_b'])}] "
-            f"| {reference} "
-            f"| {medians['bridge']:,.0f} [{_rates(samples['bridge'])}] "
-            f"| **{entry['ratio_of_medians']:.0%}** of {entry['lower_ceiling'][0]} [{per_repeat}] |"
+            f"Memory: the bridge draining {memory['expected']:,} x 100 B: peak RSS {memory['peak_rss_mib']:.1f} MiB "
+            f"(VmHWM), at {memory['rate']:,.0f} msg/s ({memory['messages']:,} stored; {_cpu_note(memory['cpu'])})"
         )
-    yield ""
-    yield "Bridge drains: CPU-seconds per second while draining (median), peak RSS, clean stop"
-    yield ""
-    yield "| size | bridge CPU/s | nats-server CPU/s | Kafka CPU/s | peak RSS | stop after SIGTERM | exit codes |"
-    yield "|---|---|---|---|---|---|---|"
-    for entry in report["throughput"]:
-        drains = entry["samples"]["bridge"]
-        yield (
-            f"| {_size(entry['size'])} | {_median_cpu(drains, 'bridge')} | {_median_cpu(drains, 'nats-server')} "
-            f"| {_median_cpu(drains, 'kafka')} | {entry['bridge_peak_rss_mib']:.1f} MiB "
-            f"| {max(d.get('stop_seconds', 0) for d in drains):.1f} s max "
-            f"| {', '.join(str(d.get('exit_code')) for d in drains)} |"
-        )
-    latency = report["latency"]
-    lat = latency["latency_ms"]
-    yield ""
-    yield (
-        f"Latency, Kafka producer send -> core NATS subscriber, 100 B at {latency['target_rate']:,} msg/s "
-        f"for {latency['seconds']:g} s, producer linger_ms=0"
-    )
-    yield ""
-    yield "| sent | send rate | received | receive rate | missing | p50 | p90 | p99 | p99.9 | max |"
-    yield "|---|---|---|---|---|---|---|---|---|---|"
-    yield (
-        f"| {latency['sent']:,} | {latency['send_rate']:,.0f}/s | {latency['received']:,} "
-        f"| {latency['receive_rate'] or 0:,.0f}/s | {latency['missing']} "
-        f"| {lat['p50']:.2f} ms | {lat['p90']:.2f} ms | {lat['p99']:.2f} ms | {lat['p99.9']:.2f} ms "
-        f"| {lat['max']:.2f} ms |"
-    )
-    cpu = latency["cpu"]
-    yield (
-        f"(bridge {cpu.get('bridge_cpu_per_s', 0):.2f} CPU/s, nats-server {cpu.get('nats-server_cpu_per_s', 0):.2f}, "
-        f"Kafka {cpu.get('kafka_cpu_per_s', 0):.2f}; bridge peak RSS {latency['peak_rss_mib']:.1f} MiB)"
-    )
-    memory = report["memory"]
-    cpu = memory["cpu"]
-    yield ""
-    yield (
-        f"Memory: the bridge draining {memory['expected']:,} x 100 B: peak RSS {memory['peak_rss_mib']:.1f} MiB "
-        f"(VmHWM), at {memory['rate']:,.0f} msg/s ({memory['messages']:,} stored; "
-        f"bridge {cpu.get('bridge_cpu_per_s', 0):.2f} CPU/s)"
-    )
     yield ""
     yield "Targets"
     yield ""
@@ -1111,9 +1178,121 @@ def render(report: dict[str, Any]) -> Iterator[str]:
         yield f"| {row['target']} | {row['measured']} | {row['margin']} | {'PASS' if row['pass'] else 'FAIL'} |"
 
 
+def render_header(report: dict[str, Any]) -> Iterator[str]:
+    machine = report["machine"]
+    packages = machine["packages"]
+    settings = report["settings"]
+    load_start = ", ".join(f"{x:.2f}" for x in machine["loadavg_start"])
+    load_end = ", ".join(f"{x:.2f}" for x in machine["loadavg_end"])
+    yield "nats-bridge Kafka -> JetStream benchmark"
+    yield f"command:  {report['command']}"
+    yield f"date:     {report['started_utc']} (took {report['duration_s']:.0f} s)"
+    yield (
+        f"machine:  {machine['nproc']} CPUs, {machine['cpu_model']}, {machine['memory']} RAM, Linux {machine['kernel']}"
+    )
+    yield (
+        f"software: Python {machine['python']} ({settings['event_loop']}), nats-py {packages['nats-py']}, "
+        f"aiokafka {packages['aiokafka']}, uvloop {packages['uvloop']}, nats-server {machine['nats_server']}, "
+        f"Kafka {machine['kafka']}"
+    )
+    yield (
+        f"bridge:   git {machine['git']} (bridge/*.py sha256 {machine['bridge_sources_sha256']}); "
+        f"load average {load_start} at start, {load_end} at end"
+    )
+    yield (
+        f"settings: {settings['partitions']} partitions, {settings['repeats']} repeats (medians), "
+        f"publisher window {settings['window']}, getmany max_records {settings['fetch_records']}, "
+        "file-storage streams with a 2m duplicate window"
+    )
+
+
+def render_throughput(entries: list[dict[str, Any]]) -> Iterator[str]:
+    yield ""
+    yield "Throughput, msg/s (median of the repeats; each sample in brackets)"
+    yield ""
+    yield (
+        "| size | messages | A: aiokafka consume | B: JetStreamPublisher | B+h: B with the bridge's headers "
+        "| nats-py publish_async | bridge | bridge / min(A,B) | bridge / B+h |"
+    )
+    yield "|---|---|---|---|---|---|---|---|---|"
+    for entry in entries:
+        medians, samples = entry["medians"], entry["samples"]
+        reference = "-"
+        if "publish_async" in medians:
+            reference = f"{medians['publish_async']:,.0f} [{_rates(samples['publish_async'])}]"
+        per_repeat = ", ".join(f"{r:.0%}" for r in entry["ratio_per_repeat"])
+        yield (
+            f"| {_size(entry['size'])} | {entry['messages']:,} "
+            f"| {medians['ceiling_a']:,.0f} [{_rates(samples['ceiling_a'])}] "
+            f"| {medians['ceiling_b']:,.0f} [{_rates(samples['ceiling_b'])}] "
+            f"| {medians['ceiling_b_headers']:,.0f} [{_rates(samples['ceiling_b_headers'])}] "
+            f"| {reference} "
+            f"| {medians['bridge']:,.0f} [{_rates(samples['bridge'])}] "
+            f"| **{entry['ratio_of_medians']:.0%}** of {entry['lower_ceiling'][0]} [{per_repeat}] "
+            f"| {entry['ratio_to_b_headers']:.0%} |"
+        )
+    yield ""
+    yield "Bridge drains: CPU-seconds per second while draining (median), peak RSS, clean stop"
+    yield ""
+    yield "| size | bridge CPU/s | nats-server CPU/s | Kafka CPU/s | peak RSS | stop after SIGTERM | exit codes |"
+    yield "|---|---|---|---|---|---|---|"
+    for entry in entries:
+        drains = entry["samples"]["bridge"]
+        yield (
+            f"| {_size(entry['size'])} | {_median_cpu(drains, 'bridge')} | {_median_cpu(drains, 'nats-server')} "
+            f"| {_median_cpu(drains, 'kafka')} | {entry['bridge_peak_rss_mib']:.1f} MiB "
+            f"| {max(d.get('stop_seconds', 0) for d in drains):.1f} s max "
+            f"| {', '.join(str(d.get('exit_code')) for d in drains)} |"
+        )
+
+
+def render_latency(latency: dict[str, Any], baseline: dict[str, Any] | None) -> Iterator[str]:
+    yield ""
+    yield (
+        f"Latency, 100 B at {latency['target_rate']:,} msg/s for {latency['seconds']:g} s, send time in the payload, "
+        "producer linger_ms=0"
+    )
+    yield ""
+    yield "| path | sent | send rate | received | missing | p50 | p90 | p99 | p99.9 | max |"
+    yield "|---|---|---|---|---|---|---|---|---|---|"
+    for run in (baseline, latency):
+        if run is None:
+            continue
+        lat = run["latency_ms"]
+        yield (
+            f"| {run['path']} | {run['sent']:,} | {run['send_rate']:,.0f}/s | {run['received']:,} | {run['missing']} "
+            f"| {lat['p50']:.2f} ms | {lat['p90']:.2f} ms | {lat['p99']:.2f} ms | {lat['p99.9']:.2f} ms "
+            f"| {lat['max']:.2f} ms |"
+        )
+    yield f"(through the bridge: {_cpu_note(latency['cpu'])}; bridge peak RSS {latency['peak_rss_mib']:.1f} MiB)"
+
+
 def _median_cpu(drains: list[dict[str, Any]], name: str) -> str:
     values = [d["cpu"][f"{name}_cpu_per_s"] for d in drains if f"{name}_cpu_per_s" in d["cpu"]]
     return f"{statistics.median(values):.2f}" if values else "-"
+
+
+async def cleanup_run(opts: Options, run_id: str) -> None:
+    """Delete the topics, streams and checkpoint keys of run `run_id` (an interrupted run's leftovers)."""
+    nc = await nats.connect(opts.nats_url, connect_timeout=5)
+    js = nc.jetstream(timeout=30)
+    admin = AIOKafkaAdminClient(bootstrap_servers=opts.bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if t.startswith(f"bench-{run_id}-")]
+        if topics:
+            await admin.delete_topics(topics)
+        streams: list[str] = []
+        while page := await js.streams_info(offset=len(streams)):
+            streams.extend(info.config.name or "" for info in page)
+        mine = [name for name in streams if name.startswith(f"BENCH_{run_id.upper()}_")]
+        for stream in mine:
+            await delete_stream(js, stream)
+        keys = await purge_checkpoints(js, run_id)
+        print(f"deleted {len(topics)} topic(s), {len(mine)} stream(s), {keys} checkpoint key(s) of run {run_id}")
+    finally:
+        await admin.close()
+        await nc.close()
 
 
 def save(report: dict[str, Any]) -> Path:
@@ -1127,6 +1306,9 @@ def save(report: dict[str, Any]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_options(sys.argv[1:] if argv is None else argv)
+    if opts.cleanup:
+        asyncio.run(cleanup_run(opts, opts.cleanup))
+        return 0
     try:
         import uvloop  # noqa: PLC0415  (the bridge runs on uvloop when installed; so do the ceilings)
     except ImportError:

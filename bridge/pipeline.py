@@ -260,10 +260,10 @@ class Checkpointer(Protocol):
     on the two calls it makes.
     """
 
-    async def stored(self, route: CompiledRoute, lanes: Collection[Lane]) -> StoredIndex:
+    async def stored(self, scope: str, lanes: Collection[Lane]) -> StoredIndex:
         """What is already stored for these lanes (checkpointed and found after the checkpoint)."""
 
-    async def save(self, route: CompiledRoute, checkpoints: Mapping[Lane, Checkpoint]) -> None:
+    async def save(self, scope: str, checkpoints: Mapping[Lane, Checkpoint]) -> None:
         """Record each lane's watermark, after its PubAcks and before the source is settled."""
 
 
@@ -314,7 +314,7 @@ class RoutePipeline:
         backoff = self.settings.retry_backoff_initial
         while True:
             try:
-                index = await self.checkpoints.stored(self.route, lanes)
+                index = await self.checkpoints.stored(self.checkpoint_scope, lanes)
                 break
             except (NatsError, TimeoutError) as error:
                 if time.monotonic() + backoff > deadline:
@@ -379,6 +379,12 @@ class RoutePipeline:
     def reject(self, lane: LaneState, entry: InFlight, reason: str) -> None:
         self._rejections.append(_Rejection(lane, entry, reason))
         self.wake()
+
+    @property
+    def checkpoint_scope(self) -> str:
+        """Whose positions the checkpoints record: the route, and the source's own identity
+        (a consumer group, a vhost's queue) — a new group or another vhost starts afresh."""
+        return f"{self.route.key}|{self.source.checkpoint_scope}"
 
     @property
     def stored_index(self) -> StoredIndex:
@@ -542,7 +548,7 @@ class RoutePipeline:
             return
         saved = {lane.key: checkpoint for lane in lanes if (checkpoint := lane.checkpoint()) is not None}
         try:
-            await self.checkpoints.save(self.route, saved)
+            await self.checkpoints.save(self.checkpoint_scope, saved)
         except (NatsError, TimeoutError) as error:
             # Settling the source anyway is safe: a restart scans from the older checkpoint,
             # which only means a longer scan. Losing the route to a KV hiccup is not.

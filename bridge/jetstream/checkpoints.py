@@ -26,7 +26,6 @@ from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from bridge.mapping import CompiledRoute
 from bridge.pipeline import Checkpoint, StoredIndex
 from bridge.sources.base import Lane, lane_label
 
@@ -36,10 +35,13 @@ BUCKET = "nats_bridge_checkpoints"
 SCAN_BATCH = 1000
 
 
-def checkpoint_key(route: CompiledRoute, lane: Lane) -> str:
-    """KV key of a lane's checkpoint; KV keys allow few characters, so the lane is base64url."""
-    label = base64.urlsafe_b64encode(lane_label(lane).encode("utf-8")).decode("ascii").rstrip("=")
-    return f"{route.service}.{route.config.name}.{label}"
+def checkpoint_key(scope: str, lane: Lane) -> str:
+    """KV key of a lane's checkpoint; KV keys allow few characters, so both parts are base64url."""
+    return f"{_b64(scope)}.{_b64(lane_label(lane))}"
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
 
 
 def lane_position_from_headers(headers: Mapping[str, str] | None) -> tuple[Lane, int] | None:
@@ -92,18 +94,18 @@ class JetStreamCheckpoints:
                 self._kv = await self._js.create_key_value(config)
         return self._kv
 
-    async def save(self, route: CompiledRoute, checkpoints: Mapping[Lane, Checkpoint]) -> None:
+    async def save(self, scope: str, checkpoints: Mapping[Lane, Checkpoint]) -> None:
         kv = await self._bucket()
         for lane, checkpoint in checkpoints.items():
             value = {"position": checkpoint.position, "scan_from": dict(checkpoint.scan_from)}
-            await kv.put(checkpoint_key(route, lane), json.dumps(value).encode("utf-8"))
+            await kv.put(checkpoint_key(scope, lane), json.dumps(value).encode("utf-8"))
 
-    async def load(self, route: CompiledRoute, lanes: Collection[Lane]) -> dict[Lane, Checkpoint]:
+    async def load(self, scope: str, lanes: Collection[Lane]) -> dict[Lane, Checkpoint]:
         kv = await self._bucket()
         found: dict[Lane, Checkpoint] = {}
         for lane in lanes:
             try:
-                entry = await kv.get(checkpoint_key(route, lane))
+                entry = await kv.get(checkpoint_key(scope, lane))
             except KeyNotFoundError:
                 continue
             if entry.value is None:
@@ -113,12 +115,12 @@ class JetStreamCheckpoints:
             found[lane] = Checkpoint(int(value["position"]), scan_from)
         return found
 
-    async def stored(self, route: CompiledRoute, lanes: Collection[Lane]) -> StoredIndex:
-        checkpoints = await self.load(route, lanes)
+    async def stored(self, scope: str, lanes: Collection[Lane]) -> StoredIndex:
+        checkpoints = await self.load(scope, lanes)
         new_lanes = [lane for lane in lanes if lane not in checkpoints]
         if new_lanes:
             markers = await self._markers()
-            await self.save(route, dict.fromkeys(new_lanes, Checkpoint(-1, markers)))
+            await self.save(scope, dict.fromkeys(new_lanes, Checkpoint(-1, markers)))
         index = StoredIndex(
             through={lane: cp.position for lane, cp in checkpoints.items()},
             scan_from={lane: dict(cp.scan_from) for lane, cp in checkpoints.items()},
@@ -134,8 +136,8 @@ class JetStreamCheckpoints:
             await self._scan(stream, start, checkpoints, index)
         if checkpoints:
             log.info(
-                "route %s: resuming %d lane(s) from checkpoints; %d message(s) found stored after them",
-                route.key,
+                "%s: resuming %d lane(s) from checkpoints; %d message(s) found stored after them",
+                scope,
                 len(checkpoints),
                 sum(len(found) for found in index.positions.values()),
             )

@@ -88,6 +88,12 @@ class Source(Protocol):
     # restart at 1 on every channel, so a queue's lanes are never checkpointed.
     stable_positions: bool
 
+    @property
+    def checkpoint_scope(self) -> str:
+        """Whose positions these are (a Kafka consumer group, a vhost): checkpoints of another
+        group or vhost never apply."""
+        ...
+
     async def start(self, owner: LaneOwner) -> None: ...
 
     async def fetch(self, max_messages: int, wait: float) -> Sequence[Received]: ...

@@ -59,6 +59,10 @@ class KafkaTopicSource:
     def group(self) -> str:
         return self._group
 
+    @property
+    def checkpoint_scope(self) -> str:
+        return f"kafka-group:{self._group}"
+
     def _consumer_options(self) -> dict[str, Any]:
         source = self._source
         start = self._subscription.start
@@ -74,6 +78,8 @@ class KafkaTopicSource:
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 3_000,
             "rebalance_timeout_ms": 60_000,
+            # Topics created after start (and new regex matches) are noticed within this.
+            "metadata_max_age_ms": 30_000,
             "security_protocol": source.security_protocol,
         }
         if source.sasl_mechanism is not None:

@@ -28,6 +28,7 @@ import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
@@ -100,6 +101,13 @@ class RabbitMQRouteSource:
     @property
     def queue(self) -> str:
         return self._queue
+
+    @property
+    def checkpoint_scope(self) -> str:
+        vhost = self._source.vhost
+        if vhost is None:
+            vhost = unquote(urlsplit(self._source.url.get_secret_value()).path.removeprefix("/")) or "/"
+        return f"rabbitmq-vhost:{vhost}"
 
     @property
     def lane(self) -> Lane:

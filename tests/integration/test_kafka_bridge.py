@@ -29,6 +29,8 @@ from private_nats import PrivateNatsServer
 from bridge.config import load_config
 from bridge.runner import Bridge, RunSettings
 
+BridgeFactory = Callable[[Path], BridgeProcess]
+
 pytestmark = [pytest.mark.kafka, pytest.mark.nats]
 
 TopicFactory = Callable[..., Awaitable[str]]
@@ -125,7 +127,13 @@ async def _exists(nc: NatsClient, stream: str) -> bool:
 
 
 async def test_sigkill_three_times_and_restarts_after_the_duplicate_window_store_each_record_once_in_order(
-    tmp_path: Path, nats_url: str, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str, nc: NatsClient
+    tmp_path: Path,
+    bridge_process: BridgeFactory,
+    nats_url: str,
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    unique_name: str,
+    nc: NatsClient,
 ) -> None:
     partitions, total = 6, 100_000
     topic = await kafka_topic(partitions=partitions)
@@ -140,7 +148,7 @@ async def test_sigkill_three_times_and_restarts_after_the_duplicate_window_store
         group=f"bridge-{unique_name}",
         duplicate_window="1s",
     )
-    bridge = BridgeProcess(mapping, tmp_path / "bridge.log")
+    bridge = bridge_process(mapping)
     kill_points = sorted(random.sample(range(10_000, 90_000), 3))
     bridge.start()
     restarted_at = 0
@@ -253,7 +261,13 @@ async def test_legacy_consumer_group_sees_every_record_unaffected_by_the_bridge(
 
 
 async def test_rebalance_when_a_second_instance_joins_and_leaves_loses_and_doubles_nothing(
-    tmp_path: Path, nats_url: str, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str, nc: NatsClient
+    tmp_path: Path,
+    bridge_process: BridgeFactory,
+    nats_url: str,
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    unique_name: str,
+    nc: NatsClient,
 ) -> None:
     partitions, per_partition = 6, 10_000
     topic = await kafka_topic(partitions=partitions)
@@ -267,8 +281,8 @@ async def test_rebalance_when_a_second_instance_joins_and_leaves_loses_and_doubl
         topic=topic,
         group=f"bridge-{unique_name}",
     )
-    first = BridgeProcess(mapping, tmp_path / "first.log")
-    second = BridgeProcess(mapping, tmp_path / "second.log")
+    first = bridge_process(mapping)
+    second = bridge_process(mapping)
     first.start()
     await wait_for_count(nc, stream, 10_000, timeout=120, bridges=[first])
     second.start()  # joins the group: every partition is revoked and shared out again

@@ -141,9 +141,10 @@ async def test_order_is_kept_per_lane_across_nats_restarts_with_many_in_flight(h
         pipeline = RoutePipeline(compiled_route(), source, publisher, settings)
         task = asyncio.create_task(run_until(pipeline, source.exhausted, timeout=120))
         for threshold in (8_000, 30_000):
-            while pipeline.stats.published < threshold:
-                await asyncio.sleep(0.005)
-            assert publisher.in_flight > 100, "the restart should hit while many publishes are in flight"
+            # Restart while many publishes are in flight (that is the case under test).
+            while pipeline.stats.published < threshold or publisher.in_flight < 100:
+                assert not task.done(), "the run ended before the restart"
+                await asyncio.sleep(0.001)
             await asyncio.to_thread(harness.server.restart, kill=True)
         await task
     stored = await harness.stored_positions("ORDERS")

@@ -26,6 +26,8 @@ from nats.js.errors import NotFoundError
 from bridge.config import load_config, load_config_text
 from bridge.runner import Bridge, RunSettings
 
+BridgeFactory = Callable[[Path], BridgeProcess]
+
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.nats]
 
 
@@ -265,7 +267,12 @@ async def test_legacy_consumer_receives_every_message_while_the_shadow_bridge_ru
 
 
 async def test_sigkill_mid_flow_loses_nothing_and_stores_nothing_twice_with_message_ids(
-    tmp_path: Path, rabbit_vhost_url: str, nats_url: str, unique_name: str, nc: NatsClient
+    tmp_path: Path,
+    bridge_process: BridgeFactory,
+    rabbit_vhost_url: str,
+    nats_url: str,
+    unique_name: str,
+    nc: NatsClient,
 ) -> None:
     stream = unique_name.upper()
     total = 20_000
@@ -277,7 +284,7 @@ async def test_sigkill_mid_flow_loses_nothing_and_stores_nothing_twice_with_mess
     connection = await aio_pika.connect(rabbit_vhost_url)
     channel = await connection.channel()
     exchange = await channel.declare_exchange("orders", aio_pika.ExchangeType.TOPIC, durable=True)
-    bridge = BridgeProcess(mapping_path, tmp_path / "bridge.log")
+    bridge = bridge_process(mapping_path)
     bridge.start()
     await until(lambda: queue_exists(channel, connection, "nats-bridge.svc.r"))
     for i in range(total):
@@ -333,7 +340,12 @@ async def test_rabbitmq_restart_mid_flow_the_bridge_reconnects_and_loses_nothing
 
 
 async def test_stream_queue_restart_after_the_duplicate_window_resumes_exactly(
-    tmp_path: Path, rabbit_vhost_url: str, nats_url: str, unique_name: str, nc: NatsClient
+    tmp_path: Path,
+    bridge_process: BridgeFactory,
+    rabbit_vhost_url: str,
+    nats_url: str,
+    unique_name: str,
+    nc: NatsClient,
 ) -> None:
     stream = unique_name.upper()
     total = 6_000
@@ -349,7 +361,7 @@ async def test_stream_queue_restart_after_the_duplicate_window_resumes_exactly(
         """
     mapping_path = tmp_path / "m.yaml"
     mapping_path.write_text(mapping(nats_url, rabbit_vhost_url, stream, routes, duplicate_window="1s"))
-    bridge = BridgeProcess(mapping_path, tmp_path / "bridge.log")
+    bridge = bridge_process(mapping_path)
     bridge.start()
     await wait_for_count(nc, stream, 2_000, timeout=120, bridges=[bridge])
     bridge.kill()

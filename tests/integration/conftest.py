@@ -1,0 +1,25 @@
+"""Fixtures for the end-to-end tests: bridge processes that never outlive their test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kafka_helpers import BridgeProcess
+
+
+@pytest.fixture
+def bridge_process(tmp_path: Path) -> Iterator[Callable[[Path], BridgeProcess]]:
+    """Factory: `bridge_process(mapping)` -> a BridgeProcess (not started), killed after the test."""
+    made: list[BridgeProcess] = []
+
+    def make(mapping: Path) -> BridgeProcess:
+        process = BridgeProcess(mapping, tmp_path / f"bridge-{len(made)}.log")
+        made.append(process)
+        return process
+
+    yield make
+    for process in made:
+        if process.alive():
+            process.kill()
