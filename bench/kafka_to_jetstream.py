@@ -7,22 +7,25 @@ own. This script measures, in ONE run on the same machine and the same brokers:
 * ceiling A — aiokafka alone: a fresh consumer group reads the pre-filled topic and does
   nothing with the records (the bridge's consumer settings, `getmany(max_records=500)`);
 * ceiling B — our own `JetStreamPublisher` alone (window 4096): publish the same number of
-  messages of the same size, each with a unique `Nats-Msg-Id`, and count the PubAcks; nats-py's
-  `js.publish_async` (same window) is measured beside it for reference;
+  messages of the same size, each with a unique `Nats-Msg-Id`, and count the PubAcks. Beside it,
+  for reference only: "B+h", the same with the six headers the bridge really sends (how much of
+  the gap is header encoding), and nats-py's `js.publish_async` with the same window;
 * the bridge — `python -m bridge run FILE`, the command users run, as a subprocess draining
   the same pre-filled topic into a fresh stream; its rate is taken from the stream itself, from
   the first to the last stored message (server timestamps), so start-up is not counted;
 
 and reports the bridge as a percentage of the lower ceiling: the share of what the clients
 allow that the bridge's own work (mapping, ordering, settling, checkpoints) leaves over. The
-three are interleaved (A, B, bridge, A, B, bridge, ...) and repeated; medians are quoted.
+measurements are interleaved (A, B, B+h, publish_async, bridge, then again) and repeated;
+medians are quoted.
 
 Then, with a bridge on an empty topic, a producer sends at a fixed rate (5,000 msg/s of 100 B,
 `linger_ms=0`) with its send time (`time.time_ns()`) in the payload, and a core NATS subscriber
 (its own process) on the stream's subjects takes the receive time: end-to-end latency, Kafka
 producer to "JetStream stored it" (a core subscriber sees a JetStream message when the server
-processes it). Last, the bridge drains a backlog of 1,000,000 x 100 B messages while its
-RSS is sampled; the peak (VmHWM) is reported.
+processes it). The same producer into an aiokafka consumer, without the bridge, is measured just
+before as the floor this machine allows. Last, the bridge drains a backlog of 1,000,000 x 100 B
+messages while its RSS is sampled; the peak (VmHWM) is reported.
 
 How to read the output. Rates are msg/s, medians of the repeats, with every sample in the JSON
 file under bench/results/. The machine is shared and small: compare ratios within one run,
@@ -33,7 +36,8 @@ peak RSS <= 150 MiB.
 
 Run `bash compose/brokers start nats kafka && .venv/bin/python bench/kafka_to_jetstream.py`
 (`--quick` for a short check, `--help` for the knobs). Everything it creates (topics, streams,
-the bridge's checkpoint keys) is deleted at the end; consumer groups stay.
+the bridge's checkpoint keys) is deleted at the end; consumer groups stay. bench/README.md has
+the meaning of every figure and the results of a full run.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from multiprocessing.connection import Connection
@@ -288,6 +292,17 @@ class CpuMeter:
             if before is not None and after is not None and wall > 0:
                 used[f"{name}_cpu_per_s"] = round((after - before) / wall, 3)
         return used
+
+
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was cancelled (Ctrl-C, SIGTERM) and a library swallowed it.
+
+    aiokafka's close path suppresses CancelledError; a cancel that lands there would otherwise be
+    lost and the run would go on. Called between steps and in every polling loop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 # --------------------------------------------------------------------------------------- Kafka
@@ -587,6 +602,7 @@ class Bench:
         self.topics.append(topic)
         await create_topic(self.admin, topic)
         rate = await fill_topic(self.opts.bootstrap, topic, count, size) if count else 0.0
+        stop_if_cancelled()
         return topic, rate
 
     def prepare_bridge(self, topic: str, what: str) -> tuple[BridgeRun, str, BridgeConfig]:
@@ -605,6 +621,7 @@ class Bench:
         """Poll until the stream holds `expected` messages, at most `limit` s; return when (perf_counter)."""
         deadline = time.monotonic() + limit
         while True:
+            stop_if_cancelled()
             count = await stored_count(self.js, stream)
             if count >= expected:
                 return time.perf_counter()
@@ -623,6 +640,7 @@ class Bench:
         try:
             # CPU accounting starts when the first message is stored (start-up is not drain).
             while await stored_count(self.js, stream) == 0:
+                stop_if_cancelled()
                 if not bridge.alive():
                     raise RuntimeError(f"the bridge exited early; its log ends:\n{bridge.log_tail()}")
                 if time.perf_counter() - started > 120:
@@ -649,6 +667,7 @@ class Bench:
             "seconds_first_to_last_stored": round(span, 3),
             "seconds_from_process_start": round(all_stored - started, 3),
             "peak_rss_mib": round(max(hwm, bridge.peak_sampled_kib) / 1024, 1),
+            "rss_mib_every_100ms": [round(kib / 1024, 1) for _, kib in bridge.samples],
             "cpu": cpu,
             **stopped,
         }
@@ -778,6 +797,7 @@ async def _warm_up(producer: AIOKafkaProducer, topic: str, conn: Connection, bri
     """Send a probe to every partition every 200 ms until the listener has seen one from each."""
     deadline = time.monotonic() + 60
     while not conn.poll(0):
+        stop_if_cancelled()
         if (bridge is not None and not bridge.alive()) or time.monotonic() > deadline:
             tail = bridge.log_tail() if bridge is not None else ""
             raise RuntimeError(f"nothing comes through after 60 s\n{tail}")
@@ -794,6 +814,7 @@ async def _send_at_rate(producer: AIOKafkaProducer, topic: str, rate: int, total
     sent = 0
     started = time.perf_counter()
     while sent < total:
+        stop_if_cancelled()
         due = min(total, int((time.perf_counter() - started) * rate) + 1)
         while sent < due:
             futures.append(await producer.send(topic, _payload(b"M", sent, 100), partition=sent % PARTITIONS))
@@ -910,7 +931,7 @@ async def latency_run(bench: Bench, through_bridge: bool) -> dict[str, Any]:
 
 
 def median_of(samples: list[dict[str, Any]], key: str = "rate") -> float:
-    return round(statistics.median(sample[key] for sample in samples), 1)
+    return round(float(statistics.median(sample[key] for sample in samples)), 1)
 
 
 async def throughput(bench: Bench, size: int) -> dict[str, Any]:
@@ -929,6 +950,7 @@ async def throughput(bench: Bench, size: int) -> dict[str, Any]:
     for repeat in range(1, opts.repeats + 1):
         _, _, _, group = bench.names.next("a")
         samples["ceiling_a"].append(await ceiling_consume(opts.bootstrap, topic, group, count))
+        stop_if_cancelled()
         samples["ceiling_b"].append(await publish_into_fresh_stream(bench, topic, "b", count, size, ceiling_publish))
         samples["ceiling_b_headers"].append(
             await publish_into_fresh_stream(bench, topic, "bh", count, size, with_headers)
@@ -938,6 +960,7 @@ async def throughput(bench: Bench, size: int) -> dict[str, Any]:
                 await publish_into_fresh_stream(bench, topic, "pa", count, size, reference_publish_async)
             )
         samples["bridge"].append(await bench.bridge_drain(topic, count, "d"))
+        stop_if_cancelled()
         bench.log(
             f"{size} B run {repeat}/{opts.repeats}: consume {samples['ceiling_a'][-1]['rate']:,.0f}, "
             f"publish {samples['ceiling_b'][-1]['rate']:,.0f} "
@@ -1056,7 +1079,12 @@ async def run(opts: Options) -> dict[str, Any]:
     # SIGTERM cancels the run like Ctrl-C does, so the cleanup below still runs.
     task = asyncio.current_task()
     assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+    def on_sigterm() -> None:
+        bench.log("SIGTERM: stopping and cleaning up")
+        task.cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
     started = time.perf_counter()
     report: dict[str, Any] = {
         "command": opts.command,
@@ -1080,8 +1108,10 @@ async def run(opts: Options) -> dict[str, Any]:
         if "latency" in opts.parts:
             bench.log(f"latency without the bridge: {opts.latency_rate:,} msg/s for {opts.latency_seconds:g} s")
             report["latency_kafka_only"] = await latency_run(bench, through_bridge=False)
+            stop_if_cancelled()
             bench.log(f"latency through the bridge: {opts.latency_rate:,} msg/s for {opts.latency_seconds:g} s")
             report["latency"] = await latency_run(bench, through_bridge=True)
+            stop_if_cancelled()
         if "memory" in opts.parts:
             report["memory"] = await memory_run(bench)
     finally:
@@ -1234,12 +1264,17 @@ def render_throughput(entries: list[dict[str, Any]]) -> Iterator[str]:
     yield ""
     yield "Bridge drains: CPU-seconds per second while draining (median), peak RSS, clean stop"
     yield ""
-    yield "| size | bridge CPU/s | nats-server CPU/s | Kafka CPU/s | peak RSS | stop after SIGTERM | exit codes |"
-    yield "|---|---|---|---|---|---|---|"
+    yield (
+        "| size | stored / expected | bridge CPU/s | nats-server CPU/s | Kafka CPU/s | peak RSS "
+        "| stop after SIGTERM | exit codes |"
+    )
+    yield "|---|---|---|---|---|---|---|---|"
     for entry in entries:
         drains = entry["samples"]["bridge"]
+        stored = ", ".join(f"{d['messages']:,}/{d['expected']:,}" for d in drains)
         yield (
-            f"| {_size(entry['size'])} | {_median_cpu(drains, 'bridge')} | {_median_cpu(drains, 'nats-server')} "
+            f"| {_size(entry['size'])} | {stored} "
+            f"| {_median_cpu(drains, 'bridge')} | {_median_cpu(drains, 'nats-server')} "
             f"| {_median_cpu(drains, 'kafka')} | {entry['bridge_peak_rss_mib']:.1f} MiB "
             f"| {max(d.get('stop_seconds', 0) for d in drains):.1f} s max "
             f"| {', '.join(str(d.get('exit_code')) for d in drains)} |"
@@ -1304,17 +1339,25 @@ def save(report: dict[str, Any]) -> Path:
     return path
 
 
+def run_on_best_loop(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run on uvloop when installed: the bridge does, so the ceilings should too."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_options(sys.argv[1:] if argv is None else argv)
     if opts.cleanup:
         asyncio.run(cleanup_run(opts, opts.cleanup))
         return 0
     try:
-        import uvloop  # noqa: PLC0415  (the bridge runs on uvloop when installed; so do the ceilings)
-    except ImportError:
-        report = asyncio.run(run(opts))
-    else:
-        report = uvloop.run(run(opts))
+        report = run_on_best_loop(run(opts))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted: what the run created is deleted, nothing saved", file=sys.stderr)
+        return 130
     path = save(report)
     print("\n".join(render(report)))
     print(f"\nraw samples: {path.relative_to(ROOT)}")

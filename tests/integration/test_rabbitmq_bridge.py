@@ -107,6 +107,44 @@ async def queue_exists(
     return True
 
 
+async def publish_surely(exchange: aio_pika.abc.AbstractExchange, message: aio_pika.Message, key: str) -> None:
+    """Publish until RabbitMQ routes it: just after a restart a queue may not be up yet, and an
+    unroutable message is confirmed and dropped unless it is mandatory."""
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                await exchange.publish(message, routing_key=key, mandatory=True)
+            except aio_pika.exceptions.DeliveryError:
+                await asyncio.sleep(0.2)
+                continue
+            return
+
+
+async def stream_offsets(url: str, queue_name: str, idle: float = 2.0) -> list[int]:
+    """Every offset a stream queue holds, read from the first until nothing arrives for `idle` s."""
+    connection = await aio_pika.connect(url)
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=1000)
+    queue = await channel.declare_queue(queue_name, passive=True)
+    offsets: list[int] = []
+    arrived = asyncio.Event()
+
+    async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        offsets.append(int((message.headers or {})["x-stream-offset"]))  # type: ignore[arg-type]
+        await message.ack()
+        arrived.set()
+
+    await queue.consume(take, arguments={"x-stream-offset": "first"})
+    while True:
+        arrived.clear()
+        try:
+            await asyncio.wait_for(arrived.wait(), idle)
+        except TimeoutError:
+            break
+    await connection.close()
+    return offsets
+
+
 def mapping(nats_url: str, amqp_url: str, stream: str, routes: str, duplicate_window: str = "2m") -> str:
     return textwrap.dedent(f"""\
         nats: {{servers: ["{nats_url}"]}}
@@ -331,7 +369,7 @@ async def test_rabbitmq_restart_mid_flow_the_bridge_reconnects_and_loses_nothing
         exchange = await channel.get_exchange("orders")
         for i in range(5_000, 8_000):
             message = aio_pika.Message(str(i).encode(), message_id=f"id-{i}", delivery_mode=2)
-            await exchange.publish(message, routing_key="order")
+            await publish_surely(exchange, message, "order")
         await until(lambda: _at_least(nc, stream, 8_000), timeout=120, bridge=running)
     await connection.close()
     ids = [headers["Nats-Msg-Id"] for _, headers, _ in await stored(nc, stream)]
@@ -378,3 +416,66 @@ def test_route_mapping_file_loads(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text(mapping("nats://x", "amqp://y", "S", '- {name: r, source: rabbit, from: {queue: q}, to: "s.x"}\n'))
     assert load_config(path, env={}).routes()[0][1].name == "r"
+
+
+async def test_queue_mode_drains_an_existing_queue(
+    rabbit_vhost_url: str, nats_url: str, unique_name: str, nc: NatsClient
+) -> None:
+    stream = unique_name.upper()
+    connection = await aio_pika.connect(rabbit_vhost_url)
+    channel = await connection.channel()
+    legacy = await channel.declare_queue("legacy-work", durable=True)
+    for i in range(500):
+        await channel.default_exchange.publish(aio_pika.Message(str(i).encode(), message_id=f"w-{i}"), "legacy-work")
+    routes = f"""\
+        - {{name: drain, source: rabbit, from: {{queue: legacy-work}}, to: "{stream.lower()}.work"}}
+        """
+    running = RunningBridge(mapping(nats_url, rabbit_vhost_url, stream, routes))
+    async with running:
+        await until(lambda: _at_least(nc, stream, 500), bridge=running)
+
+        async def drained() -> bool:
+            declared = await channel.declare_queue("legacy-work", passive=True)
+            return declared.declaration_result.message_count == 0
+
+        await until(drained, bridge=running)
+    await connection.close()
+    assert legacy.name == "legacy-work"
+    assert sorted(int(payload) for _, _, payload in await stored(nc, stream)) == list(range(500))
+
+
+async def test_stream_route_survives_a_rabbitmq_restart_without_replaying(
+    rabbit_vhost_url: str, nats_url: str, unique_name: str, nc: NatsClient
+) -> None:
+    if brokers_local.SOURCES.get("rabbitmq") != "local":
+        pytest.fail("this test restarts RabbitMQ: run it against the local broker of compose/brokers")
+    stream = unique_name.upper()
+    connection = await aio_pika.connect(rabbit_vhost_url)
+    channel = await connection.channel()
+    await channel.declare_queue("events", durable=True, arguments={"x-queue-type": "stream"})
+    for i in range(3_000):
+        await channel.default_exchange.publish(aio_pika.Message(str(i).encode()), routing_key="events")
+    await connection.close()
+    routes = f"""\
+        - {{name: r, source: rabbit, from: {{queue: events, mode: stream, stream_offset: first}},
+            to: "{stream.lower()}.events"}}
+        """
+    running = RunningBridge(mapping(nats_url, rabbit_vhost_url, stream, routes))
+    async with running:
+        await until(lambda: _at_least(nc, stream, 3_000), bridge=running)
+        await asyncio.to_thread(brokers_local.brokers, "restart", "rabbitmq")
+        connection = await aio_pika.connect(rabbit_vhost_url)
+        channel = await connection.channel()
+        for i in range(3_000, 4_000):
+            await publish_surely(channel.default_exchange, aio_pika.Message(str(i).encode()), "events")
+        # Just after a restart RabbitMQ confirms some publishes to a stream that never land in
+        # it; what the bridge must copy is what the stream really holds.
+        in_stream = await stream_offsets(rabbit_vhost_url, "events")
+        length = len(in_stream)
+        assert in_stream == list(range(length))
+        assert length > 3_000, "sanity: the stream grew after the restart"
+        await until(lambda: _at_least(nc, stream, length), timeout=120, bridge=running)
+        await asyncio.sleep(2)  # a replay from the first offset would arrive now
+    await connection.close()
+    offsets = [int(headers["Amqp-Stream-Offset"]) for _, headers, _ in await stored(nc, stream)]
+    assert offsets == list(range(length)), "every offset once, in order: no replay after the reconnect"
