@@ -293,6 +293,7 @@ class RoutePipeline:
         self._wake = asyncio.Event()
         self._preparing: set[Lane] = set()
         self._fatal: RouteStoppedError | None = None
+        self._settling: asyncio.Task[None] | None = None
         self._prepared = asyncio.Event()
         self._prepared.set()
         self._progress = asyncio.Event()
@@ -441,7 +442,7 @@ class RoutePipeline:
             await self._retry_due_lanes()
             await self._pump()
             if self._progressed and time.monotonic() - self._last_settle >= self.settings.settle_interval:
-                await self._settle()
+                self._settle_in_background()
 
     def _accept(self, batch: Sequence[Received]) -> None:
         """Map each message and queue it on its lane (sending happens in `_pump`)."""
@@ -533,22 +534,45 @@ class RoutePipeline:
             self._paused = False
             self.source.resume()
 
+    def _settle_in_background(self) -> None:
+        """Settle without holding up publishing: checkpoint writes and commits take milliseconds."""
+        if self._settling is not None and not self._settling.done():
+            return  # one settle at a time; the next one carries the later watermarks
+        checkpoints, watermarks = self._settle_snapshot()
+        if watermarks:
+            self._settling = asyncio.create_task(self._apply_settle(checkpoints, watermarks), name="settle")
+
     async def _settle(self) -> None:
+        """Settle now, after any settle already under way (shutdown and revocation use this)."""
+        if self._settling is not None:
+            await self._settling
+        checkpoints, watermarks = self._settle_snapshot()
+        if watermarks:
+            await self._apply_settle(checkpoints, watermarks)
+
+    def _settle_snapshot(self) -> tuple[dict[Lane, Checkpoint], dict[Lane, int]]:
+        """Watermarks and checkpoints of the lanes that moved, taken together at one instant."""
         lanes = [lane for lane in self._progressed if lane.watermark is not None]
         self._progressed.clear()
         self._last_settle = time.monotonic()
-        if not lanes:
-            return
-        await self._checkpoint(lanes)
+        checkpoints = {lane.key: cp for lane in lanes if (cp := lane.checkpoint()) is not None}
         watermarks = {lane.key: lane.watermark for lane in lanes if lane.watermark is not None}
+        return checkpoints, watermarks
+
+    async def _apply_settle(self, checkpoints: dict[Lane, Checkpoint], watermarks: dict[Lane, int]) -> None:
+        # The checkpoint is written before the source is settled: a crash in between only
+        # means a restart scans a little more.
+        await self._save_checkpoints(checkpoints)
         await self.source.settle(watermarks)
 
     async def _checkpoint(self, lanes: list[LaneState]) -> None:
-        if self.checkpoints is None or not lanes or not self.source.stable_positions:
+        await self._save_checkpoints({lane.key: cp for lane in lanes if (cp := lane.checkpoint()) is not None})
+
+    async def _save_checkpoints(self, checkpoints: dict[Lane, Checkpoint]) -> None:
+        if self.checkpoints is None or not checkpoints or not self.source.stable_positions:
             return
-        saved = {lane.key: checkpoint for lane in lanes if (checkpoint := lane.checkpoint()) is not None}
         try:
-            await self.checkpoints.save(self.checkpoint_scope, saved)
+            await self.checkpoints.save(self.checkpoint_scope, checkpoints)
         except (NatsError, TimeoutError) as error:
             # Settling the source anyway is safe: a restart scans from the older checkpoint,
             # which only means a longer scan. Losing the route to a KV hiccup is not.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -160,6 +161,12 @@ def run_bridge(config: BridgeConfig, settings: RunSettings | None = None) -> Non
     """Run the bridge in this process until SIGINT or SIGTERM; then shut down cleanly."""
 
     async def main() -> None:
+        # Every message makes a few short-lived objects and almost no reference cycles, so
+        # the cyclic collector mostly scans the long-lived start-up objects: freeze those and
+        # collect young objects less often (about 10% of CPU in measurements).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
         bridge = Bridge(config, settings)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -15,6 +15,7 @@ stored out of order (see pipeline.py) can sit at most that far behind it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -96,9 +97,16 @@ class JetStreamCheckpoints:
 
     async def save(self, scope: str, checkpoints: Mapping[Lane, Checkpoint]) -> None:
         kv = await self._bucket()
-        for lane, checkpoint in checkpoints.items():
-            value = {"position": checkpoint.position, "scan_from": dict(checkpoint.scan_from)}
-            await kv.put(checkpoint_key(scope, lane), json.dumps(value).encode("utf-8"))
+        # One KV write per lane (instances sharing a route own different lanes), all at once.
+        await asyncio.gather(
+            *(
+                kv.put(
+                    checkpoint_key(scope, lane),
+                    json.dumps({"position": cp.position, "scan_from": dict(cp.scan_from)}).encode("utf-8"),
+                )
+                for lane, cp in checkpoints.items()
+            )
+        )
 
     async def load(self, scope: str, lanes: Collection[Lane]) -> dict[Lane, Checkpoint]:
         kv = await self._bucket()

@@ -245,15 +245,21 @@ class JetStreamPublisher:
         if headers and headers.get(STATUS_HEADER) == NO_RESPONDERS and not msg.data:
             self._fail(entry, PublishFailure("no-responders", "no stream captures the subject, or JetStream is down"))
             return
-        try:
-            reply = json.loads(msg.data)
-            error = reply.get("error")
-            if error is None:
-                seq = int(reply["seq"])
-                duplicate = bool(reply.get("duplicate", False))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            self._fail(entry, PublishFailure("error", f"unreadable PubAck: {msg.data[:200]!r}"))
-            return
+        fast = parse_puback(msg.data)
+        if fast is not None:
+            stream, seq, duplicate = fast
+            error = None
+        else:
+            try:
+                reply = json.loads(msg.data)
+                error = reply.get("error")
+                if error is None:
+                    stream = str(reply.get("stream", ""))
+                    seq = int(reply["seq"])
+                    duplicate = bool(reply.get("duplicate", False))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                self._fail(entry, PublishFailure("error", f"unreadable PubAck: {msg.data[:200]!r}"))
+                return
         if error is not None:
             failure = PublishFailure(
                 "error",
@@ -267,7 +273,7 @@ class JetStreamPublisher:
         if duplicate:
             self.stats.duplicates += 1
         entry.seq = seq
-        entry.stream = str(reply.get("stream", ""))
+        entry.stream = stream
         entry.owner.published(entry, seq, duplicate)
 
     async def _on_reply(self, msg: Msg) -> None:
@@ -308,6 +314,36 @@ class JetStreamPublisher:
             failure = PublishFailure("timeout", f"no PubAck within {self._ack_timeout:g}s")
             for entry in expired:
                 self._fail(entry, failure)
+
+
+_PUBACK_PREFIX = b'{"stream":"'
+_SEQ = b',"seq":'
+
+
+def parse_puback(data: bytes) -> tuple[str, int, bool] | None:
+    """(stream, seq, duplicate) from a PubAck of the usual shape, without json.loads.
+
+    It runs once per published message; anything but `{"stream":"S","seq":N}` optionally
+    followed by `,"duplicate":true` returns None, and the caller parses it as JSON.
+    """
+    if not data.startswith(_PUBACK_PREFIX):
+        return None
+    end = data.find(b'"', 11)
+    if end < 0 or data[end + 1 : end + 8] != _SEQ:
+        return None
+    start = index = end + 8
+    while index < len(data) and 48 <= data[index] <= 57:  # ASCII digits
+        index += 1
+    if index == start:
+        return None
+    tail = data[index:]
+    if tail == b"}":
+        duplicate = False
+    elif tail == b',"duplicate":true}':
+        duplicate = True
+    else:
+        return None
+    return data[11:end].decode("ascii", "replace"), int(data[start:index]), duplicate
 
 
 def _describe(error: Exception) -> str:
