@@ -44,28 +44,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import datetime as dt
 import functools
-import hashlib
-import json
 import multiprocessing
 import os
-import platform
-import secrets
 import shlex
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -73,22 +66,42 @@ from typing import Any
 import nats
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from common import (
+    BATCH,
+    ROOT,
+    STATE,
+    TARGET_P99_MS,
+    TARGET_RATIO,
+    TARGET_RSS_MIB,
+    WINDOW,
+    BenchBase,
+    BridgeRun,
+    LatencyRecorder,
+    MiB,
+    Publisher,
+    ceiling_publish,
+    cpu_note,
+    delete_stream,
+    latency_rows,
+    latency_summary,
+    listen_nats,
+    load_mapping,
+    median_cpu,
+    median_of,
+    payload,
+    purge_checkpoints,
+    rates_text,
+    receive,
+    run_on_best_loop,
+    run_streams,
+    save,
+    size_label,
+    stop_if_cancelled,
+)
+from common import machine_info as common_machine_info
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
-from bridge.config import BridgeConfig, load_config_text
-from bridge.jetstream.checkpoints import BUCKET
-from bridge.jetstream.declare import to_nats_config
-from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
-from bridge.message import OutboundMessage
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-STATE = Path(os.environ.get("BRIDGE_STATE_DIR", ROOT / "compose" / ".state"))
-MiB = 1024 * 1024
+from bridge.config import BridgeConfig
 
 SIZES = (100, 1024)
 DEFAULT_MESSAGES = {100: 200_000, 1024: 100_000}
@@ -96,13 +109,9 @@ QUICK_MESSAGES = 20_000
 DEFAULT_RSS_MESSAGES = 1_000_000
 QUICK_RSS_MESSAGES = 100_000
 PARTITIONS = 6
-WINDOW = 4096  # the bridge's default publisher window (RunSettings.window)
-FETCH_RECORDS = 500  # the bridge's default batch (PipelineSettings.batch_size)
+FETCH_RECORDS = BATCH  # the bridge's default batch (PipelineSettings.batch_size)
 
 PARTS = ("throughput", "latency", "memory")
-TARGET_RATIO = 0.60
-TARGET_P99_MS = 10.0
-TARGET_RSS_MIB = 150.0
 
 
 # --------------------------------------------------------------------------------------- options
@@ -186,27 +195,6 @@ def parse_options(argv: list[str]) -> Options:
 # --------------------------------------------------------------------------------------- names
 
 
-class Names:
-    """Unique names per run, so runs never share a topic, stream, group or checkpoint key."""
-
-    def __init__(self) -> None:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.stamp = stamp
-        self.run = f"{stamp.lower().replace('t', '').rstrip('z')}{secrets.token_hex(2)}"
-        self._counter = 0
-
-    def next(self, what: str) -> tuple[str, str, str, str]:
-        """(topic-or-tag, STREAM, subject prefix, consumer group) for one measurement."""
-        self._counter += 1
-        tag = f"{what}{self._counter}"
-        return (
-            f"bench-{self.run}-{tag}",
-            f"BENCH_{self.run}_{tag}".upper(),
-            f"bench.{self.run}.{tag}",
-            f"bench-{self.run}-{tag}",
-        )
-
-
 def mapping_text(opts: Options, *, stream: str, subject: str, topic: str, group: str, route: str) -> str:
     """A one-route mapping file: topic -> `<subject>.<partition>`, Nats-Msg-Id topic/partition/offset."""
     return textwrap.dedent(f"""\
@@ -231,78 +219,6 @@ def mapping_text(opts: Options, *, stream: str, subject: str, topic: str, group:
                 from: {{topics: ["{topic}"], group: "{group}", start: earliest}}
                 to: "{subject}.{{partition}}"
         """)
-
-
-def load_mapping(text: str) -> BridgeConfig:
-    return load_config_text(text, "bench-mapping.yaml", env={})
-
-
-# --------------------------------------------------------------------------------------- /proc
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process in KiB (empty when it is gone)."""
-    found: dict[str, int] = {}
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                name, value = line.split(":", 1)
-                found[name] = int(value.split()[0])
-    return found
-
-
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time of a process so far, from /proc/PID/stat."""
-    if pid is None:
-        return None
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def broker_pid(name: str) -> int | None:
-    """The pid of a broker compose/brokers started (for CPU accounting only), if any."""
-    try:
-        pid = int((STATE / name / f"{name}.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if Path(f"/proc/{pid}").exists() else None
-
-
-class CpuMeter:
-    """CPU seconds used by the bridge, nats-server and Kafka between start() and stop()."""
-
-    def __init__(self, bridge_pid: int | None) -> None:
-        self.pids = {"bridge": bridge_pid, "nats-server": broker_pid("nats"), "kafka": broker_pid("kafka")}
-        self._start: dict[str, float | None] = {}
-        self._t0 = 0.0
-
-    def start(self) -> None:
-        self._t0 = time.perf_counter()
-        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-
-    def stop(self) -> dict[str, float]:
-        wall = time.perf_counter() - self._t0
-        used: dict[str, float] = {"wall_s": round(wall, 3)}
-        for name, pid in self.pids.items():
-            before, after = self._start.get(name), cpu_seconds(pid)
-            if before is not None and after is not None and wall > 0:
-                used[f"{name}_cpu_per_s"] = round((after - before) / wall, 3)
-        return used
-
-
-def stop_if_cancelled() -> None:
-    """Raise CancelledError if this task was cancelled (Ctrl-C, SIGTERM) and a library swallowed it.
-
-    aiokafka's close path suppresses CancelledError; a cancel that lands there would otherwise be
-    lost and the run would go on. Called between steps and in every polling loop.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 # --------------------------------------------------------------------------------------- Kafka
@@ -393,49 +309,6 @@ async def ceiling_consume(bootstrap: str, topic: str, group: str, expected: int)
 # --------------------------------------------------------------------------------------- NATS
 
 
-async def create_stream(js: JetStreamContext, config: BridgeConfig) -> None:
-    await js.add_stream(to_nats_config(config.streams[0]))
-
-
-async def stored_count(js: JetStreamContext, stream: str) -> int:
-    try:
-        return (await js.stream_info(stream)).state.messages
-    except NotFoundError:
-        return 0
-
-
-async def delete_stream(js: JetStreamContext, stream: str) -> None:
-    with contextlib.suppress(NotFoundError, NatsError, TimeoutError):
-        await js.delete_stream(stream)
-
-
-class CountingOwner:
-    """PublishOwner for ceiling B: counts outcomes, resends nothing."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.stored = self.duplicates = self.failures = 0
-        self.last_failure = ""
-        self.done = asyncio.Event()
-
-    def sendable(self, entry: InFlight) -> bool:
-        return True
-
-    def published(self, entry: InFlight, seq: int, duplicate: bool) -> None:
-        self.stored += 1
-        self.duplicates += duplicate
-        self._check()
-
-    def failed(self, entry: InFlight, failure: PublishFailure) -> None:
-        self.failures += 1
-        self.last_failure = str(failure)
-        self._check()
-
-    def _check(self) -> None:
-        if self.stored + self.failures >= self.expected:
-            self.done.set()
-
-
 def bridge_like_headers(topic: str, partition: int, offset: int) -> dict[str, str]:
     """The headers the bridge gives a keyed Kafka record (README: "Message ids and headers")."""
     return {
@@ -448,35 +321,9 @@ def bridge_like_headers(topic: str, partition: int, offset: int) -> dict[str, st
     }
 
 
-async def ceiling_publish(
-    nc: NatsClient, subject: str, stream: str, count: int, size: int, *, like_topic: str | None = None
-) -> dict[str, Any]:
-    """Ceiling B: our JetStreamPublisher, window 4096, unique Nats-Msg-Id, count PubAcks.
-
-    With `like_topic`, each message carries the six headers the bridge would give a record of
-    that topic instead of the Nats-Msg-Id alone (variant "B+h").
-    """
-    owner = CountingOwner(count)
-    payload = b"v" * size
-    async with JetStreamPublisher(nc, window=WINDOW, ack_timeout=10.0) as publisher:
-        started = time.perf_counter()
-        for start in range(0, count, FETCH_RECORDS):
-            batch = []
-            for i in range(start, min(count, start + FETCH_RECORDS)):
-                if like_topic is None:
-                    msg_id = f"{stream}/{i}"
-                    headers = {"Nats-Msg-Id": msg_id}
-                else:
-                    headers = bridge_like_headers(like_topic, i % PARTITIONS, i // PARTITIONS)
-                    msg_id = headers["Nats-Msg-Id"]
-                outbound = OutboundMessage(f"{subject}.{i % PARTITIONS}", payload, msg_id, headers)
-                batch.append(InFlight(outbound, owner, i))
-            await publisher.publish(batch)
-        await asyncio.wait_for(owner.done.wait(), 120)
-        elapsed = time.perf_counter() - started
-    if owner.failures:
-        raise RuntimeError(f"ceiling B: {owner.failures} publishes failed, last: {owner.last_failure}")
-    return {"rate": round(count / elapsed, 1), "messages": count, "seconds": round(elapsed, 3)}
+def record_headers(topic: str) -> Callable[[int], dict[str, str]]:
+    """Headers for record i of the ceiling B+h: the bridge's, as for a record of partition i % 6."""
+    return lambda i: bridge_like_headers(topic, i % PARTITIONS, i // PARTITIONS)
 
 
 async def reference_publish_async(nc: NatsClient, subject: str, stream: str, count: int, size: int) -> dict[str, Any]:
@@ -500,102 +347,16 @@ async def reference_publish_async(nc: NatsClient, subject: str, stream: str, cou
 # --------------------------------------------------------------------------------------- the bridge
 
 
-class BridgeRun:
-    """`python -m bridge run FILE` as a subprocess, with its RSS sampled every 100 ms."""
-
-    def __init__(self, mapping: Path, log_path: Path) -> None:
-        self.mapping = mapping
-        self.log_path = log_path
-        self.process: asyncio.subprocess.Process | None = None
-        self.peak_sampled_kib = 0
-        self.samples: list[tuple[float, int]] = []
-        self._sampler: asyncio.Task[None] | None = None
-        self._t0 = 0.0
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    async def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bridge",
-                "run",
-                str(self.mapping),
-                "--log-level",
-                "warning",
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        self._t0 = time.perf_counter()
-        self._sampler = asyncio.create_task(self._sample())
-
-    async def _sample(self) -> None:
-        while self.alive():
-            rss = proc_status(self.pid).get("VmRSS", 0)
-            self.peak_sampled_kib = max(self.peak_sampled_kib, rss)
-            self.samples.append((round(time.perf_counter() - self._t0, 2), rss))
-            await asyncio.sleep(0.1)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-    def hwm_kib(self) -> int:
-        return proc_status(self.pid).get("VmHWM", 0)
-
-    async def stop(self, grace: float = 30) -> dict[str, Any]:
-        """SIGTERM and wait (then SIGKILL); the exit code and how long the clean stop took."""
-        result: dict[str, Any] = {}
-        if self.process is not None and self.alive():
-            started = time.perf_counter()
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), grace)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-                result["killed"] = True
-            result["stop_seconds"] = round(time.perf_counter() - started, 2)
-        if self.process is not None:
-            result["exit_code"] = self.process.returncode
-        if self._sampler is not None:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
-        return result
-
-    def kill(self) -> None:
-        if self.process is not None and self.alive():
-            self.process.kill()
-
-    def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-3000:]
-        return ""
-
-
-class Bench:
+class Bench(BenchBase):
     """Shared state of one run: connections, names, and everything to clean up."""
 
-    def __init__(self, opts: Options, nc: NatsClient, admin: AIOKafkaAdminClient, workdir: Path) -> None:
-        self.opts = opts
-        self.nc = nc
-        self.js = nc.jetstream(timeout=30)
-        self.admin = admin
-        self.workdir = workdir
-        self.names = Names()
-        self.topics: list[str] = []
-        self.streams: list[str] = []
-        self.bridges: list[BridgeRun] = []
+    brokers = ("nats-server", "kafka")
 
-    def log(self, text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+    def __init__(self, opts: Options, nc: NatsClient, admin: AIOKafkaAdminClient, workdir: Path) -> None:
+        super().__init__(opts, nc, workdir)
+        self.opts: Options = opts
+        self.admin = admin
+        self.topics: list[str] = []
 
     async def new_topic(self, what: str, count: int, size: int) -> tuple[str, float]:
         topic = self.names.next(what)[0]
@@ -610,111 +371,21 @@ class Bench:
         route = f"r{self.names.run}{stream.rsplit('_', 1)[-1].lower()}"
         text = mapping_text(self.opts, stream=stream, subject=subject, topic=topic, group=group, route=route)
         config = load_mapping(text)
-        path = self.workdir / f"{stream.lower()}.yaml"
-        path.write_text(text)
-        self.streams.append(stream)
-        bridge = BridgeRun(path, self.workdir / f"{stream.lower()}.log")
-        self.bridges.append(bridge)
-        return bridge, stream, config
-
-    async def wait_stored(self, stream: str, expected: int, bridge: BridgeRun, limit: float) -> float:
-        """Poll until the stream holds `expected` messages, at most `limit` s; return when (perf_counter)."""
-        deadline = time.monotonic() + limit
-        while True:
-            stop_if_cancelled()
-            count = await stored_count(self.js, stream)
-            if count >= expected:
-                return time.perf_counter()
-            if not bridge.alive():
-                raise RuntimeError(f"the bridge exited early; its log ends:\n{bridge.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{stream}: {count} of {expected} stored after {limit:.0f} s")
-            await asyncio.sleep(0.05)
+        return self.new_bridge(text, stream), stream, config
 
     async def bridge_drain(self, topic: str, expected: int, what: str) -> dict[str, Any]:
         """The bridge drains a pre-filled topic into a fresh stream; rate between first and last stored."""
         bridge, stream, _config = self.prepare_bridge(topic, what)
-        started = time.perf_counter()
-        await bridge.start()
-        meter = CpuMeter(bridge.pid)
-        try:
-            # CPU accounting starts when the first message is stored (start-up is not drain).
-            while await stored_count(self.js, stream) == 0:
-                stop_if_cancelled()
-                if not bridge.alive():
-                    raise RuntimeError(f"the bridge exited early; its log ends:\n{bridge.log_tail()}")
-                if time.perf_counter() - started > 120:
-                    raise RuntimeError(f"{stream}: nothing stored after 120 s:\n{bridge.log_tail()}")
-                await asyncio.sleep(0.02)
-            meter.start()
-            all_stored = await self.wait_stored(stream, expected, bridge, limit=600)
-            cpu = meter.stop()
-            hwm = bridge.hwm_kib()
-            await asyncio.sleep(0.5)  # anything stored twice would show now
-        finally:
-            stopped = await bridge.stop()
-        info = await self.js.stream_info(stream)
-        first = await self.js.get_msg(stream, info.state.first_seq)
-        last = await self.js.get_msg(stream, info.state.last_seq)
-        assert first.time is not None
-        assert last.time is not None
-        span = (last.time - first.time).total_seconds()
-        await delete_stream(self.js, stream)
-        return {
-            "rate": round((info.state.messages - 1) / span, 1) if span > 0 else None,
-            "messages": info.state.messages,
-            "expected": expected,
-            "seconds_first_to_last_stored": round(span, 3),
-            "seconds_from_process_start": round(all_stored - started, 3),
-            "peak_rss_mib": round(max(hwm, bridge.peak_sampled_kib) / 1024, 1),
-            "rss_mib_every_100ms": [round(kib / 1024, 1) for _, kib in bridge.samples],
-            "cpu": cpu,
-            **stopped,
-        }
+        return await self.drain(bridge, stream, expected)
 
     async def cleanup(self) -> None:
-        for bridge in self.bridges:
-            bridge.kill()
-        for stream in self.streams:
-            await delete_stream(self.js, stream)
-        with contextlib.suppress(NotFoundError, NatsError, TimeoutError):
-            await purge_checkpoints(self.js, self.names.run)
+        await super().cleanup()
         if self.topics:
             with contextlib.suppress(Exception):
                 await self.admin.delete_topics(self.topics)
 
 
-def _key_mentions(key: str, run_id: str) -> bool:
-    """Does a checkpoint key name this run? Its parts may be plain or base64url (the bridge's
-    key format is its own business: look at every part both ways)."""
-    for part in key.split("."):
-        if run_id in part:
-            return True
-        with contextlib.suppress(ValueError):
-            if run_id in base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode("utf-8", "replace"):
-                return True
-    return False
-
-
-async def purge_checkpoints(js: JetStreamContext, run_id: str) -> int:
-    """Purge the bridge's checkpoint keys that name this run's topics or routes (no markers left)."""
-    try:
-        keys = await (await js.key_value(BUCKET)).keys()
-    except (NotFoundError, NatsError):
-        return 0
-    mine = [key for key in keys if _key_mentions(key, run_id)]
-    for key in mine:
-        await js.purge_stream(f"KV_{BUCKET}", subject=f"$KV.{BUCKET}.{key}")
-    return len(mine)
-
-
 # --------------------------------------------------------------------------------------- latency
-
-
-def _payload(kind: bytes, seq: int, size: int) -> bytes:
-    """`M<seq> <time_ns> xxx...` (a measured message) or `W<partition> ...` (a warm-up probe)."""
-    head = b"%s%011d %019d " % (kind, seq, time.time_ns())
-    return head + b"x" * max(0, size - len(head))
 
 
 def _listener_process(kind: str, address: str, name: str, conn: Connection) -> None:
@@ -734,30 +405,11 @@ def _listener_process(kind: str, address: str, name: str, conn: Connection) -> N
 
 
 async def _listen(kind: str, address: str, name: str, conn: Connection) -> None:
-    received: list[tuple[int, int, int]] = []
-    warm: set[int] = set()
-
-    def record(data: bytes, now: int) -> None:
-        if data[:1] == b"M":
-            received.append((int(data[1:12]), int(data[13:32]), now))
-        elif len(warm) < PARTITIONS:
-            warm.add(int(data[1:12]))
-            if len(warm) == PARTITIONS:
-                conn.send("warm")
-
-    loop = asyncio.get_running_loop()
+    recorder = LatencyRecorder(conn, PARTITIONS)
     if kind == "nats":
-        nc = await nats.connect(address)
-
-        async def on_message(msg: Msg) -> None:
-            record(msg.data, time.time_ns())
-
-        await nc.subscribe(name, cb=on_message, pending_msgs_limit=-1, pending_bytes_limit=-1)
-        await nc.flush()
-        conn.send("ready")
-        await loop.run_in_executor(None, conn.recv)  # "stop"
-        await nc.drain()
+        await listen_nats(address, name, conn, recorder)
     else:
+        loop = asyncio.get_running_loop()
         consumer = AIOKafkaConsumer(name, **consumer_options(address, f"{name}-baseline"))
         await consumer.start()
         conn.send("ready")
@@ -767,30 +419,10 @@ async def _listen(kind: str, address: str, name: str, conn: Connection) -> None:
             now = time.time_ns()
             for records in batches.values():
                 for rec in records:
-                    record(rec.value or b"", now)
+                    recorder.record(rec.value or b"", now)
         await consumer.stop()
-    conn.send(received)
+    conn.send(recorder.received)
     conn.close()
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    rank = max(1, min(len(sorted_values), int(-(-q * len(sorted_values) // 100))))
-    return sorted_values[rank - 1]
-
-
-def _poll_recv(conn: Connection, limit: float) -> Any:
-    if not conn.poll(limit):
-        raise RuntimeError(f"the latency listener did not answer within {limit:g} s")
-    try:
-        return conn.recv()
-    except EOFError:
-        raise RuntimeError("the latency listener exited (its traceback is above)") from None
-
-
-async def _receive(conn: Connection, limit: float) -> Any:
-    """The next object from the listener process, waiting at most `limit` seconds."""
-    return await asyncio.get_running_loop().run_in_executor(None, _poll_recv, conn, limit)
 
 
 async def _warm_up(producer: AIOKafkaProducer, topic: str, conn: Connection, bridge: BridgeRun | None) -> None:
@@ -802,7 +434,7 @@ async def _warm_up(producer: AIOKafkaProducer, topic: str, conn: Connection, bri
             tail = bridge.log_tail() if bridge is not None else ""
             raise RuntimeError(f"nothing comes through after 60 s\n{tail}")
         for partition in range(PARTITIONS):
-            await producer.send(topic, _payload(b"W", partition, 100), partition=partition)
+            await producer.send(topic, payload(b"W", partition, 100), partition=partition)
         await asyncio.sleep(0.2)
     if (answer := conn.recv()) != "warm":
         raise RuntimeError(f"the latency listener said {answer!r}")
@@ -817,52 +449,12 @@ async def _send_at_rate(producer: AIOKafkaProducer, topic: str, rate: int, total
         stop_if_cancelled()
         due = min(total, int((time.perf_counter() - started) * rate) + 1)
         while sent < due:
-            futures.append(await producer.send(topic, _payload(b"M", sent, 100), partition=sent % PARTITIONS))
+            futures.append(await producer.send(topic, payload(b"M", sent, 100), partition=sent % PARTITIONS))
             sent += 1
         await asyncio.sleep(0.001)
     elapsed = time.perf_counter() - started
     await asyncio.gather(*futures)
     return elapsed
-
-
-def latency_summary(received: list[tuple[int, int, int]], total: int) -> dict[str, Any]:
-    """Percentiles, rates, a sparse 0.25 ms histogram and a 100 ms timeline of the samples."""
-    if not received:
-        raise RuntimeError("latency run: the listener received nothing")
-    seqs = {seq for seq, _, _ in received}
-    latencies = sorted((recv - sent_ns) / 1e6 for _, sent_ns, recv in received)
-    recv_times = sorted(recv for _, _, recv in received)
-    receive_span = (recv_times[-1] - recv_times[0]) / 1e9
-    histogram: dict[str, int] = {}
-    for value in latencies:
-        key = f"{int(value * 4) / 4:.2f}"
-        histogram[key] = histogram.get(key, 0) + 1
-    # Per 100 ms of send time: [start s, messages, median ms, max ms] — shows periodic stalls.
-    first_sent = min(sent_ns for _, sent_ns, _ in received)
-    windows: dict[int, list[float]] = {}
-    for _, sent_ns, recv in received:
-        windows.setdefault((sent_ns - first_sent) // 100_000_000, []).append((recv - sent_ns) / 1e6)
-    timeline = [
-        [index / 10, len(values), round(statistics.median(values), 2), round(max(values), 2)]
-        for index, values in sorted(windows.items())
-    ]
-    return {
-        "received": len(received),
-        "receive_rate": round((len(received) - 1) / receive_span, 1) if receive_span > 0 else None,
-        "missing": total - len(seqs & set(range(total))),
-        "duplicates": len(received) - len(seqs),
-        "latency_ms": {
-            "p50": round(percentile(latencies, 50), 3),
-            "p90": round(percentile(latencies, 90), 3),
-            "p99": round(percentile(latencies, 99), 3),
-            "p99.9": round(percentile(latencies, 99.9), 3),
-            "max": round(latencies[-1], 3),
-            "mean": round(statistics.fmean(latencies), 3),
-            "min": round(latencies[0], 3),
-        },
-        "histogram_ms_0.25": histogram,
-        "timeline_100ms": timeline,
-    }
 
 
 async def latency_run(bench: Bench, through_bridge: bool) -> dict[str, Any]:
@@ -889,18 +481,18 @@ async def latency_run(bench: Bench, through_bridge: bool) -> dict[str, Any]:
     await producer.start()
     total = int(opts.latency_rate * opts.latency_seconds)
     try:
-        await _receive(parent, 60)  # "ready"
+        await receive(parent, 60)  # "ready"
         if bridge is not None:
             await bridge.start()
         await _warm_up(producer, topic, parent, bridge)
         await asyncio.sleep(1.0)
-        meter = CpuMeter(bridge.pid if bridge is not None else None)
+        meter = bench.meter(bridge.pid if bridge is not None else None)
         meter.start()
         send_seconds = await _send_at_rate(producer, topic, opts.latency_rate, total)
         await asyncio.sleep(1.0)  # stragglers
         cpu = meter.stop()
         parent.send("stop")
-        received: list[tuple[int, int, int]] = await _receive(parent, 60)
+        received: list[tuple[int, int, int]] = await receive(parent, 60)
         hwm = bridge.hwm_kib() if bridge is not None else 0
     finally:
         await producer.stop()
@@ -930,10 +522,6 @@ async def latency_run(bench: Bench, through_bridge: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------- the run
 
 
-def median_of(samples: list[dict[str, Any]], key: str = "rate") -> float:
-    return round(float(statistics.median(sample[key] for sample in samples)), 1)
-
-
 async def throughput(bench: Bench, size: int) -> dict[str, Any]:
     opts = bench.opts
     count = opts.messages[size]
@@ -946,12 +534,13 @@ async def throughput(bench: Bench, size: int) -> dict[str, Any]:
         "publish_async": [],
         "bridge": [],
     }
-    with_headers = functools.partial(ceiling_publish, like_topic=topic)
+    plain = functools.partial(ceiling_publish, spread=PARTITIONS)
+    with_headers = functools.partial(ceiling_publish, spread=PARTITIONS, headers_for=record_headers(topic))
     for repeat in range(1, opts.repeats + 1):
         _, _, _, group = bench.names.next("a")
         samples["ceiling_a"].append(await ceiling_consume(opts.bootstrap, topic, group, count))
         stop_if_cancelled()
-        samples["ceiling_b"].append(await publish_into_fresh_stream(bench, topic, "b", count, size, ceiling_publish))
+        samples["ceiling_b"].append(await publish_into_fresh_stream(bench, topic, "b", count, size, plain))
         samples["ceiling_b_headers"].append(
             await publish_into_fresh_stream(bench, topic, "bh", count, size, with_headers)
         )
@@ -990,24 +579,12 @@ async def throughput(bench: Bench, size: int) -> dict[str, Any]:
     }
 
 
-Publisher = Callable[[NatsClient, str, str, int, int], Awaitable[dict[str, Any]]]  # (nc, subject, stream, n, size)
-
-
 async def publish_into_fresh_stream(
     bench: Bench, topic: str, what: str, count: int, size: int, publish: Publisher
 ) -> dict[str, Any]:
     _, stream, subject, group = bench.names.next(what)
     config = load_mapping(mapping_text(bench.opts, stream=stream, subject=subject, topic=topic, group=group, route="b"))
-    bench.streams.append(stream)
-    await create_stream(bench.js, config)
-    try:
-        sample = await publish(bench.nc, subject, stream, count, size)
-        stored = await stored_count(bench.js, stream)
-        if stored != count:
-            raise RuntimeError(f"{stream}: {stored} stored, {count} published")
-    finally:
-        await delete_stream(bench.js, stream)
-    return sample
+    return await bench.publish_into_fresh_stream(config, subject, publish, count, size)
 
 
 async def memory_run(bench: Bench) -> dict[str, Any]:
@@ -1024,49 +601,9 @@ async def memory_run(bench: Bench) -> dict[str, Any]:
 
 
 def machine_info(nc: NatsClient) -> dict[str, Any]:
-    cpu_model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="ascii") as meminfo:
-        memory = f"{int(meminfo.readline().split()[1]) // 1024:,} MiB"
-    versions = {}
-    for package in ("nats-py", "aiokafka", "uvloop", "nats-bridge"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    server = nc._server_info.get("version", "unknown")
     jars = sorted((STATE / "kafka" / "libs").glob("kafka_2.13-*.jar"))
     kafka = jars[0].stem.split("-", 1)[1] if jars else "unknown (not a compose/brokers Kafka)"
-    commit = _git("rev-parse", "--short", "HEAD")
-    dirty = _git("status", "--porcelain", "--", "bridge")
-    sources = hashlib.sha256()
-    for path in sorted((ROOT / "bridge").rglob("*.py")):
-        sources.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "memory": memory,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "packages": versions,
-        "nats_server": server,
-        "kafka": kafka,
-        "git": f"{commit}{' + uncommitted changes in bridge/' if dirty else ''}",
-        "bridge_sources_sha256": sources.hexdigest()[:12],
-        "loadavg_start": os.getloadavg(),
-    }
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return common_machine_info(nc, ("nats-py", "aiokafka", "uvloop", "nats-bridge"), {"kafka": kafka})
 
 
 async def run(opts: Options) -> dict[str, Any]:
@@ -1139,7 +676,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         ratio = entry["ratio_of_medians"]
         rows.append(
             {
-                "target": f"bridge >= {TARGET_RATIO:.0%} of the lower ceiling, {_size(entry['size'])}",
+                "target": f"bridge >= {TARGET_RATIO:.0%} of the lower ceiling, {size_label(entry['size'])}",
                 "measured": f"{ratio:.1%} of {entry['lower_ceiling']}",
                 "pass": ratio >= TARGET_RATIO,
                 "margin": f"{(ratio - TARGET_RATIO) * 100:+.1f} points",
@@ -1170,19 +707,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _size(size: int) -> str:
-    return "1 KiB" if size == 1024 else f"{size} B"
-
-
-def _rates(samples: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{s['rate']:,.0f}" for s in samples)
-
-
-def _cpu_note(cpu: dict[str, float]) -> str:
-    return (
-        f"bridge {cpu.get('bridge_cpu_per_s', 0):.2f} CPU/s, nats-server {cpu.get('nats-server_cpu_per_s', 0):.2f}, "
-        f"Kafka {cpu.get('kafka_cpu_per_s', 0):.2f}"
-    )
+KAFKA_CPU = {"nats-server": "nats-server", "kafka": "Kafka"}
 
 
 def render(report: dict[str, Any]) -> Iterator[str]:
@@ -1197,7 +722,8 @@ def render(report: dict[str, Any]) -> Iterator[str]:
         yield ""
         yield (
             f"Memory: the bridge draining {memory['expected']:,} x 100 B: peak RSS {memory['peak_rss_mib']:.1f} MiB "
-            f"(VmHWM), at {memory['rate']:,.0f} msg/s ({memory['messages']:,} stored; {_cpu_note(memory['cpu'])})"
+            f"(VmHWM), at {memory['rate']:,.0f} msg/s "
+            f"({memory['messages']:,} stored; {cpu_note(memory['cpu'], KAFKA_CPU)})"
         )
     yield ""
     yield "Targets"
@@ -1249,15 +775,15 @@ def render_throughput(entries: list[dict[str, Any]]) -> Iterator[str]:
         medians, samples = entry["medians"], entry["samples"]
         reference = "-"
         if "publish_async" in medians:
-            reference = f"{medians['publish_async']:,.0f} [{_rates(samples['publish_async'])}]"
+            reference = f"{medians['publish_async']:,.0f} [{rates_text(samples['publish_async'])}]"
         per_repeat = ", ".join(f"{r:.0%}" for r in entry["ratio_per_repeat"])
         yield (
-            f"| {_size(entry['size'])} | {entry['messages']:,} "
-            f"| {medians['ceiling_a']:,.0f} [{_rates(samples['ceiling_a'])}] "
-            f"| {medians['ceiling_b']:,.0f} [{_rates(samples['ceiling_b'])}] "
-            f"| {medians['ceiling_b_headers']:,.0f} [{_rates(samples['ceiling_b_headers'])}] "
+            f"| {size_label(entry['size'])} | {entry['messages']:,} "
+            f"| {medians['ceiling_a']:,.0f} [{rates_text(samples['ceiling_a'])}] "
+            f"| {medians['ceiling_b']:,.0f} [{rates_text(samples['ceiling_b'])}] "
+            f"| {medians['ceiling_b_headers']:,.0f} [{rates_text(samples['ceiling_b_headers'])}] "
             f"| {reference} "
-            f"| {medians['bridge']:,.0f} [{_rates(samples['bridge'])}] "
+            f"| {medians['bridge']:,.0f} [{rates_text(samples['bridge'])}] "
             f"| **{entry['ratio_of_medians']:.0%}** of {entry['lower_ceiling'][0]} [{per_repeat}] "
             f"| {entry['ratio_to_b_headers']:.0%} |"
         )
@@ -1273,9 +799,9 @@ def render_throughput(entries: list[dict[str, Any]]) -> Iterator[str]:
         drains = entry["samples"]["bridge"]
         stored = ", ".join(f"{d['messages']:,}/{d['expected']:,}" for d in drains)
         yield (
-            f"| {_size(entry['size'])} | {stored} "
-            f"| {_median_cpu(drains, 'bridge')} | {_median_cpu(drains, 'nats-server')} "
-            f"| {_median_cpu(drains, 'kafka')} | {entry['bridge_peak_rss_mib']:.1f} MiB "
+            f"| {size_label(entry['size'])} | {stored} "
+            f"| {median_cpu(drains, 'bridge')} | {median_cpu(drains, 'nats-server')} "
+            f"| {median_cpu(drains, 'kafka')} | {entry['bridge_peak_rss_mib']:.1f} MiB "
             f"| {max(d.get('stop_seconds', 0) for d in drains):.1f} s max "
             f"| {', '.join(str(d.get('exit_code')) for d in drains)} |"
         )
@@ -1288,23 +814,11 @@ def render_latency(latency: dict[str, Any], baseline: dict[str, Any] | None) -> 
         "producer linger_ms=0"
     )
     yield ""
-    yield "| path | sent | send rate | received | missing | p50 | p90 | p99 | p99.9 | max |"
-    yield "|---|---|---|---|---|---|---|---|---|---|"
-    for run in (baseline, latency):
-        if run is None:
-            continue
-        lat = run["latency_ms"]
-        yield (
-            f"| {run['path']} | {run['sent']:,} | {run['send_rate']:,.0f}/s | {run['received']:,} | {run['missing']} "
-            f"| {lat['p50']:.2f} ms | {lat['p90']:.2f} ms | {lat['p99']:.2f} ms | {lat['p99.9']:.2f} ms "
-            f"| {lat['max']:.2f} ms |"
-        )
-    yield f"(through the bridge: {_cpu_note(latency['cpu'])}; bridge peak RSS {latency['peak_rss_mib']:.1f} MiB)"
-
-
-def _median_cpu(drains: list[dict[str, Any]], name: str) -> str:
-    values = [d["cpu"][f"{name}_cpu_per_s"] for d in drains if f"{name}_cpu_per_s" in d["cpu"]]
-    return f"{statistics.median(values):.2f}" if values else "-"
+    yield from latency_rows((baseline, latency))
+    yield (
+        f"(through the bridge: {cpu_note(latency['cpu'], KAFKA_CPU)}; "
+        f"bridge peak RSS {latency['peak_rss_mib']:.1f} MiB)"
+    )
 
 
 async def cleanup_run(opts: Options, run_id: str) -> None:
@@ -1317,10 +831,7 @@ async def cleanup_run(opts: Options, run_id: str) -> None:
         topics = [t for t in await admin.list_topics() if t.startswith(f"bench-{run_id}-")]
         if topics:
             await admin.delete_topics(topics)
-        streams: list[str] = []
-        while page := await js.streams_info(offset=len(streams)):
-            streams.extend(info.config.name or "" for info in page)
-        mine = [name for name in streams if name.startswith(f"BENCH_{run_id.upper()}_")]
+        mine = await run_streams(js, run_id)
         for stream in mine:
             await delete_stream(js, stream)
         keys = await purge_checkpoints(js, run_id)
@@ -1328,24 +839,6 @@ async def cleanup_run(opts: Options, run_id: str) -> None:
     finally:
         await admin.close()
         await nc.close()
-
-
-def save(report: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"kafka_to_jetstream-{report.pop('_stamp')}.json"
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(report, indent=1) + "\n")
-    temporary.replace(path)
-    return path
-
-
-def run_on_best_loop(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-    """Run on uvloop when installed: the bridge does, so the ceilings should too."""
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1358,7 +851,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted: what the run created is deleted, nothing saved", file=sys.stderr)
         return 130
-    path = save(report)
+    path = save(report, "kafka_to_jetstream")
     print("\n".join(render(report)))
     print(f"\nraw samples: {path.relative_to(ROOT)}")
     return 1 if opts.strict and not all(row["pass"] for row in report["targets"]) else 0

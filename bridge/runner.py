@@ -166,7 +166,7 @@ def run_bridge(config: BridgeConfig, settings: RunSettings | None = None) -> Non
         # collect young objects less often (about 10% of CPU in measurements).
         gc.collect()
         gc.freeze()
-        gc.set_threshold(50_000, 20, 20)
+        gc.set_threshold(10_000, 20, 20)
         bridge = Bridge(config, settings)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -50,6 +50,7 @@ def write_mapping(
     topic: str,
     group: str,
     duplicate_window: str = "2m",
+    extra_from: str = "",
 ) -> Path:
     subject = stream.lower()
     path.write_text(
@@ -69,7 +70,7 @@ def write_mapping(
                 routes:
                   - name: copy
                     source: kafka
-                    from: {{topics: ["{topic}"], group: "{group}"}}
+                    from: {{topics: ["{topic}"], group: "{group}"{extra_from}}}
                     to: "{subject}.{{partition}}"
             """)
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
@@ -293,3 +294,56 @@ async def test_rebalance_when_a_second_instance_joins_and_leaves_loses_and_doubl
     assert first.terminate() == 0, first.log()
     stored = await stored_offsets(nc, stream)
     assert_exactly_once_in_order(stored, dict.fromkeys(range(partitions), per_partition))
+
+
+async def test_start_at_a_timestamp_skips_older_records_and_a_regex_matches_whole_names(
+    tmp_path: Path, nats_url: str, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str, nc: NatsClient
+) -> None:
+    topic = await kafka_topic(partitions=2)
+    await fill_topic(kafka_bootstrap, topic, 100, 2)
+    await asyncio.sleep(1.1)
+    start = datetime.now(UTC).isoformat()
+    await asyncio.sleep(1.1)
+    await fill_topic(kafka_bootstrap, topic, 60, 2)
+    stream = unique_name.upper()
+    mapping = write_mapping(
+        tmp_path / "m.yaml",
+        nats_url=nats_url,
+        bootstrap=kafka_bootstrap,
+        stream=stream,
+        topic=topic,
+        group=f"bridge-{unique_name}",
+        extra_from=f', start: "{start}"',
+    )
+
+    async def newer_ones_there() -> bool:
+        return await _exists(nc, stream) and (await nc.jetstream().stream_info(stream)).state.messages >= 60
+
+    await run_in_process(mapping, newer_ones_there)
+    await asyncio.sleep(0.5)
+    stored = await stored_offsets(nc, stream)
+    assert stored == {0: list(range(50, 80)), 1: list(range(50, 80))}
+
+    # A pattern matches whole topic names, as Kafka's Java client does: 'tX' must not take 'tX-1'.
+    other = await kafka_topic(partitions=1)
+    assert other == f"{topic}-1"
+    await fill_topic(kafka_bootstrap, other, 5, 1)
+    pattern_stream = f"{stream}P"
+    mapping.write_text(
+        mapping.read_text()
+        .replace(f'topics: ["{topic}"]', f'topic_pattern: "{topic}"')
+        .replace(stream, pattern_stream)
+        .replace(f"bridge-{unique_name}", f"bridge-{unique_name}-p")
+        .replace(f', start: "{start}"', "")
+    )
+
+    async def topic_copied() -> bool:
+        return (
+            await _exists(nc, pattern_stream)
+            and (await nc.jetstream().stream_info(pattern_stream)).state.messages >= 160
+        )
+
+    await run_in_process(mapping, topic_copied)
+    await asyncio.sleep(1)
+    assert (await nc.jetstream().stream_info(pattern_stream)).state.messages == 160
+    await nc.jetstream().delete_stream(pattern_stream)
