@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import functools
 import json
 import multiprocessing
@@ -77,6 +78,7 @@ from common import (
     BenchBase,
     BridgeRun,
     LatencyRecorder,
+    Publisher,
     ceiling_publish,
     cpu_note,
     delete_stream,
@@ -219,7 +221,12 @@ def vhost_url(amqp_url: str, vhost: str) -> str:
 
 
 def mapping_text(opts: Options, *, vhost: str, stream: str, subject: str, exchange: str, route: str) -> str:
-    """A one-route mapping: a shadow of `exchange` (binding `#`) -> `<subject>.<routing key>`."""
+    """A one-route mapping: a shadow of `exchange` (binding `#`) -> `<subject>.<routing key>`.
+
+    The vhost goes into the URL's path, not into the source's `vhost` field: the bridge passes
+    that field to aio_pika.connect() as `virtualhost=`, which aio-pika ignores when it is given
+    a URL (as it is), so the bridge would use the URL's vhost ("/") instead.
+    """
     prefetch = f"\n    prefetch: {opts.prefetch}" if opts.prefetch else ""
     return textwrap.dedent(f"""\
         version: 1
@@ -234,8 +241,7 @@ def mapping_text(opts: Options, *, vhost: str, stream: str, subject: str, exchan
         sources:
           rabbitmq:
             type: rabbitmq
-            url: "{opts.amqp_url}"
-            vhost: "{vhost}"{{prefetch}}
+            url: "{vhost_url(opts.amqp_url, vhost)}"{{prefetch}}
         services:
           {SERVICE}:
             routes:
@@ -546,11 +552,11 @@ async def throughput(bench: Bench, size: int) -> dict[str, Any]:
         bridge, stream, queue = bridges[repeat]
         samples["bridge"].append(await bench.bridge_drain(bridge, stream, queue, count))
         stop_if_cancelled()
+        last = {name: values[-1]["rate"] for name, values in samples.items()}
         bench.log(
-            f"{size} B run {repeat + 1}/{opts.repeats}: consume aio-pika {samples['ceiling_a_aiopika'][-1]['rate']:,.0f}, "
-            f"aiormq {samples['ceiling_a_aiormq'][-1]['rate']:,.0f}, publish {samples['ceiling_b'][-1]['rate']:,.0f} "
-            f"(with the bridge's headers {samples['ceiling_b_headers'][-1]['rate']:,.0f}), "
-            f"bridge {samples['bridge'][-1]['rate']:,.0f} msg/s"
+            f"{size} B run {repeat + 1}/{opts.repeats}: consume aio-pika {last['ceiling_a_aiopika']:,.0f}, "
+            f"aiormq {last['ceiling_a_aiormq']:,.0f}, publish {last['ceiling_b']:,.0f} "
+            f"(with the bridge's headers {last['ceiling_b_headers']:,.0f}), bridge {last['bridge']:,.0f} msg/s"
         )
     medians = {name: median_of(values) for name, values in samples.items() if values}
     entry: dict[str, Any] = {
@@ -585,7 +591,7 @@ async def throughput(bench: Bench, size: int) -> dict[str, Any]:
 
 
 async def publish_into_fresh_stream(
-    bench: Bench, exchange: str, what: str, count: int, size: int, publish: Any
+    bench: Bench, exchange: str, what: str, count: int, size: int, publish: Publisher
 ) -> dict[str, Any]:
     _, stream, subject, _ = bench.names.next(what)
     config = load_mapping(
@@ -719,6 +725,16 @@ async def _until_stored(bench: Bench, stream: str, last: bytes, limit: float) ->
     return time.perf_counter() - started
 
 
+def start_listener(kind: str, address: str, name: str) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+    """The listener process (spawned: no state shared with this one) and our end of its pipe."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    listener = context.Process(target=_listener_process, args=(kind, address, name, child), daemon=True)
+    listener.start()
+    child.close()  # the child holds its end: its exit is then EOF here, not a hang
+    return listener, parent
+
+
 async def latency_run(bench: Bench, exchange: str, through_bridge: bool) -> dict[str, Any]:
     """A producer at a fixed rate into `exchange`; a listener process takes receive times.
 
@@ -736,11 +752,7 @@ async def latency_run(bench: Bench, exchange: str, through_bridge: bool) -> dict
     else:
         queue = await bench.queue(exchange, "latbase")
         kind, address, name = "amqp", bench.url, queue
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
-    listener = context.Process(target=_listener_process, args=(kind, address, name, child), daemon=True)
-    listener.start()
-    child.close()  # the child holds its end: its exit is then EOF here, not a hang
+    listener, parent = start_listener(kind, address, name)
     producer = Producer(bench.url, exchange)
     await producer.start()
     total = int(opts.latency_rate * opts.latency_seconds)
@@ -754,9 +766,10 @@ async def latency_run(bench: Bench, exchange: str, through_bridge: bool) -> dict
         await asyncio.sleep(1.0)
         meter = bench.meter(bridge.pid if bridge is not None else None)
         meter.start()
+        send_started = time.perf_counter()
         send_seconds = await _send_at_rate(producer, opts.latency_rate, total)
         nacked = await producer.confirmed()
-        confirmed_seconds = time.perf_counter() - meter._t0
+        confirmed_seconds = time.perf_counter() - send_started
         await asyncio.sleep(1.0)  # stragglers
         if bridge is not None:  # a bridge that fell behind gets up to 60 s more
             catch_up = await _until_stored(bench, stream, b"M%011d" % (total - 1), 60)
@@ -815,7 +828,7 @@ async def run(opts: Options) -> dict[str, Any]:
     started = time.perf_counter()
     report: dict[str, Any] = {
         "command": opts.command,
-        "started_utc": bench.names.stamp,
+        "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(
             nc,
             ("nats-py", "aio-pika", "aiormq", "pamqp", "uvloop", "nats-bridge"),
@@ -857,18 +870,12 @@ async def run(opts: Options) -> dict[str, Any]:
             print(f"bridge logs kept in {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    report["started_utc"] = _iso(bench.names.stamp)
     report["machine"]["loadavg_end"] = os.getloadavg()
     report["duration_s"] = round(time.perf_counter() - started, 1)
     report["targets"] = targets(report)
     report["run_id"] = bench.names.run
     report["_stamp"] = bench.names.stamp
     return report
-
-
-def _iso(stamp: str) -> str:
-    """20261127T104302Z -> 2026-11-27T10:43:02+00:00"""
-    return f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}+00:00"
 
 
 # --------------------------------------------------------------------------------------- report
@@ -983,7 +990,8 @@ def render_throughput(entries: list[dict[str, Any]]) -> Iterator[str]:
         for kind in ("aiormq", "aiopika"):
             versus = entry[f"vs_{kind}"]
             per_repeat = ", ".join(f"{r:.0%}" for r in versus["ratio_per_repeat"])
-            cells.append(f"**{versus['ratio_of_medians']:.0%}** of {versus['lower_ceiling'].split(' (')[0]} [{per_repeat}]")
+            lower = versus["lower_ceiling"].split(" (")[0]
+            cells.append(f"**{versus['ratio_of_medians']:.0%}** of {lower} [{per_repeat}]")
         cells.append(f"{entry['ratio_to_b_headers']:.0%}")
         yield "| " + " | ".join(cells) + " |"
     yield ""
