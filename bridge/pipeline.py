@@ -197,8 +197,14 @@ class LaneState:
         if self.seq:
             floors[self.stream] = self.seq
         for entry in self.entries:
-            if entry.settled and entry.seq:
-                floors[entry.stream] = min(entry.seq, floors.get(entry.stream, entry.seq))
+            if entry.settled:
+                if entry.seq:
+                    floors[entry.stream] = min(entry.seq, floors.get(entry.stream, entry.seq))
+            elif entry.floor and entry.stream:
+                # Not acknowledged yet, but it may be stored: above the stream's highest
+                # sequence known when it was first sent (a resent watermark message can be
+                # stored after it, so the watermark's own sequence is no floor for it).
+                floors[entry.stream] = min(entry.floor + 1, floors.get(entry.stream, entry.floor + 1))
         scan_from.update(floors)
         return Checkpoint(self.watermark, scan_from)
 
@@ -484,8 +490,14 @@ class RoutePipeline:
         batch: list[InFlight] = []
         for lane in self._has_work:
             unsent = lane.unsent
+            stream = lane.stream
+            highest = self.publisher.highest_seq.get(stream, 0) if stream else 0
             while unsent and not lane.retrying and lane.in_flight < limit:
-                batch.append(unsent.popleft())
+                entry = unsent.popleft()
+                if not entry.floor and highest:
+                    entry.stream = stream
+                    entry.floor = highest
+                batch.append(entry)
                 lane.in_flight += 1
         self._has_work = {lane for lane in self._has_work if lane.unsent and not lane.retrying}
         if batch:

@@ -99,6 +99,7 @@ class InFlight:
     seq: int = 0
     stream: str = ""
     settled: bool = False
+    floor: int = 0  # the stream's highest known sequence when first sent: it is stored above it
 
 
 @dataclass(slots=True)
@@ -137,6 +138,7 @@ class JetStreamPublisher:
         self._connected = asyncio.Event()
         self._connected.set()
         self.stats = PublisherStats()
+        self.highest_seq: dict[str, int] = {}  # per stream, from the PubAcks seen so far
 
     async def __aenter__(self) -> JetStreamPublisher:
         await self.start()
@@ -270,6 +272,8 @@ class JetStreamPublisher:
             self._fail(entry, failure)
             return
         self.stats.stored += 1
+        if seq > self.highest_seq.get(stream, 0):
+            self.highest_seq[stream] = seq
         if duplicate:
             self.stats.duplicates += 1
         entry.seq = seq

@@ -54,6 +54,7 @@ class KafkaTopicSource:
         self._consumer: AIOKafkaConsumer | None = None
         self._owner: LaneOwner | None = None
         self._paused = False
+        self._start_at: dict[TopicPartition, int] = {}  # first offset wanted after a seek to a time
 
     @property
     def group(self) -> str:
@@ -98,15 +99,17 @@ class KafkaTopicSource:
         else:
             assert self._subscription.topic_pattern is not None
             consumer.subscribe(pattern=full_match_pattern(self._subscription.topic_pattern).pattern, listener=listener)
+        # Set before start(): the first assignment can arrive while start() is still running.
+        self._consumer = consumer
         try:
             await consumer.start()
         except KafkaError as error:
+            self._consumer = None
             await consumer.stop()
             servers = ", ".join(self._source.bootstrap_servers)
             raise SourceUnavailableError(
                 f"source '{self.name}': Kafka at {servers} is not reachable: {error}"
             ) from None
-        self._consumer = consumer
 
     async def fetch(self, max_messages: int, wait: float) -> Sequence[Received]:
         consumer = self._consumer
@@ -116,7 +119,10 @@ class KafkaTopicSource:
         received: list[Received] = []
         for tp, records in batches.items():
             lane = (tp.topic, tp.partition)
+            start_at = self._start_at.get(tp)
             for record in records:
+                if start_at is not None and record.offset < start_at:
+                    continue  # fetched before the seek to the route's start time took effect
                 if record.value is None and skip_tombstones:
                     received.append(Received(lane, record.offset, None))
                     continue
@@ -188,15 +194,13 @@ class KafkaTopicSource:
             self._group,
             ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(partitions)) or "nothing",
         )
+        start = self._subscription.start
+        if consumer is not None and start not in ("earliest", "latest"):
+            await self._seek_to_time(consumer, partitions, start)
+        if consumer is not None and self._paused:
+            consumer.pause(*partitions)
         if self._owner is not None and partitions:
             await self._owner.lanes_assigned([(tp.topic, tp.partition) for tp in partitions])
-        if consumer is None:
-            return
-        start = self._subscription.start
-        if start not in ("earliest", "latest"):
-            await self._seek_to_time(consumer, partitions, start)
-        if self._paused:
-            consumer.pause(*partitions)
 
     async def _seek_to_time(
         self, consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition], start: str
@@ -210,7 +214,9 @@ class KafkaTopicSource:
         ends = await consumer.end_offsets(fresh)
         for tp in fresh:
             offset = found.get(tp)
-            consumer.seek(tp, offset.offset if offset is not None else ends[tp])
+            start_at = offset.offset if offset is not None else ends[tp]
+            self._start_at[tp] = start_at
+            consumer.seek(tp, start_at)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

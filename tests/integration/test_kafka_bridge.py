@@ -328,14 +328,16 @@ async def test_start_at_a_timestamp_skips_older_records_and_a_regex_matches_whol
     other = await kafka_topic(partitions=1)
     assert other == f"{topic}-1"
     await fill_topic(kafka_bootstrap, other, 5, 1)
-    pattern_stream = f"{stream}P"
-    mapping.write_text(
-        mapping.read_text()
-        .replace(f'topics: ["{topic}"]', f'topic_pattern: "{topic}"')
-        .replace(stream, pattern_stream)
-        .replace(f"bridge-{unique_name}", f"bridge-{unique_name}-p")
-        .replace(f', start: "{start}"', "")
+    pattern_stream = f"P{stream}"
+    pattern_mapping = write_mapping(
+        tmp_path / "pattern.yaml",
+        nats_url=nats_url,
+        bootstrap=kafka_bootstrap,
+        stream=pattern_stream,
+        topic=topic,
+        group=f"bridge-{unique_name}-pattern",
     )
+    pattern_mapping.write_text(pattern_mapping.read_text().replace(f'topics: ["{topic}"]', f'topic_pattern: "{topic}"'))
 
     async def topic_copied() -> bool:
         return (
@@ -343,7 +345,7 @@ async def test_start_at_a_timestamp_skips_older_records_and_a_regex_matches_whol
             and (await nc.jetstream().stream_info(pattern_stream)).state.messages >= 160
         )
 
-    await run_in_process(mapping, topic_copied)
+    await run_in_process(pattern_mapping, topic_copied)
     await asyncio.sleep(1)
     assert (await nc.jetstream().stream_info(pattern_stream)).state.messages == 160
     await nc.jetstream().delete_stream(pattern_stream)
