@@ -176,16 +176,16 @@ class LaneState:
 
     def _advance(self) -> None:
         entries = self.entries
-        moved = False
+        moved = 0
         while entries and entries[0].settled:
             done = entries.popleft()
             self.watermark = done.position
             if done.seq:
                 self.seq = done.seq
                 self.stream = done.stream
-            moved = True
+            moved += 1
         if moved:
-            self.pipeline.lane_progressed(self)
+            self.pipeline.lane_progressed(self, moved)
 
     def checkpoint(self) -> Checkpoint | None:
         """This lane's checkpoint: its watermark, and per stream the lowest sequence at which a
@@ -300,6 +300,8 @@ class RoutePipeline:
         self._preparing: set[Lane] = set()
         self._fatal: RouteStoppedError | None = None
         self._settling: asyncio.Task[None] | None = None
+        self._settled_since = 0
+        self._settle_after = source.settle_after
         self._prepared = asyncio.Event()
         self._prepared.set()
         self._progress = asyncio.Event()
@@ -364,9 +366,12 @@ class RoutePipeline:
     def wake(self) -> None:
         self._wake.set()
 
-    def lane_progressed(self, lane: LaneState) -> None:
+    def lane_progressed(self, lane: LaneState, count: int = 1) -> None:
         self._progressed.add(lane)
         self._progress.set()
+        self._settled_since += count
+        if self._settle_after is not None and self._settled_since >= self._settle_after:
+            self._wake.set()
 
     async def _wait_for_progress(self, seconds: float) -> bool:
         """Wait until some lane settles more, up to `seconds`; False when the time is up."""
@@ -447,7 +452,10 @@ class RoutePipeline:
             await self._handle_rejections()
             await self._retry_due_lanes()
             await self._pump()
-            if self._progressed and time.monotonic() - self._last_settle >= self.settings.settle_interval:
+            if self._progressed and (
+                time.monotonic() - self._last_settle >= self.settings.settle_interval
+                or (self._settle_after is not None and self._settled_since >= self._settle_after)
+            ):
                 self._settle_in_background()
 
     def _accept(self, batch: Sequence[Received]) -> None:
@@ -567,6 +575,7 @@ class RoutePipeline:
         lanes = [lane for lane in self._progressed if lane.watermark is not None]
         self._progressed.clear()
         self._last_settle = time.monotonic()
+        self._settled_since = 0
         checkpoints = {lane.key: cp for lane in lanes if (cp := lane.checkpoint()) is not None}
         watermarks = {lane.key: lane.watermark for lane in lanes if lane.watermark is not None}
         return checkpoints, watermarks

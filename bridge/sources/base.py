@@ -87,6 +87,10 @@ class Source(Protocol):
     # offset, a stream offset). Only then can checkpoints name positions; delivery tags
     # restart at 1 on every channel, so a queue's lanes are never checkpointed.
     stable_positions: bool
+    # Settle as soon as this many more messages are stored, not only on the pipeline's timer
+    # (None: timer only). RabbitMQ stops delivering at `prefetch` unacked messages, so it must
+    # be acked long before the timer; a Kafka commit per few hundred records would be waste.
+    settle_after: int | None
 
     @property
     def checkpoint_scope(self) -> str:

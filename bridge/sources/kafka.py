@@ -45,6 +45,7 @@ class KafkaTopicSource:
     """One route's subscription: a topic list or regex, in one consumer group."""
 
     stable_positions = True
+    settle_after: int | None = None
 
     def __init__(self, name: str, source: KafkaSource, subscription: FromKafka, group: str) -> None:
         self.name = name

@@ -18,6 +18,7 @@ class MemorySource:
     """Lanes of messages, fetched in order; positions are list indexes."""
 
     stable_positions = True
+    settle_after: int | None = None
     checkpoint_scope = "memory"
 
     def __init__(

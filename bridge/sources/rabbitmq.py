@@ -28,7 +28,7 @@ import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
@@ -60,6 +60,30 @@ _PROPERTY_NAMES = {
     "app_id": "app_id",
 }
 STREAM_OFFSET_HEADER = "x-stream-offset"
+
+
+def amqp_url(source: RabbitMQSource) -> str:
+    """The source's URL with its `vhost`, `username` and `password` settings applied.
+
+    aio-pika ignores `virtualhost=`/`login=`/`password=` keywords when it is given a URL, so
+    they are written into the URL itself (percent-encoded, as the AMQP URI spec wants).
+    """
+    url = source.url.get_secret_value()
+    if source.vhost is None and source.username is None and source.password is None:
+        return url
+    parts = urlsplit(url)
+    user = quote(source.username, safe="") if source.username is not None else (parts.username or "")
+    password = (
+        quote(source.password.get_secret_value(), safe="") if source.password is not None else (parts.password or "")
+    )
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    userinfo = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    path = "/" + quote(source.vhost, safe="") if source.vhost is not None else parts.path
+    return urlunsplit((parts.scheme, userinfo + host, path, parts.query, parts.fragment))
 
 
 def shadow_queue_name(service: str, route: str) -> str:
@@ -97,6 +121,7 @@ class RabbitMQRouteSource:
         self._stream_next: int | None = None  # stream mode: the offset to resume from
         self._stream_tags: deque[tuple[int, int]] = deque()  # stream mode: (offset, delivery tag)
         self.stable_positions = self._mode is RabbitMQMode.STREAM
+        self.settle_after: int | None = max(1, source.prefetch // 4)
 
     @property
     def queue(self) -> str:
@@ -104,9 +129,7 @@ class RabbitMQRouteSource:
 
     @property
     def checkpoint_scope(self) -> str:
-        vhost = self._source.vhost
-        if vhost is None:
-            vhost = unquote(urlsplit(self._source.url.get_secret_value()).path.removeprefix("/")) or "/"
+        vhost = unquote(urlsplit(amqp_url(self._source)).path.removeprefix("/")) or "/"
         return f"rabbitmq-vhost:{vhost}"
 
     @property
@@ -182,13 +205,7 @@ class RabbitMQRouteSource:
     async def _connect(self) -> None:
         source = self._source
         kwargs: dict[str, Any] = {"heartbeat": int(source.heartbeat.total_seconds()), "timeout": 10}
-        if source.vhost is not None:
-            kwargs["virtualhost"] = source.vhost
-        if source.username is not None:
-            kwargs["login"] = source.username
-        if source.password is not None:
-            kwargs["password"] = source.password.get_secret_value()
-        url = source.url.get_secret_value()
+        url = amqp_url(source)
         try:
             connection = await aio_pika.connect(url, **kwargs)
         except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as error:

@@ -238,3 +238,18 @@ def test_schema_documents_every_field() -> None:
     ]
     assert undocumented == []
     assert "from" in schema["$defs"]["RouteConfig"]["properties"]
+
+
+def test_rabbitmq_vhost_and_credentials_are_written_into_the_url() -> None:
+    from pydantic import SecretStr
+
+    from bridge.config import RabbitMQSource
+    from bridge.sources.rabbitmq import amqp_url
+
+    source = RabbitMQSource(
+        type="rabbitmq", url=SecretStr("amqp://guest:guest@rabbit:5672/"), vhost="orders/eu", username="bridge",
+        password=SecretStr("p@ss:word"),
+    )
+    assert amqp_url(source) == "amqp://bridge:p%40ss%3Aword@rabbit:5672/orders%2Feu"
+    plain = RabbitMQSource(type="rabbitmq", url=SecretStr("amqp://u:p@h/v"))
+    assert amqp_url(plain) == "amqp://u:p@h/v"
