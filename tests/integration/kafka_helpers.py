@@ -112,6 +112,16 @@ class BridgeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
+    async def wait_for_log(self, text: str, timeout: float = 120) -> None:
+        """Wait until the bridge's log shows `text` (e.g. that it joined its consumer group)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_path.read_text(errors="replace"):
+            if not self.alive():
+                raise AssertionError(f"bridge exited before logging {text!r}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"bridge did not log {text!r} within {timeout}s:\n{self.log()}")
+            await asyncio.sleep(0.1)
+
 
 async def stream_count(nc: NatsClient, stream: str) -> int:
     try:

@@ -287,6 +287,7 @@ async def test_rebalance_when_a_second_instance_joins_and_leaves_loses_and_doubl
     first.start()
     await wait_for_count(nc, stream, 10_000, timeout=120, bridges=[first])
     second.start()  # joins the group: every partition is revoked and shared out again
+    await second.wait_for_log("assigned")
     await wait_for_count(nc, stream, 30_000, timeout=120, bridges=[first, second])
     assert second.terminate() == 0, second.log()  # leaves: another rebalance
     await wait_for_count(nc, stream, partitions * per_partition, timeout=180, bridges=[first])

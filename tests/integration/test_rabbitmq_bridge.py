@@ -96,15 +96,17 @@ async def until(
 async def queue_exists(
     channel: aio_pika.abc.AbstractChannel, connection: aio_pika.abc.AbstractConnection, name: str
 ) -> bool:
+    """True once the bridge consumes queue NAME: it binds before it consumes, so from then on
+    a published message is routed to it (the queue alone existing is not enough)."""
     probe = await connection.channel()
     try:
-        await probe.declare_queue(name, passive=True)
+        declared = await probe.declare_queue(name, passive=True)
     except aio_pika.exceptions.ChannelClosed:
         return False
     finally:
         if not probe.is_closed:
             await probe.close()
-    return True
+    return (declared.declaration_result.consumer_count or 0) >= 1
 
 
 async def publish_surely(exchange: aio_pika.abc.AbstractExchange, message: aio_pika.Message, key: str) -> None:

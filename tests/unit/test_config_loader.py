@@ -247,7 +247,10 @@ def test_rabbitmq_vhost_and_credentials_are_written_into_the_url() -> None:
     from bridge.sources.rabbitmq import amqp_url
 
     source = RabbitMQSource(
-        type="rabbitmq", url=SecretStr("amqp://guest:guest@rabbit:5672/"), vhost="orders/eu", username="bridge",
+        type="rabbitmq",
+        url=SecretStr("amqp://guest:guest@rabbit:5672/"),
+        vhost="orders/eu",
+        username="bridge",
         password=SecretStr("p@ss:word"),
     )
     assert amqp_url(source) == "amqp://bridge:p%40ss%3Aword@rabbit:5672/orders%2Feu"
