@@ -8,7 +8,6 @@ clear line and choose an exit code without ever showing a traceback::
     ├── TemplateError               a subject or Msg-Id template is wrong (bridge.routing.templates)
     │   ├── TemplateSyntaxError     ... as written (found at load time, with a column)
     │   └── TemplateRenderError     ... for one message (missing header, index out of range)
-    ├── ExplainError                `explain` was asked something the mapping cannot answer
     ├── SourceUnavailableError      a source broker is unreachable or refused the subscription
     ├── NatsUnavailableError        NATS is unreachable at start-up (bridge.runner)
     └── RouteStoppedError           a route met a message it must not pass (bridge.pipeline)
@@ -55,10 +54,6 @@ class ConfigError(BridgeError):
     def __init__(self, issues: list[ConfigIssue]) -> None:
         self.issues = issues
         super().__init__("\n".join(str(issue) for issue in issues))
-
-
-class ExplainError(BridgeError):
-    """`explain` was given a question the mapping file cannot answer."""
 
 
 class SourceUnavailableError(BridgeError):

@@ -576,9 +576,15 @@ class RoutePipeline:
         self._progressed.clear()
         self._last_settle = time.monotonic()
         self._settled_since = 0
-        checkpoints = {lane.key: cp for lane in lanes if (cp := lane.checkpoint()) is not None}
+        checkpoints: dict[Lane, Checkpoint] = {}
+        if self._checkpointing:  # computing one walks the lane's entries: not for nothing
+            checkpoints = {lane.key: cp for lane in lanes if (cp := lane.checkpoint()) is not None}
         watermarks = {lane.key: lane.watermark for lane in lanes if lane.watermark is not None}
         return checkpoints, watermarks
+
+    @property
+    def _checkpointing(self) -> bool:
+        return self.checkpoints is not None and self.source.stable_positions
 
     async def _apply_settle(self, checkpoints: dict[Lane, Checkpoint], watermarks: dict[Lane, int]) -> None:
         # The checkpoint is written before the source is settled: a crash in between only
@@ -587,10 +593,12 @@ class RoutePipeline:
         await self.source.settle(watermarks)
 
     async def _checkpoint(self, lanes: list[LaneState]) -> None:
+        if not self._checkpointing:
+            return
         await self._save_checkpoints({lane.key: cp for lane in lanes if (cp := lane.checkpoint()) is not None})
 
     async def _save_checkpoints(self, checkpoints: dict[Lane, Checkpoint]) -> None:
-        if self.checkpoints is None or not checkpoints or not self.source.stable_positions:
+        if self.checkpoints is None or not checkpoints or not self._checkpointing:
             return
         try:
             await self.checkpoints.save(self.checkpoint_scope, checkpoints)

@@ -15,7 +15,6 @@ import logging
 import signal
 from dataclasses import dataclass, field
 
-from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 
 from bridge.config.model import (
@@ -87,7 +86,6 @@ class Bridge:
         self.config = config
         self.settings = settings or RunSettings()
         self.pipelines: list[RoutePipeline] = []
-        self._nc: NatsClient | None = None
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -101,7 +99,6 @@ class Bridge:
             nc = await connect_nats(self.config.nats, events)
         except (NatsError, OSError, TimeoutError) as error:
             raise NatsUnavailableError(f"cannot connect to NATS: {error or type(error).__name__}") from None
-        self._nc = nc
         try:
             js = nc.jetstream()
             await declare_streams(js, self.config.streams)

@@ -27,6 +27,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -261,8 +262,6 @@ class RabbitMQRouteSource:
             return int(start)
         if start in ("first", "last", "next"):
             return start
-        from datetime import datetime  # noqa: PLC0415  (only for timestamp starts)
-
         return datetime.fromisoformat(str(start))
 
     def _on_close(self, *_args: object) -> None:
