@@ -81,7 +81,7 @@ class NatsConfig(Strict):
         timedelta(seconds=5), description="Bound on the initial connect, so a wrong URL fails fast."
     )
     ping_interval: Duration = Field(
-        timedelta(seconds=10),
+        timedelta(seconds=5),
         description="How often to ping the server; a dead connection is noticed after 2 missed pings.",
     )
     max_reconnect_attempts: int = Field(
@@ -277,6 +277,14 @@ class FromRabbitMQ(Strict):
     queue: str | None = Field(None, description="Existing queue (queue/stream mode) or shadow queue name.")
     mode: RabbitMQMode | None = Field(
         None, description="shadow | queue | stream; defaults to shadow with `exchange`, queue otherwise."
+    )
+    single_active_consumer: bool = Field(
+        False,
+        description=(
+            "Declare the shadow queue with `x-single-active-consumer`: with several bridge instances only "
+            "one consumes at a time (the others stand by), which keeps the queue's order at the cost of "
+            "scale-out."
+        ),
     )
     queue_type: Literal["quorum", "classic"] = Field(
         "quorum", description="Type of the shadow queue the bridge declares."
@@ -520,6 +528,46 @@ class ServiceConfig(Strict):
 # --------------------------------------------------------------------------- file
 
 
+class DeadLetterConfig(Strict):
+    """Where messages go that cannot be delivered as mapped (routes with `on_error: dead-letter`).
+
+    A dead letter keeps the original payload and headers and says why in `Bridge-Dlq-*`
+    headers; the source is acknowledged only once JetStream stored it, so nothing is lost.
+    The stream is declared when any route dead-letters.
+    """
+
+    stream: str = Field(
+        "NATS_BRIDGE_DLQ", pattern=r"^[^\s.*>/\\]+$", description="Stream that keeps the dead letters."
+    )
+    subject_prefix: str = Field(
+        "nats-bridge.dlq",
+        description="Dead letters are published to `<subject_prefix>.<service>.<route>`.",
+    )
+    max_age: Duration = Field(timedelta(days=14), description="How long dead letters are kept.")
+    max_bytes: ByteSize | None = Field(
+        None, description="Most bytes kept; absent means unlimited.", json_schema_extra={"type": ["string", "integer"]}
+    )
+    replicas: int = Field(1, ge=1, le=5, description="Copies kept in a cluster.")
+    payload_bucket: str = Field(
+        "nats_bridge_dlq_payloads",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description=(
+            "Object-store bucket for payloads too large for a NATS message; the dead letter names the "
+            "object in `Bridge-Dlq-Payload-Object`."
+        ),
+    )
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _prefix_is_a_subject(cls, prefix: str) -> str:
+        if not is_valid_subject_filter(prefix) or "*" in prefix or ">" in prefix:
+            raise ValueError(f"'{prefix}' is not a literal NATS subject (tokens separated by '.', no wildcards)")
+        return prefix
+
+    def subject_for(self, service: str, route: str) -> str:
+        return f"{self.subject_prefix}.{service}.{route}"
+
+
 class BridgeConfig(Strict):
     """A whole mapping file."""
 
@@ -531,6 +579,9 @@ class BridgeConfig(Strict):
     )
     services: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ServiceConfig] = Field(
         description="Services, each a unit of cut-over with its routes."
+    )
+    dead_letters: DeadLetterConfig = Field(
+        default_factory=DeadLetterConfig, description="The dead-letter stream and subjects."
     )
 
     @model_validator(mode="after")

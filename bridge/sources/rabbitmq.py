@@ -245,6 +245,8 @@ class RabbitMQRouteSource:
         assert subscription.exchange is not None
         exchange = await channel.get_exchange(subscription.exchange, ensure=True)
         arguments: dict[str, Any] = {"x-queue-type": "quorum"} if subscription.queue_type == "quorum" else {}
+        if subscription.single_active_consumer:
+            arguments["x-single-active-consumer"] = True
         queue = await channel.declare_queue(self._queue, durable=True, arguments=arguments)
         if subscription.type is ExchangeType.HEADERS:
             await queue.bind(exchange, routing_key="", arguments=dict(subscription.arguments))
