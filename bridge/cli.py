@@ -12,11 +12,13 @@ import typer
 
 from bridge import __version__
 from bridge.config import BridgeConfig, load_config
+from bridge.config.durations import parse_duration
 from bridge.errors import BridgeError, ConfigError
 from bridge.explain import explain_amqp, explain_kafka, format_explanation
 from bridge.jetstream.report import format_states, stream_states
-from bridge.logs import configure_logging
-from bridge.runner import run_bridge
+from bridge.logs import LogFormat, config_secrets, configure_logging
+from bridge.operations.http import DEFAULT_ADDRESS, HttpAddress
+from bridge.runner import RunSettings, run_bridge
 from bridge.traffic import produce_all
 
 EXIT_INVALID = 2
@@ -150,11 +152,30 @@ def explain(
 def run(
     file: MappingFile,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+    log_format: Annotated[
+        LogFormat, typer.Option(help="human: one readable line per event; json: one JSON object per line.")
+    ] = LogFormat.HUMAN,
+    http: Annotated[
+        str,
+        typer.Option(
+            envvar="NATS_BRIDGE_HTTP",
+            help="HOST:PORT for /metrics /healthz /readyz /status; 'off' serves nothing. Port 0 picks a free one.",
+        ),
+    ] = DEFAULT_ADDRESS,
+    stall_after: Annotated[
+        str, typer.Option(help="A route with work and no progress for this long is stalled (/readyz fails).")
+    ] = "60s",
 ) -> None:
     """Run every route in the mapping file until SIGINT/SIGTERM, then drain, settle and exit 0."""
-    configure_logging(log_level)
     config = _load(file, as_json=False)
-    run_bridge(config)
+    configure_logging(log_level, log_format, secrets=config_secrets(config))
+    try:
+        stall = parse_duration(stall_after).total_seconds()
+        address = None if http.lower() == "off" else HttpAddress.parse(http)
+    except (ValueError, BridgeError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    run_bridge(config, RunSettings(http=address, stall_after=stall))
 
 
 @app.command()

@@ -1,25 +1,106 @@
 """Logging set-up for the long-running commands: one line per event, secrets never included.
 
-Connection URLs are redacted where they are logged (bridge.jetstream.connection.redact_url)
-and secrets are held as pydantic SecretStr, so nothing here needs to scrub text.
+Secrets are held as pydantic SecretStr and connection URLs are redacted where they are
+logged (bridge.jetstream.connection.redact_url). As a last line of defence, every
+formatted line — message, exception and traceback alike — is scrubbed of the mapping
+file's secret values before it is written, so a client library that prints a URL or a
+password in an error cannot leak it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from collections.abc import Iterable
+from enum import StrEnum
+from urllib.parse import quote, urlsplit
+
+from pydantic import SecretStr
+from pythonjsonlogger.json import JsonFormatter
+
+from bridge.config.model import BridgeConfig, KafkaSource, RabbitMQSource
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+HUMAN_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+MIN_SECRET_LENGTH = 4  # shorter values would scrub ordinary words out of every line
+REDACTED = "***"
 
 
-def configure_logging(level: str = "info") -> None:
-    """Human-readable lines on stderr; the clients' chatty loggers are held at WARNING."""
+class LogFormat(StrEnum):
+    HUMAN = "human"
+    JSON = "json"
+
+
+class SecretScrubbingFormatter(logging.Formatter):
+    """Formats with `inner`, then replaces every known secret (as written, URL-encoded and
+    JSON-escaped) with `***`."""
+
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._inner = inner
+        forms: set[str] = set()
+        for secret in secrets:
+            if len(secret) >= MIN_SECRET_LENGTH:
+                forms.update({secret, quote(secret, safe=""), json.dumps(secret)[1:-1]})
+        self._forms = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = self._inner.format(record)
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, REDACTED)
+        return text
+
+
+def config_secrets(config: BridgeConfig) -> list[str]:
+    """Every secret value the mapping file resolved to: passwords, tokens, URL passwords."""
+    values: list[SecretStr | None] = [config.nats.password, config.nats.token, *config.nats.servers]
+    for source in config.sources.values():
+        if isinstance(source, RabbitMQSource):
+            values += [source.url, source.password]
+        elif isinstance(source, KafkaSource):
+            values.append(source.sasl_password)
+    secrets = []
+    for value in values:
+        if value is None:
+            continue
+        text = value.get_secret_value()
+        password = _url_password(text)
+        if password is not None:
+            secrets.append(password)
+        elif "://" not in text:
+            secrets.append(text)
+    return secrets
+
+
+def _url_password(text: str) -> str | None:
+    if "://" not in text:
+        return None
+    try:
+        return urlsplit(text).password
+    except ValueError:
+        return None
+
+
+def configure_logging(
+    level: str = "info", log_format: LogFormat = LogFormat.HUMAN, *, secrets: Iterable[str] = ()
+) -> None:
+    """Lines on stderr, human or JSON; the clients' chatty loggers are held at WARNING."""
+    inner: logging.Formatter
+    if log_format is LogFormat.JSON:
+        inner = JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    else:
+        inner = logging.Formatter(HUMAN_FORMAT)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(SecretScrubbingFormatter(inner, secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level.lower(), logging.INFO))
-    for noisy in ("aiokafka", "aio_pika", "aiormq"):
+    for noisy in ("aiokafka", "aio_pika", "aiormq", "aiohttp"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # nats-py logs a traceback for every failed reconnect attempt; the bridge's error
     # callback already reports each one in a single line.

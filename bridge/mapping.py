@@ -228,15 +228,24 @@ def _stream_offset_id(_route: CompiledRoute, message: SourceMessage) -> str:
 
 
 def _content_hash_id(_route: CompiledRoute, message: SourceMessage) -> str:
-    origin = message.origin
-    if not isinstance(origin, AmqpOrigin):
+    if not isinstance(message.origin, AmqpOrigin):
         raise MappingError("msg_id content-hash needs a RabbitMQ message")
-    described = {
-        "exchange": origin.exchange,
-        "routing_key": origin.routing_key,
-        "properties": dict(origin.properties),
-        "headers": list(message.headers),
-    }
+    return content_hash(message)
+
+
+def content_hash(message: SourceMessage) -> str:
+    """A digest of everything a RabbitMQ message carries: the same message, the same hash."""
+    origin = message.origin
+    described = (
+        {
+            "exchange": origin.exchange,
+            "routing_key": origin.routing_key,
+            "properties": dict(origin.properties),
+            "headers": list(message.headers),
+        }
+        if isinstance(origin, AmqpOrigin)
+        else {"topic": origin.topic, "key": origin.key, "headers": list(message.headers)}
+    )
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps(described, sort_keys=True, default=_json_default).encode("utf-8"))
     digest.update(b"\0")

@@ -32,10 +32,12 @@ from typing import Protocol
 from nats.errors import Error as NatsError
 
 from bridge.config.model import OnError
+from bridge.deadletters import DeadLetter, DeadLetterReason, DeadLetters, fits
 from bridge.errors import BridgeError
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.mapping import CompiledRoute, MappingError
-from bridge.message import OutboundMessage
+from bridge.message import OutboundMessage, SourceMessage
+from bridge.operations.latency import LatencyHistogram
 from bridge.sources.base import Lane, Received, Source, lane_label
 
 log = logging.getLogger(__name__)
@@ -62,18 +64,34 @@ class PipelineSettings:
     prepare_timeout: float = 30.0  # how long new lanes may wait for their checkpoints
 
 
+class PayloadStore(Protocol):
+    """Where a dead letter's payload goes when it is too large for a NATS message (an object store)."""
+
+    async def put(self, name: str, payload: bytes) -> None: ...
+
+
 @dataclass(slots=True)
 class RouteStats:
-    """Running totals for one route; metrics read these."""
+    """Running totals for one route; metrics and /status read these, nothing on the hot path
+    does more than add to them."""
 
     received: int = 0
-    published: int = 0
+    published: int = 0  # stored in their stream (duplicates included)
     duplicates: int = 0
-    skipped: int = 0
+    skipped: int = 0  # filtered at the source or skipped by `on_error: skip`
+    filtered: int = 0
     already_stored: int = 0
     retries: int = 0
     failures: int = 0
+    failures_by_kind: dict[str, int] = field(default_factory=dict)
+    dead_lettered: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    @property
+    def settled(self) -> int:
+        """Messages done with, however: progress is this number going up."""
+        return self.published + self.skipped + self.already_stored + sum(self.dead_lettered.values())
 
 
 class LaneState:
@@ -130,7 +148,11 @@ class LaneState:
         entry.settled = True
         entry.seq = seq
         stats = self.pipeline.stats
-        stats.published += 1
+        if entry.dead_letter:
+            stats.dead_lettered[entry.dead_letter] = stats.dead_lettered.get(entry.dead_letter, 0) + 1
+        else:
+            stats.published += 1
+            stats.latency.observe(time.monotonic() - entry.sent_at)
         if duplicate:
             stats.duplicates += 1
         self.backoff = 0.0
@@ -141,12 +163,18 @@ class LaneState:
         if entry.settled:
             return
         pipeline = self.pipeline
-        pipeline.stats.failures += 1
-        pipeline.stats.last_error = str(failure)
+        stats = pipeline.stats
+        stats.failures += 1
+        stats.failures_by_kind[failure.kind] = stats.failures_by_kind.get(failure.kind, 0) + 1
+        stats.last_error = str(failure)
         if failure.permanent:
-            pipeline.reject(self, entry, str(failure))
+            pipeline.refused(self, entry, DeadLetterReason.REFUSED, str(failure))
             return
         if not self.retrying:
+            if failure.kind == "no-responders":
+                # JetStream down, or no stream captures the subject: only the second is
+                # this message's fault. Asked once per retry cycle, not per message.
+                pipeline.check_captured(self, entry)
             self.retrying = True
             settings = pipeline.settings
             self.backoff = min(settings.retry_backoff_max, max(settings.retry_backoff_initial, self.backoff * 2))
@@ -211,9 +239,14 @@ class LaneState:
 
 @dataclass(slots=True)
 class _Rejection:
+    """A message that cannot go where its route says; `_handle_rejections` decides its fate."""
+
     lane: LaneState
     entry: InFlight
-    reason: str
+    reason: DeadLetterReason
+    error: str
+    message: SourceMessage | None = None  # unmappable: the source message as read
+    outbound: OutboundMessage | None = None  # refused: the message as mapped
 
 
 @dataclass(slots=True)
@@ -284,12 +317,17 @@ class RoutePipeline:
         settings: PipelineSettings | None = None,
         *,
         checkpoints: Checkpointer | None = None,
+        dead_letters: DeadLetters | None = None,
+        payloads: PayloadStore | None = None,
     ) -> None:
         self.route = route
         self.source = source
         self.publisher = publisher
         self.settings = settings or PipelineSettings()
         self.checkpoints = checkpoints
+        self.dead_letters = dead_letters
+        self.payloads = payloads
+        self._capture_checks: list[tuple[LaneState, InFlight]] = []
         self.stats = RouteStats()
         self._lanes: dict[Lane, LaneState] = {}
         self._stored = StoredIndex()
@@ -388,8 +426,25 @@ class RoutePipeline:
         self._has_work.add(lane)
         self._wake.set()
 
-    def reject(self, lane: LaneState, entry: InFlight, reason: str) -> None:
-        self._rejections.append(_Rejection(lane, entry, reason))
+    def unmappable(self, lane: LaneState, entry: InFlight, message: SourceMessage, error: MappingError) -> None:
+        self._rejections.append(_Rejection(lane, entry, DeadLetterReason.UNMAPPABLE, str(error), message=message))
+        self.wake()
+
+    def refused(self, lane: LaneState, entry: InFlight, reason: DeadLetterReason, error: str) -> None:
+        if entry.dead_letter:
+            # The dead letter itself cannot be stored: nothing is left to fall back on.
+            self._fatal = RouteStoppedError(
+                f"route {self.route.key}: dead letter for {lane_label(lane.key)} position {entry.position} "
+                f"refused ({error}); the message stays unacknowledged at the source"
+            )
+        else:
+            outbound = entry.outbound
+            entry.outbound = _SKIPPED  # not resent as it was while its fate is decided
+            self._rejections.append(_Rejection(lane, entry, reason, error, outbound=outbound))
+        self.wake()
+
+    def check_captured(self, lane: LaneState, entry: InFlight) -> None:
+        self._capture_checks.append((lane, entry))
         self.wake()
 
     @property
@@ -449,6 +504,7 @@ class RoutePipeline:
             self._wake.clear()
             if self._fatal is not None:
                 raise self._fatal
+            await self._check_captures()
             await self._handle_rejections()
             await self._retry_due_lanes()
             await self._pump()
@@ -463,6 +519,7 @@ class RoutePipeline:
         route = self.route
         lanes = self._lanes
         stored = self._stored
+        max_payload = self.publisher.max_payload
         self.stats.received += len(batch)
         for received in batch:
             lane = lanes.get(received.lane)
@@ -474,6 +531,7 @@ class RoutePipeline:
                 lane.entries.append(entry)
                 if message is None:
                     self.stats.skipped += 1
+                    self.stats.filtered += 1
                 else:
                     self.stats.already_stored += 1
                 lane.settle_now(entry)
@@ -483,9 +541,15 @@ class RoutePipeline:
             except MappingError as error:
                 entry = InFlight(_SKIPPED, lane, received.position)
                 lane.entries.append(entry)
-                self.reject(lane, entry, str(error))
+                self.unmappable(lane, entry, message, error)
                 continue
             entry = InFlight(outbound, lane, received.position)
+            if not fits(outbound, max_payload):
+                # The server would not refuse just this message: it would close the connection.
+                lane.entries.append(entry)
+                error_text = f"{len(outbound.payload)} bytes of payload with headers exceed max_payload {max_payload}"
+                self.refused(lane, entry, DeadLetterReason.PAYLOAD_TOO_LARGE, error_text)
+                continue
             lane.entries.append(entry)
             lane.unsent.append(entry)
             self._has_work.add(lane)
@@ -520,39 +584,100 @@ class RoutePipeline:
             self.stats.retries += 1
             self._has_work.add(lane)
 
+    async def _check_captures(self) -> None:
+        """For messages JetStream gave no answer: is it down, or does no stream capture the subject?"""
+        while self._capture_checks:
+            lane, entry = self._capture_checks.pop()
+            if entry.settled or entry.dead_letter or entry.outbound is _SKIPPED:
+                continue
+            if await self.publisher.captured(entry.outbound.subject) is False:
+                self.refused(
+                    lane,
+                    entry,
+                    DeadLetterReason.NO_STREAM,
+                    f"no stream captures subject '{entry.outbound.subject}'",
+                )
+
     async def _handle_rejections(self) -> None:
+        """Give each message that cannot go where its route says the fate the route chose."""
         while self._rejections:
-            rejection = self._rejections.pop(0)
+            rejection = self._rejections[0]
+            lane, entry = rejection.lane, rejection.entry
+            where = f"{lane_label(lane.key)} position {entry.position}"
             on_error = self.route.config.on_error
-            position = rejection.entry.position
             if on_error is OnError.SKIP:
+                self._rejections.pop(0)
                 self.stats.skipped += 1
                 log.warning(
-                    "route %s: skipping message at %s/%d: %s",
-                    self.route.key,
-                    rejection.lane.key,
-                    position,
-                    rejection.reason,
+                    "route %s: skipping message at %s: %s (on_error: skip)", self.route.key, where, rejection.error
                 )
-                rejection.lane.settle_now(rejection.entry)
+                lane.settle_now(entry)
                 continue
-            # Dead-lettering arrives with the operations work; until then the route stops
-            # rather than losing the message: nothing past it is settled.
-            raise RouteStoppedError(
-                f"route {self.route.key}: message at {rejection.lane.key} position {position} "
-                f"cannot be delivered: {rejection.reason} (on_error: {on_error}); "
-                "it stays unacknowledged at the source"
+            if on_error is OnError.STOP or self.dead_letters is None:
+                # Popped, so the drain still stores and settles everything before it; the
+                # message itself is never settled, so the watermark stops short of it.
+                self._rejections.pop(0)
+                raise RouteStoppedError(
+                    f"route {self.route.key}: message at {where} cannot be delivered: {rejection.error} "
+                    f"(on_error: {on_error}); it stays unacknowledged at the source"
+                )
+            letter = await self._dead_letter(rejection, self.dead_letters)
+            if letter is None:
+                return  # the payload store is unreachable: try again on the next round
+            self._rejections.pop(0)
+            log.warning(
+                "route %s: message at %s dead-lettered to %s (%s): %s",
+                self.route.key,
+                where,
+                letter.message.subject,
+                letter.reason,
+                rejection.error,
             )
+            entry.outbound = letter.message
+            entry.dead_letter = letter.reason.value
+            if not lane.retrying and entry not in lane.unsent:  # a rewind queues it by itself
+                lane.unsent.append(entry)
+                self._has_work.add(lane)
+
+    async def _dead_letter(self, rejection: _Rejection, dead_letters: DeadLetters) -> DeadLetter | None:
+        if rejection.message is not None:
+            letter = dead_letters.for_unmappable(rejection.message, rejection.error)
+        else:
+            assert rejection.outbound is not None
+            letter = dead_letters.for_refused(rejection.outbound, rejection.reason, rejection.error)
+        if fits(letter.message, self.publisher.max_payload):
+            return letter
+        letter = dead_letters.too_large(letter)
+        if self.payloads is None:
+            raise RouteStoppedError(
+                f"route {self.route.key}: a dead letter's payload is too large and no payload store is set"
+            )
+        assert letter.payload is not None
+        try:
+            await self.payloads.put(letter.message.msg_id, letter.payload)
+        except (NatsError, TimeoutError) as error:
+            log.warning("route %s: storing a dead letter's payload failed (%s); retrying", self.route.key, error)
+            return None
+        return letter
 
     def _apply_backpressure(self) -> None:
-        self._unsettled = sum(len(lane.entries) for lane in self._lanes.values())
+        """Hold the source back while JetStream cannot keep up: too much unsettled, no
+        connection, or a lane backing off after a refusal (stream full, no quorum). Nothing
+        is acknowledged meanwhile; reading resumes by itself once publishes succeed again."""
+        lanes = self._lanes.values()
+        self._unsettled = sum(len(lane.entries) for lane in lanes)
         limit = self.settings.max_unsettled
-        if not self._paused and (self._unsettled >= limit or not self.publisher.connected):
+        refused = any(lane.retrying for lane in lanes)
+        if not self._paused and (self._unsettled >= limit or refused or not self.publisher.connected):
             self._paused = True
             self.source.pause()
-        elif self._paused and self._unsettled < limit // 2 and self.publisher.connected:
+        elif self._paused and self._unsettled < limit // 2 and not refused and self.publisher.connected:
             self._paused = False
             self.source.resume()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     def _settle_in_background(self) -> None:
         """Settle without holding up publishing: checkpoint writes and commits take milliseconds."""
@@ -612,6 +737,7 @@ class RoutePipeline:
         deadline = time.monotonic() + self.settings.drain_timeout
         while any(lane.entries for lane in self._lanes.values()) and self.publisher.connected:
             try:
+                await self._check_captures()
                 await self._handle_rejections()
             except RouteStoppedError:
                 break

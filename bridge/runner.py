@@ -15,6 +15,7 @@ import logging
 import signal
 from dataclasses import dataclass, field
 
+from aiohttp import web
 from nats.errors import Error as NatsError
 
 from bridge.config.model import (
@@ -25,12 +26,17 @@ from bridge.config.model import (
     RabbitMQMode,
     RabbitMQSource,
 )
+from bridge.deadletters import DeadLetters
 from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
 from bridge.jetstream.connection import ConnectionEvents, connect_nats
 from bridge.jetstream.declare import declare_streams
+from bridge.jetstream.payloads import ObjectStorePayloads
 from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.mapping import CompiledRoute
+from bridge.operations.health import HealthMonitor
+from bridge.operations.http import HttpAddress, serve
+from bridge.operations.metrics import bridge_registry
 from bridge.pipeline import PipelineSettings, RoutePipeline
 from bridge.sources.base import Source
 from bridge.sources.kafka import KafkaTopicSource, default_group
@@ -51,6 +57,13 @@ class RunSettings:
     ack_timeout: float = 5.0
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     checkpoints: bool = True
+    http: HttpAddress | None = None  # where /metrics, /healthz, /readyz and /status are served
+    stall_after: float = 60.0  # a route with work and no progress this long is stalled (not ready)
+
+    @property
+    def health_interval(self) -> float:
+        """How often backlogs and streams are looked at: often enough to notice a stall in time."""
+        return max(0.5, min(5.0, self.stall_after / 4))
 
 
 def build_source(config: BridgeConfig, service: str, route: CompiledRoute) -> Source:
@@ -86,6 +99,8 @@ class Bridge:
         self.config = config
         self.settings = settings or RunSettings()
         self.pipelines: list[RoutePipeline] = []
+        self.monitor: HealthMonitor | None = None
+        self.http: web.AppRunner | None = None
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -101,16 +116,17 @@ class Bridge:
             raise NatsUnavailableError(f"cannot connect to NATS: {error or type(error).__name__}") from None
         try:
             js = nc.jetstream()
-            await declare_streams(js, self.config.streams)
+            streams = self.config.all_streams()
+            await declare_streams(js, streams)
             publisher = JetStreamPublisher(nc, window=self.settings.window, ack_timeout=self.settings.ack_timeout)
             events.add(publisher)
             checkpoints = (
-                JetStreamCheckpoints(
-                    js, [stream.name for stream in self.config.streams], scan_margin=self.settings.window
-                )
+                JetStreamCheckpoints(js, [stream.name for stream in streams], scan_margin=self.settings.window)
                 if self.settings.checkpoints
                 else None
             )
+            dead_letters = self.config.dead_letters
+            payloads = ObjectStorePayloads(js, dead_letters.payload_bucket, dead_letters.replicas)
             async with publisher:
                 self.pipelines = [
                     RoutePipeline(
@@ -119,10 +135,27 @@ class Bridge:
                         publisher,
                         self._pipeline_settings(route),
                         checkpoints=checkpoints,
+                        dead_letters=DeadLetters(dead_letters, route),
+                        payloads=payloads,
                     )
                     for route in routes
                 ]
-                await self._run_pipelines()
+                self.monitor = HealthMonitor(
+                    pipelines=self.pipelines,
+                    publisher=publisher,
+                    events=events,
+                    js=js,
+                    streams=streams,
+                    stall_after=self.settings.stall_after,
+                    interval=self.settings.health_interval,
+                )
+                if self.settings.http is not None:
+                    self.http = await serve(self.settings.http, self.monitor, bridge_registry(self.monitor))
+                try:
+                    await self._run_pipelines(self.monitor)
+                finally:
+                    if self.http is not None:
+                        await self.http.cleanup()
         finally:
             with contextlib.suppress(NatsError, OSError, TimeoutError):
                 await nc.drain()
@@ -134,7 +167,7 @@ class Bridge:
             return dataclasses.replace(self.settings.pipeline, max_in_flight_per_lane=1)
         return self.settings.pipeline
 
-    async def _run_pipelines(self) -> None:
+    async def _run_pipelines(self, monitor: HealthMonitor) -> None:
         async def stopper() -> None:
             await self._stop.wait()
             for pipeline in self.pipelines:
@@ -143,11 +176,13 @@ class Bridge:
         try:
             async with asyncio.TaskGroup() as group:
                 stop_task = group.create_task(stopper(), name="bridge-stopper")
+                monitor_task = group.create_task(monitor.run(), name="health-monitor")
                 runs = [group.create_task(p.run(), name=f"route {p.route.key}") for p in self.pipelines]
                 try:
                     await asyncio.gather(*runs)
                 finally:
                     stop_task.cancel()
+                    monitor_task.cancel()
         except* BridgeError as failures:
             # One route failing stops the others (their sources settle and close); report
             # the failure itself, not an exception group.

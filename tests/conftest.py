@@ -48,6 +48,10 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 READY_TIMEOUT = 120.0  # seconds a broker may take to answer once started
 
+# Bridges the tests start serve /metrics etc. on a free port, not all on the default 9464
+# (several run at once); a test that reads the endpoint finds the port in the bridge's log.
+os.environ.setdefault("NATS_BRIDGE_HTTP", "127.0.0.1:0")
+
 
 @dataclass(frozen=True)
 class BrokerSpec:

@@ -567,6 +567,17 @@ class DeadLetterConfig(Strict):
     def subject_for(self, service: str, route: str) -> str:
         return f"{self.subject_prefix}.{service}.{route}"
 
+    def stream_config(self) -> StreamConfig:
+        """The dead-letter stream, declared like the mapping file's own streams."""
+        return StreamConfig(
+            name=self.stream,
+            subjects=[f"{self.subject_prefix}.>"],
+            description="nats-bridge: messages that could not be delivered as mapped, with the reason",
+            max_age=self.max_age,
+            max_bytes=self.max_bytes,
+            replicas=self.replicas,
+        )
+
 
 class BridgeConfig(Strict):
     """A whole mapping file."""
@@ -618,6 +629,16 @@ class BridgeConfig(Strict):
                         )
                     )
         return problems
+
+    @property
+    def dead_letters_used(self) -> bool:
+        return any(route.on_error is OnError.DEAD_LETTER for _, route in self.routes())
+
+    def all_streams(self) -> list[StreamConfig]:
+        """The declared streams, plus the dead-letter stream when a route dead-letters."""
+        if self.dead_letters_used:
+            return [*self.streams, self.dead_letters.stream_config()]
+        return list(self.streams)
 
     def routes(self) -> list[tuple[str, RouteConfig]]:
         """Every route with its service name, in file order."""

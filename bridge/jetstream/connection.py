@@ -14,6 +14,7 @@ from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import SlowConsumerError
 
 from bridge.config.model import NatsConfig
 
@@ -39,6 +40,7 @@ class ConnectionEvents:
         self._listeners: list[ConnectionListener] = []
         self.disconnects = 0
         self.reconnects = 0
+        self.slow_consumers = 0  # replies the client dropped because the bridge read too slowly
 
     def add(self, listener: ConnectionListener) -> None:
         self._listeners.append(listener)
@@ -72,6 +74,8 @@ async def connect_nats(config: NatsConfig, events: ConnectionEvents | None = Non
     servers = [server.get_secret_value() for server in config.servers]
 
     async def error_cb(error: Exception) -> None:
+        if isinstance(error, SlowConsumerError) and events is not None:
+            events.slow_consumers += 1
         # nats-py reports every failed reconnect attempt here; one line each is enough.
         log.warning("NATS connection error: %s", error)
 

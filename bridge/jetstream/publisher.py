@@ -40,6 +40,7 @@ from nats.errors import (
     OutboundBufferLimitError,
 )
 from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
 
 from bridge.message import OutboundMessage
 
@@ -47,6 +48,12 @@ log = logging.getLogger(__name__)
 
 STATUS_HEADER = "Status"
 NO_RESPONDERS = "503"
+# JetStream errors that resending the same message cannot cure (nats-server's errors.json).
+PERMANENT_ERRORS = frozenset(
+    {
+        10054,  # message size exceeds the stream's max_msg_size
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,7 @@ class InFlight:
     seq: int = 0
     stream: str = ""
     settled: bool = False
+    dead_letter: str = ""  # the reason, when this is a dead letter standing in for the message
     floor: int = 0  # the stream's highest known sequence when first sent: it is stored above it
 
 
@@ -137,6 +145,7 @@ class JetStreamPublisher:
         self._has_space.set()
         self._connected = asyncio.Event()
         self._connected.set()
+        self._js = nc.jetstream()
         self.stats = PublisherStats()
         self.highest_seq: dict[str, int] = {}  # per stream, from the PubAcks seen so far
 
@@ -155,6 +164,25 @@ class JetStreamPublisher:
     @property
     def connected(self) -> bool:
         return self._connected.is_set() and self._nc.is_connected
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message (payload and headers) the connected server accepts."""
+        return self._nc.max_payload
+
+    async def captured(self, subject: str) -> bool | None:
+        """Whether some stream captures `subject`; None when JetStream does not answer.
+
+        Tells "JetStream is down" (retry) from "nothing will ever store this" (dead-letter)
+        after a no-responders reply.
+        """
+        try:
+            await self._js.find_stream_name_by_subject(subject)
+        except NotFoundError:
+            return False
+        except (NatsError, TimeoutError):
+            return None
+        return True
 
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
@@ -263,11 +291,13 @@ class JetStreamPublisher:
                 self._fail(entry, PublishFailure("error", f"unreadable PubAck: {msg.data[:200]!r}"))
                 return
         if error is not None:
+            err_code = int(error.get("err_code", 0))
             failure = PublishFailure(
                 "error",
                 str(error.get("description", "JetStream error")),
                 code=int(error.get("code", 0)),
-                err_code=int(error.get("err_code", 0)),
+                err_code=err_code,
+                permanent=err_code in PERMANENT_ERRORS,
             )
             self._fail(entry, failure)
             return

@@ -80,6 +80,10 @@ class Source(Protocol):
     - `pause()` / `resume()`: stop / restart delivering messages (backpressure when
       JetStream is slow or unreachable) without leaving a consumer group.
     - `close()`: stop consuming and disconnect; unsettled messages are redelivered later.
+    - `backlog()`: messages waiting at the source per lane label (Kafka lag per partition,
+      a queue's depth), asking the broker: it is also the health check, and raises
+      SourceUnavailableError when the broker does not answer. Called every few seconds
+      from another task, never on the message path.
     """
 
     name: str
@@ -109,3 +113,10 @@ class Source(Protocol):
     def resume(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    async def backlog(self) -> Mapping[str, int]: ...
+
+    @property
+    def reconnects(self) -> int:
+        """Times the source connected again after losing its connection."""
+        ...

@@ -46,6 +46,7 @@ class KafkaTopicSource:
 
     stable_positions = True
     settle_after: int | None = None
+    reconnects = 0  # aiokafka reconnects to brokers by itself and does not say so
 
     def __init__(self, name: str, source: KafkaSource, subscription: FromKafka, group: str) -> None:
         self.name = name
@@ -177,6 +178,28 @@ class KafkaTopicSource:
             await consumer.stop()
 
     # ------------------------------------------------------------------ rebalance
+
+    async def backlog(self) -> dict[str, int]:
+        """Per assigned partition (`topic/partition`), records after the group's committed offset.
+
+        Asks the brokers (end offsets, committed offsets), so it doubles as the check that
+        Kafka answers; raises SourceUnavailableError when it does not.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            raise SourceUnavailableError(f"source '{self.name}': not connected")
+        assigned = sorted(consumer.assignment())
+        if not assigned:
+            return {}
+        try:
+            ends = await consumer.end_offsets(assigned)
+            lags = {}
+            for tp in assigned:
+                committed = await consumer.committed(tp)
+                lags[f"{tp.topic}/{tp.partition}"] = max(0, ends[tp] - (committed or 0))
+        except KafkaError as error:
+            raise SourceUnavailableError(f"source '{self.name}': Kafka does not answer: {error}") from None
+        return lags
 
     async def partitions_revoked(self, partitions: Collection[TopicPartition]) -> None:
         if self._owner is None or not partitions:

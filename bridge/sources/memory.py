@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from bridge.message import SourceMessage
-from bridge.sources.base import Lane, LaneOwner, Received
+from bridge.sources.base import Lane, LaneOwner, Received, lane_label
 
 
 class MemorySource:
@@ -72,6 +72,14 @@ class MemorySource:
 
     async def close(self) -> None:
         self.closed = True
+
+    async def backlog(self) -> dict[str, int]:
+        """Per lane, messages not yet settled (as Kafka lag counts from the committed offset)."""
+        return {
+            lane_label(lane): len(messages) - 1 - self.settled.get(lane, -1) for lane, messages in self.lanes.items()
+        }
+
+    reconnects = 0
 
     def exhausted(self) -> bool:
         """Every message read and settled."""

@@ -201,6 +201,23 @@ class RabbitMQRouteSource:
                 await self._connection.close()
             self._connection = None
 
+    async def backlog(self) -> dict[str, int]:
+        """The queue's ready messages (a passive declare), which doubles as the check that
+        RabbitMQ answers; raises SourceUnavailableError when it does not."""
+        channel = self._channel
+        if channel is None or channel.is_closed or self._lost.is_set():
+            raise SourceUnavailableError(f"source '{self.name}': not connected (reconnecting)")
+        try:
+            queue = await channel.declare_queue(self._queue, passive=True)
+        except (aiormq.exceptions.AMQPError, ConnectionError) as error:
+            raise SourceUnavailableError(f"source '{self.name}': RabbitMQ does not answer: {error}") from None
+        return {self._queue: int(queue.declaration_result.message_count or 0)}
+
+    @property
+    def reconnects(self) -> int:
+        """Connections made after the first (each one a new epoch)."""
+        return max(0, self._epoch - 1)
+
     # ------------------------------------------------------------------ connection
 
     async def _connect(self) -> None:

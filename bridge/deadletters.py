@@ -1,0 +1,135 @@
+"""(2b) MAP, when mapping fails: the dead letter a message becomes instead of being lost.
+
+A message that cannot be delivered as its route says (a template that cannot be rendered,
+no Msg-Id, a payload over the server's max_payload, a message the server or the client
+refuses, a subject no stream captures) is published to `<prefix>.<service>.<route>` in
+the dead-letter stream, and only once JetStream stored it is the source acknowledged.
+
+A dead letter keeps what a person needs to repair and replay it:
+
+- the original payload (or, when it is too large for a NATS message, an empty payload and
+  the name of an object-store object holding it, `Bridge-Dlq-Payload-Object`);
+- the original headers: for a message that could not be mapped, the source headers and
+  the bridge's metadata headers, encoded as any published message's are; for a message
+  refused on the way out, the headers it was sent with;
+- `Bridge-Dlq-Reason` (a short kind, also the metric label), `Bridge-Dlq-Error` (what went
+  wrong, one line), `Bridge-Dlq-Route` (`service/route`) and, when known,
+  `Bridge-Dlq-Subject` (where it was meant to go).
+
+Its Nats-Msg-Id is derived from the message like any other, so a redelivered message is
+dead-lettered once, not once per delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bridge.config.model import DeadLetterConfig
+from bridge.headers import encode_headers
+from bridge.mapping import MSG_ID_HEADER, CompiledRoute, MappingError, content_hash, metadata_headers
+from bridge.message import KafkaOrigin, OutboundMessage, SourceMessage
+from bridge.routing import TemplateRenderError
+
+REASON_HEADER = "Bridge-Dlq-Reason"
+ERROR_HEADER = "Bridge-Dlq-Error"
+ROUTE_HEADER = "Bridge-Dlq-Route"
+SUBJECT_HEADER = "Bridge-Dlq-Subject"
+PAYLOAD_OBJECT_HEADER = "Bridge-Dlq-Payload-Object"
+PAYLOAD_SIZE_HEADER = "Bridge-Dlq-Payload-Size"
+
+_MAX_ERROR_TEXT = 1000  # a header value is one line; very long errors are cut here
+
+
+class DeadLetterReason(StrEnum):
+    """Why a message was dead-lettered; the `reason` label of the metric."""
+
+    UNMAPPABLE = "unmappable"  # a subject, Msg-Id or header template could not be rendered
+    PAYLOAD_TOO_LARGE = "payload-too-large"  # over the server's max_payload
+    REFUSED = "refused"  # the client or JetStream refuses this message for good
+    NO_STREAM = "no-stream"  # no stream captures the subject it maps to
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message on its way to the dead-letter stream, and why."""
+
+    reason: DeadLetterReason
+    error: str
+    message: OutboundMessage  # what the dead-letter stream will store
+    payload: bytes | None = None  # set when the payload must go to the object store first
+
+
+class DeadLetters:
+    """Builds dead letters for one route; pure, like the mapping it stands in for."""
+
+    def __init__(self, config: DeadLetterConfig, route: CompiledRoute) -> None:
+        self.subject = config.subject_for(route.service, route.config.name)
+        self.bucket = config.payload_bucket
+        self._route = route
+
+    def for_unmappable(self, message: SourceMessage, error: str) -> DeadLetter:
+        """A message the route cannot map: keep the source's payload and headers as they came."""
+        headers = metadata_headers(message)
+        if message.headers:
+            headers.update(encode_headers(message.headers))
+        return self._letter(DeadLetterReason.UNMAPPABLE, error, message.body or b"", headers, self._id(message))
+
+    def for_refused(self, outbound: OutboundMessage, reason: DeadLetterReason, error: str) -> DeadLetter:
+        """A mapped message that cannot be stored where it was meant to go."""
+        headers = {name: value for name, value in outbound.headers.items() if not name.lower().startswith("nats-")}
+        headers[SUBJECT_HEADER] = outbound.subject
+        return self._letter(reason, error, outbound.payload, headers, outbound.msg_id)
+
+    def _letter(
+        self, reason: DeadLetterReason, error: str, payload: bytes, headers: Mapping[str, str], msg_id: str
+    ) -> DeadLetter:
+        dlq_id = f"dlq:{msg_id}"
+        out = dict(headers)
+        out[REASON_HEADER] = reason.value
+        out[ERROR_HEADER] = " ".join(error.split())[:_MAX_ERROR_TEXT]
+        out[ROUTE_HEADER] = self._route.key
+        out[MSG_ID_HEADER] = dlq_id
+        letter = OutboundMessage(subject=self.subject, payload=payload, msg_id=dlq_id, headers=out)
+        return DeadLetter(reason, error, letter)
+
+    def too_large(self, letter: DeadLetter) -> DeadLetter:
+        """The same dead letter with its payload moved out to the object store (named by its Msg-Id)."""
+        message = letter.message
+        headers = dict(message.headers)
+        headers[PAYLOAD_OBJECT_HEADER] = f"{self.bucket}/{message.msg_id}"
+        headers[PAYLOAD_SIZE_HEADER] = str(len(message.payload))
+        slim = OutboundMessage(subject=message.subject, payload=b"", msg_id=message.msg_id, headers=headers)
+        return DeadLetter(letter.reason, letter.error, slim, payload=message.payload)
+
+    def _id(self, message: SourceMessage) -> str:
+        """The route's Msg-Id when it can be built; otherwise one from the message's coordinates."""
+        try:
+            return self._route.msg_id(message)
+        except (MappingError, TemplateRenderError):
+            origin = message.origin
+            if isinstance(origin, KafkaOrigin):
+                return f"{origin.topic}/{origin.partition}/{origin.offset}"
+            return content_hash(message)
+
+
+def encoded_size(message: OutboundMessage) -> int:
+    """Bytes the server counts against max_payload: payload plus the NATS/1.0 header block."""
+    size = len(message.payload) + 12  # "NATS/1.0\r\n" ... "\r\n"
+    for name, value in message.headers.items():
+        size += len(name.encode()) + len(value.encode()) + 4  # ": " and "\r\n"
+    return size
+
+
+def fits(message: OutboundMessage, max_payload: int) -> bool:
+    """Whether the server accepts `message` (nats-py checks only the payload; headers count too).
+
+    Runs per message, so the exact size is computed only when a cheap upper bound (4 bytes
+    per character) could exceed the limit.
+    """
+    headers = message.headers
+    chars = sum(len(name) + len(value) + 4 for name, value in headers.items())
+    if len(message.payload) + 12 + 4 * chars <= max_payload:
+        return True
+    return encoded_size(message) <= max_payload

@@ -1,0 +1,226 @@
+"""Is the bridge healthy, ready, making progress? Answered from a few-second-old snapshot.
+
+Every few seconds the monitor asks each source for its backlog (which is also the check
+that the broker answers) and JetStream for the streams' state, and decides per route
+whether it is stalled: it has work (messages unsettled, or waiting at the source) and has
+settled nothing for `stall_after`. A route that merely has nothing to do is not stalled.
+
+/readyz, /status and the metrics read the snapshot; nothing here touches a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
+
+from bridge.errors import SourceUnavailableError
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
+    from bridge.config.model import StreamConfig
+    from bridge.jetstream.connection import ConnectionEvents
+    from bridge.jetstream.publisher import JetStreamPublisher
+    from bridge.pipeline import RoutePipeline
+
+log = logging.getLogger(__name__)
+
+MAX_CONSUMERS_LISTED = 100  # per stream, so a stream with thousands of consumers stays cheap
+
+
+@dataclass(slots=True)
+class RouteHealth:
+    """What the monitor last saw of one route."""
+
+    service: str
+    route: str
+    settled: int = 0
+    last_progress: float = field(default_factory=time.monotonic)
+    last_progress_wall: float = field(default_factory=time.time)
+    backlog: dict[str, int] = field(default_factory=dict)
+    source_up: bool = False
+    source_error: str = "not checked yet"
+    stalled: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHealth:
+    name: str
+    exists: bool
+    messages: int = 0
+    bytes: int = 0
+    max_bytes: int = -1
+    consumers: tuple[tuple[str, int, int], ...] = ()  # (name, pending, ack pending)
+
+
+class HealthMonitor:
+    """Refreshes the snapshot every `interval` seconds while the bridge runs."""
+
+    def __init__(
+        self,
+        *,
+        pipelines: Sequence[RoutePipeline],
+        publisher: JetStreamPublisher,
+        events: ConnectionEvents,
+        js: JetStreamContext,
+        streams: Sequence[StreamConfig],
+        stall_after: float = 60.0,
+        interval: float = 5.0,
+    ) -> None:
+        self.pipelines = pipelines
+        self.publisher = publisher
+        self.events = events
+        self.streams_config = streams
+        self.stall_after = stall_after
+        self.interval = interval
+        self._js = js
+        self.routes = {p.route.key: RouteHealth(p.route.service, p.route.config.name) for p in pipelines}
+        self.streams: list[StreamHealth] = []
+        self.refreshed = False
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # the monitor must outlive any one failed look
+                log.exception("health check failed")
+            await asyncio.sleep(self.interval)
+
+    async def refresh(self) -> None:
+        await asyncio.gather(*(self._refresh_route(p) for p in self.pipelines))
+        self.streams = await self._stream_health()
+        self.refreshed = True
+
+    async def _refresh_route(self, pipeline: RoutePipeline) -> None:
+        health = self.routes[pipeline.route.key]
+        try:
+            health.backlog = dict(await asyncio.wait_for(pipeline.source.backlog(), self.interval))
+            health.source_up, health.source_error = True, ""
+        except (SourceUnavailableError, TimeoutError) as error:
+            health.source_up = False
+            health.source_error = str(error) or "no answer within the check interval"
+        now = time.monotonic()
+        settled = pipeline.stats.settled
+        waiting = pipeline.unsettled + sum(health.backlog.values())
+        if settled != health.settled or not waiting:
+            health.settled = settled
+            health.last_progress, health.last_progress_wall = now, time.time()
+        idle_for = now - health.last_progress
+        health.stalled = waiting > 0 and idle_for >= self.stall_after
+        if not health.stalled:
+            health.reason = ""
+            return
+        why = "its source is paused: JetStream refuses or is unreachable" if pipeline.paused else "nothing was settled"
+        last = f"; last error: {pipeline.stats.last_error}" if pipeline.stats.last_error else ""
+        health.reason = (
+            f"no progress for {idle_for:.0f}s with {pipeline.unsettled} message(s) in flight and "
+            f"{sum(health.backlog.values())} waiting at the source; {why}{last}"
+        )
+
+    async def _stream_health(self) -> list[StreamHealth]:
+        if not self.publisher.connected:
+            return self.streams  # keep the last known state rather than report zeros
+        states = []
+        for stream in self.streams_config:
+            try:
+                info = await self._js.stream_info(stream.name)
+            except NotFoundError:
+                states.append(StreamHealth(stream.name, exists=False))
+                continue
+            except (NatsError, TimeoutError):
+                return self.streams
+            consumers: list[tuple[str, int, int]] = []
+            with contextlib.suppress(NatsError, TimeoutError):
+                for consumer in (await self._js.consumers_info(stream.name))[:MAX_CONSUMERS_LISTED]:
+                    name = consumer.name or consumer.config.durable_name or "?"
+                    consumers.append((name, consumer.num_pending or 0, consumer.num_ack_pending or 0))
+            states.append(
+                StreamHealth(
+                    stream.name,
+                    True,
+                    info.state.messages,
+                    info.state.bytes,
+                    info.config.max_bytes if info.config.max_bytes is not None else -1,
+                    tuple(consumers),
+                )
+            )
+        return states
+
+    # ------------------------------------------------------------------ answers
+
+    def problems(self) -> list[str]:
+        """Why the bridge is not ready; empty when it is."""
+        problems = []
+        if not self.refreshed:
+            problems.append("starting: the first health check has not finished")
+        if not self.publisher.connected:
+            problems.append("NATS: not connected (reconnecting)")
+        for key, health in self.routes.items():
+            if not health.source_up:
+                problems.append(f"route {key}: source unreachable: {health.source_error}")
+            if health.stalled:
+                problems.append(f"route {key}: stalled: {health.reason}")
+        return problems
+
+    def status(self) -> dict[str, Any]:
+        """/status: the same facts as /readyz and /metrics, as JSON."""
+        problems = self.problems()
+        routes = []
+        for pipeline in self.pipelines:
+            health = self.routes[pipeline.route.key]
+            stats = pipeline.stats
+            routes.append(
+                {
+                    "service": health.service,
+                    "route": health.route,
+                    "received": stats.received,
+                    "published": stats.published,
+                    "duplicates": stats.duplicates,
+                    "dead_lettered": dict(stats.dead_lettered),
+                    "skipped": stats.skipped,
+                    "already_stored": stats.already_stored,
+                    "publish_errors": dict(stats.failures_by_kind),
+                    "retries": stats.retries,
+                    "in_flight": pipeline.unsettled,
+                    "paused": pipeline.paused,
+                    "source_up": health.source_up,
+                    "source_error": health.source_error,
+                    "backlog": dict(health.backlog),
+                    "stalled": health.stalled,
+                    "stalled_reason": health.reason,
+                    "last_progress": health.last_progress_wall,
+                    "last_error": stats.last_error,
+                    "publish_latency_p99_seconds": stats.latency.quantile(0.99),
+                }
+            )
+        return {
+            "ready": not problems,
+            "problems": problems,
+            "nats": {
+                "connected": self.publisher.connected,
+                "reconnects": self.events.reconnects,
+                "disconnects": self.events.disconnects,
+                "in_flight": self.publisher.in_flight,
+            },
+            "routes": routes,
+            "streams": [
+                {
+                    "name": s.name,
+                    "exists": s.exists,
+                    "messages": s.messages,
+                    "bytes": s.bytes,
+                    "max_bytes": s.max_bytes,
+                    "consumers": [{"name": n, "pending": p, "ack_pending": a} for n, p, a in s.consumers],
+                }
+                for s in self.streams
+            ],
+        }

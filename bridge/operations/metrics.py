@@ -1,0 +1,150 @@
+"""/metrics: the bridge's counters as Prometheus metrics, built only when scraped.
+
+The pipeline keeps plain integers (RouteStats); a custom collector turns them and the
+health monitor's snapshot into metric families on each scrape, so exporting metrics costs
+nothing per message. Names and help texts come from bridge.operations.names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bridge.operations import names
+from bridge.operations.names import MetricSpec
+
+if TYPE_CHECKING:
+    from bridge.operations.health import HealthMonitor
+
+PHASES = ("shadow", "drain", "retired")
+
+
+def bridge_version() -> str:
+    try:
+        return version("nats-bridge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _counter(spec: MetricSpec) -> CounterMetricFamily:
+    return CounterMetricFamily(spec.family, spec.help, labels=spec.labels)
+
+
+def _gauge(spec: MetricSpec) -> GaugeMetricFamily:
+    return GaugeMetricFamily(spec.family, spec.help, labels=spec.labels)
+
+
+class BridgeCollector(Collector):
+    """Reads the pipelines' stats and the monitor's snapshot at scrape time."""
+
+    def __init__(self, monitor: HealthMonitor, phases: dict[str, str] | None = None) -> None:
+        self._monitor = monitor
+        self._phases = phases
+        self._version = bridge_version()
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._route_metrics()
+        yield from self._service_metrics()
+        yield from self._stream_metrics()
+        ready = _gauge(names.READY)
+        ready.add_metric([], 0 if self._monitor.problems() else 1)
+        info = _gauge(names.INFO)
+        info.add_metric([self._version], 1)
+        yield from (ready, info)
+
+    def _route_metrics(self) -> Iterator[Metric]:
+        monitor = self._monitor
+        received, published, duplicates = (
+            _counter(names.RECEIVED),
+            _counter(names.PUBLISHED),
+            _counter(names.DUPLICATES),
+        )
+        dead, skipped, errors = _counter(names.DEAD_LETTERED), _counter(names.SKIPPED), _counter(names.PUBLISH_ERRORS)
+        retries = _counter(names.RETRIES)
+        in_flight, backlog, paused = _gauge(names.IN_FLIGHT), _gauge(names.SOURCE_BACKLOG), _gauge(names.PAUSED)
+        stalled, progress = _gauge(names.STALLED), _gauge(names.LAST_PROGRESS)
+        latency = HistogramMetricFamily(
+            names.PUBLISH_LATENCY.family, names.PUBLISH_LATENCY.help, labels=names.PUBLISH_LATENCY.labels
+        )
+        up, reconnects = _gauge(names.CONNECTION_UP), _counter(names.RECONNECTS)
+        for pipeline in monitor.pipelines:
+            route = pipeline.route
+            labels = [route.service, route.config.name]
+            stats = pipeline.stats
+            health = monitor.routes[route.key]
+            received.add_metric(labels, stats.received)
+            published.add_metric(labels, stats.published)
+            duplicates.add_metric(labels, stats.duplicates)
+            for reason, count in stats.dead_lettered.items():
+                dead.add_metric([*labels, reason], count)
+            skip_on_error = stats.skipped - stats.filtered
+            for reason, count in (
+                ("filtered", stats.filtered),
+                ("already-stored", stats.already_stored),
+                ("on-error", skip_on_error),
+            ):
+                skipped.add_metric([*labels, reason], count)
+            for kind, count in stats.failures_by_kind.items():
+                errors.add_metric([*labels, kind], count)
+            retries.add_metric(labels, stats.retries)
+            in_flight.add_metric(labels, pipeline.unsettled)
+            for lane, count in health.backlog.items():
+                backlog.add_metric([*labels, lane], count)
+            paused.add_metric(labels, 1 if pipeline.paused else 0)
+            stalled.add_metric(labels, 1 if health.stalled else 0)
+            progress.add_metric(labels, health.last_progress_wall)
+            latency.add_metric(labels, buckets=stats.latency.cumulative(), sum_value=stats.latency.sum)
+            source = pipeline.source
+            kind = type(source).__name__
+            up.add_metric([source.name, kind], 1 if health.source_up else 0)
+            reconnects.add_metric([source.name, kind], source.reconnects)
+        up.add_metric(["nats", "nats"], 1 if monitor.publisher.connected else 0)
+        reconnects.add_metric(["nats", "nats"], monitor.events.reconnects)
+        yield from (received, published, duplicates, dead, skipped, errors, retries, in_flight, latency)
+        yield from (backlog, paused, stalled, progress, up, reconnects)
+
+    def _service_metrics(self) -> Iterator[Metric]:
+        monitor = self._monitor
+        slow = _counter(names.SLOW_CONSUMERS)
+        slow.add_metric([], monitor.events.slow_consumers)
+        yield slow
+
+        phase = _gauge(names.SERVICE_PHASE)
+        services = dict.fromkeys(p.route.service for p in monitor.pipelines)
+        for service in services:
+            current = (self._phases or {}).get(service, "shadow")
+            for name in PHASES:
+                phase.add_metric([service, name], 1 if name == current else 0)
+        yield phase
+
+    def _stream_metrics(self) -> Iterator[Metric]:
+        monitor = self._monitor
+        messages, size, max_bytes = (
+            _gauge(names.STREAM_MESSAGES),
+            _gauge(names.STREAM_BYTES),
+            _gauge(names.STREAM_MAX_BYTES),
+        )
+        pending, ack_pending = _gauge(names.CONSUMER_PENDING), _gauge(names.CONSUMER_ACK_PENDING)
+        for stream in monitor.streams:
+            if not stream.exists:
+                continue
+            messages.add_metric([stream.name], stream.messages)
+            size.add_metric([stream.name], stream.bytes)
+            max_bytes.add_metric([stream.name], stream.max_bytes)
+            for consumer, waiting, unacked in stream.consumers:
+                pending.add_metric([stream.name, consumer], waiting)
+                ack_pending.add_metric([stream.name, consumer], unacked)
+        yield from (messages, size, max_bytes, pending, ack_pending)
+
+
+def bridge_registry(monitor: HealthMonitor) -> CollectorRegistry:
+    """A registry of the bridge's own metrics and the process's (memory, CPU, file descriptors)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BridgeCollector(monitor))
+    ProcessCollector(registry=registry)
+    return registry
