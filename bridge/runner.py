@@ -126,7 +126,7 @@ class Bridge:
                 else None
             )
             dead_letters = self.config.dead_letters
-            payloads = ObjectStorePayloads(js, dead_letters.payload_bucket, dead_letters.replicas)
+            payloads = ObjectStorePayloads(nc, dead_letters.payload_bucket, dead_letters.replicas)
             async with publisher:
                 self.pipelines = [
                     RoutePipeline(

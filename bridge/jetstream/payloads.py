@@ -8,17 +8,18 @@ object instead of adding another.
 
 from __future__ import annotations
 
-from nats.js import JetStreamContext
+from nats.aio.client import Client as NatsClient
 from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError
-from nats.js.object_store import ObjectStore
+from nats.js.object_store import OBJ_DEFAULT_CHUNK_SIZE, ObjectStore
 
 
 class ObjectStorePayloads:
     """Puts payloads into one object-store bucket, created on first use."""
 
-    def __init__(self, js: JetStreamContext, bucket: str, replicas: int = 1) -> None:
-        self._js = js
+    def __init__(self, nc: NatsClient, bucket: str, replicas: int = 1) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
         self._bucket = bucket
         self._replicas = replicas
         self._store: ObjectStore | None = None
@@ -34,4 +35,7 @@ class ObjectStorePayloads:
                     replicas=self._replicas,
                 )
                 self._store = await self._js.create_object_store(self._bucket, config=config)
-        await self._store.put(name, payload)
+        # Chunks are NATS messages too: keep them well under the server's max_payload.
+        chunk_size = max(1024, min(OBJ_DEFAULT_CHUNK_SIZE, self._nc.max_payload // 2))
+        meta = js_api.ObjectMeta(name=name, options=js_api.ObjectMetaOptions(max_chunk_size=chunk_size))
+        await self._store.put(name, payload, meta=meta)
