@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -80,20 +80,24 @@ def write_mapping(
 class BridgeProcess:
     """`nats-bridge run FILE` as a child process, the way operators run it."""
 
-    def __init__(self, mapping: Path, log_path: Path) -> None:
+    def __init__(
+        self, mapping: Path, log_path: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> None:
         self.mapping = mapping
         self.log_path = log_path
+        self.args = tuple(args)
+        self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "run", str(self.mapping)],
+                [sys.executable, "-m", "bridge", "run", str(self.mapping), *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
 
     def kill(self) -> None:
@@ -111,6 +115,17 @@ class BridgeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+    async def http_url(self, timeout: float = 60) -> str:
+        """The base URL of the bridge's HTTP endpoint, from its start-up log line."""
+        marker = "/status on http://"
+        await self.wait_for_log(marker, timeout)
+        text = self.log_path.read_text(errors="replace")
+        start = text.index(marker) + len(marker)
+        end = start
+        while end < len(text) and (text[end].isalnum() or text[end] in ".:[]"):
+            end += 1
+        return "http://" + text[start:end]
 
     async def wait_for_log(self, text: str, timeout: float = 120) -> None:
         """Wait until the bridge's log shows `text` (e.g. that it joined its consumer group)."""
