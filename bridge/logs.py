@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Iterable
 from enum import StrEnum
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import SecretStr
 from pythonjsonlogger.json import JsonFormatter
@@ -68,7 +68,7 @@ def config_secrets(config: BridgeConfig) -> list[str]:
         text = value.get_secret_value()
         password = _url_password(text)
         if password is not None:
-            secrets.append(password)
+            secrets += [password, unquote(password)]  # as written in the URL, and as sent
         elif "://" not in text:
             secrets.append(text)
     return secrets
