@@ -211,6 +211,9 @@ class RabbitMQRouteSource:
             queue = await channel.declare_queue(self._queue, passive=True)
         except (aiormq.exceptions.AMQPError, ConnectionError) as error:
             raise SourceUnavailableError(f"source '{self.name}': RabbitMQ does not answer: {error}") from None
+        if self._mode is RabbitMQMode.STREAM:
+            # A stream's message count is everything it retains, read or not: no backlog figure.
+            return {}
         return {self._queue: int(queue.declaration_result.message_count or 0)}
 
     @property

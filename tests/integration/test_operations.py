@@ -16,15 +16,21 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aio_pika
 import pytest
 from aiokafka import AIOKafkaProducer
 from kafka_helpers import BridgeProcess, fill_topic, wait_for_count
 from nats.aio.client import Client as NatsClient
 from nats.js import api as js_api
 from private_nats import PrivateNatsServer
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.config import load_config_text
+from bridge.operations.metrics import bridge_registry
 from bridge.operations.names import METRICS, exported_sample_names
+from bridge.runner import Bridge, RunSettings
+from bridge.sources.rabbitmq import shadow_queue_name
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -257,3 +263,67 @@ async def test_readiness_follows_the_nats_connection_and_no_secret_reaches_logs_
     assert "reconnected to NATS" in log
     assert token not in log
     assert all(token not in text for text in seen)
+
+
+async def test_rabbitmq_route_reports_queue_depth_and_dead_letters_unmappable_deliveries(
+    amqp_url: str, nats_url: str, unique_name: str, nc: NatsClient
+) -> None:
+    stream = unique_name.upper()
+    exchange_name = f"{unique_name}-x"
+    text = textwrap.dedent(f"""\
+        nats: {{servers: ["{nats_url}"]}}
+        streams: [{{name: {stream}, subjects: ["{unique_name}.>"]}}]
+        dead_letters: {{stream: {stream}_DLQ, subject_prefix: {unique_name}-dlq}}
+        sources:
+          rabbit: {{type: rabbitmq, url: "{amqp_url}"}}
+        services:
+          svc:
+            routes:
+              - name: copy
+                source: rabbit
+                from: {{exchange: {exchange_name}, type: topic, bindings: ["#"]}}
+                to: "{unique_name}.{{rk[0]}}.{{rk[1]}}"
+        """)
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(exchange_name, aio_pika.ExchangeType.TOPIC, auto_delete=True)
+    bridge = Bridge(load_config_text(text, "test.yaml", {}), RunSettings(stall_after=2.0))
+    task = asyncio.create_task(bridge.run())
+    queue = shadow_queue_name("svc", "copy")
+    try:
+        async with asyncio.timeout(60):
+            while bridge.monitor is None or not bridge.monitor.routes["svc/copy"].source_up:
+                if bridge.monitor is not None:
+                    await bridge.monitor.refresh()
+                await asyncio.sleep(0.1)
+        for i in range(200):
+            await exchange.publish(aio_pika.Message(b"m", message_id=f"m{i}"), routing_key=f"order.{i}")
+        await exchange.publish(aio_pika.Message(b"short", message_id="short"), routing_key="oneword")
+        await wait_for_count(nc, stream, 200, 60)
+        await wait_for_count(nc, f"{stream}_DLQ", 1, 60)
+        monitor = bridge.monitor
+        assert monitor is not None
+
+        async with asyncio.timeout(30):
+            while True:
+                await monitor.refresh()
+                if monitor.routes["svc/copy"].backlog == {queue: 0} and bridge.pipelines[0].unsettled == 0:
+                    break
+                await asyncio.sleep(0.2)
+        assert monitor.problems() == []
+        samples = metric_samples(generate_latest(bridge_registry(monitor)).decode())
+        route = {"service": "svc", "route": "copy"}
+        assert value(samples, "nats_bridge_source_backlog_messages", **route, lane=queue) == 0
+        assert value(samples, "nats_bridge_connection_up", connection="rabbit", kind="RabbitMQRouteSource") == 1
+        assert value(samples, "nats_bridge_messages_dead_lettered_total", **route, reason="unmappable") == 1
+        letter = await nc.jetstream().get_msg(f"{stream}_DLQ", 1)
+        headers = letter.headers or {}
+        assert headers["Amqp-Routing-Key"] == "oneword"
+        assert headers["Amqp-Message-Id"] == "short"
+        assert headers["Nats-Msg-Id"] == "dlq:short"
+        assert letter.data == b"short"
+    finally:
+        bridge.stop()
+        await asyncio.wait_for(task, 60)
+        await channel.queue_delete(queue)
+        await connection.close()
