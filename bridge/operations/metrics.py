@@ -72,6 +72,8 @@ class BridgeCollector(Collector):
             names.PUBLISH_LATENCY.family, names.PUBLISH_LATENCY.help, labels=names.PUBLISH_LATENCY.labels
         )
         up, reconnects = _gauge(names.CONNECTION_UP), _counter(names.RECONNECTS)
+        sources_up: dict[tuple[str, str], bool] = {}
+        source_reconnects: dict[tuple[str, str], int] = {}
         for pipeline in monitor.pipelines:
             route = pipeline.route
             labels = [route.service, route.config.name]
@@ -99,10 +101,13 @@ class BridgeCollector(Collector):
             stalled.add_metric(labels, 1 if health.stalled else 0)
             progress.add_metric(labels, health.last_progress_wall)
             latency.add_metric(labels, buckets=stats.latency.cumulative(), sum_value=stats.latency.sum)
-            source = pipeline.source
-            kind = type(source).__name__
-            up.add_metric([source.name, kind], 1 if health.source_up else 0)
-            reconnects.add_metric([source.name, kind], source.reconnects)
+            # Each route has its own connection to its source; a source is up when all are.
+            source = (pipeline.source.name, route.config.source_kind)
+            sources_up[source] = sources_up.get(source, True) and health.source_up
+            source_reconnects[source] = source_reconnects.get(source, 0) + pipeline.source.reconnects
+        for (name, kind), is_up in sources_up.items():
+            up.add_metric([name, kind], 1 if is_up else 0)
+            reconnects.add_metric([name, kind], source_reconnects[(name, kind)])
         up.add_metric(["nats", "nats"], 1 if monitor.publisher.connected else 0)
         reconnects.add_metric(["nats", "nats"], monitor.events.reconnects)
         yield from (received, published, duplicates, dead, skipped, errors, retries, in_flight, latency)

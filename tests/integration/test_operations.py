@@ -314,7 +314,7 @@ async def test_rabbitmq_route_reports_queue_depth_and_dead_letters_unmappable_de
         samples = metric_samples(generate_latest(bridge_registry(monitor)).decode())
         route = {"service": "svc", "route": "copy"}
         assert value(samples, "nats_bridge_source_backlog_messages", **route, lane=queue) == 0
-        assert value(samples, "nats_bridge_connection_up", connection="rabbit", kind="RabbitMQRouteSource") == 1
+        assert value(samples, "nats_bridge_connection_up", connection="rabbit", kind="rabbitmq") == 1
         assert value(samples, "nats_bridge_messages_dead_lettered_total", **route, reason="unmappable") == 1
         letter = await nc.jetstream().get_msg(f"{stream}_DLQ", 1)
         headers = letter.headers or {}
