@@ -129,7 +129,7 @@ def fits(message: OutboundMessage, max_payload: int) -> bool:
     per character) could exceed the limit.
     """
     headers = message.headers
-    chars = sum(len(name) + len(value) + 4 for name, value in headers.items())
+    chars = sum(map(len, headers)) + sum(map(len, headers.values())) + 4 * len(headers)
     if len(message.payload) + 12 + 4 * chars <= max_payload:
         return True
     return encoded_size(message) <= max_payload
