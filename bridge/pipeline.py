@@ -13,9 +13,11 @@ Order within a lane is kept by three rules:
 3. The source is settled only up to the first unsettled message (the watermark), so a
    crash re-reads exactly what is not known to be stored.
 
-What can still reorder: JetStream refusing message k with an error reply while storing
-k+1 (both were in flight). A route with `ordering: strict` (one publish in flight per lane)
-rules that out.
+After a failure a lane resends its first unsettled message alone (`probing`) and the rest
+only once it is stored: a whole window resent while a clustered stream elects a leader would
+otherwise be refused at its head and stored from its tail. What can still reorder: JetStream
+refusing message k's first attempt with an error reply while storing k+1 (both in flight).
+A route with `ordering: strict` (one publish in flight per lane) rules that out.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class LaneState:
         "in_flight",
         "key",
         "pipeline",
+        "probing",
         "retry_at",
         "retrying",
         "revoked",
@@ -132,6 +135,10 @@ class LaneState:
         self.retry_at = 0.0
         self.backoff = 0.0
         self.in_flight = 0
+        # After a failure the lane resends its first unsettled message alone and pipelines the
+        # rest only once JetStream stored it: a burst resent while a clustered stream elects a
+        # leader would otherwise get 503 for its head and be stored from its tail, out of order.
+        self.probing = False
 
     def sendable(self, entry: InFlight) -> bool:
         """Asked by the publisher just before sending: a lane waiting to resend sends nothing
@@ -141,6 +148,7 @@ class LaneState:
 
     def published(self, entry: InFlight, seq: int, duplicate: bool) -> None:
         self.in_flight -= 1
+        self.probing = False  # JetStream stores again: the rest of the lane may follow, pipelined
         if self.unsent:
             self.pipeline.lane_has_work(self)
         if entry.settled:
@@ -195,6 +203,7 @@ class LaneState:
         self.unsent = deque(pending)
         self.in_flight = 0
         self.retrying = False
+        self.probing = bool(pending)
         return pending
 
     def settle_now(self, entry: InFlight) -> None:
@@ -564,7 +573,8 @@ class RoutePipeline:
             unsent = lane.unsent
             stream = lane.stream
             highest = self.publisher.highest_seq.get(stream, 0) if stream else 0
-            while unsent and not lane.retrying and lane.in_flight < limit:
+            lane_limit = 1 if lane.probing else limit
+            while unsent and not lane.retrying and lane.in_flight < lane_limit:
                 entry = unsent.popleft()
                 if not entry.floor and highest:
                     entry.stream = stream

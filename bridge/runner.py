@@ -121,12 +121,19 @@ class Bridge:
             publisher = JetStreamPublisher(nc, window=self.settings.window, ack_timeout=self.settings.ack_timeout)
             events.add(publisher)
             checkpoints = (
-                JetStreamCheckpoints(js, [stream.name for stream in streams], scan_margin=self.settings.window)
+                JetStreamCheckpoints(
+                    js,
+                    [stream.name for stream in streams],
+                    scan_margin=self.settings.window,
+                    replicas=self.config.state_replicas,
+                )
                 if self.settings.checkpoints
                 else None
             )
             dead_letters = self.config.dead_letters
-            payloads = ObjectStorePayloads(nc, dead_letters.payload_bucket, dead_letters.replicas)
+            payloads = ObjectStorePayloads(
+                nc, dead_letters.payload_bucket, dead_letters.replicas or self.config.state_replicas
+            )
             async with publisher:
                 self.pipelines = [
                     RoutePipeline(

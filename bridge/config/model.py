@@ -547,7 +547,9 @@ class DeadLetterConfig(Strict):
     max_bytes: ByteSize | None = Field(
         None, description="Most bytes kept; absent means unlimited.", json_schema_extra={"type": ["string", "integer"]}
     )
-    replicas: int = Field(1, ge=1, le=5, description="Copies kept in a cluster.")
+    replicas: int | None = Field(
+        None, ge=1, le=5, description="Copies kept in a cluster; absent: as many as the most replicated stream."
+    )
     payload_bucket: str = Field(
         "nats_bridge_dlq_payloads",
         pattern=r"^[A-Za-z0-9_-]+$",
@@ -567,7 +569,7 @@ class DeadLetterConfig(Strict):
     def subject_for(self, service: str, route: str) -> str:
         return f"{self.subject_prefix}.{service}.{route}"
 
-    def stream_config(self) -> StreamConfig:
+    def stream_config(self, replicas: int) -> StreamConfig:
         """The dead-letter stream, declared like the mapping file's own streams."""
         return StreamConfig(
             name=self.stream,
@@ -575,7 +577,7 @@ class DeadLetterConfig(Strict):
             description="nats-bridge: messages that could not be delivered as mapped, with the reason",
             max_age=self.max_age,
             max_bytes=self.max_bytes,
-            replicas=self.replicas,
+            replicas=self.replicas or replicas,
         )
 
 
@@ -634,10 +636,16 @@ class BridgeConfig(Strict):
     def dead_letters_used(self) -> bool:
         return any(route.on_error is OnError.DEAD_LETTER for _, route in self.routes())
 
+    @property
+    def state_replicas(self) -> int:
+        """Copies of the bridge's own state (checkpoints, dead letters): as many as the most
+        replicated stream, so losing a node that the streams survive loses none of it either."""
+        return max((stream.replicas for stream in self.streams), default=1)
+
     def all_streams(self) -> list[StreamConfig]:
         """The declared streams, plus the dead-letter stream when a route dead-letters."""
         if self.dead_letters_used:
-            return [*self.streams, self.dead_letters.stream_config()]
+            return [*self.streams, self.dead_letters.stream_config(self.state_replicas)]
         return list(self.streams)
 
     def routes(self) -> list[tuple[str, RouteConfig]]:

@@ -75,8 +75,11 @@ class JetStreamCheckpoints:
     behind where to look.
     """
 
-    def __init__(self, js: JetStreamContext, streams: Collection[str], *, scan_margin: int = 4096) -> None:
+    def __init__(
+        self, js: JetStreamContext, streams: Collection[str], *, scan_margin: int = 4096, replicas: int = 1
+    ) -> None:
         self._js = js
+        self._replicas = replicas
         self._streams = list(streams)
         self._kv: KeyValue | None = None
         self._scan_margin = scan_margin
@@ -90,6 +93,7 @@ class JetStreamCheckpoints:
                     bucket=BUCKET,
                     history=1,
                     storage=js_api.StorageType.FILE,
+                    replicas=self._replicas,
                     description="nats-bridge: per-lane watermarks",
                 )
                 self._kv = await self._js.create_key_value(config)

@@ -145,7 +145,8 @@ class JetStreamPublisher:
         self._has_space.set()
         self._connected = asyncio.Event()
         self._connected.set()
-        self._js = nc.jetstream()
+        # For `captured`: a short timeout, since the send loop waits for the answer.
+        self._js = nc.jetstream(timeout=1.0)
         self.stats = PublisherStats()
         self.highest_seq: dict[str, int] = {}  # per stream, from the PubAcks seen so far
 
@@ -240,7 +241,15 @@ class JetStreamPublisher:
                 ConnectionClosedError,
                 ConnectionDrainingError,
                 ConnectionReconnectingError,
+                # The socket died a moment ago and nats-py has not noticed yet: its flusher task
+                # ended on the closed transport, so the client writes inline and the transport
+                # raises (uvloop: RuntimeError "handler is closed"; drain: ConnectionResetError).
+                # nats-py's read loop sees the loss next and reconnects: a disconnect like any other.
+                RuntimeError,
+                OSError,
             ) as error:
+                if isinstance(error, RuntimeError) and "closed" not in str(error):
+                    raise  # not the dead-transport case: a bug, not a disconnect
                 self._in_flight.pop(token, None)
                 self._fail(entry, PublishFailure("disconnected", _describe(error)))
             else:

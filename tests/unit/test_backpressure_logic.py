@@ -191,8 +191,11 @@ async def test_a_refused_publish_pauses_the_source_until_the_lane_resends_and_je
     await pipeline._retry_due_lanes()
     assert pipeline.stats.retries == 1
     await pipeline._pump()
-    assert [entry.position for entry in publisher.sent[10:]] == list(range(10)), "resent in order"
-    store_oldest(lane, 10)
+    assert [entry.position for entry in publisher.sent[10:]] == [0], "after a failure the head goes alone"
+    store_oldest(lane, 1)
+    await pipeline._pump()
+    assert [entry.position for entry in publisher.sent[10:]] == list(range(10)), "then the rest, in order"
+    store_oldest(lane, 9)
     pipeline._apply_backpressure()
     assert not pipeline.paused
     assert source.calls == ["pause", "resume"]
