@@ -1,0 +1,268 @@
+"""`dry-run --connect`: ask each broker what is there, and change nothing anywhere.
+
+What each probe does, and why it leaves no trace:
+
+- NATS: connect, list streams (`streams_info`), and plan the file's streams against them
+  with bridge.jetstream.plan (the same field-by-field drift `streams plan` shows). Nothing
+  is created or updated: only the planner's pure half and a read run.
+- RabbitMQ: connect (not robust: no reconnect), then per route a *passive* declare of the
+  exchange (shadow) or queue (queue/stream mode), each on its own channel because a 404
+  closes the channel. A passive declare never creates anything. The shadow queue is looked
+  up the same way, only to say whether `run` will declare it.
+- Kafka: an admin client reads cluster metadata (topics). No consumer is created, so no
+  group is joined and no offset is committed.
+
+Every probe has a short timeout, and errors name the broker and its URL with the password
+redacted (the password is also scrubbed from the client's own error text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+import aiormq
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from nats.errors import Error as NatsError
+
+from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, RabbitMQMode, RabbitMQSource
+from bridge.dryrun import DryRunReport, Finding, Severity, offline_checks
+from bridge.jetstream.connection import connect_nats, redact_url
+from bridge.jetstream.plan import Action, Plan, plan_streams, server_streams
+from bridge.sources.kafka import full_match_pattern
+from bridge.sources.rabbitmq import amqp_url, shadow_queue_name
+
+PROBE_TIMEOUT = 5.0  # seconds per broker: a dry-run must answer quickly, also when a broker is down
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _error_text(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+# --------------------------------------------------------------------------- NATS
+
+
+async def probe_nats(config: BridgeConfig) -> tuple[dict[str, Any], Plan | None, dict[str, list[str]]]:
+    """(probe result, stream plan, every server stream's subjects); plan None when unreachable."""
+    urls = ", ".join(redact_url(server.get_secret_value()) for server in config.nats.servers)
+    nats = config.nats.model_copy(update={"max_reconnect_attempts": 1})
+    try:
+        nc = await asyncio.wait_for(connect_nats(nats), PROBE_TIMEOUT * 2)
+    except (NatsError, OSError, TimeoutError) as error:
+        secrets = [s.get_secret_value() for s in (config.nats.password, config.nats.token) if s is not None]
+        message = f"cannot connect to NATS at {urls}: {_scrub(_error_text(error), secrets)}"
+        return {"broker": "nats", "url": urls, "ok": False, "error": message}, None, {}
+    try:
+        existing = await asyncio.wait_for(server_streams(nc.jetstream(timeout=PROBE_TIMEOUT)), PROBE_TIMEOUT)
+    except (NatsError, TimeoutError) as error:
+        return {"broker": "nats", "url": urls, "ok": False, "error": f"NATS at {urls}: {_error_text(error)}"}, None, {}
+    finally:
+        with contextlib.suppress(NatsError, OSError, TimeoutError):
+            await nc.close()
+    plan = plan_streams(config.all_streams(), existing)
+    subjects = {name: list(stream.subjects or []) for name, stream in existing.items()}
+    return {"broker": "nats", "url": urls, "ok": True, "error": None}, plan, subjects
+
+
+def plan_findings(plan: Plan) -> list[Finding]:
+    """Missing or drifted streams are warnings (`run` creates, `streams apply` updates); refused ones errors."""
+    findings = []
+    for stream in plan.streams:
+        if stream.action is Action.CREATE:
+            findings.append(
+                Finding(Severity.WARNING, "streams", stream.name, "missing on the server: `run` will create it")
+            )
+        elif stream.action is Action.UPDATE:
+            fields = ", ".join(change.field for change in stream.changes)
+            findings.append(
+                Finding(
+                    Severity.WARNING,
+                    "streams",
+                    stream.name,
+                    f"differs from the file in {fields}: `run` keeps the server's, `streams apply` would update",
+                )
+            )
+        elif stream.action is Action.REFUSED:
+            reasons = "; ".join(f"{r.field}: {r.reason}" for r in stream.refusals)
+            findings.append(Finding(Severity.ERROR, "streams", stream.name, reasons))
+    return findings
+
+
+# --------------------------------------------------------------------------- RabbitMQ
+
+
+async def probe_rabbitmq(config: BridgeConfig, name: str, source: RabbitMQSource) -> list[Finding]:
+    """Connect to one RabbitMQ source and passively look up what its routes read."""
+    url = amqp_url(source)
+    shown = redact_url(url)
+    secrets = [s for s in (source.password.get_secret_value() if source.password else None,) if s]
+    secrets.append(urlsplit(url).password or "")
+    subject = f"rabbitmq source '{name}'"
+    try:
+        connection = await asyncio.wait_for(aio_pika.connect(url, timeout=PROBE_TIMEOUT), PROBE_TIMEOUT * 2)
+    except (aiormq.exceptions.AMQPError, OSError, TimeoutError, ConnectionError) as error:
+        text = _scrub(_error_text(error), secrets)
+        return [Finding(Severity.ERROR, "connect", subject, f"cannot connect to RabbitMQ at {shown}: {text}")]
+    findings = [Finding(Severity.INFO, "connect", subject, f"reachable at {shown}")]
+    try:
+        for service, route in config.routes():
+            if route.source != name or not isinstance(route.from_, FromRabbitMQ):
+                continue
+            findings += await _probe_route(connection, f"{service}/{route.name}", service, route.name, route.from_)
+    finally:
+        with contextlib.suppress(aiormq.exceptions.AMQPError, OSError, RuntimeError):
+            await connection.close()
+    return findings
+
+
+async def _exists(connection: aio_pika.abc.AbstractConnection, kind: str, name: str) -> bool | str:
+    """True/False for a passive declare of an exchange or queue; a string on another error."""
+    channel = await connection.channel()
+    try:
+        if kind == "exchange":
+            await channel.declare_exchange(name, passive=True)
+        else:
+            await channel.declare_queue(name, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return False
+    except (aiormq.exceptions.AMQPError, TimeoutError) as error:
+        return _error_text(error)
+    finally:
+        with contextlib.suppress(aiormq.exceptions.AMQPError, OSError, RuntimeError):
+            await channel.close()
+    return True
+
+
+async def _probe_route(
+    connection: aio_pika.abc.AbstractConnection, label: str, service: str, route: str, subscription: FromRabbitMQ
+) -> list[Finding]:
+    findings = []
+    mode = subscription.effective_mode
+    if mode is RabbitMQMode.SHADOW and subscription.exchange is not None:
+        wanted = [("exchange", subscription.exchange, True)]
+        wanted.append(("queue", subscription.queue or shadow_queue_name(service, route), False))
+    else:
+        wanted = [("queue", subscription.queue or "", True)]
+    for kind, name, required in wanted:
+        found = await asyncio.wait_for(_exists(connection, kind, name), PROBE_TIMEOUT)
+        if isinstance(found, str):
+            findings.append(Finding(Severity.ERROR, "exists", label, f"{kind} '{name}': {found}"))
+        elif not found and required:
+            findings.append(Finding(Severity.ERROR, "exists", label, f"{kind} '{name}' does not exist"))
+        elif not found:
+            findings.append(
+                Finding(Severity.INFO, "exists", label, f"shadow queue '{name}' does not exist yet: `run` declares it")
+            )
+        else:
+            note = "exists" if required else "exists (the bridge's own shadow queue)"
+            findings.append(Finding(Severity.INFO, "exists", label, f"{kind} '{name}' {note}"))
+    return findings
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+async def probe_kafka(config: BridgeConfig, name: str, source: KafkaSource) -> list[Finding]:
+    """Read one Kafka cluster's topic list and check the routes' topics against it."""
+    servers = ",".join(source.bootstrap_servers)
+    subject = f"kafka source '{name}'"
+    options: dict[str, Any] = {
+        "bootstrap_servers": source.bootstrap_servers,
+        "client_id": f"{source.client_id}-dry-run",
+        "request_timeout_ms": int(PROBE_TIMEOUT * 1000),
+        "security_protocol": source.security_protocol,
+    }
+    if source.sasl_mechanism is not None:
+        options["sasl_mechanism"] = source.sasl_mechanism
+        options["sasl_plain_username"] = source.sasl_username
+        options["sasl_plain_password"] = source.sasl_password.get_secret_value() if source.sasl_password else None
+    admin = AIOKafkaAdminClient(**options)
+    try:
+        await asyncio.wait_for(admin.start(), PROBE_TIMEOUT * 2)
+        topics = set(await asyncio.wait_for(admin.list_topics(), PROBE_TIMEOUT))
+    except (KafkaError, OSError, TimeoutError) as error:
+        secret = source.sasl_password.get_secret_value() if source.sasl_password else ""
+        text = _scrub(_error_text(error), [secret])
+        return [Finding(Severity.ERROR, "connect", subject, f"cannot reach Kafka at {servers}: {text}")]
+    finally:
+        with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
+            await admin.close()
+    findings = [Finding(Severity.INFO, "connect", subject, f"reachable at {servers}")]
+    for service, route in config.routes():
+        if route.source != name or not isinstance(route.from_, FromKafka):
+            continue
+        label = f"{service}/{route.name}"
+        if route.from_.topics:
+            for topic in route.from_.topics:
+                if topic in topics:
+                    findings.append(Finding(Severity.INFO, "exists", label, f"topic '{topic}' exists"))
+                else:
+                    findings.append(Finding(Severity.ERROR, "exists", label, f"topic '{topic}' does not exist"))
+        else:
+            regex = full_match_pattern(route.from_.topic_pattern or "")
+            matched = sorted(topic for topic in topics if regex.match(topic) and not topic.startswith("__"))
+            if matched:
+                shown = ", ".join(matched[:5]) + (" ..." if len(matched) > 5 else "")
+                findings.append(Finding(Severity.INFO, "exists", label, f"topic_pattern matches {shown}"))
+            else:
+                findings.append(
+                    Finding(
+                        Severity.WARNING,
+                        "exists",
+                        label,
+                        f"topic_pattern '{route.from_.topic_pattern}' matches no topic yet",
+                    )
+                )
+    return findings
+
+
+# --------------------------------------------------------------------------- all of it
+
+
+async def probe_all(config: BridgeConfig) -> tuple[list[Finding], Plan | None, dict[str, list[str]]]:
+    """Every broker at once: (findings, the stream plan or None, the server's streams' subjects)."""
+    nats_task = probe_nats(config)
+    source_probes = [
+        probe_rabbitmq(config, name, source)
+        if isinstance(source, RabbitMQSource)
+        else probe_kafka(config, name, source)
+        for name, source in config.sources.items()
+    ]
+    (nats_result, plan, server), per_source = await asyncio.gather(nats_task, asyncio.gather(*source_probes))
+    findings: list[Finding] = []
+    if nats_result["ok"]:
+        findings.append(Finding(Severity.INFO, "connect", "nats", f"reachable at {nats_result['url']}"))
+    else:
+        findings.append(Finding(Severity.ERROR, "connect", "nats", nats_result["error"]))
+    if plan is not None:
+        findings += plan_findings(plan)
+    for result in per_source:
+        findings += result
+    return findings, plan, server
+
+
+async def dry_run(config: BridgeConfig, file: str, *, connect: bool, outage_budget: timedelta) -> DryRunReport:
+    """The whole dry-run: the offline checks, and with `connect` the probes (whose server streams
+    then join the capture and overlap checks)."""
+    report = DryRunReport(file)
+    server: dict[str, list[str]] = {}
+    if connect:
+        findings, plan, server = await probe_all(config)
+        report.findings += findings
+        report.plan = plan.as_json() if plan is not None else None
+        report.drift = plan
+    report.findings[:0] = offline_checks(config, outage_budget=outage_budget, server_streams=server)
+    return report

@@ -1,0 +1,330 @@
+"""Subject shapes: every subject a route can produce, as a pattern over NATS tokens.
+
+A route's subject template is literal tokens and placeholders. What a placeholder inserts is
+known partly from the route itself, and dry-run uses that to stay precise:
+
+- `{topic}` / `{topic[i:j]}` of a Kafka route with a topic *list* are the listed topics'
+  (escaped) words, one shape per topic; with a `topic_pattern`, the literal words the regex
+  starts with (`clicks\\..*` -> `clicks` then any words), else any words;
+- `{rk}` / `{rk[i:j]}` of a shadow route are the binding key's words, one shape per binding
+  (`*` -> one token, `#` -> zero or more tokens); a direct binding is its literal words; a
+  fanout/headers exchange or a consumed queue can carry any routing key (zero or more words);
+- `{exchange}` / `{queue}` are literal when the route names them;
+- `{partition}` `{key}` `{header:NAME}` are exactly one token (escaping never yields an empty
+  or dotted token: an empty value is `%`).
+
+A shape is a tuple of units: `Lit(token)`, `ONE` (exactly one token, any), `OPT` (zero or
+one), `MANY` (zero or more). Where the words cannot be pinned down (an index past a `#`,
+negative slice bounds over an unknown key) the shape widens to `MANY`/`OPT`: it may describe
+subjects the route never produces, never the other way round. So "always captured" answers
+are sound and can at worst raise a needless warning; "never captured" answers are sound too
+(an over-wide shape only matches more filters).
+
+NATS filters become shapes too (`*` -> ONE, `>` -> ONE MANY), so "can a route's subject land
+in this stream" is shape intersection, and "does this stream take all of them" is containment
+of a shape in a filter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache
+
+from bridge.config.model import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
+from bridge.routing import ExchangeType, escape_token, split_amqp_words
+from bridge.sources.rabbitmq import shadow_queue_name
+
+
+@dataclass(frozen=True, slots=True)
+class Lit:
+    """One literal (already escaped) token."""
+
+    token: str
+
+    def __str__(self) -> str:
+        return self.token
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    """A run of unknown tokens: `least` to `most` of them (None: no upper bound)."""
+
+    least: int
+    most: int | None
+
+    def __str__(self) -> str:
+        if (self.least, self.most) == (1, 1):
+            return "*"
+        if (self.least, self.most) == (0, None):
+            return "[...]"
+        if self.most is None:
+            return "*." * self.least + "[...]"
+        return "[" + "?." * (self.most - 1) + "?]"
+
+
+ONE = Var(1, 1)
+OPT = Var(0, 1)
+MANY = Var(0, None)
+
+Unit = Lit | Var
+Shape = tuple[Unit, ...]
+
+
+def show(shape: Shape) -> str:
+    """A shape for people: `orders.order.[...]`, `clicks.*`."""
+    return ".".join(str(unit) for unit in shape) or "(empty)"
+
+
+def filter_shape(subject_filter: str) -> Shape:
+    """A NATS subject filter as a shape (`*` one token, `>` one or more at the end)."""
+    units: list[Unit] = []
+    for token in subject_filter.split("."):
+        if token == "*":
+            units.append(ONE)
+        elif token == ">":
+            units += [ONE, MANY]
+        else:
+            units.append(Lit(token))
+    return tuple(units)
+
+
+def _normalise(shape: Shape) -> tuple[Unit, ...]:
+    """Split every Var into ONE/OPT/MANY steps, which the matchers below walk one at a time."""
+    out: list[Unit] = []
+    for unit in shape:
+        if isinstance(unit, Lit):
+            out.append(unit)
+            continue
+        out += [ONE] * unit.least
+        out += [MANY] if unit.most is None else [OPT] * (unit.most - unit.least)
+    return tuple(out)
+
+
+def _compatible(left: Unit, right: Unit) -> bool:
+    return not (isinstance(left, Lit) and isinstance(right, Lit) and left.token != right.token)
+
+
+def intersects(first: Shape, second: Shape) -> bool:
+    """True when some subject fits both shapes."""
+    return _intersects(_normalise(first), _normalise(second))
+
+
+@lru_cache(maxsize=4096)
+def _intersects(a: Shape, b: Shape) -> bool:
+    @cache
+    def walk(i: int, j: int) -> bool:
+        if i < len(a) and a[i] in (OPT, MANY) and walk(i + 1, j):
+            return True
+        if j < len(b) and b[j] in (OPT, MANY) and walk(i, j + 1):
+            return True
+        if i == len(a) or j == len(b):
+            return i == len(a) and j == len(b)
+        if not _compatible(a[i], b[j]) or (a[i] == MANY and b[j] == MANY):
+            return False  # two MANYs consuming together is covered by skipping one of them
+        return walk(i if a[i] == MANY else i + 1, j if b[j] == MANY else j + 1)
+
+    return walk(0, 0)
+
+
+def contained_in_filter(shape: Shape, subject_filter: str) -> bool:
+    """True when every subject of `shape` is captured by `subject_filter`."""
+    return _contained(_normalise(shape), _normalise(filter_shape(subject_filter)))
+
+
+@lru_cache(maxsize=4096)
+def _contained(a: Shape, f: Shape) -> bool:
+    """Containment of a shape in a filter shape (Lit/ONE then, at most, one final MANY)."""
+
+    @cache
+    def walk(i: int, j: int) -> bool:
+        if j < len(f) and f[j] == MANY:
+            return True  # the filter's `>` tail takes whatever is left
+        if i == len(a):
+            return j == len(f)
+        unit = a[i]
+        if unit in (OPT, MANY):
+            # Every choice must be captured: skipping the unit, and taking one token for it.
+            if not walk(i + 1, j):
+                return False
+            return j < len(f) and f[j] == ONE and walk(i if unit == MANY else i + 1, j + 1)
+        if j == len(f):
+            return False
+        target = f[j]
+        if target == ONE:
+            return walk(i + 1, j + 1)
+        return isinstance(unit, Lit) and isinstance(target, Lit) and unit.token == target.token and walk(i + 1, j + 1)
+
+    return walk(0, 0)
+
+
+def contained_in_filters(shape: Shape, subject_filters: Sequence[str]) -> bool:
+    """True when every subject of `shape` is captured by one of `subject_filters` together.
+
+    A stream listing `rmq.x` and `rmq.x.>` captures `rmq.x.{rk}` although neither filter does
+    alone: the shape's first optional part is split (absent, or present) until each piece fits
+    one filter, for at most a few more tokens than the longest filter has (past that, only a
+    `>` filter could take it, and that was tried on the whole).
+    """
+    filters = [_normalise(filter_shape(f)) for f in subject_filters]
+    depth = max((len(f) for f in filters), default=0) + 2
+    return _covered(_normalise(shape), tuple(filters), depth)
+
+
+def _covered(shape: Shape, filters: tuple[Shape, ...], depth: int) -> bool:
+    if any(_contained(shape, f) for f in filters):
+        return True
+    split = next((i for i, unit in enumerate(shape) if unit in (OPT, MANY)), None)
+    if split is None or depth == 0:
+        return False
+    unit, head, tail = shape[split], shape[:split], shape[split + 1 :]
+    taken = (ONE, MANY) if unit == MANY else (ONE,)
+    return _covered(head + tail, filters, depth - 1) and _covered(head + taken + tail, filters, depth - 1)
+
+
+# --------------------------------------------------------------------------- words of a placeholder
+
+
+def _literal_words(value: str) -> list[Unit]:
+    return [Lit(escape_token(word)) for word in split_amqp_words(value)]
+
+
+def binding_words(binding: str, exchange_type: ExchangeType) -> list[Unit]:
+    """The routing keys a binding admits, as word units."""
+    if exchange_type is ExchangeType.DIRECT:
+        return _literal_words(binding)
+    words: list[Unit] = []
+    for word in split_amqp_words(binding):
+        words.append(ONE if word == "*" else MANY if word == "#" else Lit(escape_token(word)))
+    return words
+
+
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def regex_words(pattern: str) -> list[Unit]:
+    """Topic words a whole-name regex admits: its leading literal `word\\.` parts, then any words."""
+    words: list[Unit] = []
+    rest = pattern
+    while True:
+        match = _PLAIN_WORD.match(rest)
+        if match is None or not rest[match.end() :].startswith(r"\."):
+            break
+        words.append(Lit(escape_token(match.group())))
+        rest = rest[match.end() + 2 :]
+    if _PLAIN_WORD.fullmatch(rest):
+        return [*words, Lit(escape_token(rest))]
+    return [*words, MANY]
+
+
+def _select(words: list[Unit], index: int | None, bounds: tuple[int | None, int | None] | None) -> list[Unit] | None:
+    """`words[index]` or `words[start:stop]` as units; None when an index is out of range for sure."""
+    fixed = all(unit == ONE or isinstance(unit, Lit) for unit in words)
+    if fixed:
+        if index is not None:
+            return [words[index]] if -len(words) <= index < len(words) else None
+        start, stop = bounds if bounds is not None else (None, None)
+        return words[start:stop]
+    first_var = next(i for i, unit in enumerate(words) if not (unit == ONE or isinstance(unit, Lit)))
+    if index is not None:
+        return [words[index]] if 0 <= index < first_var else [ONE]
+    start, stop = bounds if bounds is not None else (None, None)
+    if stop is None and start is not None and 0 <= start <= first_var:
+        return words[start:]
+    if start is not None and stop is not None and 0 <= start <= stop:
+        return [Var(0, stop - start)]
+    return [MANY]
+
+
+# --------------------------------------------------------------------------- a route's shapes
+
+
+@dataclass(frozen=True, slots=True)
+class RouteShape:
+    """One family of subjects of a route, and what it is derived from (a topic, a binding...)."""
+
+    shape: Shape
+    origin: str  # "topic 'orders'", "binding 'order.#'", "any routing key"
+    never_renders: str | None = None  # why every message of this family fails to map, if it does
+
+
+_TOKEN = re.compile(r"\{([^{}]*)\}")
+_INDEX = re.compile(r"^(rk|topic)\[(-?\d*)(?::(-?\d*))?\]$")
+
+
+def _template_tokens(template: str) -> list[str]:
+    """The template's tokens (placeholders are whole tokens; `{{`/`}}` are literal braces)."""
+    return template.split(".")
+
+
+def _unescape_braces(token: str) -> str:
+    return token.replace("{{", "{").replace("}}", "}")
+
+
+def route_shapes(service: str, route: RouteConfig) -> list[RouteShape]:
+    """Every subject family a route can publish to, one per topic or binding it reads."""
+    subscription = route.from_
+    families: list[tuple[str, dict[str, list[Unit]]]] = []
+    if isinstance(subscription, FromKafka):
+        if subscription.topics:
+            families = [
+                (f"topic '{topic}'", {"topic": _literal_words(topic), "topic-name": [Lit(escape_token(topic))]})
+                for topic in subscription.topics
+            ]
+        else:
+            pattern = subscription.topic_pattern or ""
+            families = [(f"topic_pattern '{pattern}'", {"topic": regex_words(pattern)})]
+    else:
+        families = _rabbit_families(service, route.name, subscription)
+    return [_render(route.to, origin, words) for origin, words in families]
+
+
+def _rabbit_families(service: str, route: str, subscription: FromRabbitMQ) -> list[tuple[str, dict[str, list[Unit]]]]:
+    mode = subscription.effective_mode
+    known: dict[str, list[Unit]] = {}
+    if mode is RabbitMQMode.SHADOW and subscription.exchange is not None:
+        known["exchange"] = [Lit(escape_token(subscription.exchange))]
+        known["queue"] = [Lit(escape_token(subscription.queue or shadow_queue_name(service, route)))]
+        if subscription.type in (ExchangeType.TOPIC, ExchangeType.DIRECT):
+            return [
+                (f"binding '{binding}'", {**known, "rk": binding_words(binding, subscription.type)})
+                for binding in subscription.bindings
+            ]
+        return [(f"any routing key ({subscription.type} exchange)", {**known, "rk": [MANY]})]
+    if subscription.queue is not None:
+        known["queue"] = [Lit(escape_token(subscription.queue))]
+    return [(f"any routing key ({mode} mode)", {**known, "rk": [MANY]})]
+
+
+def _render(template: str, origin: str, words: dict[str, list[Unit]]) -> RouteShape:
+    units: list[Unit] = []
+    never: str | None = None
+    for token in _template_tokens(template):
+        placeholder = _TOKEN.fullmatch(token) if not token.startswith("{{") else None
+        if placeholder is None:
+            units.append(Lit(_unescape_braces(token)))
+            continue
+        body = placeholder.group(1)
+        indexed = _INDEX.match(body)
+        if body == "rk":
+            units += words.get("rk", [MANY])
+        elif body == "topic":
+            units += words.get("topic-name", [ONE])  # the whole name as one escaped token
+        elif indexed is not None:
+            name, first, second = indexed.group(1), indexed.group(2), indexed.group(3)
+            base = words.get(name, [MANY])
+            if second is None and ":" not in body:
+                selected = _select(base, int(first), None)
+            else:
+                bounds = (int(first) if first else None, int(second) if second else None)
+                selected = _select(base, None, bounds)
+            if selected is None:
+                never = f"'{{{body}}}' is out of range for {origin}: every such message fails to map"
+                selected = [ONE]
+            units += selected
+        elif body in ("exchange", "queue"):
+            units += words.get(body, [ONE])
+        else:
+            units.append(ONE)  # {partition} {key} {header:NAME}: exactly one escaped token
+    return RouteShape(tuple(units), origin, never)
