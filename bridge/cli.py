@@ -14,8 +14,11 @@ from typer.core import TyperGroup
 from bridge import __version__
 from bridge.config import BridgeConfig, load_config
 from bridge.config.durations import parse_duration
+from bridge.dryrun_connect import dry_run as run_dry_run
+from bridge.dryrun_output import print_report as print_dry_run
 from bridge.errors import BridgeError, ConfigError
 from bridge.explain import explain_amqp, explain_kafka, format_explanation
+from bridge.importers.cli import import_app
 from bridge.jetstream.plan import apply_to_server, format_plan, format_report, plan_from_server
 from bridge.jetstream.report import format_states, stream_states
 from bridge.logs import LogFormat, config_secrets, configure_logging
@@ -82,6 +85,32 @@ def validate(file: MappingFile, as_json: JsonFlag = False) -> None:
             _plural(len(routes), "route"),
         ]
         typer.echo(f"{file}: valid — {', '.join(counts)}")
+
+
+@app.command("dry-run")
+def dry_run(
+    file: MappingFile,
+    connect: Annotated[bool, typer.Option("--connect", help="Also ask NATS and every source (read-only).")] = False,
+    outage_budget: Annotated[
+        str, typer.Option(help="Longest outage a route must survive; streams' duplicate_window must cover it.")
+    ] = "2m",
+    as_json: JsonFlag = False,
+) -> None:
+    """Check what running the file would do, without publishing, acking, committing or declaring anything.
+
+    Exit 0: clean. 1: warnings only. 2: errors (or the file is invalid).
+    """
+    config = _load(file, as_json)
+    try:
+        budget = parse_duration(outage_budget)
+    except (ValueError, BridgeError) as error:
+        raise typer.BadParameter(str(error), param_hint="--outage-budget") from None
+    report = asyncio.run(run_dry_run(config, str(file), connect=connect, outage_budget=budget))
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        print_dry_run(report)
+    raise typer.Exit(report.exit_code)
 
 
 def _plural(count: int, noun: str) -> str:
@@ -319,6 +348,9 @@ def schema() -> None:
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+app.add_typer(import_app, name="import")
 
 
 def main() -> None:

@@ -1,0 +1,202 @@
+"""Kafka topics and their configs -> a mapping file that copies them into JetStream.
+
+Reading (`read_topics`) and mapping (`import_topics`) are apart so the rules are tested
+without a broker. Mapping rules:
+
+* **Which topics.** Every topic the cluster lists, or those a `--topics` regex matches as a
+  WHOLE name (as Kafka's own pattern subscriptions do); internal topics (`__`-prefixed, and
+  `_schemas`) never, since copying offsets or schemas into NATS helps nobody.
+* **Services.** One per topic-name group: the part before the first `.` (or `-`/`_` when there
+  is no dot), so `orders.events` and `orders.payments` move together as service `orders`.
+  One route per topic, reading through the bridge's own consumer group from `earliest`.
+* **Streams and subjects.** One stream per topic, `KAFKA_<TOPIC>`, capturing
+  `kafka.<topic parts>.*`; the route publishes to `kafka.{topic[0:]}.{partition}`, as
+  `mappings/kafka-orders.yaml` does: each dot-separated part of the name is one escaped token
+  and the last token is the partition, so per-partition order is visible and filterable, and
+  two topics never share a subject (`*` is exactly one token).
+* **Configs -> stream limits.** `retention.ms` -> `max_age` (-1: none); `retention.bytes` ->
+  `max_bytes` multiplied by the partition count, since Kafka's limit is per partition and a
+  stream's is for the whole stream (-1: none); `cleanup.policy=delete` -> limits retention.
+  `compact` has no stream equivalent: a comment suggests a KV bucket, or keying the subject and
+  `max_msgs_per_subject: 1` (set with `nats stream edit`; the mapping file has no such field).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from bridge.config.durations import format_duration
+from bridge.importers.render import MappingDocument
+from bridge.routing import escape_token, is_internal_topic
+
+NATS_URL_REFERENCE = "${NATS_URL:-nats://127.0.0.1:4222}"
+INTERNAL_TOPICS = frozenset({"_schemas", "_confluent-metrics", "connect-configs", "connect-offsets", "connect-status"})
+CONFIG_NAMES = ("retention.ms", "retention.bytes", "cleanup.policy")
+DEFAULT_DUPLICATE_WINDOW = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """What the importer needs to know of one topic."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def is_skipped_topic(name: str) -> bool:
+    """Kafka-internal and tooling topics that no mapping should copy."""
+    return is_internal_topic(name) or name in INTERNAL_TOPICS
+
+
+def select_topics(names: Iterable[str], pattern: str | None) -> list[str]:
+    """Topics to import: not internal, and matching `pattern` as a whole name when given."""
+    compiled = re.compile(pattern) if pattern is not None else None
+    return sorted(
+        name
+        for name in names
+        if not is_skipped_topic(name) and (compiled is None or compiled.fullmatch(name) is not None)
+    )
+
+
+async def read_topics(bootstrap: str, pattern: str | None = None) -> list[TopicInfo]:
+    """Partition counts and retention configs of the cluster's topics, via aiokafka's admin client."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="nats-bridge-import")
+    await admin.start()
+    try:
+        names = select_topics(await admin.list_topics(), pattern)
+        if not names:
+            return []
+        described = await admin.describe_topics(names)
+        partitions = {item["topic"]: len(item["partitions"]) for item in described}
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(CONFIG_NAMES)) for name in names]
+        configs: dict[str, dict[str, str]] = {name: {} for name in names}
+        for response in await admin.describe_configs(resources):
+            for error_code, _message, _type, name, entries in response.resources:
+                if error_code == 0 and name in configs:
+                    configs[name] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+    finally:
+        await admin.close()
+    return [TopicInfo(name, partitions.get(name, 1), configs[name]) for name in names]
+
+
+def _group(topic: str) -> str:
+    for separator in (".", "-", "_"):
+        if separator in topic:
+            return topic.split(separator, 1)[0] or topic
+    return topic
+
+
+def _plain(text: str, fallback: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_") or fallback
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, count = name, 1
+    while candidate.upper() in {t.upper() for t in taken}:
+        count += 1
+        candidate = f"{name}_{count}"
+    taken.add(candidate)
+    return candidate
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def import_topics(topics: Sequence[TopicInfo], bootstrap: str) -> MappingDocument:
+    """A mapping document copying `topics` into JetStream; pure (the rules are in the module docstring)."""
+    doc = MappingDocument(data={})
+    doc.header = [
+        "Generated by `nats-bridge import kafka`. Review before use: each route reads through the bridge's own",
+        "consumer group (legacy groups keep their offsets). Comments mark what JetStream cannot express.",
+    ]
+    streams: list[dict[str, Any]] = []
+    services: dict[str, dict[str, Any]] = {}
+    service_names: dict[str, str] = {}
+    taken_streams: set[str] = set()
+    taken_services: set[str] = set()
+    for topic in topics:
+        parts = ".".join(escape_token(part) for part in topic.name.split("."))
+        stream_name = _unique("KAFKA_" + re.sub(r"[^A-Za-z0-9_-]+", "_", topic.name).upper(), taken_streams)
+        stream: dict[str, Any] = {
+            "name": stream_name,
+            "description": f"Copy of Kafka topic '{topic.name}' ({topic.partitions} partitions)",
+            "subjects": [f"kafka.{parts}.*"],
+            "storage": "file",
+        }
+        index = len(streams)
+        streams.append(stream)
+        notes = _translate_configs(topic, stream)
+        for line in notes:
+            doc.note(("streams", index), line)
+        group = _group(topic.name)
+        if group not in service_names:
+            service_names[group] = _unique(_plain(group, "topics"), taken_services)
+            services[service_names[group]] = {"description": f"Kafka topics of the '{group}' group.", "routes": []}
+        service = services[service_names[group]]
+        route_names = {route["name"] for route in service["routes"]}
+        route_name = _unique(_plain(topic.name, "topic"), route_names)
+        service["routes"].append(
+            {
+                "name": route_name,
+                "source": "kafka",
+                "from": {"topics": [topic.name], "start": "earliest"},
+                "to": "kafka.{topic[0:]}.{partition}",
+            }
+        )
+    doc.data = {
+        "version": 1,
+        "nats": {"servers": [NATS_URL_REFERENCE], "name": "nats-bridge"},
+        "streams": streams,
+        "sources": {"kafka": {"type": "kafka", "bootstrap_servers": [f"${{KAFKA_BOOTSTRAP:-{bootstrap}}}"]}},
+        "services": services,
+    }
+    return doc
+
+
+def _translate_configs(topic: TopicInfo, stream: dict[str, Any]) -> list[str]:
+    """Set the stream's limits from the topic's configs; return comments for a person."""
+    notes: list[str] = []
+    retention_ms = _int(topic.configs.get("retention.ms"))
+    if retention_ms is not None and retention_ms >= 0:
+        age = timedelta(milliseconds=retention_ms)
+        kept = max(age, DEFAULT_DUPLICATE_WINDOW)
+        stream["max_age"] = format_duration(kept)
+        notes.append(
+            f"max_age from retention.ms {retention_ms}."
+            + (
+                f" Kept {format_duration(kept)}: the duplicate window, which must fit in max_age, has to "
+                "cover a bridge restart."
+                if kept > age
+                else ""
+            )
+        )
+    elif retention_ms == -1:
+        notes.append("retention.ms -1 (keep forever): no max_age.")
+    retention_bytes = _int(topic.configs.get("retention.bytes"))
+    if retention_bytes is not None and retention_bytes >= 0:
+        stream["max_bytes"] = retention_bytes * topic.partitions
+        notes.append(
+            f"max_bytes = retention.bytes {retention_bytes} x {topic.partitions} partitions: Kafka's limit is per "
+            "partition, a stream's is for the whole stream (a busy partition can now use another's share)."
+        )
+    policy = {part.strip() for part in topic.configs.get("cleanup.policy", "delete").split(",")}
+    if "compact" in policy:
+        notes.append(
+            f"cleanup.policy {topic.configs.get('cleanup.policy')}: JetStream has no log compaction. To keep the "
+            "latest record per key, use a KV bucket, or put the key in the subject (to: "
+            "'kafka.{topic[0:]}.{key}') and set max_msgs_per_subject: 1 on the stream (nats stream edit)."
+            + (" Retention limits still apply (delete)." if "delete" in policy else " Limits retention meanwhile.")
+        )
+    return notes

@@ -1,0 +1,631 @@
+"""RabbitMQ definitions export -> a shadow-mode mapping file, with notes for what does not translate.
+
+The input is what the management UI's "Export definitions", `GET /api/definitions[/<vhost>]`
+or `rabbitmqctl export_definitions` writes. Only vhosts, exchanges, queues and bindings are
+read; users, password hashes, permissions, policies' secrets and parameters are never copied
+(the generated sources point at `${AMQP_URL}`).
+
+Mapping rules, chosen for a team that wants an exact shadow copy first and cut-over later:
+
+* **Sources.** One `rabbitmq` source per vhost that has something to copy, url
+  `${AMQP_URL:-amqp://127.0.0.1:5672/}` and `vhost:` set, so the file holds no credential.
+* **Services.** One service per exchange that has queues bound to it (directly; a stream queue
+  is read on its own, see below). The service is the unit of cut-over: everything its
+  consumers' queues received from that exchange.
+* **Routes.** A topic, direct or fanout exchange gets ONE shadow route bound with the union of
+  the (deduplicated) binding keys of its queues. A shadow queue receives a message once however
+  many of its keys match, so each message is copied once — not once per legacy queue — and the
+  stream holds exactly what some legacy consumer receives. A comment lists each legacy queue with
+  its keys, so NATS consumers can later be given the same filter. A headers exchange gets one
+  route per distinct argument set (a route has one `arguments` table); identical sets share one.
+* **Streams and subjects.** A stream per mapped exchange, `RMQ_<EXCHANGE>`, capturing
+  `<prefix>.<exchange>` and, for topic/direct, `<prefix>.<exchange>.>`; routes publish to
+  `<prefix>.<exchange>.{rk}` (topic, direct) or `<prefix>.<exchange>` (fanout, headers). The
+  exchange name is one escaped token (`bridge.routing.escape_token`), so dots or wildcards in
+  it cannot change the subject's shape and two exchanges never share a subject. With several
+  vhosts the vhost is a token too: `<prefix>.<vhost>.<exchange>`.
+* **Exchange-to-exchange bindings.** A shadow queue bound to the destination exchange receives
+  what reaches it through the source exchange too, so the destination's route already copies
+  them; the binding is recorded as a comment on both sides.
+* **Queue arguments -> stream limits.** The stream must keep at least what the most generous
+  legacy queue keeps, so a limit is set only when every bound queue has one, and then the
+  largest: `x-message-ttl` -> `max_age`, `x-max-length` -> `max_msgs` (with `x-overflow`
+  `drop-head` -> `discard: old`, `reject-publish[-dlx]` -> `discard: new`, when all agree),
+  `x-max-length-bytes` -> `max_bytes`. Quorum and classic queues are durable on disk: `storage:
+  file`, with a comment about replicas. `x-single-active-consumer` on a bound queue makes the
+  route's shadow queue single-active-consumer too (order over scale-out, as the legacy chose).
+* **Stream queues** (`x-queue-type: stream`) get a route with `mode: stream` in a service of
+  their own and a stream `RMQS_<QUEUE>` on `<prefix>-stream.<queue>[.{rk}]`, with
+  `x-max-age` -> `max_age` and `x-max-length-bytes` -> `max_bytes`; they are read, not
+  shadowed, and kept apart from the exchange's copy because their Msg-Ids (queue/offset) differ.
+* **Comments only** (no JetStream equivalent, or a decision for a person): dead-letter
+  exchanges (pointing at the DLX's own stream and at the bridge's `dead_letters:` section),
+  `x-max-priority`, `x-expires`, lazy mode, `alternate-exchange`, plugin exchange types
+  (`x-consistent-hash`, `x-modulus-hash`, `x-delayed-message`, ...), queues reached only through
+  the default exchange (which cannot be bound to, so they cannot be shadowed), auto-delete and
+  exclusive queues.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from bridge.config.durations import format_duration
+from bridge.importers.render import MappingDocument
+from bridge.routing import escape_token
+
+DEFAULT_PREFIX = "rmq"
+AMQP_URL_REFERENCE = "${AMQP_URL:-amqp://127.0.0.1:5672/}"
+NATS_URL_REFERENCE = "${NATS_URL:-nats://127.0.0.1:4222}"
+STANDARD_TYPES = frozenset({"topic", "direct", "fanout", "headers"})
+# Built-in exchanges are not in an export but can appear as a binding's source.
+BUILTIN_TYPES = {
+    "amq.direct": "direct",
+    "amq.topic": "topic",
+    "amq.fanout": "fanout",
+    "amq.headers": "headers",
+    "amq.match": "headers",
+    "amq.rabbitmq.trace": "topic",
+}
+DEFAULT_DUPLICATE_WINDOW = timedelta(minutes=2)
+
+
+@dataclass
+class _Queue:
+    vhost: str
+    name: str
+    arguments: dict[str, Any]
+    durable: bool = True
+    auto_delete: bool = False
+    exclusive: bool = False
+
+    @property
+    def queue_type(self) -> str:
+        return str(self.arguments.get("x-queue-type", "classic"))
+
+
+@dataclass
+class _Binding:
+    vhost: str
+    source: str
+    destination: str
+    destination_type: str  # "queue" | "exchange"
+    routing_key: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class _Exchange:
+    vhost: str
+    name: str
+    type: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    internal: bool = False
+
+
+def _plain_name(text: str, fallback: str) -> str:
+    """A service, route or source name the model accepts (`[A-Za-z0-9][A-Za-z0-9_-]*`)."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_")
+    return name or fallback
+
+
+def _stream_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_").upper() or "DEFAULT"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """`name`, or `name-2`, `name-3`... when taken: sanitising can map two names onto one."""
+    candidate, count = name, 1
+    while candidate in taken or candidate.upper() in {t.upper() for t in taken}:
+        count += 1
+        candidate = f"{name}-{count}" if "_" not in name or "-" in name else f"{name}_{count}"
+    taken.add(candidate)
+    return candidate
+
+
+def _int_arg(arguments: Mapping[str, Any], name: str) -> int | None:
+    value = arguments.get(name)
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _parse_age(text: Any) -> timedelta | None:
+    """A stream queue's `x-max-age` (`7D`, `12h`, `30m`, `1Y`, `10s`) as a timedelta."""
+    match = re.fullmatch(r"(\d+)([YMDhms])", str(text))
+    if match is None:
+        return None
+    seconds = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}[match.group(2)]
+    return timedelta(seconds=int(match.group(1)) * seconds)
+
+
+def _vhost_word(vhost: str) -> str:
+    """The vhost in stream names: `/` is `DEFAULT` (a stream name cannot hold `/`)."""
+    return "DEFAULT" if vhost == "/" else vhost
+
+
+def _lifetime(queue: _Queue) -> str:
+    if queue.auto_delete:
+        return "auto-delete"
+    return "exclusive" if queue.exclusive else "transient"
+
+
+def _arguments_text(arguments: Mapping[str, Any]) -> str:
+    return f", arguments {dict(arguments)}" if arguments else ""
+
+
+def _window_for(max_age: timedelta | None) -> str | None:
+    """duplicate_window may not exceed max_age: shrink it for short-lived queues."""
+    if max_age is not None and max_age < DEFAULT_DUPLICATE_WINDOW:
+        return format_duration(max_age)
+    return None
+
+
+class _Importer:
+    """One pass over a definitions document; builds the mapping and its comments."""
+
+    def __init__(self, definitions: Mapping[str, Any], prefix: str, default_vhost: str) -> None:
+        self.prefix = prefix
+        self.exchanges: dict[tuple[str, str], _Exchange] = {}
+        for item in definitions.get("exchanges", []):
+            vhost = str(item.get("vhost", default_vhost))
+            self.exchanges[(vhost, item["name"])] = _Exchange(
+                vhost,
+                item["name"],
+                str(item.get("type", "direct")),
+                dict(item.get("arguments") or {}),
+                bool(item.get("internal", False)),
+            )
+        self.queues: dict[tuple[str, str], _Queue] = {}
+        for item in definitions.get("queues", []):
+            vhost = str(item.get("vhost", default_vhost))
+            self.queues[(vhost, item["name"])] = _Queue(
+                vhost,
+                item["name"],
+                dict(item.get("arguments") or {}),
+                bool(item.get("durable", True)),
+                bool(item.get("auto_delete", False)),
+                bool(item.get("exclusive", False)),
+            )
+        self.bindings = [
+            _Binding(
+                str(item.get("vhost", default_vhost)),
+                str(item.get("source", "")),
+                str(item["destination"]),
+                str(item.get("destination_type", "queue")),
+                str(item.get("routing_key", "")),
+                dict(item.get("arguments") or {}),
+            )
+            for item in definitions.get("bindings", [])
+        ]
+        vhosts = {v for v, _ in self.exchanges} | {v for v, _ in self.queues} | {b.vhost for b in self.bindings}
+        self.several_vhosts = len(vhosts) > 1
+        self.doc = MappingDocument(data={})
+        self.streams: list[dict[str, Any]] = []
+        self.sources: dict[str, dict[str, Any]] = {}
+        self.services: dict[str, dict[str, Any]] = {}
+        self.source_by_vhost: dict[str, str] = {}
+        self.taken_services: set[str] = set()
+        self.taken_streams: set[str] = set()
+        self.stream_of_exchange: dict[tuple[str, str], str] = {}
+        # Comments are collected against (kind, name, route) and moved to list positions at the end,
+        # because a stream's index in the file is only known once everything is added.
+        self.pending: list[tuple[tuple[str, str, int | None], str]] = []
+
+    # -- naming --------------------------------------------------------------------------------
+
+    def _source(self, vhost: str) -> str:
+        if vhost not in self.source_by_vhost:
+            name = "rabbitmq" if not self.several_vhosts else _plain_name(f"rabbitmq-{vhost}", "rabbitmq-default")
+            if vhost == "/" and self.several_vhosts:
+                name = "rabbitmq-default"
+            name = _unique(name, set(self.sources))
+            self.sources[name] = {"type": "rabbitmq", "url": AMQP_URL_REFERENCE, "vhost": vhost}
+            self.source_by_vhost[vhost] = name
+        return self.source_by_vhost[vhost]
+
+    def _subject_root(self, vhost: str, name: str, prefix: str) -> str:
+        tokens = [prefix] + ([escape_token(vhost)] if self.several_vhosts else []) + [escape_token(name)]
+        return ".".join(tokens)
+
+    def _label(self, vhost: str, name: str) -> str:
+        return f"{name}" if not self.several_vhosts else f"{name} (vhost {vhost})"
+
+    def _exchange_type(self, vhost: str, name: str) -> str | None:
+        exchange = self.exchanges.get((vhost, name))
+        if exchange is not None:
+            return exchange.type
+        return BUILTIN_TYPES.get(name)
+
+    # -- the pass ------------------------------------------------------------------------------
+
+    def run(self) -> MappingDocument:
+        self._header()
+        queue_bindings: dict[tuple[str, str], list[_Binding]] = {}
+        for binding in self.bindings:
+            if binding.destination_type == "queue":
+                queue_bindings.setdefault((binding.vhost, binding.source), []).append(binding)
+        for key in sorted(queue_bindings, key=lambda k: (k[0], k[1])):
+            vhost, exchange = key
+            if exchange == "":
+                continue  # the default exchange's implicit bindings are never exported
+            wanted = [b for b in queue_bindings[key] if not self._is_stream_queue(b.vhost, b.destination)]
+            if wanted:
+                self._exchange_service(vhost, exchange, wanted)
+        self._stream_queues()
+        self._leftovers(queue_bindings)
+        self.doc.data = {
+            "version": 1,
+            "nats": {"servers": [NATS_URL_REFERENCE], "name": "nats-bridge"},
+            "streams": self.streams,
+            "sources": self.sources,
+            "services": self.services,
+        }
+        self._relocate_comments()
+        return self.doc
+
+    def _header(self) -> None:
+        self.doc.header = [
+            "Generated by `nats-bridge import rabbitmq` from a definitions export. Review before use:",
+            "every route is in shadow mode (the bridge's own queue, bound like the legacy queues), so legacy",
+            "consumers keep every message. Comments mark what JetStream or the bridge cannot express.",
+            "The AMQP URL is read from $AMQP_URL; no credential from the export is copied.",
+        ]
+
+    def _is_stream_queue(self, vhost: str, queue: str) -> bool:
+        found = self.queues.get((vhost, queue))
+        return found is not None and found.queue_type == "stream"
+
+    def _note_stream(self, stream: str, line: str) -> None:
+        self.pending.append((("stream", stream, None), line))
+
+    def _note_service(self, service: str, line: str, route: int | None = None) -> None:
+        self.pending.append((("service", service, route), line))
+
+    def _relocate_comments(self) -> None:
+        positions = {stream["name"]: index for index, stream in enumerate(self.streams)}
+        for (kind, name, route), line in self.pending:
+            if kind == "stream":
+                self.doc.note(("streams", positions[name]), line)
+            elif route is None:
+                self.doc.note(("services", name), line)
+            else:
+                self.doc.note(("services", name, "routes", route), line)
+
+    def _exchange_service(self, vhost: str, exchange: str, bindings: list[_Binding]) -> None:
+        kind = self._exchange_type(vhost, exchange)
+        label = self._label(vhost, exchange)
+        if kind is None:
+            self.doc.header.append(
+                f"NOT MAPPED: exchange '{label}' has queue bindings but is not in the export; its type is unknown."
+            )
+            return
+        if kind not in STANDARD_TYPES:
+            queues = ", ".join(sorted({b.destination for b in bindings}))
+            self.doc.header.append(
+                f"NOT MAPPED: exchange '{label}' is of plugin type '{kind}' (queues: {queues}); the bridge "
+                "shadows only topic, direct, fanout and headers exchanges. A consistent-hash or modulus-hash "
+                "exchange spreads messages over its queues: copy each queue at cut-over with `mode: queue`, or "
+                "bind an extra topic/fanout exchange upstream of it and shadow that."
+            )
+            return
+        root = self._subject_root(vhost, exchange, self.prefix)
+        stream = _unique(
+            _stream_name(f"RMQ_{exchange}" if not self.several_vhosts else f"RMQ_{_vhost_word(vhost)}_{exchange}"),
+            self.taken_streams,
+        )
+        self.stream_of_exchange[(vhost, exchange)] = stream
+        subjects = [root, f"{root}.>"] if kind in ("topic", "direct") else [root]
+        stream_doc: dict[str, Any] = {
+            "name": stream,
+            "description": f"Shadow copy of RabbitMQ {kind} exchange '{exchange}' (vhost '{vhost}')",
+            "subjects": subjects,
+            "storage": "file",
+        }
+        self.streams.append(stream_doc)
+        service = _unique(
+            _plain_name(exchange if not self.several_vhosts else f"{vhost}-{exchange}", "default"), self.taken_services
+        )
+        source = self._source(vhost)
+        to = f"{root}.{{rk}}" if kind in ("topic", "direct") else root
+        routes: list[dict[str, Any]] = []
+        by_queue: dict[str, list[_Binding]] = {}
+        for binding in bindings:
+            by_queue.setdefault(binding.destination, []).append(binding)
+        if kind == "headers":
+            self._headers_routes(service, source, exchange, to, by_queue, routes)
+        else:
+            route_from: dict[str, Any] = {"exchange": exchange, "type": kind}
+            if kind != "fanout":
+                keys: list[str] = []
+                for binding in bindings:
+                    if binding.routing_key not in keys:
+                        keys.append(binding.routing_key)
+                route_from["bindings"] = keys
+            routes.append({"name": "shadow", "source": source, "from": route_from, "to": to})
+            for queue, queue_bindings in by_queue.items():
+                keys_text = ", ".join(f"'{b.routing_key}'" for b in queue_bindings)
+                line = f"legacy queue '{queue}'" + ("" if kind == "fanout" else f" binds {keys_text}")
+                self._note_service(service, line, 0)
+        self.services[service] = {
+            "description": f"Consumers of RabbitMQ {kind} exchange '{exchange}' (vhost '{vhost}').",
+            "routes": routes,
+        }
+        self._exchange_notes(vhost, exchange, service, stream)
+        self._queue_limits(
+            stream, stream_doc, service, routes, [self.queues.get((vhost, q)) for q in by_queue], list(by_queue)
+        )
+
+    def _headers_routes(
+        self,
+        service: str,
+        source: str,
+        exchange: str,
+        to: str,
+        by_queue: Mapping[str, list[_Binding]],
+        routes: list[dict[str, Any]],
+    ) -> None:
+        """One route per distinct argument table: a route matches on one table, as one binding does."""
+        taken_routes: set[str] = set()
+        seen: dict[str, int] = {}
+        for queue, queue_bindings in by_queue.items():
+            for binding in queue_bindings:
+                signature = repr(sorted(binding.arguments.items(), key=lambda item: item[0]))
+                if signature in seen:
+                    self._note_service(service, f"also bound this way: queue '{queue}'", seen[signature])
+                    continue
+                seen[signature] = len(routes)
+                route_from: dict[str, Any] = {"exchange": exchange, "type": "headers"}
+                if binding.arguments:
+                    route_from["arguments"] = dict(binding.arguments)
+                name = _unique(_plain_name(queue, "queue"), taken_routes)
+                routes.append({"name": name, "source": source, "from": route_from, "to": to})
+                self._note_service(service, f"bound like legacy queue '{queue}'", len(routes) - 1)
+
+    def _exchange_notes(self, vhost: str, exchange: str, service: str, stream: str) -> None:
+        found = self.exchanges.get((vhost, exchange))
+        arguments = found.arguments if found is not None else {}
+        alternate = arguments.get("alternate-exchange")
+        if alternate is not None:
+            self._note_service(
+                service,
+                f"exchange '{exchange}' has alternate-exchange '{alternate}': messages no queue takes go there; "
+                "the bridge has no equivalent (its shadow queue counts as a taker once bound). Map that exchange "
+                "too if unroutable messages matter.",
+            )
+        for binding in self.bindings:
+            if binding.destination_type != "exchange" or binding.vhost != vhost:
+                continue
+            if binding.destination == exchange:
+                self._note_service(
+                    service,
+                    f"also receives from exchange '{binding.source}' via an exchange-to-exchange binding "
+                    f"(key '{binding.routing_key}'{_arguments_text(binding.arguments)})"
+                    "; the shadow queue bound here copies those messages too.",
+                )
+        del stream
+
+    def _queue_limits(
+        self,
+        stream: str,
+        stream_doc: dict[str, Any],
+        service: str,
+        routes: list[dict[str, Any]],
+        queues: list[_Queue | None],
+        names: list[str],
+    ) -> None:
+        known = [queue for queue in queues if queue is not None]
+        self._limit_notes(stream, known)
+        for name, queue in zip(names, queues, strict=True):
+            if queue is None:
+                self._note_stream(stream, f"queue '{name}' is bound but not in the export; its limits are unknown")
+        if not known or len(known) != len(queues):
+            return
+        ttls = [_int_arg(q.arguments, "x-message-ttl") for q in known]
+        if all(ttl is not None for ttl in ttls):
+            age = timedelta(milliseconds=max(ttl for ttl in ttls if ttl is not None))
+            if age > timedelta(0):
+                kept = max(age, DEFAULT_DUPLICATE_WINDOW)
+                stream_doc["max_age"] = format_duration(kept)
+                self._note_stream(
+                    stream,
+                    "max_age from x-message-ttl (the longest of the bound queues). A queue's TTL expires "
+                    "unconsumed messages; a stream's max_age removes stored ones whether read or not."
+                    + (
+                        f" Kept {format_duration(kept)}, not the TTL's {format_duration(age)}: the duplicate "
+                        "window (which must fit in max_age) has to cover a bridge restart."
+                        if kept > age
+                        else ""
+                    ),
+                )
+        lengths = [_int_arg(q.arguments, "x-max-length") for q in known]
+        if all(length is not None for length in lengths):
+            stream_doc["max_msgs"] = max(length for length in lengths if length is not None)
+            overflows = {str(q.arguments.get("x-overflow", "drop-head")) for q in known}
+            if overflows <= {"reject-publish", "reject-publish-dlx"}:
+                stream_doc["discard"] = "new"
+                self._note_stream(
+                    stream,
+                    "max_msgs from x-max-length; x-overflow reject-publish -> discard: new (a full stream "
+                    "refuses messages and the bridge pauses its route until there is room).",
+                )
+            else:
+                stream_doc["discard"] = "old"
+                self._note_stream(stream, "max_msgs from x-max-length; x-overflow drop-head -> discard: old.")
+        sizes = [_int_arg(q.arguments, "x-max-length-bytes") for q in known]
+        if all(size is not None for size in sizes):
+            stream_doc["max_bytes"] = max(size for size in sizes if size is not None)
+            self._note_stream(stream, "max_bytes from x-max-length-bytes (the largest of the bound queues).")
+        for queue in known:
+            self._queue_notes(queue, stream, service, routes)
+
+    def _limit_notes(self, stream: str, queues: Iterable[_Queue]) -> None:
+        for queue in queues:
+            for argument in ("x-message-ttl", "x-max-length", "x-max-length-bytes"):
+                if argument in queue.arguments:
+                    self._note_stream(
+                        stream,
+                        f"queue '{queue.name}' has {argument} {queue.arguments[argument]}; the stream takes a limit "
+                        "only when every bound queue has one (then the largest), so no consumer's view is cut short.",
+                    )
+
+    def _queue_notes(self, queue: _Queue, stream: str, service: str, routes: list[dict[str, Any]]) -> None:
+        args = queue.arguments
+        name = queue.name
+        if queue.queue_type == "quorum":
+            self._note_stream(
+                stream,
+                f"queue '{name}' is a quorum queue: storage: file; in a NATS cluster consider replicas: 3 "
+                "for the same durability.",
+            )
+        elif queue.queue_type == "classic":
+            self._note_stream(stream, f"queue '{name}' is a classic queue: storage: file.")
+        dlx = args.get("x-dead-letter-exchange")
+        if dlx is not None:
+            key = args.get("x-dead-letter-routing-key")
+            target = self.stream_of_exchange.get((queue.vhost, str(dlx)))
+            where = f"stream {target}" if target else "its own stream once that exchange is mapped"
+            if target is None and self._has_queue_bindings(queue.vhost, str(dlx)):
+                where = f"the stream of exchange '{dlx}' (see its service)"
+            self._note_service(
+                service,
+                f"queue '{name}' dead-letters to exchange '{dlx}'"
+                + (f" with routing key '{key}'" if key is not None else "")
+                + f": those messages are copied by that exchange's route, into {where}. The bridge's own "
+                "undeliverable messages go to the `dead_letters:` stream (NATS_BRIDGE_DLQ), not there.",
+            )
+        if "x-max-priority" in args:
+            self._note_service(
+                service,
+                f"queue '{name}' is a priority queue (x-max-priority {args['x-max-priority']}): JetStream "
+                "delivers in stream order and has no priorities; use a separate subject per priority if it matters.",
+            )
+        if "x-expires" in args:
+            self._note_service(
+                service,
+                f"queue '{name}' expires after {args['x-expires']} ms unused (x-expires); streams do not expire. "
+                "For short-lived consumers use ephemeral or inactive_threshold consumers in NATS.",
+            )
+        if args.get("x-queue-mode") == "lazy":
+            self._note_stream(stream, f"queue '{name}' is lazy (x-queue-mode): file storage keeps messages on disk.")
+        if args.get("x-single-active-consumer"):
+            for route in routes:
+                route["from"]["single_active_consumer"] = True
+            self._note_service(
+                service,
+                f"queue '{name}' has x-single-active-consumer: the shadow queue gets it too "
+                "(single_active_consumer: true), keeping order when several bridges run.",
+            )
+        if queue.auto_delete or queue.exclusive or not queue.durable:
+            self._note_service(
+                service,
+                f"queue '{name}' is {_lifetime(queue)}: it exists only while its consumer is connected, "
+                "so its bindings may not be in every export.",
+            )
+
+    def _has_queue_bindings(self, vhost: str, exchange: str) -> bool:
+        return any(b.vhost == vhost and b.source == exchange and b.destination_type == "queue" for b in self.bindings)
+
+    def _stream_queues(self) -> None:
+        for (vhost, name), queue in sorted(self.queues.items()):
+            if queue.queue_type != "stream":
+                continue
+            root = self._subject_root(vhost, name, f"{self.prefix}-stream")
+            stream = _unique(
+                _stream_name(f"RMQS_{name}" if not self.several_vhosts else f"RMQS_{_vhost_word(vhost)}_{name}"),
+                self.taken_streams,
+            )
+            stream_doc: dict[str, Any] = {
+                "name": stream,
+                "description": f"Copy of RabbitMQ stream queue '{name}' (vhost '{vhost}')",
+                "subjects": [root, f"{root}.>"],
+                "storage": "file",
+            }
+            age = _parse_age(queue.arguments["x-max-age"]) if "x-max-age" in queue.arguments else None
+            if age is not None:
+                stream_doc["max_age"] = format_duration(age)
+                window = _window_for(age)
+                if window is not None:
+                    stream_doc["duplicate_window"] = window
+                self._note_stream(stream, f"max_age from the stream queue's x-max-age {queue.arguments['x-max-age']}.")
+            size = _int_arg(queue.arguments, "x-max-length-bytes")
+            if size is not None:
+                stream_doc["max_bytes"] = size
+                self._note_stream(stream, "max_bytes from the stream queue's x-max-length-bytes.")
+            self.streams.append(stream_doc)
+            service = _unique(
+                _plain_name(f"{name}-stream" if not self.several_vhosts else f"{vhost}-{name}-stream", "stream"),
+                self.taken_services,
+            )
+            self.services[service] = {
+                "description": f"Readers of RabbitMQ stream queue '{name}' (vhost '{vhost}').",
+                "routes": [
+                    {
+                        "name": "stream",
+                        "source": self._source(vhost),
+                        "from": {"queue": name, "mode": "stream", "stream_offset": "first"},
+                        "to": f"{root}.{{rk}}",
+                    }
+                ],
+            }
+            self._note_service(
+                service,
+                "a stream queue is read, not consumed: legacy readers are untouched. It starts at the first "
+                "offset; Msg-Ids are <queue>/<offset> and the route checkpoints like a Kafka partition.",
+                0,
+            )
+            sources = sorted({b.source for b in self.bindings if b.vhost == vhost and b.destination == name})
+            if sources:
+                self._note_service(service, "fed by exchange(s): " + ", ".join(f"'{s}'" for s in sources))
+
+    def _leftovers(self, queue_bindings: Mapping[tuple[str, str], Iterable[_Binding]]) -> None:
+        bound = {(b.vhost, b.destination) for bindings in queue_bindings.values() for b in bindings if b.source}
+        for (vhost, name), queue in sorted(self.queues.items()):
+            if (vhost, name) not in bound and queue.queue_type != "stream":
+                self.doc.header.append(
+                    f"NOT MAPPED: queue '{self._label(vhost, name)}' has no bindings: it is fed through the "
+                    "default exchange (routing key = queue name), which cannot be bound to, so it cannot be "
+                    "shadowed. At cut-over, drain it with a route `from: {queue: "
+                    f"{name}, mode: queue}}`."
+                )
+        for (vhost, name), exchange in sorted(self.exchanges.items()):
+            if (vhost, name) in self.stream_of_exchange:
+                continue
+            outgoing = [b for b in self.bindings if b.vhost == vhost and b.source == name]
+            label = self._label(vhost, name)
+            if not outgoing:
+                self.doc.header.append(f"exchange '{label}' has no bindings: nothing consumes from it; not mapped.")
+            if exchange.type not in STANDARD_TYPES and not outgoing:
+                self.doc.header.append(f"NOT MAPPED: exchange '{label}' is of plugin type '{exchange.type}'.")
+            elif any(b.destination_type == "exchange" for b in outgoing):
+                targets = ", ".join(
+                    sorted({f"'{b.destination}'" for b in outgoing if b.destination_type == "exchange"})
+                )
+                self.doc.header.append(
+                    f"exchange '{label}' routes only to exchange(s) {targets}: copied by their routes "
+                    "(an exchange-to-exchange binding)."
+                )
+            if "alternate-exchange" in exchange.arguments and not any(b.destination_type == "queue" for b in outgoing):
+                self.doc.header.append(
+                    f"exchange '{label}' has alternate-exchange '{exchange.arguments['alternate-exchange']}'; "
+                    "the bridge has no equivalent."
+                )
+
+
+def import_definitions(
+    definitions: Mapping[str, Any], prefix: str = DEFAULT_PREFIX, vhost: str = "/"
+) -> MappingDocument:
+    """A mapping document (plain data + comments) shadowing the exchanges of a definitions export.
+
+    Pure: reads nothing but `definitions`. The rules are in the module docstring. `vhost` is
+    the vhost of items that name none: a single-vhost export (`/api/definitions/<vhost>`)
+    leaves it out of every exchange, queue and binding.
+    """
+    return _Importer(definitions, prefix, vhost).run()
