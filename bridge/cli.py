@@ -16,6 +16,7 @@ from bridge.config import BridgeConfig, load_config
 from bridge.config.durations import parse_duration
 from bridge.dryrun_connect import dry_run as run_dry_run
 from bridge.dryrun_output import print_report as print_dry_run
+from bridge.dryrun_replay import DEFAULT_MAX_PAYLOAD
 from bridge.errors import BridgeError, ConfigError
 from bridge.explain import explain_amqp, explain_kafka, format_explanation
 from bridge.importers.cli import import_app
@@ -94,9 +95,21 @@ def dry_run(
     outage_budget: Annotated[
         str, typer.Option(help="Longest outage a route must survive; streams' duplicate_window must cover it.")
     ] = "2m",
+    replay_input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            help="JSONL of recorded Kafka/AMQP messages to replay through the mapping (offline; see README).",
+        ),
+    ] = None,
+    max_payload: Annotated[
+        int, typer.Option(min=1, help="NATS max_payload in bytes for --input; larger messages are dead-lettered.")
+    ] = DEFAULT_MAX_PAYLOAD,
     as_json: JsonFlag = False,
 ) -> None:
     """Check what running the file would do, without publishing, acking, committing or declaring anything.
+
+    With --input, also show what each recorded message would become, or why no route takes it.
 
     Exit 0: clean. 1: warnings only. 2: errors (or the file is invalid).
     """
@@ -105,7 +118,16 @@ def dry_run(
         budget = parse_duration(outage_budget)
     except (ValueError, BridgeError) as error:
         raise typer.BadParameter(str(error), param_hint="--outage-budget") from None
-    report = asyncio.run(run_dry_run(config, str(file), connect=connect, outage_budget=budget))
+    report = asyncio.run(
+        run_dry_run(
+            config,
+            str(file),
+            connect=connect,
+            outage_budget=budget,
+            replay_input=replay_input,
+            max_payload=max_payload,
+        )
+    )
     if as_json:
         typer.echo(json.dumps(report.as_json(), indent=2))
     else:

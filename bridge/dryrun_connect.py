@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ from nats.errors import Error as NatsError
 
 from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, RabbitMQMode, RabbitMQSource
 from bridge.dryrun import DryRunReport, Finding, Severity, offline_checks
+from bridge.dryrun_replay import DEFAULT_MAX_PAYLOAD, ReplayReport, replay_file
 from bridge.jetstream.connection import connect_nats, redact_url
 from bridge.jetstream.plan import Action, Plan, plan_streams, server_streams
 from bridge.sources.kafka import full_match_pattern
@@ -254,10 +256,22 @@ async def probe_all(config: BridgeConfig) -> tuple[list[Finding], Plan | None, d
     return findings, plan, server
 
 
-async def dry_run(config: BridgeConfig, file: str, *, connect: bool, outage_budget: timedelta) -> DryRunReport:
+async def dry_run(
+    config: BridgeConfig,
+    file: str,
+    *,
+    connect: bool,
+    outage_budget: timedelta,
+    replay_input: Path | None = None,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+) -> DryRunReport:
     """The whole dry-run: the offline checks, and with `connect` the probes (whose server streams
-    then join the capture and overlap checks)."""
+    then join the capture and overlap checks). With `replay_input` the recorded messages are
+    replayed through the mapping (bridge.dryrun_replay, offline) and the report is a ReplayReport."""
     report = DryRunReport(file)
+    if replay_input is not None:
+        report = ReplayReport(file, input_file=str(replay_input), max_payload=max_payload)
+        replay_file(config, report, replay_input, max_payload=max_payload)
     server: dict[str, list[str]] = {}
     if connect:
         findings, plan, server = await probe_all(config)

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bridge.dryrun import DryRunReport, Severity
+from bridge.dryrun_replay import ReplayReport
 from bridge.jetstream.plan import Action, show_value
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "dim"}
@@ -42,6 +43,42 @@ def print_report(report: DryRunReport, console: Console | None = None) -> None:
                     show_value(change.field, change.file),
                 )
         console.print(drift)
+    if isinstance(report, ReplayReport):
+        console.print(_messages_table(report))
     errors, warnings = report.count(Severity.ERROR), report.count(Severity.WARNING)
     verdict = "clean" if not errors and not warnings else f"{errors} error(s), {warnings} warning(s)"
     console.print(f"{report.file}: {verdict}. Nothing was published, acked, committed or declared.")
+
+
+def _messages_table(report: ReplayReport) -> Table:
+    """One row per replayed message and route that takes it, and one per message no route takes."""
+    table = Table(title=f"replay of {report.input_file} (max_payload {report.max_payload})")
+    for column in ("line", "message", "route", "subject", "Nats-Msg-Id", "size", "headers", "outcome"):
+        table.add_column(column, overflow="fold")
+    for message in report.messages:
+        line = str(message.line)
+        if not message.routed:
+            reasons = "\n".join(f"{route}: {reason}" for route, reason in message.explanation.misses)
+            outcome = f"taken by no route\n{reasons}"
+            table.add_row(line, message.explanation.message, "-", "", "", "", "", outcome, style="yellow")
+            continue
+        for verdict in message.verdicts:
+            outcome_ = verdict.outcome
+            headers = "\n".join(f"{name}: {value}" for name, value in outcome_.headers.items())
+            size = f"{outcome_.size} B ({verdict.encoded_size} B with headers)"
+            if verdict.problem is None:
+                text, style = f"publish to {', '.join(outcome_.streams)}", ""
+            else:
+                text, style = f"{verdict.fate} ({verdict.problem}): {verdict.detail}", "yellow"
+            table.add_row(
+                line,
+                message.explanation.message,
+                outcome_.route,
+                outcome_.subject or "",
+                outcome_.msg_id or "",
+                size,
+                headers,
+                text,
+                style=style,
+            )
+    return table

@@ -1,0 +1,412 @@
+"""`dry-run --input FILE.jsonl`: replay recorded messages through the mapping, offline.
+
+Offline checks say what a mapping file *could* do; a replay says what it *would* do with the
+traffic you actually have. Each recorded message goes through `bridge.explain` (which runs
+the bridge's own matching and mapping code), so the subjects, Msg-Ids, headers and sizes
+shown are the ones `run` would publish. Nothing connects anywhere: this module is pure.
+
+The input is JSON Lines, one object per line (blank lines are ignored)::
+
+    {"kafka": {"topic": "orders", "partition": 0, "offset": 17,
+               "key": "text" | {"base64": "..."} | null,
+               "value": "text" | {"base64": "..."} | null,          (null: a tombstone)
+               "headers": [["name", "text" | {"base64": "..."}], ...],
+               "timestamp_ms": 1718000000000}}                       (optional)
+    {"amqp": {"exchange": "orders", "routing_key": "order.eu.created",
+              "properties": {"content_type": "application/json", "message_id": "m-1", ...},
+              "headers": {"name": <any JSON value, or {"base64": "..."} for bytes>},
+              "body": "text" | {"base64": "..."}}}
+
+`partition`/`offset` default to 0; `properties` uses aio-pika's attribute names; an AMQP
+message may give `"queue"` instead of (or beside) `"exchange"`, as `explain --queue` does.
+A line that does not fit this shape is an error naming the file and line; the other lines
+are still replayed, so one bad record does not hide what the rest would do.
+
+Per message and matching route the fate is what the pipeline would decide:
+
+- publish: mapped, captured by a stream, and small enough;
+- unmappable (a template cannot render), no-stream (no stream in the file captures the
+  subject) or payload-too-large (payload plus header block over `--max-payload`, as the
+  server counts it): the route's `on_error` decides — dead-lettered, skipped, or the route stops.
+
+A message no route takes is reported with each route's reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.config.model import BridgeConfig, OnError, RouteConfig
+from bridge.deadletters import DeadLetterReason, encoded_size, fits
+from bridge.dryrun import DryRunReport, Finding, Severity
+from bridge.explain import Explanation, RouteOutcome, _outcome, explain_amqp, explain_kafka
+from bridge.message import KafkaOrigin, OutboundMessage, SourceMessage
+
+DEFAULT_MAX_PAYLOAD = 1024 * 1024  # NATS's default max_payload
+CHECK = "replay"
+_MAX_ERROR_FINDINGS = 10  # a binary file fed by mistake should not print one error per line
+_MAX_LINES_SHOWN = 10
+
+
+class ReplayInputError(ValueError):
+    """One line of the input file that is not a recorded message (the text names the problem)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """A recorded Kafka record, with bytes where the file had text or base64."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AmqpRecord:
+    """A recorded RabbitMQ message."""
+
+    exchange: str | None
+    routing_key: str
+    queue: str | None
+    properties: Mapping[str, Any]
+    headers: Mapping[str, Any]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RouteVerdict:
+    """What one route that takes the message would do with it."""
+
+    outcome: RouteOutcome
+    encoded_size: int  # payload plus header block: what max_payload is checked against
+    fate: str  # "publish" | "dead-letter" | "skip" | "stop"
+    problem: str | None = None  # a DeadLetterReason value when fate is not publish
+    detail: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **self.outcome.as_json(),
+            "encoded_size": self.encoded_size,
+            "fate": self.fate,
+            "problem": self.problem,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayedMessage:
+    """One input line and every route's verdict on it."""
+
+    line: int
+    source: str  # "kafka" | "amqp"
+    explanation: Explanation
+    verdicts: tuple[RouteVerdict, ...]
+
+    @property
+    def routed(self) -> bool:
+        return bool(self.verdicts)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "line": self.line,
+            "source": self.source,
+            "message": self.explanation.message,
+            "routed": self.routed,
+            "routes": [verdict.as_json() for verdict in self.verdicts],
+            "misses": [{"route": route, "reason": reason} for route, reason in self.explanation.misses],
+        }
+
+
+@dataclass(slots=True)
+class ReplayReport(DryRunReport):
+    """A dry-run report that also carries the replayed messages (`messages` in --json)."""
+
+    input_file: str = ""
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    messages: list[ReplayedMessage] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        # Explicit base call: zero-argument super() does not work in a slots dataclass.
+        document = DryRunReport.as_json(self)
+        document["input"] = {"file": self.input_file, "max_payload": self.max_payload}
+        document["messages"] = [message.as_json() for message in self.messages]
+        return document
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _required_bytes(value: object, what: str) -> bytes:
+    """Text (as UTF-8) or {"base64": "..."} as bytes."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict) and set(value) == {"base64"} and isinstance(value["base64"], str):
+        try:
+            return base64.b64decode(value["base64"], validate=True)
+        except binascii.Error as error:
+            raise ReplayInputError(f"{what}: invalid base64 ({error})") from None
+    raise ReplayInputError(f'{what} must be text or {{"base64": "..."}}, not {json.dumps(value)[:60]}')
+
+
+def _bytes(value: object, what: str) -> bytes | None:
+    """As _required_bytes, and null stays None (a tombstone value, a record without a key)."""
+    return None if value is None else _required_bytes(value, what)
+
+
+def _int(fields: Mapping[str, Any], name: str, *, default: int | None) -> int | None:
+    value = fields.get(name, default)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ReplayInputError(f"'{name}' must be a non-negative integer, not {json.dumps(value)}")
+
+
+def _only(fields: Mapping[str, Any], kind: str, allowed: set[str]) -> None:
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise ReplayInputError(
+            f"unknown key(s) in '{kind}': {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _kafka_record(fields: Mapping[str, Any]) -> KafkaRecord:
+    _only(fields, "kafka", {"topic", "partition", "offset", "key", "value", "headers", "timestamp_ms"})
+    topic = fields.get("topic")
+    if not isinstance(topic, str) or not topic:
+        raise ReplayInputError("'kafka' needs a 'topic' (text)")
+    raw_headers = fields.get("headers", [])
+    if not isinstance(raw_headers, list):
+        raise ReplayInputError("'headers' of a Kafka record must be a list of [name, value] pairs")
+    headers = []
+    for index, pair in enumerate(raw_headers):
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise ReplayInputError(f"headers[{index}] must be [name, value], not {json.dumps(pair)[:60]}")
+        headers.append((pair[0], _required_bytes(pair[1], f"headers[{index}] value")))
+    return KafkaRecord(
+        topic=topic,
+        partition=_int(fields, "partition", default=0) or 0,
+        offset=_int(fields, "offset", default=0) or 0,
+        key=_bytes(fields.get("key"), "'key'"),
+        value=_bytes(fields.get("value", ""), "'value'"),
+        headers=tuple(headers),
+        timestamp_ms=_int(fields, "timestamp_ms", default=None),
+    )
+
+
+def _header_value(value: object) -> object:
+    """AMQP header values stay as JSON gave them, except {"base64": ...}, which becomes bytes."""
+    if isinstance(value, dict) and set(value) == {"base64"}:
+        return _required_bytes(value, "header value")
+    return value
+
+
+def _amqp_record(fields: Mapping[str, Any]) -> AmqpRecord:
+    _only(fields, "amqp", {"exchange", "routing_key", "queue", "properties", "headers", "body"})
+    exchange, queue, routing_key = fields.get("exchange"), fields.get("queue"), fields.get("routing_key")
+    if exchange is None and queue is None:
+        raise ReplayInputError("'amqp' needs an 'exchange' (or a 'queue')")
+    for name, value in (("exchange", exchange), ("queue", queue)):
+        if value is not None and not isinstance(value, str):
+            raise ReplayInputError(f"'{name}' must be text")
+    if not isinstance(routing_key, str):
+        raise ReplayInputError("'amqp' needs a 'routing_key' (text; '' is allowed)")
+    properties, headers = fields.get("properties", {}), fields.get("headers", {})
+    if not isinstance(properties, dict) or not isinstance(headers, dict):
+        raise ReplayInputError("'properties' and 'headers' must be JSON objects")
+    return AmqpRecord(
+        exchange=exchange,
+        routing_key=routing_key,
+        queue=queue,
+        properties=properties,
+        headers={name: _header_value(value) for name, value in headers.items()},
+        body=_required_bytes(fields.get("body", ""), "'body'"),
+    )
+
+
+def parse_line(text: str) -> KafkaRecord | AmqpRecord:
+    """One JSONL line as a record; ReplayInputError says what is wrong with it."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ReplayInputError(f"not JSON: {error.msg} at column {error.colno}") from None
+    if not isinstance(document, dict) or len(document) != 1 or next(iter(document)) not in ("kafka", "amqp"):
+        raise ReplayInputError('expected one object {"kafka": {...}} or {"amqp": {...}}')
+    kind, fields = next(iter(document.items()))
+    if not isinstance(fields, dict):
+        raise ReplayInputError(f"'{kind}' must be a JSON object")
+    return _kafka_record(fields) if kind == "kafka" else _amqp_record(fields)
+
+
+def read_records(path: Path) -> Iterator[tuple[int, KafkaRecord | AmqpRecord | ReplayInputError]]:
+    """(line number, record or the error for that line); OSError when the file cannot be read."""
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield number, ReplayInputError(f"not UTF-8 text ({error.reason} at byte {error.start})")
+                continue
+            if not text.strip():
+                continue
+            try:
+                yield number, parse_line(text)
+            except ReplayInputError as error:
+                yield number, error
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def _explain(config: BridgeConfig, record: KafkaRecord | AmqpRecord) -> tuple[Explanation, SourceMessage | None]:
+    """explain_* on the record; with the exact message when explain's text-only inputs cannot carry it."""
+    if isinstance(record, AmqpRecord):
+        explanation = explain_amqp(
+            config,
+            exchange=record.exchange,
+            routing_key=record.routing_key,
+            headers=record.headers,
+            queue=record.queue,
+            body=record.body,
+            properties=record.properties,
+        )
+        return explanation, None
+    text_headers: dict[str, str] = {}
+    exact = record.timestamp_ms is not None or len({name for name, _ in record.headers}) != len(record.headers)
+    for name, value in record.headers:
+        try:
+            text_headers[name] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            exact = True
+    explanation = explain_kafka(
+        config,
+        topic=record.topic,
+        key=record.key,
+        partition=record.partition,
+        offset=record.offset,
+        headers=text_headers,
+        body=record.value,
+    )
+    if not exact:
+        return explanation, None
+    # explain_kafka takes headers as unique text values and no timestamp; when the record has
+    # binary or repeated headers or a timestamp, the routes it chose map the exact record instead.
+    origin = KafkaOrigin(record.topic, record.partition, record.offset, record.key, record.timestamp_ms)
+    return explanation, SourceMessage(origin=origin, body=record.value, headers=record.headers)
+
+
+def _fate(route: RouteConfig) -> str:
+    """What the pipeline does with a message its route cannot deliver (pipeline._handle_rejections)."""
+    if route.on_error is OnError.SKIP:
+        return "skip"
+    if route.on_error is OnError.STOP:
+        return "stop"
+    return "dead-letter"
+
+
+def _verdict(route: RouteConfig, outcome: RouteOutcome, body: bytes, max_payload: int) -> RouteVerdict:
+    outbound = OutboundMessage(
+        subject=outcome.subject or "", payload=body, msg_id=outcome.msg_id or "", headers=outcome.headers
+    )
+    size = encoded_size(outbound)
+    fate = _fate(route)
+    if outcome.error is not None:
+        return RouteVerdict(outcome, size, fate, DeadLetterReason.UNMAPPABLE.value, outcome.error)
+    if not outcome.streams:
+        detail = f"no stream in the file captures subject '{outcome.subject}'"
+        return RouteVerdict(outcome, size, fate, DeadLetterReason.NO_STREAM.value, detail)
+    if not fits(outbound, max_payload):
+        detail = f"{size} bytes with headers exceed max_payload {max_payload}"
+        return RouteVerdict(outcome, size, fate, DeadLetterReason.PAYLOAD_TOO_LARGE.value, detail)
+    return RouteVerdict(outcome, size, "publish")
+
+
+def replay_message(
+    config: BridgeConfig, line: int, record: KafkaRecord | AmqpRecord, *, max_payload: int = DEFAULT_MAX_PAYLOAD
+) -> ReplayedMessage:
+    """Every matching route's verdict on one recorded message (pure: no connection)."""
+    explanation, exact = _explain(config, record)
+    routes = {f"{service}/{route.name}": (service, route) for service, route in config.routes()}
+    body = (record.value if isinstance(record, KafkaRecord) else record.body) or b""
+    verdicts = []
+    for outcome in explanation.matches:
+        service, route = routes[outcome.route]
+        if exact is not None:
+            outcome = _outcome(config, service, route, exact)  # noqa: PLW2901 - the exact record's mapping replaces it
+        verdicts.append(_verdict(route, outcome, body, max_payload))
+    return ReplayedMessage(line, "kafka" if isinstance(record, KafkaRecord) else "amqp", explanation, tuple(verdicts))
+
+
+def _lines(numbers: Sequence[int]) -> str:
+    shown = ", ".join(str(number) for number in numbers[:_MAX_LINES_SHOWN])
+    more = f" and {len(numbers) - _MAX_LINES_SHOWN} more" if len(numbers) > _MAX_LINES_SHOWN else ""
+    return f"line{'s' if len(numbers) > 1 else ''} {shown}{more}"
+
+
+def replay_findings(messages: Sequence[ReplayedMessage], input_file: str) -> list[Finding]:
+    """Summaries for the findings table: unrouted and not-published messages are warnings."""
+    findings: list[Finding] = []
+    unrouted = [message.line for message in messages if not message.routed]
+    if unrouted:
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                CHECK,
+                input_file,
+                f"{len(unrouted)} of {len(messages)} message(s) taken by no route ({_lines(unrouted)})",
+            )
+        )
+    grouped: dict[tuple[str, str, str], list[tuple[int, str]]] = defaultdict(list)
+    published = 0
+    for message in messages:
+        for verdict in message.verdicts:
+            if verdict.problem is None:
+                published += 1
+            else:
+                grouped[(verdict.outcome.route, verdict.fate, verdict.problem)].append(
+                    (message.line, verdict.detail or "")
+                )
+    fate_text = {"dead-letter": "would be dead-lettered", "skip": "would be skipped", "stop": "would stop the route"}
+    for (route, fate, problem), hits in grouped.items():
+        first = hits[0][1]
+        text = f"{len(hits)} message(s) ({_lines([line for line, _ in hits])}) {fate_text[fate]} as {problem}: {first}"
+        findings.append(Finding(Severity.WARNING, CHECK, route, text))
+    findings.append(
+        Finding(
+            Severity.INFO,
+            CHECK,
+            input_file,
+            f"replayed {len(messages)} message(s): {published} publish(es) would be made",
+        )
+    )
+    return findings
+
+
+def replay_file(
+    config: BridgeConfig, report: ReplayReport, path: Path, *, max_payload: int = DEFAULT_MAX_PAYLOAD
+) -> None:
+    """Replay every line of `path` into `report`: messages, summary findings, and an error per bad line."""
+    errors: list[Finding] = []
+    try:
+        for line, record in read_records(path):
+            if isinstance(record, ReplayInputError):
+                errors.append(Finding(Severity.ERROR, CHECK, f"{path}:{line}", str(record)))
+            else:
+                report.messages.append(replay_message(config, line, record, max_payload=max_payload))
+    except OSError as error:
+        errors.append(Finding(Severity.ERROR, CHECK, str(path), f"cannot read the input file: {error}"))
+    if len(errors) > _MAX_ERROR_FINDINGS:
+        hidden = len(errors) - _MAX_ERROR_FINDINGS
+        errors = errors[:_MAX_ERROR_FINDINGS]
+        errors.append(Finding(Severity.ERROR, CHECK, str(path), f"and {hidden} more malformed line(s)"))
+    report.findings += errors
+    report.findings += replay_findings(report.messages, str(path))
