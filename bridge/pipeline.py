@@ -576,6 +576,8 @@ class RoutePipeline:
             lane_limit = 1 if lane.probing else limit
             while unsent and not lane.retrying and lane.in_flight < lane_limit:
                 entry = unsent.popleft()
+                if entry.outbound is _SKIPPED:
+                    continue  # its fate is being decided (dead letter or stop); it is queued again then
                 if not entry.floor and highest:
                     entry.stream = stream
                     entry.floor = highest

@@ -256,3 +256,24 @@ async def test_back_off_doubles_to_its_cap_with_one_retry_and_one_log_line_per_c
     for entry in [entry for entry in lane.entries if not entry.settled]:
         lane.failed(entry, STREAM_FULL)
     assert round(lane.retry_at - clock.now, 3) == 0.1
+
+
+async def test_a_message_whose_fate_is_being_decided_is_never_sent_as_a_placeholder(clock: FakeClock) -> None:
+    """A rewind or a late queueing can put a message in the send queue while its dead letter is
+    still being built: the pump must pass over its empty placeholder until it is decided."""
+    pipeline, _, publisher = make_pipeline()
+    lane = receive(pipeline, 0, 3)
+    await pipeline._pump()
+    first, *others = list(lane.entries)
+    lane.failed(first, PublishFailure("refused", "MaxPayloadError", permanent=True))
+    assert first.outbound.subject == ""  # the placeholder while its fate is decided
+    for entry in others:
+        lane.failed(entry, STREAM_FULL)
+    clock.now += 1.0
+    await pipeline._retry_due_lanes()
+    lane.unsent.appendleft(first)
+    pipeline._has_work.add(lane)
+    await pipeline._pump()
+    resent = publisher.sent[3:]
+    assert first not in resent
+    assert [entry.position for entry in resent] == [1]
