@@ -204,11 +204,19 @@ class RabbitMQRouteSource:
     async def backlog(self) -> dict[str, int]:
         """The queue's ready messages (a passive declare), which doubles as the check that
         RabbitMQ answers; raises SourceUnavailableError when it does not."""
-        channel = self._channel
-        if channel is None or channel.is_closed or self._lost.is_set():
+        connection = self._connection
+        if connection is None or connection.is_closed or self._lost.is_set():
             raise SourceUnavailableError(f"source '{self.name}': not connected (reconnecting)")
         try:
-            queue = await channel.declare_queue(self._queue, passive=True)
+            # A channel of its own: a failed passive declare closes its channel, and that must
+            # never be the one the deliveries arrive on (just after a restart a stream queue
+            # answers 404 "home node down" for a moment).
+            probe = await connection.channel(publisher_confirms=False)
+            try:
+                queue = await probe.declare_queue(self._queue, passive=True)
+            finally:
+                if not probe.is_closed:
+                    await probe.close()
         except (aiormq.exceptions.AMQPError, ConnectionError) as error:
             raise SourceUnavailableError(f"source '{self.name}': RabbitMQ does not answer: {error}") from None
         if self._mode is RabbitMQMode.STREAM:

@@ -125,9 +125,15 @@ async def publish_surely(exchange: aio_pika.abc.AbstractExchange, message: aio_p
 async def stream_offsets(url: str, queue_name: str, idle: float = 2.0) -> list[int]:
     """Every offset a stream queue holds, read from the first until nothing arrives for `idle` s."""
     connection = await aio_pika.connect(url)
-    channel = await connection.channel()
+    async with asyncio.timeout(60):
+        while True:  # just after a restart a stream queue's home node answers 404 for a moment
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(queue_name, passive=True)
+                break
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                await asyncio.sleep(0.5)
     await channel.set_qos(prefetch_count=1000)
-    queue = await channel.declare_queue(queue_name, passive=True)
     offsets: list[int] = []
     arrived = asyncio.Event()
 
