@@ -151,7 +151,11 @@ async def test_order_is_kept_per_lane_across_nats_restarts_with_many_in_flight(h
     assert {lane: len(offsets) for lane, offsets in stored.items()} == dict.fromkeys(lanes, 15000)
     for offsets in stored.values():
         assert offsets == list(range(15_000)), "each partition stored once, in offset order"
-    assert pipeline.stats.retries >= 2
+    # Both restarts dropped the connection; whether the second one still caught publishes in
+    # flight depends on timing (they may all be acknowledged between the check and the kill),
+    # so at least one resend is certain, two are not (it failed CI once at exactly that).
+    assert harness.events.disconnects >= 2
+    assert pipeline.stats.retries >= 1
     assert source.settled == dict.fromkeys(lanes, 14999)
 
 
