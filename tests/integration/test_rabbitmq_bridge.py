@@ -474,11 +474,16 @@ async def test_stream_route_survives_a_rabbitmq_restart_without_replaying(
         await asyncio.to_thread(brokers_local.brokers, "restart", "rabbitmq")
         connection = await aio_pika.connect(rabbit_vhost_url)
         channel = await connection.channel()
-        for i in range(3_000, 4_000):
-            await publish_surely(channel.default_exchange, aio_pika.Message(str(i).encode()), "events")
-        # Just after a restart RabbitMQ confirms some publishes to a stream that never land in
-        # it; what the bridge must copy is what the stream really holds.
-        in_stream = await stream_offsets(rabbit_vhost_url, "events")
+        # Just after a restart RabbitMQ confirms publishes to a stream that never land in it
+        # (for seconds, on a loaded machine): publish until the stream really grew. What the
+        # bridge must copy is what the stream really holds.
+        async with asyncio.timeout(120):
+            while True:
+                for i in range(3_000, 4_000):
+                    await publish_surely(channel.default_exchange, aio_pika.Message(str(i).encode()), "events")
+                in_stream = await stream_offsets(rabbit_vhost_url, "events")
+                if len(in_stream) > 3_000:
+                    break
         length = len(in_stream)
         assert in_stream == list(range(length))
         assert length > 3_000, "sanity: the stream grew after the restart"
