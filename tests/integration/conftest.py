@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from kafka_helpers import BridgeProcess
+from nats.aio.client import Client as NatsClient
 
 
 @pytest.fixture
@@ -23,3 +24,9 @@ def bridge_process(tmp_path: Path) -> Iterator[Callable[[Path], BridgeProcess]]:
     for process in made:
         if process.alive():
             process.kill()
+
+
+@pytest.fixture
+def nc(nats_client: NatsClient) -> NatsClient:
+    """The connected test client, under the short name the end-to-end tests use."""
+    return nats_client

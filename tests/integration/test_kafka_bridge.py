@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,15 +44,6 @@ def assert_exactly_once_in_order(stored: dict[int, list[int]], produced: dict[in
         count = produced[partition]
         assert len(offsets) == count, f"partition {partition}: {len(offsets)} stored, {count} produced"
         assert offsets == list(range(count)), f"partition {partition} is not stored once each, in order"
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_url, connect_timeout=5)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def run_in_process(mapping: Path, until: Callable[[], Awaitable[bool]], timeout: float = 60) -> Bridge:

@@ -37,11 +37,6 @@ pytestmark = pytest.mark.timeout(300)
 TopicFactory = Callable[..., Awaitable[str]]
 
 
-@pytest.fixture
-def nc(nats_client: NatsClient) -> NatsClient:
-    return nats_client
-
-
 def mapping_text(*, nats_url: str, bootstrap: str, stream: str, topic: str, stream_extra: str = "") -> str:
     subject = stream.lower()
     text = textwrap.dedent(f"""\

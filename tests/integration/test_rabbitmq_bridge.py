@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aio_pika
 import brokers_local
-import nats
 import pytest
 from kafka_helpers import BridgeProcess, wait_for_count
 from nats.aio.client import Client as NatsClient
@@ -29,15 +28,6 @@ from bridge.runner import Bridge, RunSettings
 BridgeFactory = Callable[[Path], BridgeProcess]
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.nats]
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_url, connect_timeout=5)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def stored(nc: NatsClient, stream: str) -> list[tuple[str, dict[str, str], bytes]]:

@@ -27,14 +27,13 @@ import subprocess
 import textwrap
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiormq
 import brokers_local
-import nats
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
@@ -52,15 +51,6 @@ TOTAL = 100_000
 KILL_AT = 30_000  # stored messages before one instance is killed: a good part, far from all
 EXCHANGE = "orders"
 SHADOW_QUEUE = "nats-bridge.svc.r"  # shadow_queue_name("svc", "r")
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_url, connect_timeout=5)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 class Phases:
