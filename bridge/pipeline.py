@@ -83,6 +83,7 @@ class RouteStats:
     skipped: int = 0  # filtered at the source or skipped by `on_error: skip`
     filtered: int = 0
     already_stored: int = 0
+    reread: int = 0  # positions a source handed over again within one assignment (dropped)
     retries: int = 0
     failures: int = 0
     failures_by_kind: dict[str, int] = field(default_factory=dict)
@@ -111,6 +112,7 @@ class LaneState:
         "key",
         "pipeline",
         "probing",
+        "read_through",
         "retry_at",
         "retrying",
         "revoked",
@@ -127,6 +129,7 @@ class LaneState:
         self.entries: deque[InFlight] = deque()
         self.unsent: deque[InFlight] = deque()
         self.watermark: int | None = None  # highest position known stored, with all before it
+        self.read_through: int | None = None  # highest position the source handed over
         self.seq = 0  # stream sequence of the message at the watermark
         self.stream = ""  # and the stream that holds it
         self.scan_from: dict[str, int] = dict(pipeline.stored_index.scan_from.get(key, {}))
@@ -534,6 +537,13 @@ class RoutePipeline:
             lane = lanes.get(received.lane)
             if lane is None:
                 lane = lanes[received.lane] = LaneState(received.lane, self)
+            if lane.read_through is not None and received.position <= lane.read_through:
+                # A lane's positions only grow while it is assigned; one handed over again is
+                # already in this lane (a client re-fetch, a stream consumer restarting at its
+                # chunk's start) and publishing it twice could store it twice.
+                self._reread(lane, received.position)
+                continue
+            lane.read_through = received.position
             message = received.message
             if message is None or stored.contains(received.lane, received.position):
                 entry = InFlight(_SKIPPED, lane, received.position)
@@ -562,6 +572,17 @@ class RoutePipeline:
             lane.entries.append(entry)
             lane.unsent.append(entry)
             self._has_work.add(lane)
+
+    def _reread(self, lane: LaneState, position: int) -> None:
+        if not self.stats.reread:
+            log.warning(
+                "route %s lane %s: the source handed over position %d again (read through %s); dropped",
+                self.route.key,
+                lane_label(lane.key),
+                position,
+                lane.read_through,
+            )
+        self.stats.reread += 1
 
     async def _pump(self) -> None:
         """Send what lanes have queued, in lane order, within each lane's in-flight limit."""

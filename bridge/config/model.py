@@ -536,9 +536,7 @@ class DeadLetterConfig(Strict):
     The stream is declared when any route dead-letters.
     """
 
-    stream: str = Field(
-        "NATS_BRIDGE_DLQ", pattern=r"^[^\s.*>/\\]+$", description="Stream that keeps the dead letters."
-    )
+    stream: str = Field("NATS_BRIDGE_DLQ", pattern=r"^[^\s.*>/\\]+$", description="Stream that keeps the dead letters.")
     subject_prefix: str = Field(
         "nats-bridge.dlq",
         description="Dead letters are published to `<subject_prefix>.<service>.<route>`.",

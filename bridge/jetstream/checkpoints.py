@@ -66,6 +66,14 @@ def lane_position_from_headers(headers: Mapping[str, str] | None) -> tuple[Lane,
     return None
 
 
+def _resume_summary(lane: Lane, checkpoint: Checkpoint, found: set[int] | None) -> str:
+    """One lane's resume point for the log: what an operator (or a failing test) needs to
+    tell where a restart picked up."""
+    scan = ",".join(f"{stream}@{seq}" for stream, seq in sorted(checkpoint.scan_from.items()))
+    after = f"{len(found)} found {min(found)}..{max(found)}" if found else "none found"
+    return f"{lane_label(lane)} through {checkpoint.position}, scan from {scan or '-'}, {after}"
+
+
 class JetStreamCheckpoints:
     """Checkpointer backed by a KV bucket and a scan of the streams' tails.
 
@@ -148,10 +156,11 @@ class JetStreamCheckpoints:
             await self._scan(stream, start, checkpoints, index)
         if checkpoints:
             log.info(
-                "%s: resuming %d lane(s) from checkpoints; %d message(s) found stored after them",
+                "%s: resuming %d lane(s) from checkpoints; %d message(s) found stored after them (%s)",
                 scope,
                 len(checkpoints),
                 sum(len(found) for found in index.positions.values()),
+                "; ".join(_resume_summary(lane, cp, index.positions.get(lane)) for lane, cp in checkpoints.items()),
             )
         return index
 
@@ -184,6 +193,7 @@ class JetStreamCheckpoints:
         )
         consumer = await self._js.add_consumer(stream, config)
         subscription = await self._js.pull_subscribe_bind(durable=consumer.name, stream=stream)
+        scanned = 0
         try:
             seq = start - 1
             while seq < last:
@@ -192,7 +202,14 @@ class JetStreamCheckpoints:
                     # it cannot fill.
                     messages = await subscription.fetch(min(SCAN_BATCH, last - seq), timeout=2.0)
                 except TimeoutError:
-                    break  # the rest of the range was removed (limits) while scanning
+                    # Either the rest of the range was removed (limits) while scanning, or the
+                    # server is slow. Only the first may end the scan: a scan that stops short
+                    # would let the lane store again what it missed.
+                    first = (await self._js.stream_info(stream)).state.first_seq
+                    if first > last:
+                        break
+                    raise
+                scanned += len(messages)
                 for message in messages:
                     seq = message.metadata.sequence.stream
                     found = lane_position_from_headers(message.headers)
@@ -203,6 +220,7 @@ class JetStreamCheckpoints:
                     if checkpoint is not None and position > checkpoint.position:
                         index.positions.setdefault(lane, set()).add(position)
         finally:
+            log.info("scanned stream %s from sequence %d to %d: %d message(s)", stream, start, last, scanned)
             await subscription.unsubscribe()
             with contextlib.suppress(NotFoundError):
                 await self._js.delete_consumer(stream, consumer.name)

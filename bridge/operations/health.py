@@ -188,6 +188,7 @@ class HealthMonitor:
                     "dead_lettered": dict(stats.dead_lettered),
                     "skipped": stats.skipped,
                     "already_stored": stats.already_stored,
+                    "reread": stats.reread,
                     "publish_errors": dict(stats.failures_by_kind),
                     "retries": stats.retries,
                     "in_flight": pipeline.unsettled,

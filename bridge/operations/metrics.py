@@ -88,6 +88,7 @@ class BridgeCollector(Collector):
             for reason, count in (
                 ("filtered", stats.filtered),
                 ("already-stored", stats.already_stored),
+                ("re-read", stats.reread),
                 ("on-error", skip_on_error),
             ):
                 skipped.add_metric([*labels, reason], count)

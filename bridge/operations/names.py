@@ -56,7 +56,8 @@ SKIPPED = _m(
     "messages_skipped_total",
     "counter",
     (*ROUTE, "reason"),
-    "Messages settled without a publish: filtered, already stored before a restart, or on_error: skip.",
+    "Messages not published: filtered, already stored before a restart, on_error: skip, or re-read "
+    "(a position the source handed over twice).",
 )
 PUBLISH_ERRORS = _m(
     "publish_errors_total",

@@ -161,11 +161,11 @@ async def wait_for_count(
         await asyncio.sleep(0.05)
 
 
-async def stored_offsets(nc: NatsClient, stream: str) -> dict[int, list[int]]:
-    """partition -> Kafka offsets in stream order, from the Kafka-* headers of every stored message."""
+async def stored_records(nc: NatsClient, stream: str) -> list[tuple[int, int, int]]:
+    """(partition, Kafka offset, stream sequence) of every stored message, in stream order."""
     js = nc.jetstream(timeout=20)
     total = (await js.stream_info(stream)).state.messages
-    found: dict[int, list[int]] = {}
+    found: list[tuple[int, int, int]] = []
     if total == 0:
         return found
     config = js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.NONE, headers_only=True)
@@ -175,7 +175,29 @@ async def stored_offsets(nc: NatsClient, stream: str) -> dict[int, list[int]]:
         batch = await subscription.fetch(min(remaining, 2000), timeout=20)
         for message in batch:
             headers = message.headers or {}
-            found.setdefault(int(headers["Kafka-Partition"]), []).append(int(headers["Kafka-Offset"]))
+            found.append(
+                (int(headers["Kafka-Partition"]), int(headers["Kafka-Offset"]), message.metadata.sequence.stream)
+            )
         remaining -= len(batch)
     await subscription.unsubscribe()
     return found
+
+
+async def stored_offsets(nc: NatsClient, stream: str) -> dict[int, list[int]]:
+    """partition -> Kafka offsets in stream order, from the Kafka-* headers of every stored message."""
+    found: dict[int, list[int]] = {}
+    for partition, offset, _ in await stored_records(nc, stream):
+        found.setdefault(partition, []).append(offset)
+    return found
+
+
+def describe_duplicates(records: Iterable[tuple[int, int, int]]) -> str:
+    """For a failure message: each (partition, offset) stored more than once, with its sequences."""
+    seqs: dict[tuple[int, int], list[int]] = {}
+    for partition, offset, seq in records:
+        seqs.setdefault((partition, offset), []).append(seq)
+    doubled = sorted((key, found) for key, found in seqs.items() if len(found) > 1)
+    if not doubled:
+        return "no (partition, offset) stored twice"
+    shown = "; ".join(f"p{p}@{o}: seqs {s}" for (p, o), s in doubled[:5] + doubled[-5:])
+    return f"{len(doubled)} stored twice, first and last: {shown}"

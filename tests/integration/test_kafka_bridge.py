@@ -19,8 +19,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka_helpers import (
     BridgeProcess,
+    describe_duplicates,
     fill_topic,
     stored_offsets,
+    stored_records,
     wait_for_count,
     write_mapping,
 )
@@ -155,9 +157,15 @@ async def test_sigkill_three_times_and_restarts_after_the_duplicate_window_store
     await wait_for_count(nc, stream, total, timeout=180, bridges=[bridge])
     await asyncio.sleep(2)  # anything stored twice would arrive now
     assert bridge.terminate() == 0, bridge.log()
-    stored = await stored_offsets(nc, stream)
+    records = await stored_records(nc, stream)
+    stored: dict[int, list[int]] = {}
+    for partition, offset, _ in records:
+        stored.setdefault(partition, []).append(offset)
     produced = {p: total // partitions + (1 if p < total % partitions else 0) for p in range(partitions)}
-    assert_exactly_once_in_order(stored, produced)
+    try:
+        assert_exactly_once_in_order(stored, produced)
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}\n{describe_duplicates(records)}\n{bridge.log()}") from None
 
 
 async def test_nats_server_restarted_mid_run_loses_nothing_and_keeps_order(

@@ -27,6 +27,7 @@ from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.mapping import CompiledRoute
 from bridge.message import KafkaOrigin, SourceMessage
 from bridge.pipeline import PipelineSettings, RoutePipeline, RouteStoppedError
+from bridge.sources.base import Received
 from bridge.sources.memory import MemorySource
 
 pytestmark = pytest.mark.nats
@@ -295,3 +296,38 @@ async def test_strict_ordering_keeps_one_publish_in_flight_per_lane(harness: Har
     assert 1 <= most_in_flight <= 3
     stored = await harness.stored_positions("ORDERS")
     assert all(offsets == list(range(1_000)) for offsets in stored.values())
+
+
+class RefetchingSource(MemorySource):
+    """Hands one lane's first positions over a second time, as a client re-fetch would."""
+
+    def __init__(self, lanes: dict[tuple[str, int], list[SourceMessage | None]], lane: tuple[str, int], count: int):
+        super().__init__(lanes)
+        self.again = (lane, count)
+        self.refetched = False
+
+    async def fetch(self, max_messages: int, wait: float) -> list[Received]:
+        batch = list(await super().fetch(max_messages, wait))
+        if not batch and self.exhausted() and not self.refetched:
+            await asyncio.sleep(1.5)  # past the duplicate window: JetStream would store them again
+            lane, count = self.again
+            self.refetched = True
+            return [Received(lane, position, self.lanes[lane][position]) for position in range(count)]
+        return batch
+
+
+async def test_positions_a_source_hands_over_twice_are_published_once(harness: Harness) -> None:
+    await harness.js.add_stream(name="ORDERS", subjects=["orders.>"], duplicate_window=1.0)
+    lanes = kafka_lanes(partitions=2, per_partition=1_000)
+    source = RefetchingSource(lanes, ("orders", 1), 300)
+    async with JetStreamPublisher(harness.nc) as publisher:  # type: ignore[arg-type]
+        harness.events.add(publisher)
+        pipeline = RoutePipeline(compiled_route(), source, publisher)
+        await run_until(
+            pipeline, lambda: source.refetched and pipeline.unsettled == 0 and source.settled.get(("orders", 1)) == 999
+        )
+        await asyncio.sleep(0.5)  # a second copy, had one been sent, is stored by now
+    assert pipeline.stats.reread == 300
+    assert pipeline.stats.published == 2_000
+    stored = await harness.stored_positions("ORDERS")
+    assert stored == {("orders", 0): list(range(1_000)), ("orders", 1): list(range(1_000))}

@@ -35,6 +35,8 @@ services:
     routes:
       - {name: r, source: kafka, from: {topics: [t]}, to: "t.{partition}"}
 """
+
+
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     """configure_logging rewires the root logger; later tests must get it back as it was."""
