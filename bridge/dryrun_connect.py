@@ -35,9 +35,10 @@ from nats.errors import Error as NatsError
 from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, RabbitMQMode, RabbitMQSource
 from bridge.dryrun import DryRunReport, Finding, Severity, offline_checks
 from bridge.dryrun_replay import DEFAULT_MAX_PAYLOAD, ReplayReport, replay_file
+from bridge.dryrun_sample import sample_into
 from bridge.jetstream.connection import connect_nats, redact_url
 from bridge.jetstream.plan import Action, Plan, plan_streams, server_streams
-from bridge.sources.kafka import full_match_pattern
+from bridge.sources.kafka import full_match_pattern, kafka_client_options
 from bridge.sources.rabbitmq import amqp_url, shadow_queue_name
 
 PROBE_TIMEOUT = 5.0  # seconds per broker: a dry-run must answer quickly, also when a broker is down
@@ -181,16 +182,10 @@ async def probe_kafka(config: BridgeConfig, name: str, source: KafkaSource) -> l
     """Read one Kafka cluster's topic list and check the routes' topics against it."""
     servers = ",".join(source.bootstrap_servers)
     subject = f"kafka source '{name}'"
-    options: dict[str, Any] = {
-        "bootstrap_servers": source.bootstrap_servers,
-        "client_id": f"{source.client_id}-dry-run",
+    options = {
+        **kafka_client_options(source, client_suffix="-dry-run"),
         "request_timeout_ms": int(PROBE_TIMEOUT * 1000),
-        "security_protocol": source.security_protocol,
     }
-    if source.sasl_mechanism is not None:
-        options["sasl_mechanism"] = source.sasl_mechanism
-        options["sasl_plain_username"] = source.sasl_username
-        options["sasl_plain_password"] = source.sasl_password.get_secret_value() if source.sasl_password else None
     admin = AIOKafkaAdminClient(**options)
     try:
         await asyncio.wait_for(admin.start(), PROBE_TIMEOUT * 2)
@@ -264,14 +259,21 @@ async def dry_run(
     outage_budget: timedelta,
     replay_input: Path | None = None,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
+    sample: int | None = None,
+    sample_duration: float = 10.0,
 ) -> DryRunReport:
     """The whole dry-run: the offline checks, and with `connect` the probes (whose server streams
     then join the capture and overlap checks). With `replay_input` the recorded messages are
-    replayed through the mapping (bridge.dryrun_replay, offline) and the report is a ReplayReport."""
+    replayed through the mapping (bridge.dryrun_replay, offline), with `sample` messages read
+    live without consuming (bridge.dryrun_sample); either way the report is a ReplayReport."""
     report = DryRunReport(file)
     if replay_input is not None:
         report = ReplayReport(file, input_file=str(replay_input), max_payload=max_payload)
         replay_file(config, report, replay_input, max_payload=max_payload)
+    elif sample is not None:
+        label = f"live sample of up to {sample} message(s) per topic, exchange or stream queue"
+        report = ReplayReport(file, input_file=label, max_payload=max_payload)
+        await sample_into(report, config, sample, sample_duration)
     server: dict[str, list[str]] = {}
     if connect:
         findings, plan, server = await probe_all(config)

@@ -52,11 +52,14 @@ def print_report(report: DryRunReport, console: Console | None = None) -> None:
 
 def _messages_table(report: ReplayReport) -> Table:
     """One row per replayed message and route that takes it, and one per message no route takes."""
-    table = Table(title=f"replay of {report.input_file} (max_payload {report.max_payload})")
-    for column in ("line", "message", "route", "subject", "Nats-Msg-Id", "size", "headers", "outcome"):
+    sampled = bool(report.where)
+    title = report.input_file if sampled else f"replay of {report.input_file}"
+    table = Table(title=f"{title} (max_payload {report.max_payload})")
+    first = "read from" if sampled else "line"
+    for column in (first, "message", "route", "subject", "Nats-Msg-Id", "size", "headers", "outcome"):
         table.add_column(column, overflow="fold")
-    for message in report.messages:
-        line = str(message.line)
+    for index, message in enumerate(report.messages):
+        line = report.where[index] if sampled else str(message.line)
         if not message.routed:
             reasons = "\n".join(f"{route}: {reason}" for route, reason in message.explanation.misses)
             outcome = f"taken by no route\n{reasons}"

@@ -46,7 +46,7 @@ from typing import Any
 from bridge.config.model import BridgeConfig, OnError, RouteConfig
 from bridge.deadletters import DeadLetterReason, encoded_size, fits
 from bridge.dryrun import DryRunReport, Finding, Severity
-from bridge.explain import Explanation, RouteOutcome, _outcome, explain_amqp, explain_kafka
+from bridge.explain import Explanation, RouteOutcome, explain_amqp, explain_kafka, route_outcome
 from bridge.message import KafkaOrigin, OutboundMessage, SourceMessage
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024  # NATS's default max_payload
@@ -135,12 +135,15 @@ class ReplayReport(DryRunReport):
     input_file: str = ""
     max_payload: int = DEFAULT_MAX_PAYLOAD
     messages: list[ReplayedMessage] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)  # a live sample: where each message was read
 
     def as_json(self) -> dict[str, Any]:
         # Explicit base call: zero-argument super() does not work in a slots dataclass.
         document = DryRunReport.as_json(self)
         document["input"] = {"file": self.input_file, "max_payload": self.max_payload}
         document["messages"] = [message.as_json() for message in self.messages]
+        for message, where in zip(document["messages"], self.where, strict=False):
+            message["read_from"] = where
         return document
 
 
@@ -331,17 +334,26 @@ def _verdict(route: RouteConfig, outcome: RouteOutcome, body: bytes, max_payload
 
 
 def replay_message(
-    config: BridgeConfig, line: int, record: KafkaRecord | AmqpRecord, *, max_payload: int = DEFAULT_MAX_PAYLOAD
+    config: BridgeConfig,
+    line: int,
+    record: KafkaRecord | AmqpRecord,
+    *,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+    exact: SourceMessage | None = None,
 ) -> ReplayedMessage:
-    """Every matching route's verdict on one recorded message (pure: no connection)."""
-    explanation, exact = _explain(config, record)
+    """Every matching route's verdict on one recorded message (pure: no connection).
+
+    `exact` is the message exactly as a source built it (a live sample): the routes that take
+    the record then map it, headers, properties and stream offset included."""
+    explanation, derived = _explain(config, record)
+    exact = exact or derived
     routes = {f"{service}/{route.name}": (service, route) for service, route in config.routes()}
     body = (record.value if isinstance(record, KafkaRecord) else record.body) or b""
     verdicts = []
     for outcome in explanation.matches:
         service, route = routes[outcome.route]
         if exact is not None:
-            outcome = _outcome(config, service, route, exact)  # noqa: PLW2901 - the exact record's mapping replaces it
+            outcome = route_outcome(config, service, route, exact)  # noqa: PLW2901 - the exact record's mapping replaces it
         verdicts.append(_verdict(route, outcome, body, max_payload))
     return ReplayedMessage(line, "kafka" if isinstance(record, KafkaRecord) else "amqp", explanation, tuple(verdicts))
 

@@ -102,7 +102,7 @@ def explain_amqp(
             stream_offset=0 if route.from_.effective_mode is RabbitMQMode.STREAM else None,
         )
         message = SourceMessage(origin=origin, body=body, headers=header_items)
-        explanation.matches.append(_outcome(config, service, route, message))
+        explanation.matches.append(route_outcome(config, service, route, message))
     if not any(isinstance(route.from_, FromRabbitMQ) for _, route in config.routes()):
         explanation.misses.append(("*", "the mapping file has no RabbitMQ routes"))
     return explanation
@@ -136,7 +136,7 @@ def explain_kafka(
             continue
         origin = KafkaOrigin(topic=topic, partition=partition, offset=offset, key=key)
         message = SourceMessage(origin=origin, body=body, headers=header_items)
-        explanation.matches.append(_outcome(config, service, route, message))
+        explanation.matches.append(route_outcome(config, service, route, message))
     if not any(isinstance(route.from_, FromKafka) for _, route in config.routes()):
         explanation.misses.append(("*", "the mapping file has no Kafka routes"))
     return explanation
@@ -172,7 +172,9 @@ def _amqp_miss_reason(
     return f"{subscription.type} binding key(s) {keys} do not match routing key '{routing_key}'"
 
 
-def _outcome(config: BridgeConfig, service: str, route: RouteConfig, message: SourceMessage) -> RouteOutcome:
+def route_outcome(config: BridgeConfig, service: str, route: RouteConfig, message: SourceMessage) -> RouteOutcome:
+    """What `run` would publish for this message on this route: the bridge's own mapping code,
+    so explain, dry-run replays and samples can never disagree with a running bridge."""
     source = config.sources[route.source]
     cluster = source.cluster_name if isinstance(source, KafkaSource) else None
     compiled = CompiledRoute.compile(service, route, cluster)

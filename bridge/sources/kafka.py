@@ -41,6 +41,33 @@ def full_match_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(f"(?:{pattern})\\Z")
 
 
+def kafka_client_options(source: KafkaSource, *, client_suffix: str = "") -> dict[str, Any]:
+    """Connection settings every aiokafka client of a source shares (consumer, admin, dry-run)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": source.bootstrap_servers,
+        "client_id": source.client_id + client_suffix,
+        "security_protocol": source.security_protocol,
+    }
+    if source.sasl_mechanism is not None:
+        options["sasl_mechanism"] = source.sasl_mechanism
+        options["sasl_plain_username"] = source.sasl_username
+        if source.sasl_password is not None:
+            options["sasl_plain_password"] = source.sasl_password.get_secret_value()
+    return options
+
+
+def kafka_message(record: Any) -> SourceMessage:
+    """A consumed record as the pipeline sees it (aiokafka's ConsumerRecord is untyped)."""
+    origin = KafkaOrigin(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        timestamp_ms=record.timestamp,
+    )
+    return SourceMessage(origin, record.value, tuple(record.headers))
+
+
 class KafkaTopicSource:
     """One route's subscription: a topic list or regex, in one consumer group."""
 
@@ -70,8 +97,7 @@ class KafkaTopicSource:
         source = self._source
         start = self._subscription.start
         options: dict[str, Any] = {
-            "bootstrap_servers": source.bootstrap_servers,
-            "client_id": source.client_id,
+            **kafka_client_options(source),
             "group_id": self._group,
             "enable_auto_commit": False,
             "auto_offset_reset": "latest" if start == "latest" else "earliest",
@@ -83,13 +109,7 @@ class KafkaTopicSource:
             "rebalance_timeout_ms": 60_000,
             # Topics created after start (and new regex matches) are noticed within this.
             "metadata_max_age_ms": 30_000,
-            "security_protocol": source.security_protocol,
         }
-        if source.sasl_mechanism is not None:
-            options["sasl_mechanism"] = source.sasl_mechanism
-            options["sasl_plain_username"] = source.sasl_username
-            if source.sasl_password is not None:
-                options["sasl_plain_password"] = source.sasl_password.get_secret_value()
         return options
 
     async def start(self, owner: LaneOwner) -> None:
@@ -128,16 +148,7 @@ class KafkaTopicSource:
                 if record.value is None and skip_tombstones:
                     received.append(Received(lane, record.offset, None))
                     continue
-                origin = KafkaOrigin(
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    key=record.key,
-                    timestamp_ms=record.timestamp,
-                )
-                received.append(
-                    Received(lane, record.offset, SourceMessage(origin, record.value, tuple(record.headers)))
-                )
+                received.append(Received(lane, record.offset, kafka_message(record)))
         return received
 
     async def settle(self, watermarks: Mapping[Lane, int]) -> None:

@@ -334,28 +334,43 @@ class RabbitMQRouteSource:
         headers = dict(properties.headers or {})
         offset: int | None = None
         if stream:
-            raw = headers.pop(STREAM_OFFSET_HEADER, None)
-            if not isinstance(raw, int):
+            offset, headers = stream_offset_of(delivered)
+            if offset is None:
                 log.error("source %s: stream delivery without x-stream-offset; not settled", self.name)
                 return None
-            offset = raw
             self._stream_tags.append((offset, tag))
             self._stream_next = offset + 1
-        values: dict[str, Any] = {}
-        for attribute, name in _PROPERTY_NAMES.items():
-            value = getattr(properties, attribute, None)
-            if value is not None:
-                values[name] = value
-        origin = AmqpOrigin(
-            exchange=delivery.exchange or "",  # type: ignore[union-attr]
-            routing_key=delivery.routing_key or "",  # type: ignore[union-attr]
-            queue=self._queue,
-            properties=values,
-            redelivered=bool(delivery.redelivered),  # type: ignore[union-attr]
-            stream_offset=offset,
-        )
-        message = SourceMessage(origin, delivered.body, tuple(headers.items()))
+        message = amqp_message(delivered, self._queue, headers, offset)
         return Received(lane, offset if offset is not None else tag, message)
+
+
+def stream_offset_of(delivered: DeliveredMessage) -> tuple[int | None, dict[str, Any]]:
+    """A stream delivery's offset, and its headers without the offset header RabbitMQ adds."""
+    headers = dict(delivered.header.properties.headers or {})
+    raw = headers.pop(STREAM_OFFSET_HEADER, None)
+    return (raw if isinstance(raw, int) else None), headers
+
+
+def amqp_message(
+    delivered: DeliveredMessage, queue: str | None, headers: Mapping[str, Any], stream_offset: int | None
+) -> SourceMessage:
+    """A delivery as the pipeline sees it: the AMQP properties under aio-pika's names."""
+    delivery = delivered.delivery
+    properties = delivered.header.properties
+    values: dict[str, Any] = {}
+    for attribute, name in _PROPERTY_NAMES.items():
+        value = getattr(properties, attribute, None)
+        if value is not None:
+            values[name] = value
+    origin = AmqpOrigin(
+        exchange=delivery.exchange or "",  # type: ignore[union-attr]
+        routing_key=delivery.routing_key or "",  # type: ignore[union-attr]
+        queue=queue,
+        properties=values,
+        redelivered=bool(delivery.redelivered),  # type: ignore[union-attr]
+        stream_offset=stream_offset,
+    )
+    return SourceMessage(origin, delivered.body, tuple(headers.items()))
 
 
 def _reply_text(error: aiormq.exceptions.AMQPError) -> str:
