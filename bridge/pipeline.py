@@ -110,6 +110,8 @@ class LaneState:
         "entries",
         "in_flight",
         "key",
+        "known_through",
+        "loaded_through",
         "pipeline",
         "probing",
         "read_through",
@@ -132,7 +134,13 @@ class LaneState:
         self.read_through: int | None = None  # highest position the source handed over
         self.seq = 0  # stream sequence of the message at the watermark
         self.stream = ""  # and the stream that holds it
-        self.scan_from: dict[str, int] = dict(pipeline.stored_index.scan_from.get(key, {}))
+        index = pipeline.stored_index
+        self.scan_from: dict[str, int] = dict(index.scan_from.get(key, {}))
+        # What the checkpoint read at assignment already vouches for: a checkpoint written while
+        # the watermark is still below it (the source resumed from an older commit) must not
+        # vouch for less, or a later restart would store again what lies in between.
+        self.loaded_through = index.through.get(key, -1)
+        self.known_through = max(self.loaded_through, max(index.positions.get(key, ()), default=-1))
         self.retrying = False
         self.revoked = False
         self.retry_at = 0.0
@@ -232,7 +240,6 @@ class LaneState:
         message of the lane past the watermark could already be stored."""
         if self.watermark is None:
             return None
-        scan_from = dict(self.scan_from)
         floors: dict[str, int] = {}
         if self.seq:
             floors[self.stream] = self.seq
@@ -245,8 +252,15 @@ class LaneState:
                 # sequence known when it was first sent (a resent watermark message can be
                 # stored after it, so the watermark's own sequence is no floor for it).
                 floors[entry.stream] = min(entry.floor + 1, floors.get(entry.stream, entry.floor + 1))
-        scan_from.update(floors)
-        return Checkpoint(self.watermark, scan_from)
+        scan_from = dict(self.scan_from)
+        if self.watermark >= self.known_through:
+            scan_from.update(floors)  # everything known before this run is at or below the watermark
+        else:
+            # Messages found stored after the loaded checkpoint may still lie above the
+            # watermark: keep looking from where that checkpoint said, or lower.
+            for stream, seq in floors.items():
+                scan_from[stream] = min(seq, scan_from.get(stream, seq))
+        return Checkpoint(max(self.watermark, self.loaded_through), scan_from)
 
 
 @dataclass(slots=True)

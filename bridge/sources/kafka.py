@@ -235,7 +235,32 @@ class KafkaTopicSource:
         if consumer is not None and self._paused:
             consumer.pause(*partitions)
         if self._owner is not None and partitions:
-            await self._owner.lanes_assigned([(tp.topic, tp.partition) for tp in partitions])
+            stored = await self._owner.lanes_assigned([(tp.topic, tp.partition) for tp in partitions])
+            if consumer is not None:
+                await self._skip_stored(consumer, partitions, stored)
+
+    async def _skip_stored(
+        self, consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition], stored: Mapping[Lane, int]
+    ) -> None:
+        """Start after what the checkpoints say is stored when the group's commit is older (the
+        bridge died between a checkpoint and its commit): re-reading it would only skip it."""
+        for tp in partitions:
+            through = stored.get((tp.topic, tp.partition), -1)
+            if through < 0:
+                continue
+            try:
+                position = await consumer.position(tp)
+            except KafkaError:
+                continue  # reading from the commit is slower, never wrong
+            if position <= through:
+                log.info(
+                    "source %s: %s/%d resumes at %d, after its checkpoint",
+                    self.name,
+                    tp.topic,
+                    tp.partition,
+                    through + 1,
+                )
+                consumer.seek(tp, through + 1)
 
     async def _seek_to_time(
         self, consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition], start: str

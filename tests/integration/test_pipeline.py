@@ -331,3 +331,34 @@ async def test_positions_a_source_hands_over_twice_are_published_once(harness: H
     assert pipeline.stats.published == 2_000
     stored = await harness.stored_positions("ORDERS")
     assert stored == {("orders", 0): list(range(1_000)), ("orders", 1): list(range(1_000))}
+
+
+async def test_a_run_resuming_below_its_checkpoint_never_writes_a_lower_one(harness: Harness) -> None:
+    """The source's commit can lag the checkpoint (a crash between the two). The run that
+    re-reads from that older commit must keep vouching for everything the checkpoint did, or
+    the run after it stores again what lies in between (found in CI: 14,236 stored twice)."""
+    await harness.js.add_stream(name="ORDERS", subjects=["orders.>"], duplicate_window=1.0)
+    lane = ("orders", 0)
+    messages = kafka_lanes(partitions=1, per_partition=4_000)[lane]
+    route = compiled_route()
+    # A small scan margin, so the scan of a later restart covers only what a checkpoint says.
+    checkpoints = JetStreamCheckpoints(harness.js, ["ORDERS"], scan_margin=10)
+    async with JetStreamPublisher(harness.nc) as publisher:  # type: ignore[arg-type]
+        harness.events.add(publisher)
+        first = MemorySource({lane: messages[:3_000]})
+        await run_until(RoutePipeline(route, first, publisher, checkpoints=checkpoints), first.exhausted)
+        # The commit of the first run was lost: the source says 999. The second run dies having
+        # re-read only up to 1,499, all of it already stored.
+        second = MemorySource({lane: messages[:1_500]}, settled={lane: 999})
+        pipeline = RoutePipeline(route, second, publisher, checkpoints=checkpoints)
+        await run_until(pipeline, second.exhausted)
+        assert pipeline.stats.published == 0
+        (saved,) = (await checkpoints.load(pipeline.checkpoint_scope, [lane])).values()
+        assert saved.position == 2_999
+        await asyncio.sleep(1.5)  # past the duplicate window
+        third = MemorySource({lane: messages}, settled={lane: 999})
+        pipeline = RoutePipeline(route, third, publisher, checkpoints=checkpoints)
+        await run_until(pipeline, third.exhausted)
+    assert pipeline.stats.published == 1_000
+    stored = await harness.stored_positions("ORDERS")
+    assert stored[lane] == list(range(4_000))
