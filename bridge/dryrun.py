@@ -34,7 +34,15 @@ from enum import StrEnum
 from typing import Any
 
 from bridge.config.durations import format_duration
-from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, RabbitMQMode, RouteConfig
+from bridge.config.model import (
+    BridgeConfig,
+    FromKafka,
+    FromRabbitMQ,
+    KafkaSource,
+    RabbitMQMode,
+    Retention,
+    RouteConfig,
+)
 from bridge.dryrun_patterns import (
     RouteShape,
     binding_words,
@@ -122,6 +130,42 @@ def offline_checks(
     findings += check_window(config, shapes, outage_budget)
     findings += check_collisions(config, routes, shapes)
     findings += check_headers(routes)
+    findings += check_retention(config, shapes)
+    return findings
+
+
+def check_retention(config: BridgeConfig, shapes: Mapping[str, list[RouteShape]]) -> list[Finding]:
+    """Streams a route publishes into must keep what they PubAck, and let the bridge read back.
+
+    Both behaviours were seen on nats-server 2.15: an `interest` stream with no consumer yet
+    acknowledges a message and drops it at once (the bridge would then ack the source for a
+    message nothing keeps); a `workqueue` stream refuses the bridge's own read-back consumer,
+    so a Kafka or stream-queue route could not resume from its checkpoints after a restart.
+    """
+    findings: list[Finding] = []
+    for stream in config.streams:
+        if stream.retention is Retention.LIMITS:
+            continue
+        users = [
+            route
+            for route, route_shapes_ in shapes.items()
+            if any(contained_in_filters(shape.shape, stream.subjects) for shape in route_shapes_)
+        ]
+        if not users:
+            continue
+        if stream.retention is Retention.INTEREST:
+            text = (
+                "retention interest: a message stored while no consumer is interested is dropped at once, "
+                "after the PubAck, so the source would be acknowledged for a message nothing keeps; "
+                "use limits retention (and consumers with acks) for bridged streams"
+            )
+        else:
+            text = (
+                "retention workqueue: the bridge cannot read the stream back after a restart (the server "
+                "refuses its extra consumer), so routes with checkpoints stop instead of resuming, and a "
+                "message a consumer took is gone before the bridge could check it; use limits retention"
+            )
+        findings.append(Finding(Severity.WARNING, "retention", stream.name, f"{text} (routes: {', '.join(users)})"))
     return findings
 
 

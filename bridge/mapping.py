@@ -156,6 +156,7 @@ def template_context(message: SourceMessage, *, with_headers: bool = True) -> Te
             partition=origin.partition,
             key=origin.key,
             offset=origin.offset,
+            timestamp=origin.timestamp_ms,
             headers=headers,
         )
     message_id = origin.properties.get("message_id")
@@ -165,8 +166,18 @@ def template_context(message: SourceMessage, *, with_headers: bool = True) -> Te
         routing_key=origin.routing_key,
         offset=origin.stream_offset,
         message_id=str(message_id) if message_id is not None else None,
+        timestamp=_epoch_seconds(origin.properties.get("timestamp")),
         headers=headers,
     )
+
+
+def _epoch_seconds(value: object) -> int | None:
+    """The AMQP timestamp property (pamqp gives a datetime; a replay may give a number)."""
+    if isinstance(value, datetime):
+        return calendar.timegm(value.utctimetuple())  # as the Amqp-Timestamp header has it
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    return None
 
 
 def metadata_headers(message: SourceMessage) -> dict[str, str]:

@@ -248,3 +248,23 @@ services:
     assert runner.invoke(app, ["dry-run", str(errors)]).exit_code == 2
     assert runner.invoke(app, ["dry-run", str(warnings)]).exit_code == 1
     assert runner.invoke(app, ["dry-run", str(invalid)]).exit_code == 2
+
+
+def test_interest_and_workqueue_streams_a_route_publishes_into_warn() -> None:
+    config = _config("""
+streams:
+  - {name: I, subjects: ["i.>"], retention: interest}
+  - {name: W, subjects: ["w.>"], retention: workqueue}
+  - {name: L, subjects: ["l.>"]}
+  - {name: UNUSED, subjects: ["u.>"], retention: workqueue}
+services:
+  s:
+    routes:
+      - {name: a, source: kafka, from: {topics: [t]}, to: "i.{partition}", on_error: skip}
+      - {name: b, source: kafka, from: {topics: [t2]}, to: "w.{partition}", on_error: skip}
+      - {name: c, source: kafka, from: {topics: [t3]}, to: "l.{partition}", on_error: skip}
+""")
+    found = {f.subject: f.message for f in _found(offline_checks(config), "retention", Severity.WARNING)}
+    assert set(found) == {"I", "W"}
+    assert "dropped at once" in found["I"] and "s/a" in found["I"]
+    assert "cannot read the stream back" in found["W"] and "s/b" in found["W"]
