@@ -31,6 +31,15 @@ from typing import Any, Literal
 RESERVED_HEADER_PREFIXES = ("nats-", "kafka-", "amqp-", "source-", "bridge-")
 BASE64_HEADERS = "Bridge-Base64-Headers"
 TYPED_HEADERS = "Bridge-Typed-Headers"
+
+# Loop prevention between forward and reverse routes. A reverse route (NATS -> legacy) marks
+# what it writes with ORIGIN_HEADER: ORIGIN_NATS (an AMQP header, a Kafka record header), and
+# forward routes never copy a message so marked back into NATS. A JetStream message carrying
+# one of FORWARDED_HEADERS was written by a forward route, and reverse routes never write it
+# back to the legacy broker. Either way the message is counted as filtered and acknowledged.
+ORIGIN_HEADER = "nats-bridge-origin"
+ORIGIN_NATS = "nats"
+FORWARDED_HEADERS = ("Kafka-Topic", "Amqp-Exchange")
 _TOKEN_CHARS = frozenset(b"!#$&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 Form = Literal["text", "base64", "typed"]

@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 
 from bridge.config.model import FromKafka, KafkaSource
 from bridge.errors import SourceUnavailableError
+from bridge.headers import ORIGIN_HEADER
 from bridge.message import KafkaOrigin, SourceMessage
 from bridge.sources.base import Lane, LaneOwner, Received
 
@@ -66,6 +67,11 @@ def kafka_message(record: Any) -> SourceMessage:
         timestamp_ms=record.timestamp,
     )
     return SourceMessage(origin, record.value, tuple(record.headers))
+
+
+def _from_nats(headers: Sequence[tuple[str, bytes]]) -> bool:
+    """Written by a reverse route (NATS -> Kafka): never copied back into NATS."""
+    return any(name == ORIGIN_HEADER for name, _ in headers) if headers else False
 
 
 class KafkaTopicSource:
@@ -145,7 +151,8 @@ class KafkaTopicSource:
             for record in records:
                 if start_at is not None and record.offset < start_at:
                     continue  # fetched before the seek to the route's start time took effect
-                if record.value is None and skip_tombstones:
+                if (record.value is None and skip_tombstones) or _from_nats(record.headers):
+                    # A tombstone the route skips, or a record a reverse route wrote: filtered.
                     received.append(Received(lane, record.offset, None))
                     continue
                 received.append(Received(lane, record.offset, kafka_message(record)))

@@ -38,6 +38,7 @@ from aiormq.abc import DeliveredMessage
 
 from bridge.config.model import FromRabbitMQ, RabbitMQMode, RabbitMQSource
 from bridge.errors import SourceUnavailableError
+from bridge.headers import ORIGIN_HEADER
 from bridge.jetstream.connection import redact_url
 from bridge.message import AmqpOrigin, SourceMessage
 from bridge.routing import ExchangeType
@@ -340,6 +341,9 @@ class RabbitMQRouteSource:
                 return None
             self._stream_tags.append((offset, tag))
             self._stream_next = offset + 1
+        if ORIGIN_HEADER in headers:
+            # Written by a reverse route (NATS -> RabbitMQ): never copied back into NATS.
+            return Received(lane, offset if offset is not None else tag, None)
         message = amqp_message(delivered, self._queue, headers, offset)
         return Received(lane, offset if offset is not None else tag, message)
 
