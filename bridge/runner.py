@@ -12,11 +12,14 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import signal
+import socket
 from dataclasses import dataclass, field
 
 from aiohttp import web
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 
 from bridge.config.model import (
     BridgeConfig,
@@ -25,7 +28,10 @@ from bridge.config.model import (
     KafkaSource,
     RabbitMQMode,
     RabbitMQSource,
+    ReverseRouteConfig,
 )
+from bridge.cutover.controller import CutoverController, Runnable, Supervisor
+from bridge.cutover.store import PhaseStore
 from bridge.deadletters import DeadLetters
 from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
@@ -59,6 +65,7 @@ class RunSettings:
     checkpoints: bool = True
     http: HttpAddress | None = None  # where /metrics, /healthz, /readyz and /status are served
     stall_after: float = 60.0  # a route with work and no progress this long is stalled (not ready)
+    phase_interval: float = 1.0  # how often service phases are read from KV
 
     @property
     def health_interval(self) -> float:
@@ -158,8 +165,9 @@ class Bridge:
                 )
                 if self.settings.http is not None:
                     self.http = await serve(self.settings.http, self.monitor, bridge_registry(self.monitor))
+                store = PhaseStore(js, replicas=self.config.state_replicas)
                 try:
-                    await self._run_pipelines(self.monitor)
+                    await self._run_routes(self.monitor, store, checkpoints, js)
                 finally:
                     if self.http is not None:
                         await self.http.cleanup()
@@ -174,22 +182,49 @@ class Bridge:
             return dataclasses.replace(self.settings.pipeline, max_in_flight_per_lane=1)
         return self.settings.pipeline
 
-    async def _run_pipelines(self, monitor: HealthMonitor) -> None:
-        async def stopper() -> None:
-            await self._stop.wait()
-            for pipeline in self.pipelines:
-                pipeline.stop()
+    async def _run_routes(
+        self,
+        monitor: HealthMonitor,
+        store: PhaseStore,
+        checkpoints: JetStreamCheckpoints | None,
+        js: JetStreamContext,
+    ) -> None:
+        """Run the routes each service's phase calls for, until stopped; the cut-over
+        controller starts and stops them as phases change."""
+        forward: dict[str, list[RoutePipeline]] = {}
+        for pipeline in self.pipelines:
+            forward.setdefault(pipeline.route.service, []).append(pipeline)
+
+        def reverse(service: str, route: ReverseRouteConfig) -> Runnable:
+            from bridge.reverse.route import ReverseRoute  # noqa: PLC0415  TEMPORARY until it lands
+
+            return ReverseRoute(service, route, self.config.sources[route.to.source], js)
 
         try:
             async with asyncio.TaskGroup() as group:
-                stop_task = group.create_task(stopper(), name="bridge-stopper")
+                supervisor = Supervisor(group)
+                controller = CutoverController(
+                    config=self.config,
+                    store=store,
+                    supervisor=supervisor,
+                    forward=forward,
+                    reverse=reverse,
+                    monitor=monitor,
+                    checkpoints=checkpoints,
+                    instance=f"{socket.gethostname()}:{os.getpid()}",
+                    interval=self.settings.phase_interval,
+                )
                 monitor_task = group.create_task(monitor.run(), name="health-monitor")
-                runs = [group.create_task(p.run(), name=f"route {p.route.key}") for p in self.pipelines]
-                try:
-                    await asyncio.gather(*runs)
-                finally:
-                    stop_task.cancel()
-                    monitor_task.cancel()
+                start = group.create_task(controller.start(), name="phases")
+                await asyncio.wait([start, group.create_task(self._stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+                if not self._stop.is_set():
+                    follow = group.create_task(controller.run(), name="cutover-controller")
+                    await self._stop.wait()
+                    controller.stop()
+                    await follow
+                controller.stop()
+                await supervisor.stop_all()
+                monitor_task.cancel()
         except* BridgeError as failures:
             # One route failing stops the others (their sources settle and close); report
             # the failure itself, not an exception group.

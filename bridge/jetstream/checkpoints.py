@@ -24,7 +24,7 @@ from collections.abc import Collection, Mapping
 
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from bridge.pipeline import Checkpoint, StoredIndex
@@ -119,6 +119,19 @@ class JetStreamCheckpoints:
                 for lane, cp in checkpoints.items()
             )
         )
+
+    async def forget(self, scope: str) -> int:
+        """Delete every lane's checkpoint of `scope` (a retired route whose group was deleted:
+        a group recreated under that name must start afresh, not skip "already stored" offsets)."""
+        kv = await self._bucket()
+        prefix = f"{_b64(scope)}."
+        try:
+            keys = [key for key in await kv.keys() if key.startswith(prefix)]
+        except NoKeysError:
+            return 0
+        for key in keys:
+            await kv.purge(key)
+        return len(keys)
 
     async def load(self, scope: str, lanes: Collection[Lane]) -> dict[Lane, Checkpoint]:
         kv = await self._bucket()

@@ -9,14 +9,17 @@ source order, and a buffer flushed after reconnect would overtake those resends.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
 from nats.errors import SlowConsumerError
 
-from bridge.config.model import NatsConfig
+from bridge.config.model import BridgeConfig, NatsConfig
+from bridge.errors import BridgeError
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +122,27 @@ async def connect_nats(config: NatsConfig, events: ConnectionEvents | None = Non
     client = NatsClient()
     await client.connect(**options)  # type: ignore[arg-type]
     return client
+
+
+# A one-shot command must fail when NATS is not there, not retry forever like `run` does
+# (nats-py keeps retrying the first connect when reconnect attempts are unlimited, or 0).
+_COMMAND_CONNECT_ATTEMPTS = 2
+
+
+async def connect_for_command(config: BridgeConfig) -> NatsClient:
+    """A connection for a one-shot command (streams, cutover, status, verify)."""
+    attempts = config.nats.max_reconnect_attempts
+    nats = config.nats.model_copy(
+        update={"max_reconnect_attempts": attempts if attempts > 0 else _COMMAND_CONNECT_ATTEMPTS}
+    )
+    try:
+        return await connect_nats(nats)
+    except (NatsError, OSError, TimeoutError) as error:
+        # nats-py's messages name no password; the server URLs are not repeated here.
+        raise BridgeError(f"cannot connect to NATS: {error or type(error).__name__}") from None
+
+
+async def close_quietly(nc: NatsClient) -> None:
+    """A failing close at the end of a command changes nothing for the user."""
+    with contextlib.suppress(NatsError, OSError, TimeoutError):
+        await nc.close()

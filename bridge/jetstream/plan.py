@@ -32,7 +32,6 @@ The planner (`plan_streams`) is pure: the wanted streams and the server's config
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,7 +40,6 @@ from datetime import timedelta
 from enum import Enum, StrEnum
 from typing import Any
 
-from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -49,8 +47,7 @@ from nats.js.errors import APIError
 
 from bridge.config.durations import format_duration
 from bridge.config.model import BridgeConfig, StreamConfig
-from bridge.errors import BridgeError
-from bridge.jetstream.connection import connect_nats
+from bridge.jetstream.connection import close_quietly, connect_for_command
 from bridge.jetstream.declare import config_drift, to_nats_config
 
 
@@ -471,41 +468,18 @@ def format_report(report: ApplyReport) -> str:
 
 async def plan_from_server(config: BridgeConfig) -> Plan:
     """Connect with the file's NATS settings and plan its streams (`config.all_streams()`)."""
-    nc = await _connect(config)
+    nc = await connect_for_command(config)
     try:
         return await read_plan(nc.jetstream(), config.all_streams())
     finally:
-        await _close_quietly(nc)
+        await close_quietly(nc)
 
 
 async def apply_to_server(config: BridgeConfig, *, partial: bool = False) -> ApplyReport:
     """Plan against the server as it is now, then apply (see `apply_plan`)."""
-    nc = await _connect(config)
+    nc = await connect_for_command(config)
     try:
         js = nc.jetstream()
         return await apply_plan(js, await read_plan(js, config.all_streams()), partial=partial)
     finally:
-        await _close_quietly(nc)
-
-
-# A one-shot command must fail when NATS is not there, not retry forever like `run` does
-# (nats-py keeps retrying the first connect when reconnect attempts are unlimited, or 0).
-_COMMAND_CONNECT_ATTEMPTS = 2
-
-
-async def _connect(config: BridgeConfig) -> NatsClient:
-    attempts = config.nats.max_reconnect_attempts
-    nats = config.nats.model_copy(
-        update={"max_reconnect_attempts": attempts if attempts > 0 else _COMMAND_CONNECT_ATTEMPTS}
-    )
-    try:
-        return await connect_nats(nats)
-    except (NatsError, OSError, TimeoutError) as error:
-        # nats-py's messages name no password; the server URLs are not repeated here.
-        raise BridgeError(f"cannot connect to NATS: {error or type(error).__name__}") from None
-
-
-async def _close_quietly(nc: NatsClient) -> None:
-    """A failing close at the end of a command changes nothing for the user."""
-    with contextlib.suppress(NatsError, OSError, TimeoutError):
-        await nc.close()
+        await close_quietly(nc)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
     from bridge.config.model import StreamConfig
+    from bridge.cutover.phases import PhaseRecord
     from bridge.jetstream.connection import ConnectionEvents
     from bridge.jetstream.publisher import JetStreamPublisher
     from bridge.pipeline import RoutePipeline
@@ -76,7 +77,7 @@ class HealthMonitor:
         stall_after: float = 60.0,
         interval: float = 5.0,
     ) -> None:
-        self.pipelines = pipelines
+        self.pipelines = list(pipelines)
         self.publisher = publisher
         self.events = events
         self.streams_config = streams
@@ -86,6 +87,14 @@ class HealthMonitor:
         self.routes = {p.route.key: RouteHealth(p.route.service, p.route.config.name) for p in pipelines}
         self.streams: list[StreamHealth] = []
         self.refreshed = False
+        # Kept up to date by the cut-over controller: service -> phase, and the whole record.
+        self.phases: dict[str, str] = {p.route.service: "shadow" for p in pipelines}
+        self.service_records: dict[str, PhaseRecord] = {}
+
+    def forget(self, pipeline: RoutePipeline) -> None:
+        """A retired route: no longer checked, counted or reported as a problem."""
+        self.pipelines = [p for p in self.pipelines if p is not pipeline]
+        self.routes.pop(pipeline.route.key, None)
 
     async def run(self) -> None:
         while True:
@@ -206,6 +215,14 @@ class HealthMonitor:
         return {
             "ready": not problems,
             "problems": problems,
+            "services": [
+                {
+                    "service": service,
+                    "phase": phase,
+                    "drained_at": record.drained_at if (record := self.service_records.get(service)) else None,
+                }
+                for service, phase in self.phases.items()
+            ],
             "nats": {
                 "connected": self.publisher.connected,
                 "reconnects": self.events.reconnects,

@@ -42,9 +42,8 @@ def _gauge(spec: MetricSpec) -> GaugeMetricFamily:
 class BridgeCollector(Collector):
     """Reads the pipelines' stats and the monitor's snapshot at scrape time."""
 
-    def __init__(self, monitor: HealthMonitor, phases: dict[str, str] | None = None) -> None:
+    def __init__(self, monitor: HealthMonitor) -> None:
         self._monitor = monitor
-        self._phases = phases
         self._version = bridge_version()
 
     def collect(self) -> Iterator[Metric]:
@@ -121,9 +120,7 @@ class BridgeCollector(Collector):
         yield slow
 
         phase = _gauge(names.SERVICE_PHASE)
-        services = dict.fromkeys(p.route.service for p in monitor.pipelines)
-        for service in services:
-            current = (self._phases or {}).get(service, "shadow")
+        for service, current in monitor.phases.items():
             for name in PHASES:
                 phase.add_metric([service, name], 1 if name == current else 0)
         yield phase

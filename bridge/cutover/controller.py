@@ -1,0 +1,252 @@
+"""The running bridge's side of cut-over: follow each service's phase, within seconds.
+
+Every `interval` the controller reads each service's phase record from KV (a poll, not a
+watch: it survives NATS reconnects and server restarts with nothing to resubscribe) and makes
+the bridge match it:
+
+- forward routes run unless the service is retired;
+- reverse routes run while the phase is one of their `during` phases;
+- in drain, the service is reported drained (a compare-and-set on its record) once its
+  legacy side stayed empty and quiet for the record's `quiet_for`; a message arriving after
+  that withdraws the report, since a producer evidently still uses the legacy broker;
+- on retire, the forward routes are stopped (settling what they stored) and one instance —
+  the one whose compare-and-set claims the clean-up — removes what the bridge created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol
+
+from nats.errors import Error as NatsError
+
+from bridge.config.model import BridgeConfig, Phase, ReverseRouteConfig
+from bridge.cutover.drain import DrainTracker, RouteView
+from bridge.cutover.phases import PhaseRecord
+from bridge.cutover.retire import retire_route
+from bridge.cutover.store import PhaseConflictError, PhaseStore
+
+if TYPE_CHECKING:
+    from bridge.jetstream.checkpoints import JetStreamCheckpoints
+    from bridge.operations.health import HealthMonitor
+    from bridge.pipeline import RoutePipeline
+
+log = logging.getLogger(__name__)
+
+CLEANING = "cleaning up"  # the retired_cleanup marker an instance writes to claim the clean-up
+
+
+class Runnable(Protocol):
+    """A route the bridge runs: a forward pipeline or a reverse route."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Supervisor:
+    """Named units started and stopped while the bridge runs. A unit that raises fails the
+    whole TaskGroup, and so the bridge, as a failing route always did."""
+
+    def __init__(self, group: asyncio.TaskGroup) -> None:
+        self._group = group
+        self._units: dict[str, tuple[Runnable, asyncio.Task[None]]] = {}
+
+    def start(self, name: str, unit: Runnable) -> None:
+        if name not in self._units:
+            self._units[name] = (unit, self._group.create_task(unit.run(), name=name))
+
+    def running(self, name: str) -> bool:
+        return name in self._units and not self._units[name][1].done()
+
+    async def stop(self, name: str) -> None:
+        found = self._units.pop(name, None)
+        if found is None:
+            return
+        unit, task = found
+        unit.stop()
+        await asyncio.shield(task)
+
+    async def stop_all(self) -> None:
+        names = list(self._units)
+        for name in names:
+            self._units[name][0].stop()
+        await asyncio.gather(*(self.stop(name) for name in names))
+
+
+ReverseFactory = Callable[[str, ReverseRouteConfig], Runnable]
+
+
+class CutoverController:
+    """Keeps the running routes in line with the phases in KV."""
+
+    def __init__(
+        self,
+        *,
+        config: BridgeConfig,
+        store: PhaseStore,
+        supervisor: Supervisor,
+        forward: Mapping[str, Sequence[RoutePipeline]],
+        reverse: ReverseFactory,
+        monitor: HealthMonitor,
+        checkpoints: JetStreamCheckpoints | None,
+        instance: str,
+        interval: float = 1.0,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._supervisor = supervisor
+        self._forward = forward
+        self._reverse = reverse
+        self._monitor = monitor
+        self._checkpoints = checkpoints
+        self._instance = instance
+        self._interval = interval
+        self._records: dict[str, PhaseRecord] = {}
+        self._trackers: dict[str, DrainTracker] = {}
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def start(self) -> None:
+        """Read every phase before any route starts: a retired service's routes must never run
+        again (they would declare its shadow queue anew)."""
+        delay = 0.5
+        while True:
+            try:
+                for service in self._config.services:
+                    await self._follow(service)
+            except (NatsError, TimeoutError) as error:
+                if self._stopping.is_set():
+                    return
+                log.warning("cannot read service phases from NATS KV (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            return
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+            if self._stopping.is_set():
+                return
+            for service in self._config.services:
+                try:
+                    await self._follow(service)
+                except (NatsError, TimeoutError) as error:
+                    log.warning(
+                        "service %s: phase not read (%s); keeping phase %s", service, error, self._phase(service)
+                    )
+
+    def _phase(self, service: str) -> Phase:
+        record = self._records.get(service)
+        return record.phase if record is not None else Phase.SHADOW
+
+    async def _follow(self, service: str) -> None:
+        record, revision = await self._store.get(service)
+        previous = self._records.get(service)
+        if previous is None or previous.phase != record.phase:
+            how = f" by {record.changed_by} ({record.reason})" if record.changed_by else ""
+            log.info("service %s: phase %s%s", service, record.phase, how)
+            self._trackers.pop(service, None)
+        self._records[service] = record
+        self._monitor.phases[service] = record.phase.value
+        self._monitor.service_records[service] = record
+        if record.phase is Phase.RETIRED:
+            await self._retire(service, record, revision)
+        else:
+            for pipeline in self._forward.get(service, ()):
+                self._supervisor.start(_forward_name(pipeline), pipeline)
+        await self._align_reverse(service, record.phase)
+        if record.phase is Phase.DRAIN:
+            await self._watch_drain(service, record, revision)
+
+    async def _align_reverse(self, service: str, phase: Phase) -> None:
+        for route in self._config.services[service].reverse:
+            name = f"reverse {service}/{route.name}"
+            if phase in route.during:
+                if not self._supervisor.running(name):
+                    log.info("service %s: reverse route %s starts (phase %s)", service, route.name, phase)
+                    await self._supervisor.stop(name)  # a unit that ended by itself is started afresh
+                    self._supervisor.start(name, self._reverse(service, route))
+            elif self._supervisor.running(name):
+                log.info("service %s: reverse route %s stops (phase %s)", service, route.name, phase)
+                await self._supervisor.stop(name)
+
+    def _views(self, service: str) -> list[RouteView]:
+        views = []
+        for pipeline in self._forward.get(service, ()):
+            health = self._monitor.routes.get(pipeline.route.key)
+            if health is None:
+                continue
+            views.append(
+                RouteView(
+                    backlog=sum(health.backlog.values()),
+                    in_flight=pipeline.unsettled,
+                    received=pipeline.stats.received,
+                    source_up=health.source_up,
+                )
+            )
+        return views
+
+    async def _watch_drain(self, service: str, record: PhaseRecord, revision: int) -> None:
+        tracker = self._trackers.get(service)
+        if tracker is None or tracker.quiet_for != record.quiet_for:
+            tracker = self._trackers[service] = DrainTracker(record.quiet_for)
+        drained = tracker.observe(time.monotonic(), self._views(service))
+        try:
+            if drained and record.drained_at is None:
+                await self._store.put(service, record.drained(self._instance), revision)
+                log.info(
+                    "service %s: drained — its legacy side has been empty and quiet for %gs; it can be retired",
+                    service,
+                    record.quiet_for,
+                )
+            elif record.drained_at is not None and tracker.new_messages:
+                await self._store.put(service, record.undrained(), revision)
+                log.warning(
+                    "service %s: new messages on the legacy side after it was reported drained: a producer still "
+                    "publishes there; the drained report is withdrawn",
+                    service,
+                )
+        except PhaseConflictError:
+            pass  # someone changed the record meanwhile: the next poll sees the new one
+
+    async def _retire(self, service: str, record: PhaseRecord, revision: int) -> None:
+        pipelines = self._forward.get(service, ())
+        for pipeline in pipelines:
+            name = _forward_name(pipeline)
+            if self._supervisor.running(name):
+                log.info("service %s: retired; stopping route %s", service, pipeline.route.key)
+                await self._supervisor.stop(name)
+            self._monitor.forget(pipeline)
+        if record.retired_cleanup:
+            return  # done, or being done, by an instance that claimed it
+        claim = replace(record, retired_cleanup={"*": f"{CLEANING} by {self._instance}"})
+        try:
+            revision = await self._store.put(service, claim, revision)
+        except PhaseConflictError:
+            return  # another instance claimed it
+        results: dict[str, str] = {}
+        for pipeline in pipelines:
+            route = pipeline.route
+            results[route.key] = await retire_route(
+                self._config, service, route.config, delete_offsets=record.delete_offsets
+            )
+            if record.delete_offsets and self._checkpoints is not None and route.config.source_kind == "kafka":
+                forgotten = await self._checkpoints.forget(pipeline.checkpoint_scope)
+                results[route.key] += f"; {forgotten} checkpoint(s) removed"
+            log.info("service %s: %s", service, results[route.key])
+        with contextlib.suppress(PhaseConflictError):
+            await self._store.put(service, replace(claim, retired_cleanup=results), revision)
+
+
+def _forward_name(pipeline: RoutePipeline) -> str:
+    return f"route {pipeline.route.key}"

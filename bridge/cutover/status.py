@@ -1,0 +1,177 @@
+"""`nats-bridge status FILE`: where each service stands, and whether it is safe to advance.
+
+Everything is read from the brokers and NATS, never from a running bridge: the phase record
+(KV), each route's source backlog (bridge.cutover.backlog), the stream it fills (message
+count, last sequence), dead letters for the route, and rates from two looks `interval`
+apart. "Safe to advance" is a verdict an operator can act on:
+
+- shadow -> drain: the stream exists and the route keeps up (backlog not growing) with no
+  dead letters to look at first;
+- drain -> retired: a bridge has reported the service drained (empty and quiet);
+- retired: nothing further.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from bridge.config.model import BridgeConfig, Phase
+from bridge.cutover.backlog import Backlog, route_backlog
+from bridge.cutover.phases import PhaseRecord
+from bridge.cutover.store import PhaseStore
+from bridge.dryrun_patterns import filter_shape, intersects, route_shapes
+
+
+@dataclass(slots=True)
+class RouteStatus:
+    route: str
+    backlog: Backlog
+    backlog_rate: float | None  # per second, over the look interval; negative when shrinking
+    streams: list[dict[str, Any]]  # name, messages, last_seq, rate (messages/s into it)
+    dead_letters: int
+
+
+@dataclass(slots=True)
+class ServiceStatus:
+    service: str
+    record: PhaseRecord
+    routes: list[RouteStatus] = field(default_factory=list)
+    safe_to_advance: bool = False
+    advice: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "phase": self.record.phase.value,
+            "changed_by": self.record.changed_by,
+            "changed_at": self.record.changed_at,
+            "reason": self.record.reason,
+            "drained_at": self.record.drained_at,
+            "retired_cleanup": dict(self.record.retired_cleanup),
+            "safe_to_advance": self.safe_to_advance,
+            "advice": self.advice,
+            "routes": [
+                {
+                    "route": route.route,
+                    "backlog": dict(route.backlog.lanes),
+                    "backlog_total": route.backlog.total,
+                    "backlog_error": route.backlog.error,
+                    "backlog_note": route.backlog.note,
+                    "backlog_rate_per_second": route.backlog_rate,
+                    "streams": route.streams,
+                    "dead_letters": route.dead_letters,
+                }
+                for route in self.routes
+            ],
+        }
+
+
+def _capturing_streams(config: BridgeConfig, service: str, route_name: str) -> list[str]:
+    route = next(r for r in config.services[service].routes if r.name == route_name)
+    shapes = route_shapes(service, route)
+    # A stream that takes any of the route's subjects (a `#` binding can also produce the bare
+    # prefix, which a `prefix.>` stream does not take; dry-run reports that, status need not).
+    return [
+        stream.name
+        for stream in config.streams
+        if any(intersects(shape.shape, filter_shape(f)) for shape in shapes for f in stream.subjects)
+    ]
+
+
+async def _stream_state(js: JetStreamContext, name: str) -> tuple[int, int] | None:
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        return None
+    return info.state.messages, info.state.last_seq
+
+
+async def _dead_letters(js: JetStreamContext, config: BridgeConfig, service: str, route: str) -> int:
+    subject = config.dead_letters.subject_for(service, route)
+    try:
+        info = await js.stream_info(config.dead_letters.stream, subjects_filter=subject)
+    except NotFoundError:
+        return 0
+    return int((info.state.subjects or {}).get(subject, 0))
+
+
+async def gather_status(
+    config: BridgeConfig, js: JetStreamContext, *, service: str | None = None, interval: float = 2.0
+) -> list[ServiceStatus]:
+    """Two looks `interval` apart at every route of every (or one) service."""
+    store = PhaseStore(js, create=False)
+    services = [service] if service is not None else list(config.services)
+    routes = [(name, route) for name in services for route in config.services[name].routes]
+    stream_names = sorted({s for name, route in routes for s in _capturing_streams(config, name, route.name)})
+
+    async def look() -> tuple[list[Backlog], dict[str, tuple[int, int] | None], float]:
+        backlogs = await asyncio.gather(*(route_backlog(config, name, route) for name, route in routes))
+        states = {name: await _stream_state(js, name) for name in stream_names}
+        return list(backlogs), states, time.monotonic()
+
+    first_backlogs, first_states, first_at = await look()
+    await asyncio.sleep(interval)
+    backlogs, states, at = await look()
+    elapsed = max(at - first_at, 1e-6)
+
+    report: list[ServiceStatus] = []
+    for name in services:
+        record, _ = await store.get(name)
+        status = ServiceStatus(name, record)
+        for index, (owner, route) in enumerate(routes):
+            if owner != name:
+                continue
+            before, now = first_backlogs[index], backlogs[index]
+            rate = None
+            if before.error is None and now.error is None and not now.note:
+                rate = (now.total - before.total) / elapsed
+            streams = []
+            for stream in _capturing_streams(config, name, route.name):
+                state, earlier = states.get(stream), first_states.get(stream)
+                if state is None:
+                    streams.append({"name": stream, "exists": False})
+                    continue
+                messages, last_seq = state
+                stream_rate = (last_seq - earlier[1]) / elapsed if earlier is not None else None
+                streams.append(
+                    {"name": stream, "exists": True, "messages": messages, "last_seq": last_seq, "rate": stream_rate}
+                )
+            try:
+                dead = await _dead_letters(js, config, name, route.name)
+            except (NatsError, TimeoutError):
+                dead = -1
+            status.routes.append(RouteStatus(f"{name}/{route.name}", now, rate, streams, dead))
+        status.safe_to_advance, status.advice = _verdict(status)
+        report.append(status)
+    return report
+
+
+def _verdict(status: ServiceStatus) -> tuple[bool, str]:
+    record = status.record
+    if record.phase is Phase.RETIRED:
+        return False, "retired: nothing further"
+    if record.phase is Phase.DRAIN:
+        if record.drained_at is not None:
+            return True, f"drained at {record.drained_at}: safe to retire"
+        waiting = sum(route.backlog.total for route in status.routes)
+        return False, f"draining: {waiting} message(s) still at the source, or not quiet for {record.quiet_for:g}s yet"
+    problems = []
+    for route in status.routes:
+        if route.backlog.error:
+            problems.append(f"{route.route}: source not readable ({route.backlog.error})")
+        if any(not stream.get("exists") for stream in route.streams) or not route.streams:
+            problems.append(f"{route.route}: its stream does not exist yet (is a bridge running?)")
+        if route.backlog_rate is not None and route.backlog_rate > 0 and route.backlog.total > 0:
+            problems.append(f"{route.route}: backlog growing ({route.backlog_rate:+.1f}/s): the bridge is behind")
+        if route.dead_letters > 0:
+            problems.append(f"{route.route}: {route.dead_letters} dead letter(s) to look at first")
+    if problems:
+        return False, "; ".join(problems)
+    return True, "shadow copy keeps up: safe to move producers to NATS and start the drain"
