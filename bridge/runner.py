@@ -44,6 +44,7 @@ from bridge.operations.health import HealthMonitor
 from bridge.operations.http import HttpAddress, serve
 from bridge.operations.metrics import bridge_registry
 from bridge.pipeline import PipelineSettings, RoutePipeline
+from bridge.reverse.route import ReverseRoute
 from bridge.sources.base import Source
 from bridge.sources.kafka import KafkaTopicSource, default_group
 from bridge.sources.rabbitmq import RabbitMQRouteSource, shadow_queue_name
@@ -196,8 +197,6 @@ class Bridge:
             forward.setdefault(pipeline.route.service, []).append(pipeline)
 
         def reverse(service: str, route: ReverseRouteConfig) -> Runnable:
-            from bridge.reverse.route import ReverseRoute  # noqa: PLC0415  TEMPORARY until it lands
-
             return ReverseRoute(service, route, self.config.sources[route.to.source], js)
 
         try:

@@ -190,8 +190,9 @@ class CutoverController:
                 RouteView(
                     backlog=sum(health.backlog.values()),
                     in_flight=pipeline.unsettled,
-                    received=pipeline.stats.received,
+                    received=pipeline.stats.received - pipeline.stats.filtered,
                     source_up=health.source_up,
+                    paused=pipeline.paused,
                 )
             )
         return views
