@@ -186,9 +186,10 @@ class CutoverController:
             health = self._monitor.routes.get(pipeline.route.key)
             if health is None:
                 continue
+            unread = pipeline.source.unread
             views.append(
                 RouteView(
-                    backlog=sum(health.backlog.values()),
+                    backlog=unread if unread is not None else sum(health.backlog.values()),
                     in_flight=pipeline.unsettled,
                     received=pipeline.stats.received - pipeline.stats.filtered,
                     source_up=health.source_up,

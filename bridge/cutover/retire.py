@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -31,6 +32,7 @@ from bridge.config.model import (
     RouteConfig,
 )
 from bridge.jetstream.connection import redact_url
+from bridge.routing import ExchangeType
 from bridge.sources.kafka import default_group, kafka_client_options
 from bridge.sources.rabbitmq import amqp_url, shadow_queue_name
 
@@ -48,7 +50,7 @@ async def retire_route(config: BridgeConfig, service: str, route: RouteConfig, *
         if subscription.effective_mode is not RabbitMQMode.SHADOW:
             return f"left {subscription.effective_mode} queue '{subscription.queue}' alone: it is the legacy side's"
         queue = subscription.queue or shadow_queue_name(service, route.name)
-        return await _delete_shadow_queue(source, queue, quorum=subscription.queue_type == "quorum")
+        return await _delete_shadow_queue(source, queue, subscription)
     assert isinstance(subscription, FromKafka)
     assert isinstance(source, KafkaSource)
     group = subscription.group or default_group(service, route.name)
@@ -57,7 +59,20 @@ async def retire_route(config: BridgeConfig, service: str, route: RouteConfig, *
     return await _delete_group(source, group)
 
 
-async def _delete_shadow_queue(source: RabbitMQSource, queue: str, *, quorum: bool) -> str:
+def _bindings(subscription: FromRabbitMQ) -> list[tuple[str, dict[str, Any] | None]]:
+    """(routing key, arguments) of each binding the bridge declared for its shadow queue."""
+    if subscription.type is ExchangeType.HEADERS:
+        return [("", dict(subscription.arguments))]
+    if subscription.type is ExchangeType.FANOUT:
+        return [("", None)]
+    return [(key, None) for key in subscription.bindings]
+
+
+async def _delete_shadow_queue(source: RabbitMQSource, queue: str, subscription: FromRabbitMQ) -> str:
+    """Unbind first, so nothing is routed to the queue any more (RabbitMQ 3.10 closes the
+    connection of a publisher whose message is routed to a quorum queue being deleted, which
+    made a reverse route write a message twice); then delete it if it is empty."""
+    quorum = subscription.queue_type == "quorum"
     url = amqp_url(source)
     try:
         connection = await asyncio.wait_for(aio_pika.connect(url, timeout=TIMEOUT), TIMEOUT * 2)
@@ -69,6 +84,10 @@ async def _delete_shadow_queue(source: RabbitMQSource, queue: str, *, quorum: bo
             declared = await channel.declare_queue(queue, passive=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
             return f"shadow queue '{queue}' was already gone"
+        assert subscription.exchange is not None  # shadow mode has one
+        for key, arguments in _bindings(subscription):
+            await declared.unbind(subscription.exchange, routing_key=key, arguments=arguments)
+        declared = await channel.declare_queue(queue, passive=True)
         waiting = declared.declaration_result.message_count or 0
         if waiting:
             return f"kept shadow queue '{queue}': it still holds {waiting} message(s) that arrived after the drain"

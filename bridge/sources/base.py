@@ -95,6 +95,10 @@ class Source(Protocol):
     # (None: timer only). RabbitMQ stops delivering at `prefetch` unacked messages, so it must
     # be acked long before the timer; a Kafka commit per few hundred records would be waste.
     settle_after: int | None
+    # Messages at the source this instance has not read yet, as of the last `backlog()` (None:
+    # unknown). Unlike the backlog, which counts from the last commit, it reaches 0 whenever
+    # the bridge has caught up: what the drain of a cut-over waits for.
+    unread: int | None
 
     @property
     def checkpoint_scope(self) -> str:

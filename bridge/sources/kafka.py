@@ -80,6 +80,7 @@ class KafkaTopicSource:
     stable_positions = True
     settle_after: int | None = None
     reconnects = 0  # aiokafka reconnects to brokers by itself and does not say so
+    unread: int | None = None
 
     def __init__(self, name: str, source: KafkaSource, subscription: FromKafka, group: str) -> None:
         self.name = name
@@ -208,15 +209,20 @@ class KafkaTopicSource:
             raise SourceUnavailableError(f"source '{self.name}': not connected")
         assigned = sorted(consumer.assignment())
         if not assigned:
+            self.unread = None
             return {}
         try:
             ends = await consumer.end_offsets(assigned)
             lags = {}
+            unread = 0
             for tp in assigned:
                 committed = await consumer.committed(tp)
                 lags[f"{tp.topic}/{tp.partition}"] = max(0, ends[tp] - (committed or 0))
+                unread += max(0, ends[tp] - await consumer.position(tp))
         except KafkaError as error:
+            self.unread = None
             raise SourceUnavailableError(f"source '{self.name}': Kafka does not answer: {error}") from None
+        self.unread = unread
         return lags
 
     async def partitions_revoked(self, partitions: Collection[TopicPartition]) -> None:

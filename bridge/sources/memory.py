@@ -20,6 +20,7 @@ class MemorySource:
     stable_positions = True
     settle_after: int | None = None
     checkpoint_scope = "memory"
+    unread: int | None = None
 
     def __init__(
         self,

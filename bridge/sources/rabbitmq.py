@@ -124,6 +124,7 @@ class RabbitMQRouteSource:
         self._stream_tags: deque[tuple[int, int]] = deque()  # stream mode: (offset, delivery tag)
         self.stable_positions = self._mode is RabbitMQMode.STREAM
         self.settle_after: int | None = max(1, source.prefetch // 4)
+        self.unread: int | None = None  # the queue's ready messages, as of the last backlog()
 
     @property
     def queue(self) -> str:
@@ -223,7 +224,9 @@ class RabbitMQRouteSource:
         if self._mode is RabbitMQMode.STREAM:
             # A stream's message count is everything it retains, read or not: no backlog figure.
             return {}
-        return {self._queue: int(queue.declaration_result.message_count or 0)}
+        ready = int(queue.declaration_result.message_count or 0)
+        self.unread = ready
+        return {self._queue: ready}
 
     @property
     def reconnects(self) -> int:

@@ -1,0 +1,317 @@
+"""(4') SETTLE, reverse direction: a JetStream durable consumer -> a legacy broker, acked after its confirm.
+
+For legacy consumers that have not moved yet while their service's producers already publish
+to NATS. One `ReverseRoute` runs per reverse route of the mapping file:
+
+    fetch a batch -> per message: written by a forward route? ack, count, never write back
+                                  key template renders?       no: term (a retry cannot help)
+                  -> write the rest to the legacy broker (pipelined, every confirm awaited)
+                  -> ack each JetStream message whose legacy confirm came back
+
+A message is acknowledged only once the legacy broker confirmed it, so a crash or a lost
+connection at any point re-delivers it; what it costs is a possible duplicate on the legacy
+side (a confirm that arrived and an ack that did not), never a loss. RabbitMQ messages carry
+the Nats-Msg-Id (or `<stream>:<seq>` without one) as message_id so legacy consumers can
+drop such duplicates.
+
+A failed write is retried by the route itself, not left to JetStream's redelivery: the failed
+messages stay un-acked (`num_ack_pending` shows them), are kept alive with in-progress acks,
+and are written again — in order, after a back-off from 0.1 s doubling to 5 s, on a fresh
+legacy connection — before anything newer is fetched. Only one batch is in flight, so order
+per subject holds as far as the legacy broker keeps it; messages confirmed in a batch where
+an earlier one failed are acked (they are stored), which is the one way a retry can land
+after a later message. `stop()` lets the batch in flight finish; a batch still being retried
+at that point is nak'ed so JetStream redelivers it at once to whoever runs next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+
+from bridge.config.model import KafkaSource, RabbitMQSource, ReverseRouteConfig, ReverseTo
+from bridge.errors import BridgeError
+from bridge.headers import FORWARDED_HEADERS
+from bridge.reverse.consumer import PullSubscription, bind_consumer, consumer_config, durable_name
+from bridge.reverse.kafka_target import KafkaTarget
+from bridge.reverse.rabbitmq_target import RabbitMQTarget
+from bridge.reverse.targets import LegacyMessage, LegacyTarget, TargetUnavailableError, legacy_headers
+from bridge.reverse.template import KeyTemplate, TemplateRenderError, parse
+
+log = logging.getLogger(__name__)
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+Verb = Literal["ack", "nak", "term", "in_progress"]
+
+
+@dataclass(slots=True)
+class ReverseStats:
+    """Running totals for one reverse route; metrics and /status read these."""
+
+    received: int = 0  # JetStream messages fetched (redeliveries included)
+    written: int = 0  # confirmed by the legacy broker and acked
+    filtered_forwarded: int = 0  # written by a forward route: acked, never written back
+    unrenderable: int = 0  # key template could not render: terminated
+    failures: int = 0  # messages in failed write attempts (one message may fail many times)
+    retries: int = 0  # write attempts repeated after a failure
+    last_error: str = ""
+
+    @property
+    def settled(self) -> int:
+        """Messages done with, however: progress is this number going up."""
+        return self.written + self.filtered_forwarded + self.unrenderable
+
+
+def build_target(source: RabbitMQSource | KafkaSource, to: ReverseTo, *, label: str) -> LegacyTarget:
+    """The target `to` names, on the connection of `source`; `label` names the route in logs."""
+    if isinstance(source, RabbitMQSource) and to.exchange is not None:
+        return RabbitMQTarget(source, to.exchange, label=label)
+    if isinstance(source, KafkaSource) and to.topic is not None:
+        return KafkaTarget(source, to.topic, label=label)
+    what = f"exchange '{to.exchange}'" if to.exchange is not None else f"topic '{to.topic}'"
+    raise BridgeError(f"reverse route {label}: source '{to.source}' is {source.type}, but 'to' names {what}")
+
+
+class ReverseRoute:
+    """One reverse route: its durable consumer, its legacy target, and the loop between them."""
+
+    def __init__(
+        self,
+        service: str,
+        config: ReverseRouteConfig,
+        target_source: RabbitMQSource | KafkaSource,
+        js: JetStreamContext,
+        *,
+        batch: int = 256,
+        fetch_timeout: float = 1.0,
+        ack_wait: float = 60.0,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        error_log_interval: float = 30.0,
+    ) -> None:
+        self.service = service
+        self.config = config
+        self._js = js
+        self._batch = max(1, min(batch, config.max_ack_pending))
+        self._fetch_timeout = fetch_timeout
+        self._ack_wait = ack_wait
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._error_log_interval = error_log_interval
+        to = config.to
+        text = to.routing_key if to.kind == "rabbitmq" else to.key
+        self._template: KeyTemplate | None = parse(text) if text is not None else None
+        self.target = build_target(target_source, to, label=self.key)
+        self.durable = durable_name(service, config)
+        self.stats = ReverseStats()
+        self._stopping = asyncio.Event()
+        self._logged_reason = ""
+        self._logged_at = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.service}/{self.config.name}"
+
+    def stop(self) -> None:
+        """Ask `run()` to return once the batch in flight is settled; safe from any task."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Copy messages until `stop()`. Raises ReverseConsumerError when JetStream refuses the
+        consumer (missing stream, clashing config); legacy outages are waited out, not raised."""
+        if self._stopping.is_set():
+            return
+        config = consumer_config(self.durable, self.config, ack_wait=self._ack_wait)
+        subscription = await bind_consumer(self._js, self.config.stream, config)
+        log.info(
+            "reverse route %s: consumer '%s' on stream '%s' -> %s",
+            self.key,
+            self.durable,
+            self.config.stream,
+            self.target.description,
+        )
+        try:
+            await self._check_target()
+            while not self._stopping.is_set():
+                messages = await self._fetch(subscription)
+                if messages:
+                    await self._process(messages)
+        finally:
+            await self.target.close()
+            with contextlib.suppress(NatsError, TimeoutError):
+                await subscription.unsubscribe()
+            log.info("reverse route %s: stopped (%d written)", self.key, self.stats.written)
+
+    # ------------------------------------------------------------------ reading
+
+    async def _check_target(self) -> None:
+        """Connect early so a missing exchange or topic is reported at start, not at the first message."""
+        try:
+            await self.target.connect()
+        except TargetUnavailableError as error:
+            self.stats.last_error = str(error)
+            self._log_failure(str(error), "messages for it stay un-acked in JetStream until it is available")
+
+    async def _fetch(self, subscription: PullSubscription) -> list[Msg]:
+        try:
+            return await subscription.fetch(self._batch, timeout=self._fetch_timeout)
+        except TimeoutError:
+            return []  # nothing new (nats-py's own timeout errors are TimeoutErrors too)
+        except NatsError as error:
+            # NATS reconnects by itself; wait a moment instead of spinning on a dead connection.
+            self._log_failure(f"fetching from JetStream failed: {error or type(error).__name__}", "retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._fetch_timeout)
+            return []
+
+    async def _process(self, messages: Sequence[Msg]) -> None:
+        stats = self.stats
+        stats.received += len(messages)
+        pending: list[tuple[Msg, LegacyMessage]] = []
+        done: list[Msg] = []
+        for msg in messages:
+            headers = msg.headers
+            if headers and _forwarded(headers):
+                stats.filtered_forwarded += 1
+                done.append(msg)
+                continue
+            try:
+                pending.append((msg, self._legacy(msg)))
+            except TemplateRenderError as error:
+                stats.unrenderable += 1
+                stats.last_error = str(error)
+                log.error(  # noqa: TRY400  (the reason is the message; a traceback adds nothing)
+                    "reverse route %s: no %s for the message on subject '%s' (stream seq %d): %s; "
+                    "terminated, it will not be redelivered",
+                    self.key,
+                    self.target.key_name,
+                    msg.subject,
+                    msg.metadata.sequence.stream,
+                    error,
+                )
+                await self._settle([msg], "term")
+        if done:
+            await self._settle(done, "ack")
+        if pending:
+            await self._deliver(pending)
+
+    def _legacy(self, msg: Msg) -> LegacyMessage:
+        """The message as the legacy broker gets it; TemplateRenderError if it cannot be addressed."""
+        headers = msg.headers
+        key = self._template.render(msg.subject, headers) if self._template is not None else None
+        problem = self.target.key_problem(key)
+        if problem is not None:
+            raise TemplateRenderError(f"{problem}: {key!r:.80}", self._template.text if self._template else "")
+        msg_id = headers.get(MSG_ID_HEADER) if headers else None
+        if msg_id is None:
+            metadata = msg.metadata
+            msg_id = f"{metadata.stream}:{metadata.sequence.stream}"  # the same on every redelivery
+        return LegacyMessage(key=key, payload=msg.data, headers=legacy_headers(headers), msg_id=msg_id)
+
+    # ------------------------------------------------------------------ writing
+
+    async def _deliver(self, pending: list[tuple[Msg, LegacyMessage]]) -> None:
+        """Write until every message is confirmed (acking each as its confirm arrives), or until
+        `stop()` during a retry (then nak what is left)."""
+        held = [msg for msg, _ in pending]
+        keepalive = asyncio.create_task(self._keep_alive(held), name=f"reverse {self.key} keepalive")
+        backoff = 0.0
+        try:
+            while True:
+                outcomes = await self.target.write([legacy for _, legacy in pending])
+                confirmed: list[Msg] = []
+                failed: list[tuple[Msg, LegacyMessage]] = []
+                reason = ""
+                for (msg, legacy), outcome in zip(pending, outcomes, strict=True):
+                    if outcome is None:
+                        confirmed.append(msg)
+                    else:
+                        failed.append((msg, legacy))
+                        reason = reason or outcome.reason
+                self.stats.written += len(confirmed)
+                await self._settle(confirmed, "ack")
+                if not failed:
+                    if backoff:
+                        log.info("reverse route %s: %s accepts messages again", self.key, self.target.description)
+                        self._logged_reason = ""
+                    return
+                self.stats.failures += len(failed)
+                self.stats.last_error = reason
+                backoff = min(self._backoff_max, max(self._backoff_initial, backoff * 2))
+                self._log_failure(
+                    reason, f"{len(failed)} message(s) stay un-acked in JetStream; retrying in {backoff:.1f}s"
+                )
+                held[:] = [msg for msg, _ in failed]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                if self._stopping.is_set():
+                    log.warning(
+                        "reverse route %s: stopping with %d unwritten message(s); handed back to JetStream",
+                        self.key,
+                        len(failed),
+                    )
+                    await self._settle(held, "nak")
+                    return
+                self.stats.retries += 1
+                pending = failed
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+
+    async def _keep_alive(self, held: list[Msg]) -> None:
+        """Tell JetStream the held messages are being worked on, well within ack_wait, so a slow
+        legacy broker never makes it redeliver them behind the route's back."""
+        while True:
+            await asyncio.sleep(self._ack_wait / 3)
+            await self._settle(list(held), "in_progress")
+
+    async def _settle(self, messages: Sequence[Msg], verb: Verb) -> None:
+        """Send one acknowledgement verb for each message. A lost NATS connection loses the
+        acks, never messages: JetStream redelivers them after ack_wait."""
+        lost = 0
+        for msg in messages:
+            try:
+                if verb == "ack":
+                    await msg.ack()
+                elif verb == "nak":
+                    await msg.nak()
+                elif verb == "term":
+                    await msg.term()
+                else:
+                    await msg.in_progress()
+            except NatsError:  # MsgAlreadyAckdError, a closed or reconnecting client
+                lost += 1
+        if lost:
+            log.warning(
+                "reverse route %s: %d %s(s) not sent to JetStream (NATS connection lost); "
+                "JetStream redelivers those messages after ack_wait",
+                self.key,
+                lost,
+                verb,
+            )
+
+    def _log_failure(self, reason: str, consequence: str) -> None:
+        """Log a legacy or NATS problem as an error once, then again only when it changes or
+        every `error_log_interval` seconds: an outage is one line every half minute, not a flood."""
+        now = time.monotonic()
+        if reason != self._logged_reason or now - self._logged_at >= self._error_log_interval:
+            log.error("reverse route %s: %s; %s", self.key, reason, consequence)
+            self._logged_reason = reason
+            self._logged_at = now
+        else:
+            log.debug("reverse route %s: %s; %s", self.key, reason, consequence)
+
+
+def _forwarded(headers: Mapping[str, str]) -> bool:
+    """Written into NATS by a forward route: writing it back would make a loop."""
+    return any(name in headers for name in FORWARDED_HEADERS)

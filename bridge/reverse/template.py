@@ -1,0 +1,206 @@
+"""Target templates of reverse routes: the RabbitMQ routing key or Kafka record key of a NATS message.
+
+A reverse route writes a JetStream message to a legacy broker, which addresses messages by a
+routing key (RabbitMQ) or partitions them by a record key (Kafka). Both are text built from
+the NATS message, with literal text around placeholders::
+
+    {subject}           the whole subject                       orders.eu.created
+    {subject[i]}        one token; negative counts from the end {subject[-1]} -> created
+    {subject[i:j]}      tokens i..j-1 joined by '.'; open ends   {subject[1:]} -> eu.created
+    {header:NAME}       a NATS header's value                   {header:tenant}
+    {{ and }}           a literal brace
+
+A template is parsed once, when the mapping file loads (`parse` raises TemplateSyntaxError,
+a ValueError, with the column of the problem), into a short tuple of render steps; rendering
+one message walks that tuple without any parsing. A value a message lacks (a header it does
+not carry, a token index past its last token) raises TemplateRenderError naming the
+placeholder: the route terminates that message instead of guessing a key for it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from typing import Final
+
+from bridge.routing import TemplateRenderError, TemplateSyntaxError
+
+__all__ = ["KeyTemplate", "TemplateRenderError", "TemplateSyntaxError", "parse"]
+
+# One render step: (subject, its tokens (empty unless a step needs them), headers) -> text.
+_Step = Callable[[str, list[str], Mapping[str, str]], str]
+
+_SUBJECT_INDEX: Final = re.compile(r"subject\[([^\]]*)\]")
+_INTEGER: Final = re.compile(r"-?[0-9]+")
+# NATS header names are RFC 7230 tokens: anything else could never match a header.
+_HEADER_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_KNOWN: Final = "{subject} {subject[i]} {subject[i:j]} {header:NAME}"
+
+
+class KeyTemplate:
+    """A parsed routing-key / record-key template; `render` gives the key of one message."""
+
+    __slots__ = ("_needs_tokens", "_steps", "_whole_subject", "headers", "text")
+
+    def __init__(
+        self, text: str, steps: tuple[str | _Step, ...], *, needs_tokens: bool, headers: frozenset[str]
+    ) -> None:
+        self.text = text
+        self._steps = steps
+        self._needs_tokens = needs_tokens
+        self.headers = headers  # header names the template reads, for config checks and docs
+        # `{subject}` alone is the default routing key: render it without walking any steps.
+        self._whole_subject = len(steps) == 1 and steps[0] is _whole_subject
+
+    def render(self, subject: str, headers: Mapping[str, str] | None = None) -> str:
+        """The key for a message on `subject` carrying `headers`; TemplateRenderError when the
+        message lacks a value the template needs."""
+        if self._whole_subject:
+            return subject
+        tokens = subject.split(".") if self._needs_tokens else _NO_TOKENS
+        values = headers if headers is not None else _NO_HEADERS
+        return "".join([step if isinstance(step, str) else step(subject, tokens, values) for step in self._steps])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeyTemplate) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash((KeyTemplate, self.text))
+
+    def __repr__(self) -> str:
+        return f"KeyTemplate({self.text!r})"
+
+
+_NO_TOKENS: Final[list[str]] = []
+_NO_HEADERS: Final[Mapping[str, str]] = {}
+
+
+def parse(text: str) -> KeyTemplate:
+    """Parse a routing-key or record-key template; TemplateSyntaxError (a ValueError) says what
+    is wrong and where (`column`, 0-based; `pointer()` draws a caret under it)."""
+    steps: list[str | _Step] = []
+    literal: list[str] = []
+    needs_tokens = False
+    headers: set[str] = set()
+    index = 0
+    length = len(text)
+    while index < length:
+        char = text[index]
+        if char == "{":
+            if text.startswith("{{", index):
+                literal.append("{")
+                index += 2
+                continue
+            close = text.find("}", index + 1)
+            if close < 0:
+                raise _syntax(f"placeholder '{text[index:]}' is not closed: add '}}'", index, text)
+            nested = text.find("{", index + 1, close)
+            if nested >= 0:
+                raise _syntax(
+                    f"'{{' inside placeholder '{text[index : close + 1]}'; write '{{{{' for a literal brace",
+                    nested,
+                    text,
+                )
+            if literal:
+                steps.append("".join(literal))
+                literal.clear()
+            step, uses_tokens, header = _placeholder_step(text[index + 1 : close], index, text)
+            steps.append(step)
+            needs_tokens = needs_tokens or uses_tokens
+            if header is not None:
+                headers.add(header)
+            index = close + 1
+        elif char == "}":
+            if not text.startswith("}}", index):
+                raise _syntax("single '}' outside a placeholder; write '}}' for a literal brace", index, text)
+            literal.append("}")
+            index += 2
+        else:
+            literal.append(char)
+            index += 1
+    if literal:
+        steps.append("".join(literal))
+    return KeyTemplate(text, tuple(steps), needs_tokens=needs_tokens, headers=frozenset(headers))
+
+
+def _syntax(message: str, column: int, text: str) -> TemplateSyntaxError:
+    return TemplateSyntaxError(message, column, template=text)
+
+
+def _placeholder_step(body: str, column: int, text: str) -> tuple[_Step, bool, str | None]:
+    """The render step of one placeholder, whether it needs the subject's tokens, and the
+    header it reads (if any)."""
+    source = f"{{{body}}}"
+    if body == "subject":
+        return _whole_subject, False, None
+    if body.startswith("header:"):
+        name = body[len("header:") :]
+        if not name:
+            raise _syntax("'{header:}' needs a header name, e.g. '{header:tenant}'", column, text)
+        if not _HEADER_TOKEN.fullmatch(name):
+            raise _syntax(
+                f"'{source}': {name!r} is not a valid NATS header name (no spaces, ':' or braces)", column, text
+            )
+        return _header_step(name, source), False, name
+    match = _SUBJECT_INDEX.fullmatch(body)
+    if match is not None:
+        return _index_step(match.group(1), source, column, text), True, None
+    if not body:
+        raise _syntax("empty placeholder '{}'; write '{{' for a literal brace", column, text)
+    hint = f"; a reverse route knows {_KNOWN}"
+    name, bracket, rest = body.partition("[")
+    if ":" in body and not bracket:
+        hint = " — did you mean '{header:" + body.partition(":")[2] + "}'?"
+    elif difflib.get_close_matches(name, ["subject"], n=1, cutoff=0.6):
+        hint = " — did you mean '{subject" + bracket + rest + "}'?"
+    raise _syntax(f"unknown placeholder '{source}'{hint}", column, text)
+
+
+def _whole_subject(subject: str, _tokens: list[str], _headers: Mapping[str, str]) -> str:
+    return subject
+
+
+def _header_step(name: str, source: str) -> _Step:
+    lowered = name.lower()
+
+    def header(_subject: str, _tokens: list[str], headers: Mapping[str, str]) -> str:
+        value = headers.get(name)
+        if value is None:
+            # NATS header names are case-sensitive on the wire, but people write them as in HTTP.
+            value = next((item for key, item in headers.items() if key.lower() == lowered), None)
+            if value is None:
+                raise TemplateRenderError(f"'{source}': the message has no header '{name}'", source)
+        return value
+
+    return header
+
+
+def _index_step(inside: str, source: str, column: int, text: str) -> _Step:
+    parts = inside.split(":")
+    if len(parts) > 2:
+        raise _syntax(f"'{source}': slices take no step; write [i:j]", column, text)
+    for part in parts:
+        if part and not _INTEGER.fullmatch(part.strip()):
+            raise _syntax(f"'{source}': '{part}' is not an integer index", column, text)
+    if len(parts) == 1:
+        if not parts[0].strip():
+            raise _syntax(f"'{source}': empty index; write [i] or [i:j]", column, text)
+        position = int(parts[0])
+
+        def one_token(subject: str, tokens: list[str], _headers: Mapping[str, str]) -> str:
+            try:
+                return tokens[position]
+            except IndexError:
+                raise TemplateRenderError(
+                    f"'{source}': subject '{subject}' has {len(tokens)} token(s), so index {position} is out of range",
+                    source,
+                ) from None
+
+        return one_token
+    start, stop = (int(part) if part.strip() else None for part in parts)
+
+    def token_slice(_subject: str, tokens: list[str], _headers: Mapping[str, str]) -> str:
+        return ".".join(tokens[start:stop])
+
+    return token_slice
