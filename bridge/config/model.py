@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from bridge.config.durations import Duration
+from bridge.reverse.template import parse as parse_key_template
 from bridge.routing import (
     ExchangeType,
     SubjectTemplate,
@@ -535,6 +536,16 @@ class ReverseTo(Strict):
         None, description="Kafka record key template (same placeholders as routing_key); absent: no key."
     )
 
+    @field_validator("routing_key", "key")
+    @classmethod
+    def _key_template_parses(cls, text: str | None) -> str | None:
+        if text is not None:
+            try:
+                parse_key_template(text)
+            except TemplateSyntaxError as error:
+                raise ValueError(str(error)) from None
+        return text
+
     @model_validator(mode="after")
     def _one_target(self) -> ReverseTo:
         if (self.exchange is None) == (self.topic is None):
@@ -572,6 +583,17 @@ class ReverseRouteConfig(Strict):
         description="Phases of the service in which this reverse route runs.",
     )
     max_ack_pending: int = Field(1000, ge=1, description="Messages in flight to the legacy broker at most.")
+
+    @field_validator("filter_subjects")
+    @classmethod
+    def _filters_are_subject_filters(cls, subjects: list[str]) -> list[str]:
+        for subject in subjects:
+            if not is_valid_subject_filter(subject):
+                raise ValueError(
+                    f"'{subject}' is not a valid NATS subject filter (tokens separated by '.', "
+                    "no spaces, '*' for one token, '>' only at the end)"
+                )
+        return subjects
 
 
 class ServiceConfig(Strict):
