@@ -30,7 +30,7 @@ from bridge.config.model import (
     RabbitMQSource,
     ReverseRouteConfig,
 )
-from bridge.cutover.controller import CutoverController, Runnable, Supervisor
+from bridge.cutover.controller import CutoverController, Supervisor
 from bridge.cutover.store import PhaseStore
 from bridge.deadletters import DeadLetters
 from bridge.errors import BridgeError
@@ -196,7 +196,7 @@ class Bridge:
         for pipeline in self.pipelines:
             forward.setdefault(pipeline.route.service, []).append(pipeline)
 
-        def reverse(service: str, route: ReverseRouteConfig) -> Runnable:
+        def reverse(service: str, route: ReverseRouteConfig) -> ReverseRoute:
             return ReverseRoute(service, route, self.config.sources[route.to.source], js)
 
         try:

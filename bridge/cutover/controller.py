@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from bridge.jetstream.checkpoints import JetStreamCheckpoints
     from bridge.operations.health import HealthMonitor
     from bridge.pipeline import RoutePipeline
+    from bridge.reverse.route import ReverseStats
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,13 @@ class Runnable(Protocol):
     async def run(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+class ReverseRunnable(Runnable, Protocol):
+    """A reverse route, whose counters /status and /metrics show."""
+
+    @property
+    def stats(self) -> ReverseStats: ...
 
 
 class Supervisor:
@@ -79,7 +87,7 @@ class Supervisor:
         await asyncio.gather(*(self.stop(name) for name in names))
 
 
-ReverseFactory = Callable[[str, ReverseRouteConfig], Runnable]
+ReverseFactory = Callable[[str, ReverseRouteConfig], ReverseRunnable]
 
 
 class CutoverController:
@@ -175,10 +183,14 @@ class CutoverController:
                 if not self._supervisor.running(name):
                     log.info("service %s: reverse route %s starts (phase %s)", service, route.name, phase)
                     await self._supervisor.stop(name)  # a unit that ended by itself is started afresh
-                    self._supervisor.start(name, self._reverse(service, route))
+                    unit = self._reverse(service, route)
+                    self._supervisor.start(name, unit)
+                    self._monitor.reverse[(service, route.name)] = (unit.stats, True)
             elif self._supervisor.running(name):
                 log.info("service %s: reverse route %s stops (phase %s)", service, route.name, phase)
                 await self._supervisor.stop(name)
+                stats, _ = self._monitor.reverse[(service, route.name)]
+                self._monitor.reverse[(service, route.name)] = (stats, False)
 
     def _views(self, service: str) -> list[RouteView]:
         views = []

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from bridge.jetstream.connection import ConnectionEvents
     from bridge.jetstream.publisher import JetStreamPublisher
     from bridge.pipeline import RoutePipeline
+    from bridge.reverse.route import ReverseStats
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class HealthMonitor:
         # Kept up to date by the cut-over controller: service -> phase, and the whole record.
         self.phases: dict[str, str] = {p.route.service: "shadow" for p in pipelines}
         self.service_records: dict[str, PhaseRecord] = {}
+        # (service, reverse route) -> its stats and whether it runs now, kept by the controller.
+        self.reverse: dict[tuple[str, str], tuple[ReverseStats, bool]] = {}
 
     def forget(self, pipeline: RoutePipeline) -> None:
         """A retired route: no longer checked, counted or reported as a problem."""
@@ -230,6 +233,21 @@ class HealthMonitor:
                 "in_flight": self.publisher.in_flight,
             },
             "routes": routes,
+            "reverse_routes": [
+                {
+                    "service": service,
+                    "route": route,
+                    "running": is_running,
+                    "received": stats.received,
+                    "written": stats.written,
+                    "filtered": stats.filtered_forwarded,
+                    "unrenderable": stats.unrenderable,
+                    "write_failures": stats.failures,
+                    "retries": stats.retries,
+                    "last_error": stats.last_error,
+                }
+                for (service, route), (stats, is_running) in self.reverse.items()
+            ],
             "streams": [
                 {
                     "name": s.name,

@@ -125,6 +125,20 @@ class BridgeCollector(Collector):
                 phase.add_metric([service, name], 1 if name == current else 0)
         yield phase
 
+        messages, failures, running = (
+            _counter(names.REVERSE_MESSAGES),
+            _counter(names.REVERSE_FAILURES),
+            _gauge(names.REVERSE_RUNNING),
+        )
+        for (service, route), (stats, is_running) in monitor.reverse.items():
+            labels = [service, route]
+            messages.add_metric([*labels, "written"], stats.written)
+            messages.add_metric([*labels, "filtered"], stats.filtered_forwarded)
+            messages.add_metric([*labels, "unrenderable"], stats.unrenderable)
+            failures.add_metric(labels, stats.failures)
+            running.add_metric(labels, 1 if is_running else 0)
+        yield from (messages, failures, running)
+
     def _stream_metrics(self) -> Iterator[Metric]:
         monitor = self._monitor
         messages, size, max_bytes = (

@@ -106,6 +106,22 @@ CONSUMER_ACK_PENDING = _m(
     ("stream", "consumer"),
     "Messages a JetStream consumer of a declared stream received and has not acknowledged.",
 )
+REVERSE_MESSAGES = _m(
+    "reverse_messages_total",
+    "counter",
+    ("service", "route", "outcome"),
+    "JetStream messages a reverse route settled: written (confirmed by the legacy broker), filtered "
+    "(stored by a forward route: never written back) or unrenderable (terminated).",
+)
+REVERSE_FAILURES = _m(
+    "reverse_write_failures_total",
+    "counter",
+    ("service", "route"),
+    "Messages in legacy writes that failed (held and retried in order).",
+)
+REVERSE_RUNNING = _m(
+    "reverse_route_running", "gauge", ("service", "route"), "1 while the reverse route runs (its service's phase)."
+)
 READY = _m("ready", "gauge", (), "1 when /readyz answers 200: connected everywhere and no route stalled.")
 INFO = _m("info", "gauge", ("version",), "Always 1; the bridge's version as a label.")
 
@@ -127,6 +143,9 @@ METRICS: tuple[MetricSpec, ...] = (
     RECONNECTS,
     SLOW_CONSUMERS,
     SERVICE_PHASE,
+    REVERSE_MESSAGES,
+    REVERSE_FAILURES,
+    REVERSE_RUNNING,
     STREAM_MESSAGES,
     STREAM_BYTES,
     STREAM_MAX_BYTES,

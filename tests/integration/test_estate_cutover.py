@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aio_pika
+import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka_helpers import BridgeProcess
@@ -246,6 +247,17 @@ async def test_the_example_estate_is_cut_over_service_by_service_with_nothing_lo
     for service in services.values():
         record, _ = await store.get(service)
         assert record.phase.value == "retired"
+    # The reverse routes still feed the legacy consumers, and the endpoint says how much.
+    url = await bridge.http_url()
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/status") as response:
+        document = await response.json()
+    reverse = {entry["service"]: entry for entry in document["reverse_routes"]}
+    assert set(reverse) == set(services.values())
+    for service in services.values():
+        assert reverse[service]["running"]
+        assert reverse[service]["written"] > 0, reverse[service]
+        assert reverse[service]["write_failures"] == 0, reverse[service]
+    assert {entry["phase"] for entry in document["services"]} == {"retired"}
     assert bridge.terminate() == 0, bridge.log()
     await kafka.stop()
     await connection.close()
