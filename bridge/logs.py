@@ -60,7 +60,7 @@ def config_secrets(config: BridgeConfig) -> list[str]:
         if isinstance(source, RabbitMQSource):
             values += [source.url, source.password]
         elif isinstance(source, KafkaSource):
-            values.append(source.sasl_password)
+            values += [source.sasl_password, source.ssl_key_password]
     secrets = []
     for value in values:
         if value is None:

@@ -1,4 +1,7 @@
-"""`${VAR}` and `${VAR:-default}` in mapping files, so no secret has to live in one.
+"""`${VAR}`, `${VAR:-default}` and `${file:PATH}` in mapping files, so no secret has to live in one.
+
+`${file:PATH}` is the file's content without its trailing line break (a Kubernetes or Docker
+secret mounted as a file); a relative PATH is taken from the mapping file's directory.
 
 Interpolation happens on the parsed YAML tree (scalar values only, never keys), after
 parsing and before validation: a value that comes from the environment is therefore
@@ -10,8 +13,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
-_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\}?")
+_REFERENCE = re.compile(r"\$\$\{|\$\{file:([^}]+)\}|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\}?")
 
 
 class MissingVariableError(ValueError):
@@ -26,8 +30,24 @@ class BadReferenceError(ValueError):
     """A `${...}` that is not `${NAME}` or `${NAME:-default}`."""
 
 
-def interpolate(text: str, env: Mapping[str, str]) -> str:
-    """Replace every `${VAR}` / `${VAR:-default}` in `text` with its value from `env`."""
+class SecretFileError(ValueError):
+    """A `${file:PATH}` whose file cannot be read (the message names the path, never content)."""
+
+
+def read_secret_file(path: str, base: Path | None) -> str:
+    file = Path(path).expanduser()
+    if not file.is_absolute() and base is not None:
+        file = base / file
+    try:
+        return file.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as error:
+        raise SecretFileError(f"cannot read secret file '{file}': {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise SecretFileError(f"secret file '{file}' is not UTF-8 text") from None
+
+
+def interpolate(text: str, env: Mapping[str, str], base: Path | None = None) -> str:
+    """Replace every `${VAR}` / `${VAR:-default}` / `${file:PATH}` in `text`."""
     if "$" not in text:
         return text
 
@@ -35,13 +55,17 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
         whole = match.group(0)
         if whole == "$${":
             return "${"
-        name = match.group(1)
+        if match.group(1) is not None:
+            return read_secret_file(match.group(1).strip(), base)
+        name = match.group(2)
         if name is None:
-            raise BadReferenceError(f"'{whole}' is not a valid reference; write ${{NAME}} or ${{NAME:-default}}")
+            raise BadReferenceError(
+                f"'{whole}' is not a valid reference; write ${{NAME}}, ${{NAME:-default}} or ${{file:PATH}}"
+            )
         value = env.get(name)
         if value is not None and value != "":
             return value
-        default = match.group(2)
+        default = match.group(3)
         if default is not None:
             return default
         if value is not None:
@@ -54,4 +78,4 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
 def is_reference(text: str) -> bool:
     """True when `text` is entirely one `${VAR}` / `${VAR:-default}` reference."""
     match = _REFERENCE.fullmatch(text.strip())
-    return match is not None and match.group(1) is not None
+    return match is not None and (match.group(1) is not None or match.group(2) is not None)

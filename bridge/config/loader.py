@@ -26,7 +26,7 @@ from bridge.config.model import LOCATE_REFERENCES_LATER, BridgeConfig
 from bridge.errors import ConfigError, ConfigIssue
 
 # Keys whose values are secrets: they must be `${VAR}` references, never literals.
-SECRET_KEYS = frozenset({"password", "token", "sasl_password"})
+SECRET_KEYS = frozenset({"password", "token", "sasl_password", "ssl_key_password"})
 
 Loc = tuple[int | str, ...]
 
@@ -84,6 +84,8 @@ class _TreeReader:
         self.tree = tree
         self.filename = filename
         self.env = env
+        # `${file:PATH}` relative paths are taken from the mapping file's directory.
+        self.base = Path(filename).resolve().parent if filename and Path(filename).exists() else None
         self.issues: list[ConfigIssue] = []
 
     def resolve(self, node: Any, loc: Loc) -> Any:
@@ -107,10 +109,10 @@ class _TreeReader:
             self._add(
                 loc,
                 "a secret must not be written in the file",
-                f"write a reference instead, e.g. {key}: ${{{key.upper()}}}",
+                f"write a reference instead, e.g. {key}: ${{{key.upper()}}} or {key}: ${{file:/run/secrets/{key}}}",
             )
         try:
-            return interpolate(text, self.env)
+            return interpolate(text, self.env, self.base)
         except ValueError as error:
             self._add(loc, str(error))
             return text

@@ -78,6 +78,8 @@ class NatsConfig(Strict):
     )
     nkey_seed_file: str | None = Field(None, description="Path of a file holding an NKey seed.")
     tls_ca_file: str | None = Field(None, description="CA bundle to verify the servers' certificates.")
+    tls_cert_file: str | None = Field(None, description="Client certificate (PEM) for servers that verify clients.")
+    tls_key_file: str | None = Field(None, description="The client certificate's private key (PEM).")
     connect_timeout: Duration = Field(
         timedelta(seconds=5), description="Bound on the initial connect, so a wrong URL fails fast."
     )
@@ -105,6 +107,8 @@ class NatsConfig(Strict):
             raise ValueError(f"choose one authentication method, not {' and '.join(methods)}")
         if self.password is not None and self.user is None:
             raise ValueError("'password' needs 'user'")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("'tls_cert_file' and 'tls_key_file' go together")
         return self
 
 
@@ -196,11 +200,31 @@ class RabbitMQSource(Strict):
     )
     vhost: str | None = Field(None, description="Virtual host; overrides the one in the URL.")
     username: str | None = Field(None, description="User name; overrides the one in the URL.")
-    password: SecretStr | None = Field(None, description="Password as a `${VAR}` reference.")
+    password: SecretStr | None = Field(None, description="Password as a `${VAR}` or `${file:PATH}` reference.")
+    tls_ca_file: str | None = Field(None, description="CA bundle to verify the broker (amqps:// URLs).")
+    tls_cert_file: str | None = Field(None, description="Client certificate (PEM), for EXTERNAL or verify_peer.")
+    tls_key_file: str | None = Field(None, description="The client certificate's private key (PEM).")
+    auth_mechanism: Literal["PLAIN", "EXTERNAL"] = Field(
+        "PLAIN", description="PLAIN (user and password) or EXTERNAL (the client certificate's identity)."
+    )
     prefetch: int = Field(
         1000, ge=1, le=65535, description="Most unacknowledged deliveries per consumer: the memory bound."
     )
     heartbeat: Duration = Field(timedelta(seconds=30), description="AMQP heartbeat interval.")
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> RabbitMQSource:
+        tls = any(f is not None for f in (self.tls_ca_file, self.tls_cert_file, self.tls_key_file))
+        scheme = self.url.get_secret_value().split("://", 1)[0].lower()
+        if tls and scheme != "amqps":
+            raise ValueError("TLS files need an amqps:// URL")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("'tls_cert_file' and 'tls_key_file' go together")
+        if self.auth_mechanism == "EXTERNAL" and (self.tls_cert_file is None or scheme != "amqps"):
+            raise ValueError("auth_mechanism EXTERNAL needs an amqps:// URL and a client certificate")
+        if self.auth_mechanism == "EXTERNAL" and self.password is not None:
+            raise ValueError("auth_mechanism EXTERNAL takes no password: the certificate is the credential")
+        return self
 
 
 class KafkaSource(Strict):
@@ -223,7 +247,30 @@ class KafkaSource(Strict):
         None, description="SASL mechanism when the protocol uses SASL."
     )
     sasl_username: str | None = Field(None, description="SASL user name.")
-    sasl_password: SecretStr | None = Field(None, description="SASL password as a `${VAR}` reference.")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password as a `${VAR}` or `${file:PATH}` reference."
+    )
+    ssl_ca_file: str | None = Field(None, description="CA bundle (PEM) to verify the brokers (SSL, SASL_SSL).")
+    ssl_cert_file: str | None = Field(None, description="Client certificate (PEM) for brokers that verify clients.")
+    ssl_key_file: str | None = Field(None, description="The client certificate's private key (PEM).")
+    ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted private key, as a `${VAR}` or `${file:PATH}` reference."
+    )
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> KafkaSource:
+        protocol = self.security_protocol
+        sasl = protocol.startswith("SASL_")
+        if sasl and (self.sasl_mechanism is None or self.sasl_username is None or self.sasl_password is None):
+            raise ValueError(f"{protocol} needs 'sasl_mechanism', 'sasl_username' and 'sasl_password'")
+        if not sasl and self.sasl_mechanism is not None:
+            raise ValueError(f"'sasl_mechanism' needs security_protocol SASL_SSL (or SASL_PLAINTEXT), not {protocol}")
+        ssl_files = (self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file, self.ssl_key_password)
+        if any(f is not None for f in ssl_files) and not protocol.endswith("SSL"):
+            raise ValueError(f"ssl_* settings need security_protocol SSL or SASL_SSL, not {protocol}")
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("'ssl_cert_file' and 'ssl_key_file' go together")
+        return self
 
 
 def _source_kind(value: Any) -> str | None:
