@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -26,7 +27,7 @@ from bridge.importers.cli import import_app
 from bridge.jetstream.plan import apply_to_server, format_plan, format_report, plan_from_server
 from bridge.jetstream.report import format_states, stream_states
 from bridge.logs import LogFormat, config_secrets, configure_logging
-from bridge.operations.http import DEFAULT_ADDRESS, HttpAddress
+from bridge.operations.http import DEFAULT_ADDRESS, HttpAddress, http_token
 from bridge.runner import RunSettings, run_bridge
 from bridge.traffic import produce_all
 from bridge.verify import verify_command
@@ -245,17 +246,27 @@ def run(
     stall_after: Annotated[
         str, typer.Option(help="A route with work and no progress for this long is stalled (/readyz fails).")
     ] = "60s",
+    http_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="NATS_BRIDGE_HTTP_TOKEN_FILE",
+            help="A file holding a bearer token that /status and /metrics then require "
+            "(also NATS_BRIDGE_HTTP_TOKEN). /healthz and /readyz stay open for probes.",
+        ),
+    ] = None,
 ) -> None:
     """Run every route in the mapping file until SIGINT/SIGTERM, then drain, settle and exit 0."""
     config = _load(file, as_json=False)
-    configure_logging(log_level, log_format, secrets=config_secrets(config))
     try:
         stall = parse_duration(stall_after).total_seconds()
         address = None if http.lower() == "off" else HttpAddress.parse(http)
+        token = http_token(http_token_file, os.environ)
     except (ValueError, BridgeError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
-    run_bridge(config, RunSettings(http=address, stall_after=stall))
+    secrets = config_secrets(config) + ([token] if token else [])
+    configure_logging(log_level, log_format, secrets=secrets)
+    run_bridge(config, RunSettings(http=address, stall_after=stall, http_token=token))
 
 
 @app.command()

@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Iterable
 from enum import StrEnum
+from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import SecretStr
@@ -32,30 +33,43 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
-class SecretScrubbingFormatter(logging.Formatter):
-    """Formats with `inner`, then replaces every known secret (as written, URL-encoded and
-    JSON-escaped) with `***`."""
+class Scrubber:
+    """Replaces every known secret (as written, URL-encoded and JSON-escaped) with `***`: the
+    last line of defence for anything the bridge writes out (log lines, /status)."""
 
-    def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
-        super().__init__()
-        self._inner = inner
+    def __init__(self, secrets: Iterable[str]) -> None:
         forms: set[str] = set()
         for secret in secrets:
             if len(secret) >= MIN_SECRET_LENGTH:
                 forms.update({secret, quote(secret, safe=""), json.dumps(secret)[1:-1]})
         self._forms = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
 
-    def format(self, record: logging.LogRecord) -> str:
-        text = self._inner.format(record)
+    def scrub(self, text: str) -> str:
         for form in self._forms:
             if form in text:
                 text = text.replace(form, REDACTED)
         return text
 
 
+class SecretScrubbingFormatter(logging.Formatter):
+    """Formats with `inner`, then scrubs the line (tracebacks included)."""
+
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._inner = inner
+        self._scrubber = Scrubber(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._scrubber.scrub(self._inner.format(record))
+
+
 def config_secrets(config: BridgeConfig) -> list[str]:
     """Every secret value the mapping file resolved to: passwords, tokens, URL passwords."""
     values: list[SecretStr | None] = [config.nats.password, config.nats.token, *config.nats.servers]
+    nats = config.nats
+    for path in (nats.credentials_file, nats.nkey_seed_file):
+        secrets_in_file = _file_secrets(path)
+        values += [SecretStr(value) for value in secrets_in_file]
     for source in config.sources.values():
         if isinstance(source, RabbitMQSource):
             values += [source.url, source.password]
@@ -72,6 +86,17 @@ def config_secrets(config: BridgeConfig) -> list[str]:
         elif "://" not in text:
             secrets.append(text)
     return secrets
+
+
+def _file_secrets(path: str | None) -> list[str]:
+    """The seed and JWT lines of an NKey seed or .creds file: values that must never be logged."""
+    if path is None:
+        return []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith(("-", "*", "#"))]
 
 
 def _url_password(text: str) -> str | None:

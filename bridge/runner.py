@@ -35,10 +35,11 @@ from bridge.cutover.store import PhaseStore
 from bridge.deadletters import DeadLetters
 from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
-from bridge.jetstream.connection import ConnectionEvents, connect_nats
+from bridge.jetstream.connection import ConnectionEvents, connect_error_text, connect_nats
 from bridge.jetstream.declare import declare_streams
 from bridge.jetstream.payloads import ObjectStorePayloads
 from bridge.jetstream.publisher import JetStreamPublisher
+from bridge.logs import Scrubber, config_secrets
 from bridge.mapping import CompiledRoute
 from bridge.operations.health import HealthMonitor
 from bridge.operations.http import HttpAddress, serve
@@ -65,6 +66,7 @@ class RunSettings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     checkpoints: bool = True
     http: HttpAddress | None = None  # where /metrics, /healthz, /readyz and /status are served
+    http_token: str | None = field(default=None, repr=False)  # bearer token for /status and /metrics
     stall_after: float = 60.0  # a route with work and no progress this long is stalled (not ready)
     phase_interval: float = 1.0  # how often service phases are read from KV
 
@@ -121,7 +123,7 @@ class Bridge:
         try:
             nc = await connect_nats(self.config.nats, events)
         except (NatsError, OSError, TimeoutError) as error:
-            raise NatsUnavailableError(f"cannot connect to NATS: {error or type(error).__name__}") from None
+            raise NatsUnavailableError(connect_error_text(self.config.nats, error)) from None
         try:
             js = nc.jetstream()
             streams = self.config.all_streams()
@@ -165,7 +167,14 @@ class Bridge:
                     interval=self.settings.health_interval,
                 )
                 if self.settings.http is not None:
-                    self.http = await serve(self.settings.http, self.monitor, bridge_registry(self.monitor))
+                    secrets = config_secrets(self.config) + [t for t in (self.settings.http_token,) if t]
+                    self.http = await serve(
+                        self.settings.http,
+                        self.monitor,
+                        bridge_registry(self.monitor),
+                        self.settings.http_token,
+                        Scrubber(secrets),
+                    )
                 store = PhaseStore(js, replicas=self.config.state_replicas)
                 try:
                     await self._run_routes(self.monitor, store, checkpoints, js)

@@ -9,14 +9,17 @@ source order, and a buffer flushed after reconnect would overtake those resends.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from typing import Protocol
+import re
+import ssl
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import AuthorizationError, SlowConsumerError
 from nats.errors import Error as NatsError
-from nats.errors import SlowConsumerError
 
 from bridge.config.model import BridgeConfig, NatsConfig
 from bridge.errors import BridgeError
@@ -31,6 +34,11 @@ class ConnectionListener(Protocol):
 
     async def on_reconnect(self) -> None: ...
 
+    def on_permission_denied(self, subject: str) -> None:
+        """The server refused a publish to `subject` (the user lacks the permission): it
+        dropped the message and will never answer it."""
+        ...
+
 
 class ConnectionEvents:
     """Fans the connection's disconnect/reconnect out to listeners registered at any time.
@@ -44,6 +52,7 @@ class ConnectionEvents:
         self.disconnects = 0
         self.reconnects = 0
         self.slow_consumers = 0  # replies the client dropped because the bridge read too slowly
+        self.permission_violations = 0  # publishes the server refused: the user lacks the permission
 
     def add(self, listener: ConnectionListener) -> None:
         self._listeners.append(listener)
@@ -57,6 +66,46 @@ class ConnectionEvents:
         self.reconnects += 1
         for listener in self._listeners:
             await listener.on_reconnect()
+
+    def permission_denied(self, subject: str) -> None:
+        self.permission_violations += 1
+        for listener in self._listeners:
+            listener.on_permission_denied(subject)
+
+
+_PUBLISH_DENIED = re.compile(r"permissions violation for publish to \"?([^\"\s']+)", re.IGNORECASE)
+_SUBSCRIBE_DENIED = re.compile(r"permissions violation for subscription to \"?([^\"\s']+)", re.IGNORECASE)
+
+
+def auth_method(config: NatsConfig) -> str:
+    """How the bridge authenticates, in words for error messages (never a secret)."""
+    if config.credentials_file is not None:
+        method = f"credentials file {config.credentials_file}"
+    elif config.nkey_seed_file is not None:
+        method = f"NKey seed file {config.nkey_seed_file}"
+    elif config.token is not None:
+        method = "token"
+    elif config.password is not None:
+        method = f"user '{config.user}' and password"
+    else:
+        method = "no credentials"
+    if config.tls_cert_file is not None:
+        method += f", TLS client certificate {config.tls_cert_file}"
+    return method
+
+
+def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
+    """A TLS context when the file asks for TLS (a CA, a client certificate or tls:// URLs)."""
+    wants_tls = any(server.get_secret_value().startswith("tls://") for server in config.servers)
+    if config.tls_ca_file is None and config.tls_cert_file is None and not wants_tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=config.tls_ca_file)
+        if config.tls_cert_file is not None and config.tls_key_file is not None:
+            context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    except (OSError, ssl.SSLError) as error:
+        raise BridgeError(f"NATS TLS settings: cannot load the CA or client certificate: {error}") from None
+    return context
 
 
 def redact_url(url: str) -> str:
@@ -74,11 +123,29 @@ def redact_url(url: str) -> str:
 
 async def connect_nats(config: NatsConfig, events: ConnectionEvents | None = None) -> NatsClient:
     """Connect with bridge-grade options; raise the client's error if no server answers in time."""
-    servers = [server.get_secret_value() for server in config.servers]
 
     async def error_cb(error: Exception) -> None:
         if isinstance(error, SlowConsumerError) and events is not None:
             events.slow_consumers += 1
+        denied = _PUBLISH_DENIED.search(str(error))
+        if denied is not None:
+            log.error("NATS refused a publish to '%s': the bridge's user lacks the permission", denied.group(1))
+            if events is not None:
+                events.permission_denied(denied.group(1))
+            return
+        refused = _SUBSCRIBE_DENIED.search(str(error))
+        if refused is not None:
+            log.error(
+                "NATS refused the bridge's subscription to '%s': the user needs subscribe permission on its "
+                "reply inboxes (_INBOX.>) to receive PubAcks",
+                refused.group(1),
+            )
+            return
+        if not client.is_connected and not first_refusal.done() and _refused_for_good(error):
+            # Before the first connection, credentials or certificates the server refuses will
+            # be refused on every retry: fail now with the reason instead of retrying silently.
+            first_refusal.set_result(error)
+            return
         # nats-py reports every failed reconnect attempt here; one line each is enough.
         log.warning("NATS connection error: %s", error)
 
@@ -95,8 +162,28 @@ async def connect_nats(config: NatsConfig, events: ConnectionEvents | None = Non
         if events is not None:
             await events.reconnected()
 
+    options = client_options(config)
+    options.update(error_cb=error_cb, disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb)
+    client = NatsClient()
+    first_refusal: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+    connecting = asyncio.create_task(client.connect(**options))  # type: ignore[arg-type]
+    waiters: set[asyncio.Future[Any]] = {connecting, first_refusal}
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, NatsError, OSError):
+            await connecting
+        with contextlib.suppress(NatsError, OSError, TimeoutError):
+            await client.close()
+        raise first_refusal.result()
+    connecting.result()
+    return client
+
+
+def client_options(config: NatsConfig) -> dict[str, object]:
+    """nats-py's connect options for the file's settings (callbacks are added by the caller)."""
     options: dict[str, object] = {
-        "servers": servers,
+        "servers": [server.get_secret_value() for server in config.servers],
         "name": config.name,
         "connect_timeout": config.connect_timeout.total_seconds(),
         "ping_interval": max(1, int(config.ping_interval.total_seconds())),
@@ -105,9 +192,6 @@ async def connect_nats(config: NatsConfig, events: ConnectionEvents | None = Non
         "reconnect_time_wait": 0.5,
         "allow_reconnect": True,
         "pending_size": 0,
-        "error_cb": error_cb,
-        "disconnected_cb": disconnected_cb,
-        "reconnected_cb": reconnected_cb,
     }
     if config.user is not None:
         options["user"] = config.user
@@ -119,9 +203,15 @@ async def connect_nats(config: NatsConfig, events: ConnectionEvents | None = Non
         options["user_credentials"] = config.credentials_file
     if config.nkey_seed_file is not None:
         options["nkeys_seed"] = config.nkey_seed_file
-    client = NatsClient()
-    await client.connect(**options)  # type: ignore[arg-type]
-    return client
+    context = tls_context(config)
+    if context is not None:
+        options["tls"] = context
+    return options
+
+
+def _refused_for_good(error: Exception) -> bool:
+    """An authentication or TLS refusal: retrying with the same settings cannot succeed."""
+    return isinstance(error, AuthorizationError | ssl.SSLError) or "authorization violation" in str(error).lower()
 
 
 # A one-shot command must fail when NATS is not there, not retry forever like `run` does
@@ -138,8 +228,18 @@ async def connect_for_command(config: BridgeConfig) -> NatsClient:
     try:
         return await connect_nats(nats)
     except (NatsError, OSError, TimeoutError) as error:
-        # nats-py's messages name no password; the server URLs are not repeated here.
-        raise BridgeError(f"cannot connect to NATS: {error or type(error).__name__}") from None
+        raise BridgeError(connect_error_text(config.nats, error)) from None
+
+
+def connect_error_text(config: NatsConfig, error: BaseException) -> str:
+    """One line for a failed connect: where, how the bridge authenticated, what the server said."""
+    servers = ", ".join(redact_url(server.get_secret_value()) for server in config.servers)
+    text = str(error) or type(error).__name__
+    if isinstance(error, ssl.SSLError) or "ssl" in text.lower() or "certificate" in text.lower():
+        text = f"TLS handshake failed: {text}"
+    elif "authorization" in text.lower() or "authentication" in text.lower():
+        text = f"authentication refused ({text})"
+    return f"cannot connect to NATS at {servers} with {auth_method(config)}: {text}"
 
 
 async def close_quietly(nc: NatsClient) -> None:

@@ -65,7 +65,7 @@ class PublishFailure:
     retried with the same Nats-Msg-Id.
     """
 
-    kind: str  # "error" | "no-responders" | "timeout" | "disconnected" | "refused"
+    kind: str  # "error" | "no-responders" | "timeout" | "disconnected" | "refused" | "permission"
     description: str
     code: int = 0
     err_code: int = 0
@@ -274,6 +274,19 @@ class JetStreamPublisher:
 
     async def on_reconnect(self) -> None:
         self._connected.set()
+
+    def on_permission_denied(self, subject: str) -> None:
+        """The server dropped the publishes to `subject` and will never answer them: fail them
+        for good now (dead letter or stop, as the route says) instead of waiting to time out
+        and resending forever."""
+        denied = [token for token, entry in self._in_flight.items() if entry.outbound.subject == subject]
+        failure = PublishFailure(
+            "permission", f"the NATS user may not publish to '{subject}' (permissions violation)", permanent=True
+        )
+        for token in denied:
+            self._fail(self._in_flight.pop(token), failure)
+        if denied:
+            self._signal_space()
 
     def _on_reply_sync(self, msg: Msg) -> None:
         entry = self._in_flight.pop(msg.subject[len(self._prefix) :], None)
