@@ -36,8 +36,10 @@ from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSour
 from bridge.dryrun import DryRunReport, Finding, Severity, offline_checks
 from bridge.dryrun_replay import DEFAULT_MAX_PAYLOAD, ReplayReport, replay_file
 from bridge.dryrun_sample import sample_into
-from bridge.jetstream.connection import connect_nats, redact_url
+from bridge.errors import BridgeError
+from bridge.jetstream.connection import connect_error_text, connect_nats, redact_url
 from bridge.jetstream.plan import Action, Plan, plan_streams, server_streams
+from bridge.logs import config_secrets
 from bridge.sources.kafka import full_match_pattern, kafka_client_options
 from bridge.sources.rabbitmq import amqp_url, shadow_queue_name
 
@@ -64,9 +66,8 @@ async def probe_nats(config: BridgeConfig) -> tuple[dict[str, Any], Plan | None,
     nats = config.nats.model_copy(update={"max_reconnect_attempts": 1})
     try:
         nc = await asyncio.wait_for(connect_nats(nats), PROBE_TIMEOUT * 2)
-    except (NatsError, OSError, TimeoutError) as error:
-        secrets = [s.get_secret_value() for s in (config.nats.password, config.nats.token) if s is not None]
-        message = f"cannot connect to NATS at {urls}: {_scrub(_error_text(error), secrets)}"
+    except (NatsError, OSError, TimeoutError, BridgeError) as error:
+        message = _scrub(connect_error_text(config.nats, error), config_secrets(config))
         return {"broker": "nats", "url": urls, "ok": False, "error": message}, None, {}
     try:
         existing = await asyncio.wait_for(server_streams(nc.jetstream(timeout=PROBE_TIMEOUT)), PROBE_TIMEOUT)
