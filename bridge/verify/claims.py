@@ -1,0 +1,175 @@
+"""Which stored message is a route's, and the tallies of what each route has stored.
+
+The streams scanned for a route are the declared streams whose subjects can capture a subject
+the route produces (the dry-run's subject shapes). In them a message is the route's when its
+headers name the route's source — a `Kafka-Topic` the route reads (and, for a source with
+`cluster_name`, a Msg-Id with that prefix), the route's stream queue in `Amqp-Queue`, or for
+shadow/queue routes AMQP metadata without a stream offset — *and* its subject is one the
+route's template can produce. The subject test is what keeps apart two routes writing into one
+stream. Dead letters are the route's by their `Bridge-Dlq-Route` header and subject
+(`<prefix>.<service>.<route>`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, MsgIdStrategy, RabbitMQMode
+from bridge.deadletters import ROUTE_HEADER
+from bridge.dryrun_patterns import Shape, filter_shape, intersects, route_shapes
+from bridge.errors import BridgeError
+from bridge.jetstream.checkpoints import lane_position_from_headers
+from bridge.mapping import MSG_ID_HEADER, CompiledRoute
+from bridge.routing import kafka_topic_matches
+from bridge.sources.base import Lane
+from bridge.verify.counts import IdCounts, PositionCounts
+from bridge.verify.report import RouteKind
+
+
+class SubjectFit:
+    """Whether a literal subject is one a route's template can produce (its dry-run shapes).
+
+    Cached per subject: a stream holds few distinct subjects in practice ({partition}), and
+    the cache is cleared when many ({key}) would make it grow without bound.
+    """
+
+    _LIMIT = 65536
+
+    def __init__(self, shapes: Sequence[Shape]) -> None:
+        self._shapes = tuple(shapes)
+        self._cache: dict[str, bool] = {}
+
+    def __call__(self, subject: str) -> bool:
+        hit = self._cache.get(subject)
+        if hit is None:
+            literal = filter_shape(subject)
+            hit = any(intersects(shape, literal) for shape in self._shapes)
+            if len(self._cache) >= self._LIMIT:
+                self._cache.clear()
+            self._cache[subject] = hit
+        return hit
+
+
+@dataclass(slots=True)
+class RouteCheck:
+    """One route being verified: what identifies its messages, and their tallies so far."""
+
+    route: CompiledRoute
+    kind: RouteKind
+    fits_subject: SubjectFit
+    streams: list[str]
+    dead_letter_subject: str
+    queue: str | None = None  # stream queue (rabbitmq-stream) or consumed queue
+    copies: dict[Lane, PositionCounts] = field(default_factory=dict)  # stream copies + dead letters
+    dead: dict[Lane, PositionCounts] = field(default_factory=dict)  # dead letters alone
+    ids: IdCounts = field(default_factory=IdCounts)  # rabbitmq-queue routes
+    stored: int = 0
+    dead_lettered: int = 0
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.route.key
+
+    def claim(self, subject: str, headers: Mapping[str, str]) -> tuple[Lane, int] | str | None:
+        """The lane and position (Kafka, stream queue) or Msg-Id (shadow/queue) of a stored
+        message when it is this route's, else None."""
+        if self.kind == "rabbitmq-queue":
+            if "Kafka-Topic" in headers or "Amqp-Stream-Offset" in headers or "Amqp-Routing-Key" not in headers:
+                return None
+            msg_id = headers.get(MSG_ID_HEADER)
+            return msg_id if msg_id is not None and self.fits_subject(subject) else None
+        found = self._position(headers)
+        return found if found is not None and self.fits_subject(subject) else None
+
+    def claim_dead_letter(self, subject: str, headers: Mapping[str, str]) -> tuple[Lane, int] | str | None:
+        """Like `claim`, for a message of the dead-letter stream."""
+        if headers.get(ROUTE_HEADER) != self.key or subject != self.dead_letter_subject:
+            return None
+        if self.kind == "rabbitmq-queue":
+            msg_id = headers.get(MSG_ID_HEADER)
+            return None if msg_id is None else msg_id.removeprefix("dlq:")
+        return self._position(headers, named=True)
+
+    def _position(self, headers: Mapping[str, str], *, named: bool = False) -> tuple[Lane, int] | None:
+        """The lane and position in `headers` when they are of this route's source; `named`:
+        the message names this route itself (a dead letter), so no cluster check is needed."""
+        found = lane_position_from_headers(headers)
+        if found is None:
+            return None
+        lane = found[0]
+        subscription = self.route.config.from_
+        if self.kind == "kafka":
+            if not isinstance(lane, tuple) or not isinstance(subscription, FromKafka):
+                return None
+            topic = str(lane[0])
+            if not kafka_topic_matches(topic, subscription.topics, subscription.topic_pattern):
+                return None
+            cluster = self.route.cluster_name
+            offset_ids = self.route.config.msg_id in (MsgIdStrategy.AUTO.value, MsgIdStrategy.KAFKA_OFFSET.value)
+            # Another cluster's records of a same-named topic carry another Msg-Id prefix.
+            if cluster and offset_ids and not named and not headers.get(MSG_ID_HEADER, "").startswith(f"{cluster}/"):
+                return None
+            return found
+        return found if lane == self.queue else None
+
+    def count(self, claimed: tuple[Lane, int] | str, *, dead: bool) -> None:
+        """Tally one message `claim` or `claim_dead_letter` gave to this route."""
+        if dead:
+            self.dead_lettered += 1
+        else:
+            self.stored += 1
+        if isinstance(claimed, str):
+            self.ids.add(claimed)
+            return
+        lane, position = claimed
+        self.copies.setdefault(lane, PositionCounts()).add(position)
+        if dead:
+            self.dead.setdefault(lane, PositionCounts()).add(position)
+
+    def lane_counts(self, lane: Lane) -> tuple[PositionCounts, PositionCounts]:
+        return self.copies.get(lane) or PositionCounts(), self.dead.get(lane) or PositionCounts()
+
+
+def route_kind(route: CompiledRoute) -> RouteKind:
+    subscription = route.config.from_
+    if isinstance(subscription, FromKafka):
+        return "kafka"
+    return "rabbitmq-stream" if subscription.effective_mode is RabbitMQMode.STREAM else "rabbitmq-queue"
+
+
+def build_checks(config: BridgeConfig, service: str | None = None) -> list[RouteCheck]:
+    """A RouteCheck per route (of `service`, when given), with the declared streams that can
+    capture its subjects. Raises BridgeError for an unknown service."""
+    if service is not None and service not in config.services:
+        known = ", ".join(sorted(config.services)) or "none"
+        raise BridgeError(f"no service '{service}' in the mapping file (services: {known})")
+    checks: list[RouteCheck] = []
+    for service_name, route_config in config.routes():
+        if service is not None and service_name != service:
+            continue
+        source = config.sources[route_config.source]
+        cluster = source.cluster_name if isinstance(source, KafkaSource) else None
+        route = CompiledRoute.compile(service_name, route_config, cluster)
+        shapes = [shape.shape for shape in route_shapes(service_name, route_config)]
+        streams = [
+            stream.name
+            for stream in config.streams
+            if any(intersects(shape, filter_shape(f)) for shape in shapes for f in stream.subjects)
+        ]
+        subscription = route_config.from_
+        queue = subscription.queue if isinstance(subscription, FromRabbitMQ) else None
+        check = RouteCheck(
+            route=route,
+            kind=route_kind(route),
+            fits_subject=SubjectFit(shapes),
+            streams=streams,
+            dead_letter_subject=config.dead_letters.subject_for(service_name, route_config.name),
+            queue=queue,
+        )
+        if not streams:
+            check.error = "no declared stream can capture this route's subjects: nothing to compare"
+        checks.append(check)
+    return checks

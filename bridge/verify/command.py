@@ -1,0 +1,201 @@
+"""The whole check, in order, and the `nats-bridge verify` command around it.
+
+Consistency while the bridge runs: committed offsets are read *before* the streams are
+scanned (a commit follows the PubAck, so everything committed is in the scan), and each
+stream is scanned up to its last sequence at the start of the scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiormq
+import typer
+from aiokafka.errors import KafkaError
+from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
+
+from bridge.config import load_config
+from bridge.config.model import BridgeConfig, FromKafka, KafkaSource, MsgIdStrategy, RabbitMQSource
+from bridge.errors import BridgeError, ConfigError
+from bridge.jetstream.connection import connect_nats, redact_url
+from bridge.logs import config_secrets
+from bridge.sources.kafka import default_group
+from bridge.verify.claims import RouteCheck, build_checks
+from bridge.verify.kafka import KafkaRouteReader
+from bridge.verify.limits import CONNECT_TIMEOUT, FETCH_TIMEOUT
+from bridge.verify.output import render
+from bridge.verify.rabbitmq import compare_stream_queue
+from bridge.verify.report import EXIT_UNCHECKED, LaneParity, RouteParity, VerifyReport
+from bridge.verify.scan import scan_all, stream_notes
+
+_QUEUE_NOTE = (
+    "Shadow/queue routes have no positions: only that no Nats-Msg-Id is stored twice is checked. "
+    "Completeness needs the bridge's own accounting of what it acknowledged, which does not exist yet."
+)
+_CONTENT_HASH_NOTE = (
+    "Messages without an AMQP message_id get a content-hash id: two identical messages share it, "
+    "so a doubled id may be two identical messages rather than one stored twice."
+)
+
+
+def _parity(check: RouteCheck, lanes: list[LaneParity]) -> RouteParity:
+    parity = RouteParity(
+        route=check.key,
+        kind=check.kind,
+        streams=list(check.streams),
+        lanes=lanes,
+        stored=check.stored,
+        dead_lettered=check.dead_lettered,
+        notes=list(check.notes),
+        error=check.error,
+    )
+    if check.kind == "rabbitmq-queue" and check.error is None:
+        parity.doubled_ids = check.ids.doubled()
+        parity.distinct_ids = check.ids.distinct
+        parity.notes.append(_QUEUE_NOTE)
+        if check.route.config.msg_id in (MsgIdStrategy.AUTO.value, MsgIdStrategy.CONTENT_HASH.value):
+            parity.notes.append(_CONTENT_HASH_NOTE)
+    return parity
+
+
+def _error_text(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+_BROKER_FAILURES = (BridgeError, KafkaError, aiormq.exceptions.AMQPError, NatsError, OSError, TimeoutError)
+
+
+def _expected_failure(error: BaseException) -> BaseException:
+    """`error` when it is a broker failure to report; anything else (a bug, a cancellation)
+    is raised again, because hiding it behind "could not check" would make it harder to fix."""
+    if isinstance(error, _BROKER_FAILURES):
+        return error
+    raise error
+
+
+async def verify(config: BridgeConfig, *, service: str | None = None) -> VerifyReport:
+    """Check every route (of `service`, when given) against the brokers; never raises for a
+    broker problem: what could not be checked is an error in the report (exit code 2).
+
+    Client error texts can quote a URL or a SASL exchange, so every secret value of the
+    mapping file is replaced by `***` in the report's texts.
+    """
+    report = await _verify(config, service)
+    secrets = [secret for secret in config_secrets(config) if secret]
+    if secrets:
+        report.errors = [_scrub(text, secrets) for text in report.errors]
+        for route in report.routes:
+            route.error = None if route.error is None else _scrub(route.error, secrets)
+            route.notes = [_scrub(text, secrets) for text in route.notes]
+    return report
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+async def _verify(config: BridgeConfig, service: str | None) -> VerifyReport:
+    report = VerifyReport()
+    try:
+        checks = build_checks(config, service)
+    except BridgeError as error:
+        report.errors.append(str(error))
+        return report
+    urls = ", ".join(redact_url(server.get_secret_value()) for server in config.nats.servers)
+    try:
+        nats_config = config.nats.model_copy(update={"max_reconnect_attempts": 1})
+        nc: NatsClient = await asyncio.wait_for(connect_nats(nats_config), CONNECT_TIMEOUT * 2)
+    except (NatsError, OSError, TimeoutError) as error:
+        report.errors.append(f"cannot connect to NATS at {urls}: {_error_text(error)}")
+        return report
+    readers: dict[str, KafkaRouteReader] = {}
+    try:
+        for check in checks:
+            source = config.sources[check.route.config.source]
+            subscription = check.route.config.from_
+            if check.error is None and isinstance(source, KafkaSource) and isinstance(subscription, FromKafka):
+                group = subscription.group or default_group(check.route.service, check.route.config.name)
+                readers[check.key] = KafkaRouteReader(check, source, group)
+        prepared = await asyncio.gather(*(reader.prepare() for reader in readers.values()), return_exceptions=True)
+        for reader, outcome in zip(readers.values(), prepared, strict=True):
+            if isinstance(outcome, BaseException):
+                servers = ",".join(reader.source.bootstrap_servers)
+                reader.check.error = f"Kafka at {servers}: {_error_text(_expected_failure(outcome))}"
+        js = nc.jetstream(timeout=FETCH_TIMEOUT)
+        scans = await scan_all(js, config, checks)
+        stream_notes(checks, scans)
+        results = await asyncio.gather(
+            *(_compare(check, config, readers.get(check.key), nc.max_payload) for check in checks),
+            return_exceptions=True,
+        )
+        for check, result in zip(checks, results, strict=True):
+            if isinstance(result, BaseException):
+                check.error = _error_text(_expected_failure(result))
+                report.routes.append(_parity(check, []))
+            else:
+                report.routes.append(_parity(check, result))
+    finally:
+        for reader in readers.values():
+            await reader.close()
+        with contextlib.suppress(NatsError, OSError, TimeoutError):
+            await nc.close()
+    return report
+
+
+async def _compare(
+    check: RouteCheck, config: BridgeConfig, reader: KafkaRouteReader | None, max_payload: int
+) -> list[LaneParity]:
+    """The route's lanes, compared with its source (nothing to read for shadow/queue routes)."""
+    if check.error is not None or check.kind == "rabbitmq-queue":
+        return []
+    try:
+        if reader is not None:
+            return await reader.compare(config.streams, max_payload)
+        source = config.sources[check.route.config.source]
+        assert isinstance(source, RabbitMQSource)
+        return [await compare_stream_queue(check, source, config.streams, max_payload)]
+    except (KafkaError, aiormq.exceptions.AMQPError, ConnectionError) as error:
+        raise BridgeError(f"source '{check.route.config.source}': {_error_text(error)}") from None
+
+
+def verify_command(file: Path, service: str | None, as_json: bool) -> int:
+    """`nats-bridge verify FILE [--service S] [--json]`: load, check, print; the exit code.
+
+    0 clean, 1 missing or doubled, 2 could not check (or the file does not load).
+    """
+    try:
+        config = load_config(file)
+    except ConfigError as error:
+        if as_json:
+            issues = [
+                {
+                    "file": i.file,
+                    "line": i.line,
+                    "column": i.column,
+                    "path": i.path,
+                    "message": i.message,
+                    "hint": i.hint,
+                }
+                for i in error.issues
+            ]
+            typer.echo(json.dumps({"valid": False, "errors": issues}, indent=2))
+        else:
+            for issue in error.issues:
+                typer.echo(f"error: {issue}", err=True)
+            count = len(error.issues)
+            typer.echo(f"{count} error{'s' if count != 1 else ''} in {error.issues[0].file}", err=True)
+        return EXIT_UNCHECKED
+    report = asyncio.run(verify(config, service=service))
+    report.file = str(file)
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        render(report)
+    return report.exit_code

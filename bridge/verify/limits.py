@@ -1,0 +1,8 @@
+"""How long `verify` waits for a broker, and how much it reads at once."""
+
+CONNECT_TIMEOUT = 10.0  # seconds for a broker to answer at all
+FETCH_TIMEOUT = 10.0  # seconds one JetStream fetch may take
+SCAN_BATCH = 2000  # headers-only messages per JetStream fetch
+KAFKA_STALL = 30.0  # seconds Kafka may deliver nothing before the read counts as failed
+STREAM_IDLE = 5.0  # seconds without a delivery after which a stream queue has nothing more
+STREAM_STALL = 30.0  # seconds one stream-queue fetch may take (a lost connection reconnects forever)
