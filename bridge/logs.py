@@ -130,3 +130,5 @@ def configure_logging(
     # nats-py logs a traceback for every failed reconnect attempt; the bridge's error
     # callback already reports each one in a single line.
     logging.getLogger("nats").setLevel(logging.CRITICAL)
+    # aiormq logs tracebacks when a connection drops; the source reports each retry in one line.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)

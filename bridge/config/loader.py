@@ -112,10 +112,15 @@ class _TreeReader:
                 f"write a reference instead, e.g. {key}: ${{{key.upper()}}} or {key}: ${{file:/run/secrets/{key}}}",
             )
         try:
-            return interpolate(text, self.env, self.base)
+            value = interpolate(text, self.env, self.base)
         except ValueError as error:
             self._add(loc, str(error))
             return text
+        if key.endswith("_file") and value and self.base is not None and not Path(value).expanduser().is_absolute():
+            # Certificates, keys, seeds and .creds named relative to the mapping file, as
+            # `${file:PATH}` references are: the file works from any working directory.
+            return str(self.base / value)
+        return value
 
     def _add(self, loc: Loc, message: str, hint: str = "") -> None:
         line, column = _position(self.tree, loc)

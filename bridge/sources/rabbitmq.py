@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -65,27 +66,78 @@ STREAM_OFFSET_HEADER = "x-stream-offset"
 
 
 def amqp_url(source: RabbitMQSource) -> str:
-    """The source's URL with its `vhost`, `username` and `password` settings applied.
+    """The source's URL with its `vhost`, `username`, `password`, TLS and auth settings applied.
 
     aio-pika ignores `virtualhost=`/`login=`/`password=` keywords when it is given a URL, so
-    they are written into the URL itself (percent-encoded, as the AMQP URI spec wants).
+    they are written into the URL itself (percent-encoded, as the AMQP URI spec wants). aiormq
+    takes its TLS files and mechanism from the URL's query, so for `amqps://` the `tls_*` files
+    become `cafile`, `certfile` and `keyfile`, and EXTERNAL becomes `auth=external` with no user
+    or password in the URL (the client certificate is the identity). File paths are not secrets:
+    `redact_url` keeps the query and hides only the password.
     """
     url = source.url.get_secret_value()
-    if source.vhost is None and source.username is None and source.password is None:
-        return url
     parts = urlsplit(url)
+    external = source.auth_mechanism == "EXTERNAL"
+    params: dict[str, str] = {}
+    if parts.scheme.lower() == "amqps":
+        tls_files = {"cafile": source.tls_ca_file, "certfile": source.tls_cert_file, "keyfile": source.tls_key_file}
+        params.update({key: path for key, path in tls_files.items() if path is not None})
+    if external:
+        params["auth"] = "external"
+    if source.vhost is None and source.username is None and source.password is None and not params:
+        return url
     user = quote(source.username, safe="") if source.username is not None else (parts.username or "")
     password = (
         quote(source.password.get_secret_value(), safe="") if source.password is not None else (parts.password or "")
     )
+    userinfo = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    if external:
+        userinfo = ""  # EXTERNAL sends no user or password: the certificate's identity is the user
     host = parts.hostname or "localhost"
     if ":" in host:
         host = f"[{host}]"
     if parts.port is not None:
         host = f"{host}:{parts.port}"
-    userinfo = f"{user}:{password}@" if password else (f"{user}@" if user else "")
     path = "/" + quote(source.vhost, safe="") if source.vhost is not None else parts.path
-    return urlunsplit((parts.scheme, userinfo + host, path, parts.query, parts.fragment))
+    # The URL's own query stays as written, except the keys set here; yarl (aiormq) decodes `+`
+    # in a query as a space, so values are percent-encoded with quote(), not quote_plus().
+    kept = [item for item in parts.query.split("&") if item and unquote(item.partition("=")[0]) not in params]
+    kept += [f"{key}={quote(value, safe='/')}" for key, value in params.items()]
+    return urlunsplit((parts.scheme, userinfo + host, path, "&".join(kept), parts.fragment))
+
+
+# TLS alerts by which a broker turns down the client certificate it was shown
+_CLIENT_CERT_ALERTS = (
+    "ALERT_UNKNOWN_CA",
+    "ALERT_BAD_CERTIFICATE",
+    "ALERT_UNSUPPORTED_CERTIFICATE",
+    "ALERT_CERTIFICATE_EXPIRED",
+    "ALERT_CERTIFICATE_REVOKED",
+    "ALERT_CERTIFICATE_REQUIRED",
+)
+
+
+def _connect_failure(source: RabbitMQSource, error: BaseException) -> str:
+    """Why a connection attempt failed, for one line: a refused login and a failed TLS handshake
+    say so, with the auth mechanism; anything else is 'not reachable'."""
+    text = str(error) or type(error).__name__
+    mechanism = source.auth_mechanism
+    if isinstance(error, aiormq.exceptions.ProbableAuthenticationError | aiormq.exceptions.AuthenticationError):
+        return f"refused the {mechanism} login: {text}"
+    # aiormq wraps the ssl module's error in an AMQPConnectionError
+    tls = error if isinstance(error, ssl.SSLError) else error.__cause__
+    if not isinstance(tls, ssl.SSLError):
+        return f"is not reachable: {text}"
+    reason = tls.reason or text
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        trusted = "tls_ca_file" if source.tls_ca_file is not None else "the system CAs (no tls_ca_file)"
+        return f"failed the TLS handshake ({reason}): its certificate does not verify against {trusted}: " + (
+            tls.verify_message or text
+        )
+    if any(alert in reason for alert in _CLIENT_CERT_ALERTS):
+        shown = "the client certificate" if source.tls_cert_file is not None else "no client certificate"
+        return f"turned down {shown} in the TLS handshake ({mechanism} login): {reason}"
+    return f"failed the TLS handshake ({mechanism} login): {reason}"
 
 
 def shadow_queue_name(service: str, route: str) -> str:
@@ -243,7 +295,7 @@ class RabbitMQRouteSource:
             connection = await aio_pika.connect(url, **kwargs)
         except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as error:
             raise SourceUnavailableError(
-                f"source '{self.name}': RabbitMQ at {redact_url(url)} is not reachable: {error or type(error).__name__}"
+                f"source '{self.name}': RabbitMQ at {redact_url(url)} {_connect_failure(source, error)}"
             ) from None
         try:
             channel = await connection.channel(publisher_confirms=False)

@@ -98,3 +98,12 @@ def test_security_settings_that_cannot_work_are_refused(tmp_path: Path, sources:
 
 def test_nats_client_certificate_needs_its_key(tmp_path: Path) -> None:
     assert "'tls_cert_file' and 'tls_key_file' go together" in errors(write(tmp_path, nats="  tls_cert_file: c.pem"))
+
+
+def test_certificate_and_key_files_are_relative_to_the_mapping_file(tmp_path: Path) -> None:
+    config = load_config(
+        write(tmp_path, nats="  tls_ca_file: certs/ca.pem\n  tls_cert_file: /abs/c.pem\n  tls_key_file: k.pem"), env={}
+    )
+    assert config.nats.tls_ca_file == str(tmp_path / "certs/ca.pem")
+    assert config.nats.tls_cert_file == "/abs/c.pem"
+    assert config.nats.tls_key_file == str(tmp_path / "k.pem")
