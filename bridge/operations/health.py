@@ -100,11 +100,17 @@ class HealthMonitor:
         self.routes.pop(pipeline.route.key, None)
 
     async def run(self) -> None:
+        task = asyncio.current_task()
         while True:
             try:
                 await self.refresh()
             except Exception:  # the monitor must outlive any one failed look
                 log.exception("health check failed")
+            if task is not None and task.cancelling():
+                # On Python 3.11 asyncio.wait_for (here, and in nats-py's requests) drops a cancel
+                # that arrives as its answer does; the TaskGroup stopping the bridge would then wait
+                # for this loop forever.
+                raise asyncio.CancelledError
             await asyncio.sleep(self.interval)
 
     async def refresh(self) -> None:

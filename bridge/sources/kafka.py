@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
+from aiokafka.helpers import create_ssl_context
 
 from bridge.config.model import FromKafka, KafkaSource
-from bridge.errors import SourceUnavailableError
+from bridge.errors import BridgeError, SourceUnavailableError
 from bridge.headers import ORIGIN_HEADER
 from bridge.message import KafkaOrigin, SourceMessage
 from bridge.sources.base import Lane, LaneOwner, Received
@@ -49,12 +52,51 @@ def kafka_client_options(source: KafkaSource, *, client_suffix: str = "") -> dic
         "client_id": source.client_id + client_suffix,
         "security_protocol": source.security_protocol,
     }
+    if source.security_protocol in ("SSL", "SASL_SSL"):
+        # Brokers are verified against ssl_ca_file (the system CAs without it), host names included.
+        # No key password is "", not None: OpenSSL would prompt on the terminal for an encrypted key.
+        key_password = source.ssl_key_password.get_secret_value() if source.ssl_key_password else ""
+        try:
+            options["ssl_context"] = create_ssl_context(
+                cafile=source.ssl_ca_file,
+                certfile=source.ssl_cert_file,
+                keyfile=source.ssl_key_file,
+                password=key_password,
+            )
+        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+            files = ", ".join(f for f in (source.ssl_ca_file, source.ssl_cert_file, source.ssl_key_file) if f)
+            hint = " (a wrong or missing ssl_key_password looks like this too)" if source.ssl_key_file else ""
+            raise BridgeError(f"Kafka TLS settings: cannot load {files or 'the system CAs'}: {error}{hint}") from None
     if source.sasl_mechanism is not None:
         options["sasl_mechanism"] = source.sasl_mechanism
         options["sasl_plain_username"] = source.sasl_username
         if source.sasl_password is not None:
             options["sasl_plain_password"] = source.sasl_password.get_secret_value()
     return options
+
+
+async def start_failure(source: KafkaSource, error: KafkaError) -> str:
+    """Why a client could not start, in one line. aiokafka's bootstrap says only "Unable to
+    bootstrap" and logs the cause (a refused SASL login, a failed TLS handshake): one direct
+    connection to the first broker finds the cause again."""
+    servers = ", ".join(source.bootstrap_servers)
+    cause: BaseException = error
+    host, _, port = source.bootstrap_servers[0].rpartition(":")
+    if isinstance(error, KafkaConnectionError) and port.isdigit():
+        options = kafka_client_options(source)
+        del options["bootstrap_servers"]
+        try:
+            conn = await create_conn(host.strip("[]"), int(port), request_timeout_ms=10_000, **options)
+        except (KafkaError, OSError, TimeoutError) as found:
+            cause = found
+        else:
+            conn.close()
+    if isinstance(cause, SaslAuthenticationFailed | UnsupportedSaslMechanismError):
+        user = source.sasl_username
+        return f"Kafka at {servers} refused the SASL {source.sasl_mechanism} login of user '{user}': {cause}"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS with Kafka at {servers} failed: {cause}"
+    return f"Kafka at {servers} is not reachable: {cause}"
 
 
 def kafka_message(record: Any) -> SourceMessage:
@@ -135,10 +177,7 @@ class KafkaTopicSource:
         except KafkaError as error:
             self._consumer = None
             await consumer.stop()
-            servers = ", ".join(self._source.bootstrap_servers)
-            raise SourceUnavailableError(
-                f"source '{self.name}': Kafka at {servers} is not reachable: {error}"
-            ) from None
+            raise SourceUnavailableError(f"source '{self.name}': {await start_failure(self._source, error)}") from None
 
     async def fetch(self, max_messages: int, wait: float) -> Sequence[Received]:
         consumer = self._consumer
