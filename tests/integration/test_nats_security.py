@@ -115,7 +115,12 @@ async def run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> 
         sys.executable, "-m", "bridge", *args, cwd=ROOT, env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    out, _ = await asyncio.wait_for(process.communicate(), timeout)
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()  # never leave a bridge running after the test
+        await process.wait()
+        raise
     return process.returncode or 0, out.decode()
 
 
