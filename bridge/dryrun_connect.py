@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
@@ -39,18 +37,11 @@ from bridge.dryrun_sample import sample_into
 from bridge.errors import BridgeError
 from bridge.jetstream.connection import connect_error_text, connect_nats, redact_url
 from bridge.jetstream.plan import Action, Plan, plan_streams, server_streams
-from bridge.logs import config_secrets
+from bridge.logs import Scrubber, config_secrets
 from bridge.sources.kafka import full_match_pattern, kafka_client_options
-from bridge.sources.rabbitmq import amqp_url, shadow_queue_name
+from bridge.sources.rabbitmq import RabbitMQConnectError, amqp_url, open_connection, shadow_queue_name
 
 PROBE_TIMEOUT = 5.0  # seconds per broker: a dry-run must answer quickly, also when a broker is down
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _error_text(error: BaseException) -> str:
@@ -67,7 +58,7 @@ async def probe_nats(config: BridgeConfig) -> tuple[dict[str, Any], Plan | None,
     try:
         nc = await asyncio.wait_for(connect_nats(nats), PROBE_TIMEOUT * 2)
     except (NatsError, OSError, TimeoutError, BridgeError) as error:
-        message = _scrub(connect_error_text(config.nats, error), config_secrets(config))
+        message = Scrubber(config_secrets(config)).scrub(connect_error_text(config.nats, error))
         return {"broker": "nats", "url": urls, "ok": False, "error": message}, None, {}
     try:
         existing = await asyncio.wait_for(server_streams(nc.jetstream(timeout=PROBE_TIMEOUT)), PROBE_TIMEOUT)
@@ -110,16 +101,13 @@ def plan_findings(plan: Plan) -> list[Finding]:
 
 async def probe_rabbitmq(config: BridgeConfig, name: str, source: RabbitMQSource) -> list[Finding]:
     """Connect to one RabbitMQ source and passively look up what its routes read."""
-    url = amqp_url(source)
-    shown = redact_url(url)
-    secrets = [s for s in (source.password.get_secret_value() if source.password else None,) if s]
-    secrets.append(urlsplit(url).password or "")
+    shown = redact_url(amqp_url(source))
     subject = f"rabbitmq source '{name}'"
     try:
-        connection = await asyncio.wait_for(aio_pika.connect(url, timeout=PROBE_TIMEOUT), PROBE_TIMEOUT * 2)
-    except (aiormq.exceptions.AMQPError, OSError, TimeoutError, ConnectionError) as error:
-        text = _scrub(_error_text(error), secrets)
-        return [Finding(Severity.ERROR, "connect", subject, f"cannot connect to RabbitMQ at {shown}: {text}")]
+        connection = await open_connection(source, connect_timeout=PROBE_TIMEOUT)
+    except RabbitMQConnectError as error:
+        text = Scrubber(config_secrets(config)).scrub(error.reason)
+        return [Finding(Severity.ERROR, "connect", subject, f"cannot connect to RabbitMQ at {error.where}: {text}")]
     findings = [Finding(Severity.INFO, "connect", subject, f"reachable at {shown}")]
     try:
         for service, route in config.routes():
@@ -192,8 +180,7 @@ async def probe_kafka(config: BridgeConfig, name: str, source: KafkaSource) -> l
         await asyncio.wait_for(admin.start(), PROBE_TIMEOUT * 2)
         topics = set(await asyncio.wait_for(admin.list_topics(), PROBE_TIMEOUT))
     except (KafkaError, OSError, TimeoutError) as error:
-        secret = source.sasl_password.get_secret_value() if source.sasl_password else ""
-        text = _scrub(_error_text(error), [secret])
+        text = Scrubber(config_secrets(config)).scrub(_error_text(error))
         return [Finding(Severity.ERROR, "connect", subject, f"cannot reach Kafka at {servers}: {text}")]
     finally:
         with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):

@@ -41,11 +41,16 @@ from aiormq.abc import DeliveredMessage
 from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, RabbitMQMode, RabbitMQSource
 from bridge.dryrun import Finding, Severity
 from bridge.dryrun_replay import AmqpRecord, KafkaRecord, ReplayReport, replay_findings, replay_message
-from bridge.jetstream.connection import redact_url
 from bridge.message import AmqpOrigin, SourceMessage
 from bridge.routing import ExchangeType
 from bridge.sources.kafka import full_match_pattern, kafka_client_options, kafka_message
-from bridge.sources.rabbitmq import STREAM_OFFSET_HEADER, amqp_message, amqp_url, stream_offset_of
+from bridge.sources.rabbitmq import (
+    STREAM_OFFSET_HEADER,
+    RabbitMQConnectError,
+    amqp_message,
+    open_connection,
+    stream_offset_of,
+)
 
 CHECK = "sample"
 CONNECT_TIMEOUT = 10.0
@@ -220,13 +225,12 @@ async def sample_rabbitmq(
         )
     if not places.exchanges and not places.streams:
         return sample
-    url = amqp_url(source)
     try:
-        connection = await asyncio.wait_for(aio_pika.connect(url, timeout=CONNECT_TIMEOUT), CONNECT_TIMEOUT * 2)
-    except (aiormq.exceptions.AMQPError, OSError, TimeoutError, ConnectionError) as error:
-        text = (str(error) or type(error).__name__).replace(url, redact_url(url))
+        connection = await open_connection(source, connect_timeout=CONNECT_TIMEOUT)
+    except RabbitMQConnectError as error:
         subject = f"rabbitmq source '{name}'"
-        sample.findings.append(Finding(Severity.ERROR, CHECK, subject, f"cannot connect to {redact_url(url)}: {text}"))
+        message = f"cannot connect to RabbitMQ at {error.where}: {error.reason}"
+        sample.findings.append(Finding(Severity.ERROR, CHECK, subject, message))
         return sample
     try:
         jobs = [

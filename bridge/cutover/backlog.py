@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-import aio_pika
 import aiormq
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -27,9 +26,8 @@ from bridge.config.model import (
     RabbitMQSource,
     RouteConfig,
 )
-from bridge.jetstream.connection import redact_url
 from bridge.sources.kafka import default_group, full_match_pattern, kafka_client_options
-from bridge.sources.rabbitmq import amqp_url, shadow_queue_name
+from bridge.sources.rabbitmq import RabbitMQConnectError, open_connection, shadow_queue_name
 
 TIMEOUT = 10.0
 
@@ -97,11 +95,10 @@ async def _kafka_backlog(source: KafkaSource, subscription: FromKafka, group: st
 
 
 async def _queue_depth(source: RabbitMQSource, queue: str) -> Backlog:
-    url = amqp_url(source)
     try:
-        connection = await asyncio.wait_for(aio_pika.connect(url, timeout=TIMEOUT), TIMEOUT * 2)
-    except (aiormq.exceptions.AMQPError, OSError, TimeoutError, ConnectionError) as error:
-        return Backlog(error=f"RabbitMQ at {redact_url(url)}: {error or type(error).__name__}")
+        connection = await open_connection(source, connect_timeout=TIMEOUT)
+    except RabbitMQConnectError as error:
+        return Backlog(error=str(error))
     try:
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, passive=True)

@@ -16,7 +16,6 @@ import contextlib
 import logging
 from typing import Any
 
-import aio_pika
 import aiormq
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, for_code
@@ -31,10 +30,9 @@ from bridge.config.model import (
     RabbitMQSource,
     RouteConfig,
 )
-from bridge.jetstream.connection import redact_url
 from bridge.routing import ExchangeType
 from bridge.sources.kafka import default_group, kafka_client_options
-from bridge.sources.rabbitmq import amqp_url, shadow_queue_name
+from bridge.sources.rabbitmq import RabbitMQConnectError, open_connection, shadow_queue_name
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +71,10 @@ async def _delete_shadow_queue(source: RabbitMQSource, queue: str, subscription:
     connection of a publisher whose message is routed to a quorum queue being deleted, which
     made a reverse route write a message twice); then delete it if it is empty."""
     quorum = subscription.queue_type == "quorum"
-    url = amqp_url(source)
     try:
-        connection = await asyncio.wait_for(aio_pika.connect(url, timeout=TIMEOUT), TIMEOUT * 2)
-    except (aiormq.exceptions.AMQPError, OSError, TimeoutError, ConnectionError) as error:
-        return f"could not delete shadow queue '{queue}': RabbitMQ at {redact_url(url)} unreachable ({error})"
+        connection = await open_connection(source, connect_timeout=TIMEOUT)
+    except RabbitMQConnectError as error:
+        return f"could not delete shadow queue '{queue}': {error}"
     try:
         channel = await connection.channel()
         try:

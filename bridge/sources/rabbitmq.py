@@ -140,6 +140,30 @@ def _connect_failure(source: RabbitMQSource, error: BaseException) -> str:
     return f"failed the TLS handshake ({mechanism} login): {reason}"
 
 
+class RabbitMQConnectError(SourceUnavailableError):
+    """A connection the broker refused or never answered: where (password as ***) and why."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"RabbitMQ at {where} {reason}")
+        self.where = where
+        self.reason = reason
+
+
+async def open_connection(
+    source: RabbitMQSource, *, connect_timeout: float, heartbeat: int | None = None
+) -> AbstractConnection:
+    """One connection to the source, for routes and commands alike, so every caller reports a
+    refused login, a failed TLS handshake or an unreachable broker the same way."""
+    url = amqp_url(source)
+    kwargs: dict[str, Any] = {"timeout": connect_timeout}
+    if heartbeat is not None:
+        kwargs["heartbeat"] = heartbeat
+    try:
+        return await asyncio.wait_for(aio_pika.connect(url, **kwargs), connect_timeout * 2)
+    except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as error:
+        raise RabbitMQConnectError(redact_url(url), _connect_failure(source, error)) from None
+
+
 def shadow_queue_name(service: str, route: str) -> str:
     """The bridge's own queue for a shadow route — never a legacy consumer's queue."""
     return f"nats-bridge.{service}.{route}"
@@ -289,14 +313,12 @@ class RabbitMQRouteSource:
 
     async def _connect(self) -> None:
         source = self._source
-        kwargs: dict[str, Any] = {"heartbeat": int(source.heartbeat.total_seconds()), "timeout": 10}
-        url = amqp_url(source)
         try:
-            connection = await aio_pika.connect(url, **kwargs)
-        except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as error:
-            raise SourceUnavailableError(
-                f"source '{self.name}': RabbitMQ at {redact_url(url)} {_connect_failure(source, error)}"
-            ) from None
+            connection = await open_connection(
+                source, connect_timeout=10, heartbeat=int(source.heartbeat.total_seconds())
+            )
+        except RabbitMQConnectError as error:
+            raise SourceUnavailableError(f"source '{self.name}': {error}") from None
         try:
             channel = await connection.channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=source.prefetch)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import aiormq
@@ -23,7 +22,7 @@ from bridge.config import load_config
 from bridge.config.model import BridgeConfig, FromKafka, KafkaSource, MsgIdStrategy, RabbitMQSource
 from bridge.errors import BridgeError, ConfigError
 from bridge.jetstream.connection import connect_nats, redact_url
-from bridge.logs import config_secrets
+from bridge.logs import Scrubber, config_secrets
 from bridge.sources.kafka import default_group
 from bridge.verify.claims import RouteCheck, build_checks
 from bridge.verify.kafka import KafkaRouteReader
@@ -86,19 +85,12 @@ async def verify(config: BridgeConfig, *, service: str | None = None) -> VerifyR
     mapping file is replaced by `***` in the report's texts.
     """
     report = await _verify(config, service)
-    secrets = [secret for secret in config_secrets(config) if secret]
-    if secrets:
-        report.errors = [_scrub(text, secrets) for text in report.errors]
-        for route in report.routes:
-            route.error = None if route.error is None else _scrub(route.error, secrets)
-            route.notes = [_scrub(text, secrets) for text in route.notes]
+    scrub = Scrubber(config_secrets(config)).scrub
+    report.errors = [scrub(text) for text in report.errors]
+    for route in report.routes:
+        route.error = None if route.error is None else scrub(route.error)
+        route.notes = [scrub(text) for text in route.notes]
     return report
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 async def _verify(config: BridgeConfig, service: str | None) -> VerifyReport:
