@@ -49,7 +49,7 @@ sources:
   rabbit: {{type: rabbitmq, url: "{amqp}"}}
   kafka: {{type: kafka, bootstrap_servers: ["{kafka}"]}}
 services:
-  svc:
+  {name}:
     routes:
       - {{name: shadow, source: rabbit, from: {{exchange: {name}-ex, bindings: ["#"]}}, to: "{name}.a.{{rk}}"}}
       - {{name: drain, source: rabbit, from: {{queue: {name}-missing-q}}, to: "{name}.a.q.{{rk}}"}}
@@ -102,7 +102,7 @@ async def test_dry_run_connect_reports_and_touches_nothing(
     # Nothing was touched: no new stream, no shadow queue, no Kafka group, the legacy queue untouched.
     names = {info.config.name for info in await jetstream.streams_info()}
     assert [name for name in names if unique_name.upper() in name] == [stream]
-    shadow = "nats-bridge.svc.shadow"
+    shadow = f"nats-bridge.{unique_name}.shadow"
     probe = await connection.channel()
     with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
         await probe.declare_queue(shadow, passive=True)
@@ -112,7 +112,7 @@ async def test_dry_run_connect_reports_and_touches_nothing(
         groups = {group[0] for group in await admin.list_consumer_groups()}
     finally:
         await admin.close()
-    assert not {g for g in groups if g.startswith("nats-bridge.svc.")}, groups
+    assert not {g for g in groups if g.startswith(f"nats-bridge.{unique_name}.")}, groups
     # A legacy consumer still gets every message.
     await exchange.publish(aio_pika.Message(b"one"), routing_key="x.y")
     async with legacy.iterator() as messages:

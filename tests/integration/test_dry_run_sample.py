@@ -88,7 +88,7 @@ streams:
 sources:
   kafka: {{type: kafka, bootstrap_servers: ["{kafka_bootstrap}"]}}
 services:
-  svc:
+  {unique_name}:
     routes:
       - {{name: copy, source: kafka, from: {{topics: ["{topic}"]}}, to: "{unique_name}.{{key}}", on_error: dead-letter}}
 """)
@@ -104,7 +104,7 @@ services:
         f"kafka {topic}/1@9",
         f"kafka {topic}/1@10",
     ]
-    assert routed[0][1:] == ("svc/copy", f"{unique_name}.k16", f"{topic}/0/8")
+    assert routed[0][1:] == (f"{unique_name}/copy", f"{unique_name}.k16", f"{topic}/0/8")
     keyless = document["messages"][-1]["routes"][0]
     assert (keyless["fate"], keyless["problem"]) == ("dead-letter", "unmappable")
     assert code == 1  # the unmappable one is a warning
@@ -117,7 +117,7 @@ services:
         offsets = await admin.list_consumer_group_offsets(legacy_group)
     finally:
         await admin.close()
-    assert "nats-bridge.svc.copy" not in groups
+    assert f"nats-bridge.{unique_name}.copy" not in groups  # the route's own group was never made
     assert {tp.partition: meta.offset for tp, meta in offsets.items()} == {0: 4, 1: 6}
     legacy = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=legacy_group)
     await legacy.start()
