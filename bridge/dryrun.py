@@ -16,9 +16,11 @@ window       a stream's duplicate_window shorter than the outage budget (--outag
              a source redelivers what was unacked when the bridge went down, and JetStream
              drops the copies only while it still remembers the Msg-Ids (warning).
 collision    subjects that mix messages of different origin: a multi-topic Kafka route whose
-             subjects do not tell the topics apart, or two routes whose subjects can meet;
-             with default Kafka Msg-Ids from two clusters without cluster_name, the same
-             topic/partition/offset gives the same Msg-Id and JetStream drops one (error).
+             subjects do not tell the topics apart, or two routes whose subjects can meet.
+msg-id       two routes that store into one stream with Msg-Id templates that can give two
+             messages one id: JetStream de-duplicates per stream, so it drops one (an error
+             when both read the same messages with the same template, a warning otherwise).
+             Strategy ids (`auto`, ...) start with `service/route/` and never meet.
 headers      source headers named Nats-* (and the bridge's own prefixes) never become NATS
              headers: bridge.headers sends them as Source-<name> (info). A rename or `set`
              into Kafka-/Amqp-/Source-/Bridge- overwrites or fakes the bridge's metadata (warning).
@@ -38,7 +40,6 @@ from bridge.config.model import (
     BridgeConfig,
     FromKafka,
     FromRabbitMQ,
-    KafkaSource,
     RabbitMQMode,
     Retention,
     RouteConfig,
@@ -129,6 +130,7 @@ def offline_checks(
     findings += check_duplicates(config, routes)
     findings += check_window(config, shapes, outage_budget)
     findings += check_collisions(config, routes, shapes)
+    findings += check_msg_ids(routes, shapes, streams)
     findings += check_headers(routes)
     findings += check_retention(config, shapes)
     return findings
@@ -270,7 +272,8 @@ def check_duplicates(config: BridgeConfig, routes: Mapping[str, tuple[str, Route
             if overlap is None:
                 continue
             if _same_copy(a, b):
-                # Both copies get one subject and one Msg-Id: JetStream keeps the first.
+                # Both copies get one subject and one Msg-Id (a template that does not name the
+                # route or the queue): JetStream keeps the first.
                 overlap += (
                     ", but both copies have the same subject and Nats-Msg-Id, so JetStream stores one "
                     "(within the stream's duplicate_window)"
@@ -283,8 +286,9 @@ def check_duplicates(config: BridgeConfig, routes: Mapping[str, tuple[str, Route
 
 def _same_copy(a: RouteConfig, b: RouteConfig) -> bool:
     """Two shadow routes on one exchange publish a message they both receive identically: the
-    same subject template and the same Msg-Id rule, one that does not depend on the queue."""
-    return a.to == b.to and a.msg_id == b.msg_id and "{queue" not in a.msg_id
+    same subject template and the same Msg-Id template, one that does not depend on the queue
+    (strategy ids name the route, so those copies are both stored)."""
+    return a.to == b.to and a.msg_id == b.msg_id and "{" in a.msg_id and "{queue" not in a.msg_id
 
 
 def _kafka_overlap(a: FromKafka, b: FromKafka) -> str | None:
@@ -423,42 +427,88 @@ def check_collisions(
         if meet is None:
             continue
         pair = f"{first}, {second}"
-        if _same_kafka_ids(config, a, b):
-            findings.append(
-                Finding(
-                    Severity.ERROR,
-                    "collision",
-                    pair,
-                    f"both can publish to {show(meet[0].shape)} with Msg-Ids topic/partition/offset from two "
-                    "Kafka sources without distinct cluster_name: equal coordinates give equal Msg-Ids and "
-                    "JetStream drops one as a duplicate; set cluster_name on the sources",
-                )
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                "collision",
+                pair,
+                f"routes from sources '{a.source}' and '{b.source}' can publish to the same subjects "
+                f"({show(meet[0].shape)} / {show(meet[1].shape)}): consumers cannot tell them apart",
             )
-        else:
-            findings.append(
-                Finding(
-                    Severity.WARNING,
-                    "collision",
-                    pair,
-                    f"routes from sources '{a.source}' and '{b.source}' can publish to the same subjects "
-                    f"({show(meet[0].shape)} / {show(meet[1].shape)}): consumers cannot tell them apart",
-                )
-            )
+        )
     return findings
+
+
+def check_msg_ids(
+    routes: Mapping[str, tuple[str, RouteConfig]],
+    shapes: Mapping[str, list[RouteShape]],
+    streams: Mapping[str, list[str]],
+) -> list[Finding]:
+    """Two routes storing into one stream must never give two messages one Nats-Msg-Id.
+
+    A strategy id starts with `service/route/`; a template's ids start with its literal text
+    up to the first placeholder. Ids that start with different text never meet; otherwise
+    they can, and JetStream keeps only the first message of an id within the window.
+    """
+    stores = {
+        name: {
+            stream
+            for stream, filters in streams.items()
+            for family in families
+            if any(intersects(family.shape, filter_shape(f)) for f in filters)
+        }
+        for name, families in shapes.items()
+    }
+    findings = []
+    for (first, (service_a, a)), (second, (service_b, b)) in itertools.combinations(routes.items(), 2):
+        shared = sorted(stores.get(first, set()) & stores.get(second, set()))
+        if not shared:
+            continue
+        start_a, start_b = _id_start(service_a, a), _id_start(service_b, b)
+        if not (start_a.startswith(start_b) or start_b.startswith(start_a)):
+            continue
+        templates = "{" in a.msg_id and "{" in b.msg_id
+        if templates and a.source == b.source and a.to == b.to and a.msg_id == b.msg_id:
+            continue  # one message, one subject, one id: the same copy twice (see `duplicates`)
+        same_messages = a.msg_id == b.msg_id and _same_messages(a, b)
+        severity = Severity.ERROR if templates and same_messages else Severity.WARNING
+        what = (
+            f"both read the same messages and give each the Msg-Id '{a.msg_id}'"
+            if severity is Severity.ERROR
+            else f"their Msg-Ids ('{a.msg_id}' / '{b.msg_id}') can be equal for different messages"
+        )
+        findings.append(
+            Finding(
+                severity,
+                "msg-id",
+                f"{first}, {second}",
+                f"both store into stream {', '.join(shared)} and {what}: JetStream de-duplicates per stream, "
+                "so it keeps one and drops the other as a duplicate; start each route's template with text "
+                f"of its own (e.g. '{service_a}-{a.name}/...') or use msg_id: auto",
+            )
+        )
+    return findings
+
+
+def _id_start(service: str, route: RouteConfig) -> str:
+    """The text every Msg-Id of the route starts with."""
+    if "{" not in route.msg_id:
+        return f"{service}/{route.name}/"
+    return route.msg_id.split("{", 1)[0]
+
+
+def _same_messages(a: RouteConfig, b: RouteConfig) -> bool:
+    """Whether two routes can read the same source messages (the same Kafka topic name, on
+    one cluster or two; the same RabbitMQ exchange or queue of one source)."""
+    if isinstance(a.from_, FromKafka) and isinstance(b.from_, FromKafka):
+        return _kafka_overlap(a.from_, b.from_) is not None
+    if isinstance(a.from_, FromRabbitMQ) and isinstance(b.from_, FromRabbitMQ):
+        return a.source == b.source and _rabbit_overlap(a.from_, b.from_) is not None
+    return False
 
 
 def _fields(route: RouteConfig) -> Iterable[str]:
     return route.subject_template.fields
-
-
-def _same_kafka_ids(config: BridgeConfig, a: RouteConfig, b: RouteConfig) -> bool:
-    source_a, source_b = config.sources.get(a.source), config.sources.get(b.source)
-    if not (isinstance(source_a, KafkaSource) and isinstance(source_b, KafkaSource)):
-        return False
-    offset_ids = {"auto", "kafka-offset"}
-    if a.msg_id not in offset_ids or b.msg_id not in offset_ids:
-        return False
-    return source_a.cluster_name == source_b.cluster_name
 
 
 def check_headers(routes: Mapping[str, tuple[str, RouteConfig]]) -> list[Finding]:

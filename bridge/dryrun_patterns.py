@@ -328,3 +328,31 @@ def _render(template: str, origin: str, words: dict[str, list[Unit]]) -> RouteSh
         else:
             units.append(ONE)  # {partition} {key} {header:NAME}: exactly one escaped token
     return RouteShape(tuple(units), origin, never)
+
+
+class SubjectFit:
+    """Whether a literal subject is one a route's template can produce (its dry-run shapes).
+
+    Cached per subject: a stream holds few distinct subjects in practice ({partition}), and
+    the cache is cleared when many ({key}) would make it grow without bound.
+    """
+
+    _LIMIT = 65536
+
+    def __init__(self, shapes: Sequence[Shape]) -> None:
+        self._shapes = tuple(shapes)
+        self._cache: dict[str, bool] = {}
+
+    def __call__(self, subject: str) -> bool:
+        hit = self._cache.get(subject)
+        if hit is None:
+            literal = filter_shape(subject)
+            hit = any(intersects(shape, literal) for shape in self._shapes)
+            if len(self._cache) >= self._LIMIT:
+                self._cache.clear()
+            self._cache[subject] = hit
+        return hit
+
+    @classmethod
+    def for_route(cls, service: str, route: RouteConfig) -> SubjectFit:
+        return cls([family.shape for family in route_shapes(service, route)])

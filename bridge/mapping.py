@@ -13,6 +13,8 @@ Headers the bridge adds (the naming scheme, also in README.md):
 - RabbitMQ: `Amqp-Exchange`, `Amqp-Routing-Key`, `Amqp-Queue` and `Amqp-Stream-Offset` (stream
   queues), and each basic property present as `Amqp-<Property>` (`Amqp-Content-Type`,
   `Amqp-Message-Id`, `Amqp-Timestamp` in epoch seconds, ...).
+- Every message: `Bridge-Route` (`service/route`), the route that stored it. Two routes may
+  store into one stream; a checkpoint scan and `verify` tell their copies apart by it.
 - Source headers: see bridge.headers (names kept or `Source-` escaped; values as text,
   base64 or typed JSON, listed in `Bridge-Base64-Headers` / `Bridge-Typed-Headers`).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import calendar
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -34,6 +37,14 @@ from bridge.message import AmqpOrigin, KafkaOrigin, OutboundMessage, SourceMessa
 from bridge.routing import SubjectTemplate, TemplateContext, TemplateRenderError, TextTemplate
 
 MSG_ID_HEADER = "Nats-Msg-Id"
+ROUTE_NAME_HEADER = "Bridge-Route"
+
+# Headers RabbitMQ itself adds to a message it delivers again or dead-letters: they are not
+# part of what the producer sent, so the content hash leaves them out (a redelivery from a
+# quorum queue carries x-delivery-count; 4.x adds x-acquired-count; dead lettering adds x-death
+# and the x-first-/x-last-death-* summaries).
+BROKER_ADDED_HEADERS = frozenset({"x-delivery-count", "x-acquired-count", "x-death"})
+BROKER_ADDED_HEADER_PREFIXES = ("x-first-death-", "x-last-death-")
 
 # AMQP basic properties in the order RabbitMQ lists them, with their header names.
 AMQP_PROPERTY_HEADERS = {
@@ -75,6 +86,8 @@ class CompiledRoute:
     header_templates: tuple[tuple[str, TextTemplate], ...]
     cluster_name: str | None = None
     needs_headers: bool = False  # whether any template reads {header:NAME}
+    needs_hash: bool = False  # whether any template reads {content_hash}
+    needs_auto: bool = False  # whether any template reads {auto}
 
     @classmethod
     def compile(cls, service: str, route: RouteConfig, cluster_name: str | None = None) -> CompiledRoute:
@@ -85,16 +98,33 @@ class CompiledRoute:
             if template is not None:
                 fields |= template.fields
         needs_headers = any(field.startswith("header:") for field in fields)
-        return cls(service, route, route.subject_template, msg_id_template, headers, cluster_name, needs_headers)
+        return cls(
+            service,
+            route,
+            route.subject_template,
+            msg_id_template,
+            headers,
+            cluster_name,
+            needs_headers,
+            needs_hash="content_hash" in fields,
+            needs_auto="auto" in fields,
+        )
 
     @property
     def key(self) -> str:
         """`service/route`, the name metrics, logs and queue names use."""
         return f"{self.service}/{self.config.name}"
 
+    @property
+    def id_prefix(self) -> str:
+        """What starts every Msg-Id a strategy makes (`service/route/`): JetStream de-duplicates
+        per stream, so two routes storing copies of one source message into one stream must
+        never give them one id, or the second copy is dropped as a duplicate."""
+        return f"{self.service}/{self.config.name}/"
+
     def map(self, message: SourceMessage) -> OutboundMessage:
         """The JetStream message for `message`; raises MappingError when it cannot be built."""
-        context = template_context(message, with_headers=self.needs_headers)
+        context = self.context(message)
         try:
             subject = self.subject.render(context)
             msg_id = self.msg_id(message, context)
@@ -105,34 +135,58 @@ class CompiledRoute:
             raise MappingError(f"the Msg-Id template '{self.config.msg_id}' produced an empty id")
         headers = self.headers_for(message)
         headers.update(extra)
+        headers[ROUTE_NAME_HEADER] = self.key
         headers[MSG_ID_HEADER] = msg_id
         return OutboundMessage(subject=subject, payload=message.body or b"", msg_id=msg_id, headers=headers)
+
+    def context(self, message: SourceMessage) -> TemplateContext:
+        """The values this route's templates read from `message` (and only those that cost)."""
+        context = template_context(message, with_headers=self.needs_headers, with_hash=self.needs_hash)
+        if self.needs_auto:
+            strategy = self._auto_choice(message).strategy
+            try:
+                auto = _MSG_ID_BUILDERS[strategy](self, message)
+            except MappingError:
+                return context  # {auto} then renders as missing, with the template's own error
+            context = dataclasses.replace(context, auto=auto)
+        return context
 
     def msg_id_choice(self, message: SourceMessage) -> MsgIdChoice:
         """The strategy `msg_id` will use for `message` (with `auto` resolved)."""
         if self.msg_id_template is not None:
             return MsgIdChoice("template", f"the route's template '{self.config.msg_id}'")
         strategy = self.config.msg_id
-        origin = message.origin
         if strategy != MsgIdStrategy.AUTO.value:
             return MsgIdChoice(strategy, "set by the route")
+        return self._auto_choice(message)
+
+    def _auto_choice(self, message: SourceMessage) -> MsgIdChoice:
+        origin = message.origin
         if isinstance(origin, KafkaOrigin):
             return MsgIdChoice(MsgIdStrategy.KAFKA_OFFSET.value, "Kafka records are identified by their offsets")
         if isinstance(self.config.from_, FromRabbitMQ) and self.config.from_.effective_mode is RabbitMQMode.STREAM:
             return MsgIdChoice(MsgIdStrategy.STREAM_OFFSET.value, "stream queues give every message an offset")
         if origin.properties.get("message_id"):
             return MsgIdChoice(MsgIdStrategy.MESSAGE_ID.value, "the producer set the AMQP message_id property")
+        if is_dead_lettered(message):
+            return MsgIdChoice(
+                MsgIdStrategy.CONTENT_HASH.value,
+                "no message_id property: a hash of exchange, routing key, properties, headers and body; "
+                "this is a dead-lettered retry (x-death), the same message as its first delivery: the "
+                "headers RabbitMQ added are left out, so inside the duplicate window it is stored once",
+            )
         return MsgIdChoice(
             MsgIdStrategy.CONTENT_HASH.value,
-            "no message_id property: a hash of exchange, routing key, properties, headers and body "
-            "(two identical messages inside the duplicate window collapse into one)",
+            "no message_id property: a hash of exchange, routing key, properties, headers and body, "
+            "without what RabbitMQ adds on redelivery (two identical messages inside the duplicate "
+            "window collapse into one)",
         )
 
     def msg_id(self, message: SourceMessage, context: TemplateContext | None = None) -> str:
         """The deterministic Nats-Msg-Id: the same source message always gets the same id."""
         if self.msg_id_template is not None:
-            return self.msg_id_template.render(context or template_context(message))
-        return _MSG_ID_BUILDERS[self.msg_id_choice(message).strategy](self, message)
+            return self.msg_id_template.render(context or self.context(message))
+        return self.id_prefix + _MSG_ID_BUILDERS[self.msg_id_choice(message).strategy](self, message)
 
     def headers_for(self, message: SourceMessage) -> dict[str, str]:
         """Bridge metadata headers plus the source headers, per the route's header rules."""
@@ -143,10 +197,11 @@ class CompiledRoute:
         return headers
 
 
-def template_context(message: SourceMessage, *, with_headers: bool = True) -> TemplateContext:
+def template_context(message: SourceMessage, *, with_headers: bool = True, with_hash: bool = False) -> TemplateContext:
     """The values templates may draw on, taken from the message's origin and headers.
 
-    Decoding headers costs time per message, so it is skipped when no template reads them.
+    Decoding headers and hashing the body cost time per message, so each is skipped when no
+    template reads it.
     """
     headers = {name: encode_value(value)[0] for name, value in message.headers} if with_headers else {}
     origin = message.origin
@@ -168,6 +223,7 @@ def template_context(message: SourceMessage, *, with_headers: bool = True) -> Te
         message_id=str(message_id) if message_id is not None else None,
         timestamp=_epoch_seconds(origin.properties.get("timestamp")),
         headers=headers,
+        content_hash=content_hash(message) if with_hash else None,
     )
 
 
@@ -245,23 +301,42 @@ def _content_hash_id(_route: CompiledRoute, message: SourceMessage) -> str:
 
 
 def content_hash(message: SourceMessage) -> str:
-    """A digest of everything a RabbitMQ message carries: the same message, the same hash."""
+    """A digest of what the producer sent: the same message, the same hash.
+
+    Left out: the redelivered flag and the headers RabbitMQ adds when it delivers a message
+    again or dead-letters it (BROKER_ADDED_HEADERS), so a redelivery after a crash hashes like
+    its first delivery and is de-duplicated. A message that comes back through a dead-letter
+    exchange (a retry loop) is taken for the same message too — as it is when it carries a
+    message_id — and since dead lettering drops the `expiration` property (a delivery hint,
+    not content), that is always left out.
+    """
     origin = message.origin
-    described = (
-        {
+    headers = [(name, value) for name, value in message.headers if not _broker_added(name)]
+    if isinstance(origin, AmqpOrigin):
+        properties = {name: value for name, value in origin.properties.items() if name != "expiration"}
+        described: dict[str, object] = {
             "exchange": origin.exchange,
             "routing_key": origin.routing_key,
-            "properties": dict(origin.properties),
-            "headers": list(message.headers),
+            "properties": properties,
+            "headers": headers,
         }
-        if isinstance(origin, AmqpOrigin)
-        else {"topic": origin.topic, "key": origin.key, "headers": list(message.headers)}
-    )
+    else:
+        described = {"topic": origin.topic, "key": origin.key, "headers": headers}
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps(described, sort_keys=True, default=_json_default).encode("utf-8"))
     digest.update(b"\0")
     digest.update(message.body or b"")
     return digest.hexdigest()
+
+
+def _broker_added(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in BROKER_ADDED_HEADERS or lowered.startswith(BROKER_ADDED_HEADER_PREFIXES)
+
+
+def is_dead_lettered(message: SourceMessage) -> bool:
+    """Whether RabbitMQ dead-lettered this message at least once on its way here (x-death)."""
+    return isinstance(message.origin, AmqpOrigin) and any(name.lower() == "x-death" for name, _ in message.headers)
 
 
 def _json_default(value: object) -> object:

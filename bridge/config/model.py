@@ -45,8 +45,12 @@ _HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Validation context flag: the loader locates cross-section problems itself, line by line.
 LOCATE_REFERENCES_LATER = "locate_references_later"
 
-RABBITMQ_FIELDS = frozenset({"exchange", "queue", "rk"})
+RABBITMQ_FIELDS = frozenset({"exchange", "queue", "rk", "message_id", "content_hash"})
 KAFKA_FIELDS = frozenset({"topic", "partition", "key", "offset"})
+# Template fields that tell one message of a route from every other: a Msg-Id template needs
+# one (or a header the route declares unique), or distinct messages share an id and JetStream
+# keeps only the first of them.
+PER_MESSAGE_FIELDS = frozenset({"offset", "message_id", "content_hash", "auto"})
 
 
 class Strict(BaseModel):
@@ -488,7 +492,17 @@ class RouteConfig(Strict):
         MsgIdStrategy.AUTO.value,
         description=(
             "Nats-Msg-Id: a strategy (auto | kafka-offset | message-id | stream-offset | content-hash) "
-            "or a text template such as `{topic}/{partition}/{offset}`."
+            "or a text template such as `{topic}/{partition}/{offset}`. Strategy ids start with "
+            "`service/route/`, so two routes never share one; `{auto}` in a template is the strategy's "
+            "id without that prefix (routes with one such template share ids on purpose)."
+        ),
+    )
+    unique_headers: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Source headers whose value is unique to one message (a producer's event id): a msg_id "
+            "template may be built on `{header:NAME}` of these instead of {offset}, {message_id} or "
+            "{content_hash}."
         ),
     )
     headers: HeaderMapping = Field(default_factory=HeaderMapping, description="Header mapping.")
@@ -541,6 +555,8 @@ class RouteConfig(Strict):
         if "{" in self.msg_id:
             used |= TextTemplate.parse(self.msg_id).fields
         foreign = KAFKA_FIELDS if self.source_kind == "rabbitmq" else RABBITMQ_FIELDS
+        if isinstance(self.from_, FromRabbitMQ) and self.from_.effective_mode is RabbitMQMode.STREAM:
+            foreign = foreign - {"offset"}  # a stream queue's offset
         wrong = sorted(used & foreign)
         if wrong:
             names = ", ".join("{" + name + "}" for name in wrong)
@@ -553,7 +569,28 @@ class RouteConfig(Strict):
         }.get(self.msg_id)
         if strategy_kind is not None and strategy_kind != self.source_kind:
             raise ValueError(f"msg_id '{self.msg_id}' is for {strategy_kind} routes")
+        if "{" in self.msg_id:
+            self._msg_id_template_tells_messages_apart()
         return self
+
+    def _msg_id_template_tells_messages_apart(self) -> None:
+        """A template whose every part can repeat (`{topic}`, `{key}`, `{exchange}`) gives many
+        messages one id; JetStream stores the first and drops the rest as duplicates."""
+        fields = TextTemplate.parse(self.msg_id).fields
+        unique = PER_MESSAGE_FIELDS | {f"header:{name}" for name in self.unique_headers}
+        if fields & unique:
+            return
+        if self.source_kind == "kafka":
+            hint = "add {offset} (e.g. '" + self.msg_id + "/{offset}')"
+        elif isinstance(self.from_, FromRabbitMQ) and self.from_.effective_mode is RabbitMQMode.STREAM:
+            hint = "add {offset} (the stream queue's offset)"
+        else:
+            hint = "add {message_id} (the AMQP property) or {content_hash}"
+        raise ValueError(
+            f"msg_id '{self.msg_id}' has no part unique to one message, so different messages get the same "
+            f"Nats-Msg-Id and JetStream keeps only the first of them: {hint}, or a {{header:NAME}} whose "
+            "header is listed in unique_headers"
+        )
 
 
 class Phase(StrEnum):

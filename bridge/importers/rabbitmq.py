@@ -18,6 +18,8 @@ Mapping rules, chosen for a team that wants an exact shadow copy first and cut-o
   stream holds exactly what some legacy consumer receives. A comment lists each legacy queue with
   its keys, so NATS consumers can later be given the same filter. A headers exchange gets one
   route per distinct argument set (a route has one `arguments` table); identical sets share one.
+  Such routes share the Msg-Id template `{exchange}/{auto}`, so a message two tables match is
+  stored once.
 * **Streams and subjects.** A stream per mapped exchange, `RMQ_<EXCHANGE>`, capturing
   `<prefix>.<exchange>` and, for topic/direct, `<prefix>.<exchange>.>`; routes publish to
   `<prefix>.<exchange>.{rk}` (topic, direct) or `<prefix>.<exchange>` (fanout, headers). The
@@ -388,6 +390,12 @@ class _Importer:
                 name = _unique(_plain_name(queue, "queue"), taken_routes)
                 routes.append({"name": name, "source": source, "from": route_from, "to": to})
                 self._note_service(service, f"bound like legacy queue '{queue}'", len(routes) - 1)
+        if len(seen) > 1:
+            # A message several tables match reaches RabbitMQ's queues once each, but it is one
+            # message: the routes share their Msg-Ids (not the route-named default), so the
+            # stream keeps it once.
+            for index in seen.values():
+                routes[index]["msg_id"] = "{exchange}/{auto}"
 
     def _exchange_notes(self, vhost: str, exchange: str, service: str, stream: str) -> None:
         found = self.exchanges.get((vhost, exchange))

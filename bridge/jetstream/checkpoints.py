@@ -11,6 +11,12 @@ found in the scan, is known stored and is skipped when read again.
 
 The scan starts a publisher window before the checkpoint's sequence: a message of the lane
 stored out of order (see pipeline.py) can sit at most that far behind it.
+
+Several routes may store the same positions into one stream (two services reading one topic
+through their own groups): a scan counts only the route's own messages, named by their
+`Bridge-Route` header (dead letters: `Bridge-Dlq-Route`). Messages stored by a bridge older
+than that header carry neither; they count for a route whose subjects they fit, as they did
+then, so an upgrade stores nothing twice.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
+from bridge.deadletters import ROUTE_HEADER as DEAD_LETTER_ROUTE_HEADER
+from bridge.dryrun_patterns import SubjectFit
+from bridge.mapping import ROUTE_NAME_HEADER, CompiledRoute
 from bridge.pipeline import Checkpoint, StoredIndex
 from bridge.sources.base import Lane, lane_label
 
@@ -64,6 +73,20 @@ def lane_position_from_headers(headers: Mapping[str, str] | None) -> tuple[Lane,
     except (KeyError, ValueError):
         return None
     return None
+
+
+class RouteClaim:
+    """Whether a stored message is one a given route stored."""
+
+    def __init__(self, route: CompiledRoute) -> None:
+        self.key = route.key
+        self._fits = SubjectFit.for_route(route.service, route.config)
+
+    def __call__(self, subject: str, headers: Mapping[str, str]) -> bool:
+        named = headers.get(ROUTE_NAME_HEADER) or headers.get(DEAD_LETTER_ROUTE_HEADER)
+        if named is not None:
+            return named == self.key
+        return self._fits(subject)  # stored before messages named their route
 
 
 def _resume_summary(lane: Lane, checkpoint: Checkpoint, found: set[int] | None) -> str:
@@ -148,7 +171,7 @@ class JetStreamCheckpoints:
             found[lane] = Checkpoint(int(value["position"]), scan_from)
         return found
 
-    async def stored(self, scope: str, lanes: Collection[Lane]) -> StoredIndex:
+    async def stored(self, scope: str, lanes: Collection[Lane], route: CompiledRoute) -> StoredIndex:
         checkpoints = await self.load(scope, lanes)
         new_lanes = [lane for lane in lanes if lane not in checkpoints]
         if new_lanes:
@@ -160,13 +183,17 @@ class JetStreamCheckpoints:
         )
         for lane in new_lanes:
             index.scan_from[lane] = dict(markers)
+            index.ends[lane] = {stream: marker - 1 for stream, marker in markers.items()}
         starts: dict[str, int] = {}
         for checkpoint in checkpoints.values():
             for stream, seq in checkpoint.scan_from.items():
                 start = max(1, seq - self._scan_margin)
                 starts[stream] = min(starts.get(stream, start), start)
+        claim = RouteClaim(route)
         for stream, start in starts.items():
-            await self._scan(stream, start, checkpoints, index)
+            last = await self._scan(stream, start, checkpoints, index, claim)
+            for lane in checkpoints:
+                index.ends.setdefault(lane, {})[stream] = last
         if checkpoints:
             log.info(
                 "%s: resuming %d lane(s) from checkpoints; %d message(s) found stored after them (%s)",
@@ -188,14 +215,23 @@ class JetStreamCheckpoints:
             markers[stream] = info.state.last_seq + 1
         return markers
 
-    async def _scan(self, stream: str, start: int, checkpoints: Mapping[Lane, Checkpoint], index: StoredIndex) -> None:
+    async def _scan(
+        self,
+        stream: str,
+        start: int,
+        checkpoints: Mapping[Lane, Checkpoint],
+        index: StoredIndex,
+        claim: RouteClaim,
+    ) -> int:
+        """Add the route's messages stored after their lanes' checkpoints to `index`; return
+        the stream's last sequence, up to which the lanes' messages are now known."""
         try:
             info = await self._js.stream_info(stream)
         except NotFoundError:
-            return
+            return 0
         last = info.state.last_seq
         if last < start:
-            return
+            return last
         config = js_api.ConsumerConfig(
             deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=start,
@@ -230,10 +266,15 @@ class JetStreamCheckpoints:
                         continue
                     lane, position = found
                     checkpoint = checkpoints.get(lane)
-                    if checkpoint is not None and position > checkpoint.position:
+                    if (
+                        checkpoint is not None
+                        and position > checkpoint.position
+                        and claim(message.subject, message.headers or {})
+                    ):
                         index.positions.setdefault(lane, set()).add(position)
         finally:
             log.info("scanned stream %s from sequence %d to %d: %d message(s)", stream, start, last, scanned)
             await subscription.unsubscribe()
             with contextlib.suppress(NotFoundError):
                 await self._js.delete_consumer(stream, consumer.name)
+        return last

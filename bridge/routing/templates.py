@@ -89,13 +89,15 @@ class TemplateContext:
     offset: int | None = None
     message_id: str | None = None
     timestamp: int | None = None
+    content_hash: str | None = None  # computed only for templates that use it (it hashes the body)
+    auto: str | None = None  # the id `msg_id: auto` gives, without the route's prefix; only when used
 
 
 # --------------------------------------------------------------------------- placeholders
 
 _SINGLE_FIELDS: Final = ("exchange", "queue", "topic", "partition", "key")
 _WORD_FIELDS: Final = ("rk", "topic")
-_TEXT_ONLY_FIELDS: Final = ("offset", "message_id", "timestamp")
+_TEXT_ONLY_FIELDS: Final = ("offset", "message_id", "timestamp", "content_hash", "auto")
 SUBJECT_FIELDS: Final = frozenset({*_SINGLE_FIELDS, "rk"})
 TEXT_FIELDS: Final = SUBJECT_FIELDS | frozenset(_TEXT_ONLY_FIELDS)
 # Names people reach for first, mapped to the placeholder they mean.
@@ -110,6 +112,8 @@ _ALIASES: Final = {
     "messageid": "message_id",
     "message-id": "message_id",
     "ts": "timestamp",
+    "hash": "content_hash",
+    "content-hash": "content_hash",
 }
 _NAME_AND_INDEX: Final = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)(\[[^\]]*\])?")
 _INTEGER: Final = re.compile(r"-?[0-9]+")

@@ -28,7 +28,8 @@ The modules, in the order a check runs:
 * limits: timeouts and batch sizes.
 """
 
-from bridge.verify.claims import RouteCheck, SubjectFit, build_checks, route_kind
+from bridge.dryrun_patterns import SubjectFit
+from bridge.verify.claims import RouteCheck, build_checks, route_kind
 from bridge.verify.command import verify, verify_command
 from bridge.verify.counts import IdCounts, PositionCounts
 from bridge.verify.expect import Expectation, LaneComparer, expectation, unchecked_lane

@@ -6,49 +6,26 @@ headers name the route's source — a `Kafka-Topic` the route reads (and, for a 
 `cluster_name`, a Msg-Id with that prefix), the route's stream queue in `Amqp-Queue`, or for
 shadow/queue routes AMQP metadata without a stream offset — *and* its subject is one the
 route's template can produce. The subject test is what keeps apart two routes writing into one
-stream. Dead letters are the route's by their `Bridge-Dlq-Route` header and subject
-(`<prefix>.<service>.<route>`).
+stream for messages stored before the bridge named the route on every message; since then a
+message is the route's by its `Bridge-Route` header. Dead letters are the route's by their
+`Bridge-Dlq-Route` header and subject (`<prefix>.<service>.<route>`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, MsgIdStrategy, RabbitMQMode
 from bridge.deadletters import ROUTE_HEADER
-from bridge.dryrun_patterns import Shape, filter_shape, intersects, route_shapes
+from bridge.dryrun_patterns import SubjectFit, filter_shape, intersects, route_shapes
 from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import lane_position_from_headers
-from bridge.mapping import MSG_ID_HEADER, CompiledRoute
+from bridge.mapping import MSG_ID_HEADER, ROUTE_NAME_HEADER, CompiledRoute
 from bridge.routing import kafka_topic_matches
 from bridge.sources.base import Lane
 from bridge.verify.counts import IdCounts, PositionCounts
 from bridge.verify.report import RouteKind
-
-
-class SubjectFit:
-    """Whether a literal subject is one a route's template can produce (its dry-run shapes).
-
-    Cached per subject: a stream holds few distinct subjects in practice ({partition}), and
-    the cache is cleared when many ({key}) would make it grow without bound.
-    """
-
-    _LIMIT = 65536
-
-    def __init__(self, shapes: Sequence[Shape]) -> None:
-        self._shapes = tuple(shapes)
-        self._cache: dict[str, bool] = {}
-
-    def __call__(self, subject: str) -> bool:
-        hit = self._cache.get(subject)
-        if hit is None:
-            literal = filter_shape(subject)
-            hit = any(intersects(shape, literal) for shape in self._shapes)
-            if len(self._cache) >= self._LIMIT:
-                self._cache.clear()
-            self._cache[subject] = hit
-        return hit
 
 
 @dataclass(slots=True)
@@ -76,13 +53,16 @@ class RouteCheck:
     def claim(self, subject: str, headers: Mapping[str, str]) -> tuple[Lane, int] | str | None:
         """The lane and position (Kafka, stream queue) or Msg-Id (shadow/queue) of a stored
         message when it is this route's, else None."""
+        named = headers.get(ROUTE_NAME_HEADER)
+        if named is not None and named != self.key:
+            return None  # another route's copy, whatever its subject and coordinates
         if self.kind == "rabbitmq-queue":
             if "Kafka-Topic" in headers or "Amqp-Stream-Offset" in headers or "Amqp-Routing-Key" not in headers:
                 return None
             msg_id = headers.get(MSG_ID_HEADER)
-            return msg_id if msg_id is not None and self.fits_subject(subject) else None
-        found = self._position(headers)
-        return found if found is not None and self.fits_subject(subject) else None
+            return msg_id if msg_id is not None and (named or self.fits_subject(subject)) else None
+        found = self._position(headers, named=named is not None)
+        return found if found is not None and (named or self.fits_subject(subject)) else None
 
     def claim_dead_letter(self, subject: str, headers: Mapping[str, str]) -> tuple[Lane, int] | str | None:
         """Like `claim`, for a message of the dead-letter stream."""
@@ -90,12 +70,17 @@ class RouteCheck:
             return None
         if self.kind == "rabbitmq-queue":
             msg_id = headers.get(MSG_ID_HEADER)
-            return None if msg_id is None else msg_id.removeprefix("dlq:")
+            if msg_id is None:
+                return None
+            msg_id = msg_id.removeprefix("dlq:")
+            # A dead letter's id always names the route; a template route's own ids do not.
+            return msg_id.removeprefix(self.route.id_prefix) if self.route.msg_id_template else msg_id
         return self._position(headers, named=True)
 
     def _position(self, headers: Mapping[str, str], *, named: bool = False) -> tuple[Lane, int] | None:
         """The lane and position in `headers` when they are of this route's source; `named`:
-        the message names this route itself (a dead letter), so no cluster check is needed."""
+        the message names this route itself (`Bridge-Route`, or a dead letter's route), so no
+        cluster check is needed (messages stored before that header existed have none)."""
         found = lane_position_from_headers(headers)
         if found is None:
             return None

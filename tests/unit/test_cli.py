@@ -103,7 +103,7 @@ def test_explain_json_for_kafka_record() -> None:
     (match,) = document["matches"]
     assert match["route"] == "inventory/adjustments"
     assert match["subject"] == "inventory.adjustments.sku%2042"
-    assert match["msg_id"] == "inventory.adjustments/3/17"
+    assert match["msg_id"] == "inventory/adjustments/inventory.adjustments/3/17"
     assert match["streams"] == ["INVENTORY"]
     assert match["headers"]["Kafka-Key"] == "sku 42"
     assert match["headers"]["Shop-Source"] == "kafka/inventory.adjustments"
@@ -135,7 +135,7 @@ def test_explain_headers_exchange_any() -> None:
     assert result.returncode == 0, result.stderr
     (match,) = json.loads(result.stdout)["matches"]
     assert match["subject"] == "billing.invoices.pdf"
-    assert match["msg_id"] == "inv-1"
+    assert match["msg_id"] == "billing/invoices/inv-1"
     assert match["msg_id_strategy"] == "message-id"
 
 

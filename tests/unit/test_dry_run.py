@@ -167,7 +167,7 @@ services:
     assert "topic 'x.one' and topic 'y.one'" in finding.message
 
 
-def test_two_kafka_clusters_without_cluster_name_collide_on_msg_ids() -> None:
+def test_two_kafka_clusters_with_default_ids_never_collide_on_msg_ids() -> None:
     config = _config("""
 streams: [{name: A, subjects: ["a.>"]}]
 services:
@@ -176,8 +176,56 @@ services:
       - {name: r1, source: kafka, from: {topics: [t]}, to: "a.{topic}", on_error: skip}
       - {name: r2, source: kafka2, from: {topics: [t]}, to: "a.{topic}", on_error: skip}
 """)
-    (finding,) = _found(offline_checks(config), "collision", Severity.ERROR)
-    assert "cluster_name" in finding.message
+    findings = offline_checks(config)
+    assert _found(findings, "msg-id", Severity.ERROR) == []
+    assert _found(findings, "msg-id", Severity.WARNING) == []
+    (collision,) = _found(findings, "collision", Severity.WARNING)  # the subjects still meet
+    assert "cannot tell them apart" in collision.message
+
+
+def test_two_clusters_with_one_offset_template_collide_on_msg_ids() -> None:
+    config = _config("""
+streams: [{name: A, subjects: ["a.>"]}]
+services:
+  s:
+    routes:
+      - {name: r1, source: kafka, from: {topics: [t]}, to: "a.{topic}", msg_id: "{topic}/{partition}/{offset}"}
+      - {name: r2, source: kafka2, from: {topics: [t]}, to: "a.{topic}", msg_id: "{topic}/{partition}/{offset}"}
+""")
+    (finding,) = _found(offline_checks(config), "msg-id", Severity.ERROR)
+    assert finding.subject == "s/r1, s/r2"
+    assert "stream A" in finding.message
+
+
+def test_two_routes_on_one_topic_into_one_stream_with_one_template_collide() -> None:
+    # The issue's topology: two services, each through its own group, into one stream.
+    config = _config("""
+streams: [{name: A, subjects: ["a.>", "b.>"]}]
+services:
+  one:
+    routes:
+      - {name: r, source: kafka, from: {topics: [t]}, to: "a.{partition}", msg_id: "{topic}/{partition}/{offset}"}
+  two:
+    routes:
+      - {name: r, source: kafka, from: {topics: [t]}, to: "b.{partition}", msg_id: "{topic}/{partition}/{offset}"}
+""")
+    (finding,) = _found(offline_checks(config), "msg-id", Severity.ERROR)
+    assert finding.subject == "one/r, two/r"
+
+
+def test_templates_that_start_apart_never_collide() -> None:
+    config = _config("""
+streams: [{name: A, subjects: ["a.>", "b.>"]}]
+services:
+  one:
+    routes:
+      - {name: r, source: kafka, from: {topics: [t]}, to: "a.{partition}", msg_id: "a/{partition}/{offset}"}
+  two:
+    routes:
+      - {name: r, source: kafka, from: {topics: [t]}, to: "b.{partition}", msg_id: "b/{partition}/{offset}"}
+      - {name: auto, source: kafka, from: {topics: [t]}, to: "b.x.{partition}"}
+""")
+    assert [f for f in offline_checks(config) if f.check == "msg-id"] == []
 
 
 def test_reserved_headers_are_reported() -> None:

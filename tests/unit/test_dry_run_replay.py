@@ -100,7 +100,7 @@ def test_routed_messages_show_subject_msg_id_headers_and_size(replayed: tuple[in
     assert (amqp["route"], amqp["subject"], amqp["msg_id"], amqp["fate"]) == (
         "shop/orders",
         "orders.order.eu.created",
-        "m-1",
+        "shop/orders/m-1",
         "publish",
     )
     assert amqp["size"] == len('{"id": 1}')
@@ -108,7 +108,7 @@ def test_routed_messages_show_subject_msg_id_headers_and_size(replayed: tuple[in
     assert amqp["streams"] == ["ORDERS"]
     (kafka,) = _message(document, 3)["routes"]
     assert kafka["subject"] == "inventory.adjustments.3"
-    assert kafka["msg_id"] == "adjustments/3/17"
+    assert kafka["msg_id"] == f"{kafka['route']}/adjustments/3/17"
     assert kafka["size"] == len(b"\x00\x01delta")
     # The exact record is mapped: its timestamp and its binary header travel too.
     assert kafka["headers"]["Kafka-Timestamp"] == "1718000000000"
