@@ -156,7 +156,7 @@ async def test_an_unmappable_message_is_dead_lettered_with_its_payload_headers_a
     assert headers["trace"] == "abc"
     assert headers["binary"] == "AP8="  # base64, listed as such
     assert headers["Bridge-Base64-Headers"] == "binary"
-    assert headers["Nats-Msg-Id"] == "dlq:orders/0/5"
+    assert headers["Nats-Msg-Id"] == "dlq:svc/r/orders/0/5"
     assert pipeline.stats.dead_lettered == {"unmappable": 1}
     assert pipeline.stats.published == 9
 

@@ -208,7 +208,7 @@ services:
     assert code == 0, document["findings"]
     routed = _routed(document)
     assert [where for where, *_ in routed] == [f"amqp stream {stream.name}@{o}" for o in range(26, 30)]
-    assert [msg_id for *_, msg_id in routed] == [f"{stream.name}/{o}" for o in range(26, 30)]
+    assert [msg_id for *_, msg_id in routed] == [f"svc/s/{stream.name}/{o}" for o in range(26, 30)]
     # Nothing was declared on NATS either.
     names = {info.config.name for info in await jetstream.streams_info()}
     assert unique_name.upper() not in names

@@ -98,7 +98,7 @@ async def test_records_arrive_with_metadata_headers_and_offset_msg_ids(
     headers = first.headers or {}
     partition, offset = int(headers["Kafka-Partition"]), int(headers["Kafka-Offset"])
     assert headers["Kafka-Topic"] == topic
-    assert headers["Nats-Msg-Id"] == f"{topic}/{partition}/{offset}"
+    assert headers["Nats-Msg-Id"] == f"svc/copy/{topic}/{partition}/{offset}"
     assert headers["Kafka-Key"].startswith("k")
     assert int(headers["Kafka-Timestamp"]) > 1_700_000_000_000
     assert headers["n"].isdigit()

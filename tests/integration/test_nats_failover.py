@@ -318,7 +318,7 @@ def assert_each_record_once_in_order(stored: list[Stored], topic: str, per_parti
     assert len(stored) == sum(per_partition.values()), f"{len(stored)} stored, {sum(per_partition.values())} produced"
     by_partition: dict[int, list[int]] = {}
     for message in stored:
-        assert message.msg_id == f"{topic}/{message.partition}/{message.offset}", message
+        assert message.msg_id == f"svc/copy/{topic}/{message.partition}/{message.offset}", message
         by_partition.setdefault(message.partition, []).append(message.offset)
     assert sorted(by_partition) == sorted(per_partition)
     for partition, offsets in by_partition.items():

@@ -315,7 +315,7 @@ async def test_rabbitmq_route_reports_queue_depth_and_dead_letters_unmappable_de
         headers = letter.headers or {}
         assert headers["Amqp-Routing-Key"] == "oneword"
         assert headers["Amqp-Message-Id"] == "short"
-        assert headers["Nats-Msg-Id"] == "dlq:short"
+        assert headers["Nats-Msg-Id"] == "dlq:svc/copy/short"
         assert letter.data == b"short"
     finally:
         bridge.stop()

@@ -10,6 +10,7 @@ the duplicate window.
 from __future__ import annotations
 
 import asyncio
+import re
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -254,7 +255,7 @@ async def test_metadata_headers_and_msg_id_strategies(
     await connection.close()
     (first_subject, first, _), (second_subject, second, _) = await stored(nc, stream)
     assert first_subject == f"{stream.lower()}.a.b"
-    assert first["Nats-Msg-Id"] == "m-1"
+    assert first["Nats-Msg-Id"] == "svc/r/m-1"
     assert first["Amqp-Exchange"] == "ex"
     assert first["Amqp-Routing-Key"] == "a.b"
     assert first["Amqp-Content-Type"] == "application/json"
@@ -269,7 +270,7 @@ async def test_metadata_headers_and_msg_id_strategies(
     assert first["Bridge-Base64-Headers"] == "blob"
     # The empty routing key is zero words: {rk} adds nothing.
     assert second_subject == stream.lower()
-    assert len(second["Nats-Msg-Id"]) == 32, "no message_id: a content hash"
+    assert re.fullmatch(r"svc/r/[0-9a-f]{32}", second["Nats-Msg-Id"]), "no message_id: a content hash"
 
 
 async def test_legacy_consumer_receives_every_message_while_the_shadow_bridge_runs(

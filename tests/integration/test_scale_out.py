@@ -476,7 +476,7 @@ async def finish(
         assert bridge.terminate() == 0, bridge.log()
     assert await asyncio.to_thread(queue_depth, vhost, SHADOW_QUEUE) == 0, "the survivors left messages behind"
     stored = await stored_ids_and_bodies(nc, stream)
-    assert all(msg_id == f"id-{body.decode()}" for msg_id, body in stored), "each message under its own Msg-Id"
+    assert all(msg_id == f"svc/r/id-{body.decode()}" for msg_id, body in stored), "each message under its own Msg-Id"
     return stored
 
 
