@@ -45,6 +45,8 @@ from bridge.config.model import (
     RouteConfig,
 )
 from bridge.dryrun_patterns import (
+    FilterIndex,
+    Lit,
     RouteShape,
     binding_words,
     contained_in_filters,
@@ -124,19 +126,42 @@ def offline_checks(
     streams = _stream_subjects(config, server_streams or {})
     shapes = {f"{service}/{route.name}": route_shapes(service, route) for service, route in config.routes()}
     routes = {f"{service}/{route.name}": (service, route) for service, route in config.routes()}
+    captures = capture_map(shapes, streams)
     findings: list[Finding] = []
-    findings += check_capture(shapes, streams)
+    findings += check_capture(captures, streams)
     findings += check_stream_overlap(streams)
     findings += check_duplicates(config, routes)
-    findings += check_window(config, shapes, outage_budget)
+    findings += check_window(config, captures, outage_budget)
     findings += check_collisions(config, routes, shapes)
-    findings += check_msg_ids(routes, shapes, streams)
+    findings += check_msg_ids(routes, captures)
     findings += check_headers(routes)
-    findings += check_retention(config, shapes)
+    findings += check_retention(config, captures)
     return findings
 
 
-def check_retention(config: BridgeConfig, shapes: Mapping[str, list[RouteShape]]) -> list[Finding]:
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """Which streams take one subject family of a route: all of it (`always`), or some of it."""
+
+    family: RouteShape
+    always: list[str]
+    some: list[str]
+
+
+def capture_map(shapes: Mapping[str, list[RouteShape]], streams: Mapping[str, list[str]]) -> dict[str, list[Capture]]:
+    """Per route, where each of its subject families lands; worked out once for every check."""
+    index = FilterIndex(streams)
+    captures: dict[str, list[Capture]] = {}
+    for route, families in shapes.items():
+        captures[route] = []
+        for family in families:
+            candidates = {name: streams[name] for name in index.candidates(family.shape)}
+            always, some = _capturing(family, candidates)
+            captures[route].append(Capture(family, always, some))
+    return captures
+
+
+def check_retention(config: BridgeConfig, captures: Mapping[str, list[Capture]]) -> list[Finding]:
     """Streams a route publishes into must keep what they PubAck, and let the bridge read back.
 
     Both behaviours were seen on nats-server 2.15: an `interest` stream with no consumer yet
@@ -148,11 +173,7 @@ def check_retention(config: BridgeConfig, shapes: Mapping[str, list[RouteShape]]
     for stream in config.streams:
         if stream.retention is Retention.LIMITS:
             continue
-        users = [
-            route
-            for route, route_shapes_ in shapes.items()
-            if any(contained_in_filters(shape.shape, stream.subjects) for shape in route_shapes_)
-        ]
+        users = [route for route, found in captures.items() if any(stream.name in c.always for c in found)]
         if not users:
             continue
         if stream.retention is Retention.INTEREST:
@@ -186,14 +207,13 @@ def _capturing(shape: RouteShape, streams: Mapping[str, list[str]]) -> tuple[lis
     return always, some
 
 
-def check_capture(shapes: Mapping[str, list[RouteShape]], streams: Mapping[str, list[str]]) -> list[Finding]:
+def check_capture(captures: Mapping[str, list[Capture]], streams: Mapping[str, list[str]]) -> list[Finding]:
     """Each subject family of each route lands in exactly one stream."""
     findings = []
-    for route, families in shapes.items():
-        for family in families:
+    for route, found in captures.items():
+        for family, always, some in ((c.family, c.always, c.some) for c in found):
             if family.never_renders:
                 findings.append(Finding(Severity.ERROR, "capture", route, family.never_renders))
-            always, some = _capturing(family, streams)
             where = f"subjects {show(family.shape)} (from {family.origin})"
             if not some:
                 findings.append(
@@ -231,7 +251,9 @@ def check_capture(shapes: Mapping[str, list[RouteShape]], streams: Mapping[str, 
 def check_stream_overlap(streams: Mapping[str, list[str]]) -> list[Finding]:
     """Two streams may not capture one subject: JetStream refuses that (err_code 10065)."""
     findings = []
-    for (first, mine), (second, theirs) in itertools.combinations(streams.items(), 2):
+    firsts = {name: [subject.split(".", 1)[0] for subject in filters] for name, filters in streams.items()}
+    for first, second in _pairs_that_may_meet(firsts):
+        mine, theirs = streams[first], streams[second]
         clash = next(((a, b) for a in mine for b in theirs if subjects_collide(a, b)), None)
         if clash is not None:
             findings.append(
@@ -244,6 +266,26 @@ def check_stream_overlap(streams: Mapping[str, list[str]]) -> list[Finding]:
                 )
             )
     return findings
+
+
+def _pairs_that_may_meet(firsts: Mapping[str, list[str]]) -> list[tuple[str, str]]:
+    """The pairs of names (in their given order) whose subjects can meet at all, judged by each
+    one's first tokens (`*` or `>`: any): the others part at once, and a file of a thousand
+    streams or routes has half a million pairs."""
+    order = {name: index for index, name in enumerate(firsts)}
+    buckets: dict[str, list[str]] = {}
+    wild: list[str] = []
+    for name, tokens in firsts.items():
+        if any(token in ("*", ">") for token in tokens):
+            wild.append(name)
+        for token in set(tokens) - {"*", ">"}:
+            buckets.setdefault(token, []).append(name)
+    pairs: set[tuple[str, str]] = set()
+    for names in buckets.values():
+        pairs.update(itertools.combinations(names, 2))
+    for name in wild:
+        pairs.update((other, name) if order[other] < order[name] else (name, other) for other in order if other != name)
+    return sorted(pairs, key=lambda pair: (order[pair[0]], order[pair[1]]))
 
 
 def check_duplicates(config: BridgeConfig, routes: Mapping[str, tuple[str, RouteConfig]]) -> list[Finding]:
@@ -358,16 +400,17 @@ def _headers_disjoint(first: Mapping[str, Any], second: Mapping[str, Any]) -> bo
 
 
 def check_window(
-    config: BridgeConfig, shapes: Mapping[str, list[RouteShape]], outage_budget: timedelta
+    config: BridgeConfig, captures: Mapping[str, list[Capture]], outage_budget: timedelta
 ) -> list[Finding]:
     """Streams a route publishes into whose duplicate_window is shorter than the outage budget."""
     findings = []
     declared = {stream.name: stream for stream in config.streams}
     flagged: set[str] = set()
-    for route, families in shapes.items():
-        for family in families:
-            _, some = _capturing(family, {name: list(s.subjects) for name, s in declared.items()})
-            for name in some:
+    for route, found in captures.items():
+        for capture in found:
+            for name in capture.some:
+                if name not in declared:
+                    continue  # the dead-letter stream, or a server's stream the file does not declare
                 window = declared[name].duplicate_window
                 if window < outage_budget and name not in flagged:
                     flagged.add(name)
@@ -417,7 +460,12 @@ def check_collisions(
                         f"({show(one.shape)}): consumers cannot tell them apart by subject",
                     )
                 )
-    for (first, (_, a)), (second, (_, b)) in itertools.combinations(routes.items(), 2):
+    firsts = {
+        name: [family.shape[0].token if family.shape and isinstance(family.shape[0], Lit) else "*" for family in found]
+        for name, found in shapes.items()
+    }
+    for first, second in _pairs_that_may_meet(firsts):
+        (_, a), (_, b) = routes[first], routes[second]
         if a.source == b.source:
             continue  # same-source pairs are the duplicates check's business
         meet = next(
@@ -440,9 +488,7 @@ def check_collisions(
 
 
 def check_msg_ids(
-    routes: Mapping[str, tuple[str, RouteConfig]],
-    shapes: Mapping[str, list[RouteShape]],
-    streams: Mapping[str, list[str]],
+    routes: Mapping[str, tuple[str, RouteConfig]], captures: Mapping[str, list[Capture]]
 ) -> list[Finding]:
     """Two routes storing into one stream must never give two messages one Nats-Msg-Id.
 
@@ -450,20 +496,17 @@ def check_msg_ids(
     up to the first placeholder. Ids that start with different text never meet; otherwise
     they can, and JetStream keeps only the first message of an id within the window.
     """
-    stores = {
-        name: {
-            stream
-            for stream, filters in streams.items()
-            for family in families
-            if any(intersects(family.shape, filter_shape(f)) for f in filters)
-        }
-        for name, families in shapes.items()
-    }
+    stores = {name: {stream for capture in found for stream in capture.some} for name, found in captures.items()}
+    by_stream: dict[str, list[str]] = {}
+    for name, names in stores.items():
+        for stream in names:
+            by_stream.setdefault(stream, []).append(name)
+    pairs = sorted({(a, b) for users in by_stream.values() for a, b in itertools.combinations(users, 2)})
+    order = {name: index for index, name in enumerate(routes)}
     findings = []
-    for (first, (service_a, a)), (second, (service_b, b)) in itertools.combinations(routes.items(), 2):
-        shared = sorted(stores.get(first, set()) & stores.get(second, set()))
-        if not shared:
-            continue
+    for first, second in sorted(pairs, key=lambda pair: (order[pair[0]], order[pair[1]])):
+        (service_a, a), (service_b, b) = routes[first], routes[second]
+        shared = sorted(stores[first] & stores[second])
         start_a, start_b = _id_start(service_a, a), _id_start(service_b, b)
         if not (start_a.startswith(start_b) or start_b.startswith(start_a)):
             continue

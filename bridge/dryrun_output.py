@@ -10,6 +10,9 @@ from bridge.dryrun_replay import ReplayReport
 from bridge.jetstream.plan import Action, show_value
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "dim"}
+# Past this many replayed messages the table would take minutes to lay out (rich measures every
+# cell): one plain line per message and route instead, headers left to --json.
+TABLE_ROWS = 1000
 _ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
@@ -44,10 +47,39 @@ def print_report(report: DryRunReport, console: Console | None = None) -> None:
                 )
         console.print(drift)
     if isinstance(report, ReplayReport):
-        console.print(_messages_table(report))
+        if len(report.messages) <= TABLE_ROWS:
+            console.print(_messages_table(report))
+        else:
+            _print_message_lines(report, console)
     errors, warnings = report.count(Severity.ERROR), report.count(Severity.WARNING)
     verdict = "clean" if not errors and not warnings else f"{errors} error(s), {warnings} warning(s)"
     console.print(f"{report.file}: {verdict}. Nothing was published, acked, committed or declared.")
+
+
+def _print_message_lines(report: ReplayReport, console: Console) -> None:
+    """The replay as tab-separated lines: line, route, subject, Nats-Msg-Id, size, outcome."""
+    sampled = bool(report.where)
+    out = [
+        f"{len(report.messages)} messages replayed from {report.input_file} (max_payload {report.max_payload}); "
+        "one line per message and route, headers in --json",
+        "\t".join(("read from" if sampled else "line", "route", "subject", "Nats-Msg-Id", "bytes", "outcome")),
+    ]
+    for index, message in enumerate(report.messages):
+        line = report.where[index] if sampled else str(message.line)
+        if not message.routed:
+            reasons = "; ".join(f"{route}: {reason}" for route, reason in message.explanation.misses)
+            out.append(f"{line}\t-\t\t\t\ttaken by no route: {reasons}")
+            continue
+        for verdict in message.verdicts:
+            outcome = verdict.outcome
+            text = (
+                f"publish to {', '.join(outcome.streams)}"
+                if verdict.problem is None
+                else f"{verdict.fate} ({verdict.problem}): {verdict.detail}"
+            )
+            fields = (line, outcome.route, outcome.subject or "", outcome.msg_id or "", str(verdict.encoded_size), text)
+            out.append("\t".join(" ".join(field.split()) for field in fields))
+    console.file.write("\n".join(out) + "\n")
 
 
 def _messages_table(report: ReplayReport) -> Table:

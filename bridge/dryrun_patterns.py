@@ -28,7 +28,7 @@ of a shape in a filter.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
@@ -111,19 +111,28 @@ def intersects(first: Shape, second: Shape) -> bool:
     return _intersects(_normalise(first), _normalise(second))
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def _intersects(a: Shape, b: Shape) -> bool:
-    @cache
+    if a and b and isinstance(a[0], Lit) and isinstance(b[0], Lit) and a[0].token != b[0].token:
+        return False  # most pairs of a large file part at their first token
+    memo: dict[tuple[int, int], bool] = {}
+
     def walk(i: int, j: int) -> bool:
-        if i < len(a) and a[i] in (OPT, MANY) and walk(i + 1, j):
-            return True
-        if j < len(b) and b[j] in (OPT, MANY) and walk(i, j + 1):
-            return True
-        if i == len(a) or j == len(b):
-            return i == len(a) and j == len(b)
-        if not _compatible(a[i], b[j]) or (a[i] == MANY and b[j] == MANY):
-            return False  # two MANYs consuming together is covered by skipping one of them
-        return walk(i if a[i] == MANY else i + 1, j if b[j] == MANY else j + 1)
+        known = memo.get((i, j))
+        if known is not None:
+            return known
+        if (i < len(a) and a[i] in (OPT, MANY) and walk(i + 1, j)) or (
+            j < len(b) and b[j] in (OPT, MANY) and walk(i, j + 1)
+        ):
+            result = True
+        elif i == len(a) or j == len(b):
+            result = i == len(a) and j == len(b)
+        elif not _compatible(a[i], b[j]) or (a[i] == MANY and b[j] == MANY):
+            result = False  # two MANYs consuming together is covered by skipping one of them
+        else:
+            result = walk(i if a[i] == MANY else i + 1, j if b[j] == MANY else j + 1)
+        memo[(i, j)] = result
+        return result
 
     return walk(0, 0)
 
@@ -133,9 +142,11 @@ def contained_in_filter(shape: Shape, subject_filter: str) -> bool:
     return _contained(_normalise(shape), _normalise(filter_shape(subject_filter)))
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def _contained(a: Shape, f: Shape) -> bool:
     """Containment of a shape in a filter shape (Lit/ONE then, at most, one final MANY)."""
+    if a and f and isinstance(a[0], Lit) and isinstance(f[0], Lit) and a[0].token != f[0].token:
+        return False
 
     @cache
     def walk(i: int, j: int) -> bool:
@@ -157,6 +168,31 @@ def _contained(a: Shape, f: Shape) -> bool:
         return isinstance(unit, Lit) and isinstance(target, Lit) and unit.token == target.token and walk(i + 1, j + 1)
 
     return walk(0, 0)
+
+
+class FilterIndex:
+    """Streams by the first token of their filters, so that a route's subjects are compared
+    only with the streams that can take them: a file of a thousand streams and a thousand
+    routes would otherwise cost a million shape comparisons."""
+
+    def __init__(self, streams: Mapping[str, Sequence[str]]) -> None:
+        self._order = {name: index for index, name in enumerate(streams)}
+        self._by_first: dict[str, set[str]] = {}
+        self._wild: set[str] = set()
+        for name, filters in streams.items():
+            for subject_filter in filters:
+                first = subject_filter.split(".", 1)[0]
+                if first in ("*", ">"):
+                    self._wild.add(name)
+                else:
+                    self._by_first.setdefault(first, set()).add(name)
+
+    def candidates(self, shape: Shape) -> list[str]:
+        """The streams, in their declared order, that may take some subject of `shape`."""
+        if shape and isinstance(shape[0], Lit):
+            found = self._by_first.get(shape[0].token, set()) | self._wild
+            return sorted(found, key=self._order.__getitem__)
+        return list(self._order)
 
 
 def contained_in_filters(shape: Shape, subject_filters: Sequence[str]) -> bool:
