@@ -6,9 +6,11 @@ nested tables and arrays; Kafka headers are raw bytes — and a migration must n
 turn `5` into `"5"` or drop a binary value. So each value is carried in one of three forms,
 and the forms are recorded so a consumer (or a reverse route) can decode them:
 
-- text: a `str` (or UTF-8 bytes) of printable characters travels as it is;
-- base64: other bytes, or text with control characters, travel base64-encoded, and the
-  header's name is listed in `Bridge-Base64-Headers` (comma-separated);
+- text: a `str` (or UTF-8 bytes) of printable characters, without spaces at either end,
+  travels as it is;
+- base64: other bytes, or text with control characters or edge spaces, travel base64-encoded,
+  and the header's name is listed in `Bridge-Base64-Headers` (comma-separated). nats-py strips
+  a header value and turns CR/LF into spaces, so such text would arrive altered;
 - typed: numbers, booleans, void, decimals, timestamps, arrays and tables travel as JSON,
   and the name is listed in `Bridge-Typed-Headers`. In that JSON a decimal is
   `{"$decimal": "1.50"}`, a timestamp `{"$timestamp": "<ISO 8601>"}`, a byte array
@@ -93,10 +95,45 @@ def decode_value(text: str, form: Form) -> Any:
     return text
 
 
+def wire_stable(text: str) -> bool:
+    """Whether `text` reaches the server unchanged as a header value: nats-py strips values and
+    turns CR/LF into spaces, and the server trims them too."""
+    return text.isprintable() and text == text.strip()
+
+
+def stable_id(text: str) -> str:
+    """`text` as a Nats-Msg-Id that survives the wire and stays distinct from every other id.
+
+    Ids that are wire-stable and hold no `%` travel as they are (nearly all). Any other id is
+    percent-encoded — `%`, spaces and every character that is not printable, as UTF-8 bytes —
+    so `order-7`, `order-7 `, `order-7\n` stay three ids (nats-py would make them one, and
+    JetStream would drop two as duplicates), and an all-blank id never becomes empty. The two
+    forms cannot meet: only an encoded id contains `%`.
+    """
+    if "%" not in text and wire_stable(text):
+        return text
+    return "".join(
+        char if char.isprintable() and char not in "% " else "".join(f"%{byte:02X}" for byte in char.encode())
+        for char in text
+    )
+
+
 def _text_or_base64(text: str) -> tuple[str, Form]:
-    if text.isprintable():
+    if wire_stable(text):
         return text, "text"
     return base64.b64encode(text.encode("utf-8")).decode("ascii"), "base64"
+
+
+def merge_headers(into: dict[str, str], more: Mapping[str, str]) -> None:
+    """Add `more` to `into`, joining their Bridge-Base64-Headers / Bridge-Typed-Headers lists
+    (both the bridge's metadata and the copied source headers may list names)."""
+    for name, value in more.items():
+        if name in (BASE64_HEADERS, TYPED_HEADERS) and into.get(name):
+            names = into[name].split(",")
+            names += [listed for listed in value.split(",") if listed not in names]
+            into[name] = ",".join(names)
+        else:
+            into[name] = value
 
 
 def _tagged(value: Any) -> Any:

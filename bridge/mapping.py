@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from bridge.config.model import FromRabbitMQ, MsgIdStrategy, RabbitMQMode, RouteConfig
-from bridge.headers import encode_headers, encode_value
+from bridge.headers import BASE64_HEADERS, encode_headers, encode_value, merge_headers, stable_id
 from bridge.message import AmqpOrigin, KafkaOrigin, OutboundMessage, SourceMessage
 from bridge.routing import SubjectTemplate, TemplateContext, TemplateRenderError, TextTemplate
 
@@ -128,13 +128,18 @@ class CompiledRoute:
         try:
             subject = self.subject.render(context)
             msg_id = self.msg_id(message, context)
-            extra = {name: template.render(context) for name, template in self.header_templates}
+            extra = {name: encode_value(template.render(context)) for name, template in self.header_templates}
         except TemplateRenderError as error:
             raise MappingError(str(error)) from None
         if not msg_id:
             raise MappingError(f"the Msg-Id template '{self.config.msg_id}' produced an empty id")
         headers = self.headers_for(message)
-        headers.update(extra)
+        if extra:
+            set_headers = {name: text for name, (text, _) in extra.items()}
+            encoded = [name for name, (_, form) in extra.items() if form == "base64"]
+            if encoded:
+                set_headers[BASE64_HEADERS] = ",".join(encoded)
+            merge_headers(headers, set_headers)
         headers[ROUTE_NAME_HEADER] = self.key
         headers[MSG_ID_HEADER] = msg_id
         return OutboundMessage(subject=subject, payload=message.body or b"", msg_id=msg_id, headers=headers)
@@ -183,17 +188,18 @@ class CompiledRoute:
         )
 
     def msg_id(self, message: SourceMessage, context: TemplateContext | None = None) -> str:
-        """The deterministic Nats-Msg-Id: the same source message always gets the same id."""
+        """The deterministic Nats-Msg-Id: the same source message always gets the same id, and
+        different ones different ids, as JetStream receives them (bridge.headers.stable_id)."""
         if self.msg_id_template is not None:
-            return self.msg_id_template.render(context or self.context(message))
-        return self.id_prefix + _MSG_ID_BUILDERS[self.msg_id_choice(message).strategy](self, message)
+            return stable_id(self.msg_id_template.render(context or self.context(message)))
+        return stable_id(self.id_prefix + _MSG_ID_BUILDERS[self.msg_id_choice(message).strategy](self, message))
 
     def headers_for(self, message: SourceMessage) -> dict[str, str]:
         """Bridge metadata headers plus the source headers, per the route's header rules."""
         headers = metadata_headers(message)
         rules = self.config.headers
         if rules.copy_source and message.headers:
-            headers.update(encode_headers(message.headers, rename=rules.rename, drop=frozenset(rules.drop)))
+            merge_headers(headers, encode_headers(message.headers, rename=rules.rename, drop=frozenset(rules.drop)))
         return headers
 
 
@@ -239,6 +245,7 @@ def _epoch_seconds(value: object) -> int | None:
 def metadata_headers(message: SourceMessage) -> dict[str, str]:
     """The bridge's own headers describing where a message came from."""
     origin = message.origin
+    headers: dict[str, str]
     if isinstance(origin, KafkaOrigin):
         headers = {
             "Kafka-Topic": origin.topic,
@@ -253,22 +260,36 @@ def metadata_headers(message: SourceMessage) -> dict[str, str]:
         if message.body is None:
             headers["Kafka-Tombstone"] = "true"
         return headers
-    headers = {"Amqp-Exchange": origin.exchange, "Amqp-Routing-Key": origin.routing_key}
+    texts: dict[str, Any] = {"Amqp-Exchange": origin.exchange, "Amqp-Routing-Key": origin.routing_key}
     if origin.stream_offset is not None:
-        headers["Amqp-Queue"] = origin.queue or ""
-        headers["Amqp-Stream-Offset"] = str(origin.stream_offset)
+        texts["Amqp-Queue"] = origin.queue or ""
     for prop, header in AMQP_PROPERTY_HEADERS.items():
         value = origin.properties.get(prop)
         if value is not None:
-            headers[header] = _property_text(value)
+            texts[header] = value
+    headers = {}
+    encoded: list[str] = []
+    for header, value in texts.items():
+        text, base64_form = _property_text(value)
+        headers[header] = text
+        if base64_form:
+            encoded.append(header)  # a routing key or message_id with line breaks or edge spaces
+    if origin.stream_offset is not None:
+        headers["Amqp-Stream-Offset"] = str(origin.stream_offset)
+    if encoded:
+        headers[BASE64_HEADERS] = ",".join(encoded)
     return headers
 
 
-def _property_text(value: Any) -> str:
-    """An AMQP basic property as header text (timestamps as epoch seconds, as AMQP sends them)."""
+def _property_text(value: Any) -> tuple[str, bool]:
+    """An AMQP basic property as header text (timestamps as epoch seconds, as AMQP sends them),
+    and whether it is base64 (text that would not survive the wire as it is)."""
     if isinstance(value, datetime):
-        return str(calendar.timegm(value.utctimetuple()))
-    return encode_value(value)[0] if isinstance(value, str | bytes) else str(value)
+        return str(calendar.timegm(value.utctimetuple())), False
+    if isinstance(value, str | bytes):
+        text, form = encode_value(value)
+        return text, form == "base64"
+    return str(value), False
 
 
 def _kafka_offset_id(route: CompiledRoute, message: SourceMessage) -> str:
