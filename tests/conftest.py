@@ -270,6 +270,16 @@ def _api_call(api_url: str, method: str, path: str, body: dict[str, Any] | None 
 
 
 @pytest.fixture
+def rabbitmq_api(rabbitmq_api_url: str | None) -> Callable[[str, str], None]:
+    """`rabbitmq_api(method, path)`: one call to the management API, for tests that change the
+    broker under a running bridge (remove a vhost, a permission). Fails without an API."""
+    if rabbitmq_api_url is None:
+        pytest.fail("this test needs the RabbitMQ management API (RABBITMQ_API_URL)", pytrace=False)
+    url = rabbitmq_api_url
+    return lambda method, path: _api_call(url, method, path)
+
+
+@pytest.fixture
 def rabbit_vhost_url(amqp_url: str, rabbitmq_api_url: str | None, unique_name: str) -> Iterator[str]:
     """amqp_url pointing at a fresh vhost, deleted (with all its queues and connections) after.
 
