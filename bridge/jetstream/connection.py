@@ -39,12 +39,23 @@ class ConnectionListener(Protocol):
         dropped the message and will never answer it."""
         ...
 
+    def on_closed(self, reason: str) -> None:
+        """The client closed for good without being asked to: no reconnect follows, nothing
+        sent from now on can be stored."""
+        ...
+
 
 class ConnectionEvents:
-    """Fans the connection's disconnect/reconnect out to listeners registered at any time.
+    """Fans the connection's disconnect/reconnect/close out to listeners registered at any time.
 
     The publisher is created after the connection exists, so the connection cannot be
     given it up front; it registers here instead.
+
+    A client that closes for good is an outage, not a quiet moment: nats-py 2.16 closes it
+    on any server `-ERR` but a stale connection or a permissions violation (a control line
+    over the server's limit, a payload over max_payload, an expired or revoked login), and
+    when finite reconnect attempts run out. No reconnect follows, so the owner of the
+    connection must learn of it (`lost`, `wait_lost`) and give up the process.
     """
 
     def __init__(self) -> None:
@@ -53,6 +64,10 @@ class ConnectionEvents:
         self.reconnects = 0
         self.slow_consumers = 0  # replies the client dropped because the bridge read too slowly
         self.permission_violations = 0  # publishes the server refused: the user lacks the permission
+        # Set by whoever closes the client on purpose (shutdown): that close is no outage.
+        self.closing = False
+        self.lost: str | None = None  # why the client closed for good when nobody asked it to
+        self._lost = asyncio.Event()
 
     def add(self, listener: ConnectionListener) -> None:
         self._listeners.append(listener)
@@ -71,6 +86,21 @@ class ConnectionEvents:
         self.permission_violations += 1
         for listener in self._listeners:
             listener.on_permission_denied(subject)
+
+    def closed(self, reason: str) -> None:
+        """The client closed for good on its own: tell the listeners, then whoever waits."""
+        if self.closing or self.lost is not None:
+            return
+        self.lost = reason
+        for listener in self._listeners:
+            listener.on_closed(reason)
+        self._lost.set()
+
+    async def wait_lost(self) -> str:
+        """Wait until the client closes for good without being asked to; return why."""
+        await self._lost.wait()
+        assert self.lost is not None
+        return self.lost
 
 
 _PUBLISH_DENIED = re.compile(r"permissions violation for publish to \"?([^\"\s']+)", re.IGNORECASE)
@@ -162,8 +192,15 @@ async def connect_nats(config: NatsConfig, events: ConnectionEvents | None = Non
         if events is not None:
             await events.reconnected()
 
+    async def closed_cb() -> None:
+        # nats-py calls this for our own close() too; `events.closing` tells the two apart.
+        if events is not None:
+            events.closed(closed_reason(client, config))
+
     options = client_options(config)
-    options.update(error_cb=error_cb, disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb)
+    options.update(
+        error_cb=error_cb, disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb, closed_cb=closed_cb
+    )
     client = NatsClient()
     first_refusal: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
     connecting = asyncio.create_task(client.connect(**options))  # type: ignore[arg-type]
@@ -207,6 +244,23 @@ def client_options(config: NatsConfig) -> dict[str, object]:
     if context is not None:
         options["tls"] = context
     return options
+
+
+def closed_reason(client: NatsClient, config: NatsConfig) -> str:
+    """Why a client closed for good, in words for the one log line that says so (never a secret)."""
+    error = client.last_error
+    if isinstance(error, AuthorizationError) or "authorization" in str(error).lower():
+        return (
+            f"the server refused the bridge's login ({auth_method(config)}): "
+            "expired or revoked credentials, or the account changed"
+        )
+    if error is None:
+        return "the client closed without an error"
+    text = str(error) or type(error).__name__
+    if type(error) is NatsError:
+        # nats-py turns a server's `-ERR '<text>'` into exactly this class ("nats: <text>").
+        return f"the server sent -ERR '{text.removeprefix('nats: ')}' and nats-py closes the client on it"
+    return f"gave up reconnecting (max_reconnect_attempts {config.max_reconnect_attempts}); last error: {text}"
 
 
 def _refused_for_good(error: Exception) -> bool:

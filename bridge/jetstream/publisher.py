@@ -15,6 +15,12 @@ publisher never retries on its own, because only the owner knows the source orde
 
 A timeout does not mean "not stored": the owner must resend with the same Nats-Msg-Id and
 let JetStream's de-duplication sort it out, never settle the source on a timeout.
+
+Some messages must never reach the server: one whose `HPUB` control line is longer than the
+server's `max_control_line` (4096 bytes by default; a long subject does it) is answered
+with `-ERR 'Maximum Control Line Exceeded'`, and nats-py 2.16 then closes the client for
+good — every route would stop for one message. `subject_room` says how long a subject may
+be; the pipeline checks it when mapping, and `publish` refuses a longer one itself.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,6 +53,10 @@ from bridge.message import OutboundMessage
 log = logging.getLogger(__name__)
 
 STATUS_HEADER = "Status"
+# nats-server's default `max_control_line`; its INFO does not say when a server changed it.
+DEFAULT_MAX_CONTROL_LINE = 4096
+# Tokens are a counter: 20 digits is more than any run reaches (2**64 has 20).
+_TOKEN_DIGITS = 20
 NO_RESPONDERS = "503"
 # JetStream errors that resending the same message cannot cure (nats-server's errors.json).
 PERMANENT_ERRORS = frozenset(
@@ -130,12 +140,21 @@ class JetStreamPublisher:
     `on_reconnect` from the connection's callbacks (connect_nats wires them).
     """
 
-    def __init__(self, nc: NatsClient, *, window: int = 4096, ack_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        nc: NatsClient,
+        *,
+        window: int = 4096,
+        ack_timeout: float = 5.0,
+        max_control_line: int = DEFAULT_MAX_CONTROL_LINE,
+    ) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
         self._nc = nc
         self._window = window
         self._ack_timeout = ack_timeout
+        self.max_control_line = max_control_line
+        self._closed: str | None = None
         self._in_flight: dict[str, InFlight] = {}
         self._next_token = 0
         self._prefix = ""
@@ -149,6 +168,7 @@ class JetStreamPublisher:
         self._js = nc.jetstream(timeout=1.0)
         self.stats = PublisherStats()
         self.highest_seq: dict[str, int] = {}  # per stream, from the PubAcks seen so far
+        self._reply_length = len(nc.new_inbox()) + 1 + _TOKEN_DIGITS  # "<inbox>.<token>", at most
 
     async def __aenter__(self) -> JetStreamPublisher:
         await self.start()
@@ -167,9 +187,25 @@ class JetStreamPublisher:
         return self._connected.is_set() and self._nc.is_connected
 
     @property
+    def closed(self) -> str | None:
+        """Why the client closed for good (it will not reconnect), or None while it is usable."""
+        return self._closed
+
+    @property
     def max_payload(self) -> int:
         """The largest message (payload and headers) the connected server accepts."""
         return self._nc.max_payload
+
+    @property
+    def subject_room(self) -> int:
+        """The longest subject, in bytes, whose publish the server accepts.
+
+        The server bounds `<subject> <reply> <header bytes> <total bytes>` (the arguments
+        of `HPUB`) by its max_control_line; the reply is this publisher's inbox and token,
+        and both sizes are at most max_payload, so the rest is the subject's.
+        """
+        digits = len(str(self._nc.max_payload))
+        return self.max_control_line - self._reply_length - 2 * digits - 3
 
     async def captured(self, subject: str) -> bool | None:
         """Whether some stream captures `subject`; None when JetStream does not answer.
@@ -206,27 +242,43 @@ class JetStreamPublisher:
     async def wait_connected(self) -> None:
         await self._connected.wait()
 
-    async def publish(self, entries: Iterable[InFlight]) -> None:
+    async def publish(self, entries: Sequence[InFlight], *, abandon: asyncio.Event | None = None) -> list[InFlight]:
         """Send each entry in order, waiting for window space and for a connection.
 
         Returns once every entry is handed to the client; outcomes arrive later through the
         entries' owners. An entry the client refuses outright fails at once.
+
+        While NATS is down (or the client closed for good) the waits could last forever: once
+        `abandon` is set (its owner is stopping) they end, and the entries not handed over yet
+        are returned, in order, for the owner to keep (they were not sent: nothing of them
+        can be stored). Without waiting, entries are sent even when `abandon` is set.
         """
         nc = self._nc
-        for entry in entries:
+        room = self.subject_room
+        for index, entry in enumerate(entries):
             if len(self._in_flight) >= self._window:
                 self._has_space.clear()
-                await self._has_space.wait()
-            if not self._connected.is_set():
-                await self._connected.wait()
+                if not await _wait(self._has_space, abandon):
+                    return list(entries[index:])
+            if not self._connected.is_set() and not await _wait(self._connected, abandon):
+                return list(entries[index:])
             if not entry.owner.sendable(entry):
+                continue
+            outbound = entry.outbound
+            if len(outbound.subject) > room // 4 and len(outbound.subject.encode()) > room:
+                # The server would answer -ERR and nats-py would close the client for good.
+                entry.attempts += 1
+                text = (
+                    f"subject of {len(outbound.subject.encode())} bytes is longer than the {room} bytes "
+                    f"max_control_line {self.max_control_line} leaves for it"
+                )
+                self._fail(entry, PublishFailure("refused", text, permanent=True))
                 continue
             self._next_token += 1
             token = str(self._next_token)
             entry.token = token
             entry.attempts += 1
             entry.sent_at = time.monotonic()
-            outbound = entry.outbound
             self._in_flight[token] = entry
             try:
                 await nc.publish(
@@ -254,6 +306,7 @@ class JetStreamPublisher:
                 self._fail(entry, PublishFailure("disconnected", _describe(error)))
             else:
                 self.stats.sent += 1
+        return []
 
     def forget(self, entries: Iterable[InFlight]) -> None:
         """Stop tracking these entries' current attempts (their owner is about to resend them)."""
@@ -274,6 +327,14 @@ class JetStreamPublisher:
 
     async def on_reconnect(self) -> None:
         self._connected.set()
+
+    def on_closed(self, reason: str) -> None:
+        """The client closed for good: nothing in flight will be answered and nothing can be
+        sent any more. Fail what is in flight (the owners keep it unsettled) and hold every
+        publish until its owner abandons it."""
+        self._closed = reason
+        self._connected.clear()
+        self._fail_all(PublishFailure("disconnected", f"NATS connection closed for good: {reason}"))
 
     def on_permission_denied(self, subject: str) -> None:
         """The server dropped the publishes to `subject` and will never answer them: fail them
@@ -400,6 +461,25 @@ def parse_puback(data: bytes) -> tuple[str, int, bool] | None:
     else:
         return None
     return data[11:end].decode("ascii", "replace"), int(data[start:index]), duplicate
+
+
+async def _wait(event: asyncio.Event, abandon: asyncio.Event | None) -> bool:
+    """Wait for `event`; give up (False) as soon as `abandon` is set."""
+    if event.is_set():
+        return True
+    if abandon is None:
+        await event.wait()
+        return True
+    if abandon.is_set():
+        return False
+    waiting = asyncio.ensure_future(event.wait())
+    giving_up = asyncio.ensure_future(abandon.wait())
+    try:
+        await asyncio.wait((waiting, giving_up), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        giving_up.cancel()
+    return event.is_set()
 
 
 def _describe(error: Exception) -> str:
