@@ -104,7 +104,7 @@ services:
         f"kafka {topic}/1@9",
         f"kafka {topic}/1@10",
     ]
-    assert routed[0][1:] == (f"{unique_name}/copy", f"{unique_name}.k16", f"{topic}/0/8")
+    assert routed[0][1:] == (f"{unique_name}/copy", f"{unique_name}.k16", f"{unique_name}/copy/{topic}/0/8")
     keyless = document["messages"][-1]["routes"][0]
     assert (keyless["fate"], keyless["problem"]) == ("dead-letter", "unmappable")
     assert code == 1  # the unmappable one is a warning
@@ -169,7 +169,7 @@ services:
         f"amqp {unique_name}-ex 'order.us.paid'",
     ]
     assert [(r["subject"], r["msg_id"]) for r in messages[0]["routes"]] == [
-        (f"{unique_name}.order.eu.created", "id-order.eu.created")
+        (f"{unique_name}.order.eu.created", "svc/orders/id-order.eu.created")
     ]
     assert not messages[1]["routed"]
     assert "do not match routing key 'audit.login'" in messages[1]["misses"][0]["reason"]

@@ -352,7 +352,7 @@ async def test_queue_route_verify_reports_a_msg_id_stored_twice(
     by_id = {headers["Nats-Msg-Id"]: seq for seq, headers in await _stored(jetstream, stream)}
     deadline = time.monotonic() + 30
     while True:
-        original = await jetstream.get_msg(stream, by_id["m-7"])
+        original = await jetstream.get_msg(stream, by_id["svc/drain/m-7"])
         assert original.subject is not None
         ack = await jetstream.publish(original.subject, original.data or b"", headers=dict(original.headers or {}))
         if not ack.duplicate:
@@ -362,7 +362,7 @@ async def test_queue_route_verify_reports_a_msg_id_stored_twice(
 
     report = await _verify(mapping)
     (parity,) = report.routes
-    assert parity.doubled_ids == [("m-7", 2)]
+    assert parity.doubled_ids == [("svc/drain/m-7", 2)]
     assert (parity.stored, parity.distinct_ids) == (21, 20)
     assert report.exit_code == 1
 
