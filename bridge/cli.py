@@ -28,11 +28,12 @@ from bridge.jetstream.plan import apply_to_server, format_plan, format_report, p
 from bridge.jetstream.report import format_states, stream_states
 from bridge.logs import LogFormat, config_secrets, configure_logging
 from bridge.operations.http import DEFAULT_ADDRESS, HttpAddress, http_token
-from bridge.runner import RunSettings, run_bridge
+from bridge.runner import NatsConnectionLostError, RunSettings, run_bridge
 from bridge.traffic import produce_all
 from bridge.verify import verify_command
 
 EXIT_INVALID = 2
+EXIT_NATS_LOST = 1  # `run`: the NATS client closed for good; a supervisor should start it again
 
 app = typer.Typer(
     name="nats-bridge",
@@ -255,7 +256,11 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run every route in the mapping file until SIGINT/SIGTERM, then drain, settle and exit 0."""
+    """Run every route in the mapping file until SIGINT/SIGTERM, then drain, settle and exit 0.
+
+    Exits 1 when the NATS connection closes for good (a revoked login, a server -ERR): what
+    was stored is settled and the log says why; a supervisor should start the bridge again.
+    """
     config = _load(file, as_json=False)
     try:
         stall = parse_duration(stall_after).total_seconds()
@@ -266,7 +271,10 @@ def run(
         raise typer.Exit(EXIT_INVALID) from None
     secrets = config_secrets(config) + ([token] if token else [])
     configure_logging(log_level, log_format, secrets=secrets)
-    run_bridge(config, RunSettings(http=address, stall_after=stall, http_token=token))
+    try:
+        run_bridge(config, RunSettings(http=address, stall_after=stall, http_token=token))
+    except NatsConnectionLostError:
+        raise typer.Exit(EXIT_NATS_LOST) from None  # the bridge logged why, as it happened
 
 
 @app.command()

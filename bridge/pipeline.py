@@ -360,6 +360,7 @@ class RoutePipeline:
         self._unsettled = 0
         self._paused = False
         self._stopping = False
+        self._stopped = asyncio.Event()  # set with _stopping: ends the publisher's waits for us
         self._wake = asyncio.Event()
         self._preparing: set[Lane] = set()
         self._fatal: RouteStoppedError | None = None
@@ -507,6 +508,7 @@ class RoutePipeline:
 
     def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()  # a send loop waiting for NATS (down, or closed for good) returns
         self.wake()
         self._prepared.set()  # a reader holding back unprepared lanes returns without them
 
@@ -620,7 +622,15 @@ class RoutePipeline:
                 lane.in_flight += 1
         self._has_work = {lane for lane in self._has_work if lane.unsent and not lane.retrying}
         if batch:
-            await self.publisher.publish(batch)
+            # Once stopping, the publisher waits for neither NATS nor window space: what it
+            # did not hand over goes back to the front of its lane, unsent (the drain may
+            # still send it, and the watermark stops short of it otherwise).
+            for entry in reversed(await self.publisher.publish(batch, abandon=self._stopped)):
+                owner = entry.owner
+                if isinstance(owner, LaneState) and not owner.revoked:
+                    owner.in_flight -= 1
+                    owner.unsent.appendleft(entry)
+                    self._has_work.add(owner)
 
     async def _retry_due_lanes(self) -> None:
         now = time.monotonic()

@@ -3,6 +3,13 @@
 One NATS connection and one publisher serve all routes; each route gets its own source
 (its own consumer group or queue) and pipeline. SIGINT/SIGTERM stop reading, wait —
 bounded — for in-flight PubAcks, settle what is stored, close, and exit 0.
+
+A NATS client that closes for good (nats-py does on most server `-ERR`s, e.g. an expired or
+revoked login, and when finite reconnect attempts run out) is an outage the process cannot
+mend: the publisher, checkpoints, phase KV and reverse routes all hold that client. The
+bridge then stops like on SIGTERM — settling only what JetStream acknowledged — and `run`
+raises NatsConnectionLostError, so the process exits non-zero and a supervisor starts it
+afresh; meanwhile /healthz answers 503.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from bridge.jetstream.checkpoints import JetStreamCheckpoints
 from bridge.jetstream.connection import ConnectionEvents, connect_error_text, connect_nats
 from bridge.jetstream.declare import declare_streams
 from bridge.jetstream.payloads import ObjectStorePayloads
-from bridge.jetstream.publisher import JetStreamPublisher
+from bridge.jetstream.publisher import DEFAULT_MAX_CONTROL_LINE, JetStreamPublisher
 from bridge.logs import Scrubber, config_secrets
 from bridge.mapping import CompiledRoute
 from bridge.operations.health import HealthMonitor
@@ -57,6 +64,10 @@ class NatsUnavailableError(BridgeError):
     """NATS could not be reached at start-up."""
 
 
+class NatsConnectionLostError(BridgeError):
+    """The NATS client closed for good while the bridge ran; already logged when raised."""
+
+
 @dataclass(slots=True)
 class RunSettings:
     """How the bridge runs, beyond what the mapping file says."""
@@ -69,6 +80,9 @@ class RunSettings:
     http_token: str | None = field(default=None, repr=False)  # bearer token for /status and /metrics
     stall_after: float = 60.0  # a route with work and no progress this long is stalled (not ready)
     phase_interval: float = 1.0  # how often service phases are read from KV
+    # The servers' max_control_line (nats-server's default): subjects too long for it are
+    # dead-lettered instead of sent, as the server would close the connection on them.
+    max_control_line: int = DEFAULT_MAX_CONTROL_LINE
 
     @property
     def health_interval(self) -> float:
@@ -111,6 +125,7 @@ class Bridge:
         self.pipelines: list[RoutePipeline] = []
         self.monitor: HealthMonitor | None = None
         self.http: web.AppRunner | None = None
+        self.events: ConnectionEvents | None = None
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -119,17 +134,25 @@ class Bridge:
     async def run(self) -> None:
         """Run until `stop()`; raises BridgeError subclasses for failures a person must fix."""
         routes = compile_routes(self.config)
-        events = ConnectionEvents()
+        events = self.events = ConnectionEvents()
         try:
             nc = await connect_nats(self.config.nats, events)
         except (NatsError, OSError, TimeoutError) as error:
             raise NatsUnavailableError(connect_error_text(self.config.nats, error)) from None
+        watch = asyncio.create_task(self._stop_when_lost(events), name="nats-closed")
         try:
             js = nc.jetstream()
             streams = self.config.all_streams()
             await declare_streams(js, streams)
-            publisher = JetStreamPublisher(nc, window=self.settings.window, ack_timeout=self.settings.ack_timeout)
+            publisher = JetStreamPublisher(
+                nc,
+                window=self.settings.window,
+                ack_timeout=self.settings.ack_timeout,
+                max_control_line=self.settings.max_control_line,
+            )
             events.add(publisher)
+            if events.lost is not None:
+                publisher.on_closed(events.lost)  # closed before the publisher could hear of it
             checkpoints = (
                 JetStreamCheckpoints(
                     js,
@@ -181,11 +204,32 @@ class Bridge:
                 finally:
                     if self.http is not None:
                         await self.http.cleanup()
+        except Exception:
+            if events.lost is None:
+                raise
+            # Whatever failed next (a route, a KV read) failed because the client is gone.
+            raise NatsConnectionLostError(f"NATS connection closed for good: {events.lost}") from None
+        else:
+            if events.lost is not None:
+                raise NatsConnectionLostError(f"NATS connection closed for good: {events.lost}")
         finally:
+            watch.cancel()
+            events.closing = True  # our own close below is no outage
             with contextlib.suppress(NatsError, OSError, TimeoutError):
                 await nc.drain()
             if not nc.is_closed:
                 await nc.close()
+
+    async def _stop_when_lost(self, events: ConnectionEvents) -> None:
+        """Stop everything when the client closes for good: no route can store anything more."""
+        reason = await events.wait_lost()
+        log.error(
+            "NATS connection closed for good: %s. Nothing more can be stored: stopping every route "
+            "(only what JetStream acknowledged is acknowledged at the sources) and exiting 1 for a "
+            "supervisor to start the bridge again",
+            reason,
+        )
+        self._stop.set()
 
     def _pipeline_settings(self, route: CompiledRoute) -> PipelineSettings:
         if route.config.ordering == "strict":
@@ -229,14 +273,27 @@ class Bridge:
                     follow = group.create_task(controller.run(), name="cutover-controller")
                     await self._stop.wait()
                     controller.stop()
-                    await follow
+                    await _end_controller(follow, monitor.publisher)
                 controller.stop()
+                await _end_controller(start, monitor.publisher)
                 await supervisor.stop_all()
                 monitor_task.cancel()
         except* BridgeError as failures:
             # One route failing stops the others (their sources settle and close); report
             # the failure itself, not an exception group.
             raise failures.exceptions[0] from None
+
+
+async def _end_controller(task: asyncio.Task[None], publisher: JetStreamPublisher) -> None:
+    """Let the cut-over controller finish what it is doing (stopping a route, a retire's
+    cleanup) — unless NATS is unreachable: then it can only be waiting for a KV answer that
+    will not come for seconds, and the routes' bounded drain must not queue behind it."""
+    while not task.done():
+        if not publisher.connected:
+            task.cancel()
+        await asyncio.wait([task], timeout=0.1)
+    if not task.cancelled():
+        task.result()
 
 
 def run_bridge(config: BridgeConfig, settings: RunSettings | None = None) -> None:

@@ -175,12 +175,23 @@ class HealthMonitor:
 
     # ------------------------------------------------------------------ answers
 
+    def liveness_problems(self) -> list[str]:
+        """Why the process is of no more use and should be restarted (/healthz); empty while it is.
+
+        A NATS client closed for good never reconnects: every route stalls for good, so the
+        process is as good as dead even though its event loop still answers.
+        """
+        closed = self.publisher.closed
+        if closed is not None:
+            return [f"NATS: connection closed for good ({closed}); the bridge cannot publish and is exiting"]
+        return []
+
     def problems(self) -> list[str]:
         """Why the bridge is not ready; empty when it is."""
-        problems = []
+        problems = self.liveness_problems()
         if not self.refreshed:
             problems.append("starting: the first health check has not finished")
-        if not self.publisher.connected:
+        if not self.publisher.connected and self.publisher.closed is None:
             problems.append("NATS: not connected (reconnecting)")
         for key, health in self.routes.items():
             if not health.source_up:
@@ -234,6 +245,7 @@ class HealthMonitor:
             ],
             "nats": {
                 "connected": self.publisher.connected,
+                "closed": self.publisher.closed,
                 "reconnects": self.events.reconnects,
                 "disconnects": self.events.disconnects,
                 "in_flight": self.publisher.in_flight,

@@ -1,6 +1,7 @@
 """The bridge's HTTP endpoint: /metrics, /healthz, /readyz and /status (aiohttp, on the bridge's loop).
 
-- /healthz: 200 while the process runs its event loop (a liveness probe: restart if not).
+- /healthz: 200 while the process runs its event loop and can still publish (a liveness probe:
+  restart if not); 503 once the NATS client closed for good, which no reconnect mends.
 - /readyz: 200 when connected to NATS and every source and no route is stalled; otherwise
   503 with one line per problem, naming the route and the reason.
 - /status: JSON of the same facts, per route and stream.
@@ -86,6 +87,9 @@ def build_app(
     scrubber = scrubber or Scrubber(())
 
     async def healthz(_request: web.Request) -> web.Response:
+        problems = monitor.liveness_problems()
+        if problems:
+            return web.Response(status=503, text="not alive\n" + "".join(f"- {p}\n" for p in problems))
         return web.Response(text="ok\n")
 
     async def readyz(_request: web.Request) -> web.Response:

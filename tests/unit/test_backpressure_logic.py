@@ -10,6 +10,7 @@ back-off that doubles to its cap (one retry and one log line per cycle, not per 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import textwrap
 import time
@@ -50,6 +51,7 @@ class FakeSource:
     settle_after: int | None = None
     checkpoint_scope = "fake"
     reconnects = 0
+    unread: int | None = None
 
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -82,12 +84,15 @@ class FakePublisher:
     def __init__(self) -> None:
         self.connected = True
         self.max_payload = 1 << 20
+        self.max_control_line = 4096
+        self.subject_room = 4029
         self.highest_seq: dict[str, int] = {}
         self.sent: list[InFlight] = []
         self.forgotten = 0
 
-    async def publish(self, entries: Sequence[InFlight]) -> None:
+    async def publish(self, entries: Sequence[InFlight], *, abandon: asyncio.Event | None = None) -> list[InFlight]:
         self.sent.extend(entries)
+        return []
 
     def forget(self, entries: Sequence[InFlight]) -> None:
         self.forgotten += len(list(entries))
