@@ -38,8 +38,13 @@ ROUTE_HEADER = "Bridge-Dlq-Route"
 SUBJECT_HEADER = "Bridge-Dlq-Subject"
 PAYLOAD_OBJECT_HEADER = "Bridge-Dlq-Payload-Object"
 PAYLOAD_SIZE_HEADER = "Bridge-Dlq-Payload-Size"
+TRUNCATED_HEADER = "Bridge-Dlq-Truncated-Headers"
 
 _MAX_ERROR_TEXT = 1000  # a header value is one line; very long errors are cut here
+# A subject can be far longer than any NATS publish allows (that is one reason to be here):
+# the dead letter keeps its start, enough to see where it was meant to go, and its length.
+_MAX_SUBJECT_TEXT = 1000
+_TRUNCATED_VALUE = 256  # what is kept of a header value cut so that a dead letter fits
 
 
 class DeadLetterReason(StrEnum):
@@ -79,7 +84,10 @@ class DeadLetters:
     def for_refused(self, outbound: OutboundMessage, reason: DeadLetterReason, error: str) -> DeadLetter:
         """A mapped message that cannot be stored where it was meant to go."""
         headers = {name: value for name, value in outbound.headers.items() if not name.lower().startswith("nats-")}
-        headers[SUBJECT_HEADER] = outbound.subject
+        subject = outbound.subject
+        if len(subject) > _MAX_SUBJECT_TEXT:
+            subject = f"{subject[:_MAX_SUBJECT_TEXT]}... ({len(subject.encode())} bytes)"
+        headers[SUBJECT_HEADER] = subject
         return self._letter(reason, error, outbound.payload, headers, outbound.msg_id)
 
     def _letter(
@@ -94,13 +102,21 @@ class DeadLetters:
         letter = OutboundMessage(subject=self.subject, payload=payload, msg_id=dlq_id, headers=out)
         return DeadLetter(reason, error, letter)
 
-    def too_large(self, letter: DeadLetter) -> DeadLetter:
-        """The same dead letter with its payload moved out to the object store (named by its Msg-Id)."""
+    def too_large(self, letter: DeadLetter, max_payload: int | None = None) -> DeadLetter:
+        """The same dead letter with its payload moved out to the object store (named by its Msg-Id).
+
+        Given `max_payload`, it also makes sure the rest fits: headers alone can be over it (a
+        huge Kafka header), and a dead letter the server refuses would close the connection
+        instead of storing anything. The longest of the message's own header values are then
+        cut to their first bytes, and named in `Bridge-Dlq-Truncated-Headers`.
+        """
         message = letter.message
         headers = dict(message.headers)
         headers[PAYLOAD_OBJECT_HEADER] = f"{self.bucket}/{message.msg_id}"
         headers[PAYLOAD_SIZE_HEADER] = str(len(message.payload))
         slim = OutboundMessage(subject=message.subject, payload=b"", msg_id=message.msg_id, headers=headers)
+        if max_payload is not None and not fits(slim, max_payload):
+            slim = _truncated(slim, max_payload)
         return DeadLetter(letter.reason, letter.error, slim, payload=message.payload)
 
     def _id(self, message: SourceMessage) -> str:
@@ -120,6 +136,48 @@ def encoded_size(message: OutboundMessage) -> int:
     for name, value in message.headers.items():
         size += len(name.encode()) + len(value.encode()) + 4  # ": " and "\r\n"
     return size
+
+
+_OWN_HEADERS = frozenset(
+    {
+        REASON_HEADER,
+        ERROR_HEADER,
+        ROUTE_HEADER,
+        SUBJECT_HEADER,
+        PAYLOAD_OBJECT_HEADER,
+        PAYLOAD_SIZE_HEADER,
+        MSG_ID_HEADER,
+    }
+)
+
+
+def _truncated(message: OutboundMessage, max_payload: int) -> OutboundMessage:
+    """`message` with its longest foreign header values cut, longest first, until it fits."""
+    headers = dict(message.headers)
+    cut: list[str] = []
+    foreign = [name for name in headers if name not in _OWN_HEADERS]
+    longest_first = sorted(foreign, key=lambda name: -len(headers[name]))
+    for name in longest_first:
+        value = headers[name]
+        if len(value) <= _TRUNCATED_VALUE:
+            break
+        headers[name] = f"{value[:_TRUNCATED_VALUE]}... ({len(value.encode())} bytes)"
+        cut.append(name)
+        headers[TRUNCATED_HEADER] = ",".join(cut)
+        if fits(OutboundMessage(message.subject, message.payload, message.msg_id, headers), max_payload):
+            break
+    return OutboundMessage(subject=message.subject, payload=message.payload, msg_id=message.msg_id, headers=headers)
+
+
+def subject_fits(subject: str, room: int) -> bool:
+    """Whether a publish to `subject` stays within the server's control line (`room` bytes are
+    the subject's: JetStreamPublisher.subject_room). Past it the server does not refuse the one
+    message, it sends -ERR, and nats-py closes the client for good.
+
+    Runs per message: the exact byte length is computed only when a cheap bound (4 bytes per
+    character) could exceed the room.
+    """
+    return len(subject) * 4 <= room or len(subject.encode()) <= room
 
 
 def fits(message: OutboundMessage, max_payload: int) -> bool:

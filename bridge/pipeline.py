@@ -34,7 +34,7 @@ from typing import Protocol
 from nats.errors import Error as NatsError
 
 from bridge.config.model import OnError
-from bridge.deadletters import DeadLetter, DeadLetterReason, DeadLetters, fits
+from bridge.deadletters import DeadLetter, DeadLetterReason, DeadLetters, fits, subject_fits
 from bridge.errors import BridgeError
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.mapping import CompiledRoute, MappingError
@@ -548,6 +548,7 @@ class RoutePipeline:
         lanes = self._lanes
         stored = self._stored
         max_payload = self.publisher.max_payload
+        subject_room = self.publisher.subject_room
         self.stats.received += len(batch)
         for received in batch:
             lane = lanes.get(received.lane)
@@ -579,6 +580,15 @@ class RoutePipeline:
                 self.unmappable(lane, entry, message, error)
                 continue
             entry = InFlight(outbound, lane, received.position)
+            if not subject_fits(outbound.subject, subject_room):
+                # Sent, the server would answer -ERR and nats-py would close the client for good.
+                lane.entries.append(entry)
+                error_text = (
+                    f"the subject is {len(outbound.subject.encode())} bytes, over the {subject_room} bytes the "
+                    f"server's max_control_line ({self.publisher.max_control_line}) leaves for a subject"
+                )
+                self.refused(lane, entry, DeadLetterReason.UNMAPPABLE, error_text)
+                continue
             if not fits(outbound, max_payload):
                 # The server would not refuse just this message: it would close the connection.
                 lane.entries.append(entry)
@@ -704,7 +714,7 @@ class RoutePipeline:
             letter = dead_letters.for_refused(rejection.outbound, rejection.reason, rejection.error)
         if fits(letter.message, self.publisher.max_payload):
             return letter
-        letter = dead_letters.too_large(letter)
+        letter = dead_letters.too_large(letter, self.publisher.max_payload)
         if self.payloads is None:
             raise RouteStoppedError(
                 f"route {self.route.key}: a dead letter's payload is too large and no payload store is set"
