@@ -9,18 +9,28 @@ never by `commit()` without arguments (which commits whatever `getmany` returned
 or not). On a rebalance the pipeline drains and settles the revoked partitions before they
 are released. While JetStream is unreachable the partitions are paused but `getmany` keeps
 being called, so the consumer stays in its group.
+
+Where a partition starts is decided here, not by aiokafka's `auto_offset_reset` (which is
+`earliest`, so anything this module does not decide copies rather than skips): aiokafka applies
+one answer both to a partition the group never read and to a committed offset that retention
+removed, and a bridge needs different ones (`start_position`). A newly assigned partition is
+paused until its lanes are prepared and its position is set, so not one record of it reaches the
+pipeline from a position that is about to change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import ssl
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 from aiokafka.helpers import create_ssl_context
@@ -116,6 +126,88 @@ def _from_nats(headers: Sequence[tuple[str, bytes]]) -> bool:
     return any(name == ORIGIN_HEADER for name, _ in headers) if headers else False
 
 
+# Every commit the bridge makes carries, for its topic, how many partitions the topic had when
+# the group first started reading it: a partition without a commit at or past that number was
+# added later, and its records are new traffic. Kafka keeps this string beside the offset.
+_AT_START = re.compile(r"nats-bridge;partitions-at-start=(\d+)")
+
+
+def commit_metadata(partitions_at_start: int | None) -> str:
+    """The metadata string committed with every offset of a topic (empty while unknown)."""
+    return "" if partitions_at_start is None else f"nats-bridge;partitions-at-start={partitions_at_start}"
+
+
+def partitions_at_start(committed: Mapping[int, tuple[int, str]], partitions_now: int) -> int:
+    """How many partitions a topic had when the group first started reading it.
+
+    `committed` maps each partition of the topic that has a commit to (offset, metadata).
+    No commit at all: this is that first start, so every partition there is now. Commits that
+    record the number: the smallest recorded (instances starting together may have seen the
+    topic's metadata at different ages; a smaller number only counts more partitions as added
+    later, which copies them rather than skipping them). Commits without it, made by a bridge
+    that did not record it: 0, since which partitions existed then is unknown, and copying a
+    partition from its first record can store nothing twice where skipping it would lose it.
+    """
+    if not committed:
+        return partitions_now
+    recorded = [int(found.group(1)) for _, meta in committed.values() if (found := _AT_START.fullmatch(meta or ""))]
+    return min(recorded) if recorded else 0
+
+
+@dataclass(frozen=True, slots=True)
+class StartPosition:
+    """Where a newly assigned partition starts reading, and why."""
+
+    offset: int
+    why: str
+    commit: bool = False  # a first start at `latest` or at a time: committed at once, decided once
+    warning: bool = False  # the committed offset is gone (retention, a truncated log): said loudly
+
+
+def start_position(
+    partition: int,
+    committed: int | None,
+    *,
+    at_start: int,
+    start: str,
+    beginning: int,
+    end: int,
+    at_time: int | None = None,
+) -> StartPosition:
+    """The rule for a partition's first offset after an assignment (pure; `beginning`/`end` are the
+    earliest offset Kafka still holds and the next offset to be written).
+
+    - A commit within what Kafka holds: resume there.
+    - A commit outside it (retention removed it, or the log was truncated): the earliest offset
+      still held. aiokafka would use `auto_offset_reset`, and `latest` there skipped everything
+      between the commit and the end without a word.
+    - No commit, on a partition added after the group first started reading the topic
+      (`partition >= at_start`): its first offset, since every record of it is new traffic.
+    - No commit otherwise: the route's `start` (earliest, latest, or the first record at or after
+      a time, `at_time`, else the end). `latest` and a time are committed at once, so a partition
+      that stays idle is not moved to the end again on the next assignment.
+    """
+    if committed is not None:
+        if beginning <= committed <= end:
+            return StartPosition(committed, "its committed offset")
+        return StartPosition(
+            beginning,
+            f"its committed offset {committed} is no longer held (Kafka holds {beginning}..{end}): "
+            f"resuming at the earliest offset held, {beginning}",
+            warning=True,
+        )
+    if partition >= at_start:
+        return StartPosition(
+            beginning, f"added after the route first started (it had {at_start}): from offset {beginning}"
+        )
+    if start == "earliest":
+        return StartPosition(beginning, f"start: earliest, offset {beginning}")
+    if start == "latest":
+        return StartPosition(end, f"start: latest, offset {end}", commit=True)
+    offset = at_time if at_time is not None else end
+    return StartPosition(offset, f"start: {start}, offset {offset}", commit=True)
+
+
 class KafkaTopicSource:
     """One route's subscription: a topic list or regex, in one consumer group."""
 
@@ -130,9 +222,12 @@ class KafkaTopicSource:
         self._subscription = subscription
         self._group = group
         self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None  # reads committed offsets with their metadata
         self._owner: LaneOwner | None = None
         self._paused = False
-        self._start_at: dict[TopicPartition, int] = {}  # first offset wanted after a seek to a time
+        self._start_at: dict[TopicPartition, int] = {}  # first offset wanted after a seek
+        self._holding: set[TopicPartition] = set()  # assigned, paused until prepared and positioned
+        self._at_start: dict[str, int] = {}  # per topic, partitions_at_start (see commit_metadata)
 
     @property
     def group(self) -> str:
@@ -144,12 +239,14 @@ class KafkaTopicSource:
 
     def _consumer_options(self) -> dict[str, Any]:
         source = self._source
-        start = self._subscription.start
         options: dict[str, Any] = {
             **kafka_client_options(source),
             "group_id": self._group,
             "enable_auto_commit": False,
-            "auto_offset_reset": "latest" if start == "latest" else "earliest",
+            # Never `latest`: where a partition starts is decided in `_position`; whatever it
+            # leaves to aiokafka (Kafka not answering then, an offset removed while reading)
+            # resumes at the earliest offset held, which copies rather than skips.
+            "auto_offset_reset": "earliest",
             "isolation_level": "read_committed",
             "max_partition_fetch_bytes": 256 * 1024,
             "fetch_max_bytes": 4 * 1024 * 1024,
@@ -210,7 +307,7 @@ class KafkaTopicSource:
         for lane, position in watermarks.items():
             tp = _topic_partition(lane)
             if tp in owned:
-                offsets[tp] = position + 1
+                offsets[tp] = (position + 1, commit_metadata(self._at_start.get(tp.topic)))
         if not offsets:
             return
         try:
@@ -228,12 +325,36 @@ class KafkaTopicSource:
     def resume(self) -> None:
         self._paused = False
         if self._consumer is not None:
-            self._consumer.resume(*self._consumer.assignment())
+            # Partitions still being prepared stay paused: `partitions_assigned` resumes them.
+            self._consumer.resume(*(set(self._consumer.assignment()) - self._holding))
 
     async def close(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            with contextlib.suppress(KafkaError, OSError, RuntimeError):
+                await admin.close()
+
+    def owned_lanes(self) -> set[str] | None:
+        """The partitions this instance reads now (`topic/partition`); None before start."""
+        if self._consumer is None:
+            return None
+        return {f"{tp.topic}/{tp.partition}" for tp in self._consumer.assignment()}
+
+    def all_lanes(self) -> set[str] | None:
+        """Every partition of the topics the route reads, whoever owns it, as this consumer's
+        metadata knows them; None while a topic's partitions are not known."""
+        if self._consumer is None:
+            return None
+        lanes: set[str] = set()
+        for topic in self._consumer.subscription():
+            partitions = self._consumer.partitions_for_topic(topic)
+            if partitions is None:
+                return None
+            lanes.update(f"{topic}/{partition}" for partition in partitions)
+        return lanes
 
     # ------------------------------------------------------------------ rebalance
 
@@ -281,29 +402,138 @@ class KafkaTopicSource:
             self._group,
             ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(partitions)) or "nothing",
         )
+        if consumer is None or not partitions:
+            return
+        held = set(partitions)
+        # Before the first await: aiokafka fetches for the new assignment while this runs, and a
+        # record handed over now would reach the pipeline before its lane is prepared (what is
+        # already stored unknown) and from a position that is about to change. Paused, none is.
+        self._holding |= held
+        consumer.pause(*held)
+        try:
+            stored: Mapping[Lane, int] = {}
+            if self._owner is not None:
+                stored = await self._owner.lanes_assigned([(tp.topic, tp.partition) for tp in sorted(held)])
+            starts = await self._position(consumer, held)
+            await self._skip_stored(consumer, held, starts, stored)
+        finally:
+            self._holding -= held
+            if not self._paused:
+                consumer.resume(*(held & set(consumer.assignment())))
+
+    async def _position(
+        self, consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """Seek each newly assigned partition to its `start_position`; the offsets set.
+
+        When Kafka does not answer, nothing is set ({}): aiokafka then resumes at the commit, or
+        at the earliest offset held, which can copy more than `start` wanted but skips nothing.
+        """
+        tps = sorted(partitions)
+        topics = sorted({tp.topic for tp in tps})
+        try:
+            committed = await self._committed(consumer, topics, tps)
+            beginnings = await consumer.beginning_offsets(tps)
+            ends = await consumer.end_offsets(tps)
+            at_times = await self._offsets_at_start_time(consumer, [tp for tp in tps if tp not in committed])
+        except KafkaError as error:
+            log.warning(
+                "source %s: cannot read the group's offsets (%s); the partitions resume at their commit, "
+                "or at the earliest offset held",
+                self.name,
+                error or type(error).__name__,
+            )
+            return {}
+        for topic in topics:
+            known = consumer.partitions_for_topic(topic) or set()
+            count = max(len(known), 1 + max((tp.partition for tp in tps if tp.topic == topic), default=-1))
+            mine = {tp.partition: entry for tp, entry in committed.items() if tp.topic == topic}
+            self._at_start[topic] = partitions_at_start(mine, count)
+        starts: dict[TopicPartition, int] = {}
+        first: dict[TopicPartition, tuple[int, str]] = {}
+        for tp in tps:
+            entry = committed.get(tp)
+            position = start_position(
+                tp.partition,
+                entry[0] if entry is not None else None,
+                at_start=self._at_start[tp.topic],
+                start=self._subscription.start,
+                beginning=beginnings[tp],
+                end=ends[tp],
+                at_time=at_times.get(tp),
+            )
+            consumer.seek(tp, position.offset)
+            self._start_at[tp] = starts[tp] = position.offset
+            if position.warning:
+                log.warning("source %s: %s/%d: %s", self.name, tp.topic, tp.partition, position.why)
+            elif entry is None:
+                log.info(
+                    "source %s: %s/%d has no committed offset: %s", self.name, tp.topic, tp.partition, position.why
+                )
+            if position.commit:
+                first[tp] = (position.offset, commit_metadata(self._at_start[tp.topic]))
+        if first:
+            try:
+                await consumer.commit(first)
+            except KafkaError as error:
+                log.warning(
+                    "source %s: could not commit the start position of %s (%s); the next assignment decides again",
+                    self.name,
+                    ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(first)),
+                    error or type(error).__name__,
+                )
+        return starts
+
+    async def _committed(
+        self, consumer: AIOKafkaConsumer, topics: Sequence[str], assigned: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, tuple[int, str]]:
+        """The group's commits, with their metadata, on every partition of `topics` (owned by this
+        instance or not: the number of partitions at the first start is in any of them)."""
+        every = set(assigned)
+        for topic in topics:
+            every.update(TopicPartition(topic, partition) for partition in consumer.partitions_for_topic(topic) or ())
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(**kafka_client_options(self._source, client_suffix="-offsets"))
+            try:
+                await admin.start()
+            except BaseException:
+                with contextlib.suppress(KafkaError, OSError, RuntimeError):
+                    await admin.close()
+                raise
+            self._admin = admin
+        found = await self._admin.list_consumer_group_offsets(self._group, partitions=sorted(every))
+        return {tp: (meta.offset, meta.metadata or "") for tp, meta in found.items() if meta.offset >= 0}
+
+    async def _offsets_at_start_time(
+        self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """For a route that starts at a time: the first offset at or after it, where there is one."""
         start = self._subscription.start
-        if consumer is not None and start not in ("earliest", "latest"):
-            await self._seek_to_time(consumer, partitions, start)
-        if consumer is not None and self._paused:
-            consumer.pause(*partitions)
-        if self._owner is not None and partitions:
-            stored = await self._owner.lanes_assigned([(tp.topic, tp.partition) for tp in partitions])
-            if consumer is not None:
-                await self._skip_stored(consumer, partitions, stored)
+        if start in ("earliest", "latest") or not partitions:
+            return {}
+        timestamp_ms = int(datetime.fromisoformat(start).timestamp() * 1000)
+        found = await consumer.offsets_for_times(dict.fromkeys(partitions, timestamp_ms))
+        return {tp: offset.offset for tp, offset in found.items() if offset is not None}
 
     async def _skip_stored(
-        self, consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition], stored: Mapping[Lane, int]
+        self,
+        consumer: AIOKafkaConsumer,
+        partitions: Collection[TopicPartition],
+        starts: Mapping[TopicPartition, int],
+        stored: Mapping[Lane, int],
     ) -> None:
         """Start after what the checkpoints say is stored when the group's commit is older (the
         bridge died between a checkpoint and its commit): re-reading it would only skip it."""
-        for tp in partitions:
+        for tp in sorted(partitions):
             through = stored.get((tp.topic, tp.partition), -1)
             if through < 0:
                 continue
-            try:
-                position = await consumer.position(tp)
-            except KafkaError:
-                continue  # reading from the commit is slower, never wrong
+            position = starts.get(tp)
+            if position is None:
+                try:
+                    position = await consumer.position(tp)
+                except KafkaError:
+                    continue  # reading from the commit is slower, never wrong
             if position <= through:
                 log.info(
                     "source %s: %s/%d resumes at %d, after its checkpoint",
@@ -313,22 +543,7 @@ class KafkaTopicSource:
                     through + 1,
                 )
                 consumer.seek(tp, through + 1)
-
-    async def _seek_to_time(
-        self, consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition], start: str
-    ) -> None:
-        """Partitions the group has never committed start at the first record at or after `start`."""
-        timestamp_ms = int(datetime.fromisoformat(start).timestamp() * 1000)
-        fresh = [tp for tp in partitions if await consumer.committed(tp) is None]
-        if not fresh:
-            return
-        found = await consumer.offsets_for_times(dict.fromkeys(fresh, timestamp_ms))
-        ends = await consumer.end_offsets(fresh)
-        for tp in fresh:
-            offset = found.get(tp)
-            start_at = offset.offset if offset is not None else ends[tp]
-            self._start_at[tp] = start_at
-            consumer.seek(tp, start_at)
+                self._start_at[tp] = through + 1
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
