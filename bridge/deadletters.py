@@ -27,8 +27,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bridge.config.model import DeadLetterConfig
-from bridge.headers import encode_headers
-from bridge.mapping import MSG_ID_HEADER, CompiledRoute, MappingError, content_hash, metadata_headers
+from bridge.headers import encode_headers, merge_headers
+from bridge.mapping import (
+    MSG_ID_HEADER,
+    ROUTE_NAME_HEADER,
+    CompiledRoute,
+    MappingError,
+    content_hash,
+    metadata_headers,
+)
 from bridge.message import KafkaOrigin, OutboundMessage, SourceMessage
 from bridge.routing import TemplateRenderError
 
@@ -78,7 +85,7 @@ class DeadLetters:
         """A message the route cannot map: keep the source's payload and headers as they came."""
         headers = metadata_headers(message)
         if message.headers:
-            headers.update(encode_headers(message.headers))
+            merge_headers(headers, encode_headers(message.headers))
         return self._letter(DeadLetterReason.UNMAPPABLE, error, message.body or b"", headers, self._id(message))
 
     def for_refused(self, outbound: OutboundMessage, reason: DeadLetterReason, error: str) -> DeadLetter:
@@ -93,8 +100,12 @@ class DeadLetters:
     def _letter(
         self, reason: DeadLetterReason, error: str, payload: bytes, headers: Mapping[str, str], msg_id: str
     ) -> DeadLetter:
-        dlq_id = f"dlq:{msg_id}"
+        # Dead letters of every route share one stream: the id names the route even when the
+        # route's own id (a template) does not, so two routes' dead letters never collapse.
+        prefix = self._route.id_prefix
+        dlq_id = f"dlq:{msg_id}" if msg_id.startswith(prefix) else f"dlq:{prefix}{msg_id}"
         out = dict(headers)
+        out[ROUTE_NAME_HEADER] = self._route.key
         out[REASON_HEADER] = reason.value
         out[ERROR_HEADER] = " ".join(error.split())[:_MAX_ERROR_TEXT]
         out[ROUTE_HEADER] = self._route.key

@@ -119,6 +119,7 @@ class LaneState:
         "retrying",
         "revoked",
         "scan_from",
+        "seen_end",
         "seq",
         "stream",
         "unsent",
@@ -136,6 +137,9 @@ class LaneState:
         self.stream = ""  # and the stream that holds it
         index = pipeline.stored_index
         self.scan_from: dict[str, int] = dict(index.scan_from.get(key, {}))
+        # Per stream, its last sequence when the lane was assigned: everything of the lane at
+        # or below it was found by the scan (or there was nothing to find, for a new lane).
+        self.seen_end: dict[str, int] = dict(index.ends.get(key, {}))
         # What the checkpoint read at assignment already vouches for: a checkpoint written while
         # the watermark is still below it (the source resumed from an older commit) must not
         # vouch for less, or a later restart would store again what lies in between.
@@ -255,6 +259,16 @@ class LaneState:
         scan_from = dict(self.scan_from)
         if self.watermark >= self.known_through:
             scan_from.update(floors)  # everything known before this run is at or below the watermark
+            if not any(entry.attempts and not entry.settled for entry in self.entries):
+                # Nothing past the watermark was ever sent, so no message of the lane past it is
+                # stored anywhere: streams the lane left no floor in (the dead-letter stream, one
+                # it stopped publishing to) move on to their last known sequence, or a new owner
+                # would rescan them from where the lane was first seen.
+                highest = self.pipeline.publisher.highest_seq
+                for stream, start in scan_from.items():
+                    if stream not in floors:
+                        end = max(highest.get(stream, 0), self.seen_end.get(stream, 0))
+                        scan_from[stream] = max(start, end + 1)
         else:
             # Messages found stored after the loaded checkpoint may still lie above the
             # watermark: keep looking from where that checkpoint said, or lower.
@@ -287,6 +301,7 @@ class StoredIndex:
     through: dict[Lane, int] = field(default_factory=dict)
     positions: dict[Lane, set[int]] = field(default_factory=dict)
     scan_from: dict[Lane, dict[str, int]] = field(default_factory=dict)
+    ends: dict[Lane, dict[str, int]] = field(default_factory=dict)  # per stream, its last sequence scanned
 
     def contains(self, lane: Lane, position: int) -> bool:
         through = self.through.get(lane)
@@ -299,11 +314,13 @@ class StoredIndex:
         self.through.update(other.through)
         self.positions.update(other.positions)
         self.scan_from.update(other.scan_from)
+        self.ends.update(other.ends)
 
     def forget(self, lane: Lane) -> None:
         self.through.pop(lane, None)
         self.positions.pop(lane, None)
         self.scan_from.pop(lane, None)
+        self.ends.pop(lane, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,8 +342,9 @@ class Checkpointer(Protocol):
     on the two calls it makes.
     """
 
-    async def stored(self, scope: str, lanes: Collection[Lane]) -> StoredIndex:
-        """What is already stored for these lanes (checkpointed and found after the checkpoint)."""
+    async def stored(self, scope: str, lanes: Collection[Lane], route: CompiledRoute) -> StoredIndex:
+        """What `route` already stored for these lanes (checkpointed, and found after the
+        checkpoint: only its own messages, never another route's copies of the same positions)."""
 
     async def save(self, scope: str, checkpoints: Mapping[Lane, Checkpoint]) -> None:
         """Record each lane's watermark, after its PubAcks and before the source is settled."""
@@ -388,7 +406,7 @@ class RoutePipeline:
         backoff = self.settings.retry_backoff_initial
         while True:
             try:
-                index = await self.checkpoints.stored(self.checkpoint_scope, lanes)
+                index = await self.checkpoints.stored(self.checkpoint_scope, lanes, self.route)
                 break
             except (NatsError, TimeoutError) as error:
                 if time.monotonic() + backoff > deadline:
@@ -513,17 +531,36 @@ class RoutePipeline:
         self._prepared.set()  # a reader holding back unprepared lanes returns without them
 
     async def _read_loop(self) -> None:
-        while not self._stopping:
-            self._apply_backpressure()
-            batch = await self.source.fetch(self.settings.batch_size, self.settings.fetch_timeout)
-            if not batch:
-                continue
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            while not self._stopping:
+                self._apply_backpressure()
+                fetching = asyncio.ensure_future(
+                    self.source.fetch(self.settings.batch_size, self.settings.fetch_timeout)
+                )
+                await asyncio.wait((fetching, stopped), return_when=asyncio.FIRST_COMPLETED)
+                if not fetching.done():
+                    # A source stuck reconnecting (RabbitMQ down, a login refused) must not hold
+                    # up a stop: nothing it could still hand over would be settled anyway.
+                    fetching.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await fetching
+                    return
+                if not await self._accept_fetched(fetching.result()):
+                    return
+        finally:
+            stopped.cancel()
+
+    async def _accept_fetched(self, batch: Sequence[Received]) -> bool:
+        """Accept a fetched batch once its lanes are prepared; False when stopped meanwhile."""
+        if batch:
             while self._preparing and any(received.lane in self._preparing for received in batch):
                 await self._prepared.wait()
                 if self._stopping:
-                    return
+                    return False
             self._accept(batch)
             self.wake()
+        return True
 
     async def _send_loop(self) -> None:
         while not self._stopping:
