@@ -1,0 +1,288 @@
+"""The fault injector: bridge processes killed and stopped, brokers restarted, streams filled.
+
+- bridge-kill (target: a topology; instance by seed): SIGKILL one `nats-bridge run` process,
+  restart it after `duration` s;
+- bridge-term: the same with SIGTERM (it must exit 0 within 60 s);
+- broker-restart (kafka-a, kafka-b, rabbitmq): `compose/brokers kill` (variant kill) or `stop`
+  (graceful), down `duration` s, then `start`;
+- nats-node-restart (a node of the NATS cluster): the same for `nats-cluster-nI`;
+- stream-full (a topology's stream): `max_msgs` (or `max_bytes`) set to what the stream holds, with
+  `discard: new`, for `duration` s; then its configuration is put back.
+
+Bridges that exit on their own are restarted by the fleet (as a supervisor would) and reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from kafka_helpers import BridgeProcess
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+
+from .brokers import PRIVATE, BrokerError, NatsCluster, restart_cluster_node, restart_private
+
+T = TypeVar("T")
+TERM_TIMEOUT = 60.0  # seconds a SIGTERMed bridge may take to exit before it is killed
+SLOW_TERM = 15.0  # an exit slower than this is reported (README: up to 10 s of draining, then exit 0)
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: float  # seconds after the traffic started
+    kind: str  # bridge-kill | bridge-term | broker-restart | nats-node-restart | stream-full
+    target: str  # topology letter | private broker name | cluster node index (0-2)
+    duration: float  # seconds down (bridges, brokers, nodes) or full (streams)
+    variant: str = ""  # bridge: instance index; broker, node: kill | graceful; stream-full: max_msgs | max_bytes
+
+    def describe(self) -> str:
+        if self.kind in ("bridge-kill", "bridge-term"):
+            signal = "SIGKILL" if self.kind == "bridge-kill" else "SIGTERM"
+            what = f"{signal} bridge {self.target}#{self.variant}, restart after {self.duration:.1f}s"
+        elif self.kind == "broker-restart":
+            what = f"{self.variant} {self.target}, down {self.duration:.1f}s, start"
+        elif self.kind == "nats-node-restart":
+            what = f"{self.variant} nats-cluster-n{int(self.target) + 1}, down {self.duration:.1f}s, start"
+        else:
+            what = f"stream of {self.target} full ({self.variant}, discard new) for {self.duration:.1f}s"
+        return f"t+{self.at:5.1f}s {what}"
+
+
+@dataclass
+class Injected:
+    fault: Fault
+    started: float = 0.0  # seconds after the traffic started
+    finished: float = 0.0
+    outcome: str = "not run"
+
+    def describe(self) -> str:
+        return f"{self.fault.describe()} -> {self.outcome} (t+{self.started:.1f}s..t+{self.finished:.1f}s)"
+
+
+@dataclass
+class BridgeFleet:
+    """The `nats-bridge run` processes of one topology, each on its own free HTTP port."""
+
+    letter: str
+    mapping: Path
+    instances: int
+    logdir: Path
+    env: dict[str, str] = field(default_factory=dict)  # e.g. PYTHONPATH to run another checkout's bridge
+    processes: list[BridgeProcess] = field(default_factory=list)
+    down_on_purpose: set[int] = field(default_factory=set)
+    findings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.processes = [
+            BridgeProcess(
+                self.mapping, self.logdir / f"bridge-{self.letter}{i}.log", args=("--http", "127.0.0.1:0"), env=self.env
+            )
+            for i in range(self.instances)
+        ]
+
+    def name(self, index: int) -> str:
+        return f"{self.letter}#{index}"
+
+    def start_all(self) -> None:
+        for process in self.processes:
+            process.start()
+
+    def alive(self, index: int) -> bool:
+        return self.processes[index].alive()
+
+    def pick(self, preferred: int) -> int | None:
+        """The instance a fault hits: `preferred` if it is up, else the next one up."""
+        for step in range(self.instances):
+            index = (preferred + step) % self.instances
+            if index not in self.down_on_purpose and self.alive(index):
+                return index
+        return None
+
+    async def kill(self, index: int) -> str:
+        self.down_on_purpose.add(index)
+        process = self.processes[index]
+        pid = process.process.pid if process.process else "?"
+        await asyncio.to_thread(process.kill)
+        return f"killed pid {pid}"
+
+    async def term(self, index: int) -> str:
+        self.down_on_purpose.add(index)
+        process = self.processes[index]
+        started = time.monotonic()
+        try:
+            code = await asyncio.to_thread(process.terminate, TERM_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            await asyncio.to_thread(process.kill)
+            self.findings.append(f"bridge {self.name(index)} did not exit within {TERM_TIMEOUT:g}s of SIGTERM")
+            return "no exit after SIGTERM: killed"
+        took = time.monotonic() - started
+        if code != 0:
+            self.findings.append(f"bridge {self.name(index)} exited {code} on SIGTERM:\n{_tail(process)}")
+        elif took > SLOW_TERM:
+            self.findings.append(
+                f"bridge {self.name(index)} took {took:.1f}s to exit after SIGTERM (README: it waits up to 10 s "
+                f"for in-flight PubAcks); its last lines:\n{_tail(process, 6)}"
+            )
+        return f"exit {code} after {took:.1f}s"
+
+    def restart(self, index: int) -> None:
+        self.processes[index].start()
+        self.down_on_purpose.discard(index)
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Restart instances that died on their own (and report them), until `stop`; like a
+        supervisor, with a back-off (2 s doubling to 16 s) for one that keeps dying."""
+        crashes = [0] * self.instances
+        started = [time.monotonic()] * self.instances
+        restart_at: dict[int, float] = {}  # instance -> when to start it again
+        while not stop.is_set():
+            now = time.monotonic()
+            for index, process in enumerate(self.processes):
+                if index in self.down_on_purpose or process.process is None:
+                    continue
+                if process.alive():
+                    if now - started[index] > 30:
+                        crashes[index] = 0  # up for a while: the next crash starts the back-off afresh
+                    continue
+                if index not in restart_at:
+                    code = process.process.returncode
+                    self.findings.append(
+                        f"bridge {self.name(index)} exited by itself with code {code}:\n{_tail(process)}"
+                    )
+                    crashes[index] += 1
+                    restart_at[index] = now + min(2.0 ** crashes[index], 16.0)
+                elif now >= restart_at[index]:
+                    del restart_at[index]
+                    process.start()
+                    started[index] = now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    def ensure_running(self) -> None:
+        for index, process in enumerate(self.processes):
+            if not process.alive():
+                process.start()
+            self.down_on_purpose.discard(index)
+
+    async def stop_all(self) -> None:
+        """SIGTERM every instance at once; each must exit 0 (README: SIGTERM drains and exits 0)."""
+        running = [index for index in range(self.instances) if self.alive(index)]
+        await asyncio.gather(*(self.term(index) for index in running))
+
+    def kill_all(self) -> None:
+        for process in self.processes:
+            if process.alive():
+                process.kill()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.log_path}\n{p.log()}" for p in self.processes)
+
+
+def _tail(process: BridgeProcess, lines: int = 8) -> str:
+    """The last lines of a bridge's log that are its own (aiokafka's connection noise left out)."""
+    own = [line for line in process.log().splitlines() if "aiokafka" not in line and line.strip()]
+    return "\n".join(f"      {line[:300]}" for line in own[-lines:])
+
+
+class FaultInjector:
+    """Runs a schedule's faults at their times, each in its own task; restarts of one broker never
+    overlap (they queue). `injected` says what each fault did."""
+
+    def __init__(
+        self,
+        faults: list[Fault],
+        fleets: dict[str, BridgeFleet],
+        streams: dict[str, tuple[JetStreamContext, str]],
+        cluster: NatsCluster | None,
+    ) -> None:
+        self.injected = [Injected(fault) for fault in sorted(faults, key=lambda f: f.at)]
+        self.fleets = fleets
+        self.streams = streams
+        self.cluster = cluster
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._t0 = 0.0
+
+    async def run(self, t0: float) -> None:
+        self._t0 = t0
+        await asyncio.gather(*(self._one(injected) for injected in self.injected))
+
+    def _now(self) -> float:
+        return time.monotonic() - self._t0
+
+    async def _one(self, injected: Injected) -> None:
+        fault = injected.fault
+        await asyncio.sleep(max(0.0, fault.at - self._now()))
+        lock = self._locks.setdefault(f"{fault.kind}:{fault.target}", asyncio.Lock())
+        async with lock:
+            injected.started = self._now()
+            try:
+                injected.outcome = await self._inject(fault)
+            except (BrokerError, NatsError, OSError, TimeoutError) as error:
+                injected.outcome = f"error: {type(error).__name__}: {str(error)[-400:]}"
+            injected.finished = self._now()
+
+    async def _inject(self, fault: Fault) -> str:
+        if fault.kind in ("bridge-kill", "bridge-term"):
+            fleet = self.fleets[fault.target]
+            index = fleet.pick(int(fault.variant or 0))
+            if index is None:
+                return "skipped: no instance up"
+            did = await (fleet.kill(index) if fault.kind == "bridge-kill" else fleet.term(index))
+            await asyncio.sleep(fault.duration)
+            fleet.restart(index)
+            return f"instance {index}: {did}, restarted"
+        if fault.kind == "broker-restart":
+            output = await restart_private(
+                PRIVATE[fault.target], graceful=fault.variant == "graceful", down_for=fault.duration
+            )
+            return output.strip().splitlines()[-1] if output.strip() else "restarted"
+        if fault.kind == "nats-node-restart":
+            assert self.cluster is not None
+            output = await restart_cluster_node(
+                self.cluster, int(fault.target), graceful=fault.variant == "graceful", down_for=fault.duration
+            )
+            return output.strip().splitlines()[-1] if output.strip() else "restarted"
+        if fault.kind == "stream-full":
+            js, stream = self.streams[fault.target]
+            return await fill_stream(js, stream, limit=fault.variant, seconds=fault.duration)
+        raise ValueError(f"unknown fault kind {fault.kind}")
+
+
+async def _retry(call: Callable[[], Awaitable[T]], deadline: float) -> T:
+    """Await `call()` until it succeeds (a clustered stream may be electing a leader)."""
+    while True:
+        try:
+            return await call()
+        except (NatsError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def fill_stream(js: JetStreamContext, stream: str, *, limit: str, seconds: float) -> str:
+    """Make the stream full for `seconds` (its limit set to what it holds, discard new), then put its
+    configuration back as it was. Restoring is retried for up to 2 minutes: a stream left full
+    would stall its routes for good."""
+    info = await _retry(lambda: js.stream_info(stream), time.monotonic() + 30)
+    original = info.config
+    if limit == "max_bytes":
+        full = dataclasses.replace(original, max_bytes=max(1, info.state.bytes), discard=js_api.DiscardPolicy.NEW)
+        held = f"max_bytes {info.state.bytes}"
+    else:
+        full = dataclasses.replace(original, max_msgs=max(1, info.state.messages), discard=js_api.DiscardPolicy.NEW)
+        held = f"max_msgs {info.state.messages}"
+    await _retry(lambda: js.update_stream(full), time.monotonic() + 30)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        await _retry(lambda: js.update_stream(original), time.monotonic() + 120)
+    return f"full at {held} for {seconds:.1f}s, restored"
