@@ -6,9 +6,11 @@ the bridge match it:
 
 - forward routes run unless the service is retired;
 - reverse routes run while the phase is one of their `during` phases;
-- in drain, the service is reported drained (a compare-and-set on its record) once its
-  legacy side stayed empty and quiet for the record's `quiet_for`; a message arriving after
-  that withdraws the report, since a producer evidently still uses the legacy broker;
+- in drain, each instance reports the lanes it owns once they stayed empty and quiet for the
+  record's `quiet_for` (a compare-and-set on the service's record), and the service is reported
+  drained once the reports cover every partition of its Kafka routes and each of its queues
+  (bridge.cutover.drain); a message to copy arriving after that withdraws the owner's report and
+  so the verdict, since a producer evidently still uses the legacy broker;
 - on retire, the forward routes are stopped (settling what they stored) and one instance —
   the one whose compare-and-set claims the clean-up — removes what the bridge created.
 """
@@ -26,10 +28,11 @@ from typing import TYPE_CHECKING, Protocol
 from nats.errors import Error as NatsError
 
 from bridge.config.model import BridgeConfig, Phase, ReverseRouteConfig
-from bridge.cutover.drain import DrainTracker, RouteView
+from bridge.cutover.drain import WHOLE, DrainTracker, RouteView, lanes_text, next_drain_record
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.retire import retire_route
 from bridge.cutover.store import PhaseConflictError, PhaseStore
+from bridge.sources.kafka import KafkaTopicSource
 
 if TYPE_CHECKING:
     from bridge.jetstream.checkpoints import JetStreamCheckpoints
@@ -117,6 +120,7 @@ class CutoverController:
         self._interval = interval
         self._records: dict[str, PhaseRecord] = {}
         self._trackers: dict[str, DrainTracker] = {}
+        self._waiting_for: dict[str, str] = {}  # per service, the uncovered lanes last logged
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -164,6 +168,7 @@ class CutoverController:
             how = f" by {record.changed_by} ({record.reason})" if record.changed_by else ""
             log.info("service %s: phase %s%s", service, record.phase, how)
             self._trackers.pop(service, None)
+            self._waiting_for.pop(service, None)
         self._records[service] = record
         self._monitor.phases[service] = record.phase.value
         self._monitor.service_records[service] = record
@@ -210,28 +215,77 @@ class CutoverController:
             )
         return views
 
+    def _lanes(self, service: str) -> tuple[dict[str, set[str]], dict[str, set[str]] | None]:
+        """Per forward route of the service: the lanes this instance owns, and every lane the
+        route has (None while some route's partitions are not known yet)."""
+        owned: dict[str, set[str]] = {}
+        required: dict[str, set[str]] = {}
+        known = True
+        for pipeline in self._forward.get(service, ()):
+            key = pipeline.route.key
+            source = pipeline.source
+            if isinstance(source, KafkaTopicSource):
+                owned[key] = source.owned_lanes() or set()
+                every = source.all_lanes()
+                if every is None:
+                    known = False
+                else:
+                    required[key] = every
+            else:
+                # A queue's depth is the same figure for every instance reading it.
+                owned[key] = required[key] = {WHOLE}
+        return owned, required if known else None
+
     async def _watch_drain(self, service: str, record: PhaseRecord, revision: int) -> None:
         tracker = self._trackers.get(service)
         if tracker is None or tracker.quiet_for != record.quiet_for:
             tracker = self._trackers[service] = DrainTracker(record.quiet_for)
-        drained = tracker.observe(time.monotonic(), self._views(service))
-        try:
-            if drained and record.drained_at is None:
-                await self._store.put(service, record.drained(self._instance), revision)
-                log.info(
-                    "service %s: drained — its legacy side has been empty and quiet for %gs; it can be retired",
-                    service,
-                    record.quiet_for,
-                )
-            elif record.drained_at is not None and tracker.new_messages:
-                await self._store.put(service, record.undrained(), revision)
+        views = self._views(service)
+        quiet = tracker.observe(time.monotonic(), views)
+        owned, required = self._lanes(service)
+        # Messages to copy arrived, or wait unread behind a paused route: the lanes this
+        # instance owns are not empty, whoever reported them empty before.
+        active = tracker.new_messages or any(view.paused and view.backlog > 0 for view in views)
+        changed, missing = next_drain_record(record, self._instance, owned, required, quiet=quiet, active=active)
+        if changed != record:
+            try:
+                await self._store.put(service, changed, revision)
+            except PhaseConflictError:
+                return  # someone changed the record meanwhile: the next poll sees the new one
+        if changed.drained_at is not None and record.drained_at is None:
+            log.info(
+                "service %s: drained — its legacy side has been empty and quiet for %gs; it can be retired",
+                service,
+                record.quiet_for,
+            )
+        elif changed.drained_at is None and record.drained_at is not None:
+            if tracker.new_messages:
                 log.warning(
                     "service %s: new messages on the legacy side after it was reported drained: a producer still "
                     "publishes there; the drained report is withdrawn",
                     service,
                 )
-        except PhaseConflictError:
-            pass  # someone changed the record meanwhile: the next poll sees the new one
+            else:
+                log.warning(
+                    "service %s: the drained report is withdrawn: %s not seen empty by an instance that owns it",
+                    service,
+                    lanes_text(missing or {}),
+                )
+        elif quiet and missing:
+            self._log_waiting(service, missing)
+
+    def _log_waiting(self, service: str, missing: dict[str, set[str]]) -> None:
+        """Say once (again when it changes) that this instance is quiet but the service is not
+        drained, and for which lanes: an operator waiting on `--wait` sees where it stands."""
+        text = lanes_text(missing)
+        if self._waiting_for.get(service) != text:
+            self._waiting_for[service] = text
+            log.info(
+                "service %s: this instance's part is empty and quiet; not drained until the instances owning "
+                "%s see them empty",
+                service,
+                text,
+            )
 
     async def _retire(self, service: str, record: PhaseRecord, revision: int) -> None:
         pipelines = self._forward.get(service, ())

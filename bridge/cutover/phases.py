@@ -47,6 +47,9 @@ class PhaseRecord:
     delete_offsets: bool = False  # on retire, also delete the Kafka consumer groups' offsets
     drained_at: str | None = None  # set by a bridge once the legacy side stayed empty `quiet_for`
     drained_by: str | None = None
+    # Per instance, per route, the lanes it owned and saw empty and quiet; drained_at is set only
+    # once these cover every lane of every route (bridge.cutover.drain.uncovered).
+    drain_reports: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     retired_cleanup: dict[str, str] = field(default_factory=dict)  # route -> what was removed, or why not
 
     def to_json(self) -> bytes:

@@ -7,7 +7,8 @@ apart. "Safe to advance" is a verdict an operator can act on:
 
 - shadow -> drain: the stream exists and the route keeps up (backlog not growing) with no
   dead letters to look at first;
-- drain -> retired: a bridge has reported the service drained (empty and quiet);
+- drain -> retired: the bridges have reported the service drained (every partition and queue
+  seen empty and quiet by the instance that owns it);
 - retired: nothing further.
 """
 
@@ -24,6 +25,7 @@ from nats.js.errors import NotFoundError
 
 from bridge.config.model import BridgeConfig, Phase
 from bridge.cutover.backlog import Backlog, route_backlog
+from bridge.cutover.drain import lanes_text
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.store import PhaseStore
 from bridge.dryrun_patterns import filter_shape, intersects, route_shapes
@@ -54,6 +56,7 @@ class ServiceStatus:
             "changed_at": self.record.changed_at,
             "reason": self.record.reason,
             "drained_at": self.record.drained_at,
+            "drain_reports": {name: dict(report) for name, report in self.record.drain_reports.items()},
             "retired_cleanup": dict(self.record.retired_cleanup),
             "safe_to_advance": self.safe_to_advance,
             "advice": self.advice,
@@ -161,7 +164,14 @@ def _verdict(status: ServiceStatus) -> tuple[bool, str]:
         if record.drained_at is not None:
             return True, f"drained at {record.drained_at}: safe to retire"
         waiting = sum(route.backlog.total for route in status.routes)
-        return False, f"draining: {waiting} message(s) still at the source, or not quiet for {record.quiet_for:g}s yet"
+        advice = f"draining: {waiting} message(s) still at the source, or not quiet for {record.quiet_for:g}s yet"
+        reported: dict[str, set[str]] = {}
+        for report in record.drain_reports.values():
+            for key, lanes in report.items():
+                reported.setdefault(key, set()).update(lanes)
+        if reported:
+            advice += f" (seen empty and quiet by their owners so far: {lanes_text(reported)})"
+        return False, advice
     problems = []
     for route in status.routes:
         if route.backlog.error:
