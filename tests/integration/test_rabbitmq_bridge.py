@@ -339,7 +339,7 @@ async def test_sigkill_mid_flow_loses_nothing_and_stores_nothing_twice_with_mess
     assert bridge.terminate() == 0, bridge.log()
     ids = [headers["Nats-Msg-Id"] for _, headers, _ in await stored(nc, stream)]
     assert len(ids) == total
-    assert set(ids) == {f"id-{i}" for i in range(total)}
+    assert set(ids) == {f"svc/r/id-{i}" for i in range(total)}
 
 
 async def test_rabbitmq_restart_mid_flow_the_bridge_reconnects_and_loses_nothing(
@@ -373,7 +373,7 @@ async def test_rabbitmq_restart_mid_flow_the_bridge_reconnects_and_loses_nothing
     await connection.close()
     ids = [headers["Nats-Msg-Id"] for _, headers, _ in await stored(nc, stream)]
     assert len(ids) == 8_000
-    assert set(ids) == {f"id-{i}" for i in range(8_000)}
+    assert set(ids) == {f"svc/r/id-{i}" for i in range(8_000)}
 
 
 async def test_stream_queue_restart_after_the_duplicate_window_resumes_exactly(
