@@ -31,9 +31,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import logging
 import random
 import secrets
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -74,6 +76,7 @@ from .traffic import (
 )
 
 Log = Callable[[str], None]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,7 @@ class Outcome:
     injected: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     error: str = ""  # the run could not be completed
+    bridge: str = ""  # which bridge code ran (bridge_version)
 
     @property
     def failed(self) -> bool:
@@ -252,7 +256,7 @@ class Outcome:
         )
 
     def report(self) -> str:
-        lines = [f"chaos run {self.run}: {self.schedule.describe()}", "faults injected:"]
+        lines = [f"chaos run {self.run} (bridge {self.bridge}): {self.schedule.describe()}", "faults injected:"]
         lines += [f"  {line}" for line in self.injected] or ["  (none)"]
         lines.append("routes:")
         lines += [f"  {result.summary()}" for result in self.results]
@@ -274,6 +278,23 @@ class Outcome:
 
 
 # --------------------------------------------------------------------------- running one
+
+
+def bridge_version(source: Path) -> str:
+    """Which bridge code a run used: the commit and whether bridge/ differs from it (the checkout
+    is shared and edited while schedules run), and a hash of the bridge/*.py that ran."""
+    digest = hashlib.sha256()
+    for path in sorted((source / "bridge").rglob("*.py")):
+        digest.update(path.relative_to(source).as_posix().encode() + b"\0" + path.read_bytes())
+    if source != ROOT:
+        return f"from {source}, sources {digest.hexdigest()[:12]}"
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return proc.stdout.strip()
+
+    dirty = " + uncommitted changes" if git("status", "--porcelain", "--", "bridge") else ""
+    return f"{git('rev-parse', '--short', 'HEAD')}{dirty}, sources {digest.hexdigest()[:12]}"
 
 
 class _Clock:
@@ -355,8 +376,9 @@ async def _run_schedule(
 ) -> Outcome:
     run = secrets.token_hex(3)
     outcome = Outcome(schedule, run)
+    outcome.bridge = bridge_version(Path((bridge_env or {}).get("PYTHONPATH") or ROOT))
     clock = _Clock(log)
-    log(f"[chaos] seed {schedule.seed}, run {run}\n{schedule.describe()}")
+    log(f"[chaos] seed {schedule.seed}, run {run}, bridge {outcome.bridge}\n{schedule.describe()}")
     needed = sorted(set().union(*(BROKERS[plan.letter] for plan in schedule.plans)))
     await asyncio.to_thread(chaos_brokers.start_private, needed)
     on_cluster = any(plan.nats == "cluster" for plan in schedule.plans)
