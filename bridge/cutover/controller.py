@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from nats.errors import Error as NatsError
 
-from bridge.config.model import BridgeConfig, Phase, ReverseRouteConfig
+from bridge.config.model import BridgeConfig, DeadLetterConfig, Phase, ReverseRouteConfig
 from bridge.cutover.drain import WHOLE, DrainTracker, RouteView, lanes_text, next_drain_record
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.retire import retire_route
@@ -58,6 +58,9 @@ class ReverseRunnable(Runnable, Protocol):
 
     @property
     def stats(self) -> ReverseStats: ...
+
+    def use_dead_letters(self, config: DeadLetterConfig, replicas: int) -> None:
+        """Where messages the legacy broker refuses for good go (the mapping file's `dead_letters`)."""
 
 
 class Supervisor:
@@ -189,6 +192,8 @@ class CutoverController:
                     log.info("service %s: reverse route %s starts (phase %s)", service, route.name, phase)
                     await self._supervisor.stop(name)  # a unit that ended by itself is started afresh
                     unit = self._reverse(service, route)
+                    # Its refused messages go where the file sends every dead letter.
+                    unit.use_dead_letters(self._config.dead_letters, self._config.state_replicas)
                     self._supervisor.start(name, unit)
                     self._monitor.reverse[(service, route.name)] = (unit.stats, True)
             elif self._supervisor.running(name):

@@ -21,7 +21,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidTimestampError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    PolicyViolationError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+    UnsupportedForMessageFormatError,
+)
 
 from bridge.config.model import KafkaSource
 from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS
@@ -31,6 +40,20 @@ from bridge.sources.kafka import kafka_client_options
 log = logging.getLogger(__name__)
 
 _ORIGIN = (ORIGIN_HEADER, ORIGIN_NATS.encode("ascii"))
+
+# What Kafka answers for a record it will never take, however often it is sent: over the
+# topic's max.message.bytes (or the producer's max_request_size), a write the route's user is
+# not authorized for, a topic name or timestamp the broker rejects, a policy. Everything else
+# (leader elections, timeouts, a broker down, sequence errors after a neighbour failed) passes.
+_REFUSED_FOR_GOOD: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+    InvalidTopicError,
+    InvalidTimestampError,
+    PolicyViolationError,
+    UnsupportedForMessageFormatError,
+)
 
 
 class KafkaTarget:
@@ -104,18 +127,25 @@ class KafkaTarget:
                 futures.append(await producer.send(self._topic, value=message.payload, key=key, headers=headers))
             except KafkaError as error:
                 # Nothing after this record may be sent, or it could land before it.
-                refused = WriteFailure(f"Kafka refused the record: {error or type(error).__name__}")
+                refused = WriteFailure(
+                    f"Kafka refused the record: {error or type(error).__name__}",
+                    permanent=isinstance(error, _REFUSED_FOR_GOOD),
+                )
                 break
         results = await asyncio.gather(*futures, return_exceptions=True)
         outcomes: list[Outcome] = [_outcome(result) for result in results]
         if refused is not None:
-            outcomes.extend([refused] * (len(batch) - len(outcomes)))
+            outcomes.append(refused)
+            unsent = WriteFailure("not sent: an earlier record of the batch was refused")
+            outcomes.extend([unsent] * (len(batch) - len(outcomes)))
         if any(outcome is not None for outcome in outcomes):
             await self.close()  # a fresh producer (and producer id) for the next attempt
         return outcomes
 
 
 def _outcome(result: object) -> Outcome:
+    if isinstance(result, _REFUSED_FOR_GOOD):
+        return WriteFailure(f"Kafka refused the record: {result or type(result).__name__}", permanent=True)
     if isinstance(result, KafkaError):
         return WriteFailure(f"Kafka did not acknowledge the record: {result or type(result).__name__}")
     if isinstance(result, asyncio.CancelledError):  # the producer was stopped under the record

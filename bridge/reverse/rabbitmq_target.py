@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # What a dying connection or channel raises for a publish in flight (a closed channel is a RuntimeError).
 _LOST = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError, OSError)
 MAX_ROUTING_KEY_BYTES = 255  # an AMQP shortstr
+_REFUSED_FOR_GOOD = (aiormq.exceptions.ChannelAccessRefused, aiormq.exceptions.ChannelPreconditionFailed)
 PERSISTENT = 2  # AMQP delivery_mode
 
 
@@ -173,6 +174,12 @@ class RabbitMQTarget:
             return WriteFailure(f"RabbitMQ refused the message (basic.nack) on exchange '{self._exchange}'")
         if isinstance(result, aiormq.exceptions.ChannelNotFoundEntity):
             return WriteFailure(f"RabbitMQ exchange '{self._exchange}' does not exist (any more): {self._text(result)}")
+        if isinstance(result, _REFUSED_FOR_GOOD):
+            # 403: no write permission (for this routing key, with topic permissions); 406: a
+            # precondition the message fails (over max_message_size). The broker closes the
+            # channel, so every publish in flight on it gets this too: the route sorts out whose
+            # fault it was by writing the failed ones alone.
+            return WriteFailure(f"RabbitMQ refused the message: {self._text(result)}", permanent=True)
         if isinstance(result, TimeoutError):
             return WriteFailure(f"RabbitMQ did not confirm within {self._confirm_timeout:.0f}s")
         if isinstance(result, aiormq.exceptions.PublishError):

@@ -22,6 +22,15 @@ per subject holds as far as the legacy broker keeps it; messages confirmed in a 
 an earlier one failed are acked (they are stored), which is the one way a retry can land
 after a later message. `stop()` lets the batch in flight finish; a batch still being retried
 at that point is nak'ed so JetStream redelivers it at once to whoever runs next.
+
+A message the legacy broker refuses for good (too large for the Kafka topic, a write it is
+not authorized for, a RabbitMQ 403 or 406) would be retried forever and hold up everything
+behind it. It goes to the dead-letter stream instead (`<dead_letters.subject_prefix>.<service>.
+<route>`, `Bridge-Dlq-Reason: refused` with the broker's answer), and only once JetStream
+stored it is the message acked. A refusal is taken as the message's own only when it was
+written alone: a refused batch (RabbitMQ closes the channel on every publish in flight, Kafka
+refuses a whole record batch) is written again one message at a time, in order, so that only
+the message at fault is dead-lettered.
 """
 
 from __future__ import annotations
@@ -38,9 +47,11 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from bridge.config.model import KafkaSource, RabbitMQSource, ReverseRouteConfig, ReverseTo
+from bridge.config.model import DeadLetterConfig, KafkaSource, RabbitMQSource, ReverseRouteConfig, ReverseTo
+from bridge.deadletters import ERROR_HEADER, REASON_HEADER, ROUTE_HEADER, SUBJECT_HEADER, DeadLetterReason
 from bridge.errors import BridgeError
 from bridge.headers import FORWARDED_HEADERS
+from bridge.jetstream.declare import declare_streams
 from bridge.reverse.consumer import PullSubscription, bind_consumer, consumer_config, durable_name
 from bridge.reverse.kafka_target import KafkaTarget
 from bridge.reverse.rabbitmq_target import RabbitMQTarget
@@ -50,6 +61,8 @@ from bridge.reverse.template import KeyTemplate, TemplateRenderError, parse
 log = logging.getLogger(__name__)
 
 MSG_ID_HEADER = "Nats-Msg-Id"
+TARGET_HEADER = "Bridge-Dlq-Target"  # a reverse route's dead letter: the legacy target that refused it
+_MAX_ERROR_TEXT = 1000  # a header value is one line; a broker's long answer is cut here
 Verb = Literal["ack", "nak", "term", "in_progress"]
 
 
@@ -61,6 +74,7 @@ class ReverseStats:
     written: int = 0  # confirmed by the legacy broker and acked
     filtered_forwarded: int = 0  # written by a forward route: acked, never written back
     unrenderable: int = 0  # key template could not render: terminated
+    dead_lettered: int = 0  # refused for good by the legacy broker: stored as dead letters, acked
     failures: int = 0  # messages in failed write attempts (one message may fail many times)
     retries: int = 0  # write attempts repeated after a failure
     last_error: str = ""
@@ -68,7 +82,7 @@ class ReverseStats:
     @property
     def settled(self) -> int:
         """Messages done with, however: progress is this number going up."""
-        return self.written + self.filtered_forwarded + self.unrenderable
+        return self.written + self.filtered_forwarded + self.unrenderable + self.dead_lettered
 
 
 def build_target(source: RabbitMQSource | KafkaSource, to: ReverseTo, *, label: str) -> LegacyTarget:
@@ -97,10 +111,15 @@ class ReverseRoute:
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         error_log_interval: float = 30.0,
+        dead_letters: DeadLetterConfig | None = None,
+        dead_letter_replicas: int = 1,
     ) -> None:
         self.service = service
         self.config = config
         self._js = js
+        self.dead_letters = dead_letters or DeadLetterConfig()
+        self._dead_letter_replicas = dead_letter_replicas
+        self._dead_letter_stream_checked = False
         self._batch = max(1, min(batch, config.max_ack_pending))
         self._fetch_timeout = fetch_timeout
         self._ack_wait = ack_wait
@@ -124,6 +143,13 @@ class ReverseRoute:
     def stop(self) -> None:
         """Ask `run()` to return once the batch in flight is settled; safe from any task."""
         self._stopping.set()
+
+    def use_dead_letters(self, config: DeadLetterConfig, replicas: int) -> None:
+        """Where refused messages go: the mapping file's `dead_letters`, as the forward routes'
+        (the bridge's controller sets it before the route runs)."""
+        self.dead_letters = config
+        self._dead_letter_replicas = replicas
+        self._dead_letter_stream_checked = False
 
     async def run(self) -> None:
         """Copy messages until `stop()`. Raises ReverseConsumerError when JetStream refuses the
@@ -220,53 +246,115 @@ class ReverseRoute:
     # ------------------------------------------------------------------ writing
 
     async def _deliver(self, pending: list[tuple[Msg, LegacyMessage]]) -> None:
-        """Write until every message is confirmed (acking each as its confirm arrives), or until
-        `stop()` during a retry (then nak what is left)."""
+        """Write until every message is confirmed or dead-lettered (acking each as that happens),
+        or until `stop()` during a retry (then nak what is left)."""
         held = [msg for msg, _ in pending]
         keepalive = asyncio.create_task(self._keep_alive(held), name=f"reverse {self.key} keepalive")
         backoff = 0.0
+        alone = False  # a batch was refused for good: whose fault it was shows one message at a time
         try:
-            while True:
-                outcomes = await self.target.write([legacy for _, legacy in pending])
-                confirmed: list[Msg] = []
+            while pending:
+                batch, rest = (pending[:1], pending[1:]) if alone else (pending, [])
+                outcomes = await self.target.write([legacy for _, legacy in batch])
+                done: list[Msg] = []  # confirmed by the legacy broker, or stored as a dead letter
                 failed: list[tuple[Msg, LegacyMessage]] = []
                 reason = ""
-                for (msg, legacy), outcome in zip(pending, outcomes, strict=True):
+                refused_in_batch = False
+                for (msg, legacy), outcome in zip(batch, outcomes, strict=True):
                     if outcome is None:
-                        confirmed.append(msg)
+                        done.append(msg)
+                        self.stats.written += 1
+                    elif outcome.permanent and len(batch) == 1 and await self._dead_letter(msg, outcome.reason):
+                        done.append(msg)
+                        self.stats.dead_lettered += 1
                     else:
                         failed.append((msg, legacy))
                         reason = reason or outcome.reason
-                self.stats.written += len(confirmed)
-                await self._settle(confirmed, "ack")
+                        refused_in_batch = refused_in_batch or (outcome.permanent and len(batch) > 1)
+                await self._settle(done, "ack")
+                pending = failed + rest
+                held[:] = [msg for msg, _ in pending]
                 if not failed:
-                    if backoff:
+                    if backoff and not pending:
                         log.info("reverse route %s: %s accepts messages again", self.key, self.target.description)
                         self._logged_reason = ""
-                    return
+                    continue
                 self.stats.failures += len(failed)
                 self.stats.last_error = reason
+                if refused_in_batch and not alone:
+                    alone = True
+                    log.warning(
+                        "reverse route %s: %s refused a message for good (%s); writing the %d failed one(s) "
+                        "one at a time to find it",
+                        self.key,
+                        self.target.description,
+                        reason,
+                        len(failed),
+                    )
+                    continue
                 backoff = min(self._backoff_max, max(self._backoff_initial, backoff * 2))
                 self._log_failure(
-                    reason, f"{len(failed)} message(s) stay un-acked in JetStream; retrying in {backoff:.1f}s"
+                    reason, f"{len(pending)} message(s) stay un-acked in JetStream; retrying in {backoff:.1f}s"
                 )
-                held[:] = [msg for msg, _ in failed]
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 if self._stopping.is_set():
                     log.warning(
                         "reverse route %s: stopping with %d unwritten message(s); handed back to JetStream",
                         self.key,
-                        len(failed),
+                        len(pending),
                     )
                     await self._settle(held, "nak")
                     return
                 self.stats.retries += 1
-                pending = failed
         finally:
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
+
+    async def _dead_letter(self, msg: Msg, error: str) -> bool:
+        """Store a message the legacy broker refused for good in the dead-letter stream; True once
+        JetStream has it (then it may be acked). Its Msg-Id comes from the message's place in its
+        stream, so a redelivered copy is stored once."""
+        metadata = msg.metadata
+        stream, seq = metadata.stream, metadata.sequence.stream
+        subject = self.dead_letters.subject_for(self.service, self.config.name)
+        headers = {name: value for name, value in (msg.headers or {}).items() if name[:5].lower() != "nats-"}
+        headers[REASON_HEADER] = DeadLetterReason.REFUSED.value
+        headers[ERROR_HEADER] = " ".join(error.split())[:_MAX_ERROR_TEXT]
+        headers[ROUTE_HEADER] = self.key
+        headers[SUBJECT_HEADER] = msg.subject  # where it was read from: republish there to replay it
+        headers[TARGET_HEADER] = self.target.description
+        headers[MSG_ID_HEADER] = f"dlq:{self.key}/{stream}/{seq}"
+        try:
+            await self._ensure_dead_letter_stream()
+            await self._js.publish(subject, msg.data, headers=headers)
+        except (NatsError, TimeoutError) as dead:
+            self._log_failure(
+                f"dead letter for stream seq {seq} not stored: {dead or type(dead).__name__}",
+                "the message stays un-acked; retrying",
+            )
+            return False
+        log.error(
+            "reverse route %s: %s refused the message on subject '%s' (stream %s seq %d) for good: %s; "
+            "dead-lettered to %s",
+            self.key,
+            self.target.description,
+            msg.subject,
+            stream,
+            seq,
+            error,
+            subject,
+        )
+        return True
+
+    async def _ensure_dead_letter_stream(self) -> None:
+        """The dead-letter stream exists: `run` declares it when a forward route dead-letters, which
+        not every mapping file has; declared here like there otherwise."""
+        if self._dead_letter_stream_checked:
+            return
+        await declare_streams(self._js, [self.dead_letters.stream_config(self._dead_letter_replicas)])
+        self._dead_letter_stream_checked = True
 
     async def _keep_alive(self, held: list[Msg]) -> None:
         """Tell JetStream the held messages are being worked on, well within ack_wait, so a slow

@@ -9,7 +9,8 @@ broker", never "probably sent".
     LegacyTarget.connect()  open the connection and check the target exists; raises
                             TargetUnavailableError with a line a person can act on
     LegacyTarget.write()    send the whole batch (pipelined), then wait for every confirm;
-                            never raises for a broker problem: it reports it per message,
+                            never raises for a broker problem: it reports it per message
+                            (permanent when the broker refuses that message for good),
                             connects first when needed, and after a failure drops the
                             connection so the next write starts on a fresh one
     LegacyTarget.close()    release the connection; safe to call at any time
@@ -45,9 +46,16 @@ class LegacyMessage:
 
 @dataclass(frozen=True, slots=True)
 class WriteFailure:
-    """Why the legacy broker did not confirm one message; the route retries it."""
+    """Why the legacy broker did not confirm one message.
+
+    `permanent`: the broker refused it for good (too large for the topic, not authorized, a
+    precondition it will never meet) — writing it again can only fail again. The route retries
+    every other failure; a permanent one it dead-letters, once it has seen the message refused
+    written alone (in a batch, a refusal can hit the neighbours of the message at fault).
+    """
 
     reason: str
+    permanent: bool = False
 
 
 Outcome = WriteFailure | None
