@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
 import os
 import sys
@@ -520,3 +522,23 @@ def main() -> None:
     except BridgeError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(EXIT_INVALID)
+    except OSError as error:
+        if error.errno not in _OUTPUT_ERRNOS:
+            raise
+        _output_failed(error)
+
+
+# What writing the output can fail with (stdout or stderr on a full disk, /dev/full, a quota, a
+# terminal gone); every file the commands write themselves handles its own errors. A closed pipe
+# (EPIPE) is click's: it exits quietly, as `nats-bridge schema | head` should.
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def _output_failed(error: OSError) -> NoReturn:
+    """One line for output that could not be written, then exit 2 — and no second complaint from
+    the interpreter flushing the same stdout at exit: it is pointed at /dev/null first."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    with contextlib.suppress(OSError):
+        typer.echo(f"error: cannot write the output: {error.strerror or error}", err=True)
+    sys.exit(EXIT_INVALID)

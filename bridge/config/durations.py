@@ -6,6 +6,7 @@ seconds); the mapping file speaks one human form and the adapters convert at the
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any
@@ -22,6 +23,11 @@ _UNIT_SECONDS = {
 }
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 DURATION_PATTERN = r"^(0|(\d+(\.\d+)?(ms|s|m|h|d|w))+)$"
+# JetStream keeps durations as Go int64 nanoseconds (about 292 years); nats-py sends seconds x 1e9.
+# Every duration of the mapping file and the command line stays within that, so none can
+# overflow on the way to the server (or in timedelta, whose own limit is 999,999,999 days).
+MAX_DURATION = timedelta(microseconds=(2**63 - 1) // 1000)
+_MS = timedelta(milliseconds=1)
 
 
 def parse_duration(value: object) -> timedelta:
@@ -35,9 +41,11 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, bool):
         raise ValueError("a duration is text like '2m' or '7d', not true/false")
     if isinstance(value, int | float):
+        if isinstance(value, float) and math.isnan(value):
+            raise ValueError("a duration is a number of seconds or text like '2m', not NaN")
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
+        return _bounded(value, str(value))
     if not isinstance(value, str):
         raise ValueError("a duration is text like '500ms', '2m', '7d' or '1h30m'")
     text = value.strip()
@@ -54,7 +62,18 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError(
             f"'{value}' is not a duration; write a number with a unit: ms, s, m, h, d or w (e.g. '2m', '7d')"
         )
-    return timedelta(seconds=total)
+    return _bounded(total, text)
+
+
+def _bounded(seconds: float, text: str) -> timedelta:
+    """`seconds` as a timedelta, or ValueError when JetStream could not hold it (nor timedelta)."""
+    if not seconds <= MAX_DURATION.total_seconds():  # also inf
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise ValueError(
+            f"'{shown}' is longer than the longest duration JetStream can hold, "
+            f"{format_duration(MAX_DURATION // _MS * _MS)} (int64 nanoseconds, about 292 years)"
+        )
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:

@@ -34,12 +34,21 @@ class SecretFileError(ValueError):
     """A `${file:PATH}` whose file cannot be read (the message names the path, never content)."""
 
 
+# A secret file holds a password, a token or a key: kilobytes. The bound keeps `${file:/dev/zero}`
+# (or a log file named by mistake) from being read into memory without end.
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
 def read_secret_file(path: str, base: Path | None) -> str:
     file = Path(path).expanduser()
     if not file.is_absolute() and base is not None:
         file = base / file
     try:
-        return file.read_text(encoding="utf-8").rstrip("\r\n")
+        with file.open("rb") as stream:
+            data = stream.read(MAX_SECRET_FILE_BYTES + 1)
+        if len(data) > MAX_SECRET_FILE_BYTES:
+            raise SecretFileError(f"secret file '{file}' is larger than {MAX_SECRET_FILE_BYTES} bytes")
+        return data.decode("utf-8").rstrip("\r\n")
     except OSError as error:
         raise SecretFileError(f"cannot read secret file '{file}': {error.strerror or error}") from None
     except UnicodeDecodeError:

@@ -16,7 +16,9 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ByteSize,
     ConfigDict,
     Discriminator,
@@ -29,6 +31,7 @@ from pydantic import (
 )
 
 from bridge.config.durations import Duration
+from bridge.config.limits import INT32_MAX, INT64_MAX
 from bridge.reverse.template import parse as parse_key_template
 from bridge.routing import (
     ExchangeType,
@@ -57,6 +60,31 @@ class Strict(BaseModel):
     """Base for every mapping-file model: unknown keys are errors, values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _not_a_bool(value: Any) -> Any:
+    """YAML's `true` is no number: left to pydantic, `max_msgs: true` would be a one-message stream."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
+def _int64_bytes(value: ByteSize) -> ByteSize:
+    if value > INT64_MAX:
+        raise ValueError(f"{int(value)} bytes is more than JetStream can count (int64: at most {INT64_MAX})")
+    return value
+
+
+def _int32_bytes(value: ByteSize) -> ByteSize:
+    if value > INT32_MAX:
+        raise ValueError(f"{int(value)} bytes is more than a JetStream message can have (int32: at most {INT32_MAX})")
+    return value
+
+
+# Byte sizes as JetStream holds them: max_bytes an int64, max_msg_size an int32 (nats-server's
+# StreamConfig); validated here so that `validate` refuses what the server would refuse at start.
+StreamBytes = Annotated[ByteSize, BeforeValidator(_not_a_bool), AfterValidator(_int64_bytes)]
+MessageBytes = Annotated[ByteSize, BeforeValidator(_not_a_bool), AfterValidator(_int32_bytes)]
 
 
 # --------------------------------------------------------------------------- nats
@@ -92,7 +120,11 @@ class NatsConfig(Strict):
         description="How often to ping the server; a dead connection is noticed after 2 missed pings.",
     )
     max_reconnect_attempts: int = Field(
-        -1, ge=-1, description="Reconnect attempts before giving up; -1 (the default) retries forever."
+        -1,
+        ge=-1,
+        le=INT32_MAX,
+        strict=True,
+        description="Reconnect attempts before giving up; -1 (the default) retries forever.",
     )
 
     @model_validator(mode="after")
@@ -151,15 +183,17 @@ class StreamConfig(Strict):
     description: str | None = Field(None, description="Free text shown in `nats stream info`.")
     retention: Retention = Field(Retention.LIMITS, description="limits | interest | workqueue.")
     storage: Storage = Field(Storage.FILE, description="file (durable) | memory (fast, lost on restart).")
-    replicas: int = Field(1, ge=1, le=5, description="Copies kept in a cluster (1, 3 or 5 in practice).")
-    max_msgs: int | None = Field(None, ge=1, description="Most messages kept; absent means unlimited.")
-    max_bytes: ByteSize | None = Field(
+    replicas: int = Field(1, ge=1, le=5, strict=True, description="Copies kept in a cluster (1, 3 or 5 in practice).")
+    max_msgs: int | None = Field(
+        None, ge=1, le=INT64_MAX, strict=True, description="Most messages kept; absent means unlimited."
+    )
+    max_bytes: StreamBytes | None = Field(
         None,
         description="Most bytes kept, e.g. `10GiB`; absent means unlimited.",
         json_schema_extra={"type": ["string", "integer"], "examples": ["10GiB", 1073741824]},
     )
     max_age: Duration | None = Field(None, description="Oldest message kept, e.g. `7d`; absent means forever.")
-    max_msg_size: ByteSize | None = Field(
+    max_msg_size: MessageBytes | None = Field(
         None,
         description="Largest message accepted; absent means the server's max_payload.",
         json_schema_extra={"type": ["string", "integer"]},
@@ -212,7 +246,7 @@ class RabbitMQSource(Strict):
         "PLAIN", description="PLAIN (user and password) or EXTERNAL (the client certificate's identity)."
     )
     prefetch: int = Field(
-        1000, ge=1, le=65535, description="Most unacknowledged deliveries per consumer: the memory bound."
+        1000, ge=1, le=65535, strict=True, description="Most unacknowledged deliveries per consumer: the memory bound."
     )
     heartbeat: Duration = Field(timedelta(seconds=30), description="AMQP heartbeat interval.")
 
@@ -341,7 +375,7 @@ class FromRabbitMQ(Strict):
     queue_type: Literal["quorum", "classic"] = Field(
         "quorum", description="Type of the shadow queue the bridge declares."
     )
-    stream_offset: str | int = Field(
+    stream_offset: Annotated[str | int, BeforeValidator(_not_a_bool)] = Field(
         "next",
         description="Where a stream route starts: first | last | next | an offset | an ISO timestamp.",
     )
@@ -666,7 +700,9 @@ class ReverseRouteConfig(Strict):
         min_length=1,
         description="Phases of the service in which this reverse route runs.",
     )
-    max_ack_pending: int = Field(1000, ge=1, description="Messages in flight to the legacy broker at most.")
+    max_ack_pending: int = Field(
+        1000, ge=1, le=INT64_MAX, strict=True, description="Messages in flight to the legacy broker at most."
+    )
 
     @field_validator("filter_subjects")
     @classmethod
@@ -717,11 +753,15 @@ class DeadLetterConfig(Strict):
         description="Dead letters are published to `<subject_prefix>.<service>.<route>`.",
     )
     max_age: Duration = Field(timedelta(days=14), description="How long dead letters are kept.")
-    max_bytes: ByteSize | None = Field(
+    max_bytes: StreamBytes | None = Field(
         None, description="Most bytes kept; absent means unlimited.", json_schema_extra={"type": ["string", "integer"]}
     )
     replicas: int | None = Field(
-        None, ge=1, le=5, description="Copies kept in a cluster; absent: as many as the most replicated stream."
+        None,
+        ge=1,
+        le=5,
+        strict=True,
+        description="Copies kept in a cluster; absent: as many as the most replicated stream.",
     )
     payload_bucket: str = Field(
         "nats_bridge_dlq_payloads",
@@ -757,7 +797,7 @@ class DeadLetterConfig(Strict):
 class BridgeConfig(Strict):
     """A whole mapping file."""
 
-    version: Literal[1] = Field(1, description="Mapping-file format version.")
+    version: Annotated[Literal[1], BeforeValidator(_not_a_bool)] = Field(1, description="Mapping-file format version.")
     nats: NatsConfig = Field(default_factory=NatsConfig, description="The NATS connection.")
     streams: list[StreamConfig] = Field(default_factory=list, description="Streams to declare.")
     sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SourceConfig] = Field(
