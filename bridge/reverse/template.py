@@ -7,7 +7,8 @@ the NATS message, with literal text around placeholders::
     {subject}           the whole subject                       orders.eu.created
     {subject[i]}        one token; negative counts from the end {subject[-1]} -> created
     {subject[i:j]}      tokens i..j-1 joined by '.'; open ends   {subject[1:]} -> eu.created
-    {header:NAME}       a NATS header's value                   {header:tenant}
+    {header:NAME}       a NATS header's value (decoded when the   {header:tenant}
+                        message lists it in Bridge-Base64-Headers)
     {{ and }}           a literal brace
 
 A template is parsed once, when the mapping file loads (`parse` raises TemplateSyntaxError,
@@ -19,11 +20,14 @@ placeholder: the route terminates that message instead of guessing a key for it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import re
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from bridge.headers import BASE64_HEADERS
 from bridge.routing import TemplateRenderError, TemplateSyntaxError
 
 __all__ = ["KeyTemplate", "TemplateRenderError", "TemplateSyntaxError", "parse"]
@@ -171,6 +175,16 @@ def _header_step(name: str, source: str) -> _Step:
             value = next((item for key, item in headers.items() if key.lower() == lowered), None)
             if value is None:
                 raise TemplateRenderError(f"'{source}': the message has no header '{name}'", source)
+        listed = headers.get(BASE64_HEADERS)
+        if listed and name in listed.split(","):
+            # Text that would not survive the wire as it was (line breaks, edge spaces) travels
+            # base64: the key is the original text, so a routing key round-trips exactly.
+            try:
+                return base64.b64decode(value, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise TemplateRenderError(
+                    f"'{source}': header '{name}' is listed as base64 but is not base64 of UTF-8 text", source
+                ) from None
         return value
 
     return header

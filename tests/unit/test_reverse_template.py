@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -135,3 +137,18 @@ def test_index_matches_python_indexing_or_raises(tokens: list[str], index: int) 
 @given(literal=st.text(alphabet=st.characters(blacklist_characters="{}"), max_size=20))
 def test_literal_text_renders_verbatim(literal: str) -> None:
     assert parse(literal).render("a.b") == literal
+
+
+def test_a_header_the_bridge_sent_base64_is_read_as_the_original_text() -> None:
+    # What a forward route writes for AMQP routing key " order.\r\nnew " (bridge.mapping).
+    key = " order.\r\nnew "
+    headers = {
+        "Amqp-Routing-Key": base64.b64encode(key.encode()).decode(),
+        "Bridge-Base64-Headers": "Amqp-Routing-Key",
+        "tenant": "acme",
+    }
+    assert parse("{header:Amqp-Routing-Key}").render("s", headers) == key
+    assert parse("{header:tenant}").render("s", headers) == "acme"
+    broken = {"Amqp-Routing-Key": "not base64!", "Bridge-Base64-Headers": "Amqp-Routing-Key"}
+    with pytest.raises(TemplateRenderError, match="listed as base64"):
+        parse("{header:Amqp-Routing-Key}").render("s", broken)
