@@ -7,6 +7,10 @@ Interpolation happens on the parsed YAML tree (scalar values only, never keys), 
 parsing and before validation: a value that comes from the environment is therefore
 never re-parsed as YAML, and an error can still name the line it was written on.
 `$${` writes a literal `${`.
+
+What is written in the file — literal text and the defaults of `${VAR:-default}` — is what
+`as_written` and `url_secret` look at: a password in a URL or in a default is a secret in the
+file just as much as `password: hunter2` is, while the value of a reference is not.
 """
 
 from __future__ import annotations
@@ -88,3 +92,65 @@ def is_reference(text: str) -> bool:
     """True when `text` is entirely one `${VAR}` / `${VAR:-default}` reference."""
     match = _REFERENCE.fullmatch(text.strip())
     return match is not None and (match.group(1) is not None or match.group(2) is not None)
+
+
+# Stands for the value of a reference in `as_written`: unknown, and not in the file.
+REFERENCE_VALUE = "\x00"
+_URL_USERINFO = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<userinfo>[^/?#@\s]*)@(?P<host>\[[^\]/]*\]|[^/?#:\s]*)"
+)
+_NATS_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})  # nats://TOKEN@host is token authentication
+_LOOPBACK = re.compile(r"^(localhost|127(\.\d{1,3}){3}|\[::1\])$", re.IGNORECASE)
+
+
+def as_written(text: str) -> str:
+    """`text` as the file holds it: each reference's value replaced by REFERENCE_VALUE, except
+    that a `${VAR:-default}` stands for its default, which is written in the file."""
+    if "$" not in text:
+        return text
+
+    def written(match: re.Match[str]) -> str:
+        whole = match.group(0)
+        if whole == "$${":
+            return "${"
+        if match.group(1) is not None:
+            return REFERENCE_VALUE
+        if match.group(2) is None:
+            return whole
+        default = match.group(3)
+        return REFERENCE_VALUE if default is None else default
+
+    return _REFERENCE.sub(written, text)
+
+
+def reference_default(text: str) -> str | None:
+    """The default of a `${VAR:-default}` that is all of `text`, or None (no default, or not a reference)."""
+    match = _REFERENCE.fullmatch(text.strip())
+    if match is None or match.group(2) is None:
+        return None
+    return match.group(3)
+
+
+def url_secret(text: str) -> tuple[str, str] | None:
+    """(what, scheme) when `text` as written holds a URL with a literal password — or, for the
+    NATS schemes, a literal token as the URL's user — else None.
+
+    `amqp://bridge:${AMQP_PASSWORD}@rabbit/` and `${AMQP_URL}` are references and pass;
+    `amqp://bridge:hunter2@rabbit/` and `${AMQP_URL:-amqp://bridge:hunter2@rabbit/}` do not.
+    The one exception is RabbitMQ's built-in `guest:guest` on a loopback host, the local test
+    broker's account: RabbitMQ admits `guest` only from loopback, so it guards nothing.
+    """
+    written = as_written(text)
+    if "@" not in written:
+        return None
+    for match in _URL_USERINFO.finditer(written):
+        scheme = match.group("scheme").lower()
+        user, colon, password = match.group("userinfo").partition(":")
+        if colon:
+            literal = password.replace(REFERENCE_VALUE, "")
+            guest = user == "guest" and password == "guest" and _LOOPBACK.match(match.group("host")) is not None
+            if literal and not guest:
+                return "password", scheme
+        elif scheme in _NATS_SCHEMES and user.replace(REFERENCE_VALUE, ""):
+            return "token", scheme
+    return None

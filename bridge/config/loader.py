@@ -32,7 +32,7 @@ from ruamel.yaml.events import AliasEvent, ScalarEvent
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from ruamel.yaml.scanner import RoundTripScanner
 
-from bridge.config.interpolate import interpolate, is_reference
+from bridge.config.interpolate import interpolate, is_reference, reference_default, url_secret
 from bridge.config.limits import (
     MAX_ALIAS_NODES,
     MAX_MAPPING_FILE_BYTES,
@@ -230,12 +230,18 @@ class _TreeReader:
 
     def _scalar(self, text: str, loc: Loc) -> str:
         key = str(loc[-1]) if loc else ""
+        instead = f"e.g. {key}: ${{{key.upper()}}} or {key}: ${{file:/run/secrets/{key}}}"
         if key in SECRET_KEYS and not is_reference(text):
+            self._add(loc, "a secret must not be written in the file", f"write a reference instead, {instead}")
+        elif key in SECRET_KEYS and reference_default(text):
             self._add(
                 loc,
-                "a secret must not be written in the file",
-                f"write a reference instead, e.g. {key}: ${{{key.upper()}}} or {key}: ${{file:/run/secrets/{key}}}",
+                "a secret must not be written in the file, not even as the default of ${VAR:-default}",
+                f"drop the default, {instead}",
             )
+        secret = url_secret(text)
+        if secret is not None:
+            self._add(loc, *_url_secret_problem(*secret))
         try:
             value = interpolate(text, self.env, self.base)
         except ValueError as error:
@@ -250,6 +256,24 @@ class _TreeReader:
     def _add(self, loc: Loc, message: str, hint: str = "") -> None:
         line, column = _position(self.tree, loc)
         self.issues.append(ConfigIssue(self.filename, line, column, _path(loc), message, hint))
+
+
+def _url_secret_problem(what: str, scheme: str) -> tuple[str, str]:
+    """The message and the fix for a password (or NATS token) written in a URL."""
+    nats = scheme in ("nats", "tls", "ws", "wss")
+    name = "NATS" if nats else "AMQP" if scheme.startswith("amqp") else "BROKER"
+    whole = f"or the whole URL as ${{{name}_URL}}"
+    if what == "token":
+        return (
+            f"a token must not be written in a URL ({scheme}://...) in the file",
+            f"write token: ${{{name}_TOKEN}} beside a URL without it, {whole}",
+        )
+    fields = "user" if nats else "username"
+    return (
+        f"a password must not be written in a URL ({scheme}://...) in the file, nor in a ${{VAR:-default}} default",
+        f"take it from the environment: {scheme}://USER:${{{name}_PASSWORD}}@HOST/, {whole}, "
+        f"or {fields} and password: ${{{name}_PASSWORD}} beside a URL without it",
+    )
 
 
 def _position(tree: Any, loc: Loc) -> tuple[int, int]:
