@@ -1,23 +1,27 @@
 """`nats-bridge import rabbitmq|kafka`: write a mapping file from what a legacy broker knows.
 
 Every generated file is validated with the bridge's own loader before it is written, so an
-importer bug shows up here and not as a broken file handed to a person.
+importer bug shows up here and not as a broken file handed to a person. A definitions export
+is read within bridge.config.limits' bounds (size, nesting, plain JSON) and checked by
+`check_definitions` before anything is imported: a malformed one is errors naming its keys.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from bridge.config import load_config_text
+from bridge.config.limits import MAX_DEFINITIONS_BYTES, InputLimitError, loads_json, read_bounded, size_limit
 from bridge.errors import ConfigError
 from bridge.importers.kafka import import_topics, read_topics
-from bridge.importers.rabbitmq import DEFAULT_PREFIX, import_definitions
+from bridge.importers.rabbitmq import DEFAULT_PREFIX, check_definitions, import_definitions
 from bridge.importers.render import MappingDocument, render
+from bridge.routing import is_valid_subject_filter
 
 EXIT_INVALID = 2
 
@@ -46,8 +50,32 @@ def _emit(document: MappingDocument, output: Path | None, force: bool) -> None:
     if output.exists() and not force:
         typer.echo(f"error: {output} exists; use --force to overwrite it", err=True)
         raise typer.Exit(EXIT_INVALID)
-    output.write_text(text, encoding="utf-8")
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as error:  # a missing folder, a full disk, no permission
+        typer.echo(f"error: cannot write {output}: {error.strerror or error}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
     typer.echo(f"wrote {output}", err=True)
+
+
+def _read_definitions(definitions: Path) -> Any:
+    """The export as parsed JSON, within the input bounds; exit 2 naming the file and the problem."""
+    try:
+        limit = size_limit(MAX_DEFINITIONS_BYTES)
+        if str(definitions) == "-":
+            raw = read_bounded(sys.stdin.buffer, limit, "the input")
+        else:
+            with definitions.open("rb") as stream:
+                raw = read_bounded(stream, limit, "the file")
+        return loads_json(raw.decode("utf-8"))
+    except OSError as error:
+        problem = f"cannot read it: {error.strerror or error}"
+    except UnicodeDecodeError:
+        problem = "not UTF-8 text"
+    except (InputLimitError, ValueError) as error:
+        problem = str(error)
+    typer.echo(f"error: {definitions}: {problem}", err=True)
+    raise typer.Exit(EXIT_INVALID)
 
 
 @import_app.command("rabbitmq")
@@ -63,14 +91,14 @@ def import_rabbitmq(
     force: ForceOption = False,
 ) -> None:
     """Shadow every exchange with bound queues: a service, a stream and routes bound like the legacy queues."""
-    try:
-        text = typer.get_text_stream("stdin").read() if str(definitions) == "-" else definitions.read_text("utf-8")
-        document: Any = json.loads(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        typer.echo(f"error: cannot read definitions from {definitions}: {error}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
-    if not isinstance(document, dict):
-        typer.echo(f"error: {definitions} is not a definitions export (a JSON object)", err=True)
+    if not is_valid_subject_filter(prefix) or "*" in prefix or ">" in prefix:
+        raise typer.BadParameter(f"'{prefix}' is not a literal NATS subject (tokens separated by '.')")
+    document = _read_definitions(definitions)
+    problems = check_definitions(document)
+    if problems:
+        for problem in problems:
+            typer.echo(f"error: {definitions}: {problem}", err=True)
+        typer.echo(f"{definitions} is not a definitions export the importer can read", err=True)
         raise typer.Exit(EXIT_INVALID)
     _emit(import_definitions(document, prefix=prefix, vhost=vhost), output, force)
 

@@ -19,6 +19,8 @@ without a broker. Mapping rules:
   stream's is for the whole stream (-1: none); `cleanup.policy=delete` -> limits retention.
   `compact` has no stream equivalent: a comment suggests a KV bucket, or keying the subject and
   `max_msgs_per_subject: 1` (set with `nats stream edit`; the mapping file has no such field).
+  A retention beyond what JetStream can hold (int64 nanoseconds, int64 bytes; Kafka's own limit
+  is int64 milliseconds) is no limit, with a comment saying so.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from bridge.config.durations import format_duration
+from bridge.config.durations import MAX_DURATION, format_duration
+from bridge.config.limits import INT64_MAX
 from bridge.importers.render import MappingDocument
 from bridge.routing import escape_token, is_internal_topic
 
@@ -169,7 +172,9 @@ def _translate_configs(topic: TopicInfo, stream: dict[str, Any]) -> list[str]:
     """Set the stream's limits from the topic's configs; return comments for a person."""
     notes: list[str] = []
     retention_ms = _int(topic.configs.get("retention.ms"))
-    if retention_ms is not None and retention_ms >= 0:
+    if retention_ms is not None and retention_ms > MAX_DURATION // timedelta(milliseconds=1):
+        notes.append(f"retention.ms {retention_ms} is longer than JetStream can keep messages (292 years): no max_age.")
+    elif retention_ms is not None and retention_ms >= 0:
         age = timedelta(milliseconds=retention_ms)
         kept = max(age, DEFAULT_DUPLICATE_WINDOW)
         stream["max_age"] = format_duration(kept)
@@ -185,7 +190,12 @@ def _translate_configs(topic: TopicInfo, stream: dict[str, Any]) -> list[str]:
     elif retention_ms == -1:
         notes.append("retention.ms -1 (keep forever): no max_age.")
     retention_bytes = _int(topic.configs.get("retention.bytes"))
-    if retention_bytes is not None and retention_bytes >= 0:
+    if retention_bytes is not None and retention_bytes * max(topic.partitions, 1) > INT64_MAX:
+        notes.append(
+            f"retention.bytes {retention_bytes} x {topic.partitions} partitions is more than a stream can count "
+            "(int64): no max_bytes."
+        )
+    elif retention_bytes is not None and retention_bytes >= 0:
         stream["max_bytes"] = retention_bytes * topic.partitions
         notes.append(
             f"max_bytes = retention.bytes {retention_bytes} x {topic.partitions} partitions: Kafka's limit is per "
