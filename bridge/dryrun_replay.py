@@ -20,7 +20,12 @@ The input is JSON Lines, one object per line (blank lines are ignored)::
 `partition`/`offset` default to 0; `properties` uses aio-pika's attribute names; an AMQP
 message may give `"queue"` instead of (or beside) `"exchange"`, as `explain --queue` does.
 A line that does not fit this shape is an error naming the file and line; the other lines
-are still replayed, so one bad record does not hide what the rest would do.
+are still replayed, so one bad record does not hide what the rest would do. Each line is read
+within bridge.config.limits' bounds: nested at most MAX_JSON_DEPTH levels, plain JSON (no NaN,
+no lone surrogate such as `"\\ud800"`, which no output could carry), and at most the line size
+limit (8 MiB, or 3 x `--max-payload` if larger; `NATS_BRIDGE_MAX_INPUT_BYTES` sets it). A line
+over the size limit ends the replay there, since what follows it cannot be told apart from it
+(`/dev/zero` has no line breaks at all).
 
 Per message and matching route the fate is what the pipeline would decide:
 
@@ -43,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.config.limits import MAX_INPUT_LINE_BYTES, InputLimitError, loads_json, size_limit, too_large
 from bridge.config.model import BridgeConfig, OnError, RouteConfig
 from bridge.deadletters import DeadLetterReason, encoded_size, fits
 from bridge.dryrun import DryRunReport, Finding, Severity
@@ -239,9 +245,9 @@ def _amqp_record(fields: Mapping[str, Any]) -> AmqpRecord:
 def parse_line(text: str) -> KafkaRecord | AmqpRecord:
     """One JSONL line as a record; ReplayInputError says what is wrong with it."""
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ReplayInputError(f"not JSON: {error.msg} at column {error.colno}") from None
+        document = loads_json(text)
+    except ValueError as error:
+        raise ReplayInputError(str(error)) from None
     if not isinstance(document, dict) or len(document) != 1 or next(iter(document)) not in ("kafka", "amqp"):
         raise ReplayInputError('expected one object {"kafka": {...}} or {"amqp": {...}}')
     kind, fields = next(iter(document.items()))
@@ -250,10 +256,26 @@ def parse_line(text: str) -> KafkaRecord | AmqpRecord:
     return _kafka_record(fields) if kind == "kafka" else _amqp_record(fields)
 
 
-def read_records(path: Path) -> Iterator[tuple[int, KafkaRecord | AmqpRecord | ReplayInputError]]:
-    """(line number, record or the error for that line); OSError when the file cannot be read."""
+def line_limit(max_payload: int = DEFAULT_MAX_PAYLOAD) -> int:
+    """Longest input line read: room for a `max_payload` message in base64 with its headers,
+    at least MAX_INPUT_LINE_BYTES; NATS_BRIDGE_MAX_INPUT_BYTES replaces it (InputLimitError if bad)."""
+    return size_limit(max(MAX_INPUT_LINE_BYTES, 3 * max_payload))
+
+
+def read_records(
+    path: Path, limit: int = MAX_INPUT_LINE_BYTES
+) -> Iterator[tuple[int, KafkaRecord | AmqpRecord | ReplayInputError]]:
+    """(line number, record or the error for that line); OSError when the file cannot be read.
+
+    A line longer than `limit` bytes is an error, and the last thing read."""
     with path.open("rb") as lines:
-        for number, raw in enumerate(lines, start=1):
+        number = 0
+        while raw := lines.readline(limit + 1):
+            number += 1
+            if len(raw) > limit:
+                message = too_large("the line", limit)
+                yield number, ReplayInputError(f"{message}; the rest of the file was not read")
+                return
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as error:
@@ -409,13 +431,15 @@ def replay_file(
     """Replay every line of `path` into `report`: messages, summary findings, and an error per bad line."""
     errors: list[Finding] = []
     try:
-        for line, record in read_records(path):
+        for line, record in read_records(path, line_limit(max_payload)):
             if isinstance(record, ReplayInputError):
                 errors.append(Finding(Severity.ERROR, CHECK, f"{path}:{line}", str(record)))
             else:
                 report.messages.append(replay_message(config, line, record, max_payload=max_payload))
     except OSError as error:
         errors.append(Finding(Severity.ERROR, CHECK, str(path), f"cannot read the input file: {error}"))
+    except InputLimitError as error:
+        errors.append(Finding(Severity.ERROR, CHECK, str(path), str(error)))
     if len(errors) > _MAX_ERROR_FINDINGS:
         hidden = len(errors) - _MAX_ERROR_FINDINGS
         errors = errors[:_MAX_ERROR_FINDINGS]
