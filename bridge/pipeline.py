@@ -84,6 +84,7 @@ class RouteStats:
     filtered: int = 0
     already_stored: int = 0
     reread: int = 0  # positions a source handed over again within one assignment (dropped)
+    recopied: int = 0  # positions settled at the source but missing from JetStream, read again
     retries: int = 0
     failures: int = 0
     failures_by_kind: dict[str, int] = field(default_factory=dict)
@@ -425,6 +426,22 @@ class RoutePipeline:
         if not self._preparing:
             self._prepared.set()
         return {lane: index.through[lane] for lane in lanes if lane in index.through}
+
+    def missing_before(self, lane: Lane, position: int) -> list[tuple[int, int]]:
+        stored = self._stored
+        through = stored.through.get(lane)
+        if through is None or through < 0 or position <= through + 1:
+            return []
+        found = sorted(p for p in stored.positions.get(lane, ()) if through < p < position)
+        ranges: list[tuple[int, int]] = []
+        expected = through + 1
+        for present in [*found, position]:
+            if present > expected:
+                ranges.append((expected, present - 1))
+            expected = present + 1
+        if ranges:
+            self.stats.recopied += sum(last - first + 1 for first, last in ranges)
+        return ranges
 
     async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
         states = [self._lanes[lane] for lane in lanes if lane in self._lanes]

@@ -55,6 +55,17 @@ class LaneOwner(Protocol):
         its own start (a RabbitMQ stream) resumes after it.
         """
 
+    def missing_before(self, lane: Lane, position: int) -> list[tuple[int, int]]:
+        """Ranges (first, last) of positions after the lane's checkpoint and before `position`
+        (where the source would resume, e.g. its group's commit) that no stream holds.
+
+        Checkpoints are written before the source is settled, so a resume position past the
+        checkpoint must have been stored; what is not there now was lost by JetStream (a store
+        restored from a copy, acknowledged writes lost before fsync) or filtered at the time.
+        A source that can read those positions again seeks back to the first of them.
+        """
+        ...
+
     async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
         """The source is about to lose these lanes (a Kafka rebalance).
 

@@ -523,7 +523,10 @@ class KafkaTopicSource:
         stored: Mapping[Lane, int],
     ) -> None:
         """Start after what the checkpoints say is stored when the group's commit is older (the
-        bridge died between a checkpoint and its commit): re-reading it would only skip it."""
+        bridge died between a checkpoint and its commit): re-reading it would only skip it. And
+        start back at the first record the group committed that no stream holds: JetStream lost
+        it after acknowledging it (a store restored from a copy), so it is copied again; the
+        checkpoint scan skips every record in between that is still stored."""
         for tp in sorted(partitions):
             through = stored.get((tp.topic, tp.partition), -1)
             if through < 0:
@@ -544,6 +547,23 @@ class KafkaTopicSource:
                 )
                 consumer.seek(tp, through + 1)
                 self._start_at[tp] = through + 1
+            elif self._owner is not None and (
+                missing := self._owner.missing_before((tp.topic, tp.partition), position)
+            ):
+                first = missing[0][0]
+                log.error(
+                    "source %s: %s/%d: %d record(s) the group committed are in no stream (offsets %s): "
+                    "JetStream lost acknowledged messages (a store restored from an older copy, writes lost "
+                    "before fsync) or they were filtered; copying them again from offset %d",
+                    self.name,
+                    tp.topic,
+                    tp.partition,
+                    sum(last - start + 1 for start, last in missing),
+                    ", ".join(f"{start}-{last}" if last > start else str(start) for start, last in missing[:20]),
+                    first,
+                )
+                consumer.seek(tp, first)
+                self._start_at[tp] = first
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

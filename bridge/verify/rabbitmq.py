@@ -37,6 +37,9 @@ class _NoCheckpoints:
     async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
         return {}
 
+    def missing_before(self, lane: Lane, position: int) -> list[tuple[int, int]]:
+        return []
+
 
 async def compare_stream_queue(
     check: RouteCheck, source: RabbitMQSource, streams: Sequence[StreamConfig], max_payload: int

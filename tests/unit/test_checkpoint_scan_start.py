@@ -58,3 +58,14 @@ def test_a_message_sent_and_not_yet_acknowledged_holds_every_stream_back() -> No
     checkpoint = lane.checkpoint()
     assert checkpoint is not None
     assert checkpoint.scan_from["DLQ"] == 41
+
+
+def test_positions_the_group_committed_and_no_stream_holds_are_named_for_copying_again() -> None:
+    pipeline, _, _ = make_pipeline()
+    index = pipeline.stored_index
+    index.through[LANE] = 99  # the checkpoint, rolled back with a restored NATS store
+    index.positions[LANE] = {100, 101, 105, 300}  # what the scan still found after it
+    assert pipeline.missing_before(LANE, 200) == [(102, 104), (106, 199)]
+    assert pipeline.stats.recopied == 3 + 94
+    assert pipeline.missing_before(LANE, 102) == []  # resuming right after what is there
+    assert pipeline.missing_before(("other", 0), 500) == []  # no checkpoint: nothing to judge

@@ -126,6 +126,9 @@ class FakeOwner:
     async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
         return {}
 
+    def missing_before(self, lane: Lane, position: int) -> list[tuple[int, int]]:
+        return []
+
 
 async def test_new_partitions_stay_paused_until_prepared_and_positioned() -> None:
     events: list[str] = []
