@@ -38,12 +38,16 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from .topologies import Built, ReverseSpec, RouteSpec
-from .traffic import ORIGIN_HEADER, Content, KafkaRecord, parse_body
+from bridge.deadletters import ERROR_HEADER as DLQ_ERROR_HEADER
+from bridge.deadletters import REASON_HEADER as DLQ_REASON_HEADER
+from bridge.deadletters import ROUTE_HEADER as DLQ_ROUTE_HEADER
+from bridge.deadletters import DeadLetterReason
+from bridge.headers import ORIGIN_HEADER
+from bridge.mapping import ROUTE_NAME_HEADER as ROUTE_HEADER
 
-ROUTE_HEADER = "Bridge-Route"
-DLQ_ROUTE_HEADER = "Bridge-Dlq-Route"
-DLQ_REASON_HEADER = "Bridge-Dlq-Reason"
+from .topologies import Built, ReverseSpec, RouteSpec
+from .traffic import Content, KafkaRecord, parse_body
+
 EXAMPLES = 5  # examples shown per kind of problem
 
 
@@ -301,8 +305,8 @@ def _check_dead_letters(result: RouteResult, route: RouteSpec, wanted: list[Expe
     for letter in mine:
         reason = letter.headers.get(DLQ_REASON_HEADER, "?")
         key = letter.content.key if letter.content else None
-        if key is None or key not in expected or reason != "unmappable":
-            error = letter.headers.get("Bridge-Dlq-Error", "")
+        if key is None or key not in expected or reason != DeadLetterReason.UNMAPPABLE.value:
+            error = letter.headers.get(DLQ_ERROR_HEADER, "")
             result.unexplained_dead_letters.add(f"{letter.describe()} reason {reason}: {error[:160]}")
             continue
         got[key].append(letter)

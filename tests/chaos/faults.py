@@ -188,8 +188,12 @@ class BridgeFleet:
 
 
 def _tail(process: BridgeProcess, lines: int = 8) -> str:
-    """The last lines of a bridge's log that are its own (aiokafka's connection noise left out)."""
-    own = [line for line in process.log().splitlines() if "aiokafka" not in line and line.strip()]
+    """The last lines the process's latest run logged itself (aiokafka's connection noise left out)."""
+    text = process.log()
+    start = text.rfind("bridge.runner: bridge running")
+    if start > 0:
+        text = text[text.rfind("\n", 0, start) + 1 :]
+    own = [line for line in text.splitlines() if "aiokafka" not in line and line.strip()]
     return "\n".join(f"      {line[:300]}" for line in own[-lines:])
 
 

@@ -40,7 +40,6 @@ from pamqp.common import FieldTable
 from pamqp.header import ContentHeader, ProtocolHeader
 
 TICK = 0.05  # seconds between producer rounds
-ORIGIN_HEADER = "nats-bridge-origin"  # what a reverse route marks its writes with (bridge.headers)
 
 # --------------------------------------------------------------------------- bodies
 
@@ -410,9 +409,13 @@ class AmqpTraffic:
     """Numbered messages into one exchange with publisher confirms, until `stop` is set.
 
     At most `window` publishes are unconfirmed; after a lost connection every unconfirmed one is
-    published again, in order, before anything new. `acked` holds the numbers RabbitMQ
-    confirmed (and did not return as unroutable); `attempted` every number published at least
-    once (one whose confirm never came may or may not be in the queue).
+    published again, in order, before anything new. A message RabbitMQ returns as unroutable
+    (a queue that is not bound yet, or not available for a while after a restart: a stream queue
+    can take many seconds) was not enqueued anywhere, so it is published again half a second
+    later, behind newer ones (`republished`, like a nacked one); after `stop` it is given up.
+    `acked` holds the numbers RabbitMQ confirmed and routed; `returned` those given up as
+    unroutable; `uncertain` those with an attempt whose confirm never came (the connection died:
+    it may be in the queue); `attempted` every number published at least once.
     """
 
     def __init__(
@@ -445,7 +448,10 @@ class AmqpTraffic:
         self.attempted: set[int] = set()
         self.reconnects = 0
         self.nacked = 0
-        self.nacked_numbers: set[int] = set()
+        self.returns = 0  # unroutable returns, each published again (until stop)
+        self.republished: set[int] = set()  # nacked or returned, published again behind newer ones
+        self.uncertain: set[int] = set()
+        self._pause_until = 0.0
         self._produced = 0
         self._queue: list[int] = []  # to publish, in order
         self._in_flight: dict[int, asyncio.Future[bool]] = {}
@@ -469,7 +475,7 @@ class AmqpTraffic:
                     due = pacer.due()
                     self._queue.extend(range(self._produced, due))
                     self._produced = max(self._produced, due)
-                self._collect()
+                self._collect(stopping=stop.is_set())
                 deadline = give_up_at()
                 if stop.is_set() and not self._queue and not self._in_flight:
                     return
@@ -479,27 +485,37 @@ class AmqpTraffic:
                 if publisher is None:
                     await asyncio.sleep(0.5)
                     continue
-                await self._send(publisher)
+                if time.monotonic() >= self._pause_until:
+                    await self._send(publisher)
                 await asyncio.sleep(TICK)
         finally:
             if publisher is not None:
                 await publisher.close()
 
-    def _collect(self) -> None:
+    def _collect(self, *, stopping: bool) -> None:
         """Settle the publishes whose confirm (or failure) came back."""
         for n, future in list(self._in_flight.items()):
             if not future.done():
                 continue
             del self._in_flight[n]
             if future.exception() is not None:
+                self.uncertain.add(n)
                 self._queue.append(n)  # the connection died: publish again
             elif future.result() and n in self._returned_by_broker:
-                self.returned.add(n)
+                self._returned_by_broker.discard(n)
+                self.returns += 1
+                if stopping:
+                    self.returned.add(n)
+                else:
+                    self.republished.add(n)
+                    self._queue.append(n)
+                    self._pause_until = time.monotonic() + 0.5
             elif future.result():
                 self.acked.add(n)
+                self.returned.discard(n)
             else:
                 self.nacked += 1
-                self.nacked_numbers.add(n)  # published again, behind later ones
+                self.republished.add(n)
                 self._queue.append(n)
         self._queue.sort()
 
