@@ -14,7 +14,7 @@ Profiles:
 - `ci`: all six topologies at once, one of them on the NATS cluster; 40 s of traffic at 25 msg/s
   per source; each topology loses a bridge instance (SIGKILL or SIGTERM, both kinds at least once),
   and Kafka, the second Kafka, RabbitMQ and a NATS cluster node are each restarted once, and one
-  stream is full for a few seconds. About 2.5 minutes on 2 cores.
+  stream is full for a few seconds. 1-2 minutes on 2 cores.
 - `long`: a random subset of topologies, 1-3 instances each, any of them on the cluster,
   1-3 minutes of traffic at 20-150 msg/s per source, and a fault every 6-15 s of any kind that
   applies, with downtimes that exceed short duplicate windows (so Kafka and stream routes must lean

@@ -11,10 +11,10 @@ route stored that its source never held; the message starts with the seed.
     CHAOS_TOPOLOGIES=ad CHAOS_SEED=1234 .venv/bin/pytest tests/chaos -s   # only some topologies
     CHAOS_KEEP=1 ...                                        # keep streams, topics and the vhost to look at
 
-About 1.5-2.5 minutes on 2 cores. The suite's own Kafka, second Kafka and RabbitMQ (tests/chaos/brokers.py)
-and the NATS cluster are started by compose/brokers when down; one that cannot start fails the
-test (never skips it). With CI=true or BRIDGE_TEST_STOP_BROKERS=1 the suite's own brokers are
-stopped afterwards (compose/test stops the cluster).
+About 1-2 minutes on 2 cores (1:02 to 1:50 measured). The suite's own Kafka, second Kafka and
+RabbitMQ (tests/chaos/brokers.py) and the NATS cluster are started by compose/brokers when down;
+one that cannot start fails the test (never skips it). With CI=true or BRIDGE_TEST_STOP_BROKERS=1
+the suite's own brokers are stopped afterwards (compose/test stops the cluster).
 """
 
 from __future__ import annotations
