@@ -12,7 +12,9 @@ an alias inside the node it names (`&r [1, *r]`), each at its line, before anyth
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import logging
 import os
 import types
 import typing
@@ -45,8 +47,20 @@ from bridge.config.limits import (
 from bridge.config.model import LOCATE_REFERENCES_LATER, BridgeConfig
 from bridge.errors import ConfigError, ConfigIssue
 
+log = logging.getLogger(__name__)
+
 # Keys whose values are secrets: they must be `${VAR}` references, never literals.
 SECRET_KEYS = frozenset({"password", "token", "sasl_password", "ssl_key_password"})
+# Where a `${file:PATH}` may be read: secrets, and the connection settings that can hold one
+# (a URL with a password, a user name mounted beside it). Anywhere else a file reference would
+# let whoever writes the mapping copy a file of the host into every message or error.
+FILE_REFERENCE_KEYS = SECRET_KEYS | frozenset(
+    {"url", "servers", "bootstrap_servers", "username", "user", "sasl_username"}
+)
+# Files that hold a key or a credential: readable by group or others, they earn a warning (as
+# ssh does); NATS_BRIDGE_ALLOW_READABLE_SECRETS=1 silences it.
+PRIVATE_FILE_KEYS = frozenset({"credentials_file", "nkey_seed_file", "tls_key_file", "ssl_key_file"})
+ALLOW_READABLE_SECRETS = "NATS_BRIDGE_ALLOW_READABLE_SECRETS"
 
 Loc = tuple[int | str, ...]
 
@@ -81,13 +95,31 @@ def load_config_text(text: str, filename: str, env: Mapping[str, str]) -> Bridge
         config = BridgeConfig.model_validate(data, context={LOCATE_REFERENCES_LATER: True})
     except ValidationError as error:
         issues.extend(_issue_from_error(detail, tree, filename) for detail in error.errors())
-        raise ConfigError(_sorted_unique(issues)) from None
+        raise ConfigError(_sorted_unique([reader.as_written(issue) for issue in issues])) from None
     for loc, message in config.reference_problems():
         line, column = _position(tree, loc)
         issues.append(ConfigIssue(filename, line, column, _path(loc), message))
     if issues:
-        raise ConfigError(_sorted_unique(issues))
+        raise ConfigError(_sorted_unique([reader.as_written(issue) for issue in issues]))
+    if not env.get(ALLOW_READABLE_SECRETS):
+        for where, path in reader.private_files:
+            _warn_if_readable(where, path)
     return config
+
+
+def _warn_if_readable(where: str, path: str) -> None:
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return  # a missing file is the connection's error to report, with its context
+    if mode & 0o077:
+        log.warning(
+            "%s: '%s' can be read by group or others (mode %o): chmod 600 it (or set %s=1 where that is intended)",
+            where,
+            path,
+            mode & 0o777,
+            ALLOW_READABLE_SECRETS,
+        )
 
 
 class _LimitExceededError(YAMLError):
@@ -212,6 +244,17 @@ class _TreeReader:
         # `${file:PATH}` relative paths are taken from the mapping file's directory.
         self.base = Path(filename).resolve().parent if filename and Path(filename).exists() else None
         self.issues: list[ConfigIssue] = []
+        self.expanded: dict[str, str] = {}  # interpolated value -> the reference as written
+        self.private_files: list[tuple[str, str]] = []  # (key path, file) of keys and credentials
+
+    def as_written(self, issue: ConfigIssue) -> ConfigIssue:
+        """`issue` with every value that came from a reference shown as the reference: an error
+        about `${HOME}` must not print the home directory, nor one about a file its content."""
+        message = issue.message
+        for value, written in self.expanded.items():
+            for quote in ("'", '"'):
+                message = message.replace(f"{quote}{value}{quote}", f"{quote}{written}{quote}")
+        return dataclasses.replace(issue, message=message) if message != issue.message else issue
 
     def resolve(self, node: Any, loc: Loc) -> Any:
         if isinstance(node, dict):
@@ -242,11 +285,24 @@ class _TreeReader:
         secret = url_secret(text)
         if secret is not None:
             self._add(loc, *_url_secret_problem(*secret))
+        field = next((str(segment) for segment in reversed(loc) if isinstance(segment, str)), "")
+        if "${file:" in text and field not in FILE_REFERENCE_KEYS and not field.endswith("_file"):
+            self._add(
+                loc,
+                "a ${file:PATH} reference is read only into a secret or a connection setting "
+                f"({', '.join(sorted(FILE_REFERENCE_KEYS))} or a *_file path)",
+                "write the value itself here, or ${VAR} for one that changes per environment",
+            )
+            return text
         try:
             value = interpolate(text, self.env, self.base)
         except ValueError as error:
             self._add(loc, str(error))
             return text
+        if value != text and value:
+            self.expanded[value] = text
+        if key in PRIVATE_FILE_KEYS and value:
+            self.private_files.append((_path(loc), str(self.base / value) if self.base else value))
         if key.endswith("_file") and value and self.base is not None and not Path(value).expanduser().is_absolute():
             # Certificates, keys, seeds and .creds named relative to the mapping file, as
             # `${file:PATH}` references are: the file works from any working directory.
