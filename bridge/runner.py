@@ -143,7 +143,15 @@ class Bridge:
         try:
             js = nc.jetstream()
             streams = self.config.all_streams()
-            await declare_streams(js, streams)
+            try:
+                await declare_streams(js, streams)
+            except (NatsError, TimeoutError) as error:
+                # A cluster still electing leaders, or JetStream not answering: a person (or a
+                # supervisor's restart) must act; a traceback would only hide the reason.
+                raise NatsUnavailableError(
+                    f"NATS did not answer while declaring the streams ({_describe_nats(error)}); "
+                    "nothing was read or published"
+                ) from None
             publisher = JetStreamPublisher(
                 nc,
                 window=self.settings.window,
@@ -278,10 +286,29 @@ class Bridge:
                 await _end_controller(start, monitor.publisher)
                 await supervisor.stop_all()
                 monitor_task.cancel()
-        except* BridgeError as failures:
+        except BaseExceptionGroup as failures:
             # One route failing stops the others (their sources settle and close); report
-            # the failure itself, not an exception group.
-            raise failures.exceptions[0] from None
+            # the failure itself, not an exception group, nor what the shutdown it caused
+            # raised on the way (a task started on a group that is already shutting down).
+            first = _first_bridge_error(failures)
+            if first is None:
+                raise
+            raise first from None
+
+
+def _first_bridge_error(group: BaseExceptionGroup[BaseException]) -> BridgeError | None:
+    for failure in group.exceptions:
+        if isinstance(failure, BridgeError):
+            return failure
+        if isinstance(failure, BaseExceptionGroup):
+            found = _first_bridge_error(failure)
+            if found is not None:
+                return found
+    return None
+
+
+def _describe_nats(error: BaseException) -> str:
+    return str(error) or type(error).__name__
 
 
 async def _end_controller(task: asyncio.Task[None], publisher: JetStreamPublisher) -> None:

@@ -42,8 +42,11 @@ def nats_server_binary() -> str:
 class PrivateNatsServer:
     """One JetStream-enabled nats-server process; the port and store survive restarts."""
 
-    def __init__(self, store_dir: Path, *, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, store_dir: Path, *, port: int | None = None, extra_args: tuple[str, ...] = (), jetstream: bool = True
+    ) -> None:
         self.store_dir = store_dir
+        self.jetstream = jetstream
         self.port = port or _free_port()
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
@@ -59,7 +62,7 @@ class PrivateNatsServer:
             self.process = subprocess.Popen(
                 [
                     nats_server_binary(),
-                    "-js",
+                    *(["-js"] if self.jetstream else []),
                     "-a",
                     "127.0.0.1",
                     "-p",
