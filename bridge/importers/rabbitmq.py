@@ -61,10 +61,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from typer._click.exceptions import ClickException  # typer's vendored click: what its CLI catches
+
 from bridge.config.durations import MAX_DURATION, format_duration
 from bridge.config.limits import INT64_MAX
+from bridge.errors import BridgeError
 from bridge.importers.render import MappingDocument
-from bridge.routing import escape_token
+from bridge.routing import escape_token, topic_matches
 
 DEFAULT_PREFIX = "rmq"
 AMQP_URL_REFERENCE = "${AMQP_URL:-amqp://127.0.0.1:5672/}"
@@ -80,6 +83,40 @@ BUILTIN_TYPES = {
     "amq.rabbitmq.trace": "topic",
 }
 DEFAULT_DUPLICATE_WINDOW = timedelta(minutes=2)
+# Plugin exchanges that route each message to ONE of their bindings (a hash of the routing key,
+# a header or a property): a queue bound to one takes a share of the traffic, never a copy.
+HASH_TYPES = frozenset({"x-consistent-hash", "x-modulus-hash"})
+# Policy keys the importer applies (RabbitMQ's names, without the queue argument's `x-`).
+QUEUE_POLICY_KEYS = (
+    "dead-letter-exchange",
+    "dead-letter-routing-key",
+    "message-ttl",
+    "max-length",
+    "max-length-bytes",
+    "overflow",
+)
+# Numeric keys: queue argument, policy and operator policy combine to the smallest (RabbitMQ's
+# res_min and the operator-policy merge); the others: the queue's own argument wins over a policy.
+NUMERIC_POLICY_KEYS = frozenset({"message-ttl", "max-length", "max-length-bytes"})
+MAX_PATHS = 64  # exchange-to-exchange paths followed per queue binding (a mesh cannot explode)
+
+
+class NothingToCopyError(ClickException, BridgeError):
+    """The export maps to a file that would copy nothing: refused, never written as "valid".
+
+    A ClickException (exit status 2) so `nats-bridge import rabbitmq` states the reason and
+    stops; library callers catch it like any exception. `reasons` are the import's NOT MAPPED notes.
+    """
+
+    exit_code = 2
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        lines = "\n".join(f"- {reason}" for reason in reasons) or "- the export has no exchanges, queues or bindings"
+        super().__init__(
+            "nothing to copy: no legacy queue's traffic can be shadowed, so the mapping would copy no "
+            f"message. Not written.\n{lines}"
+        )
 
 
 @dataclass
@@ -90,10 +127,36 @@ class _Queue:
     durable: bool = True
     auto_delete: bool = False
     exclusive: bool = False
+    # What policies changed in `arguments` (the effective values), for the comments.
+    policy_notes: list[str] = field(default_factory=list)
 
     @property
     def queue_type(self) -> str:
         return str(self.arguments.get("x-queue-type", "classic"))
+
+
+@dataclass
+class _Policy:
+    vhost: str
+    name: str
+    pattern: re.Pattern[str] | None  # None: RabbitMQ would have refused it; it matches nothing
+    apply_to: str
+    definition: dict[str, Any]
+    priority: int
+    operator: bool
+
+    def applies(self, kind: str, name: str, queue_type: str = "classic") -> bool:
+        """Whether RabbitMQ would consider this policy for `kind` ("queue" | "exchange") `name`."""
+        wanted = {
+            "all": True,
+            "queues": kind == "queue",
+            "exchanges": kind == "exchange",
+            "classic_queues": kind == "queue" and queue_type == "classic",
+            "quorum_queues": kind == "queue" and queue_type == "quorum",
+            "streams": kind == "queue" and queue_type == "stream",
+        }.get(self.apply_to, False)
+        # The pattern is searched, not anchored (Erlang re:run): `^orders` and `orders$` mean what they say.
+        return wanted and self.pattern is not None and self.pattern.search(name) is not None
 
 
 @dataclass
@@ -113,6 +176,108 @@ class _Exchange:
     type: str
     arguments: dict[str, Any] = field(default_factory=dict)
     internal: bool = False
+
+
+@dataclass
+class _Selection:
+    """A legacy queue and one chain of bindings that feeds it: the first binding's source is the entry
+    exchange, the last binding's destination the queue."""
+
+    queue: str
+    chain: list[_Binding]
+
+
+@dataclass
+class _Composed:
+    """What one chain selects, as a binding of its entry exchange."""
+
+    key: str | None = None  # topic / direct entry
+    table: dict[str, Any] | None = None  # headers entry
+    dead: bool = False  # no message published to the entry can reach the queue this way
+    inexact: list[str] = field(default_factory=list)  # why the binding takes more than the queue gets
+    hashed: list[str] = field(default_factory=list)  # hash exchanges on the way
+
+
+def _words(key: str) -> list[str]:
+    return key.split(".") if key else []
+
+
+def _has_wildcard(key: str) -> bool:
+    return any(word in ("*", "#") for word in _words(key))
+
+
+def _topic_subset(narrow: str, wide: str) -> bool:
+    """Whether every routing key topic binding `narrow` matches is matched by `wide` too (sound, not
+    complete: False may only mean "cannot tell")."""
+    if narrow == wide or (bool(wide) and all(word == "#" for word in _words(wide))):
+        return True
+    words = _words(narrow)
+    if "#" not in words:
+        # `*` stands for any word: a word no literal can equal must still be matched, by `*` or `#`.
+        return topic_matches(wide, ".".join("\x00" if word == "*" else word for word in words))
+    wide_words = _words(wide)
+    if wide_words and wide_words[-1] == "#" and "#" not in wide_words[:-1]:
+        head = wide_words[:-1]
+        if len(words) < len(head):
+            return False
+        return (
+            all(w == n if w != "*" else n != "#" for w, n in zip(head, words[: len(head)], strict=True))
+            and "#" not in words[: len(head)]
+        )
+    return False
+
+
+def _topic_intersection(left: str, right: str) -> tuple[str | None, bool]:
+    """(a topic binding matching exactly what both match, or None for nothing at all, exact?).
+    When it cannot be expressed, `left` (a superset) with exact False."""
+    if _topic_subset(left, right):
+        return left, True
+    if _topic_subset(right, left):
+        return right, True
+    if not _has_wildcard(left):
+        return (left if topic_matches(right, left) else None), True
+    if not _has_wildcard(right):
+        return (right if topic_matches(left, right) else None), True
+    return left, False
+
+
+def _selects_everything(kind: str | None, binding: _Binding) -> bool:
+    if kind == "fanout" or kind in HASH_TYPES:
+        return True
+    if kind == "topic":
+        return bool(binding.routing_key) and all(word == "#" for word in _words(binding.routing_key))
+    if kind == "headers":
+        mode = str(binding.arguments.get("x-match", "all"))
+        tested = [
+            k for k in binding.arguments if k != "x-match" and (mode.endswith("-with-x") or not k.startswith("x-"))
+        ]
+        return mode.startswith("all") and not tested
+    return False
+
+
+def _merge_tables(left: Mapping[str, Any], right: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One headers table matching exactly what both match, when both are `all` tables of the same kind
+    without conflicting values; None otherwise."""
+    modes = {str(left.get("x-match", "all")), str(right.get("x-match", "all"))}
+    if len(modes) != 1 or not modes <= {"all", "all-with-x"}:
+        return None
+    merged = dict(left)
+    for name, value in right.items():
+        if name in merged and merged[name] != value:
+            return None
+        merged[name] = value
+    return merged
+
+
+def _chain_text(chain: list[_Binding]) -> str:
+    steps = [f"'{chain[0].source}'"]
+    for binding in chain:
+        shown = binding.routing_key if not binding.arguments else f"{binding.routing_key} {dict(binding.arguments)}"
+        target = (
+            f"'{binding.destination}'" if binding.destination_type == "exchange" else f"queue '{binding.destination}'"
+        )
+        steps.append(f"-[{shown}]-> {target}")
+    return " ".join(steps)
 
 
 def _plain_name(text: str, fallback: str) -> str:
@@ -195,6 +360,36 @@ def check_definitions(definitions: Any) -> list[str]:
             problems.extend(_check_item(section, f"{section}[{index}]", item))
             if len(problems) >= _MAX_PROBLEMS:
                 return problems[:_MAX_PROBLEMS]
+    for section in ("policies", "operator_policies"):
+        items = definitions.get(section)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            problems.append(f"{section}: must be a list of objects, not {_json_kind(items)}")
+            continue
+        for index, item in enumerate(items):
+            problems.extend(_check_policy(f"{section}[{index}]", item))
+            if len(problems) >= _MAX_PROBLEMS:
+                return problems[:_MAX_PROBLEMS]
+    return problems
+
+
+def _check_policy(where: str, item: Any) -> list[str]:
+    if not isinstance(item, Mapping):
+        return [f"{where}: must be an object, not {_json_kind(item)}"]
+    problems = [f"{where}.{key}: missing (text)" for key in ("pattern",) if key not in item]
+    for key in ("name", "vhost", "pattern", "apply-to"):
+        if key in item and not isinstance(item[key], str):
+            problems.append(f"{where}.{key}: must be text, not {_json_kind(item[key])}")
+    priority = item.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        problems.append(f"{where}.priority: must be a whole number, not {_json_kind(priority)}")
+    definition = item.get("definition")
+    if not isinstance(definition, Mapping):
+        problems.append(f"{where}.definition: must be an object, not {_json_kind(definition)}")
+    else:
+        limits = {f"x-{key}": value for key, value in definition.items() if f"x-{key}" in _LIMIT_ARGUMENTS}
+        problems.extend(_check_limits(f"{where}.definition", limits))
     return problems
 
 
@@ -250,6 +445,33 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, str):
         return "text"
     return "a list" if isinstance(value, list) else "an object"
+
+
+def _whole(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 20:
+        return int(value)
+    return None
+
+
+def _read_policy(item: Mapping[str, Any], default_vhost: str, operator: bool) -> _Policy:
+    try:
+        pattern: re.Pattern[str] | None = re.compile(str(item.get("pattern", "")))
+    except re.error:
+        pattern = None
+    priority = item.get("priority", 0)
+    return _Policy(
+        vhost=str(item.get("vhost", default_vhost)),
+        name=str(item.get("name", "")),
+        pattern=pattern,
+        apply_to=str(item.get("apply-to", "all")),
+        definition=dict(item.get("definition") or {}),
+        priority=priority if isinstance(priority, int) and not isinstance(priority, bool) else 0,
+        operator=operator,
+    )
 
 
 def _vhost_word(vhost: str) -> str:
@@ -314,6 +536,26 @@ class _Importer:
         vhosts = {v for v, _ in self.exchanges} | {v for v, _ in self.queues} | {b.vhost for b in self.bindings}
         self.several_vhosts = len(vhosts) > 1
         self.doc = MappingDocument(data={})
+        self.policies = [
+            _read_policy(item, default_vhost, operator)
+            for operator, section in ((False, "policies"), (True, "operator_policies"))
+            for item in definitions.get(section) or []
+        ]
+        for policy in self.policies:
+            if policy.pattern is None:
+                self.doc.header.append(
+                    f"policy '{policy.name}' has a pattern that is not a regular expression; it is ignored."
+                )
+        for queue in self.queues.values():
+            self._apply_queue_policies(queue)
+        for exchange in self.exchanges.values():
+            self._apply_exchange_policies(exchange)
+        # Who feeds whom: exchange-to-exchange bindings by destination (the default exchange cannot be a source).
+        self.e2e_into: dict[tuple[str, str], list[_Binding]] = {}
+        for binding in self.bindings:
+            if binding.destination_type == "exchange" and binding.source:
+                self.e2e_into.setdefault((binding.vhost, binding.destination), []).append(binding)
+        self.not_mapped: list[str] = []
         self.streams: list[dict[str, Any]] = []
         self.sources: dict[str, dict[str, Any]] = {}
         self.services: dict[str, dict[str, Any]] = {}
@@ -324,6 +566,61 @@ class _Importer:
         # Comments are collected against (kind, name, route) and moved to list positions at the end,
         # because a stream's index in the file is only known once everything is added.
         self.pending: list[tuple[tuple[str, str, int | None], str]] = []
+
+    # -- policies ------------------------------------------------------------------------------
+
+    def _winner(self, kind: str, vhost: str, name: str, queue_type: str, operator: bool) -> _Policy | None:
+        """The policy RabbitMQ applies: of those matching, the highest priority (the first of equals)."""
+        best: _Policy | None = None
+        for policy in self.policies:
+            if policy.operator != operator or policy.vhost != vhost or not policy.applies(kind, name, queue_type):
+                continue
+            if best is None or policy.priority > best.priority:
+                best = policy
+        return best
+
+    def _apply_queue_policies(self, queue: _Queue) -> None:
+        policy = self._winner("queue", queue.vhost, queue.name, queue.queue_type, operator=False)
+        operator = self._winner("queue", queue.vhost, queue.name, queue.queue_type, operator=True)
+        if policy is None and operator is None:
+            return
+        effective = dict(queue.arguments)
+        for key in QUEUE_POLICY_KEYS:
+            argument = f"x-{key}"
+            declared = queue.arguments.get(argument)
+            from_policy = policy.definition.get(key) if policy is not None else None
+            from_operator = operator.definition.get(key) if operator is not None else None
+            if key in NUMERIC_POLICY_KEYS:
+                candidates = [
+                    (value, origin)
+                    for value, origin in (
+                        (_whole(declared), "its x-argument"),
+                        (_whole(from_policy), f"policy '{policy.name}'" if policy else ""),
+                        (_whole(from_operator), f"operator policy '{operator.name}'" if operator else ""),
+                    )
+                    if value is not None
+                ]
+                if not candidates:
+                    continue
+                value, origin = min(candidates, key=lambda item: item[0])
+                if len(candidates) > 1 or declared is None:
+                    effective[argument] = value
+                    queue.policy_notes.append(f"{key} {value} from {origin} (the smallest applies)")
+            elif declared is None and from_policy is not None:
+                # dead-letter-exchange, its routing key, overflow: the queue's own argument wins over
+                # a policy; operator policies cannot set them.
+                effective[argument] = from_policy
+                assert policy is not None
+                queue.policy_notes.append(f"{key} '{from_policy}' from policy '{policy.name}'")
+        queue.arguments = effective
+
+    def _apply_exchange_policies(self, exchange: _Exchange) -> None:
+        policy = self._winner("exchange", exchange.vhost, exchange.name, "classic", operator=False)
+        if policy is None or "alternate-exchange" in exchange.arguments:
+            return
+        alternate = policy.definition.get("alternate-exchange")
+        if alternate is not None:
+            exchange.arguments = {**exchange.arguments, "alternate-exchange": alternate}
 
     # -- naming --------------------------------------------------------------------------------
 
@@ -355,16 +652,19 @@ class _Importer:
     def run(self) -> MappingDocument:
         self._header()
         queue_bindings: dict[tuple[str, str], list[_Binding]] = {}
+        selections: dict[tuple[str, str], list[_Selection]] = {}
         for binding in self.bindings:
-            if binding.destination_type == "queue":
-                queue_bindings.setdefault((binding.vhost, binding.source), []).append(binding)
-        for key in sorted(queue_bindings, key=lambda k: (k[0], k[1])):
-            vhost, exchange = key
-            if exchange == "":
-                continue  # the default exchange's implicit bindings are never exported
-            wanted = [b for b in queue_bindings[key] if not self._is_stream_queue(b.vhost, b.destination)]
-            if wanted:
-                self._exchange_service(vhost, exchange, wanted)
+            if binding.destination_type != "queue":
+                continue
+            queue_bindings.setdefault((binding.vhost, binding.source), []).append(binding)
+            if not binding.source or self._is_stream_queue(binding.vhost, binding.destination):
+                continue  # the default exchange's implicit bindings are never exported; stream queues are read
+            for entry, chain in self._paths(binding.vhost, binding.source):
+                selections.setdefault((binding.vhost, entry), []).append(
+                    _Selection(binding.destination, [*chain, binding])
+                )
+        for vhost, entry in sorted(selections):
+            self._exchange_service(vhost, entry, selections[(vhost, entry)])
         self._stream_queues()
         self._leftovers(queue_bindings)
         self.doc.data = {
@@ -375,7 +675,29 @@ class _Importer:
             "services": self.services,
         }
         self._relocate_comments()
+        if not any(service["routes"] for service in self.services.values()):
+            raise NothingToCopyError(self.not_mapped)
         return self.doc
+
+    def _paths(self, vhost: str, exchange: str) -> list[tuple[str, list[_Binding]]]:
+        """Where traffic reaching `exchange` enters: (entry exchange, the exchange-to-exchange bindings
+        from it to `exchange`) for every path. An entry is an exchange no exchange-to-exchange binding
+        feeds: the exchange producers publish to."""
+        found: list[tuple[str, list[_Binding]]] = []
+
+        def walk(name: str, chain: list[_Binding], seen: frozenset[str]) -> None:
+            incoming = self.e2e_into.get((vhost, name), [])
+            if not incoming:
+                found.append((name, chain))
+                return
+            for binding in incoming:
+                if binding.source not in seen and len(found) < MAX_PATHS:
+                    walk(binding.source, [binding, *chain], seen | {binding.source})
+
+        walk(exchange, [], frozenset({exchange}))
+        if not found:  # fed only through a cycle of exchange-to-exchange bindings: copy it where it is
+            found.append((exchange, []))
+        return found
 
     def _header(self) -> None:
         self.doc.header = [
@@ -405,22 +727,96 @@ class _Importer:
             else:
                 self.doc.note(("services", name, "routes", route), line)
 
-    def _exchange_service(self, vhost: str, exchange: str, bindings: list[_Binding]) -> None:
+    def _compose(self, entry_kind: str, chain: list[_Binding]) -> _Composed:  # noqa: PLR0912 (one case per step type)
+        """What a chain of bindings selects, written as one binding of the entry exchange (of type
+        `entry_kind`). The routing key and headers never change on the way, so a message reaches
+        the queue when every binding on the chain matches it, each by its own exchange's type."""
+        first = chain[0]
+        result = _Composed(
+            key=first.routing_key if entry_kind in ("topic", "direct") else None,
+            table=dict(first.arguments) if entry_kind == "headers" else None,
+        )
+        for binding in chain[1:]:
+            kind = self._exchange_type(binding.vhost, binding.source) or "unknown"
+            where = f"exchange '{binding.source}' ({kind})"
+            if kind in HASH_TYPES:
+                result.hashed.append(binding.source)
+                continue
+            if _selects_everything(kind, binding):
+                continue
+            key = binding.routing_key
+            if entry_kind == "topic" and kind in ("topic", "direct") and result.key is not None:
+                if kind == "direct" and _has_wildcard(key):
+                    result.inexact.append(
+                        f"{where} compares the whole key '{key}', which a topic binding reads as a pattern"
+                    )
+                    continue
+                narrowed, exact = _topic_intersection(result.key, key)
+                if narrowed is None:
+                    result.dead = True
+                    return result
+                if not exact:
+                    result.inexact.append(
+                        f"{where} binds '{key}': no single topic pattern matches "
+                        f"what both '{result.key}' and '{key}' match"
+                    )
+                result.key = narrowed
+            elif entry_kind == "direct" and kind in ("topic", "direct") and result.key is not None:
+                if not (topic_matches(key, result.key) if kind == "topic" else key == result.key):
+                    result.dead = True
+                    return result
+            elif entry_kind == "headers" and kind == "headers" and result.table is not None:
+                merged = _merge_tables(result.table, binding.arguments)
+                if merged is None:
+                    result.inexact.append(
+                        f"{where} binds {dict(binding.arguments)}, which cannot be folded into one "
+                        f"headers table with {result.table}"
+                    )
+                else:
+                    result.table = merged
+            else:
+                what = f"arguments {dict(binding.arguments)}" if kind == "headers" else f"key '{key}'"
+                result.inexact.append(f"{where} selects by {what}, which a {entry_kind} binding cannot express")
+        return result
+
+    def _exchange_service(  # noqa: PLR0912, PLR0915 (one pass: refusals, route, comments)
+        self, vhost: str, exchange: str, selections: list[_Selection]
+    ) -> None:
         kind = self._exchange_type(vhost, exchange)
         label = self._label(vhost, exchange)
+        queues = ", ".join(sorted({s.queue for s in selections}))
         if kind is None:
-            self.doc.header.append(
-                f"NOT MAPPED: exchange '{label}' has queue bindings but is not in the export; its type is unknown."
+            self._not_mapped(
+                f"NOT MAPPED: exchange '{label}' feeds queues ({queues}) but is not in the export; its type is unknown."
+            )
+            return
+        if kind in HASH_TYPES:
+            self._not_mapped(
+                f"NOT MAPPED: exchange '{label}' is a {kind} exchange that producers publish to (queues: {queues}). "
+                "It routes each message to ONE of its bindings by a hash, so a shadow queue bound to it would take "
+                "a share of the messages away from the legacy queues instead of copying them. Bind a fanout "
+                "exchange in front of it (producers publish there; it feeds this one) and import again: the "
+                "bridge then copies upstream. At cut-over, drain the queues with `mode: queue`."
             )
             return
         if kind not in STANDARD_TYPES:
-            queues = ", ".join(sorted({b.destination for b in bindings}))
-            self.doc.header.append(
+            self._not_mapped(
                 f"NOT MAPPED: exchange '{label}' is of plugin type '{kind}' (queues: {queues}); the bridge "
-                "shadows only topic, direct, fanout and headers exchanges. A consistent-hash or modulus-hash "
-                "exchange spreads messages over its queues: copy each queue at cut-over with `mode: queue`, or "
-                "bind an extra topic/fanout exchange upstream of it and shadow that."
+                "shadows only topic, direct, fanout and headers exchanges (and copies consistent-hash or "
+                "modulus-hash exchanges at the exchange feeding them). Bind an extra topic or fanout exchange "
+                "upstream of it and shadow that, or copy each queue at cut-over with `mode: queue`."
             )
+            return
+        composed = [(selection, self._compose(kind, selection.chain)) for selection in selections]
+        live = [(selection, result) for selection, result in composed if not result.dead]
+        for selection, result in composed:
+            if result.dead:
+                self.doc.header.append(
+                    f"queue '{selection.queue}' can receive nothing published to exchange '{label}' through "
+                    f"{_chain_text(selection.chain)}: the bindings on the way never all match one routing key."
+                )
+        if not live:
+            self._not_mapped(f"NOT MAPPED: exchange '{label}': no message published to it can reach a queue.")
             return
         root = self._subject_root(vhost, exchange, self.prefix)
         stream = _unique(
@@ -442,24 +838,44 @@ class _Importer:
         source = self._source(vhost)
         to = f"{root}.{{rk}}" if kind in ("topic", "direct") else root
         routes: list[dict[str, Any]] = []
-        by_queue: dict[str, list[_Binding]] = {}
-        for binding in bindings:
-            by_queue.setdefault(binding.destination, []).append(binding)
+        by_queue: dict[str, list[tuple[_Selection, _Composed]]] = {}
+        for selection, result in live:
+            by_queue.setdefault(selection.queue, []).append((selection, result))
         if kind == "headers":
             self._headers_routes(service, source, exchange, to, by_queue, routes)
         else:
             route_from: dict[str, Any] = {"exchange": exchange, "type": kind}
             if kind != "fanout":
                 keys: list[str] = []
-                for binding in bindings:
-                    if binding.routing_key not in keys:
-                        keys.append(binding.routing_key)
+                for _, result in live:
+                    if result.key is not None and result.key not in keys:
+                        keys.append(result.key)
+                if kind == "topic":  # a chain's key another key already covers adds nothing (order.eu.# under order.#)
+                    chained = {r.key for sel, r in live if len(sel.chain) > 1} - {
+                        r.key for sel, r in live if len(sel.chain) == 1
+                    }
+                    keys = [
+                        k for k in keys if k not in chained or not any(o != k and _topic_subset(k, o) for o in keys)
+                    ]
                 route_from["bindings"] = keys
             routes.append({"name": "shadow", "source": source, "from": route_from, "to": to})
-            for queue, queue_bindings in by_queue.items():
-                keys_text = ", ".join(f"'{b.routing_key}'" for b in queue_bindings)
-                line = f"legacy queue '{queue}'" + ("" if kind == "fanout" else f" binds {keys_text}")
-                self._note_service(service, line, 0)
+            for queue, reached in by_queue.items():
+                direct = [result for selection, result in reached if len(selection.chain) == 1]
+                if direct:
+                    keys_text = ", ".join(f"'{result.key}'" for result in direct)
+                    self._note_service(
+                        service, f"legacy queue '{queue}'" + ("" if kind == "fanout" else f" binds {keys_text}"), 0
+                    )
+                for selection, result in reached:
+                    if len(selection.chain) > 1:
+                        shown = "" if kind == "fanout" else f": bound here as '{result.key}'"
+                        self._note_service(
+                            service,
+                            f"legacy queue '{queue}' is fed through exchange-to-exchange binding(s) "
+                            f"{_chain_text(selection.chain)}{shown}",
+                            0,
+                        )
+                    self._chain_notes(service, 0, exchange, selection, result)
         self.services[service] = {
             "description": f"Consumers of RabbitMQ {kind} exchange '{exchange}' (vhost '{vhost}').",
             "routes": routes,
@@ -469,31 +885,75 @@ class _Importer:
             stream, stream_doc, service, routes, [self.queues.get((vhost, q)) for q in by_queue], list(by_queue)
         )
 
+    def _not_mapped(self, line: str) -> None:
+        self.doc.header.append(line)
+        self.not_mapped.append(line)
+
+    def _chain_notes(self, service: str, route: int, entry: str, selection: _Selection, result: _Composed) -> None:
+        for reason in result.inexact:
+            self._note_service(
+                service,
+                f"legacy queue '{selection.queue}': {reason}. The route binds what exchange '{entry}' itself "
+                "passes on (a superset): the stream holds more than this queue receives; give its NATS "
+                "consumer a narrower filter.",
+                route,
+            )
+        for hashed in result.hashed:
+            found = self.exchanges.get((selection.chain[0].vhost, hashed))
+            arguments = found.arguments if found is not None else {}
+            basis = (
+                f"header '{arguments['hash-header']}'"
+                if "hash-header" in arguments
+                else f"property '{arguments['hash-property']}'"
+                if "hash-property" in arguments
+                else "routing key"
+            )
+            spread = sorted(
+                {b.destination for b in self.bindings if b.vhost == selection.chain[0].vhost and b.source == hashed}
+            )
+            self._note_service(
+                service,
+                f"exchange '{hashed}' ({self._exchange_type(selection.chain[0].vhost, hashed)}) spreads what it "
+                f"receives over {', '.join(repr(s) for s in spread)} by a hash of the {basis}: each message reaches "
+                "exactly one of them, so together they receive everything that reaches it, and that is what this "
+                "route copies. The subject keeps the routing key: partition NATS consumers with a subject "
+                "mapping (partition(n, ...) on the routing-key tokens) or one durable consumer shared by a group.",
+                route,
+            )
+
     def _headers_routes(
         self,
         service: str,
         source: str,
         exchange: str,
         to: str,
-        by_queue: Mapping[str, list[_Binding]],
+        by_queue: Mapping[str, list[tuple[_Selection, _Composed]]],
         routes: list[dict[str, Any]],
     ) -> None:
         """One route per distinct argument table: a route matches on one table, as one binding does."""
         taken_routes: set[str] = set()
         seen: dict[str, int] = {}
-        for queue, queue_bindings in by_queue.items():
-            for binding in queue_bindings:
-                signature = repr(sorted(binding.arguments.items(), key=lambda item: item[0]))
+        for queue, reached in by_queue.items():
+            for selection, result in reached:
+                table = result.table or {}
+                signature = repr(sorted(table.items(), key=lambda item: item[0]))
                 if signature in seen:
                     self._note_service(service, f"also bound this way: queue '{queue}'", seen[signature])
+                    self._chain_notes(service, seen[signature], exchange, selection, result)
                     continue
                 seen[signature] = len(routes)
                 route_from: dict[str, Any] = {"exchange": exchange, "type": "headers"}
-                if binding.arguments:
-                    route_from["arguments"] = dict(binding.arguments)
+                if table:
+                    route_from["arguments"] = dict(table)
                 name = _unique(_plain_name(queue, "queue"), taken_routes)
                 routes.append({"name": name, "source": source, "from": route_from, "to": to})
-                self._note_service(service, f"bound like legacy queue '{queue}'", len(routes) - 1)
+                how = (
+                    ""
+                    if len(selection.chain) == 1
+                    else f" (through exchange-to-exchange binding(s) {_chain_text(selection.chain)})"
+                )
+                self._note_service(service, f"bound like legacy queue '{queue}'{how}", len(routes) - 1)
+                self._chain_notes(service, len(routes) - 1, exchange, selection, result)
         if len(seen) > 1:
             # A message several tables match reaches RabbitMQ's queues once each, but it is one
             # message: the routes share their Msg-Ids (not the route-named default), so the
@@ -540,7 +1000,17 @@ class _Importer:
                 self._note_stream(stream, f"queue '{name}' is bound but not in the export; its limits are unknown")
         if not known or len(known) != len(queues):
             return
-        ttls = [_int_arg(q.arguments, "x-message-ttl") for q in known]
+        ttls = [None if self._retry_target(q) else _int_arg(q.arguments, "x-message-ttl") for q in known]
+        for queue in known:
+            target = self._retry_target(queue)
+            if target is not None:
+                self._note_stream(
+                    stream,
+                    f"queue '{queue.name}' is a retry or delay queue: its x-message-ttl "
+                    f"{queue.arguments.get('x-message-ttl')} ms is how long a message waits before it is "
+                    f"dead-lettered back into the topology ({target}), not how long it is kept, so it sets no "
+                    "max_age here.",
+                )
         if all(ttl is not None for ttl in ttls):
             age = timedelta(milliseconds=max(ttl for ttl in ttls if ttl is not None))
             if age > timedelta(0):
@@ -591,6 +1061,8 @@ class _Importer:
     def _queue_notes(self, queue: _Queue, stream: str, service: str, routes: list[dict[str, Any]]) -> None:
         args = queue.arguments
         name = queue.name
+        for line in queue.policy_notes:
+            self._note_stream(stream, f"queue '{name}': {line}.")
         if queue.queue_type == "quorum":
             self._note_stream(
                 stream,
@@ -641,6 +1113,59 @@ class _Importer:
                 f"queue '{name}' is {_lifetime(queue)}: it exists only while its consumer is connected, "
                 "so its bindings may not be in every export.",
             )
+
+    def _retry_target(self, queue: _Queue) -> str | None:
+        """How a retry or delay queue's expired messages re-enter the topology, None when it is not one.
+
+        One is a queue with a message TTL whose dead-letter exchange (with the dead-letter routing key,
+        or any key) routes to a queue that is not a parking lot: a queue with a dead-letter exchange or
+        a TTL of its own, or one fed by an exchange that is no queue's dead-letter exchange. A TTL into
+        a plain dead-letter queue stays retention (the dead-letter exchange's own route keeps the rest).
+        """
+        dlx = queue.arguments.get("x-dead-letter-exchange")
+        if _int_arg(queue.arguments, "x-message-ttl") is None or not isinstance(dlx, str) or not dlx:
+            return None
+        key = queue.arguments.get("x-dead-letter-routing-key")
+        reached = self._queues_reached(queue.vhost, dlx, key if isinstance(key, str) else None)
+        dead_letter_exchanges = {
+            str(q.arguments["x-dead-letter-exchange"])
+            for q in self.queues.values()
+            if q.vhost == queue.vhost and "x-dead-letter-exchange" in q.arguments
+        }
+        onward = []
+        for name in sorted(reached - {queue.name}):
+            found = self.queues.get((queue.vhost, name))
+            feeders = {b.source for b in self.bindings if b.vhost == queue.vhost and b.destination == name}
+            if found is None or (
+                "x-dead-letter-exchange" in found.arguments
+                or "x-message-ttl" in found.arguments
+                or bool(feeders - dead_letter_exchanges)
+            ):
+                onward.append(name)
+        if not onward:
+            return None
+        return f"exchange '{dlx}' routes them to " + ", ".join(f"'{name}'" for name in onward)
+
+    def _queues_reached(self, vhost: str, exchange: str, key: str | None) -> set[str]:
+        """Queues a message published to `exchange` with routing key `key` (None: any) can reach."""
+        reached: set[str] = set()
+        pending, seen = [exchange], {exchange}
+        while pending:
+            name = pending.pop()
+            kind = self._exchange_type(vhost, name)
+            for binding in self.bindings:
+                if binding.vhost != vhost or binding.source != name:
+                    continue
+                if key is not None and kind == "topic" and not topic_matches(binding.routing_key, key):
+                    continue
+                if key is not None and kind == "direct" and binding.routing_key != key:
+                    continue
+                if binding.destination_type == "queue":
+                    reached.add(binding.destination)
+                elif binding.destination not in seen:
+                    seen.add(binding.destination)
+                    pending.append(binding.destination)
+        return reached
 
     def _has_queue_bindings(self, vhost: str, exchange: str) -> bool:
         return any(b.vhost == vhost and b.source == exchange and b.destination_type == "queue" for b in self.bindings)
@@ -712,17 +1237,21 @@ class _Importer:
                 continue
             outgoing = [b for b in self.bindings if b.vhost == vhost and b.source == name]
             label = self._label(vhost, name)
+            feeders = sorted({b.source for b in self.e2e_into.get((vhost, name), [])})
             if not outgoing:
                 self.doc.header.append(f"exchange '{label}' has no bindings: nothing consumes from it; not mapped.")
             if exchange.type not in STANDARD_TYPES and not outgoing:
                 self.doc.header.append(f"NOT MAPPED: exchange '{label}' is of plugin type '{exchange.type}'.")
-            elif any(b.destination_type == "exchange" for b in outgoing):
-                targets = ", ".join(
-                    sorted({f"'{b.destination}'" for b in outgoing if b.destination_type == "exchange"})
-                )
+            elif feeders and outgoing:
+                entries = sorted({entry for entry, _ in self._paths(vhost, name)})
+                mapped = [e for e in entries if (vhost, e) in self.stream_of_exchange]
                 self.doc.header.append(
-                    f"exchange '{label}' routes only to exchange(s) {targets}: copied by their routes "
-                    "(an exchange-to-exchange binding)."
+                    f"exchange '{label}' is fed by exchange-to-exchange binding(s) from "
+                    + ", ".join(f"'{f}'" for f in feeders)
+                    + ": what its queues receive is copied where that traffic enters ("
+                    + (", ".join(f"'{e}'" for e in mapped) or "no exchange that could be shadowed")
+                    + "), bound to select what reaches them through the chain. Messages published to "
+                    f"'{name}' directly are not copied: if producers do that, add a shadow route on it."
                 )
             if "alternate-exchange" in exchange.arguments and not any(b.destination_type == "queue" for b in outgoing):
                 self.doc.header.append(
