@@ -112,6 +112,11 @@ class NatsConfig(Strict):
     tls_ca_file: str | None = Field(None, description="CA bundle to verify the servers' certificates.")
     tls_cert_file: str | None = Field(None, description="Client certificate (PEM) for servers that verify clients.")
     tls_key_file: str | None = Field(None, description="The client certificate's private key (PEM).")
+    tls_handshake_first: bool = Field(
+        False,
+        description="Start with the TLS handshake before the server's INFO (the server needs "
+        "`tls { handshake_first: true }`, nats-server 2.10.4+); implies TLS.",
+    )
     connect_timeout: Duration = Field(
         timedelta(seconds=5), description="Bound on the initial connect, so a wrong URL fails fast."
     )
