@@ -26,9 +26,24 @@ Mapping rules, chosen for a team that wants an exact shadow copy first and cut-o
   exchange name is one escaped token (`bridge.routing.escape_token`), so dots or wildcards in
   it cannot change the subject's shape and two exchanges never share a subject. With several
   vhosts the vhost is a token too: `<prefix>.<vhost>.<exchange>`.
-* **Exchange-to-exchange bindings.** A shadow queue bound to the destination exchange receives
-  what reaches it through the source exchange too, so the destination's route already copies
-  them; the binding is recorded as a comment on both sides.
+* **Exchange-to-exchange bindings.** Each queue's traffic is shadowed where it enters: at the
+  exchange(s) no exchange-to-exchange binding feeds (found by following every chain back). The
+  entry's route is bound with what the chain selects (topic and direct keys intersected step by
+  step); where a step cannot be written as a binding of the entry (a headers step after a topic
+  entry, two patterns with no single-pattern intersection) the entry's own binding, a superset, is
+  used and a comment says so. Exchanges fed by such bindings get no service of their own.
+* **Hash exchanges** (`x-consistent-hash`, `x-modulus-hash`) send each message to ONE of their
+  bindings, so a queue bound to one takes a share, never a copy: they are copied at the exchange
+  feeding them (together their queues receive all of it), with the hashing explained; one that
+  producers publish to directly is NOT MAPPED.
+* **Policies** (`policies`, `operator_policies`): per queue or exchange the matching policy of
+  highest priority (pattern searched in the name, `apply-to` all / queues / exchanges /
+  classic_queues / quorum_queues / streams); message-ttl, max-length and max-length-bytes take the
+  smallest of queue argument, policy and operator policy; dead-letter-exchange, its routing key
+  and overflow come from the policy only when the queue has no argument; alternate-exchange alike.
+* **Retry and delay queues** (a TTL and a dead-letter exchange that routes the expired message on
+  to a queue that is not a parking lot): the TTL is a delay, not retention: no `max_age`.
+* **Nothing to copy** is `NothingToCopyError` (exit 2 in the CLI), never an empty mapping.
 * **Queue arguments -> stream limits.** The stream must keep at least what the most generous
   legacy queue keeps, so a limit is set only when every bound queue has one, and then the
   largest: `x-message-ttl` -> `max_age`, `x-max-length` -> `max_msgs` (with `x-overflow`
