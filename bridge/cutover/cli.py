@@ -136,7 +136,7 @@ def print_status(report: list[ServiceStatus], console: Console) -> None:
         record = status.record
         services.add_row(
             status.service,
-            str(record.phase),
+            status.phase,
             record.changed_at or "-",
             record.changed_by or "-",
             record.reason or "-",
@@ -145,6 +145,14 @@ def print_status(report: list[ServiceStatus], console: Console) -> None:
             style="green" if status.safe_to_advance else "",
         )
     console.print(services)
+    ignored = [(status.service, rejection) for status in report for rejection in status.state.ignored]
+    if ignored:
+        records = Table(title="phase records ignored (the bridges keep the last valid phase)")
+        for column in ("service", "key", "revision", "kind", "why"):
+            records.add_column(column, overflow="fold")
+        for service, rejection in ignored:
+            records.add_row(service, rejection.key, str(rejection.revision), rejection.kind, rejection.reason)
+        console.print(records, style="red")
     routes = Table(title="routes")
     for column in (
         "route",

@@ -13,6 +13,13 @@ the bridge match it:
   so the verdict, since a producer evidently still uses the legacy broker;
 - on retire, the forward routes are stopped (settling what they stored) and one instance —
   the one whose compare-and-set claims the clean-up — removes what the bridge created.
+
+The bridge writes nothing into the phase records: its drain reports and clean-up claims go to
+the reports bucket (bridge.cutover.store). A phase record that is invalid, or a move cutover
+would refuse, is ignored: the service keeps its last valid phase, and the bridge logs an ERROR
+naming the key and revision, counts it (nats_bridge_phase_records_rejected_total) and shows it
+in /status. A service whose key holds no valid record at start is held: none of its routes
+start until an operator writes its phase (bridge.cutover.store.PhaseState says why).
 """
 
 from __future__ import annotations
@@ -31,7 +38,15 @@ from bridge.config.model import BridgeConfig, DeadLetterConfig, Phase, ReverseRo
 from bridge.cutover.drain import WHOLE, DrainTracker, RouteView, lanes_text, next_drain_record
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.retire import retire_route
-from bridge.cutover.store import PhaseConflictError, PhaseStore
+from bridge.cutover.store import (
+    REPORT,
+    BridgeReport,
+    PhaseConflictError,
+    PhaseState,
+    PhaseStore,
+    Rejection,
+    with_report,
+)
 from bridge.sources.kafka import KafkaTopicSource
 
 if TYPE_CHECKING:
@@ -122,6 +137,8 @@ class CutoverController:
         self._instance = instance
         self._interval = interval
         self._records: dict[str, PhaseRecord] = {}
+        self._states: dict[str, PhaseState] = {}  # per service, what was read of its phase key
+        self._bad_reports: dict[str, int] = {}  # per service, the invalid report revision last logged
         self._trackers: dict[str, DrainTracker] = {}
         self._waiting_for: dict[str, str] = {}  # per service, the uncovered lanes last logged
         self._stopping = asyncio.Event()
@@ -160,12 +177,51 @@ class CutoverController:
                         "service %s: phase not read (%s); keeping phase %s", service, error, self._phase(service)
                     )
 
-    def _phase(self, service: str) -> Phase:
+    def _phase(self, service: str) -> str:
+        state = self._states.get(service)
+        if state is not None and state.record is None:
+            return "unknown (held: no valid record)"
         record = self._records.get(service)
-        return record.phase if record is not None else Phase.SHADOW
+        return record.phase.value if record is not None else Phase.SHADOW.value
+
+    def _reject(self, service: str, rejection: Rejection, state: PhaseState) -> None:
+        """Say, once per revision, that a record was ignored; count it; show it in /status."""
+        if state.record is None:
+            keeping = "its routes stay stopped: the service is held until a valid phase is written"
+        elif state.revision == 0:
+            keeping = f"keeping phase {state.record.phase} (no valid record written yet)"
+        else:
+            keeping = f"keeping phase {state.record.phase} (revision {state.revision})"
+        log.error(
+            "service %s: ignored %s revision %d (%s): %s; %s",
+            service,
+            rejection.key,
+            rejection.revision,
+            rejection.kind,
+            rejection.reason,
+            keeping,
+        )
+        self._monitor.phase_rejected(service, rejection)
 
     async def _follow(self, service: str) -> None:
-        record, revision = await self._store.get(service)
+        known = self._states.get(service)
+        state, rejections = await self._store.read(service, known)
+        self._states[service] = state
+        self._monitor.phase_states[service] = state
+        for rejection in rejections:
+            self._reject(service, rejection, state)
+        if state.record is None:
+            if known is None:
+                log.error(
+                    "service %s: no valid phase record in its history, so its phase is unknown; none of its "
+                    "routes start (write it with `cutover %s --to PHASE --force`)",
+                    service,
+                    service,
+                )
+            self._monitor.phases[service] = "held"
+            return
+        report, report_revision = await self._report(service, state)
+        record = with_report(state.record, state.since, report)
         previous = self._records.get(service)
         if previous is None or previous.phase != record.phase:
             how = f" by {record.changed_by} ({record.reason})" if record.changed_by else ""
@@ -176,13 +232,31 @@ class CutoverController:
         self._monitor.phases[service] = record.phase.value
         self._monitor.service_records[service] = record
         if record.phase is Phase.RETIRED:
-            await self._retire(service, record, revision)
+            await self._retire(service, record, state.since, report_revision)
         else:
             for pipeline in self._forward.get(service, ()):
                 self._supervisor.start(_forward_name(pipeline), pipeline)
         await self._align_reverse(service, record.phase)
         if record.phase is Phase.DRAIN:
-            await self._watch_drain(service, record, revision)
+            await self._watch_drain(service, record, state.since, report_revision)
+
+    async def _report(self, service: str, state: PhaseState) -> tuple[BridgeReport | None, int]:
+        """The bridges' report on the current phase (only drain and retired have one)."""
+        if state.record is None or state.record.phase is Phase.SHADOW or not state.since:
+            return None, 0
+        report, revision, rejection = await self._store.report(service)
+        if rejection is not None and self._bad_reports.get(service) != revision:
+            self._bad_reports[service] = revision
+            log.error(
+                "service %s: ignored %s revision %d (%s): %s; it is written afresh",
+                service,
+                rejection.key,
+                rejection.revision,
+                REPORT,
+                rejection.reason,
+            )
+            self._monitor.phase_rejected(service, rejection)
+        return report, revision
 
     async def _align_reverse(self, service: str, phase: Phase) -> None:
         for route in self._config.services[service].reverse:
@@ -241,7 +315,7 @@ class CutoverController:
                 owned[key] = required[key] = {WHOLE}
         return owned, required if known else None
 
-    async def _watch_drain(self, service: str, record: PhaseRecord, revision: int) -> None:
+    async def _watch_drain(self, service: str, record: PhaseRecord, since: int, revision: int) -> None:
         tracker = self._trackers.get(service)
         if tracker is None or tracker.quiet_for != record.quiet_for:
             tracker = self._trackers[service] = DrainTracker(record.quiet_for)
@@ -254,9 +328,9 @@ class CutoverController:
         changed, missing = next_drain_record(record, self._instance, owned, required, quiet=quiet, active=active)
         if changed != record:
             try:
-                await self._store.put(service, changed, revision)
+                await self._store.put_report(service, BridgeReport.of(changed, since), revision)
             except PhaseConflictError:
-                return  # someone changed the record meanwhile: the next poll sees the new one
+                return  # another instance reported meanwhile: the next poll sees its report
         if changed.drained_at is not None and record.drained_at is None:
             log.info(
                 "service %s: drained — its legacy side has been empty and quiet for %gs; it can be retired",
@@ -292,7 +366,7 @@ class CutoverController:
                 text,
             )
 
-    async def _retire(self, service: str, record: PhaseRecord, revision: int) -> None:
+    async def _retire(self, service: str, record: PhaseRecord, since: int, revision: int) -> None:
         pipelines = self._forward.get(service, ())
         for pipeline in pipelines:
             name = _forward_name(pipeline)
@@ -302,9 +376,9 @@ class CutoverController:
             self._monitor.forget(pipeline)
         if record.retired_cleanup:
             return  # done, or being done, by an instance that claimed it
-        claim = replace(record, retired_cleanup={"*": f"{CLEANING} by {self._instance}"})
+        claim = BridgeReport(since, retired_cleanup={"*": f"{CLEANING} by {self._instance}"})
         try:
-            revision = await self._store.put(service, claim, revision)
+            revision = await self._store.put_report(service, claim, revision)
         except PhaseConflictError:
             return  # another instance claimed it
         results: dict[str, str] = {}
@@ -318,7 +392,7 @@ class CutoverController:
                 results[route.key] += f"; {forgotten} checkpoint(s) removed"
             log.info("service %s: %s", service, results[route.key])
         with contextlib.suppress(PhaseConflictError):
-            await self._store.put(service, replace(claim, retired_cleanup=results), revision)
+            await self._store.put_report(service, replace(claim, retired_cleanup=results), revision)
 
 
 def _forward_name(pipeline: RoutePipeline) -> str:

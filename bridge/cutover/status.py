@@ -10,6 +10,10 @@ apart. "Safe to advance" is a verdict an operator can act on:
 - drain -> retired: the bridges have reported the service drained (every partition and queue
   seen empty and quiet by the instance that owns it);
 - retired: nothing further.
+
+A phase record the bridges ignore (invalid, or a move cutover would refuse) is shown with its
+key, revision and reason, beside the last valid record they follow; a service with no valid
+record at all is shown as `unknown` (the bridges hold its routes).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from bridge.config.model import BridgeConfig, Phase
 from bridge.cutover.backlog import Backlog, route_backlog
 from bridge.cutover.drain import lanes_text
 from bridge.cutover.phases import PhaseRecord
-from bridge.cutover.store import PhaseStore
+from bridge.cutover.store import FRESH, PhaseState, PhaseStore
 from bridge.dryrun_patterns import filter_shape, intersects, route_shapes
 
 
@@ -43,15 +47,23 @@ class RouteStatus:
 @dataclass(slots=True)
 class ServiceStatus:
     service: str
-    record: PhaseRecord
+    record: PhaseRecord  # as the bridges follow it (a fresh record when none is valid: see `state`)
     routes: list[RouteStatus] = field(default_factory=list)
     safe_to_advance: bool = False
     advice: str = ""
+    state: PhaseState = FRESH
+
+    @property
+    def phase(self) -> str:
+        return "unknown" if self.state.held else self.record.phase.value
 
     def as_json(self) -> dict[str, Any]:
         return {
             "service": self.service,
-            "phase": self.record.phase.value,
+            "phase": self.phase,
+            "record_revision": self.state.revision,
+            "record_valid": not self.state.held,
+            "ignored_records": [rejection.as_json() for rejection in self.state.ignored],
             "changed_by": self.record.changed_by,
             "changed_at": self.record.changed_at,
             "reason": self.record.reason,
@@ -126,8 +138,8 @@ async def gather_status(
 
     report: list[ServiceStatus] = []
     for name in services:
-        record, _ = await store.get(name)
-        status = ServiceStatus(name, record)
+        phase_state, record = await store.view(name)
+        status = ServiceStatus(name, record if record is not None else PhaseRecord(), state=phase_state)
         for index, (owner, route) in enumerate(routes):
             if owner != name:
                 continue
@@ -157,6 +169,22 @@ async def gather_status(
 
 
 def _verdict(status: ServiceStatus) -> tuple[bool, str]:
+    safe, advice = _phase_verdict(status)
+    if status.state.held:
+        return False, (
+            f"no valid phase record (bridges hold its routes): {_ignored(status)}; write the phase it should "
+            f"have with `cutover {status.service} --to PHASE --force`"
+        )
+    if status.state.ignored:
+        advice += f" [ignored by the bridges: {_ignored(status)}]"
+    return safe, advice
+
+
+def _ignored(status: ServiceStatus) -> str:
+    return "; ".join(rejection.text() for rejection in status.state.ignored[-3:]) or "no revision kept"
+
+
+def _phase_verdict(status: ServiceStatus) -> tuple[bool, str]:
     record = status.record
     if record.phase is Phase.RETIRED:
         return False, "retired: nothing further"

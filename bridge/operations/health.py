@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from bridge.config.model import StreamConfig
     from bridge.cutover.phases import PhaseRecord
+    from bridge.cutover.store import PhaseState, Rejection
     from bridge.jetstream.connection import ConnectionEvents
     from bridge.jetstream.publisher import JetStreamPublisher
     from bridge.pipeline import RoutePipeline
@@ -91,8 +92,16 @@ class HealthMonitor:
         # Kept up to date by the cut-over controller: service -> phase, and the whole record.
         self.phases: dict[str, str] = {p.route.service: "shadow" for p in pipelines}
         self.service_records: dict[str, PhaseRecord] = {}
+        # What the controller read of each service's phase key (the revision followed, the
+        # revisions ignored), and how many records it refused, per (service, kind).
+        self.phase_states: dict[str, PhaseState] = {}
+        self.phase_rejections: dict[tuple[str, str], int] = {}
         # (service, reverse route) -> its stats and whether it runs now, kept by the controller.
         self.reverse: dict[tuple[str, str], tuple[ReverseStats, bool]] = {}
+
+    def phase_rejected(self, service: str, rejection: Rejection) -> None:
+        key = (service, rejection.kind)
+        self.phase_rejections[key] = self.phase_rejections.get(key, 0) + 1
 
     def forget(self, pipeline: RoutePipeline) -> None:
         """A retired route: no longer checked, counted or reported as a problem."""
@@ -193,12 +202,29 @@ class HealthMonitor:
             problems.append("starting: the first health check has not finished")
         if not self.publisher.connected and self.publisher.closed is None:
             problems.append("NATS: not connected (reconnecting)")
+        for service, state in self.phase_states.items():
+            if state.record is None:
+                last = f" (last: {state.ignored[-1].text()})" if state.ignored else ""
+                problems.append(
+                    f"service {service}: no valid phase record{last}; its routes are held until one is written"
+                )
         for key, health in self.routes.items():
             if not health.source_up:
                 problems.append(f"route {key}: source unreachable: {health.source_error}")
             if health.stalled:
                 problems.append(f"route {key}: stalled: {health.reason}")
         return problems
+
+    def _phase_record_status(self, service: str) -> dict[str, Any]:
+        """The phase record followed (its revision), and the records ignored and why."""
+        state = self.phase_states.get(service)
+        rejected = {kind: n for (name, kind), n in self.phase_rejections.items() if name == service}
+        return {
+            "record_revision": state.revision if state is not None else None,
+            "record_valid": state is not None and state.record is not None,
+            "ignored_records": [rejection.as_json() for rejection in state.ignored] if state is not None else [],
+            "rejected_records": rejected,
+        }
 
     def status(self) -> dict[str, Any]:
         """/status: the same facts as /readyz and /metrics, as JSON."""
@@ -240,6 +266,7 @@ class HealthMonitor:
                     "service": service,
                     "phase": phase,
                     "drained_at": record.drained_at if (record := self.service_records.get(service)) else None,
+                    **self._phase_record_status(service),
                 }
                 for service, phase in self.phases.items()
             ],

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bridge.operations.health import HealthMonitor
 
 PHASES = ("shadow", "drain", "retired")
+REJECTION_KINDS = ("invalid", "transition", "report")  # bridge.cutover.store: INVALID, TRANSITION, REPORT
 
 
 def bridge_version() -> str:
@@ -124,6 +125,13 @@ class BridgeCollector(Collector):
             for name in PHASES:
                 phase.add_metric([service, name], 1 if name == current else 0)
         yield phase
+
+        rejected = _counter(names.PHASE_RECORDS_REJECTED)
+        services = set(monitor.phases) | {service for service, _ in monitor.phase_rejections}
+        for service in sorted(services):
+            for kind in REJECTION_KINDS:
+                rejected.add_metric([service, kind], monitor.phase_rejections.get((service, kind), 0))
+        yield rejected
 
         messages, failures, running = (
             _counter(names.REVERSE_MESSAGES),

@@ -91,6 +91,14 @@ SLOW_CONSUMERS = _m(
 SERVICE_PHASE = _m(
     "service_phase", "gauge", ("service", "phase"), "1 for the service's current cut-over phase, 0 for the others."
 )
+PHASE_RECORDS_REJECTED = _m(
+    "phase_records_rejected_total",
+    "counter",
+    ("service", "kind"),
+    "Phase records the bridge ignored, keeping the service's last valid phase: invalid (not JSON, wrong "
+    "types, unknown phase, too large), transition (a move cutover refuses, or a deletion), report (an "
+    "invalid bridge report).",
+)
 STREAM_MESSAGES = _m("stream_messages", "gauge", ("stream",), "Messages in a declared stream.")
 STREAM_BYTES = _m("stream_bytes", "gauge", ("stream",), "Bytes in a declared stream.")
 STREAM_MAX_BYTES = _m("stream_max_bytes", "gauge", ("stream",), "The stream's max_bytes limit; -1 when unlimited.")
@@ -143,6 +151,7 @@ METRICS: tuple[MetricSpec, ...] = (
     RECONNECTS,
     SLOW_CONSUMERS,
     SERVICE_PHASE,
+    PHASE_RECORDS_REJECTED,
     REVERSE_MESSAGES,
     REVERSE_FAILURES,
     REVERSE_RUNNING,
