@@ -148,9 +148,16 @@ async def test_stream_missing_is_reported_and_not_created(
 
 
 async def test_wrong_rabbitmq_password_is_clear_and_redacted(
-    tmp_path: Path, nats_url: str, amqp_url: str, kafka_bootstrap: str, unique_name: str
+    tmp_path: Path,
+    nats_url: str,
+    amqp_url: str,
+    kafka_bootstrap: str,
+    unique_name: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    wrong = amqp_url.replace("guest:guest@", "guest:s3cret-pw@")
+    # A password is a reference, never written in the URL (validate refuses that).
+    monkeypatch.setenv("WRONG_AMQP_PASSWORD", "s3cret-pw")
+    wrong = amqp_url.replace("guest:guest@", "guest:${WRONG_AMQP_PASSWORD}@")
     mapping = _mapping(tmp_path, nats_url, wrong, kafka_bootstrap, unique_name, f"{unique_name}-t")
     code, document, json_text = await _dry_run(mapping, "--json")
     assert code == 2

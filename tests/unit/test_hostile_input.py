@@ -51,8 +51,7 @@ def laughs(indent: str = "", levels: int = 9) -> str:
     return "\n".join(lines) + "\n"
 
 
-HEADERS_LAUGHS = (
-    """version: 1
+HEADERS_LAUGHS = """version: 1
 sources:
   r: {type: rabbitmq, url: "amqp://h/"}
 streams:
@@ -67,9 +66,7 @@ services:
           exchange: e
           type: headers
           arguments:
-"""
-    + laughs(indent=" " * 12)
-)
+""" + laughs(indent=" " * 12)
 
 
 def limited() -> None:
