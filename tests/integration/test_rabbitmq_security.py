@@ -284,7 +284,7 @@ async def copy_through_bridge(
         await asyncio.sleep(0.2)
         seen = await asyncio.to_thread(bridge_connections, secure)
     assert bridge.terminate() == 0, bridge.log()
-    assert sorted(await stored_ids(nc, name.upper())) == sorted(f"m-{i}" for i in range(MESSAGES))
+    assert sorted(await stored_ids(nc, name.upper())) == sorted(f"{name}/r/m-{i}" for i in range(MESSAGES))
     return seen
 
 
@@ -491,7 +491,8 @@ async def test_node_restart_the_bridge_logs_in_again_and_never_shows_the_passwor
     finally:
         if bridge.alive():
             bridge.kill()
-    assert sorted(await stored_ids(nc, stream)) == sorted(f"m-{i}" for i in range(2 * MESSAGES))
+    expected = sorted(f"{unique_name}/r/m-{i}" for i in range(2 * MESSAGES))
+    assert sorted(await stored_ids(nc, stream)) == expected
     output = bridge.log_path.read_text()
     retries = [line for line in output.splitlines() if "retrying in" in line]
     assert retries, output
