@@ -25,6 +25,7 @@ import socket
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
@@ -42,7 +43,7 @@ from bridge.cutover.store import PhaseStore
 from bridge.deadletters import DeadLetters
 from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
-from bridge.jetstream.connection import ConnectionEvents, connect_error_text, connect_nats
+from bridge.jetstream.connection import ConnectionEvents, connect_error_text, connect_nats, watch_closed
 from bridge.jetstream.declare import declare_streams
 from bridge.jetstream.payloads import ObjectStorePayloads
 from bridge.jetstream.publisher import DEFAULT_MAX_CONTROL_LINE, JetStreamPublisher
@@ -139,7 +140,7 @@ class Bridge:
             nc = await connect_nats(self.config.nats, events)
         except (NatsError, OSError, TimeoutError) as error:
             raise NatsUnavailableError(connect_error_text(self.config.nats, error)) from None
-        watch = asyncio.create_task(self._stop_when_lost(events), name="nats-closed")
+        watch = asyncio.create_task(self._stop_when_lost(nc, events), name="nats-closed")
         try:
             js = nc.jetstream()
             streams = self.config.all_streams()
@@ -228,9 +229,13 @@ class Bridge:
             if not nc.is_closed:
                 await nc.close()
 
-    async def _stop_when_lost(self, events: ConnectionEvents) -> None:
+    async def _stop_when_lost(self, nc: NatsClient, events: ConnectionEvents) -> None:
         """Stop everything when the client closes for good: no route can store anything more."""
-        reason = await events.wait_lost()
+        watchdog = asyncio.create_task(watch_closed(nc, self.config.nats, events), name="nats-closed-watchdog")
+        try:
+            reason = await events.wait_lost()
+        finally:
+            watchdog.cancel()
         log.error(
             "NATS connection closed for good: %s. Nothing more can be stored: stopping every route "
             "(only what JetStream acknowledged is acknowledged at the sources) and exiting 1 for a "

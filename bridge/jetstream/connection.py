@@ -329,6 +329,20 @@ def closed_reason(client: NatsClient, config: NatsConfig) -> str:
     return f"gave up reconnecting (max_reconnect_attempts {config.max_reconnect_attempts}); last error: {text}"
 
 
+async def watch_closed(client: NatsClient, config: NatsConfig, events: ConnectionEvents, every: float = 0.5) -> None:
+    """Report a client that is closed although its closed callback never ran.
+
+    nats-py closes the client on a server `-ERR` from a task (`_close`) that can die before it
+    calls `closed_cb`: when publishes are still pending it flushes them into the socket the
+    server has just closed, and the write's error ends the task. Without this the bridge would
+    keep every route waiting for a connection that will never come back.
+    """
+    while events.lost is None:
+        await asyncio.sleep(every)
+        if client.is_closed and not events.closing:
+            events.closed(closed_reason(client, config))
+
+
 def _refused_for_good(error: Exception) -> bool:
     """An authentication or TLS refusal: retrying with the same settings cannot succeed."""
     return (

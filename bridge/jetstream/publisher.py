@@ -334,7 +334,8 @@ class JetStreamPublisher:
         publish until its owner abandons it."""
         self._closed = reason
         self._connected.clear()
-        self._fail_all(PublishFailure("disconnected", f"NATS connection closed for good: {reason}"))
+        # The reason is said once, by the runner's ERROR line; a lane's warning only points to it.
+        self._fail_all(PublishFailure("disconnected", "the NATS client closed (the bridge is stopping, see the ERROR)"))
 
     def on_permission_denied(self, subject: str) -> None:
         """The server dropped the publishes to `subject` and will never answer them: fail them

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from bridge.config import NatsConfig
-from bridge.jetstream.connection import ConnectionEvents, connect_nats
+from bridge.jetstream.connection import ConnectionEvents, connect_nats, watch_closed
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.message import OutboundMessage
 from bridge.operations.health import HealthMonitor
@@ -270,3 +270,31 @@ def _get(url: str) -> tuple[int, str]:
             return int(response.status), response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+async def test_a_client_closed_without_its_closed_callback_is_still_reported_lost(
+    auth_server: tuple[PrivateNatsServer, Path],
+) -> None:
+    """nats-py's `_close` task can die before it calls `closed_cb` (it flushes pending publishes
+    into the socket the server just closed, and that write raises). Seen in CI: the bridge kept
+    every route waiting for a connection that never came back. The watchdog notices the closed
+    client itself. The client here is closed the way the dying task leaves it: CLOSED, with the
+    server's error recorded, and no callback."""
+    server, _ = auth_server
+    events = ConnectionEvents()
+    config = NatsConfig(servers=[SecretStr(server.url)], user="bridge", password=SecretStr(BRIDGE_PASSWORD))
+    nc: NatsClient = await connect_nats(config, events)
+    watchdog = asyncio.create_task(watch_closed(nc, config, events, every=0.1))
+    try:
+        await asyncio.sleep(0.3)
+        assert events.lost is None, "an open client is not lost"
+        nc._err = nats.errors.AuthorizationError()
+        nc._status = NatsClient.CLOSED  # what `_close` sets first, before the callback it never reached
+        lost = await asyncio.wait_for(events.wait_lost(), 5)
+        assert "refused the bridge's login" in lost
+        assert watchdog.done()
+    finally:
+        watchdog.cancel()
+        events.closing = True
+        nc._status = NatsClient.CONNECTED
+        await nc.close()
