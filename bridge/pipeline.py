@@ -86,6 +86,8 @@ class RouteStats:
     reread: int = 0  # positions a source handed over again within one assignment (dropped)
     recopied: int = 0  # positions settled at the source but missing from JetStream, read again
     retries: int = 0
+    reordered: int = 0  # records JetStream stored after a later record of their lane
+    last_reorder: str = ""
     failures: int = 0
     failures_by_kind: dict[str, int] = field(default_factory=dict)
     dead_lettered: dict[str, int] = field(default_factory=dict)
@@ -96,6 +98,20 @@ class RouteStats:
     def settled(self) -> int:
         """Messages done with, however: progress is this number going up."""
         return self.published + self.skipped + self.already_stored + sum(self.dead_lettered.values())
+
+
+# Records per lane and stream remembered to name the ones a reordered record overtook.
+_ORDER_MEMORY = 4096
+
+
+def _stored_by_this_run(entry: InFlight) -> bool:
+    """Whether `entry`'s sequence tells about this run's order: stored now, or a duplicate of
+    an earlier attempt of this run (sent above a known floor, stored above it). A duplicate on
+    the first attempt was stored before (a restart, a redelivery): its old sequence says
+    nothing about order now."""
+    if not entry.duplicate:
+        return True
+    return entry.attempts > 1 and entry.floor > 0 and entry.seq > entry.floor and entry.stream != ""
 
 
 class LaneState:
@@ -122,6 +138,7 @@ class LaneState:
         "scan_from",
         "seen_end",
         "seq",
+        "stored_order",
         "stream",
         "unsent",
         "watermark",
@@ -155,6 +172,9 @@ class LaneState:
         # rest only once JetStream stored it: a burst resent while a clustered stream elects a
         # leader would otherwise get 503 for its head and be stored from its tail, out of order.
         self.probing = False
+        # Per stream, the last records this run stored, as (position, sequence) in position
+        # order: a record stored at a lower sequence than an earlier one is a reorder.
+        self.stored_order: dict[str, deque[tuple[int, int]]] = {}
 
     def sendable(self, entry: InFlight) -> bool:
         """Asked by the publisher just before sending: a lane waiting to resend sends nothing
@@ -171,6 +191,8 @@ class LaneState:
             return
         entry.settled = True
         entry.seq = seq
+        entry.duplicate = duplicate
+        self.pipeline.refusing_since = None
         stats = self.pipeline.stats
         if entry.dead_letter:
             stats.dead_lettered[entry.dead_letter] = stats.dead_lettered.get(entry.dead_letter, 0) + 1
@@ -194,6 +216,9 @@ class LaneState:
         if failure.permanent:
             pipeline.refused(self, entry, DeadLetterReason.REFUSED, str(failure))
             return
+        if pipeline.refusing_since is None:
+            # The refusal began when the message went out unanswered (a timeout says so late).
+            pipeline.refusing_since = entry.sent_at or time.monotonic()
         if not self.retrying:
             if failure.kind == "no-responders":
                 # JetStream down, or no stream captures the subject: only the second is
@@ -236,9 +261,25 @@ class LaneState:
             if done.seq:
                 self.seq = done.seq
                 self.stream = done.stream
+                if _stored_by_this_run(done):
+                    self._check_order(done)
             moved += 1
         if moved:
             self.pipeline.lane_progressed(self, moved)
+
+    def _check_order(self, done: InFlight) -> None:
+        """Did JetStream store `done` ahead of records before it? Settling runs in position
+        order, so a sequence lower than an earlier record's is exactly that. It happens when a
+        stream leader stops gracefully (SIGTERM) with publishes in flight: it drops some it
+        had received while a later one reaches the new leader, and the resends of the dropped
+        ones are stored after it."""
+        recent = self.stored_order.get(done.stream)
+        if recent is None:
+            recent = self.stored_order[done.stream] = deque(maxlen=_ORDER_MEMORY)
+        if recent and done.seq < recent[-1][1]:
+            overtaken = [(position, seq) for position, seq in recent if seq > done.seq]
+            self.pipeline.reordered(self, done, overtaken)
+        recent.append((done.position, done.seq))
 
     def checkpoint(self) -> Checkpoint | None:
         """This lane's checkpoint: its watermark, and per stream the lowest sequence at which a
@@ -393,6 +434,9 @@ class RoutePipeline:
         self._has_work: set[LaneState] = set()
         self._rejections: list[_Rejection] = []
         self._last_settle = 0.0
+        # Since when JetStream has answered this route's publishes with nothing but failures
+        # (None: the last answer stored something); readiness reads it.
+        self.refusing_since: float | None = None
 
     # ------------------------------------------------------------------ LaneOwner
 
@@ -465,6 +509,32 @@ class RoutePipeline:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def reordered(self, lane: LaneState, done: InFlight, overtaken: list[tuple[int, int]]) -> None:
+        """JetStream stored `done` before the `overtaken` records that precede it in its lane."""
+        count = len(overtaken) or 1
+        self.stats.reordered += count
+        positions = [position for position, _ in overtaken]
+        seqs = [seq for _, seq in overtaken]
+        earlier = (
+            f"{count} earlier record(s) (positions {min(positions)}-{max(positions)}, "
+            f"stored at sequences {min(seqs)}-{max(seqs)})"
+            if overtaken
+            else "earlier records"
+        )
+        text = (
+            f"lane {lane_label(lane.key)}: position {done.position} is stored at sequence {done.seq} of "
+            f"stream {done.stream}, ahead of {earlier}"
+        )
+        self.stats.last_reorder = text
+        log.error(
+            "route %s %s: JetStream stored a later in-flight publish while dropping earlier ones (a stream "
+            "leader stopping without lame duck mode does this), and the resends landed after it: the "
+            "stream holds them out of order. Restart NATS servers with lame duck mode (nats-server "
+            "--signal ldm), or give the route `ordering: strict`",
+            self.route.key,
+            text,
+        )
 
     def lane_progressed(self, lane: LaneState, count: int = 1) -> None:
         self._progressed.add(lane)

@@ -122,7 +122,10 @@ class NatsConfig(Strict):
     )
     ping_interval: Duration = Field(
         timedelta(seconds=5),
-        description="How often to ping the server; a dead connection is noticed after 2 missed pings.",
+        description=(
+            "How often to ping the server; a hung or dead connection is noticed within two intervals "
+            "(a round of PubAck timeouts checks it sooner)."
+        ),
     )
     max_reconnect_attempts: int = Field(
         -1,

@@ -118,6 +118,7 @@ class InFlight:
     settled: bool = False
     dead_letter: str = ""  # the reason, when this is a dead letter standing in for the message
     floor: int = 0  # the stream's highest known sequence when first sent: it is stored above it
+    duplicate: bool = False  # the PubAck said it was stored already (by an earlier attempt or run)
 
 
 @dataclass(slots=True)
@@ -168,6 +169,12 @@ class JetStreamPublisher:
         self._js = nc.jetstream(timeout=1.0)
         self.stats = PublisherStats()
         self.highest_seq: dict[str, int] = {}  # per stream, from the PubAcks seen so far
+        # Rounds of PubAck timeouts since the last reply of any kind on this connection (a
+        # round: timeouts of publishes sent after the previous round was declared).
+        self._timeout_rounds = 0
+        self._last_timeout_at = 0.0
+        self._probe: asyncio.Task[None] | None = None
+        self.forced_reconnects = 0
         self._reply_length = len(nc.new_inbox()) + 1 + _TOKEN_DIGITS  # "<inbox>.<token>", at most
 
     async def __aenter__(self) -> JetStreamPublisher:
@@ -229,6 +236,8 @@ class JetStreamPublisher:
         self._expiry_task = asyncio.create_task(self._expire_loop(), name="publisher-expiry")
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         if self._expiry_task is not None:
             self._expiry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -326,6 +335,7 @@ class JetStreamPublisher:
         self._fail_all(PublishFailure("disconnected", "connection to NATS lost"))
 
     async def on_reconnect(self) -> None:
+        self._timeout_rounds = 0
         self._connected.set()
 
     def on_closed(self, reason: str) -> None:
@@ -351,6 +361,7 @@ class JetStreamPublisher:
             self._signal_space()
 
     def _on_reply_sync(self, msg: Msg) -> None:
+        self._timeout_rounds = 0  # the connection carries JetStream's answers
         entry = self._in_flight.pop(msg.subject[len(self._prefix) :], None)
         if entry is None:
             return  # a reply to an attempt that timed out or was forgotten
@@ -432,6 +443,43 @@ class JetStreamPublisher:
             failure = PublishFailure("timeout", f"no PubAck within {self._ack_timeout:g}s")
             for entry in expired:
                 self._fail(entry, failure)
+            if expired[-1].sent_at > self._last_timeout_at:
+                self._timeout_rounds += 1
+                self._last_timeout_at = time.monotonic()
+                self._check_connection()
+
+    def _check_connection(self) -> None:
+        """PubAcks stopped coming: find out whether this connection is the reason.
+
+        nats-py notices a hung server only when its pings go unanswered (one to two ping
+        intervals). A round of PubAck timeouts is a quicker hint: a PING the server does not
+        answer within 2 s means the connection is dead, so reconnect now. A second round in a
+        row with pings answered means JetStream answers nothing through this server (a node cut
+        off from the stream's leader, or no quorum): reconnecting tries another server of the
+        list, and costs nothing if the cluster as a whole has no quorum.
+        """
+        if self._probe is not None and not self._probe.done():
+            return
+        self._probe = asyncio.create_task(self._probe_connection(self._timeout_rounds), name="publisher-probe")
+
+    async def _probe_connection(self, rounds: int) -> None:
+        nc = self._nc
+        if not nc.is_connected:
+            return
+        why = ""
+        try:
+            await nc.flush(timeout=2)
+        except (NatsError, TimeoutError, OSError):
+            why = "the server did not answer a PING within 2 s"
+        if not why and rounds >= 2:
+            why = f"{rounds} rounds of PubAck timeouts in a row while the server answers pings"
+        if not why or not nc.is_connected:
+            return
+        url = nc.connected_url.geturl() if nc.connected_url else "?"
+        log.warning("no PubAck within %gs and %s: reconnecting (was %s)", self._ack_timeout, why, _host(url))
+        self.forced_reconnects += 1
+        self._timeout_rounds = 0
+        await nc.force_reconnect()
 
 
 _PUBACK_PREFIX = b'{"stream":"'
@@ -481,6 +529,11 @@ async def _wait(event: asyncio.Event, abandon: asyncio.Event | None) -> bool:
         waiting.cancel()
         giving_up.cancel()
     return event.is_set()
+
+
+def _host(url: str) -> str:
+    """host:port of a server URL, never its credentials."""
+    return url.rpartition("@")[2]
 
 
 def _describe(error: Exception) -> str:

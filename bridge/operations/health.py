@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CONSUMERS_LISTED = 100  # per stream, so a stream with thousands of consumers stays cheap
+# A route whose publishes JetStream has answered with nothing but failures for this long is not
+# ready: long enough to ride out one lost PubAck, short enough that no quorum, a full stream or a
+# hung server shows within 10 s (a timeout counts from when the publish went out).
+REFUSING_AFTER = 3.0
 
 
 @dataclass(slots=True)
@@ -50,6 +54,7 @@ class RouteHealth:
     last_progress_wall: float = field(default_factory=time.time)
     backlog: dict[str, int] = field(default_factory=dict)
     source_up: bool = False
+    seen_up: bool = False  # the source answered at least once since the start
     source_error: str = "not checked yet"
     stalled: bool = False
     reason: str = ""
@@ -78,6 +83,7 @@ class HealthMonitor:
         streams: Sequence[StreamConfig],
         stall_after: float = 60.0,
         interval: float = 5.0,
+        refusing_after: float = REFUSING_AFTER,
     ) -> None:
         self.pipelines = list(pipelines)
         self.publisher = publisher
@@ -85,6 +91,9 @@ class HealthMonitor:
         self.streams_config = streams
         self.stall_after = stall_after
         self.interval = interval
+        self.refusing_after = refusing_after
+        # Why the last look at the streams got no answer from JetStream ("" when it answered).
+        self.jetstream_error = ""
         self._js = js
         self.routes = {p.route.key: RouteHealth(p.route.service, p.route.config.name) for p in pipelines}
         self.streams: list[StreamHealth] = []
@@ -120,7 +129,14 @@ class HealthMonitor:
                 # that arrives as its answer does; the TaskGroup stopping the bridge would then wait
                 # for this loop forever.
                 raise asyncio.CancelledError
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self._next_look())
+
+    def _next_look(self) -> float:
+        """Seconds to the next look: soon while some source has never answered (the bridge is
+        starting: readiness should follow the moment records flow, not one interval later)."""
+        if all(health.seen_up for health in self.routes.values()):
+            return self.interval
+        return min(self.interval, 0.5)
 
     async def refresh(self) -> None:
         await asyncio.gather(*(self._refresh_route(p) for p in self.pipelines))
@@ -131,7 +147,7 @@ class HealthMonitor:
         health = self.routes[pipeline.route.key]
         try:
             health.backlog = dict(await asyncio.wait_for(pipeline.source.backlog(), self.interval))
-            health.source_up, health.source_error = True, ""
+            health.source_up, health.source_error, health.seen_up = True, "", True
         except (SourceUnavailableError, TimeoutError) as error:
             health.source_up = False
             health.source_error = str(error) or "no answer within the check interval"
@@ -163,7 +179,11 @@ class HealthMonitor:
             except NotFoundError:
                 states.append(StreamHealth(stream.name, exists=False))
                 continue
-            except (NatsError, TimeoutError):
+            except (NatsError, TimeoutError) as error:
+                self.jetstream_error = (
+                    f"JetStream did not answer stream info for {stream.name} "
+                    f"({type(error).__name__}{': ' + str(error) if str(error) else ''})"
+                )
                 return self.streams
             consumers: list[tuple[str, int, int]] = []
             with contextlib.suppress(NatsError, TimeoutError):
@@ -180,6 +200,7 @@ class HealthMonitor:
                     tuple(consumers),
                 )
             )
+        self.jetstream_error = ""
         return states
 
     # ------------------------------------------------------------------ answers
@@ -200,16 +221,29 @@ class HealthMonitor:
         problems = self.liveness_problems()
         if not self.refreshed:
             problems.append("starting: the first health check has not finished")
-        if not self.publisher.connected and self.publisher.closed is None:
+        connected = self.publisher.connected
+        if not connected and self.publisher.closed is None:
             problems.append("NATS: not connected (reconnecting)")
+        if connected and self.jetstream_error:
+            problems.append(f"NATS: {self.jetstream_error}")
         for service, state in self.phase_states.items():
             if state.record is None:
                 last = f" (last: {state.ignored[-1].text()})" if state.ignored else ""
                 problems.append(
                     f"service {service}: no valid phase record{last}; its routes are held until one is written"
                 )
+        now = time.monotonic()
+        for pipeline in self.pipelines:
+            since = pipeline.refusing_since
+            if since is not None and now - since >= self.refusing_after:
+                problems.append(
+                    f"route {pipeline.route.key}: JetStream stored nothing for {now - since:.0f}s: "
+                    f"{pipeline.stats.last_error or 'no answer'}"
+                )
         for key, health in self.routes.items():
-            if not health.source_up:
+            if not health.source_up and not health.seen_up:
+                problems.append(f"route {key}: starting: its source has not answered yet ({health.source_error})")
+            elif not health.source_up:
                 problems.append(f"route {key}: source unreachable: {health.source_error}")
             if health.stalled:
                 problems.append(f"route {key}: stalled: {health.reason}")
@@ -246,6 +280,14 @@ class HealthMonitor:
                     "reread": stats.reread,
                     "publish_errors": dict(stats.failures_by_kind),
                     "retries": stats.retries,
+                    "refusing_for": (
+                        round(time.monotonic() - pipeline.refusing_since, 1)
+                        if pipeline.refusing_since is not None
+                        else None
+                    ),
+                    "reordered": stats.reordered,
+                    "last_reorder": stats.last_reorder,
+                    "recopied": stats.recopied,
                     "in_flight": pipeline.unsettled,
                     "paused": pipeline.paused,
                     "source_up": health.source_up,

@@ -65,7 +65,7 @@ class BridgeCollector(Collector):
             _counter(names.DUPLICATES),
         )
         dead, skipped, errors = _counter(names.DEAD_LETTERED), _counter(names.SKIPPED), _counter(names.PUBLISH_ERRORS)
-        retries = _counter(names.RETRIES)
+        retries, reordered, recopied = _counter(names.RETRIES), _counter(names.REORDERED), _counter(names.RECOPIED)
         in_flight, backlog, paused = _gauge(names.IN_FLIGHT), _gauge(names.SOURCE_BACKLOG), _gauge(names.PAUSED)
         stalled, progress = _gauge(names.STALLED), _gauge(names.LAST_PROGRESS)
         latency = HistogramMetricFamily(
@@ -95,6 +95,8 @@ class BridgeCollector(Collector):
             for kind, count in stats.failures_by_kind.items():
                 errors.add_metric([*labels, kind], count)
             retries.add_metric(labels, stats.retries)
+            reordered.add_metric(labels, stats.reordered)
+            recopied.add_metric(labels, stats.recopied)
             in_flight.add_metric(labels, pipeline.unsettled)
             for lane, count in health.backlog.items():
                 backlog.add_metric([*labels, lane], count)
@@ -111,7 +113,8 @@ class BridgeCollector(Collector):
             reconnects.add_metric([name, kind], source_reconnects[(name, kind)])
         up.add_metric(["nats", "nats"], 1 if monitor.publisher.connected else 0)
         reconnects.add_metric(["nats", "nats"], monitor.events.reconnects)
-        yield from (received, published, duplicates, dead, skipped, errors, retries, in_flight, latency)
+        yield from (received, published, duplicates, dead, skipped, errors, retries, reordered, recopied)
+        yield from (in_flight, latency)
         yield from (backlog, paused, stalled, progress, up, reconnects)
 
     def _service_metrics(self) -> Iterator[Metric]:

@@ -65,6 +65,18 @@ PUBLISH_ERRORS = _m(
     (*ROUTE, "kind"),
     "Publish attempts that did not end in a PubAck (error, no-responders, timeout, disconnected, refused).",
 )
+REORDERED = _m(
+    "messages_reordered_total",
+    "counter",
+    ROUTE,
+    "Records JetStream stored after a later record of their partition or channel (PubAck sequences).",
+)
+RECOPIED = _m(
+    "messages_recopied_total",
+    "counter",
+    ROUTE,
+    "Records settled at the source but missing from JetStream (it lost them), read and copied again.",
+)
 RETRIES = _m("publish_retries_total", "counter", ROUTE, "Times a lane resent its unacknowledged messages.")
 IN_FLIGHT = _m("messages_in_flight", "gauge", ROUTE, "Messages read and not yet settled at the source.")
 PUBLISH_LATENCY = _m(
@@ -140,6 +152,8 @@ METRICS: tuple[MetricSpec, ...] = (
     DEAD_LETTERED,
     SKIPPED,
     PUBLISH_ERRORS,
+    REORDERED,
+    RECOPIED,
     RETRIES,
     IN_FLIGHT,
     PUBLISH_LATENCY,
