@@ -8,22 +8,27 @@ after the fact, read-only, on every broker:
 - **RabbitMQ stream-queue routes** (`mode: stream`), by `Amqp-Stream-Offset`, the same way,
   up to the highest offset stored: RabbitMQ keeps no offset for stream consumers (`rabbitmq`).
 - **RabbitMQ shadow and queue routes** have no positions: only "no Nats-Msg-Id stored twice"
-  can be checked, and the report says so instead of guessing.
+  can be checked (not completeness, not order), and the report says so instead of guessing.
+
+Order too: within one lane and one stream, positions must be stored increasing. A position
+whose first copy a stream holds after a higher position of its lane is *out of order* (a second
+copy is doubled, not counted again); dead letters keep no order.
 
 Every source message of a range is judged with the route's own mapping code, so a message
 the route filters or skips is not expected and one it dead-letters counts when its dead
-letter is stored. Exit code 0 is clean, 1 something missing or doubled, 2 something could not
-be checked (`report`).
+letter is stored. Exit code 0 is clean, 1 something missing, doubled or out of order, 2
+something could not be checked (`report`).
 
 The modules, in the order a check runs:
 
 * command: the whole check, in order, and the CLI command around it.
-* claims: which stored message (or dead letter) is which route's, and each route's tallies.
+* claims: which stored message (or dead letter) is which route's, and each route's tallies
+  (copies, and order as the scan goes).
 * counts: those tallies, per lane position or per Msg-Id, small enough for ten million.
 * scan: reading the streams into the tallies (headers only, nothing acknowledged).
 * kafka, rabbitmq: each broker's side of a route, read over its range.
 * expect: what the bridge does with one source message; a lane walked against its tallies.
-* ranges: positions as runs (`120-130, 145`), missing and doubled.
+* ranges: positions as runs (`120-130, 145`), missing, doubled and out of order.
 * report: the result and its JSON and exit code; output: the same for people.
 * limits: timeouts and batch sizes.
 """

@@ -9,6 +9,12 @@ route's template can produce. The subject test is what keeps apart two routes wr
 stream for messages stored before the bridge named the route on every message; since then a
 message is the route's by its `Bridge-Route` header. Dead letters are the route's by their
 `Bridge-Dlq-Route` header and subject (`<prefix>.<service>.<route>`).
+
+Order is tallied as the messages arrive, since a scan delivers a stream in sequence order: a
+lane's position stored after a higher position of that lane *in the same stream* is out of
+order. Each stream is ordered on its own (a route whose subjects land in two streams orders
+each separately); a second copy of a position is doubled, not also out of order; dead letters
+have no order to keep (they are written when a message fails, not in position order).
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import lane_position_from_headers
 from bridge.mapping import MSG_ID_HEADER, ROUTE_NAME_HEADER, CompiledRoute
 from bridge.routing import kafka_topic_matches
-from bridge.sources.base import Lane
+from bridge.sources.base import Lane, lane_label
 from bridge.verify.counts import IdCounts, PositionCounts
+from bridge.verify.ranges import RunBuilder
 from bridge.verify.report import RouteKind
 
 
@@ -45,6 +52,10 @@ class RouteCheck:
     dead_lettered: int = 0
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    # Per (stream, lane): the highest position stored so far in the scan of that stream.
+    highest: dict[tuple[str, Lane], int] = field(default_factory=dict, init=False, repr=False)
+    # Per lane: positions whose (first) copy was stored after a higher position of the lane.
+    disorder: dict[Lane, RunBuilder] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -100,8 +111,13 @@ class RouteCheck:
             return found
         return found if lane == self.queue else None
 
-    def count(self, claimed: tuple[Lane, int] | str, *, dead: bool) -> None:
-        """Tally one message `claim` or `claim_dead_letter` gave to this route."""
+    def count(self, claimed: tuple[Lane, int] | str, *, dead: bool, stream: str = "") -> None:
+        """Tally one message `claim` or `claim_dead_letter` gave to this route.
+
+        Messages must come in the stream's sequence order, one stream after another: `stream`
+        names the one being scanned, since order is only kept within a stream (and not at all
+        for dead letters). Msg-Ids (shadow/queue routes) carry no position to order by.
+        """
         if dead:
             self.dead_lettered += 1
         else:
@@ -110,9 +126,33 @@ class RouteCheck:
             self.ids.add(claimed)
             return
         lane, position = claimed
-        self.copies.setdefault(lane, PositionCounts()).add(position)
+        copies = self.copies.setdefault(lane, PositionCounts())
         if dead:
             self.dead.setdefault(lane, PositionCounts()).add(position)
+        else:
+            self._order(stream, lane, position, first_copy=copies[position] == 0)
+        copies.add(position)
+
+    def _order(self, stream: str, lane: Lane, position: int, *, first_copy: bool) -> None:
+        """Out of order: a first copy below the highest position of its lane stored earlier in
+        this stream. A later copy is doubled, and reported as that only: counting it twice
+        would make one fault two. Every copy raises the mark, doubled or not: a record stored
+        after it in this stream is still stored after a higher position."""
+        key = (stream, lane)
+        highest = self.highest.get(key)
+        if highest is None or position > highest:
+            self.highest[key] = position
+        elif first_copy and position < highest:
+            self.disorder.setdefault(lane, RunBuilder()).add(position)
+
+    def out_of_order(self, lane: Lane) -> list[tuple[int, int]]:
+        """The lane's out-of-order positions as sorted runs (a reorder moves consecutive records)."""
+        found = self.disorder.get(lane)
+        return found.runs() if found is not None else []
+
+    def out_of_order_by_label(self) -> dict[str, list[tuple[int, int]]]:
+        """Every lane's out-of-order runs, by the lane's label (LaneParity names lanes by it)."""
+        return {lane_label(lane): self.out_of_order(lane) for lane in self.disorder}
 
     def lane_counts(self, lane: Lane) -> tuple[PositionCounts, PositionCounts]:
         return self.copies.get(lane) or PositionCounts(), self.dead.get(lane) or PositionCounts()

@@ -34,6 +34,7 @@ from bridge.verify.scan import scan_all, stream_notes
 
 _QUEUE_NOTE = (
     "Shadow/queue routes have no positions: only that no Nats-Msg-Id is stored twice is checked. "
+    "Order cannot be checked either: a queue's messages carry no position to compare. "
     "Completeness needs the bridge's own accounting of what it acknowledged, which does not exist yet."
 )
 _CONTENT_HASH_NOTE = (
@@ -43,6 +44,12 @@ _CONTENT_HASH_NOTE = (
 
 
 def _parity(check: RouteCheck, lanes: list[LaneParity]) -> RouteParity:
+    """The route's report. Order was tallied while the streams were scanned, for every lane
+    stored, whatever range the source comparison could check: it is attached here, in the one
+    place every route's lanes pass through, by the lane's label."""
+    disorder = check.out_of_order_by_label()
+    for lane in lanes:
+        lane.out_of_order = disorder.get(lane.lane, [])
     parity = RouteParity(
         route=check.key,
         kind=check.kind,
@@ -160,7 +167,7 @@ async def _compare(
 def verify_command(file: Path, service: str | None, as_json: bool) -> int:
     """`nats-bridge verify FILE [--service S] [--json]`: load, check, print; the exit code.
 
-    0 clean, 1 missing or doubled, 2 could not check (or the file does not load).
+    0 clean, 1 missing, doubled or out of order, 2 could not check (or the file does not load).
     """
     try:
         config = load_config(file)

@@ -9,12 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from bridge.verify.ranges import format_ranges
-from bridge.verify.report import RouteParity, VerifyReport
+from bridge.verify.report import LaneParity, RouteParity, VerifyReport
 
 SHOWN_RUNS = 12  # runs of positions the table shows per cell; JSON has them all
 
 
-_LANE_COLUMNS = ("lane", "range", "expected", "once", "DLQ", "missing", "doubled", "skipped", "outside")
+_LANE_COLUMNS = ("lane", "range", "expected", "once", "DLQ", "missing", "doubled", "order", "skipped", "outside")
 
 
 def render(report: VerifyReport, console: Console | None = None) -> None:
@@ -22,8 +22,9 @@ def render(report: VerifyReport, console: Console | None = None) -> None:
     routes), problems in red; then errors and notes, one whole line each; then a verdict.
 
     Columns: `once` stored exactly once, `DLQ` only dead-lettered, `missing` and `doubled`
-    positions (listed below the tables), `skipped` source messages the route does not
-    publish, `outside` stored positions outside the checked range.
+    positions, `order` positions stored after a higher one of their lane (all three listed
+    below the tables), `skipped` source messages the route does not publish, `outside` stored
+    positions outside the checked range.
     """
     console = console or Console(soft_wrap=False)
     for route in report.routes:
@@ -46,14 +47,16 @@ def render(report: VerifyReport, console: Console | None = None) -> None:
         console.print(line, highlight=False, soft_wrap=True)  # one line each, whole: greppable
     missing = sum(route.missing_count for route in report.routes)
     doubled_count = sum(route.doubled_count for route in report.routes)
+    disorder = sum(route.out_of_order_count for route in report.routes)
+    counts = f"{missing} missing, {doubled_count} doubled, {disorder} out of order"
     if report.ok:
-        verdict = "[green]clean[/]: every expected message is stored exactly once"
+        verdict = "[green]clean[/]: every expected message is stored exactly once, each lane in order"
     elif not any(route.error is None for route in report.routes):
         verdict = "[bold red]not checked[/]"
     elif not report.checked:
-        verdict = f"[bold red]not fully checked[/] ({missing} missing, {doubled_count} doubled where checked)"
+        verdict = f"[bold red]not fully checked[/] ({counts} where checked)"
     else:
-        verdict = f"[red]{missing} missing, {doubled_count} doubled[/]"
+        verdict = f"[red]{counts}[/]"
     summary = f"{report.file or 'verify'}: {verdict}. Nothing was published, taken or committed."
     console.print(summary, highlight=False, soft_wrap=True)
 
@@ -74,18 +77,30 @@ def _lane_table(title: str, route: RouteParity) -> Table:
             str(lane.dead_lettered),
             str(lane.missing_count),
             str(lane.doubled_count),
+            str(lane.out_of_order_count),
             str(lane.not_expected),
             str(lane.outside),
-            style="red" if lane.missing_count or lane.doubled else "",
+            style="red" if lane.missing_count or lane.doubled or lane.out_of_order else "",
         )
     if not route.lanes:
-        table.add_row("(none)", "", "", "", "", "", "", "", "", style="yellow")
+        table.add_row("(none)", *[""] * (len(_LANE_COLUMNS) - 1), style="yellow")
     return table
 
 
 def _shown(items: Sequence[str]) -> str:
     text = ", ".join(items[:SHOWN_RUNS])
     return text + (f", … (+{len(items) - SHOWN_RUNS} more)" if len(items) > SHOWN_RUNS else "")
+
+
+def _problems(route: str, lane: LaneParity) -> Iterator[str]:
+    """A lane's missing, doubled and out-of-order positions, one line each (rich markup)."""
+    where = f"{route} {lane.lane}"
+    if lane.missing:
+        yield f"[red]missing[/] {where}: {format_ranges(lane.missing, SHOWN_RUNS)}"
+    if lane.doubled:
+        yield f"[red]doubled[/] {where}: {_shown([str(run) for run in lane.doubled])}"
+    if lane.out_of_order:
+        yield f"[red]out of order[/] {where}: {format_ranges(lane.out_of_order, SHOWN_RUNS)}"
 
 
 def _remarks(report: VerifyReport) -> Iterator[str]:
@@ -97,10 +112,7 @@ def _remarks(report: VerifyReport) -> Iterator[str]:
             yield f"[bold red]error[/] {route.route}: {route.error}"
     for route in report.routes:
         for lane in route.lanes:
-            if lane.missing:
-                yield f"[red]missing[/] {route.route} {lane.lane}: {format_ranges(lane.missing, SHOWN_RUNS)}"
-            if lane.doubled:
-                yield f"[red]doubled[/] {route.route} {lane.lane}: {_shown([str(run) for run in lane.doubled])}"
+            yield from _problems(route.route, lane)
     for route in report.routes:
         for lane in route.lanes:
             if lane.note:

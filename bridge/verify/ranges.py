@@ -1,4 +1,4 @@
-"""Positions as runs of consecutive integers: missing ones (`120-130, 145`) and doubled ones."""
+"""Positions as runs of consecutive integers: missing and out-of-order ones (`120-130, 145`), doubled ones."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from bridge.verify.counts import SATURATED
 
 
 class RunBuilder:
-    """Positions collected as runs of consecutive integers, in any order (ascending is cheapest)."""
+    """Positions collected as runs of consecutive integers, in any order (ascending or descending
+    is cheapest: a lane stored backwards, each record out of order, still makes one run)."""
 
     __slots__ = ("_runs", "count")
 
@@ -23,6 +24,9 @@ class RunBuilder:
             last = self._runs[-1]
             if position == last[1] + 1:
                 last[1] = position
+                return
+            if position == last[0] - 1:
+                last[0] = position
                 return
         self._runs.append([position, position])
 

@@ -1,10 +1,13 @@
 """The parity report: a VerifyReport of RouteParity of LaneParity, as JSON and as an exit code.
 
-Exit codes: 0 clean; 1 something missing or doubled; 2 something could not be checked (a
-broker unreachable, a stream missing, a file that does not load) — 2 wins over 1, because a
-partial check cannot be called clean or complete. A position present more than once — in the
-route's streams and the dead-letter stream together — is doubled wherever it is, inside the
-checked range or not. A topic the route names that does not exist is a note.
+Exit codes: 0 clean; 1 something missing, doubled or out of order; 2 something could not be
+checked (a broker unreachable, a stream missing, a file that does not load) — 2 wins over 1,
+because a partial check cannot be called clean or complete. A position present more than once
+— in the route's streams and the dead-letter stream together — is doubled wherever it is,
+inside the checked range or not; one stored after a higher position of its lane in the same
+stream is out of order wherever it is, too (consumers read a stream in sequence order, so they
+see it late whether or not it is committed yet). A topic the route names that does not exist
+is a note.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ class LaneParity:
 
     Every source message of the range the route publishes or dead-letters is *expected*; each
     expected one is stored once, dead-lettered (only), missing, or doubled. `doubled` covers
-    the whole lane, inside the range or not: a second copy is wrong wherever it is.
+    the whole lane, inside the range or not: a second copy is wrong wherever it is. So does
+    `out_of_order`: positions whose first copy a stream holds after a higher position of the
+    lane (a second copy is doubled, not counted again here); these are also stored once.
     """
 
     lane: str
@@ -39,6 +44,7 @@ class LaneParity:
     missing: list[tuple[int, int]] = field(default_factory=list)
     missing_count: int = 0
     doubled: list[DoubledRun] = field(default_factory=list)
+    out_of_order: list[tuple[int, int]] = field(default_factory=list)
     not_expected: int = 0  # source messages of the range the route does not publish (filtered, skipped)
     unmatched: int = 0  # stored positions in the range with no expected source message behind them
     outside: int = 0  # stored positions outside the range (e.g. stored, not yet committed)
@@ -47,6 +53,10 @@ class LaneParity:
     @property
     def doubled_count(self) -> int:
         return sum(run.last - run.first + 1 for run in self.doubled)
+
+    @property
+    def out_of_order_count(self) -> int:
+        return sum(last - first + 1 for first, last in self.out_of_order)
 
     @property
     def range_text(self) -> str:
@@ -65,6 +75,9 @@ class LaneParity:
             "missing_ranges": [list(run) for run in self.missing],
             "doubled": [run.as_json() for run in self.doubled],
             "doubled_count": self.doubled_count,
+            "out_of_order": format_ranges(self.out_of_order),
+            "out_of_order_count": self.out_of_order_count,
+            "out_of_order_ranges": [list(run) for run in self.out_of_order],
             "not_expected": self.not_expected,
             "unmatched": self.unmatched,
             "outside": self.outside,
@@ -100,8 +113,12 @@ class RouteParity:
         return sum(lane.doubled_count for lane in self.lanes) + len(self.doubled_ids)
 
     @property
+    def out_of_order_count(self) -> int:
+        return sum(lane.out_of_order_count for lane in self.lanes)
+
+    @property
     def ok(self) -> bool:
-        return self.error is None and not self.missing_count and not self.doubled_count
+        return self.error is None and not self.missing_count and not self.doubled_count and not self.out_of_order_count
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +130,7 @@ class RouteParity:
             "dead_lettered": self.dead_lettered,
             "missing_count": self.missing_count,
             "doubled_count": self.doubled_count,
+            "out_of_order_count": self.out_of_order_count,
             "lanes": [lane.as_json() for lane in self.lanes],
             "doubled_ids": [{"msg_id": msg_id, "copies": copies} for msg_id, copies in self.doubled_ids],
             "distinct_ids": self.distinct_ids,
@@ -136,7 +154,7 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        """No missing, no doubled, no errors."""
+        """No missing, no doubled, nothing out of order, no errors."""
         return self.checked and all(route.ok for route in self.routes)
 
     @property

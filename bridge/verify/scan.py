@@ -1,5 +1,8 @@
 """Reading JetStream: every stream some route needs, scanned once, each message handed to
-the routes that claim it; then the dead-letter stream."""
+the routes that claim it; then the dead-letter stream.
+
+A scan delivers a stream in sequence order, one stream after another, and names the stream to
+the routes it hands messages to: that is what lets them tally order (claims)."""
 
 from __future__ import annotations
 
@@ -85,14 +88,17 @@ async def scan_stream(
     return StreamScan(state.first_seq, last, scanned)
 
 
-def dispatcher(checks: Sequence[RouteCheck], *, dead: bool) -> Callable[[str, Mapping[str, str]], None]:
-    """A scan handler giving each message to every route that claims it."""
+def dispatcher(
+    checks: Sequence[RouteCheck], *, dead: bool, stream: str = ""
+) -> Callable[[str, Mapping[str, str]], None]:
+    """A scan handler giving each message to every route that claims it; `stream` is the one
+    scanned, in sequence order (each stream's order is checked on its own)."""
 
     def handle(subject: str, headers: Mapping[str, str]) -> None:
         for check in checks:
             claimed = check.claim_dead_letter(subject, headers) if dead else check.claim(subject, headers)
             if claimed is not None:
-                check.count(claimed, dead=dead)
+                check.count(claimed, dead=dead, stream=stream)
 
     return handle
 
@@ -104,7 +110,7 @@ async def scan_all(js: JetStreamContext, config: BridgeConfig, checks: Sequence[
     for name in names:
         users = [check for check in checks if check.error is None and name in check.streams]
         try:
-            scans[name] = await scan_stream(js, name, dispatcher(users, dead=False))
+            scans[name] = await scan_stream(js, name, dispatcher(users, dead=False, stream=name))
         except NotFoundError:
             for check in users:
                 check.error = f"stream {name} does not exist on the server"
@@ -114,7 +120,9 @@ async def scan_all(js: JetStreamContext, config: BridgeConfig, checks: Sequence[
     users = [check for check in checks if check.error is None]
     if users:
         try:
-            await scan_stream(js, config.dead_letters.stream, dispatcher(users, dead=True))
+            await scan_stream(
+                js, config.dead_letters.stream, dispatcher(users, dead=True, stream=config.dead_letters.stream)
+            )
         except NotFoundError:
             pass  # no dead-letter stream: nothing was ever dead-lettered
         except (ScanError, NatsError, TimeoutError) as error:

@@ -13,10 +13,11 @@ import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from kafka_helpers import BridgeProcess, fill_topic, stored_records, wait_for_count
 from nats.aio.client import Client as NatsClient
@@ -24,6 +25,8 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from bridge.config import load_config
+from bridge.mapping import CompiledRoute
+from bridge.sources.kafka import kafka_message
 from bridge.verify import DoubledRun, LaneParity, RouteParity, VerifyReport, verify, verify_command
 
 BridgeFactory = Callable[[Path], BridgeProcess]
@@ -243,6 +246,100 @@ async def test_kafka_verify_names_the_deleted_offset_missing_and_the_republished
     assert "1 missing, 1 doubled" in text
 
 
+async def _records(bootstrap: str, topic: str, partitions: int, per_partition: int) -> list[ConsumerRecord[Any, Any]]:
+    """Every record of the topic, read without a group (assign + seek): nothing committed."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, partition) for partition in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        found: list[ConsumerRecord[Any, Any]] = []
+        deadline = time.monotonic() + 30
+        while len(found) < partitions * per_partition:
+            assert time.monotonic() < deadline, f"read {len(found)} records of {topic}"
+            for batch in (await consumer.getmany(*tps, timeout_ms=1000)).values():
+                found.extend(batch)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def _commit(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+    """Commit `offsets` for `group`, as the bridge does once JetStream stored everything below."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.kafka
+@pytest.mark.nats
+async def test_kafka_verify_names_the_records_stored_after_a_later_offset_out_of_order(
+    tmp_path: Path,
+    nats_url: str,
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    unique_name: str,
+    jetstream: JetStreamContext,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 20, item 1: verify checks order too. The stream holds partition 0's records with
+    offset 10 stored before 5-9 (the fault the bridge's reorder detection names live: an earlier
+    publish refused, a later one stored, the earlier one's resend after it), each exactly once,
+    and the group committed past them all: verify must name 5-9 out of order, nothing missing
+    or doubled, and exit 1. Partition 1, interleaved with it in the stream, is in order."""
+    topic = await kafka_topic(partitions=2)
+    stream = unique_name.upper()
+    group = f"bridge-{unique_name}"
+    await fill_topic(kafka_bootstrap, topic, 40, 2)  # offsets 0..19 on each partition
+    mapping = _kafka_mapping(
+        tmp_path / "m.yaml", nats_url=nats_url, bootstrap=kafka_bootstrap, stream=stream, topic=topic, group=group
+    )
+    config = load_config(mapping, env={})
+    ((service, route_config),) = config.routes()
+    route = CompiledRoute.compile(service, route_config)  # the bridge's own subjects, headers and Msg-Ids
+    await jetstream.add_stream(name=stream, subjects=[f"{stream.lower()}.>"])
+    by_lane = {(r.partition, r.offset): r for r in await _records(kafka_bootstrap, topic, 2, 20)}
+    p0 = [*range(5), 10, *range(5, 10), *range(11, 20)]
+    for p0_offset, p1_offset in zip(p0, range(20), strict=True):
+        for partition, offset in ((0, p0_offset), (1, p1_offset)):
+            outbound = route.map(kafka_message(by_lane[(partition, offset)]))
+            assert outbound.headers["Kafka-Offset"] == str(offset)
+            assert outbound.headers["Bridge-Route"] == "svc/copy"
+            ack = await jetstream.publish(outbound.subject, outbound.payload, headers=dict(outbound.headers))
+            assert ack.stream == stream
+            assert not ack.duplicate
+    await _commit(kafka_bootstrap, group, {TopicPartition(topic, 0): 20, TopicPartition(topic, 1): 20})
+
+    code = await asyncio.to_thread(verify_command, mapping, None, True)
+    document = json.loads(capsys.readouterr().out)
+    assert code == 1, document
+    assert document["ok"] is False
+    (route_json,) = document["routes"]
+    assert route_json["error"] is None
+    assert (route_json["missing_count"], route_json["doubled_count"], route_json["out_of_order_count"]) == (0, 0, 5)
+    lanes = {lane["lane"]: lane for lane in route_json["lanes"]}
+    reordered, in_order = lanes[f"{topic}/0"], lanes[f"{topic}/1"]
+    assert (reordered["first"], reordered["last"]) == (0, 19)
+    assert reordered["out_of_order"] == "5-9"
+    assert reordered["out_of_order_ranges"] == [[5, 9]]
+    assert reordered["out_of_order_count"] == 5
+    assert (reordered["expected"], reordered["stored_once"]) == (20, 20)
+    for lane in (reordered, in_order):
+        assert (lane["missing_count"], lane["doubled_count"]) == (0, 0)
+    assert (in_order["out_of_order"], in_order["out_of_order_count"]) == ("", 0)
+
+    code = await asyncio.to_thread(verify_command, mapping, None, False)
+    text = capsys.readouterr().out
+    assert code == 1
+    assert f"out of order svc/copy {topic}/0: 5-9" in text
+    assert "0 missing, 0 doubled, 5 out of order" in text
+
+
 # --------------------------------------------------------------------------- RabbitMQ
 
 
@@ -346,6 +443,7 @@ async def test_queue_route_verify_reports_a_msg_id_stored_twice(
     assert (parity.stored, parity.distinct_ids, parity.doubled_ids) == (20, 20, [])
     assert parity.note is not None
     assert "Completeness needs the bridge's own accounting" in parity.note
+    assert "Order cannot be checked either" in parity.note
     assert report.exit_code == 0
 
     # Past the 1 s duplicate window, the same Msg-Id is stored again (a redelivery after an outage).
