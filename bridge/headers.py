@@ -40,6 +40,10 @@ TYPED_HEADERS = "Bridge-Typed-Headers"
 # one of FORWARDED_HEADERS was written by a forward route, and reverse routes never write it
 # back to the legacy broker. Either way the message is counted as filtered and acknowledged.
 ORIGIN_HEADER = "nats-bridge-origin"
+# A record copied again after JetStream lost it ("lost": the bridge saw its checkpoint behind the
+# source's commit; "repair": `verify --repair`) is stored after later records of its lane, on
+# purpose: this header says so, and verify's order check does not count it as a reorder.
+RECOPIED_HEADER = "Bridge-Recopied"
 ORIGIN_NATS = "nats"
 FORWARDED_HEADERS = ("Kafka-Topic", "Amqp-Exchange")
 _TOKEN_CHARS = frozenset(b"!#$&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")

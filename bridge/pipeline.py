@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -36,6 +37,7 @@ from nats.errors import Error as NatsError
 from bridge.config.model import OnError
 from bridge.deadletters import DeadLetter, DeadLetterReason, DeadLetters, fits, subject_fits
 from bridge.errors import BridgeError
+from bridge.headers import RECOPIED_HEADER
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.mapping import CompiledRoute, MappingError
 from bridge.message import OutboundMessage, SourceMessage
@@ -434,6 +436,8 @@ class RoutePipeline:
         self._has_work: set[LaneState] = set()
         self._rejections: list[_Rejection] = []
         self._last_settle = 0.0
+        # Per lane, the ranges being copied again because JetStream lost them (missing_before).
+        self._recopying: dict[Lane, list[tuple[int, int]]] = {}
         # Since when JetStream has answered this route's publishes with nothing but failures
         # (None: the last answer stored something); readiness reads it.
         self.refusing_since: float | None = None
@@ -485,7 +489,18 @@ class RoutePipeline:
             expected = present + 1
         if ranges:
             self.stats.recopied += sum(last - first + 1 for first, last in ranges)
+            self._recopying.setdefault(lane, []).extend(ranges)
         return ranges
+
+    def _recopy_marked(self, lane: Lane, position: int, outbound: OutboundMessage) -> OutboundMessage:
+        """A record copied again after JetStream lost it lands after later records of its lane:
+        it says so (verify's order check then knows it is late on purpose)."""
+        ranges = self._recopying.get(lane)
+        if not ranges or not any(first <= position <= last for first, last in ranges):
+            return outbound
+        if position >= ranges[-1][1]:
+            del self._recopying[lane]  # positions only grow within an assignment: done with it
+        return dataclasses.replace(outbound, headers={**outbound.headers, RECOPIED_HEADER: "lost"})
 
     async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
         states = [self._lanes[lane] for lane in lanes if lane in self._lanes]
@@ -698,6 +713,8 @@ class RoutePipeline:
                 continue
             try:
                 outbound = route.map(message)
+                if self._recopying:
+                    outbound = self._recopy_marked(received.lane, received.position, outbound)
             except MappingError as error:
                 entry = InFlight(_SKIPPED, lane, received.position)
                 lane.entries.append(entry)

@@ -53,6 +53,7 @@ class RouteCheck:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     # Per (stream, lane): the highest position stored so far in the scan of that stream.
+    recopied: int = 0  # stored copies marked Bridge-Recopied (copied again after JetStream lost them)
     highest: dict[tuple[str, Lane], int] = field(default_factory=dict, init=False, repr=False)
     # Per lane: positions whose (first) copy was stored after a higher position of the lane.
     disorder: dict[Lane, RunBuilder] = field(default_factory=dict, init=False, repr=False)
@@ -111,12 +112,14 @@ class RouteCheck:
             return found
         return found if lane == self.queue else None
 
-    def count(self, claimed: tuple[Lane, int] | str, *, dead: bool, stream: str = "") -> None:
+    def count(self, claimed: tuple[Lane, int] | str, *, dead: bool, stream: str = "", late: bool = False) -> None:
         """Tally one message `claim` or `claim_dead_letter` gave to this route.
 
         Messages must come in the stream's sequence order, one stream after another: `stream`
         names the one being scanned, since order is only kept within a stream (and not at all
-        for dead letters). Msg-Ids (shadow/queue routes) carry no position to order by.
+        for dead letters). Msg-Ids (shadow/queue routes) carry no position to order by. `late`:
+        the message says it was copied again after JetStream lost it (Bridge-Recopied), so it
+        is stored after later records on purpose: counted, not held against the order.
         """
         if dead:
             self.dead_lettered += 1
@@ -129,6 +132,8 @@ class RouteCheck:
         copies = self.copies.setdefault(lane, PositionCounts())
         if dead:
             self.dead.setdefault(lane, PositionCounts()).add(position)
+        elif late:
+            self.recopied += 1
         else:
             self._order(stream, lane, position, first_copy=copies[position] == 0)
         copies.add(position)

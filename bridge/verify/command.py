@@ -29,6 +29,7 @@ from bridge.verify.kafka import KafkaRouteReader
 from bridge.verify.limits import CONNECT_TIMEOUT, FETCH_TIMEOUT
 from bridge.verify.output import render
 from bridge.verify.rabbitmq import compare_stream_queue
+from bridge.verify.repair import RepairReport, repair
 from bridge.verify.report import EXIT_UNCHECKED, LaneParity, RouteParity, VerifyReport
 from bridge.verify.scan import scan_all, stream_notes
 
@@ -60,6 +61,11 @@ def _parity(check: RouteCheck, lanes: list[LaneParity]) -> RouteParity:
         notes=list(check.notes),
         error=check.error,
     )
+    if check.recopied:
+        parity.notes.append(
+            f"{check.recopied} stored record(s) carry Bridge-Recopied: copied again after JetStream lost them, "
+            "they are stored after later records on purpose and not counted as out of order."
+        )
     if check.kind == "rabbitmq-queue" and check.error is None:
         parity.doubled_ids = check.ids.doubled()
         parity.distinct_ids = check.ids.distinct
@@ -164,10 +170,40 @@ async def _compare(
         raise BridgeError(f"source '{check.route.config.source}': {_error_text(error)}") from None
 
 
-def verify_command(file: Path, service: str | None, as_json: bool) -> int:
-    """`nats-bridge verify FILE [--service S] [--json]`: load, check, print; the exit code.
+async def verify_and_repair(config: BridgeConfig, *, service: str | None = None) -> tuple[VerifyReport, RepairReport]:
+    """Verify; copy again what is missing where the source still holds it; verify again.
+
+    The second report is the one that counts: it says what is still missing after the repair.
+    """
+    before = await verify(config, service=service)
+    repaired = RepairReport()
+    if not any(lane.missing for route in before.routes for lane in route.lanes) and not any(
+        route.kind == "rabbitmq-queue" for route in before.routes
+    ):
+        return before, repaired
+    routes = [check.route for check in build_checks(config, service)]
+    try:
+        nc: NatsClient = await asyncio.wait_for(
+            connect_nats(config.nats.model_copy(update={"max_reconnect_attempts": 1})), CONNECT_TIMEOUT * 2
+        )
+    except (NatsError, OSError, TimeoutError) as error:
+        before.errors.append(f"repair: cannot connect to NATS: {_error_text(error)}")
+        return before, repaired
+    try:
+        repaired = await repair(config, before, routes, nc)
+    except _BROKER_FAILURES as error:
+        repaired.notes.append(f"repair stopped: {Scrubber(config_secrets(config)).scrub(_error_text(error))}")
+    finally:
+        with contextlib.suppress(NatsError, OSError, TimeoutError):
+            await nc.close()
+    return await verify(config, service=service), repaired
+
+
+def verify_command(file: Path, service: str | None, as_json: bool, repair_missing: bool = False) -> int:
+    """`nats-bridge verify FILE [--service S] [--json] [--repair]`: load, check, print; the exit code.
 
     0 clean, 1 missing, doubled or out of order, 2 could not check (or the file does not load).
+    With --repair, what was missing is copied again first, and the code is the second check's.
     """
     try:
         config = load_config(file)
@@ -191,10 +227,29 @@ def verify_command(file: Path, service: str | None, as_json: bool) -> int:
             count = len(error.issues)
             typer.echo(f"{count} error{'s' if count != 1 else ''} in {error.issues[0].file}", err=True)
         return EXIT_UNCHECKED
-    report = asyncio.run(verify(config, service=service))
-    report.file = str(file)
-    if as_json:
-        typer.echo(json.dumps(report.as_json(), indent=2))
+    repaired: RepairReport | None = None
+    if repair_missing:
+        report, repaired = asyncio.run(verify_and_repair(config, service=service))
     else:
-        render(report)
+        report = asyncio.run(verify(config, service=service))
+    report.file = str(file)
+    _print(report, repaired, as_json)
     return report.exit_code
+
+
+def _print(report: VerifyReport, repaired: RepairReport | None, as_json: bool) -> None:
+    if as_json:
+        document = report.as_json()
+        if repaired is not None:
+            document["repair"] = repaired.as_json()
+        typer.echo(json.dumps(document, indent=2))
+        return
+    if repaired is not None:
+        for lane in repaired.lanes:
+            for line in lane.lines():
+                typer.echo(line)
+        for note in repaired.notes:
+            typer.echo(f"note: {note}")
+        if not repaired.lanes:
+            typer.echo("repair: nothing was missing")
+    render(report)

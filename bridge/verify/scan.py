@@ -17,6 +17,7 @@ from nats.js.errors import NotFoundError
 
 from bridge.config.model import BridgeConfig
 from bridge.errors import BridgeError
+from bridge.headers import RECOPIED_HEADER
 from bridge.verify.claims import RouteCheck
 from bridge.verify.limits import FETCH_TIMEOUT, SCAN_BATCH
 
@@ -98,7 +99,7 @@ def dispatcher(
         for check in checks:
             claimed = check.claim_dead_letter(subject, headers) if dead else check.claim(subject, headers)
             if claimed is not None:
-                check.count(claimed, dead=dead, stream=stream)
+                check.count(claimed, dead=dead, stream=stream, late=RECOPIED_HEADER in headers)
 
     return handle
 

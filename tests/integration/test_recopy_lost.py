@@ -25,6 +25,9 @@ from kafka_helpers import (
 )
 from private_nats import PrivateNatsServer
 
+from bridge.config import load_config
+from bridge.verify import verify
+
 if TYPE_CHECKING:
     from conftest import TopicFactory
 
@@ -79,6 +82,9 @@ async def test_records_a_restored_nats_store_lost_are_copied_again_once(
             records = await stored_records(client, stream)
         finally:
             await client.close()
+        # The copies made again land after later records on purpose and say so (Bridge-Recopied):
+        # verify counts them, and does not call them out of order.
+        report = await verify(load_config(mapping, env={}))
     finally:
         if last.alive():
             last.kill()
@@ -92,3 +98,7 @@ async def test_records_a_restored_nats_store_lost_are_copied_again_once(
     # of the store was taken survived, the next 500 were lost.
     for partition in range(partitions):
         assert f"{topic}/{partition}: 500 record(s) the group committed are in no stream (offsets 500-999)" in text
+    (route,) = report.routes
+    assert (route.missing_count, route.doubled_count, route.out_of_order_count) == (0, 0, 0), report.as_json()
+    assert report.exit_code == 0, report.as_json()
+    assert "1000 stored record(s) carry Bridge-Recopied" in (route.note or ""), route.note

@@ -503,3 +503,80 @@ async def test_verify_exits_2_when_it_cannot_check_and_says_why(
     code = await asyncio.to_thread(verify_command, broken, None, False)
     assert code == 2
     assert "sourcs" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- --repair
+
+
+@pytest.mark.kafka
+@pytest.mark.nats
+async def test_verify_repair_copies_the_lost_records_again_with_their_ids_once_jetstream_forgets_them(
+    tmp_path: Path,
+    bridge_process: BridgeFactory,
+    nats_url: str,
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    unique_name: str,
+    nc: NatsClient,
+    jetstream: JetStreamContext,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 20, item 3: JetStream lost acknowledged records the group has long committed past.
+    `verify --repair` reads exactly those offsets from Kafka and publishes them again, mapped by
+    the route (same subject, headers and Nats-Msg-Id). While JetStream still remembers a lost
+    record's id (its duplicate window; a deleted message leaves its id behind, a rolled-back
+    store does not) it cannot be stored under that id: --repair says so and exits 1; once the
+    window has passed, it stores them, and the second check is clean (exit 0). A record the
+    route dead-letters (p0's keyless offset 20) is not copied anew."""
+    topic = await kafka_topic(partitions=2)
+    stream = unique_name.upper()
+    await fill_topic(kafka_bootstrap, topic, 40, 2)
+    mapping = _kafka_mapping(
+        tmp_path / "m.yaml",
+        nats_url=nats_url,
+        bootstrap=kafka_bootstrap,
+        stream=stream,
+        topic=topic,
+        group=f"bridge-{unique_name}",
+    )
+    mapping.write_text(
+        mapping.read_text().replace(
+            f'subjects: ["{stream.lower()}.>"]}}', f'subjects: ["{stream.lower()}.>"], duplicate_window: 2s}}'
+        )
+    )
+    assert "duplicate_window: 2s" in mapping.read_text()
+    await _run_bridge(bridge_process, mapping, nc, stream, 40, None)
+    before = {(p, o): (seq) for p, o, seq in await stored_records(nc, stream)}
+    original = {
+        key: await jetstream.get_msg(stream, seq) for key, seq in before.items() if key in {(0, 3), (1, 7), (1, 8)}
+    }
+    for key in ((0, 3), (1, 7), (1, 8)):
+        assert await jetstream.delete_msg(stream, before[key])
+
+    code = await asyncio.to_thread(verify_command, mapping, None, True, True)
+    document = json.loads(capsys.readouterr().out)
+    assert code == 1, document
+    repaired = {lane["lane"]: lane for lane in document["repair"]["lanes"]}
+    assert repaired[f"{topic}/0"]["missing"] == "3"
+    assert repaired[f"{topic}/1"]["missing"] == "7-8"
+    remembered = repaired[f"{topic}/0"]["id_still_remembered"] + repaired[f"{topic}/1"]["id_still_remembered"]
+    assert remembered == [3, 7, 8], document["repair"]
+
+    await asyncio.sleep(3)  # the 2 s duplicate window passes: JetStream forgets the lost ids
+    code = await asyncio.to_thread(verify_command, mapping, None, False, True)
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert f"repaired svc/copy {topic}/0: 1 of the missing 3 copied again" in text
+    assert f"repaired svc/copy {topic}/1: 2 of the missing 7-8 copied again" in text
+    records = await stored_records(nc, stream)
+    assert sorted((p, o) for p, o, _ in records) == sorted(before), "each record once, the lost ones again"
+    for key, message in original.items():
+        seq = next(seq for p, o, seq in records if (p, o) == key)
+        again = await jetstream.get_msg(stream, seq)
+        assert again.subject == message.subject
+        assert again.data == message.data
+        assert (again.headers or {}).get("Nats-Msg-Id") == (message.headers or {}).get("Nats-Msg-Id")
+
+    code = await asyncio.to_thread(verify_command, mapping, None, False, True)
+    assert code == 0
+    assert "repair: nothing was missing" in capsys.readouterr().out
