@@ -580,3 +580,47 @@ async def test_verify_repair_copies_the_lost_records_again_with_their_ids_once_j
     code = await asyncio.to_thread(verify_command, mapping, None, False, True)
     assert code == 0
     assert "repair: nothing was missing" in capsys.readouterr().out
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.nats
+async def test_verify_repair_copies_a_stream_queues_lost_offsets_again(
+    tmp_path: Path,
+    bridge_process: BridgeFactory,
+    rabbit_vhost_url: str,
+    nats_url: str,
+    unique_name: str,
+    nc: NatsClient,
+    jetstream: JetStreamContext,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same for a RabbitMQ stream queue: the lost offsets are read from the queue (a stream
+    keeps what is read) and stored again with their ids; the second check is clean."""
+    stream = unique_name.upper()
+    connection = await aio_pika.connect(rabbit_vhost_url)
+    channel = await connection.channel()
+    await channel.declare_queue("events", durable=True, arguments={"x-queue-type": "stream"})
+    for i in range(30):
+        await channel.default_exchange.publish(aio_pika.Message(f"e{i}".encode()), routing_key="events")
+    await connection.close()
+    route = (
+        "{name: events, source: rabbit, from: {queue: events, mode: stream, stream_offset: first}, "
+        f'to: "{stream.lower()}.events"}}'
+    )
+    mapping = _rabbit_mapping(
+        tmp_path / "m.yaml", nats_url=nats_url, amqp_url=rabbit_vhost_url, stream=stream, route=route, window="1s"
+    )
+    await _run_bridge(bridge_process, mapping, nc, stream, 30, None)
+    offsets = {int(headers["Amqp-Stream-Offset"]): seq for seq, headers in await _stored(jetstream, stream)}
+    for offset in (0, 10, 11, 12):
+        assert await jetstream.delete_msg(stream, offsets[offset])
+    await asyncio.sleep(2.5)  # past the 1 s duplicate window: JetStream forgot the lost ids
+
+    code = await asyncio.to_thread(verify_command, mapping, None, True, True)
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0, document
+    (lane,) = document["repair"]["lanes"]
+    assert (lane["lane"], lane["missing"], lane["republished"]) == ("events", "0, 10-12", 4), lane
+    stored = {int(headers["Amqp-Stream-Offset"]) for _, headers in await _stored(jetstream, stream)}
+    assert stored == set(range(30))
+    assert (await jetstream.stream_info(stream)).state.messages == 30
