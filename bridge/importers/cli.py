@@ -19,7 +19,7 @@ from bridge.config import load_config_text
 from bridge.config.limits import MAX_DEFINITIONS_BYTES, InputLimitError, loads_json, read_bounded, size_limit
 from bridge.errors import ConfigError
 from bridge.importers.kafka import import_topics, read_topics
-from bridge.importers.rabbitmq import DEFAULT_PREFIX, check_definitions, import_definitions
+from bridge.importers.rabbitmq import DEFAULT_PREFIX, NothingToCopyError, check_definitions, import_definitions
 from bridge.importers.render import MappingDocument, render
 from bridge.routing import is_valid_subject_filter
 
@@ -100,7 +100,14 @@ def import_rabbitmq(
             typer.echo(f"error: {definitions}: {problem}", err=True)
         typer.echo(f"{definitions} is not a definitions export the importer can read", err=True)
         raise typer.Exit(EXIT_INVALID)
-    _emit(import_definitions(document, prefix=prefix, vhost=vhost), output, force)
+    try:
+        mapping = import_definitions(document, prefix=prefix, vhost=vhost)
+    except NothingToCopyError as error:
+        typer.echo(f"error: {definitions}: {error.summary}; nothing written", err=True)
+        for reason in error.reasons:
+            typer.echo(f"  - {reason}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    _emit(mapping, output, force)
 
 
 @import_app.command("kafka")

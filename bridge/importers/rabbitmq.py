@@ -29,9 +29,10 @@ Mapping rules, chosen for a team that wants an exact shadow copy first and cut-o
 * **Exchange-to-exchange bindings.** Each queue's traffic is shadowed where it enters: at the
   exchange(s) no exchange-to-exchange binding feeds (found by following every chain back). The
   entry's route is bound with what the chain selects (topic and direct keys intersected step by
-  step); where a step cannot be written as a binding of the entry (a headers step after a topic
-  entry, two patterns with no single-pattern intersection) the entry's own binding, a superset, is
-  used and a comment says so. Exchanges fed by such bindings get no service of their own.
+  step: `eu.#` then `*.orders.#` is `eu.orders.#`); where a step cannot be written as a binding of
+  the entry (a headers step after a topic entry, two patterns whose intersection takes several
+  patterns, like `#.a.#` and `#.b.#`) the key so far, a superset, is used and a comment says so.
+  Exchanges fed by such bindings get no service of their own.
 * **Hash exchanges** (`x-consistent-hash`, `x-modulus-hash`) send each message to ONE of their
   bindings, so a queue bound to one takes a share, never a copy: they are copied at the exchange
   feeding them (together their queues receive all of it), with the hashing explained; one that
@@ -42,8 +43,11 @@ Mapping rules, chosen for a team that wants an exact shadow copy first and cut-o
   smallest of queue argument, policy and operator policy; dead-letter-exchange, its routing key
   and overflow come from the policy only when the queue has no argument; alternate-exchange alike.
 * **Retry and delay queues** (a TTL and a dead-letter exchange that routes the expired message on
-  to a queue that is not a parking lot): the TTL is a delay, not retention: no `max_age`.
-* **Nothing to copy** is `NothingToCopyError` (exit 2 in the CLI), never an empty mapping.
+  to a queue that is not a parking lot): the TTL is a delay, not retention: no `max_age`. The
+  message comes back into its dead-letter exchange with the Msg-Id of its first copy, so that
+  exchange's stream gets a `duplicate_window` of the TTL plus the default 2m (at most its
+  `max_age`): a retried message is stored once, not once per trip.
+* **Nothing to copy** is `NothingToCopyError` (one `error:` line and exit 2 in the CLI), never an empty mapping.
 * **Queue arguments -> stream limits.** The stream must keep at least what the most generous
   legacy queue keeps, so a limit is set only when every bound queue has one, and then the
   largest: `x-message-ttl` -> `max_age`, `x-max-length` -> `max_msgs` (with `x-overflow`
@@ -76,9 +80,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from typer._click.exceptions import ClickException  # typer's vendored click: what its CLI catches
-
-from bridge.config.durations import MAX_DURATION, format_duration
+from bridge.config.durations import MAX_DURATION, format_duration, parse_duration
 from bridge.config.limits import INT64_MAX
 from bridge.errors import BridgeError
 from bridge.importers.render import MappingDocument
@@ -114,24 +116,23 @@ QUEUE_POLICY_KEYS = (
 # res_min and the operator-policy merge); the others: the queue's own argument wins over a policy.
 NUMERIC_POLICY_KEYS = frozenset({"message-ttl", "max-length", "max-length-bytes"})
 MAX_PATHS = 64  # exchange-to-exchange paths followed per queue binding (a mesh cannot explode)
+MAX_INTERSECTIONS = 16  # patterns one intersection of two topic keys may take before it is left a superset
+MAX_KEY_LENGTH = 255  # bytes of a routing or binding key (an AMQP short string)
 
 
-class NothingToCopyError(ClickException, BridgeError):
+class NothingToCopyError(BridgeError):
     """The export maps to a file that would copy nothing: refused, never written as "valid".
 
-    A ClickException (exit status 2) so `nats-bridge import rabbitmq` states the reason and
-    stops; library callers catch it like any exception. `reasons` are the import's NOT MAPPED notes.
+    `nats-bridge import rabbitmq` prints `summary` as its one `error:` line, then `reasons` (the
+    import's NOT MAPPED notes), and exits 2.
     """
 
-    exit_code = 2
+    summary = "nothing to copy: no legacy queue's traffic can be shadowed, so the mapping would copy no message"
 
     def __init__(self, reasons: list[str]) -> None:
-        self.reasons = reasons
-        lines = "\n".join(f"- {reason}" for reason in reasons) or "- the export has no exchanges, queues or bindings"
-        super().__init__(
-            "nothing to copy: no legacy queue's traffic can be shadowed, so the mapping would copy no "
-            f"message. Not written.\n{lines}"
-        )
+        self.reasons = reasons or ["the export has no exchanges, queues or bindings"]
+        lines = "\n".join(f"- {reason}" for reason in self.reasons)
+        super().__init__(f"{self.summary}; nothing written\n{lines}")
 
 
 @dataclass
@@ -253,7 +254,64 @@ def _topic_intersection(left: str, right: str) -> tuple[str | None, bool]:
         return (left if topic_matches(right, left) else None), True
     if not _has_wildcard(right):
         return (right if topic_matches(left, right) else None), True
+    patterns = _topic_intersections(left, right)
+    if patterns is not None and len(patterns) <= 1:
+        return (patterns[0] if patterns else None), True  # `eu.#` and `*.orders.#` meet in `eu.orders.#`
     return left, False
+
+
+class _TooManyError(Exception):
+    """An intersection falls apart into more patterns than are worth writing."""
+
+
+def _topic_intersections(left: str, right: str) -> list[str] | None:
+    """Topic binding keys that together match exactly the routing keys both `left` and `right` match
+    ([] when no key matches both), none covering another; None when that would take more than
+    MAX_INTERSECTIONS keys or the keys are longer than RabbitMQ allows.
+
+    Word by word from the front: two words meet in the narrower one (`*` gives way to a literal; two
+    different literals never meet); a `#` facing a word either takes no word, or takes that word and
+    stays for more; two `#` meet in one `#` followed by what is left once either of them has ended.
+    """
+    if len(left.encode()) > MAX_KEY_LENGTH or len(right.encode()) > MAX_KEY_LENGTH:
+        return None
+    a, b = tuple(_words(left)), tuple(_words(right))
+    memo: dict[tuple[int, int], frozenset[tuple[str, ...]]] = {}
+
+    def joined(word: str, tails: Iterable[tuple[str, ...]]) -> set[tuple[str, ...]]:
+        return {tail if word == "#" and tail[:1] == ("#",) else (word, *tail) for tail in tails}
+
+    def walk(i: int, j: int) -> frozenset[tuple[str, ...]]:
+        if (i, j) in memo:
+            return memo[(i, j)]
+        found: set[tuple[str, ...]] = set()
+        if i == len(a) or j == len(b):
+            if all(word == "#" for word in (b[j:] if i == len(a) else a[i:])):
+                found.add(())
+        elif a[i] == "#" and b[j] == "#":
+            found = joined("#", walk(i + 1, j) | walk(i, j + 1))
+        elif a[i] == "#":
+            found = set(walk(i + 1, j)) | joined(b[j], walk(i, j + 1))
+        elif b[j] == "#":
+            found = set(walk(i, j + 1)) | joined(a[i], walk(i + 1, j))
+        elif a[i] == b[j] or "*" in (a[i], b[j]):
+            found = joined(b[j] if a[i] == "*" else a[i], walk(i + 1, j + 1))
+        if len(found) > MAX_INTERSECTIONS:
+            raise _TooManyError
+        memo[(i, j)] = frozenset(found)
+        return memo[(i, j)]
+
+    try:
+        patterns = sorted(walk(0, 0), key=lambda words: (len(words), words))
+    except _TooManyError:
+        return None
+    if ("",) in patterns:  # one empty word cannot be written: "" is the key of no words
+        return None
+    kept = [".".join(words) for words in patterns]
+    for pattern in list(kept):
+        if any(other != pattern and _topic_subset(pattern, other) for other in kept):
+            kept.remove(pattern)
+    return kept
 
 
 def _selects_everything(kind: str | None, binding: _Binding) -> bool:
@@ -680,6 +738,7 @@ class _Importer:
                 )
         for vhost, entry in sorted(selections):
             self._exchange_service(vhost, entry, selections[(vhost, entry)])
+        self._retry_windows()
         self._stream_queues()
         self._leftovers(queue_bindings)
         self.doc.data = {
@@ -908,9 +967,9 @@ class _Importer:
         for reason in result.inexact:
             self._note_service(
                 service,
-                f"legacy queue '{selection.queue}': {reason}. The route binds what exchange '{entry}' itself "
-                "passes on (a superset): the stream holds more than this queue receives; give its NATS "
-                "consumer a narrower filter.",
+                f"legacy queue '{selection.queue}': {reason}. The route at exchange '{entry}' binds what the "
+                "other steps select (a superset): the stream holds more than this queue receives; give its "
+                "NATS consumer a narrower filter.",
                 route,
             )
         for hashed in result.hashed:
@@ -1160,6 +1219,60 @@ class _Importer:
         if not onward:
             return None
         return f"exchange '{dlx}' routes them to " + ", ".join(f"'{name}'" for name in onward)
+
+    def _retry_windows(self) -> None:
+        """Widen the duplicate window of the stream a retry queue sends its messages back into.
+
+        A message comes back from a retry queue a TTL after it failed, and its shadow copy has the
+        Msg-Id of its first copy (its message_id, or the content hash, which leaves out what dead
+        lettering adds), so JetStream keeps it once only while that Msg-Id is in the window: the
+        TTL plus the default window (which covers a bridge restart)."""
+        docs = {stream["name"]: stream for stream in self.streams}
+        widest: dict[str, tuple[timedelta, list[str]]] = {}
+        for (vhost, name), queue in sorted(self.queues.items()):
+            ttl = _int_arg(queue.arguments, "x-message-ttl")
+            if ttl is None or self._retry_target(queue) is None:
+                continue
+            dlx = str(queue.arguments["x-dead-letter-exchange"])
+            stream = self.stream_of_exchange.get((vhost, dlx))
+            if stream is None:
+                continue  # not copied where it comes back (the dead-letter note says where it is)
+            window = timedelta(milliseconds=ttl) + DEFAULT_DUPLICATE_WINDOW
+            line = (
+                f"queue '{name}' is a retry queue: each message it holds comes back into exchange '{dlx}' "
+                f"{format_duration(timedelta(milliseconds=ttl))} after it failed (its x-message-ttl), with the "
+                "Msg-Id of the copy made when it was first published there"
+            )
+            if "x-dead-letter-routing-key" in queue.arguments:
+                line += (
+                    f" when it has a message_id (it comes back with routing key "
+                    f"'{queue.arguments['x-dead-letter-routing-key']}', so a content hash differs: stored again)"
+                )
+            best, lines = widest.get(stream, (DEFAULT_DUPLICATE_WINDOW, []))
+            widest[stream] = (max(best, window), [*lines, line])
+        for stream, (window, lines) in widest.items():
+            doc = docs[stream]
+            kept = window
+            if "max_age" in doc:
+                kept = min(window, parse_duration(doc["max_age"]))  # JetStream: the window fits in max_age
+            if kept > DEFAULT_DUPLICATE_WINDOW:
+                doc["duplicate_window"] = format_duration(kept)
+            for line in lines:
+                self._note_stream(stream, line + ".")
+            self._note_stream(
+                stream,
+                f"duplicate_window {format_duration(kept)}: JetStream stores a message again once its Msg-Id "
+                "has left the window, so the window spans the longest retry delay plus the default 2m, and a "
+                "retried message is stored once, not once per attempt. It covers ONE trip through the retry "
+                "queue: if consumers retry N times, raise it to N x the delay + 2m (JetStream keeps every "
+                "Msg-Id of the window in memory)."
+                + (
+                    f" Capped at max_age {doc['max_age']}: a retry later than that is stored again (its first "
+                    "copy is gone by then)."
+                    if kept < window
+                    else ""
+                ),
+            )
 
     def _queues_reached(self, vhost: str, exchange: str, key: str | None) -> set[str]:
         """Queues a message published to `exchange` with routing key `key` (None: any) can reach."""
