@@ -24,6 +24,9 @@ msg-id       two routes that store into one stream with Msg-Id templates that ca
 headers      source headers named Nats-* (and the bridge's own prefixes) never become NATS
              headers: bridge.headers sends them as Source-<name> (info). A rename or `set`
              into Kafka-/Amqp-/Source-/Bridge- overwrites or fakes the bridge's metadata (warning).
+durability   (--connect only) each stream's replicas, storage and sync_interval, each route's
+             legacy side (queue type, replication factor), and a warning where a replicated
+             or fsyncing legacy source lands on a weaker stream (bridge.durability).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from bridge.dryrun_patterns import (
     route_shapes,
     show,
 )
+from bridge.durability import DurabilityReport
 from bridge.headers import RESERVED_HEADER_PREFIXES
 from bridge.jetstream.plan import Plan, subjects_collide
 from bridge.routing import ExchangeType
@@ -92,6 +96,7 @@ class DryRunReport:
     probes: list[dict[str, Any]] = field(default_factory=list)
     plan: dict[str, Any] | None = None
     drift: Plan | None = None  # the same plan, for the table
+    durability: DurabilityReport | None = None  # --connect: streams' posture against the legacy side
 
     @property
     def exit_code(self) -> int:
@@ -112,6 +117,7 @@ class DryRunReport:
             "findings": [finding.as_json() for finding in self.findings],
             "probes": self.probes,
             "streams": self.plan,
+            "durability": self.durability.as_json() if self.durability is not None else None,
         }
 
 
@@ -190,6 +196,18 @@ def check_retention(config: BridgeConfig, captures: Mapping[str, list[Capture]])
             )
         findings.append(Finding(Severity.WARNING, "retention", stream.name, f"{text} (routes: {', '.join(users)})"))
     return findings
+
+
+def route_streams(config: BridgeConfig, server_streams: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Per route (`service/route`), the streams that take any of its subjects, the dead-letter
+    stream aside: where what the route copies is kept, for the durability posture."""
+    streams = _stream_subjects(config, server_streams)
+    shapes = {f"{service}/{route.name}": route_shapes(service, route) for service, route in config.routes()}
+    dead_letters = config.dead_letters.stream
+    return {
+        route: sorted({name for capture in found for name in capture.some if name != dead_letters})
+        for route, found in capture_map(shapes, streams).items()
+    }
 
 
 def _stream_subjects(config: BridgeConfig, server: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:

@@ -11,6 +11,10 @@ What each probe does, and why it leaves no trace:
   up the same way, only to say whether `run` will declare it.
 - Kafka: an admin client reads cluster metadata (topics). No consumer is created, so no
   group is joined and no offset is committed.
+- Durability (bridge.durability_probe): the streams' replicas and storage from the same stream
+  listing, each server's sync_interval from its monitoring endpoint (`nats.monitor_urls`), queue
+  types and bound queues from RabbitMQ's management API (`management:` of the source), Kafka
+  topics' replica sets and configs from the admin client. All of it GETs and describes.
 
 Every probe has a short timeout, and errors name the broker and its URL with the password
 redacted (the password is also scrubbed from the client's own error text).
@@ -29,14 +33,17 @@ import aiormq
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from nats.errors import Error as NatsError
+from nats.js import api as js_api
 
 from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, RabbitMQMode, RabbitMQSource
-from bridge.dryrun import DryRunReport, Finding, Severity, offline_checks
+from bridge.dryrun import DryRunReport, Finding, Severity, offline_checks, route_streams
 from bridge.dryrun_replay import DEFAULT_MAX_PAYLOAD, ReplayReport, replay_file
 from bridge.dryrun_sample import sample_into
+from bridge.durability import NOT_REVEALED, SYNC_UNKNOWN_NOTE, DurabilityReport, Level
+from bridge.durability_probe import assemble, gather_legacy_and_sync, stream_infos
 from bridge.errors import BridgeError
 from bridge.jetstream.connection import connect_error_text, connect_nats, redact_url
-from bridge.jetstream.plan import Action, Plan, plan_streams, server_streams
+from bridge.jetstream.plan import Action, Plan, plan_streams
 from bridge.logs import Scrubber, config_secrets
 from bridge.sources.kafka import full_match_pattern, kafka_client_options
 from bridge.sources.rabbitmq import RabbitMQConnectError, amqp_url, open_connection, shadow_queue_name
@@ -51,25 +58,30 @@ def _error_text(error: BaseException) -> str:
 # --------------------------------------------------------------------------- NATS
 
 
-async def probe_nats(config: BridgeConfig) -> tuple[dict[str, Any], Plan | None, dict[str, list[str]]]:
-    """(probe result, stream plan, every server stream's subjects); plan None when unreachable."""
+async def probe_nats(
+    config: BridgeConfig,
+) -> tuple[dict[str, Any], Plan | None, dict[str, list[str]], dict[str, js_api.StreamInfo]]:
+    """(probe result, stream plan, every server stream's subjects, every server stream's info);
+    plan None when unreachable."""
     urls = ", ".join(redact_url(server.get_secret_value()) for server in config.nats.servers)
     nats = config.nats.model_copy(update={"max_reconnect_attempts": 1})
     try:
         nc = await asyncio.wait_for(connect_nats(nats), PROBE_TIMEOUT * 2)
     except (NatsError, OSError, TimeoutError, BridgeError) as error:
         message = Scrubber(config_secrets(config)).scrub(connect_error_text(config.nats, error))
-        return {"broker": "nats", "url": urls, "ok": False, "error": message}, None, {}
+        return {"broker": "nats", "url": urls, "ok": False, "error": message}, None, {}, {}
     try:
-        existing = await asyncio.wait_for(server_streams(nc.jetstream(timeout=PROBE_TIMEOUT)), PROBE_TIMEOUT)
+        infos = await asyncio.wait_for(stream_infos(nc.jetstream(timeout=PROBE_TIMEOUT)), PROBE_TIMEOUT)
     except (NatsError, TimeoutError) as error:
-        return {"broker": "nats", "url": urls, "ok": False, "error": f"NATS at {urls}: {_error_text(error)}"}, None, {}
+        failed = {"broker": "nats", "url": urls, "ok": False, "error": f"NATS at {urls}: {_error_text(error)}"}
+        return failed, None, {}, {}
     finally:
         with contextlib.suppress(NatsError, OSError, TimeoutError):
             await nc.close()
+    existing = {name: info.config for name, info in infos.items()}
     plan = plan_streams(config.all_streams(), existing)
     subjects = {name: list(stream.subjects or []) for name, stream in existing.items()}
-    return {"broker": "nats", "url": urls, "ok": True, "error": None}, plan, subjects
+    return {"broker": "nats", "url": urls, "ok": True, "error": None}, plan, subjects, infos
 
 
 def plan_findings(plan: Plan) -> list[Finding]:
@@ -217,8 +229,34 @@ async def probe_kafka(config: BridgeConfig, name: str, source: KafkaSource) -> l
 # --------------------------------------------------------------------------- all of it
 
 
-async def probe_all(config: BridgeConfig) -> tuple[list[Finding], Plan | None, dict[str, list[str]]]:
-    """Every broker at once: (findings, the stream plan or None, the server's streams' subjects)."""
+def durability_findings(report: DurabilityReport) -> list[Finding]:
+    """The posture as findings: a note per stream (each route's legacy side is in the table and
+    in the JSON's `durability`), a warning per downgrade (it makes dry-run exit 1, as every
+    warning does), and a warning per configured monitoring endpoint or management API that did
+    not answer."""
+    findings: list[Finding] = []
+    users: dict[str, list[str]] = {}
+    for route, (_, streams) in report.routes.items():
+        for stream in streams:
+            users.setdefault(stream, []).append(route)
+    for name, posture in report.streams.items():
+        routes = ", ".join(users.get(name, []))
+        findings.append(Finding(Severity.INFO, "durability", name, f"{posture.line()} (routes: {routes})"))
+    for item in report.advice:
+        severity = Severity.WARNING if item.level is Level.WARNING else Severity.INFO
+        findings.append(Finding(severity, "durability", item.route, item.text()))
+    if any(posture.sync.reason == NOT_REVEALED and not posture.sync.known for posture in report.streams.values()):
+        findings.append(Finding(Severity.INFO, "durability", "sync_interval", SYNC_UNKNOWN_NOTE))
+    for problem in report.problems:
+        findings.append(Finding(Severity.WARNING, "durability", "probe", problem))
+    return findings
+
+
+async def probe_all(
+    config: BridgeConfig,
+) -> tuple[list[Finding], Plan | None, dict[str, list[str]], DurabilityReport]:
+    """Every broker at once: (findings, the stream plan or None, the server's streams' subjects,
+    the durability posture)."""
     nats_task = probe_nats(config)
     source_probes = [
         probe_rabbitmq(config, name, source)
@@ -226,7 +264,9 @@ async def probe_all(config: BridgeConfig) -> tuple[list[Finding], Plan | None, d
         else probe_kafka(config, name, source)
         for name, source in config.sources.items()
     ]
-    (nats_result, plan, server), per_source = await asyncio.gather(nats_task, asyncio.gather(*source_probes))
+    (nats_result, plan, server, infos), per_source, (views, by_server, problems) = await asyncio.gather(
+        nats_task, asyncio.gather(*source_probes), gather_legacy_and_sync(config, config.routes())
+    )
     findings: list[Finding] = []
     if nats_result["ok"]:
         findings.append(Finding(Severity.INFO, "connect", "nats", f"reachable at {nats_result['url']}"))
@@ -236,7 +276,9 @@ async def probe_all(config: BridgeConfig) -> tuple[list[Finding], Plan | None, d
         findings += plan_findings(plan)
     for result in per_source:
         findings += result
-    return findings, plan, server
+    durability = assemble(config, route_streams(config, server), infos, views, by_server, problems)
+    findings += durability_findings(durability)
+    return findings, plan, server, durability
 
 
 async def dry_run(
@@ -264,9 +306,10 @@ async def dry_run(
         await sample_into(report, config, sample, sample_duration)
     server: dict[str, list[str]] = {}
     if connect:
-        findings, plan, server = await probe_all(config)
+        findings, plan, server, durability = await probe_all(config)
         report.findings += findings
         report.plan = plan.as_json() if plan is not None else None
         report.drift = plan
+        report.durability = durability
     report.findings[:0] = offline_checks(config, outage_budget=outage_budget, server_streams=server)
     return report

@@ -46,6 +46,8 @@ def print_report(report: DryRunReport, console: Console | None = None) -> None:
                     show_value(change.field, change.file),
                 )
         console.print(drift)
+    if report.durability is not None and report.durability.streams:
+        console.print(_durability_table(report))
     if isinstance(report, ReplayReport):
         if len(report.messages) <= TABLE_ROWS:
             console.print(_messages_table(report))
@@ -115,5 +117,29 @@ def _messages_table(report: ReplayReport) -> Table:
                 headers,
                 text,
                 style=style,
+            )
+    return table
+
+
+def _durability_table(report: DryRunReport) -> Table:
+    """Per stream: how it keeps what it acknowledges, and the legacy side of each route into it
+    (the warnings are in the findings above)."""
+    assert report.durability is not None
+    table = Table(title="durability: what each stream keeps, against what the legacy side promised")
+    for column in ("stream", "replicas", "storage", "sync_interval", "route", "legacy side"):
+        table.add_column(column, overflow="fold")
+    warned = {(item.route, item.stream) for item in report.durability.warnings}
+    for name, posture in report.durability.streams.items():
+        routes = [(route, legacy) for route, (legacy, streams) in report.durability.routes.items() if name in streams]
+        for index, (route, legacy) in enumerate(routes or [("-", None)]):
+            first = index == 0
+            table.add_row(
+                (name + ("" if posture.origin == "server" else " (as the file declares it)")) if first else "",
+                str(posture.replicas) if first else "",
+                posture.storage if first else "",
+                posture.sync.text() if first else "",
+                route,
+                legacy.describe() if legacy is not None else "",
+                style="yellow" if (route, name) in warned else "",
             )
     return table

@@ -66,6 +66,7 @@ class SecretScrubbingFormatter(logging.Formatter):
 def config_secrets(config: BridgeConfig) -> list[str]:
     """Every secret value the mapping file resolved to: passwords, tokens, URL passwords."""
     values: list[SecretStr | None] = [config.nats.password, config.nats.token, *config.nats.servers]
+    values += config.nats.monitor_urls
     nats = config.nats
     for path in (nats.credentials_file, nats.nkey_seed_file):
         secrets_in_file = _file_secrets(path)
@@ -73,6 +74,8 @@ def config_secrets(config: BridgeConfig) -> list[str]:
     for source in config.sources.values():
         if isinstance(source, RabbitMQSource):
             values += [source.url, source.password]
+            if source.management is not None:
+                values += [source.management.url, source.management.password]
         elif isinstance(source, KafkaSource):
             values += [source.sasl_password, source.ssl_key_password]
     secrets = []

@@ -134,6 +134,15 @@ class NatsConfig(Strict):
         strict=True,
         description="Reconnect attempts before giving up; -1 (the default) retries forever.",
     )
+    monitor_urls: list[SecretStr] = Field(
+        default_factory=list,
+        description=(
+            "Monitoring endpoints of the servers (`http://nats-1:8222`), read only by `dry-run --connect` "
+            "and `status` for each server's `sync_interval` (/varz), which JetStream does not reveal to "
+            "clients. Optional; `run` never uses them."
+        ),
+        json_schema_extra={"items": {"type": "string"}, "examples": [["http://127.0.0.1:8222"]]},
+    )
 
     @model_validator(mode="after")
     def _one_auth_method(self) -> NatsConfig:
@@ -236,6 +245,26 @@ class StreamConfig(Strict):
 # --------------------------------------------------------------------------- sources
 
 
+class RabbitMQManagement(Strict):
+    """RabbitMQ's management HTTP API, read only by `dry-run --connect` and `status`.
+
+    AMQP cannot tell a quorum queue from a classic one (a passive declare answers both alike),
+    so what a legacy queue promises about durability — its type, members, durability — and
+    which legacy queues are bound where a shadow route copies can only be read here.
+    """
+
+    url: SecretStr = Field(
+        description="Base URL of the API, e.g. `http://rabbit:15672/`; a password in it only via `${VAR}`.",
+        json_schema_extra={"type": "string", "examples": ["http://rabbit:15672/"]},
+    )
+    username: str | None = Field(
+        None, description="A user with the `monitoring` tag; when absent, the URL's user, else the source's."
+    )
+    password: SecretStr | None = Field(
+        None, description="Its password as a `${VAR}` or `${file:PATH}` reference; when absent, the source's."
+    )
+
+
 class RabbitMQSource(Strict):
     """A RabbitMQ broker the bridge reads from."""
 
@@ -257,6 +286,13 @@ class RabbitMQSource(Strict):
         1000, ge=1, le=65535, strict=True, description="Most unacknowledged deliveries per consumer: the memory bound."
     )
     heartbeat: Duration = Field(timedelta(seconds=30), description="AMQP heartbeat interval.")
+    management: RabbitMQManagement | None = Field(
+        None,
+        description=(
+            "The management API, for the durability posture of `dry-run --connect` and `status` "
+            "(queue types, bound queues); optional, never used by `run`."
+        ),
+    )
 
     @model_validator(mode="after")
     def _tls_consistent(self) -> RabbitMQSource:

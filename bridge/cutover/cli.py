@@ -20,6 +20,7 @@ from bridge.cutover.controller import CLEANING
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.status import ServiceStatus, gather_status
 from bridge.cutover.store import PhaseStore
+from bridge.durability import NOT_REVEALED, SYNC_UNKNOWN_NOTE
 from bridge.errors import BridgeError
 from bridge.jetstream.connection import close_quietly, connect_for_command
 
@@ -188,6 +189,43 @@ def print_status(report: list[ServiceStatus], console: Console) -> None:
                     str(route.dead_letters) if index == 0 else "",
                 )
     console.print(routes)
+    print_durability(report, console)
+
+
+def print_durability(report: list[ServiceStatus], console: Console) -> None:
+    """Per route and stream: replicas, storage, sync_interval, the legacy side; then the warnings
+    and notes, and what could not be read."""
+    table = Table(title="durability: what each stream keeps, against what the legacy side promised")
+    for column in ("route", "stream", "replicas", "storage", "sync_interval", "legacy side"):
+        table.add_column(column, overflow="fold")
+    lines: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for status in report:
+        durability = status.durability
+        warned = {(item.route, item.stream) for item in durability.warnings}
+        for route, (legacy, streams) in durability.routes.items():
+            for index, name in enumerate(streams or ["-"]):
+                posture = durability.streams.get(name)
+                table.add_row(
+                    route if index == 0 else "",
+                    name + ("" if posture is None or posture.origin == "server" else " (as the file declares it)"),
+                    str(posture.replicas) if posture else "-",
+                    posture.storage if posture else "-",
+                    posture.sync.text() if posture else "-",
+                    legacy.describe() if index == 0 else "",
+                    style="yellow" if (route, name) in warned else "",
+                )
+        lines += [(item.level.value, f"{item.route}: {item.text()}") for item in durability.advice]
+        problems += [problem for problem in durability.problems if problem not in problems]
+    if table.row_count:
+        console.print(table)
+    for level, text in lines:
+        console.print(f"{level}: {text}", style="yellow" if level == "warning" else "dim", soft_wrap=True)
+    postures = [posture for status in report for posture in status.durability.streams.values()]
+    if any(not posture.sync.known and posture.sync.reason == NOT_REVEALED for posture in postures):
+        console.print(f"note: {SYNC_UNKNOWN_NOTE}", style="dim", soft_wrap=True)
+    for problem in problems:
+        console.print(f"durability: could not read: {problem}", style="yellow", soft_wrap=True)
 
 
 def status_json(report: list[ServiceStatus]) -> str:

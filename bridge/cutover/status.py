@@ -14,6 +14,12 @@ apart. "Safe to advance" is a verdict an operator can act on:
 A phase record the bridges ignore (invalid, or a move cutover would refuse) is shown with its
 key, revision and reason, beside the last valid record they follow; a service with no valid
 record at all is shown as `unknown` (the bridges hold its routes).
+
+Each service also shows its durability posture (bridge.durability): how each of its streams
+keeps what it acknowledges — replicas, storage, sync_interval where a server's monitoring
+endpoint shows it — against what its legacy queues or topics promised, with a warning where
+the stream keeps less. It changes neither the verdict nor the exit code: the cut-over's
+progress and the posture are separate decisions.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from bridge.cutover.drain import lanes_text
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.store import FRESH, PhaseState, PhaseStore
 from bridge.dryrun_patterns import filter_shape, intersects, route_shapes
+from bridge.durability import DurabilityReport
+from bridge.durability_probe import read_report
 
 
 @dataclass(slots=True)
@@ -52,6 +60,7 @@ class ServiceStatus:
     safe_to_advance: bool = False
     advice: str = ""
     state: PhaseState = FRESH
+    durability: DurabilityReport = field(default_factory=DurabilityReport)
 
     @property
     def phase(self) -> str:
@@ -85,6 +94,7 @@ class ServiceStatus:
                 }
                 for route in self.routes
             ],
+            "durability": self.durability.as_json(),
         }
 
 
@@ -132,8 +142,16 @@ async def gather_status(
         return list(backlogs), states, time.monotonic()
 
     first_backlogs, first_states, first_at = await look()
-    await asyncio.sleep(interval)
-    backlogs, states, at = await look()
+    # The durability looks (stream info, monitoring endpoints, management API, topic configs)
+    # run while the rates' interval passes.
+    labels = {f"{name}/{route.name}": _capturing_streams(config, name, route.name) for name, route in routes}
+    posture_task = asyncio.ensure_future(read_report(config, js, routes, labels))
+    try:
+        await asyncio.sleep(interval)
+        backlogs, states, at = await look()
+        posture = await posture_task
+    finally:
+        posture_task.cancel()  # done by now, unless a look failed
     elapsed = max(at - first_at, 1e-6)
 
     report: list[ServiceStatus] = []
@@ -164,6 +182,7 @@ async def gather_status(
                 dead = -1
             status.routes.append(RouteStatus(f"{name}/{route.name}", now, rate, streams, dead))
         status.safe_to_advance, status.advice = _verdict(status)
+        status.durability = posture.for_routes(route.route for route in status.routes)
         report.append(status)
     return report
 

@@ -1,0 +1,417 @@
+"""The facts behind the durability posture (bridge.durability), read from the brokers, read-only.
+
+- NATS: each stream's replicas, storage and peers come from stream info. `sync_interval` is a
+  server setting JetStream never tells a client; a server's monitoring endpoint shows it
+  (/varz `jetstream.config.sync_interval`, `sync_always`), so it is read only from the URLs
+  listed in `nats.monitor_urls`, and is "unknown" without them.
+- RabbitMQ: a passive declare answers alike for a classic and a quorum queue, so queue types,
+  members and which legacy queues are bound to a shadowed exchange come from the management
+  API (`sources.<name>.management`). Without it a queue route's legacy side is unknown; a stream
+  route reads a stream queue by definition, so that one is known either way. Queues behind
+  exchange-to-exchange bindings are not followed.
+- Kafka: the admin client describes the topics (each partition's replica set) and their
+  `min.insync.replicas` and `flush.messages`. No consumer, no group.
+
+Credentials travel in headers, never in a URL that is printed; errors show URLs with the
+password as `***`. Every look has a short timeout, and one that fails is a "problem" line
+and an unknown, never an exception: dry-run and status still report everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import aiohttp
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError
+
+from bridge.config.model import (
+    BridgeConfig,
+    FromKafka,
+    FromRabbitMQ,
+    KafkaSource,
+    RabbitMQMode,
+    RabbitMQSource,
+    RouteConfig,
+    StreamConfig,
+)
+from bridge.dryrun_patterns import binding_words, intersects
+from bridge.durability import (
+    NOT_REVEALED,
+    DurabilityReport,
+    LegacyKind,
+    LegacySource,
+    LegacyView,
+    StreamPosture,
+    SyncSetting,
+    build_report,
+    legacy_from_kafka,
+    legacy_from_management,
+    stream_sync,
+    sync_from_varz,
+)
+from bridge.jetstream.connection import redact_url
+from bridge.routing import ExchangeType
+from bridge.sources.kafka import full_match_pattern, kafka_client_options
+from bridge.sources.rabbitmq import amqp_url, shadow_queue_name
+
+TIMEOUT = 5.0  # seconds per look: dry-run and status must answer quickly, also when something is down
+KAFKA_CONFIGS = ("min.insync.replicas", "flush.messages")
+
+
+class ProbeError(Exception):
+    """A look that failed; the text is safe to print (no password)."""
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+def _split_credentials(url: str) -> tuple[str, aiohttp.BasicAuth | None]:
+    """(the URL without user info, its user and password as basic auth), so the password is sent
+    in a header and never appears in an error text that quotes the URL."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return bare, aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+
+
+async def _get_json(session: aiohttp.ClientSession, url: str, auth: aiohttp.BasicAuth | None, what: str) -> Any:
+    try:
+        async with session.get(url, auth=auth, timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as response:
+            if response.status == 404:
+                return None
+            if response.status in (401, 403):
+                raise ProbeError(f"{what}: HTTP {response.status} (the login was refused)")
+            if response.status != 200:
+                raise ProbeError(f"{what}: HTTP {response.status}")
+            return await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+        raise ProbeError(f"{what}: {str(error) or type(error).__name__}") from None
+
+
+# --------------------------------------------------------------------------- NATS
+
+
+def _varz_url(url: str) -> str:
+    base = url.rstrip("/")
+    return base if base.endswith("/varz") else f"{base}/varz"
+
+
+async def read_sync(config: BridgeConfig) -> tuple[dict[str, SyncSetting], list[str]]:
+    """server name -> its sync setting, from every `nats.monitor_urls` /varz; and the problems."""
+    found: dict[str, SyncSetting] = {}
+    problems: list[str] = []
+    if not config.nats.monitor_urls:
+        return found, problems
+    async with aiohttp.ClientSession() as session:
+        for secret in config.nats.monitor_urls:
+            url, auth = _split_credentials(_varz_url(secret.get_secret_value()))
+            what = f"NATS monitoring at {redact_url(_varz_url(secret.get_secret_value()))}"
+            try:
+                varz = await _get_json(session, url, auth, what)
+            except ProbeError as error:
+                problems.append(str(error))
+                continue
+            if not isinstance(varz, Mapping):
+                problems.append(f"{what}: no /varz there")
+                continue
+            name = str(varz.get("server_name") or varz.get("server_id") or url)
+            found[name] = sync_from_varz(varz)
+    return found, problems
+
+
+async def stream_infos(js: JetStreamContext) -> dict[str, js_api.StreamInfo]:
+    """Every stream on the server (all pages), by name."""
+    found: dict[str, js_api.StreamInfo] = {}
+    offset = 0
+    while page := await js.streams_info(offset=offset):
+        offset += len(page)
+        for info in page:
+            if info.config.name:
+                found[info.config.name] = info
+    return found
+
+
+def _storage(storage: js_api.StorageType | str | None) -> str:
+    """nats-py leaves a listed stream's storage as the server's text, and an enum elsewhere."""
+    if storage is None:
+        return "file"
+    return storage.value if isinstance(storage, js_api.StorageType) else str(storage)
+
+
+def postures(
+    names: Sequence[str],
+    infos: Mapping[str, js_api.StreamInfo],
+    declared: Mapping[str, StreamConfig],
+    by_server: Mapping[str, SyncSetting],
+) -> dict[str, StreamPosture]:
+    """Each named stream as the server holds it (its settings win: `run` keeps them), else as the
+    file declares it; names neither knows are left out."""
+    result: dict[str, StreamPosture] = {}
+    for name in names:
+        info = infos.get(name)
+        if info is not None:
+            storage = info.config.storage
+            peers = None
+            if info.cluster is not None and info.cluster.leader:
+                peers = [info.cluster.leader, *(peer.name for peer in info.cluster.replicas or [] if peer.name)]
+            result[name] = StreamPosture(
+                name,
+                info.config.num_replicas or 1,
+                _storage(storage),
+                stream_sync(peers, by_server, NOT_REVEALED),
+                "server",
+            )
+        elif name in declared:
+            stream = declared[name]
+            result[name] = StreamPosture(
+                name, stream.replicas, stream.storage.value, stream_sync(None, by_server, NOT_REVEALED), "file"
+            )
+    return result
+
+
+# --------------------------------------------------------------------------- RabbitMQ
+
+
+def _vhost(source: RabbitMQSource) -> str:
+    path = urlsplit(amqp_url(source)).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+def _management_login(source: RabbitMQSource) -> tuple[str, aiohttp.BasicAuth | None, str]:
+    """(API base URL without user info, the login, the URL as it may be shown)."""
+    assert source.management is not None
+    written = source.management.url.get_secret_value().rstrip("/")
+    base, auth = _split_credentials(written)
+    if not base.endswith("/api"):
+        base += "/api"
+    management = source.management
+    if management.username is not None or management.password is not None:
+        password = management.password.get_secret_value() if management.password is not None else ""
+        auth = aiohttp.BasicAuth(management.username or (auth.login if auth else "guest"), password)
+    elif auth is None:
+        parts = urlsplit(amqp_url(source))
+        if parts.username is not None:
+            auth = aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+    return base, auth, redact_url(written)
+
+
+def _takes(subscription: FromRabbitMQ, key: str) -> bool:
+    """Whether a legacy queue bound with `key` can receive what the route copies."""
+    if subscription.type in (ExchangeType.FANOUT, ExchangeType.HEADERS):
+        return True  # every message (fanout), or arguments too varied to compare: assume it may
+    words = tuple(binding_words(key, subscription.type))
+    return any(intersects(tuple(binding_words(mine, subscription.type)), words) for mine in subscription.bindings)
+
+
+async def _rabbit_views(
+    config: BridgeConfig, name: str, source: RabbitMQSource, routes: Sequence[tuple[str, str, FromRabbitMQ]]
+) -> tuple[dict[str, LegacyView], list[str]]:
+    views: dict[str, LegacyView] = {}
+    if source.management is None:
+        for label, _, subscription in routes:
+            if subscription.effective_mode is RabbitMQMode.STREAM:
+                views[label] = LegacyView((LegacySource(LegacyKind.STREAM, subscription.queue or ""),))
+            else:
+                views[label] = LegacyView(
+                    unknown=f"AMQP cannot tell a queue's type; set sources.{name}.management (the management API)"
+                )
+        return views, []
+    base, auth, shown = _management_login(source)
+    vhost = quote(_vhost(source), safe="")
+    ours = {
+        route.from_.queue or shadow_queue_name(service, route.name)
+        for service, route in config.routes()
+        if isinstance(route.from_, FromRabbitMQ) and route.from_.effective_mode is RabbitMQMode.SHADOW
+    }
+    async with aiohttp.ClientSession() as session:
+        try:
+            listed = await _get_json(
+                session,
+                f"{base}/queues/{vhost}?columns=name,type,durable,members,slave_nodes",
+                auth,
+                f"RabbitMQ management API at {shown}",
+            )
+        except ProbeError as error:
+            return {label: LegacyView(unknown=str(error)) for label, _, _ in routes}, [str(error)]
+        queues = {str(q.get("name")): q for q in listed or [] if isinstance(q, Mapping)}
+        bindings: dict[str, list[Mapping[str, Any]] | str] = {}
+        for label, _, subscription in routes:
+            if subscription.effective_mode is not RabbitMQMode.SHADOW:
+                queue = queues.get(subscription.queue or "")
+                views[label] = (
+                    LegacyView((legacy_from_management(queue),))
+                    if queue is not None
+                    else LegacyView(unknown=f"queue '{subscription.queue}' is not in the management API's list")
+                )
+                continue
+            exchange = subscription.exchange or ""
+            if exchange not in bindings:
+                try:
+                    found = await _get_json(
+                        session,
+                        f"{base}/exchanges/{vhost}/{quote(exchange, safe='')}/bindings/source",
+                        auth,
+                        f"RabbitMQ management API at {shown}",
+                    )
+                    bindings[exchange] = [b for b in found or [] if isinstance(b, Mapping)]
+                except ProbeError as error:
+                    bindings[exchange] = str(error)
+            bound = bindings[exchange]
+            if isinstance(bound, str):
+                views[label] = LegacyView(unknown=bound)
+                continue
+            names = sorted(
+                {
+                    str(b.get("destination"))
+                    for b in bound
+                    if b.get("destination_type") == "queue"
+                    and str(b.get("destination")) not in ours
+                    and not str(b.get("destination")).startswith("nats-bridge.")
+                    and _takes(subscription, str(b.get("routing_key", "")))
+                }
+            )
+            views[label] = LegacyView(tuple(legacy_from_management(queues.get(q, {"name": q})) for q in names))
+    return views, []
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+async def _kafka_views(
+    source: KafkaSource, routes: Sequence[tuple[str, FromKafka]]
+) -> tuple[dict[str, LegacyView], list[str]]:
+    servers = ",".join(source.bootstrap_servers)
+    options = {**kafka_client_options(source, client_suffix="-durability"), "request_timeout_ms": int(TIMEOUT * 1000)}
+    admin = AIOKafkaAdminClient(**options)
+    try:
+        await asyncio.wait_for(admin.start(), TIMEOUT * 2)
+        existing = set(await asyncio.wait_for(admin.list_topics(), TIMEOUT))
+        wanted: dict[str, list[str]] = {}
+        for label, subscription in routes:
+            if subscription.topics:
+                wanted[label] = [topic for topic in subscription.topics if topic in existing]
+            else:
+                regex = full_match_pattern(subscription.topic_pattern or "")
+                wanted[label] = sorted(t for t in existing if regex.match(t) and not t.startswith("__"))
+        topics = sorted({topic for names in wanted.values() for topic in names})
+        described: dict[str, list[Mapping[str, Any]]] = {}
+        configs: dict[str, dict[str, str]] = {topic: {} for topic in topics}
+        if topics:
+            for item in await asyncio.wait_for(admin.describe_topics(topics), TIMEOUT):
+                described[item["topic"]] = list(item["partitions"])
+            resources = [
+                ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(KAFKA_CONFIGS)) for topic in topics
+            ]
+            for response in await asyncio.wait_for(admin.describe_configs(resources), TIMEOUT):
+                for error_code, _message, _type, topic, entries in response.resources:
+                    if error_code == 0 and topic in configs:
+                        configs[topic] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+    except (KafkaError, OSError, TimeoutError) as error:
+        # Not a problem line of its own: the Kafka probe of dry-run (and status's backlog) says it.
+        text = f"Kafka at {servers}: {str(error) or type(error).__name__}"
+        return {label: LegacyView(unknown=text) for label, _ in routes}, []
+    finally:
+        with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
+            await admin.close()
+    views = {
+        label: LegacyView(tuple(legacy_from_kafka(t, described.get(t, []), configs.get(t, {})) for t in names))
+        if names
+        else LegacyView(unknown="no topic of the route exists yet")
+        for label, names in wanted.items()
+    }
+    return views, []
+
+
+async def legacy_views(
+    config: BridgeConfig, routes: Sequence[tuple[str, RouteConfig]]
+) -> tuple[dict[str, LegacyView], list[str]]:
+    """route label (`service/route`) -> what its legacy side promises; and the problems. One
+    management session or admin client per source."""
+    per_source: dict[str, list[tuple[str, str, RouteConfig]]] = {}
+    for service, route in routes:
+        per_source.setdefault(route.source, []).append((f"{service}/{route.name}", service, route))
+    looks = []
+    for name, members in per_source.items():
+        source = config.sources[name]
+        if isinstance(source, RabbitMQSource):
+            rabbit = [(label, service, r.from_) for label, service, r in members if isinstance(r.from_, FromRabbitMQ)]
+            looks.append(_rabbit_views(config, name, source, rabbit))
+        else:
+            kafka = [(label, r.from_) for label, _, r in members if isinstance(r.from_, FromKafka)]
+            looks.append(_kafka_views(source, kafka))
+    views: dict[str, LegacyView] = {}
+    problems: list[str] = []
+    for found, trouble in await asyncio.gather(*looks):
+        views.update(found)
+        problems += trouble
+    return views, problems
+
+
+# --------------------------------------------------------------------------- together
+
+
+async def gather_legacy_and_sync(
+    config: BridgeConfig, routes: Sequence[tuple[str, RouteConfig]]
+) -> tuple[dict[str, LegacyView], dict[str, SyncSetting], list[str]]:
+    """Both looks that do not need NATS itself, at once."""
+    (views, legacy_problems), (by_server, sync_problems) = await asyncio.gather(
+        legacy_views(config, routes), read_sync(config)
+    )
+    return views, by_server, [*sync_problems, *legacy_problems]
+
+
+def assemble(
+    config: BridgeConfig,
+    route_streams: Mapping[str, Sequence[str]],
+    infos: Mapping[str, js_api.StreamInfo],
+    views: Mapping[str, LegacyView],
+    by_server: Mapping[str, SyncSetting],
+    problems: Sequence[str],
+) -> DurabilityReport:
+    """The report from what was read (pure from here on)."""
+    declared = {stream.name: stream for stream in config.all_streams()}
+    names = sorted({name for streams in route_streams.values() for name in streams})
+    streams = postures(names, infos, declared, by_server)
+    routes = {
+        label: (views.get(label, LegacyView(unknown="not looked at")), list(s)) for label, s in route_streams.items()
+    }
+    return build_report(streams, routes, problems)
+
+
+async def read_report(
+    config: BridgeConfig,
+    js: JetStreamContext,
+    routes: Sequence[tuple[str, RouteConfig]],
+    route_streams: Mapping[str, Sequence[str]],
+) -> DurabilityReport:
+    """Everything `status` shows about durability, for these routes."""
+    looks = asyncio.ensure_future(gather_legacy_and_sync(config, routes))
+    infos: dict[str, js_api.StreamInfo] = {}
+    trouble: list[str] = []
+    names = sorted({name for streams in route_streams.values() for name in streams})
+    for name in names:
+        try:
+            infos[name] = await js.stream_info(name)
+        except NotFoundError:
+            continue  # `run` creates it as the file says
+        except NatsError as error:
+            trouble.append(f"stream {name}: {str(error) or type(error).__name__}")
+        except TimeoutError:
+            trouble.append(f"stream {name}: no answer from JetStream")
+    views, by_server, problems = await looks
+    return assemble(config, route_streams, infos, views, by_server, [*problems, *trouble])
