@@ -20,8 +20,10 @@ and an unknown, never an exception: dry-run and status still report everything e
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -75,9 +77,21 @@ class ProbeError(Exception):
 # --------------------------------------------------------------------------- HTTP
 
 
-def _split_credentials(url: str) -> tuple[str, aiohttp.BasicAuth | None]:
-    """(the URL without user info, its user and password as basic auth), so the password is sent
-    in a header and never appears in an error text that quotes the URL."""
+@dataclass(frozen=True, slots=True)
+class Login:
+    """A user and password for HTTP basic authentication (aiohttp's BasicAuth is deprecated)."""
+
+    user: str
+    password: str = field(repr=False)
+
+    def headers(self) -> dict[str, str]:
+        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode("ascii")
+        return {"Authorization": f"Basic {token}"}
+
+
+def _split_credentials(url: str) -> tuple[str, Login | None]:
+    """(the URL without user info, its user and password), so the password is sent in a header
+    and never appears in an error text that quotes the URL."""
     parts = urlsplit(url)
     if parts.username is None:
         return url, None
@@ -86,12 +100,13 @@ def _split_credentials(url: str) -> tuple[str, aiohttp.BasicAuth | None]:
         host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port is not None else host
     bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return bare, aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+    return bare, Login(unquote(parts.username), unquote(parts.password or ""))
 
 
-async def _get_json(session: aiohttp.ClientSession, url: str, auth: aiohttp.BasicAuth | None, what: str) -> Any:
+async def _get_json(session: aiohttp.ClientSession, url: str, auth: Login | None, what: str) -> Any:
     try:
-        async with session.get(url, auth=auth, timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as response:
+        headers = auth.headers() if auth is not None else {}
+        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as response:
             if response.status == 404:
                 return None
             if response.status in (401, 403):
@@ -192,7 +207,7 @@ def _vhost(source: RabbitMQSource) -> str:
     return unquote(path[1:]) if len(path) > 1 else "/"
 
 
-def _management_login(source: RabbitMQSource) -> tuple[str, aiohttp.BasicAuth | None, str]:
+def _management_login(source: RabbitMQSource) -> tuple[str, Login | None, str]:
     """(API base URL without user info, the login, the URL as it may be shown)."""
     assert source.management is not None
     written = source.management.url.get_secret_value().rstrip("/")
@@ -202,11 +217,11 @@ def _management_login(source: RabbitMQSource) -> tuple[str, aiohttp.BasicAuth | 
     management = source.management
     if management.username is not None or management.password is not None:
         password = management.password.get_secret_value() if management.password is not None else ""
-        auth = aiohttp.BasicAuth(management.username or (auth.login if auth else "guest"), password)
+        auth = Login(management.username or (auth.user if auth else "guest"), password)
     elif auth is None:
         parts = urlsplit(amqp_url(source))
         if parts.username is not None:
-            auth = aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+            auth = Login(unquote(parts.username), unquote(parts.password or ""))
     return base, auth, redact_url(written)
 
 

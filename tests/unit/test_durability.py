@@ -231,3 +231,65 @@ def test_report_per_route_and_as_json() -> None:
     part = report.for_routes(["audit/shadow"])
     assert list(part.streams) == ["AUDIT"]
     assert part.warnings == []
+
+
+# --- secrets of the new settings ----------------------------------------------------------------
+
+
+def test_management_and_monitoring_credentials_are_secrets_and_travel_in_headers() -> None:
+    from bridge.config import load_config_text
+    from bridge.durability_probe import _management_login, _split_credentials
+    from bridge.logs import config_secrets
+
+    text = """
+version: 1
+nats:
+  servers: ["nats://127.0.0.1:4222"]
+  monitor_urls: ["http://mon:${MON_PASSWORD}@nats-1:8222"]
+streams: [{name: S, subjects: ["s.>"]}]
+sources:
+  rabbit:
+    type: rabbitmq
+    url: "amqp://bridge:${AMQP_PASSWORD}@rabbit:5672/"
+    management: {url: "http://rabbit:15672/", username: monitor, password: "${API_PASSWORD}"}
+services:
+  svc:
+    routes:
+      - {name: r, source: rabbit, from: {exchange: x, bindings: ["#"]}, to: "s.{rk}"}
+"""
+    env = {"MON_PASSWORD": "mon-secret", "AMQP_PASSWORD": "amqp-secret", "API_PASSWORD": "api-secret"}
+    config = load_config_text(text, "m.yaml", env)
+    secrets = config_secrets(config)
+    assert {"mon-secret", "amqp-secret", "api-secret"} <= set(secrets)
+    source = config.sources["rabbit"]
+    base, auth, shown = _management_login(source)  # type: ignore[arg-type]
+    assert base == "http://rabbit:15672/api"
+    assert auth is not None
+    assert (auth.user, auth.password) == ("monitor", "api-secret")
+    assert auth.headers() == {"Authorization": "Basic bW9uaXRvcjphcGktc2VjcmV0"}
+    assert "api-secret" not in repr(auth)
+    assert "secret" not in shown
+    bare, basic = _split_credentials("http://mon:mon-secret@nats-1:8222/varz")
+    assert bare == "http://nats-1:8222/varz"
+    assert basic is not None
+    assert basic.password == "mon-secret"
+
+
+def test_a_literal_password_in_a_management_url_is_refused() -> None:
+    from bridge.config import load_config_text
+    from bridge.errors import ConfigError
+
+    text = """
+version: 1
+nats: {servers: ["nats://127.0.0.1:4222"]}
+streams: [{name: S, subjects: ["s.>"]}]
+sources:
+  rabbit: {type: rabbitmq, url: "amqp://rabbit/", management: {url: "http://admin:hunter2@rabbit:15672/"}}
+services:
+  svc:
+    routes:
+      - {name: r, source: rabbit, from: {exchange: x, bindings: ["#"]}, to: "s.{rk}"}
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, "m.yaml", {})
+    assert any("password must not be written in a URL" in issue.message for issue in caught.value.issues)
