@@ -615,7 +615,8 @@ class RoutePipeline:
         Two tasks: the reader fetches and maps (it must keep polling, even when paused), the
         sender publishes, resends and settles; a publish outcome wakes the sender at once.
         """
-        await self.source.start(self)
+        if not await self._start_source():
+            return
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._read_loop(), name=f"{self.route.key} reader")
@@ -625,6 +626,26 @@ class RoutePipeline:
         finally:
             await self._drain()
             await self.source.close()
+
+    async def _start_source(self) -> bool:
+        """`source.start`, unless `stop()` comes first: a source still connecting (Kafka down or
+        hung, aiokafka waiting for the group's first assignment) must not hold up a stop. False
+        when stopped first; the source is closed then."""
+        starting = asyncio.ensure_future(self.source.start(self))
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await starting
+        if starting.cancelled():
+            await self.source.close()
+            return False
+        starting.result()
+        return True
 
     def stop(self) -> None:
         self._stopping = True

@@ -20,14 +20,15 @@ pipeline from a position that is about to change.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
 import ssl
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -42,6 +43,20 @@ from bridge.message import KafkaOrigin, SourceMessage
 from bridge.sources.base import Lane, LaneOwner, Received
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# aiokafka retries a commit for as long as the group's coordinator cannot be reached, and waits
+# its 40 s request timeout for a broker that took the request and answers nothing (a hung one).
+# A commit not answered within COMMIT_TIMEOUT is given up: the next settle carries a later
+# watermark anyway, and a stop (whose drain settles once more) must not wait for Kafka to come
+# back. Once one went unanswered, the next ones wait only COMMIT_TIMEOUT_UNANSWERED until one is
+# answered again, so Kafka being gone costs a stop one full timeout, not one per settle.
+COMMIT_TIMEOUT = 2.0
+COMMIT_TIMEOUT_UNANSWERED = 0.5
+# Closing the consumer leaves the group (a LeaveGroup request) after the group coordination's
+# last work; without an answer the partitions move on after the session timeout instead.
+CLOSE_TIMEOUT = 3.0
 
 
 def default_group(service: str, route: str) -> str:
@@ -228,6 +243,7 @@ class KafkaTopicSource:
         self._start_at: dict[TopicPartition, int] = {}  # first offset wanted after a seek
         self._holding: set[TopicPartition] = set()  # assigned, paused until prepared and positioned
         self._at_start: dict[str, int] = {}  # per topic, partitions_at_start (see commit_metadata)
+        self._commit_unanswered = False  # the last commit timed out (see COMMIT_TIMEOUT)
 
     @property
     def group(self) -> str:
@@ -273,7 +289,7 @@ class KafkaTopicSource:
             await consumer.start()
         except KafkaError as error:
             self._consumer = None
-            await consumer.stop()
+            await self._stop_consumer(consumer)
             raise SourceUnavailableError(f"source '{self.name}': {await start_failure(self._source, error)}") from None
 
     async def fetch(self, max_messages: int, wait: float) -> Sequence[Received]:
@@ -310,12 +326,34 @@ class KafkaTopicSource:
                 offsets[tp] = (position + 1, commit_metadata(self._at_start.get(tp.topic)))
         if not offsets:
             return
+        timeout = self._commit_timeout()
         try:
-            await consumer.commit(offsets)
+            await self._commit_within(consumer, offsets)
         except KafkaError as error:
             # A rebalance in progress or a broker hiccup: the next settle commits a later
             # watermark; a restart re-reads from the last commit and de-duplicates.
             log.warning("source %s: commit failed, will retry with the next watermark: %s", self.name, error)
+        except TimeoutError:
+            log.warning(
+                "source %s: Kafka did not answer the commit within %.1fs; the next watermark is committed "
+                "once it answers (a restart before then re-reads from the last commit and de-duplicates)",
+                self.name,
+                timeout,
+            )
+
+    def _commit_timeout(self) -> float:
+        return COMMIT_TIMEOUT_UNANSWERED if self._commit_unanswered else COMMIT_TIMEOUT
+
+    async def _commit_within(self, consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartition, Any]) -> None:
+        """`consumer.commit(offsets)`, given up after the commit timeout (TimeoutError). A request
+        already sent may still be applied later: it commits what was stored all the same."""
+        try:
+            await _within(consumer.commit(offsets), self._commit_timeout())
+        except TimeoutError:
+            self._commit_unanswered = True
+            _quiet_abandoned_commits()
+            raise
+        self._commit_unanswered = False
 
     def pause(self) -> None:
         self._paused = True
@@ -331,11 +369,35 @@ class KafkaTopicSource:
     async def close(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+            await self._stop_consumer(consumer)
         if self._admin is not None:
             admin, self._admin = self._admin, None
             with contextlib.suppress(KafkaError, OSError, RuntimeError):
                 await admin.close()
+
+    async def _stop_consumer(self, consumer: AIOKafkaConsumer) -> None:
+        """`consumer.stop()`, bounded: it waits for the group coordination's last work and for
+        Kafka to answer the LeaveGroup request, neither of which comes while Kafka is down or hung
+        (aiokafka's request timeout is 40 s). Past CLOSE_TIMEOUT the consumer is closed without."""
+        try:
+            await _within(consumer.stop(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning(
+                "source %s: Kafka did not answer within %.0fs while the consumer left group %s; closed "
+                "without it (its partitions go to other members after the session timeout)",
+                self.name,
+                CLOSE_TIMEOUT,
+                self._group,
+            )
+        except KafkaError as error:
+            log.warning("source %s: closing the Kafka consumer: %s", self.name, error or type(error).__name__)
+        else:
+            return
+        # What stop() did not get to: the fetcher's task and the connections (no request is sent).
+        for part in (getattr(consumer, "_fetcher", None), getattr(consumer, "_client", None)):
+            if part is not None:
+                with contextlib.suppress(KafkaError, TimeoutError, OSError):
+                    await _within(part.close(), 1.0)
 
     def owned_lanes(self) -> set[str] | None:
         """The partitions this instance reads now (`topic/partition`); None before start."""
@@ -474,8 +536,8 @@ class KafkaTopicSource:
                 first[tp] = (position.offset, commit_metadata(self._at_start[tp.topic]))
         if first:
             try:
-                await consumer.commit(first)
-            except KafkaError as error:
+                await self._commit_within(consumer, first)
+            except (KafkaError, TimeoutError) as error:
                 log.warning(
                     "source %s: could not commit the start position of %s (%s); the next assignment decides again",
                     self.name,
@@ -564,6 +626,41 @@ class KafkaTopicSource:
                 )
                 consumer.seek(tp, first)
                 self._start_at[tp] = first
+
+
+async def _within(call: Awaitable[T], seconds: float) -> T:
+    """`call`'s result, awaited in a task of its own for at most `seconds`: TimeoutError after
+    that (the task is cancelled and left to finish). The task ending cancelled although this one
+    was not is a KafkaError, not a CancelledError that would read as this task being cancelled:
+    aiokafka's `Fetcher.close` awaits tasks it has just cancelled, so `consumer.stop()` can end
+    that way (seen with Kafka down), and a route's stop then failed the whole bridge."""
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise TimeoutError
+    if task.cancelled():
+        raise KafkaError("cancelled inside aiokafka")
+    return task.result()
+
+
+def _quiet_abandoned_commits() -> None:
+    """aiokafka sends a commit from a task of its own behind `asyncio.shield`; a commit given up
+    leaves that task behind, and its failure once Kafka's connection closes would be logged as
+    "Task exception was never retrieved", with a traceback. Its outcome no longer matters."""
+    for task in asyncio.all_tasks():
+        if getattr(task.get_coro(), "__qualname__", "") == "GroupCoordinator._do_commit_offsets":
+            task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
