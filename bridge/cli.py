@@ -24,8 +24,9 @@ from bridge.dryrun_connect import dry_run as run_dry_run
 from bridge.dryrun_output import print_report as print_dry_run
 from bridge.dryrun_replay import DEFAULT_MAX_PAYLOAD
 from bridge.errors import BridgeError, ConfigError
-from bridge.explain import explain_amqp, explain_kafka, format_explanation
-from bridge.importers.cli import import_app
+from bridge.explain import Definitions, explain_amqp, explain_kafka, format_explanation
+from bridge.importers.cli import import_app, load_definitions
+from bridge.importers.topology import Topology
 from bridge.jetstream.plan import apply_to_server, format_plan, format_report, plan_from_server
 from bridge.jetstream.report import format_states, stream_states
 from bridge.logs import LogFormat, config_secrets, configure_logging
@@ -193,6 +194,21 @@ def explain(
     header: Annotated[list[str] | None, typer.Option(help="Message header NAME=VALUE; repeatable.")] = None,
     message_id: Annotated[str | None, typer.Option(help="AMQP message_id property.")] = None,
     body: Annotated[str, typer.Option(help="Message body (text).")] = "",
+    definitions: Annotated[
+        Path | None,
+        typer.Option(
+            help="RabbitMQ definitions export (as for `import rabbitmq`): also show where RabbitMQ routes "
+            "the message (exchange-to-exchange bindings, alternate and hash exchanges) and where the mapping "
+            "disagrees. With --exchange."
+        ),
+    ] = None,
+    vhost: Annotated[
+        str | None,
+        typer.Option(
+            help="With --definitions: the vhost the message is published in, and of export items naming none "
+            "(default /)."
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Show which routes take a message and the subject, Nats-Msg-Id and headers they would produce.
@@ -203,7 +219,15 @@ def explain(
     amqp_given = exchange is not None or routing_key is not None or queue is not None
     if amqp_given == (topic is not None):
         raise typer.BadParameter("give either --exchange/--queue with --routing-key, or --topic")
+    if definitions is not None and exchange is None:
+        raise typer.BadParameter("--definitions routes a message published to an exchange: give --exchange")
+    if vhost is not None and definitions is None:
+        raise typer.BadParameter("--vhost is the vhost of --definitions: give the export too")
     config = _load(file, as_json)
+    legacy = None
+    if definitions is not None:
+        vhost = vhost or "/"
+        legacy = Definitions(Topology(load_definitions(definitions), vhost), str(definitions), vhost)
     if topic is not None:
         explanation = explain_kafka(
             config,
@@ -224,6 +248,7 @@ def explain(
             queue=queue,
             body=body.encode("utf-8"),
             properties=properties,
+            definitions=legacy,
         )
     if as_json:
         typer.echo(json.dumps(explanation.as_json(), indent=2))

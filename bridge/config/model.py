@@ -14,6 +14,7 @@ import re
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -307,6 +308,14 @@ class RabbitMQSource(Strict):
         if self.auth_mechanism == "EXTERNAL" and self.password is not None:
             raise ValueError("auth_mechanism EXTERNAL takes no password: the certificate is the credential")
         return self
+
+    @property
+    def effective_vhost(self) -> str:
+        """The vhost the bridge opens: `vhost`, else the URL's (percent-decoded) path, else `/`.
+        Offline tools (`explain --definitions`) need it to know which vhost's messages a route sees."""
+        if self.vhost is not None:
+            return self.vhost or "/"
+        return unquote(urlsplit(self.url.get_secret_value()).path.removeprefix("/")) or "/"
 
 
 class KafkaSource(Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -78,6 +79,21 @@ def _read_definitions(definitions: Path) -> Any:
     raise typer.Exit(EXIT_INVALID)
 
 
+def load_definitions(definitions: Path) -> Mapping[str, Any]:
+    """A definitions export read within the input bounds and checked by `check_definitions`: what
+    `import rabbitmq` and `explain --definitions` both read, so a file one accepts the other does.
+    A bad one exits 2, each problem on a line naming the file, never a traceback."""
+    document = _read_definitions(definitions)
+    problems = check_definitions(document)
+    if problems:
+        for problem in problems:
+            typer.echo(f"error: {definitions}: {problem}", err=True)
+        typer.echo(f"{definitions} is not a definitions export the importer can read", err=True)
+        raise typer.Exit(EXIT_INVALID)
+    assert isinstance(document, Mapping)  # check_definitions refuses anything else
+    return document
+
+
 @import_app.command("rabbitmq")
 def import_rabbitmq(
     definitions: Annotated[
@@ -93,13 +109,7 @@ def import_rabbitmq(
     """Shadow every exchange with bound queues: a service, a stream and routes bound like the legacy queues."""
     if not is_valid_subject_filter(prefix) or "*" in prefix or ">" in prefix:
         raise typer.BadParameter(f"'{prefix}' is not a literal NATS subject (tokens separated by '.')")
-    document = _read_definitions(definitions)
-    problems = check_definitions(document)
-    if problems:
-        for problem in problems:
-            typer.echo(f"error: {definitions}: {problem}", err=True)
-        typer.echo(f"{definitions} is not a definitions export the importer can read", err=True)
-        raise typer.Exit(EXIT_INVALID)
+    document = load_definitions(definitions)
     try:
         mapping = import_definitions(document, prefix=prefix, vhost=vhost)
     except NothingToCopyError as error:

@@ -84,37 +84,14 @@ from bridge.config.durations import MAX_DURATION, format_duration, parse_duratio
 from bridge.config.limits import INT64_MAX
 from bridge.errors import BridgeError
 from bridge.importers.render import MappingDocument
+from bridge.importers.topology import HASH_TYPES, Binding, Queue, Topology
 from bridge.routing import escape_token, topic_matches
 
 DEFAULT_PREFIX = "rmq"
 AMQP_URL_REFERENCE = "${AMQP_URL:-amqp://127.0.0.1:5672/}"
 NATS_URL_REFERENCE = "${NATS_URL:-nats://127.0.0.1:4222}"
 STANDARD_TYPES = frozenset({"topic", "direct", "fanout", "headers"})
-# Built-in exchanges are not in an export but can appear as a binding's source.
-BUILTIN_TYPES = {
-    "amq.direct": "direct",
-    "amq.topic": "topic",
-    "amq.fanout": "fanout",
-    "amq.headers": "headers",
-    "amq.match": "headers",
-    "amq.rabbitmq.trace": "topic",
-}
 DEFAULT_DUPLICATE_WINDOW = timedelta(minutes=2)
-# Plugin exchanges that route each message to ONE of their bindings (a hash of the routing key,
-# a header or a property): a queue bound to one takes a share of the traffic, never a copy.
-HASH_TYPES = frozenset({"x-consistent-hash", "x-modulus-hash"})
-# Policy keys the importer applies (RabbitMQ's names, without the queue argument's `x-`).
-QUEUE_POLICY_KEYS = (
-    "dead-letter-exchange",
-    "dead-letter-routing-key",
-    "message-ttl",
-    "max-length",
-    "max-length-bytes",
-    "overflow",
-)
-# Numeric keys: queue argument, policy and operator policy combine to the smallest (RabbitMQ's
-# res_min and the operator-policy merge); the others: the queue's own argument wins over a policy.
-NUMERIC_POLICY_KEYS = frozenset({"message-ttl", "max-length", "max-length-bytes"})
 MAX_PATHS = 64  # exchange-to-exchange paths followed per queue binding (a mesh cannot explode)
 MAX_INTERSECTIONS = 16  # patterns one intersection of two topic keys may take before it is left a superset
 MAX_KEY_LENGTH = 255  # bytes of a routing or binding key (an AMQP short string)
@@ -136,71 +113,12 @@ class NothingToCopyError(BridgeError):
 
 
 @dataclass
-class _Queue:
-    vhost: str
-    name: str
-    arguments: dict[str, Any]
-    durable: bool = True
-    auto_delete: bool = False
-    exclusive: bool = False
-    # What policies changed in `arguments` (the effective values), for the comments.
-    policy_notes: list[str] = field(default_factory=list)
-
-    @property
-    def queue_type(self) -> str:
-        return str(self.arguments.get("x-queue-type", "classic"))
-
-
-@dataclass
-class _Policy:
-    vhost: str
-    name: str
-    pattern: re.Pattern[str] | None  # None: RabbitMQ would have refused it; it matches nothing
-    apply_to: str
-    definition: dict[str, Any]
-    priority: int
-    operator: bool
-
-    def applies(self, kind: str, name: str, queue_type: str = "classic") -> bool:
-        """Whether RabbitMQ would consider this policy for `kind` ("queue" | "exchange") `name`."""
-        wanted = {
-            "all": True,
-            "queues": kind == "queue",
-            "exchanges": kind == "exchange",
-            "classic_queues": kind == "queue" and queue_type == "classic",
-            "quorum_queues": kind == "queue" and queue_type == "quorum",
-            "streams": kind == "queue" and queue_type == "stream",
-        }.get(self.apply_to, False)
-        # The pattern is searched, not anchored (Erlang re:run): `^orders` and `orders$` mean what they say.
-        return wanted and self.pattern is not None and self.pattern.search(name) is not None
-
-
-@dataclass
-class _Binding:
-    vhost: str
-    source: str
-    destination: str
-    destination_type: str  # "queue" | "exchange"
-    routing_key: str
-    arguments: dict[str, Any]
-
-
-@dataclass
-class _Exchange:
-    vhost: str
-    name: str
-    type: str
-    arguments: dict[str, Any] = field(default_factory=dict)
-    internal: bool = False
-
-
-@dataclass
 class _Selection:
     """A legacy queue and one chain of bindings that feeds it: the first binding's source is the entry
     exchange, the last binding's destination the queue."""
 
     queue: str
-    chain: list[_Binding]
+    chain: list[Binding]
 
 
 @dataclass
@@ -314,7 +232,7 @@ def _topic_intersections(left: str, right: str) -> list[str] | None:
     return kept
 
 
-def _selects_everything(kind: str | None, binding: _Binding) -> bool:
+def _selects_everything(kind: str | None, binding: Binding) -> bool:
     if kind == "fanout" or kind in HASH_TYPES:
         return True
     if kind == "topic":
@@ -342,7 +260,7 @@ def _merge_tables(left: Mapping[str, Any], right: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def _chain_text(chain: list[_Binding]) -> str:
+def _chain_text(chain: list[Binding]) -> str:
     steps = [f"'{chain[0].source}'"]
     for binding in chain:
         shown = binding.routing_key if not binding.arguments else f"{binding.routing_key} {dict(binding.arguments)}"
@@ -520,39 +438,12 @@ def _json_kind(value: Any) -> str:
     return "a list" if isinstance(value, list) else "an object"
 
 
-def _whole(value: Any) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 20:
-        return int(value)
-    return None
-
-
-def _read_policy(item: Mapping[str, Any], default_vhost: str, operator: bool) -> _Policy:
-    try:
-        pattern: re.Pattern[str] | None = re.compile(str(item.get("pattern", "")))
-    except re.error:
-        pattern = None
-    priority = item.get("priority", 0)
-    return _Policy(
-        vhost=str(item.get("vhost", default_vhost)),
-        name=str(item.get("name", "")),
-        pattern=pattern,
-        apply_to=str(item.get("apply-to", "all")),
-        definition=dict(item.get("definition") or {}),
-        priority=priority if isinstance(priority, int) and not isinstance(priority, bool) else 0,
-        operator=operator,
-    )
-
-
 def _vhost_word(vhost: str) -> str:
     """The vhost in stream names: `/` is `DEFAULT` (a stream name cannot hold `/`)."""
     return "DEFAULT" if vhost == "/" else vhost
 
 
-def _lifetime(queue: _Queue) -> str:
+def _lifetime(queue: Queue) -> str:
     if queue.auto_delete:
         return "auto-delete"
     return "exclusive" if queue.exclusive else "transient"
@@ -574,60 +465,19 @@ class _Importer:
 
     def __init__(self, definitions: Mapping[str, Any], prefix: str, default_vhost: str) -> None:
         self.prefix = prefix
-        self.exchanges: dict[tuple[str, str], _Exchange] = {}
-        for item in definitions.get("exchanges", []):
-            vhost = str(item.get("vhost", default_vhost))
-            self.exchanges[(vhost, item["name"])] = _Exchange(
-                vhost,
-                item["name"],
-                str(item.get("type", "direct")),
-                dict(item.get("arguments") or {}),
-                bool(item.get("internal", False)),
-            )
-        self.queues: dict[tuple[str, str], _Queue] = {}
-        for item in definitions.get("queues", []):
-            vhost = str(item.get("vhost", default_vhost))
-            self.queues[(vhost, item["name"])] = _Queue(
-                vhost,
-                item["name"],
-                dict(item.get("arguments") or {}),
-                bool(item.get("durable", True)),
-                bool(item.get("auto_delete", False)),
-                bool(item.get("exclusive", False)),
-            )
-        self.bindings = [
-            _Binding(
-                str(item.get("vhost", default_vhost)),
-                str(item.get("source", "")),
-                str(item["destination"]),
-                str(item.get("destination_type", "queue")),
-                str(item.get("routing_key", "")),
-                dict(item.get("arguments") or {}),
-            )
-            for item in definitions.get("bindings", [])
-        ]
-        vhosts = {v for v, _ in self.exchanges} | {v for v, _ in self.queues} | {b.vhost for b in self.bindings}
-        self.several_vhosts = len(vhosts) > 1
+        self.topology = topology = Topology(definitions, default_vhost)
+        self.exchanges = topology.exchanges
+        self.queues = topology.queues
+        self.bindings = topology.bindings
+        self.policies = topology.policies
+        self.e2e_into = topology.e2e_into
+        self.several_vhosts = len(topology.vhosts) > 1
         self.doc = MappingDocument(data={})
-        self.policies = [
-            _read_policy(item, default_vhost, operator)
-            for operator, section in ((False, "policies"), (True, "operator_policies"))
-            for item in definitions.get(section) or []
-        ]
         for policy in self.policies:
             if policy.pattern is None:
                 self.doc.header.append(
                     f"policy '{policy.name}' has a pattern that is not a regular expression; it is ignored."
                 )
-        for queue in self.queues.values():
-            self._apply_queue_policies(queue)
-        for exchange in self.exchanges.values():
-            self._apply_exchange_policies(exchange)
-        # Who feeds whom: exchange-to-exchange bindings by destination (the default exchange cannot be a source).
-        self.e2e_into: dict[tuple[str, str], list[_Binding]] = {}
-        for binding in self.bindings:
-            if binding.destination_type == "exchange" and binding.source:
-                self.e2e_into.setdefault((binding.vhost, binding.destination), []).append(binding)
         self.not_mapped: list[str] = []
         self.streams: list[dict[str, Any]] = []
         self.sources: dict[str, dict[str, Any]] = {}
@@ -639,61 +489,6 @@ class _Importer:
         # Comments are collected against (kind, name, route) and moved to list positions at the end,
         # because a stream's index in the file is only known once everything is added.
         self.pending: list[tuple[tuple[str, str, int | None], str]] = []
-
-    # -- policies ------------------------------------------------------------------------------
-
-    def _winner(self, kind: str, vhost: str, name: str, queue_type: str, operator: bool) -> _Policy | None:
-        """The policy RabbitMQ applies: of those matching, the highest priority (the first of equals)."""
-        best: _Policy | None = None
-        for policy in self.policies:
-            if policy.operator != operator or policy.vhost != vhost or not policy.applies(kind, name, queue_type):
-                continue
-            if best is None or policy.priority > best.priority:
-                best = policy
-        return best
-
-    def _apply_queue_policies(self, queue: _Queue) -> None:
-        policy = self._winner("queue", queue.vhost, queue.name, queue.queue_type, operator=False)
-        operator = self._winner("queue", queue.vhost, queue.name, queue.queue_type, operator=True)
-        if policy is None and operator is None:
-            return
-        effective = dict(queue.arguments)
-        for key in QUEUE_POLICY_KEYS:
-            argument = f"x-{key}"
-            declared = queue.arguments.get(argument)
-            from_policy = policy.definition.get(key) if policy is not None else None
-            from_operator = operator.definition.get(key) if operator is not None else None
-            if key in NUMERIC_POLICY_KEYS:
-                candidates = [
-                    (value, origin)
-                    for value, origin in (
-                        (_whole(declared), "its x-argument"),
-                        (_whole(from_policy), f"policy '{policy.name}'" if policy else ""),
-                        (_whole(from_operator), f"operator policy '{operator.name}'" if operator else ""),
-                    )
-                    if value is not None
-                ]
-                if not candidates:
-                    continue
-                value, origin = min(candidates, key=lambda item: item[0])
-                if len(candidates) > 1 or declared is None:
-                    effective[argument] = value
-                    queue.policy_notes.append(f"{key} {value} from {origin} (the smallest applies)")
-            elif declared is None and from_policy is not None:
-                # dead-letter-exchange, its routing key, overflow: the queue's own argument wins over
-                # a policy; operator policies cannot set them.
-                effective[argument] = from_policy
-                assert policy is not None
-                queue.policy_notes.append(f"{key} '{from_policy}' from policy '{policy.name}'")
-        queue.arguments = effective
-
-    def _apply_exchange_policies(self, exchange: _Exchange) -> None:
-        policy = self._winner("exchange", exchange.vhost, exchange.name, "classic", operator=False)
-        if policy is None or "alternate-exchange" in exchange.arguments:
-            return
-        alternate = policy.definition.get("alternate-exchange")
-        if alternate is not None:
-            exchange.arguments = {**exchange.arguments, "alternate-exchange": alternate}
 
     # -- naming --------------------------------------------------------------------------------
 
@@ -715,16 +510,13 @@ class _Importer:
         return f"{name}" if not self.several_vhosts else f"{name} (vhost {vhost})"
 
     def _exchange_type(self, vhost: str, name: str) -> str | None:
-        exchange = self.exchanges.get((vhost, name))
-        if exchange is not None:
-            return exchange.type
-        return BUILTIN_TYPES.get(name)
+        return self.topology.exchange_type(vhost, name)
 
     # -- the pass ------------------------------------------------------------------------------
 
     def run(self) -> MappingDocument:
         self._header()
-        queue_bindings: dict[tuple[str, str], list[_Binding]] = {}
+        queue_bindings: dict[tuple[str, str], list[Binding]] = {}
         selections: dict[tuple[str, str], list[_Selection]] = {}
         for binding in self.bindings:
             if binding.destination_type != "queue":
@@ -753,13 +545,13 @@ class _Importer:
             raise NothingToCopyError(self.not_mapped)
         return self.doc
 
-    def _paths(self, vhost: str, exchange: str) -> list[tuple[str, list[_Binding]]]:
+    def _paths(self, vhost: str, exchange: str) -> list[tuple[str, list[Binding]]]:
         """Where traffic reaching `exchange` enters: (entry exchange, the exchange-to-exchange bindings
         from it to `exchange`) for every path. An entry is an exchange no exchange-to-exchange binding
         feeds: the exchange producers publish to."""
-        found: list[tuple[str, list[_Binding]]] = []
+        found: list[tuple[str, list[Binding]]] = []
 
-        def walk(name: str, chain: list[_Binding], seen: frozenset[str]) -> None:
+        def walk(name: str, chain: list[Binding], seen: frozenset[str]) -> None:
             incoming = self.e2e_into.get((vhost, name), [])
             if not incoming:
                 found.append((name, chain))
@@ -801,7 +593,7 @@ class _Importer:
             else:
                 self.doc.note(("services", name, "routes", route), line)
 
-    def _compose(self, entry_kind: str, chain: list[_Binding]) -> _Composed:  # noqa: PLR0912 (one case per step type)
+    def _compose(self, entry_kind: str, chain: list[Binding]) -> _Composed:  # noqa: PLR0912 (one case per step type)
         """What a chain of bindings selects, written as one binding of the entry exchange (of type
         `entry_kind`). The routing key and headers never change on the way, so a message reaches
         the queue when every binding on the chain matches it, each by its own exchange's type."""
@@ -973,15 +765,7 @@ class _Importer:
                 route,
             )
         for hashed in result.hashed:
-            found = self.exchanges.get((selection.chain[0].vhost, hashed))
-            arguments = found.arguments if found is not None else {}
-            basis = (
-                f"header '{arguments['hash-header']}'"
-                if "hash-header" in arguments
-                else f"property '{arguments['hash-property']}'"
-                if "hash-property" in arguments
-                else "routing key"
-            )
+            basis = self.topology.hash_basis(selection.chain[0].vhost, hashed)
             spread = sorted(
                 {b.destination for b in self.bindings if b.vhost == selection.chain[0].vhost and b.source == hashed}
             )
@@ -1064,7 +848,7 @@ class _Importer:
         stream_doc: dict[str, Any],
         service: str,
         routes: list[dict[str, Any]],
-        queues: list[_Queue | None],
+        queues: list[Queue | None],
         names: list[str],
     ) -> None:
         known = [queue for queue in queues if queue is not None]
@@ -1122,7 +906,7 @@ class _Importer:
         for queue in known:
             self._queue_notes(queue, stream, service, routes)
 
-    def _limit_notes(self, stream: str, queues: Iterable[_Queue]) -> None:
+    def _limit_notes(self, stream: str, queues: Iterable[Queue]) -> None:
         for queue in queues:
             for argument in ("x-message-ttl", "x-max-length", "x-max-length-bytes"):
                 if argument in queue.arguments:
@@ -1132,7 +916,7 @@ class _Importer:
                         "only when every bound queue has one (then the largest), so no consumer's view is cut short.",
                     )
 
-    def _queue_notes(self, queue: _Queue, stream: str, service: str, routes: list[dict[str, Any]]) -> None:
+    def _queue_notes(self, queue: Queue, stream: str, service: str, routes: list[dict[str, Any]]) -> None:
         args = queue.arguments
         name = queue.name
         for line in queue.policy_notes:
@@ -1188,7 +972,7 @@ class _Importer:
                 "so its bindings may not be in every export.",
             )
 
-    def _retry_target(self, queue: _Queue) -> str | None:
+    def _retry_target(self, queue: Queue) -> str | None:
         """How a retry or delay queue's expired messages re-enter the topology, None when it is not one.
 
         One is a queue with a message TTL whose dead-letter exchange (with the dead-letter routing key,
@@ -1350,7 +1134,7 @@ class _Importer:
             if sources:
                 self._note_service(service, "fed by exchange(s): " + ", ".join(f"'{s}'" for s in sources))
 
-    def _leftovers(self, queue_bindings: Mapping[tuple[str, str], Iterable[_Binding]]) -> None:
+    def _leftovers(self, queue_bindings: Mapping[tuple[str, str], Iterable[Binding]]) -> None:
         bound = {(b.vhost, b.destination) for bindings in queue_bindings.values() for b in bindings if b.source}
         for (vhost, name), queue in sorted(self.queues.items()):
             if (vhost, name) not in bound and queue.queue_type != "stream":
