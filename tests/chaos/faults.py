@@ -7,7 +7,12 @@
   (graceful), down `duration` s, then `start`;
 - nats-node-restart (a node of the NATS cluster): the same for `nats-cluster-nI`;
 - stream-full (a topology's stream): `max_msgs` (or `max_bytes`) set to what the stream holds, with
-  `discard: new`, for `duration` s; then its configuration is put back.
+  `discard: new`, for `duration` s; then its configuration is put back;
+- nats-leader-stop (a topology on the cluster): the node leading its stream is stopped — SIGTERM
+  (variant term) or lame duck mode, SIGUSR2 (variant ldm) — then started after `duration` s;
+- nats-rolling-ldm: every node in turn in lame duck mode, started again and current before the next;
+- nats-node-freeze (a node): SIGSTOP for `duration` s, then SIGCONT (a hung server);
+- nats-quorum-loss (two nodes, e.g. "12"): both SIGKILLed, down `duration` s, then started.
 
 Bridges that exit on their own are restarted by the fleet (as a supervisor would) and reported.
 """
@@ -17,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -24,12 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import brokers_local
 from kafka_helpers import BridgeProcess
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from .brokers import PRIVATE, BrokerError, NatsCluster, restart_cluster_node, restart_private
+
+STATE = Path(os.environ.get("BRIDGE_STATE_DIR", Path(__file__).resolve().parents[2] / "compose" / ".state"))
 
 T = TypeVar("T")
 TERM_TIMEOUT = 60.0  # seconds a SIGTERMed bridge may take to exit before it is killed
@@ -39,19 +49,28 @@ SLOW_TERM = 15.0  # an exit slower than this is reported (README: up to 10 s of 
 @dataclass(frozen=True)
 class Fault:
     at: float  # seconds after the traffic started
-    kind: str  # bridge-kill | bridge-term | broker-restart | nats-node-restart | stream-full
+    kind: str  # bridge-kill | bridge-term | broker-restart | nats-node-restart | stream-full | nats-leader-stop | ...
     target: str  # topology letter | private broker name | cluster node index (0-2)
     duration: float  # seconds down (bridges, brokers, nodes) or full (streams)
     variant: str = ""  # bridge: instance index; broker, node: kill | graceful; stream-full: max_msgs | max_bytes
 
     def describe(self) -> str:
         if self.kind in ("bridge-kill", "bridge-term"):
-            signal = "SIGKILL" if self.kind == "bridge-kill" else "SIGTERM"
-            what = f"{signal} bridge {self.target}#{self.variant}, restart after {self.duration:.1f}s"
+            how = "SIGKILL" if self.kind == "bridge-kill" else "SIGTERM"
+            what = f"{how} bridge {self.target}#{self.variant}, restart after {self.duration:.1f}s"
         elif self.kind == "broker-restart":
             what = f"{self.variant} {self.target}, down {self.duration:.1f}s, start"
         elif self.kind == "nats-node-restart":
             what = f"{self.variant} nats-cluster-n{int(self.target) + 1}, down {self.duration:.1f}s, start"
+        elif self.kind == "nats-leader-stop":
+            what = f"{self.variant} the node leading {self.target}'s stream, start after {self.duration:.1f}s"
+        elif self.kind == "nats-rolling-ldm":
+            what = f"lame duck restart of every cluster node in turn, {self.duration:.1f}s apart"
+        elif self.kind == "nats-node-freeze":
+            what = f"SIGSTOP nats-cluster-n{int(self.target) + 1} for {self.duration:.1f}s"
+        elif self.kind == "nats-quorum-loss":
+            nodes = " and ".join(f"nats-cluster-n{int(c) + 1}" for c in self.target)
+            what = f"SIGKILL {nodes} (no quorum), down {self.duration:.1f}s, start"
         else:
             what = f"stream of {self.target} full ({self.variant}, discard new) for {self.duration:.1f}s"
         return f"t+{self.at:5.1f}s {what}"
@@ -258,7 +277,70 @@ class FaultInjector:
         if fault.kind == "stream-full":
             js, stream = self.streams[fault.target]
             return await fill_stream(js, stream, limit=fault.variant, seconds=fault.duration)
+        if fault.kind.startswith("nats-") and fault.kind != "nats-node-restart":
+            assert self.cluster is not None
+            return await self._cluster_fault(fault, self.cluster)
         raise ValueError(f"unknown fault kind {fault.kind}")
+
+    async def _cluster_fault(self, fault: Fault, cluster: NatsCluster) -> str:
+        if fault.kind == "nats-leader-stop":
+            js, stream = self.streams[fault.target]
+            info = await _retry(lambda: js.stream_info(stream), time.monotonic() + 30)
+            leader = info.cluster.leader if info.cluster else None
+            node = next((i for i in range(3) if leader == f"bridge-test-n{i + 1}"), None)
+            if node is None:
+                return f"skipped: stream {stream} has no leader now ({leader})"
+            await stop_node(cluster, node, lame_duck=fault.variant == "ldm")
+            await asyncio.sleep(fault.duration)
+            await asyncio.to_thread(brokers_local.brokers, "start", cluster.node_name(node))
+            return f"{fault.variant} {cluster.node_name(node)} (leader of {stream}), started"
+        if fault.kind == "nats-rolling-ldm":
+            for node in range(3):
+                await stop_node(cluster, node, lame_duck=True)
+                await asyncio.to_thread(brokers_local.brokers, "start", cluster.node_name(node))
+                await asyncio.sleep(fault.duration)
+            return "lame duck restart of every node, one at a time"
+        if fault.kind == "nats-node-freeze":
+            node = int(fault.target)
+            pid = node_pid(cluster, node)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(fault.duration)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            return f"froze {cluster.node_name(node)} for {fault.duration:.1f}s"
+        if fault.kind == "nats-quorum-loss":
+            nodes = [int(c) for c in fault.target]
+            for node in nodes:
+                await asyncio.to_thread(brokers_local.brokers, "kill", cluster.node_name(node))
+            await asyncio.sleep(fault.duration)
+            for node in nodes:
+                await asyncio.to_thread(brokers_local.brokers, "start", cluster.node_name(node))
+            return f"killed {', '.join(cluster.node_name(n) for n in nodes)}, down {fault.duration:.1f}s, started"
+        raise ValueError(f"unknown fault kind {fault.kind}")
+
+
+def node_pid(cluster: NatsCluster, node: int) -> int:
+    """The pid compose/brokers recorded for a node of the cluster."""
+    return int((STATE / "nats-cluster" / f"n{node + 1}" / "nats.pid").read_text().strip())
+
+
+async def stop_node(cluster: NatsCluster, node: int, *, lame_duck: bool) -> None:
+    """SIGTERM, or lame duck mode (SIGUSR2: leadership handed over, clients moved, then exit), and
+    wait until the process is gone (lame duck takes the cluster's lame_duck_duration, 30 s)."""
+    if not lame_duck:
+        await asyncio.to_thread(brokers_local.brokers, "stop", cluster.node_name(node))
+        return
+    pid = node_pid(cluster, node)
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        await asyncio.sleep(0.2)
+    await asyncio.to_thread(brokers_local.brokers, "kill", cluster.node_name(node))
 
 
 async def _retry(call: Callable[[], Awaitable[T]], deadline: float) -> T:

@@ -20,6 +20,10 @@ Profiles:
   applies, with downtimes that exceed short duplicate windows (so Kafka and stream routes must lean
   on their checkpoints).
 
+- `nats`: topologies a and d on the NATS cluster, 190 s at 100 msg/s, issue 20's faults in turn: a
+  frozen node, the stream leader stopped with SIGTERM, quorum lost, a full stream, a lame-duck
+  rolling restart (`bench/chaos.py --profile nats`).
+
 Duplicate windows: routes whose exactly-once rests on checkpoints (Kafka, stream queues) may get a
 5 s window, but only on the single NATS server: a 5 s window shorter than a NATS failover would
 let an in-run resend through, which README does not promise to catch. Shadow routes keep 2 m (their
@@ -90,6 +94,7 @@ class Profile:
 
 PROFILES = {
     "ci": Profile("ci", (40, 40), (25, 25), quiet=10, settle_timeout=60),
+    "nats": Profile("nats", (190, 190), (100, 100), quiet=20, settle_timeout=240),
     "long": Profile("long", (60, 180), (20, 150), quiet=20, settle_timeout=240),
 }
 
@@ -120,6 +125,10 @@ class Schedule:
             reasons.append("a full discard-new stream")
         if plan.nats == "cluster" and any(f.kind == "nats-node-restart" for f in self.faults):
             reasons.append("a NATS node restart (503s while the stream changes leader)")
+        if plan.nats == "cluster" and any(
+            f.kind == "nats-leader-stop" and f.variant == "term" and f.target == plan.letter for f in self.faults
+        ):
+            reasons.append("its stream's leader stopped with SIGTERM (bench/README: pipelined routes reorder)")
         return " and ".join(reasons) or None
 
 
@@ -197,6 +206,8 @@ def generate(seed: int, profile: str = "ci", letters: str | None = None) -> Sche
             )
         )
         return Schedule(seed, profile, traffic, rate, plans, faults)
+    if profile == "nats":
+        return _nats_schedule(rng, seed, traffic, rate, letters)
     pool = list(letters or LETTERS)
     chosen = sorted(rng.sample(pool, rng.randint(1, len(pool))))
     plans = [_plan(rng, x, "cluster" if rng.random() < 0.3 else "single", 3) for x in chosen]
@@ -206,6 +217,23 @@ def generate(seed: int, profile: str = "ci", letters: str | None = None) -> Sche
         faults.append(_random_fault(rng, plans, at))
         at += rng.uniform(6, 15)
     return Schedule(seed, profile, traffic, rate, plans, faults)
+
+
+def _nats_schedule(rng: random.Random, seed: int, traffic: float, rate: int, letters: str | None) -> Schedule:
+    """Issue 20's NATS faults, one after another, against topologies all on the cluster: a frozen
+    node, the stream leader stopped with SIGTERM, quorum lost, a full stream, and a lame-duck
+    rolling restart of every node."""
+    chosen = sorted(letters or "ad")
+    plans = [_plan(rng, x, "cluster", 2) for x in chosen]
+    first = chosen[0]
+    faults = [
+        Fault(10, "nats-node-freeze", str(rng.randrange(3)), 8),
+        Fault(30, "nats-leader-stop", first, 3, "term"),
+        Fault(50, "nats-quorum-loss", "".join(map(str, sorted(rng.sample(range(3), 2)))), 10),
+        Fault(72, "stream-full", rng.choice(chosen), 5, "max_msgs"),
+        Fault(82, "nats-rolling-ldm", "all", 3),
+    ]
+    return Schedule(seed, "nats", traffic, rate, plans, faults)
 
 
 def _random_fault(rng: random.Random, plans: list[TopologyPlan], at: float) -> Fault:
