@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from nats.errors import Error as NatsError
 
@@ -394,6 +394,16 @@ class Checkpointer(Protocol):
         """Record each lane's watermark, after its PubAcks and before the source is settled."""
 
 
+async def _cancel_until_done(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` and wait for it to end, cancelling it again every 0.1 s while it runs: a
+    client library can swallow a cancellation (in Python 3.11 asyncio.wait_for returns the inner
+    outcome when a cancellation arrives just as it completes), and a source's reconnect loop then
+    went on until its broker came back. Its outcome is left in the task."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.1)
+
+
 class RoutePipeline:
     """Runs one route: its source, its mapping, and its share of the publisher."""
 
@@ -638,9 +648,7 @@ class RoutePipeline:
         finally:
             stopped.cancel()
             if not starting.done():
-                starting.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await starting
+                await _cancel_until_done(starting)
         if starting.cancelled():
             await self.source.close()
             return False
@@ -665,9 +673,9 @@ class RoutePipeline:
                 if not fetching.done():
                     # A source stuck reconnecting (RabbitMQ down, a login refused) must not hold
                     # up a stop: nothing it could still hand over would be settled anyway.
-                    fetching.cancel()
+                    await _cancel_until_done(fetching)
                     with contextlib.suppress(asyncio.CancelledError):
-                        await fetching
+                        fetching.result()
                     return
                 if not await self._accept_fetched(fetching.result()):
                     return

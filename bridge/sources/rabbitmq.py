@@ -155,13 +155,19 @@ async def open_connection(
     """One connection to the source, for routes and commands alike, so every caller reports a
     refused login, a failed TLS handshake or an unreachable broker the same way."""
     url = amqp_url(source)
-    kwargs: dict[str, Any] = {"timeout": connect_timeout}
+    kwargs: dict[str, Any] = {}
     if heartbeat is not None:
         kwargs["heartbeat"] = heartbeat
+    # Bounded by asyncio.timeout, not by asyncio.wait_for (here, or aio-pika's own when given a
+    # `timeout`): in Python 3.11 wait_for returns the attempt's outcome when a cancellation arrives
+    # just as the attempt ends, so a stop's cancellation of a failing attempt became a "not reachable"
+    # the reconnect loop retried, and the stop waited until RabbitMQ was back.
     try:
-        return await asyncio.wait_for(aio_pika.connect(url, **kwargs), connect_timeout * 2)
+        async with asyncio.timeout(connect_timeout):
+            connection: AbstractConnection = await aio_pika.connect(url, **kwargs)
     except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as error:
         raise RabbitMQConnectError(redact_url(url), _connect_failure(source, error)) from None
+    return connection
 
 
 def shadow_queue_name(service: str, route: str) -> str:
@@ -392,6 +398,11 @@ class RabbitMQRouteSource:
             try:
                 await self._connect()
             except SourceUnavailableError as error:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Stopped while the attempt failed, and the library it went through returned the
+                    # failure instead of the cancellation: stop all the same.
+                    raise asyncio.CancelledError from None
                 log.warning("%s; retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
