@@ -649,7 +649,9 @@ class RoutePipeline:
             stopped.cancel()
             if not starting.done():
                 await _cancel_until_done(starting)
-        if starting.cancelled():
+        if starting.cancelled() or (self._stopping and starting.exception() is not None):
+            # Stopped first: whatever the start came to (a connection failing as it was cancelled
+            # included) is moot; the stop's exit stands.
             await self.source.close()
             return False
         starting.result()
