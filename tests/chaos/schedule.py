@@ -66,7 +66,7 @@ from bridge.jetstream.declare import declare_streams
 from . import brokers as chaos_brokers
 from .brokers import KAFKA_A, KAFKA_B, Brokers, NatsCluster
 from .checker import Expected, RouteResult, Stored, attribute, check_reverse, check_route, read_stream
-from .faults import BridgeFleet, Fault, FaultInjector
+from .faults import BridgeFleet, Fault, FaultInjector, _retry
 from .topologies import BROKERS, LETTERS, MAX_INSTANCES, Addresses, Built, SourceSpec, TopologyPlan, build
 from .traffic import (
     AmqpTraffic,
@@ -525,10 +525,16 @@ async def _setup(state: _Run) -> None:
         path.write_text(built.mapping)
         config = load_config_text(built.mapping, str(path), env={})
         js = state.js(built)
-        await declare_streams(js, config.all_streams())
+        # A cluster compose/brokers has just started may still be electing the leaders of the
+        # streams and buckets made here ("no responders"): as an operator would, try again.
+        deadline = time.monotonic() + 60
+        await _retry(lambda js=js, config=config: declare_streams(js, config.all_streams()), deadline)
         if built.drain_service is not None:
-            await PhaseStore(js, replicas=config.state_replicas).change(
-                built.drain_service, Phase.DRAIN, by="chaos", reason=f"chaos run {state.run}"
+            store = PhaseStore(js, replicas=config.state_replicas)
+            service = built.drain_service
+            await _retry(
+                lambda store=store, service=service: _drain_once(store, service, f"chaos run {state.run}"),
+                deadline,
             )
     sources = [source for built in state.built.values() for source in built.sources]
     for broker in ("kafka-a", "kafka-b"):
@@ -539,6 +545,13 @@ async def _setup(state: _Run) -> None:
     amqp = [s for s in sources if s.kind == "amqp"]
     if amqp:
         await _declare_exchanges(state.amqp_url, amqp)
+
+
+async def _drain_once(store: PhaseStore, service: str, reason: str) -> None:
+    """Put `service` in drain unless an earlier attempt did (its answer lost while electing)."""
+    record, _ = await store.get(service)
+    if record.phase != Phase.DRAIN:
+        await store.change(service, Phase.DRAIN, by="chaos", reason=reason)
 
 
 async def _create_topics(bootstrap: str, topics: dict[str, int]) -> None:
