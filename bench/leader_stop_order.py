@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from nats.aio.client import Client as NatsClient
 
@@ -47,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
 
 import brokers_local  # noqa: E402  (tests/ holds the broker helpers the tests use)
-from chaos.brokers import cluster_lock, start_cluster  # noqa: E402
-from kafka_helpers import BridgeProcess, stored_records, wait_for_count  # noqa: E402
+from chaos.brokers import cluster_lock, start_cluster, wait_for_jetstream  # noqa: E402
+from kafka_helpers import BridgeProcess, produce_at_rate, stored_records, wait_for_count  # noqa: E402
 
 PARTITIONS = 6
 MODES = (("pipelined", "term"), ("strict", "term"), ("pipelined", "ldm"))
@@ -71,23 +70,6 @@ def mapping(urls: list[str], name: str, stream: str, topic: str, ordering: str) 
         f'        from: {{topics: ["{topic}"], group: "bench-{subject}"}}\n'
         f'        to: "{subject}.{{partition}}"\n        ordering: {ordering}\n'
     )
-
-
-async def produce(topic: str, rate: int, stop: asyncio.Event, sent: list[int]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP"], acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        tick = 0.05
-        per_tick = max(1, int(rate * tick))
-        while not stop.is_set():
-            started = time.monotonic()
-            for _ in range(per_tick):
-                await producer.send(topic, value=b"x" * 100, partition=sent[0] % PARTITIONS)
-                sent[0] += 1
-            await producer.flush()
-            await asyncio.sleep(max(0.0, tick - (time.monotonic() - started)))
-    finally:
-        await producer.stop()
 
 
 class Cluster:
@@ -173,26 +155,6 @@ def reported(base: str) -> int:
     return 0
 
 
-async def wait_for_jetstream(urls: list[str], within: float = 60) -> None:
-    """A cluster just started elects its meta leader first: wait until an R3 stream can be made."""
-    nc = await nats.connect(urls, error_cb=_quiet)
-    js = nc.jetstream(timeout=5)
-    deadline = time.monotonic() + within
-    try:
-        while True:
-            try:
-                await js.add_stream(name="ORDER_PROBE", subjects=["order-probe"], num_replicas=3)
-            except (nats.errors.Error, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(1)
-            else:
-                await js.delete_stream("ORDER_PROBE")
-                return
-    finally:
-        await nc.close()
-
-
 async def _quiet(_error: Exception) -> None:
     """The checker's own reconnects are expected here; the bridge's log tells its story."""
 
@@ -232,7 +194,9 @@ async def run_mode(cluster: Cluster, ordering: str, how: str, rounds: int, rate:
     try:
         bridge.start()
         base = await bridge.http_url()
-        producer = asyncio.create_task(produce(topic, rate, stop, sent))
+        producer = asyncio.create_task(
+            produce_at_rate(os.environ["KAFKA_BOOTSTRAP"], topic, rate, PARTITIONS, stop, sent)
+        )
         await asyncio.sleep(3)
         stopped_leader = await stop_leaders(cluster, nc, name, stream, how, rounds)
         stop.set()

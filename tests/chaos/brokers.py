@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import brokers_local
+import nats
+from nats.errors import Error as NatsError
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKERS_SCRIPT = ROOT / "compose" / "brokers"
@@ -210,6 +212,31 @@ def start_cluster() -> NatsCluster:
         raise BrokerError(f"could not start the local 3-node NATS cluster:\n{error}") from error
     env = brokers_local.broker_env()
     return NatsCluster(tuple(env["NATS_CLUSTER_URLS"].split(",")), tuple(env["NATS_CLUSTER_MONITOR_URLS"].split(",")))
+
+
+async def wait_for_jetstream(urls: list[str], within: float = 60) -> None:
+    """A cluster just started elects its meta leader first: wait until an R3 stream can be made."""
+    nc = await nats.connect(urls, error_cb=_ignore)
+    js = nc.jetstream(timeout=5)
+    deadline = time.monotonic() + within
+    probe = f"PROBE_{os.getpid()}"
+    try:
+        while True:
+            try:
+                await js.add_stream(name=probe, subjects=[f"probe.{os.getpid()}"], num_replicas=3)
+            except (NatsError, TimeoutError) as error:
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"the cluster's JetStream did not answer within {within:g}s: {error}") from None
+                await asyncio.sleep(1)
+            else:
+                await js.delete_stream(probe)
+                return
+    finally:
+        await nc.close()
+
+
+async def _ignore(_error: Exception) -> None:
+    """Connection errors while the cluster starts are the expected part of waiting for it."""
 
 
 @contextlib.contextmanager

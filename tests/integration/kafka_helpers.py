@@ -201,3 +201,25 @@ def describe_duplicates(records: Iterable[tuple[int, int, int]]) -> str:
         return "no (partition, offset) stored twice"
     shown = "; ".join(f"p{p}@{o}: seqs {s}" for (p, o), s in doubled[:5] + doubled[-5:])
     return f"{len(doubled)} stored twice, first and last: {shown}"
+
+
+async def produce_at_rate(
+    bootstrap: str, topic: str, rate: int, partitions: int, stop: asyncio.Event, sent: list[int]
+) -> None:
+    """`rate` records a second, round robin over `partitions`, until `stop`; counts them in `sent[0]`."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        tick = 0.05
+        per_tick = max(1, int(rate * tick))
+        while not stop.is_set():
+            started = time.monotonic()
+            for _ in range(per_tick):
+                await producer.send(topic, value=b"x" * 100, partition=sent[0] % partitions)
+                sent[0] += 1
+            await producer.flush()
+            await asyncio.sleep(max(0.0, tick - (time.monotonic() - started)))
+    finally:
+        await producer.stop()

@@ -30,9 +30,8 @@ from typing import Any
 import brokers_local
 import nats
 import pytest
-from aiokafka import AIOKafkaProducer
-from chaos.brokers import cluster_lock, start_cluster
-from kafka_helpers import BridgeProcess, describe_duplicates, stored_records, wait_for_count
+from chaos.brokers import cluster_lock, start_cluster, wait_for_jetstream
+from kafka_helpers import BridgeProcess, describe_duplicates, produce_at_rate, stored_records, wait_for_count
 from private_nats import PrivateNatsServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.nats, pytest.mark.timeout(420)]
@@ -74,24 +73,6 @@ async def poll_readyz(base: str, log: ReadyzLog, stop: asyncio.Event) -> None:
         code, text = await asyncio.to_thread(readyz, base)
         log.answers.append((time.monotonic(), code, text))
         await asyncio.sleep(0.25)
-
-
-async def produce(bootstrap: str, topic: str, rate: int, stop: asyncio.Event, sent: list[int]) -> None:
-    """`rate` records a second, spread over the partitions, until `stop`; counts them in `sent`."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        tick = 0.05
-        per_tick = max(1, int(rate * tick))
-        while not stop.is_set():
-            started = time.monotonic()
-            for _ in range(per_tick):
-                await producer.send(topic, value=b"x" * 64, partition=sent[0] % PARTITIONS)
-                sent[0] += 1
-            await producer.flush()
-            await asyncio.sleep(max(0.0, tick - (time.monotonic() - started)))
-    finally:
-        await producer.stop()
 
 
 def mapping_text(nats_urls: list[str], stream: str, topic: str, bootstrap: str, stream_extra: str = "") -> str:
@@ -142,7 +123,9 @@ async def test_a_full_stream_turns_readyz_503_within_seconds_naming_it_and_back_
     answers = ReadyzLog()
     try:
         async with running(bridge) as base:
-            producer = asyncio.create_task(produce(kafka_bootstrap, topic, 300, stop_producing, sent))
+            producer = asyncio.create_task(
+                produce_at_rate(kafka_bootstrap, topic, 300, PARTITIONS, stop_producing, sent)
+            )
             poller = asyncio.create_task(poll_readyz(base, answers, stop_polling))
             await wait_for_count(nc, stream, limit, 60, bridges=[bridge])
             full_at = time.monotonic()
@@ -192,7 +175,9 @@ async def test_a_frozen_server_turns_readyz_503_within_seconds_and_the_bridge_re
     assert server.process is not None
     try:
         async with running(bridge) as base:
-            producer = asyncio.create_task(produce(kafka_bootstrap, topic, 300, stop_producing, sent))
+            producer = asyncio.create_task(
+                produce_at_rate(kafka_bootstrap, topic, 300, PARTITIONS, stop_producing, sent)
+            )
             poller = asyncio.create_task(poll_readyz(base, answers, stop_polling))
             await wait_for_count(nc, stream, 500, 60, bridges=[bridge])
             server.process.send_signal(signal.SIGSTOP)
@@ -239,7 +224,9 @@ async def test_after_a_start_readyz_never_calls_a_source_unreachable_and_is_read
     try:
         async with running(bridge) as base:
             poller = asyncio.create_task(poll_readyz(base, answers, stop_polling))
-            producer = asyncio.create_task(produce(kafka_bootstrap, topic, 200, stop_producing, sent))
+            producer = asyncio.create_task(
+                produce_at_rate(kafka_bootstrap, topic, 200, PARTITIONS, stop_producing, sent)
+            )
             await wait_for_count(nc, stream, 1, 60, bridges=[bridge])
             flowing_at = time.monotonic()
             await asyncio.sleep(3)
@@ -278,9 +265,11 @@ async def test_quorum_loss_turns_readyz_503_within_seconds_and_nothing_is_lost_o
     with cluster_lock(cluster):
         nc = await nats.connect(list(cluster.urls))
         try:
-            await wait_for_jetstream_cluster(nc, unique_name)
+            await wait_for_jetstream(list(cluster.urls))
             async with running(bridge) as base:
-                producer = asyncio.create_task(produce(kafka_bootstrap, topic, 300, stop_producing, sent))
+                producer = asyncio.create_task(
+                    produce_at_rate(kafka_bootstrap, topic, 300, PARTITIONS, stop_producing, sent)
+                )
                 poller = asyncio.create_task(poll_readyz(base, answers, stop_polling))
                 await wait_for_count(nc, stream, 500, 60, bridges=[bridge])
                 await asyncio.to_thread(brokers_local.brokers, "kill", cluster.node_name(1))
@@ -312,22 +301,6 @@ async def test_quorum_loss_turns_readyz_503_within_seconds_and_nothing_is_lost_o
             stop_polling.set()
             with contextlib.suppress(Exception):
                 await nc.close()
-
-
-async def wait_for_jetstream_cluster(nc: nats.NATS, name: str, timeout: float = 60) -> None:
-    """A cluster just (re)started elects its meta leader first: wait until an R3 stream can be made."""
-    js = nc.jetstream(timeout=5)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await js.add_stream(name=f"PROBE_{name.upper()}", subjects=[f"probe.{name}"], num_replicas=3)
-        except (nats.errors.Error, TimeoutError) as error:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the cluster's JetStream did not answer within {timeout}s: {error}") from None
-            await asyncio.sleep(1)
-        else:
-            await js.delete_stream(f"PROBE_{name.upper()}")
-            return
 
 
 def _get_json(url: str) -> dict[str, Any]:

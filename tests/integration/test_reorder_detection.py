@@ -42,10 +42,12 @@ def _get(url: str) -> str:
         return str(response.read().decode())
 
 
-async def test_a_record_stored_after_a_later_one_of_its_partition_is_an_error_a_metric_and_a_status_entry(
-    tmp_path: Path, nats_url: str, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str
-) -> None:
-    topic = await kafka_topic(partitions=1)
+async def _full_subject_setup(
+    tmp_path: Path, nats_url: str, kafka_bootstrap: str, topic: str, unique_name: str, ordering: str
+) -> tuple[nats.NATS, str, str, Path]:
+    """A stream whose subject `<s>.a` is full (one message per subject, discard new per subject),
+    three records keyed a, b, c in one partition, and a mapping sending each to `<s>.<key>`.
+    Returns the client, stream, subject prefix and mapping file."""
     stream, subject = unique_name.upper(), unique_name.lower()
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
@@ -66,16 +68,27 @@ async def test_a_record_stored_after_a_later_one_of_its_partition_is_an_error_a_
             await producer.send_and_wait(topic, value=b"record " + key, key=key, partition=0)
     finally:
         await producer.stop()
-
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(
         f'nats:\n  servers: ["{nats_url}"]\n'
         f'streams:\n  - name: {stream}\n    subjects: ["{subject}.>"]\n'
         f'sources:\n  kafka:\n    type: kafka\n    bootstrap_servers: ["{kafka_bootstrap}"]\n'
         "services:\n  svc:\n    routes:\n      - name: copy\n        source: kafka\n"
+        f"        ordering: {ordering}\n"
         f'        from: {{topics: ["{topic}"], group: "bridge-{subject}"}}\n'
         f'        to: "{subject}.{{key}}"\n'
     )
+    return nc, stream, subject, mapping
+
+
+async def test_a_record_stored_after_a_later_one_of_its_partition_is_an_error_a_metric_and_a_status_entry(
+    tmp_path: Path, nats_url: str, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str
+) -> None:
+    topic = await kafka_topic(partitions=1)
+    nc, stream, subject, mapping = await _full_subject_setup(
+        tmp_path, nats_url, kafka_bootstrap, topic, unique_name, "pipelined"
+    )
+    js = nc.jetstream()
     bridge = BridgeProcess(mapping, tmp_path / "bridge.log", args=("--http", "127.0.0.1:0"))
     bridge.start()
     try:
@@ -124,35 +137,10 @@ async def test_records_stored_in_order_through_a_refusal_are_no_reorder(
     """The check cannot cry wolf: the same refusal with `ordering: strict` (one publish in flight
     per partition) stores 0, 1, 2 in order, and nothing is reported."""
     topic = await kafka_topic(partitions=1)
-    stream, subject = unique_name.upper(), unique_name.lower()
-    nc = await nats.connect(nats_url)
+    nc, stream, subject, mapping = await _full_subject_setup(
+        tmp_path, nats_url, kafka_bootstrap, topic, unique_name, "strict"
+    )
     js = nc.jetstream()
-    await js.add_stream(
-        js_api.StreamConfig(
-            name=stream,
-            subjects=[f"{subject}.>"],
-            max_msgs_per_subject=1,
-            discard=js_api.DiscardPolicy.NEW,
-            discard_new_per_subject=True,
-        )
-    )
-    await js.publish(f"{subject}.a", b"already here")
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for key in (b"a", b"b", b"c"):
-            await producer.send_and_wait(topic, value=b"record " + key, key=key, partition=0)
-    finally:
-        await producer.stop()
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(
-        f'nats:\n  servers: ["{nats_url}"]\n'
-        f'streams:\n  - name: {stream}\n    subjects: ["{subject}.>"]\n'
-        f'sources:\n  kafka:\n    type: kafka\n    bootstrap_servers: ["{kafka_bootstrap}"]\n'
-        "services:\n  svc:\n    routes:\n      - name: copy\n        source: kafka\n        ordering: strict\n"
-        f'        from: {{topics: ["{topic}"], group: "bridge-{subject}"}}\n'
-        f'        to: "{subject}.{{key}}"\n'
-    )
     bridge = BridgeProcess(mapping, tmp_path / "bridge.log", args=("--http", "127.0.0.1:0"))
     bridge.start()
     try:
