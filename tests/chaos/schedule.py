@@ -411,6 +411,8 @@ async def _run_schedule(
     await asyncio.to_thread(chaos_brokers.start_private, needed)
     on_cluster = any(plan.nats == "cluster" for plan in schedule.plans)
     cluster = await asyncio.to_thread(chaos_brokers.start_cluster) if on_cluster else None
+    if cluster is not None:
+        await chaos_brokers.wait_for_jetstream(list(cluster.urls))  # a node just started may still elect
     with _cluster_held(cluster):
         clock.mark(f"brokers up: {', '.join(needed)}{' and the NATS cluster' if cluster else ''}")
         state = _Run(schedule, run, workdir, log, clock, Brokers(nats_url, cluster), dict(bridge_env or {}))
