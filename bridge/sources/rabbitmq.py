@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -168,6 +169,17 @@ async def open_connection(
     except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as error:
         raise RabbitMQConnectError(redact_url(url), _connect_failure(source, error)) from None
     return connection
+
+
+MAX_RECONNECT_DELAY = 5.0
+
+
+def next_reconnect_delay(delay: float) -> float:
+    """The wait before the next connect attempt: doubling, but never past 5 s (with a little
+    jitter). A restarted RabbitMQ is typically back within seconds, and every second the bridge
+    still waits afterwards is lag on every shadow route; a longer cap once left a route idle 16 s
+    after its broker was back. The jitter keeps a fleet of bridges from reconnecting in lockstep."""
+    return min(delay * 2, MAX_RECONNECT_DELAY) * random.uniform(0.8, 1.0)
 
 
 def shadow_queue_name(service: str, route: str) -> str:
@@ -405,7 +417,7 @@ class RabbitMQRouteSource:
                     raise asyncio.CancelledError from None
                 log.warning("%s; retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = next_reconnect_delay(delay)
                 continue
             log.info("source %s: reconnected to RabbitMQ", self.name)
             return

@@ -41,6 +41,8 @@ import random
 import secrets
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -740,11 +742,49 @@ async def _settle(state: _Run) -> None:
         if counts != last:
             last, changed = counts, time.monotonic()
         elif time.monotonic() - changed > profile.quiet and all(idle):
-            short = [f"{s}: {c} of {w}" for c, (_, s, w) in zip(counts, targets, strict=True) if c < w]
-            state.log(f"[chaos] nothing moved for {profile.quiet:g}s; short: {', '.join(short)}")
-            return
+            # Quiet is not done while a bridge is not ready (a source still reconnecting after its
+            # broker came back, an instance waiting for its restart): it may still copy what is short.
+            waiting = await _bridges_not_ready(state)
+            if not waiting:
+                short = [f"{s}: {c} of {w}" for c, (_, s, w) in zip(counts, targets, strict=True) if c < w]
+                state.log(f"[chaos] nothing moved for {profile.quiet:g}s; short: {', '.join(short)}")
+                return
         await asyncio.sleep(0.5)
-    state.log(f"[chaos] streams did not settle within {profile.settle_timeout:g}s")
+    waiting = await _bridges_not_ready(state)
+    state.log(
+        f"[chaos] streams did not settle within {profile.settle_timeout:g}s"
+        + (f"; bridges not ready: {'; '.join(waiting)}" if waiting else "")
+    )
+
+
+async def _bridges_not_ready(state: _Run) -> list[str]:
+    """The bridge instances that are down (not on purpose) or whose /readyz does not answer 200, each
+    with the first reason it gives."""
+    waiting = []
+    for fleet in state.fleets.values():
+        for index, process in enumerate(fleet.processes):
+            if not process.alive():
+                waiting.append(f"{fleet.name(index)}: not running")
+                continue
+            try:
+                url = await process.http_url(timeout=5)
+                answer = await asyncio.to_thread(_get, f"{url}/readyz")
+            except (AssertionError, OSError) as error:
+                waiting.append(f"{fleet.name(index)}: /readyz did not answer ({error})")
+                continue
+            if answer is not None:
+                waiting.append(f"{fleet.name(index)}: {answer}")
+    return waiting
+
+
+def _get(url: str) -> str | None:
+    """None for a 200, else the first problem line of the answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return None
+    except urllib.error.HTTPError as error:
+        lines = error.read().decode(errors="replace").splitlines()
+        return next((line.removeprefix("- ") for line in lines if line.startswith("- ")), f"HTTP {error.code}")
 
 
 async def _count(js: JetStreamContext, stream: str) -> int:

@@ -117,11 +117,12 @@ class BridgeProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     async def http_url(self, timeout: float = 60) -> str:
-        """The base URL of the bridge's HTTP endpoint, from its start-up log line."""
+        """The base URL of the bridge's HTTP endpoint, from its latest start-up log line (a
+        restarted bridge appends to the same log, on a new port when it was given port 0)."""
         marker = "/status on http://"
         await self.wait_for_log(marker, timeout)
         text = self.log_path.read_text(errors="replace")
-        start = text.index(marker) + len(marker)
+        start = text.rindex(marker) + len(marker)
         end = start
         while end < len(text) and (text[end].isalnum() or text[end] in ".:[]"):
             end += 1

@@ -1,6 +1,6 @@
 """SIGTERM while RabbitMQ refuses the bridge or is gone: the process must still stop within drain_timeout.
 
-The RabbitMQ source reconnects by itself (backing off up to 30 s) when its connection dies; the
+The RabbitMQ source reconnects by itself (backing off up to 5 s) when its connection dies; the
 reconnect loop ran inside the route's reader, so a stop waited for RabbitMQ to come back: a
 bridge whose vhost was removed (every login refused) ignored SIGTERM for minutes.
 
