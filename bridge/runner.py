@@ -54,6 +54,7 @@ from bridge.operations.http import HttpAddress, serve
 from bridge.operations.metrics import bridge_registry
 from bridge.pipeline import PipelineSettings, RoutePipeline
 from bridge.reverse.route import ReverseRoute
+from bridge.sources import aiokafka_uvloop
 from bridge.sources.base import Source
 from bridge.sources.kafka import KafkaTopicSource, default_group
 from bridge.sources.rabbitmq import RabbitMQRouteSource, shadow_queue_name
@@ -351,4 +352,5 @@ def run_bridge(config: BridgeConfig, settings: RunSettings | None = None) -> Non
     except ImportError:
         asyncio.run(main())
     else:
+        aiokafka_uvloop.install()
         uvloop.run(main())
