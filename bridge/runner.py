@@ -52,6 +52,7 @@ from bridge.mapping import CompiledRoute
 from bridge.operations.health import HealthMonitor
 from bridge.operations.http import HttpAddress, serve
 from bridge.operations.metrics import bridge_registry
+from bridge.operations.watchdog import ShutdownWatchdog
 from bridge.pipeline import PipelineSettings, RoutePipeline
 from bridge.reverse.route import ReverseRoute
 from bridge.sources import aiokafka_uvloop
@@ -60,6 +61,10 @@ from bridge.sources.kafka import KafkaTopicSource, default_group
 from bridge.sources.rabbitmq import RabbitMQRouteSource, shadow_queue_name
 
 log = logging.getLogger(__name__)
+
+# From SIGTERM to a forced exit: the drain (drain_timeout, 10 s), closing the sources (each bounded,
+# Kafka's LeaveGroup by 5 s) and the loop's close, with room to spare.
+STOP_DEADLINE = 40.0
 
 
 class NatsUnavailableError(BridgeError):
@@ -341,16 +346,29 @@ def run_bridge(config: BridgeConfig, settings: RunSettings | None = None) -> Non
         gc.set_threshold(10_000, 20, 20)
         bridge = Bridge(config, settings)
         loop = asyncio.get_running_loop()
+        watchdog = ShutdownWatchdog(loop, STOP_DEADLINE)
+        watchdogs.append(watchdog)
+
+        def stop() -> None:
+            watchdog.arm()
+            bridge.stop()
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, bridge.stop)
+            loop.add_signal_handler(signum, stop)
         log.info("bridge running: %d route(s); SIGINT or SIGTERM stops it", len(config.routes()))
         await bridge.run()
         log.info("bridge stopped")
 
+    watchdogs: list[ShutdownWatchdog] = []  # armed by a signal; holds until the loop has closed too
+
     try:
-        import uvloop  # noqa: PLC0415  (a faster event loop; not installed on Windows)
-    except ImportError:
-        asyncio.run(main())
-    else:
-        aiokafka_uvloop.install()
-        uvloop.run(main())
+        try:
+            import uvloop  # noqa: PLC0415  (a faster event loop; not installed on Windows)
+        except ImportError:
+            asyncio.run(main())
+        else:
+            aiokafka_uvloop.install()
+            uvloop.run(main())
+    finally:
+        for watchdog in watchdogs:
+            watchdog.disarm()
