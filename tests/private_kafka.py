@@ -29,9 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BROKERS_SCRIPT = ROOT / "compose" / "brokers"
-MAIN_STATE = Path(os.environ.get("BRIDGE_STATE_DIR") or ROOT / "compose" / ".state")
+from chaos.brokers import ROOT, BrokerError, PrivateBroker
 
 
 class PrivateKafkaError(RuntimeError):
@@ -55,6 +53,17 @@ class PrivateKafka:
             self.controller_port = _free_port()
         self.heap = heap
         self.frozen = False
+        # compose/brokers, run as the fault-schedule suite runs its own Kafkas
+        self._broker = PrivateBroker(
+            "private-kafka",
+            "kafka",
+            state,
+            {
+                "BRIDGE_KAFKA_PORT": str(self.port),
+                "BRIDGE_KAFKA_CONTROLLER_PORT": str(self.controller_port),
+                "BRIDGE_KAFKA_HEAP": heap,
+            },
+        )
 
     @property
     def bootstrap(self) -> str:
@@ -65,45 +74,18 @@ class PrivateKafka:
         return self.state / "kafka" / "kafka.log"
 
     def _run(self, *args: str, timeout: float = 180.0) -> str:
-        env = {
-            **os.environ,
-            "BRIDGE_STATE_DIR": str(self.state),
-            "BRIDGE_KAFKA_PORT": str(self.port),
-            "BRIDGE_KAFKA_CONTROLLER_PORT": str(self.controller_port),
-            "BRIDGE_KAFKA_HEAP": self.heap,
-        }
         try:
-            proc = subprocess.run(
-                ["bash", str(BROKERS_SCRIPT), *args],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
-        except subprocess.TimeoutExpired as error:
-            raise PrivateKafkaError(f"compose/brokers {' '.join(args)} took over {timeout:g}s") from error
-        if proc.returncode != 0:
-            raise PrivateKafkaError(
-                f"compose/brokers {' '.join(args)} (private Kafka in {self.state}) exited {proc.returncode}:\n"
-                f"{proc.stdout}{proc.stderr}"
-            )
-        return proc.stdout + proc.stderr
-
-    def _link_jars(self) -> None:
-        jars = MAIN_STATE / "kafka" / "libs"
-        if not any(jars.glob("kafka_2.13-*.jar")):
-            raise PrivateKafkaError(f"no Kafka jars in {jars}: run `bash compose/install`")
-        link = self.state / "kafka" / "libs"
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.is_symlink():
-            link.symlink_to(jars, target_is_directory=True)
+            return self._broker.run(*args, timeout=timeout)
+        except BrokerError as error:
+            raise PrivateKafkaError(f"private Kafka in {self.state}: {error}") from error
 
     def start(self) -> str:
         """Start it (or thaw or leave it running) and wait until it serves metadata with itself in
         it (a thawed broker may have been fenced by its own controller meanwhile)."""
-        self._link_jars()
+        try:
+            self._broker.link_kafka_jars()
+        except BrokerError as error:
+            raise PrivateKafkaError(str(error)) from error
         self.thaw()
         output = self._run("start", "kafka")
         probe = subprocess.run(

@@ -100,10 +100,10 @@ class PrivateBroker:
 
     def start(self) -> str:
         if self.kind == "kafka":
-            self._link_kafka_jars()
+            self.link_kafka_jars()
         return self.run("start", self.kind)
 
-    def _link_kafka_jars(self) -> None:
+    def link_kafka_jars(self) -> None:
         jars = MAIN_STATE / "kafka" / "libs"
         if not any(jars.glob("kafka_2.13-*.jar")):
             raise BrokerError(f"{self.name}: no Kafka jars in {jars}: run `bash compose/install`")

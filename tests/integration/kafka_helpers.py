@@ -139,6 +139,15 @@ class BridgeProcess:
             await asyncio.sleep(0.1)
 
 
+def contiguous_prefix(offsets: list[int]) -> int:
+    """How many offsets 0, 1, 2, ... are all stored: the most a consumer group may have committed."""
+    present = set(offsets)
+    count = 0
+    while count in present:
+        count += 1
+    return count
+
+
 async def stream_count(nc: NatsClient, stream: str) -> int:
     try:
         return (await nc.jetstream().stream_info(stream)).state.messages

@@ -21,7 +21,15 @@ from pathlib import Path
 import nats
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from kafka_helpers import BridgeProcess, fill_topic, stored_offsets, stream_count, wait_for_count, write_mapping
+from kafka_helpers import (
+    BridgeProcess,
+    contiguous_prefix,
+    fill_topic,
+    stored_offsets,
+    stream_count,
+    wait_for_count,
+    write_mapping,
+)
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -83,15 +91,6 @@ async def group_offsets(bootstrap: str, group: str, topic: str, partitions: int)
 def produced_per_partition(total: int, partitions: int) -> dict[int, int]:
     """Records per partition written by a round-robin fill of `total` records."""
     return {p: total // partitions + (1 if p < total % partitions else 0) for p in range(partitions)}
-
-
-def contiguous_prefix(offsets: list[int]) -> int:
-    """How many offsets 0, 1, 2, ... are all present: the most a consumer group may commit."""
-    present = set(offsets)
-    count = 0
-    while count in present:
-        count += 1
-    return count
 
 
 def add_stream_fields(mapping: Path, *fields: str) -> Path:

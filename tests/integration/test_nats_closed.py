@@ -23,7 +23,7 @@ from pathlib import Path
 import nats
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka_helpers import BridgeProcess, fill_topic, stored_offsets, wait_for_count
+from kafka_helpers import BridgeProcess, contiguous_prefix, fill_topic, stored_offsets, wait_for_count
 from nats.aio.client import Client as NatsClient
 from private_nats import PrivateNatsServer
 from prometheus_client import CollectorRegistry
@@ -97,15 +97,6 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
         return {p: await consumer.committed(TopicPartition(topic, p)) or 0 for p in range(PARTITIONS)}
     finally:
         await consumer.stop()
-
-
-def contiguous_prefix(offsets: list[int]) -> int:
-    """How many offsets 0, 1, 2, ... are all stored: the most the group may have committed."""
-    present = set(offsets)
-    count = 0
-    while count in present:
-        count += 1
-    return count
 
 
 async def test_a_revoked_login_makes_run_exit_1_promptly_and_commit_only_what_is_stored(

@@ -43,6 +43,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from kafka_helpers import (
     BridgeProcess,
+    contiguous_prefix,
     describe_duplicates,
     fill_topic,
     stored_records,
@@ -137,15 +138,6 @@ async def committed_offsets(bootstrap: str, group: str, topic: str, partitions: 
         finally:
             await consumer.stop()
         await asyncio.sleep(0.5)
-
-
-def contiguous_prefix(offsets: list[int]) -> int:
-    """How many offsets 0, 1, 2, ... are all stored: the most the group may have committed."""
-    present = set(offsets)
-    count = 0
-    while count in present:
-        count += 1
-    return count
 
 
 async def sigterm(bridge: BridgeProcess) -> tuple[int, float]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import nats
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka_helpers import BridgeProcess, fill_topic, stored_offsets, wait_for_count, write_mapping
+from kafka_helpers import BridgeProcess, contiguous_prefix, fill_topic, stored_offsets, wait_for_count, write_mapping
 from private_nats import PrivateNatsServer
 
 from bridge.pipeline import PipelineSettings
@@ -47,15 +47,6 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
         return {p: await consumer.committed(TopicPartition(topic, p)) or 0 for p in range(PARTITIONS)}
     finally:
         await consumer.stop()
-
-
-def contiguous_prefix(offsets: list[int]) -> int:
-    """How many offsets 0, 1, 2, ... are all stored: the most the group may have committed."""
-    present = set(offsets)
-    count = 0
-    while count in present:
-        count += 1
-    return count
 
 
 async def test_sigterm_while_nats_is_down_exits_within_the_drain_timeout_committing_only_what_is_stored(
