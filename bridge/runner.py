@@ -346,8 +346,6 @@ def run_bridge(config: BridgeConfig, settings: RunSettings | None = None) -> Non
         gc.set_threshold(10_000, 20, 20)
         bridge = Bridge(config, settings)
         loop = asyncio.get_running_loop()
-        watchdog = ShutdownWatchdog(loop, STOP_DEADLINE)
-        watchdogs.append(watchdog)
 
         def stop() -> None:
             watchdog.arm()
@@ -359,7 +357,7 @@ def run_bridge(config: BridgeConfig, settings: RunSettings | None = None) -> Non
         await bridge.run()
         log.info("bridge stopped")
 
-    watchdogs: list[ShutdownWatchdog] = []  # armed by a signal; holds until the loop has closed too
+    watchdog = ShutdownWatchdog(STOP_DEADLINE)  # armed by a signal; holds until the loop has closed too
 
     try:
         try:
@@ -370,5 +368,4 @@ def run_bridge(config: BridgeConfig, settings: RunSettings | None = None) -> Non
             aiokafka_uvloop.install()
             uvloop.run(main())
     finally:
-        for watchdog in watchdogs:
-            watchdog.disarm()
+        watchdog.disarm()

@@ -48,15 +48,16 @@ class ShutdownWatchdog:
     """Armed when the bridge is told to stop; exits the process `deadline` seconds later unless
     `disarm()` came first (the bridge stopped)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        self._loop = loop
+    def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self._timer: threading.Timer | None = None
 
     def arm(self) -> None:
+        """Start the count; called on the event loop (its signal handler), whose tasks it reports."""
         if self._timer is not None:
             return  # a second signal does not move the deadline
-        self._timer = threading.Timer(self.deadline, self._expire)
+        loop = asyncio.get_running_loop()
+        self._timer = threading.Timer(self.deadline, self._expire, args=(loop,))
         self._timer.name = "shutdown-watchdog"
         self._timer.daemon = True
         self._timer.start()
@@ -65,8 +66,8 @@ class ShutdownWatchdog:
         if self._timer is not None:
             self._timer.cancel()
 
-    def _expire(self) -> None:
-        still = describe_tasks(self._loop)
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        still = describe_tasks(loop)
         log.error(
             "the bridge did not stop within %.0fs of being told to; exiting anyway (nothing is lost: "
             "what was not stored is redelivered or read again). Still running:\n  %s",

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent("""\
         work = stubborn() if sys.argv[2] == "hangs" else asyncio.sleep(3600)
         task = asyncio.get_running_loop().create_task(work, name="kafka-start")
         await asyncio.sleep(0.05)
-        watchdog = ShutdownWatchdog(asyncio.get_running_loop(), float(sys.argv[1]))
+        watchdog = ShutdownWatchdog(float(sys.argv[1]))
         watchdog.arm()
         if sys.argv[2] == "stops":
             task.cancel()
