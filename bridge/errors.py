@@ -9,6 +9,7 @@ clear line and choose an exit code without ever showing a traceback::
     │   ├── TemplateSyntaxError     ... as written (found at load time, with a column)
     │   └── TemplateRenderError     ... for one message (missing header, index out of range)
     ├── SourceUnavailableError      a source broker is unreachable or refused the subscription
+    │   └── SourceUnreachableError  ... did not answer at all: an outage, waited out at start too
     ├── NatsUnavailableError        NATS is unreachable at start-up (bridge.runner)
     └── RouteStoppedError           a route met a message it must not pass (bridge.pipeline)
 
@@ -58,3 +59,9 @@ class ConfigError(BridgeError):
 
 class SourceUnavailableError(BridgeError):
     """A source broker could not be reached, or refused the bridge's subscription."""
+
+
+class SourceUnreachableError(SourceUnavailableError):
+    """The source broker did not answer (connection refused or reset, no answer in time): an
+    outage that ends by itself, so a route starting during it waits, where a refused login, a
+    failed TLS handshake or a missing queue needs a person and ends the bridge."""

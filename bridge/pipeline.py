@@ -36,7 +36,7 @@ from nats.errors import Error as NatsError
 
 from bridge.config.model import OnError
 from bridge.deadletters import DeadLetter, DeadLetterReason, DeadLetters, fits, subject_fits
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, SourceUnreachableError
 from bridge.headers import RECOPIED_HEADER
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.mapping import CompiledRoute, MappingError
@@ -51,6 +51,12 @@ _SKIPPED = OutboundMessage(subject="", payload=b"", msg_id="")
 
 class RouteStoppedError(BridgeError):
     """A route met a message it must not pass over (`on_error: stop`); nothing was settled past it."""
+
+
+# A source whose broker does not answer at start is tried again after 1 s, doubling to 5 s: as
+# soon after its return as the RabbitMQ source's reconnects (bridge.sources.rabbitmq).
+START_RETRY_INITIAL = 1.0
+START_RETRY_MAX = 5.0
 
 
 @dataclass(slots=True)
@@ -453,6 +459,7 @@ class RoutePipeline:
         # Since when JetStream has answered this route's publishes with nothing but failures
         # (None: the last answer stored something); readiness reads it.
         self.refusing_since: float | None = None
+        self.start_error = ""  # why the source has not started yet (its broker does not answer)
 
     # ------------------------------------------------------------------ LaneOwner
 
@@ -640,9 +647,32 @@ class RoutePipeline:
             await self.source.close()
 
     async def _start_source(self) -> bool:
-        """`source.start`, unless `stop()` comes first: a source still connecting (Kafka down or
-        hung, aiokafka waiting for the group's first assignment) must not hold up a stop. False
-        when stopped first; the source is closed then."""
+        """`source.start`, again and again while the source's broker does not answer (an outage
+        at start is waited out as one later on is: /readyz says why meanwhile), unless `stop()`
+        comes first: a source still connecting (Kafka down or hung, aiokafka waiting for the
+        group's first assignment) must not hold up a stop. False when stopped first; the source
+        is closed then. A refused login or subscription is raised: a person must fix it."""
+        delay = START_RETRY_INITIAL
+        while True:
+            try:
+                started = await self._try_start_source()
+            except SourceUnreachableError as error:
+                if self.start_error != str(error):
+                    log.warning(
+                        "route %s: %s; nothing is read until it answers (trying every few seconds)",
+                        self.route.key,
+                        error,
+                    )
+                self.start_error = str(error)
+            else:
+                self.start_error = ""
+                return started
+            if await self._stopped_within(delay):
+                await self.source.close()
+                return False
+            delay = min(delay * 2, START_RETRY_MAX)
+
+    async def _try_start_source(self) -> bool:
         starting = asyncio.ensure_future(self.source.start(self))
         stopped = asyncio.ensure_future(self._stopped.wait())
         try:
@@ -658,6 +688,11 @@ class RoutePipeline:
             return False
         starting.result()
         return True
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+        return self._stopping
 
     def stop(self) -> None:
         self._stopping = True

@@ -150,7 +150,8 @@ class HealthMonitor:
             health.source_up, health.source_error, health.seen_up = True, "", True
         except (SourceUnavailableError, TimeoutError) as error:
             health.source_up = False
-            health.source_error = str(error) or "no answer within the check interval"
+            # A source still waiting to start says why (its broker does not answer), not "not connected".
+            health.source_error = pipeline.start_error or str(error) or "no answer within the check interval"
         now = time.monotonic()
         settled = pipeline.stats.settled
         waiting = pipeline.unsettled + sum(health.backlog.values())

@@ -80,8 +80,10 @@ class Source(Protocol):
     `start` once; then `fetch`, `settle`, `pause` and `resume` as it goes; `close` once.
 
     - `start(owner)`: connect and subscribe; call `owner.lanes_assigned` for lanes with stable
-      positions before reading them. Errors here are fatal for the route and are
-      raised as BridgeError subclasses with a clear message (broker unreachable, refused).
+      positions before reading them. Errors are raised as BridgeError subclasses with a clear
+      message: SourceUnreachableError when the broker does not answer (the pipeline calls
+      `start` again a few seconds later, so it must leave nothing half-open), anything else
+      (a refused login or subscription) is fatal for the route.
     - `fetch(max_messages, wait)`: the next messages, at most `max_messages`, waiting up
       to `wait` seconds; an empty list is normal. Must keep being called while paused:
       Kafka leaves the group if not polled.

@@ -33,11 +33,17 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from bridge.config.model import FromKafka, KafkaSource
-from bridge.errors import BridgeError, SourceUnavailableError
+from bridge.errors import BridgeError, SourceUnavailableError, SourceUnreachableError
 from bridge.headers import ORIGIN_HEADER
 from bridge.message import KafkaOrigin, SourceMessage
 from bridge.sources.base import Lane, LaneOwner, Received
@@ -100,9 +106,10 @@ def kafka_client_options(source: KafkaSource, *, client_suffix: str = "") -> dic
     return options
 
 
-async def start_failure(source: KafkaSource, error: KafkaError) -> str:
-    """Why a client could not start, in one line. aiokafka's bootstrap says only "Unable to
-    bootstrap" and logs the cause (a refused SASL login, a failed TLS handshake): one direct
+async def start_failure(name: str, source: KafkaSource, error: KafkaError) -> SourceUnavailableError:
+    """Why a client could not start, in one line, as the error to raise: a Kafka that does not
+    answer is an outage (SourceUnreachableError, waited out), a refused login or TLS handshake is
+    not. aiokafka's bootstrap says only "Unable to bootstrap" and logs the cause: one direct
     connection to the first broker finds the cause again."""
     servers = ", ".join(source.bootstrap_servers)
     cause: BaseException = error
@@ -116,12 +123,17 @@ async def start_failure(source: KafkaSource, error: KafkaError) -> str:
             cause = found
         else:
             conn.close()
+    where = f"source '{name}': "
     if isinstance(cause, SaslAuthenticationFailed | UnsupportedSaslMechanismError):
         user = source.sasl_username
-        return f"Kafka at {servers} refused the SASL {source.sasl_mechanism} login of user '{user}': {cause}"
+        return SourceUnavailableError(
+            f"{where}Kafka at {servers} refused the SASL {source.sasl_mechanism} login of user '{user}': {cause}"
+        )
     if isinstance(cause, ssl.SSLError):
-        return f"TLS with Kafka at {servers} failed: {cause}"
-    return f"Kafka at {servers} is not reachable: {cause}"
+        return SourceUnavailableError(f"{where}TLS with Kafka at {servers} failed: {cause}")
+    if isinstance(cause, KafkaConnectionError | KafkaTimeoutError | OSError | TimeoutError):
+        return SourceUnreachableError(f"{where}Kafka at {servers} is not reachable: {cause}")
+    return SourceUnavailableError(f"{where}Kafka at {servers} refused the consumer: {cause}")
 
 
 def kafka_message(record: Any) -> SourceMessage:
@@ -290,7 +302,7 @@ class KafkaTopicSource:
         except KafkaError as error:
             self._consumer = None
             await self._stop_consumer(consumer)
-            raise SourceUnavailableError(f"source '{self.name}': {await start_failure(self._source, error)}") from None
+            raise await start_failure(self.name, self._source, error) from None
 
     async def fetch(self, max_messages: int, wait: float) -> Sequence[Received]:
         consumer = self._consumer

@@ -39,7 +39,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
 from bridge.config.model import FromRabbitMQ, RabbitMQMode, RabbitMQSource
-from bridge.errors import SourceUnavailableError
+from bridge.errors import SourceUnavailableError, SourceUnreachableError
 from bridge.headers import ORIGIN_HEADER
 from bridge.jetstream.connection import redact_url
 from bridge.message import AmqpOrigin, SourceMessage
@@ -118,36 +118,55 @@ _CLIENT_CERT_ALERTS = (
 )
 
 
-def _connect_failure(source: RabbitMQSource, error: BaseException) -> str:
-    """Why a connection attempt failed, for one line: a refused login and a failed TLS handshake
-    say so, with the auth mechanism; anything else is 'not reachable'."""
+def _connect_failure(source: RabbitMQSource, error: BaseException) -> tuple[str, bool]:
+    """Why a connection attempt failed, for one line, and whether RabbitMQ simply did not answer
+    (an outage to wait out): a refused login, a refused vhost and a failed TLS handshake say so,
+    with the auth mechanism; anything else is 'not reachable'."""
     text = str(error) or type(error).__name__
     mechanism = source.auth_mechanism
     if isinstance(error, aiormq.exceptions.ProbableAuthenticationError | aiormq.exceptions.AuthenticationError):
-        return f"refused the {mechanism} login: {text}"
+        return f"refused the {mechanism} login: {text}", False
+    if isinstance(error, aiormq.exceptions.ConnectionNotAllowed) or _open_refused(error):
+        return (
+            f"refused access to the vhost '{source.effective_vhost}' (it does not exist, or the user may not use it)",
+            False,
+        )
     # aiormq wraps the ssl module's error in an AMQPConnectionError
     tls = error if isinstance(error, ssl.SSLError) else error.__cause__
     if not isinstance(tls, ssl.SSLError):
-        return f"is not reachable: {text}"
+        # Refused, reset, timed out, closed by a broker shutting down: an outage. Anything else
+        # (a port that does not speak AMQP 0-9-1) is not reachable either, but will not mend itself.
+        outage = isinstance(error, OSError | TimeoutError) and not isinstance(
+            error, aiormq.exceptions.IncompatibleProtocolError
+        )
+        return f"is not reachable: {text}", outage
     reason = tls.reason or text
     if isinstance(tls, ssl.SSLCertVerificationError):
         trusted = "tls_ca_file" if source.tls_ca_file is not None else "the system CAs (no tls_ca_file)"
         return f"failed the TLS handshake ({reason}): its certificate does not verify against {trusted}: " + (
             tls.verify_message or text
-        )
+        ), False
     if any(alert in reason for alert in _CLIENT_CERT_ALERTS):
         shown = "the client certificate" if source.tls_cert_file is not None else "no client certificate"
-        return f"turned down {shown} in the TLS handshake ({mechanism} login): {reason}"
-    return f"failed the TLS handshake ({mechanism} login): {reason}"
+        return f"turned down {shown} in the TLS handshake ({mechanism} login): {reason}", False
+    return f"failed the TLS handshake ({mechanism} login): {reason}", False
+
+
+def _open_refused(error: BaseException) -> bool:
+    """RabbitMQ answered Connection.Open (the vhost) with Connection.Close: aiormq reports it as
+    an unexpected frame, without the reply code or text (a missing vhost, a user without access)."""
+    return isinstance(error, aiormq.exceptions.InvalidFrameError) and "got <Connection.Close" in str(error)
 
 
 class RabbitMQConnectError(SourceUnavailableError):
-    """A connection the broker refused or never answered: where (password as ***) and why."""
+    """A connection the broker refused or never answered: where (password as ***) and why;
+    `unreachable` when it did not answer at all (an outage, not a setting to fix)."""
 
-    def __init__(self, where: str, reason: str) -> None:
+    def __init__(self, where: str, reason: str, *, unreachable: bool = False) -> None:
         super().__init__(f"RabbitMQ at {where} {reason}")
         self.where = where
         self.reason = reason
+        self.unreachable = unreachable
 
 
 async def open_connection(
@@ -167,7 +186,8 @@ async def open_connection(
         async with asyncio.timeout(connect_timeout):
             connection: AbstractConnection = await aio_pika.connect(url, **kwargs)
     except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as error:
-        raise RabbitMQConnectError(redact_url(url), _connect_failure(source, error)) from None
+        reason, unreachable = _connect_failure(source, error)
+        raise RabbitMQConnectError(redact_url(url), reason, unreachable=unreachable) from None
     return connection
 
 
@@ -336,7 +356,8 @@ class RabbitMQRouteSource:
                 source, connect_timeout=10, heartbeat=int(source.heartbeat.total_seconds())
             )
         except RabbitMQConnectError as error:
-            raise SourceUnavailableError(f"source '{self.name}': {error}") from None
+            failure = SourceUnreachableError if error.unreachable else SourceUnavailableError
+            raise failure(f"source '{self.name}': {error}") from None
         try:
             channel = await connection.channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=source.prefetch)
@@ -356,7 +377,16 @@ class RabbitMQRouteSource:
         except aiormq.exceptions.ChannelNotFoundEntity as error:
             await connection.close()
             raise SourceUnavailableError(f"source '{self.name}': {_reply_text(error)}") from None
-        except (aiormq.exceptions.AMQPError, ConnectionError) as error:
+        except ConnectionError as error:
+            # The connection went away while subscribing (a broker shutting down closes it with
+            # CONNECTION_FORCED): an outage, like a refused connection.
+            await connection.close()
+            where = f"source '{self.name}': RabbitMQ"
+            if isinstance(error, aiormq.exceptions.ConnectionNotAllowed):
+                raise SourceUnavailableError(f"{where} refused the subscription: {error}") from None
+            text = str(error) or type(error).__name__
+            raise SourceUnreachableError(f"{where} closed the connection while subscribing: {text}") from None
+        except aiormq.exceptions.AMQPError as error:
             await connection.close()
             raise SourceUnavailableError(f"source '{self.name}': RabbitMQ refused the subscription: {error}") from None
         log.info("source %s: consuming queue '%s' (%s mode, epoch %d)", self.name, self._queue, self._mode, self._epoch)
