@@ -80,7 +80,13 @@ class ReverseRunnable(Runnable, Protocol):
 
 class Supervisor:
     """Named units started and stopped while the bridge runs. A unit that raises fails the
-    whole TaskGroup, and so the bridge, as a failing route always did."""
+    whole TaskGroup, and so the bridge, as a failing route always did.
+
+    The group then cancels the other units, and a cancellation can be lost on its way through a
+    client library (Python 3.11's asyncio.wait_for returns the inner outcome when the two meet):
+    a reverse route swallowed one so, went on fetching, and the bridge hung instead of exiting.
+    So a failing unit first asks every other unit to `stop()`, which each honours at its next
+    step whether or not the cancellation reaches it."""
 
     def __init__(self, group: asyncio.TaskGroup) -> None:
         self._group = group
@@ -88,7 +94,16 @@ class Supervisor:
 
     def start(self, name: str, unit: Runnable) -> None:
         if name not in self._units:
-            self._units[name] = (unit, self._group.create_task(unit.run(), name=name))
+            self._units[name] = (unit, self._group.create_task(self._run(unit), name=name))
+
+    async def _run(self, unit: Runnable) -> None:
+        try:
+            await unit.run()
+        except Exception:
+            for other, _ in list(self._units.values()):
+                if other is not unit:
+                    other.stop()
+            raise
 
     def running(self, name: str) -> bool:
         return name in self._units and not self._units[name][1].done()
