@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
@@ -111,6 +112,38 @@ def _url_password(text: str) -> str | None:
         return None
 
 
+class RepeatedLineFilter(logging.Filter):
+    """Lets a line through once per `interval` seconds and drops its repeats meanwhile, saying
+    how many were dropped on the next one let through.
+
+    aiokafka logs an ERROR for every failed connection attempt ("Unable connect to ...", about
+    seven a second while a broker is down, from the consumer, the producer of a reverse route
+    and every start attempt alike): an outage of a minute buried everything else in the log.
+    Only lines of `logger` (and its children) starting with one of `prefixes` are limited."""
+
+    def __init__(self, logger: str, prefixes: tuple[str, ...], interval: float = 60.0) -> None:
+        super().__init__()
+        self._logger = logger
+        self._prefixes = prefixes
+        self._interval = interval
+        self._last: dict[str, tuple[float, int]] = {}  # line -> (when let through, dropped since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        template = record.msg if isinstance(record.msg, str) else ""
+        if not template.startswith(self._prefixes) or record.name.partition(".")[0] != self._logger:
+            return True
+        line = record.getMessage()
+        now = time.monotonic()
+        shown_at, dropped = self._last.get(line, (-self._interval, 0))
+        if now - shown_at < self._interval:
+            self._last[line] = (shown_at, dropped + 1)
+            return False
+        self._last[line] = (now, 0)
+        if dropped:
+            record.msg, record.args = f"{line} ({dropped} more like it in the last {self._interval:g}s)", None
+        return True
+
+
 def configure_logging(
     level: str = "info", log_format: LogFormat = LogFormat.HUMAN, *, secrets: Iterable[str] = ()
 ) -> None:
@@ -130,6 +163,8 @@ def configure_logging(
     root.setLevel(LEVELS.get(level.lower(), logging.INFO))
     for noisy in ("aiokafka", "aio_pika", "aiormq", "aiohttp"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # On the handler: a logger's filter does not see the records of its children (aiokafka.client).
+    handler.addFilter(RepeatedLineFilter("aiokafka", ("Unable connect to",)))
     # nats-py logs a traceback for every failed reconnect attempt; the bridge's error
     # callback already reports each one in a single line.
     logging.getLogger("nats").setLevel(logging.CRITICAL)
