@@ -22,6 +22,7 @@ import struct
 import threading
 from collections.abc import Coroutine
 from typing import Any
+from urllib.parse import urlsplit
 
 
 def _free_port() -> int:
@@ -32,6 +33,17 @@ def _free_port() -> int:
 
 class TcpProxy:
     """127.0.0.1:`port` -> `target_host`:`target_port`."""
+
+    @classmethod
+    def in_front_of(cls, url: str) -> tuple[TcpProxy, str]:
+        """A started proxy to the host and port of `url`, and `url` pointing at the proxy instead."""
+        split = urlsplit(url)
+        assert split.hostname is not None
+        assert split.port is not None
+        proxy = cls(split.hostname, split.port)
+        proxy.start()
+        credentials = f"{split.username}:{split.password}@" if split.username else ""
+        return proxy, split._replace(netloc=f"{credentials}127.0.0.1:{proxy.port}").geturl()
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)

@@ -159,6 +159,13 @@ def mapping(nats_url: str, amqp_url: str, stream: str, routes: str, duplicate_wi
         """) + textwrap.indent(textwrap.dedent(routes), "      ")
 
 
+def fanout_mapping(path: Path, nats_url: str, amqp_url: str, stream: str) -> Path:
+    """One shadow route `svc/r` from the fanout exchange `ex` into `stream`."""
+    route = f'- {{name: r, source: rabbit, from: {{exchange: ex, type: fanout}}, to: "{stream.lower()}"}}\n'
+    path.write_text(mapping(nats_url, amqp_url, stream, route))
+    return path
+
+
 async def test_shadow_routes_copy_topic_direct_fanout_headers_and_exchange_to_exchange(
     rabbit_vhost_url: str, nats_url: str, unique_name: str, nc: NatsClient
 ) -> None:

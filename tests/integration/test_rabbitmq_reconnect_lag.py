@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 from kafka_helpers import BridgeProcess, stream_count
 from nats.aio.client import Client as NatsClient
 from tcp_proxy import TcpProxy
-from test_rabbitmq_bridge import mapping, queue_exists, until
+from test_rabbitmq_bridge import fanout_mapping, queue_exists, until
 
 from bridge.sources.rabbitmq import MAX_RECONNECT_DELAY
 
@@ -41,18 +40,9 @@ async def test_a_route_resumes_within_seconds_of_rabbitmq_coming_back_after_a_lo
     nc: NatsClient,
     bridge_process: Callable[[Path], BridgeProcess],
 ) -> None:
-    split = urllib.parse.urlsplit(rabbit_vhost_url)
-    assert split.hostname is not None
-    assert split.port is not None
-    proxy = TcpProxy(split.hostname, split.port)
-    proxy.start()
-    via = split._replace(netloc=f"{split.username}:{split.password}@127.0.0.1:{proxy.port}").geturl()
+    proxy, via = TcpProxy.in_front_of(rabbit_vhost_url)
     stream = unique_name.upper()
-    path = tmp_path / "m.yaml"
-    routes = f"""\
-        - {{name: r, source: rabbit, from: {{exchange: ex, type: fanout}}, to: "{stream.lower()}"}}
-        """
-    path.write_text(mapping(nats_url, via, stream, routes))
+    path = fanout_mapping(tmp_path / "m.yaml", nats_url, via, stream)
     connection = await aio_pika.connect(rabbit_vhost_url)  # straight to RabbitMQ, never through the proxy
     try:
         channel = await connection.channel()

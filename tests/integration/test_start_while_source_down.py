@@ -24,7 +24,7 @@ from kafka_helpers import BridgeProcess, fill_topic, stream_count, wait_for_coun
 from nats.aio.client import Client as NatsClient
 from private_kafka import PrivateKafka, PrivateKafkaError
 from tcp_proxy import TcpProxy
-from test_rabbitmq_bridge import mapping, queue_exists, until
+from test_rabbitmq_bridge import fanout_mapping, queue_exists, until
 from test_readiness_faults import readyz
 from test_shutdown_kafka_down import create_topic
 
@@ -61,20 +61,10 @@ async def _assert_waiting(bridge: BridgeProcess, route: str, reason: str) -> Non
 async def test_a_bridge_started_while_rabbitmq_is_down_waits_and_copies_once_it_answers(
     tmp_path: Path, rabbit_vhost_url: str, nats_url: str, unique_name: str, nc: NatsClient
 ) -> None:
-    split = urllib.parse.urlsplit(rabbit_vhost_url)
-    assert split.hostname is not None
-    assert split.port is not None
-    proxy = TcpProxy(split.hostname, split.port)
-    proxy.start()
+    proxy, via = TcpProxy.in_front_of(rabbit_vhost_url)
     proxy.kill()  # down before the bridge starts: every connection refused
-    via = split._replace(netloc=f"{split.username}:{split.password}@127.0.0.1:{proxy.port}").geturl()
     stream = unique_name.upper()
-    path = tmp_path / "m.yaml"
-    routes = f"""\
-        - {{name: r, source: rabbit, from: {{exchange: ex, type: fanout}}, to: "{stream.lower()}"}}
-        """
-    path.write_text(mapping(nats_url, via, stream, routes))
-    bridge = _bridge(tmp_path, path)
+    bridge = _bridge(tmp_path, fanout_mapping(tmp_path / "m.yaml", nats_url, via, stream))
     connection = await aio_pika.connect(rabbit_vhost_url)  # straight to RabbitMQ, never through the proxy
     try:
         channel = await connection.channel()
@@ -161,13 +151,7 @@ async def test_a_refused_vhost_still_ends_the_bridge_with_one_error_line(
     """Not an outage: waiting would never end, so the bridge says what to fix and exits 2."""
     split = urllib.parse.urlsplit(rabbit_vhost_url)
     missing = split._replace(path=f"/no-such-vhost-{unique_name}").geturl()
-    stream = unique_name.upper()
-    path = tmp_path / "m.yaml"
-    routes = f"""\
-        - {{name: r, source: rabbit, from: {{exchange: ex, type: fanout}}, to: "{stream.lower()}"}}
-        """
-    path.write_text(mapping(nats_url, missing, stream, routes))
-    bridge = _bridge(tmp_path, path)
+    bridge = _bridge(tmp_path, fanout_mapping(tmp_path / "m.yaml", nats_url, missing, unique_name.upper()))
     bridge.start()
     try:
         assert bridge.process is not None
