@@ -12,6 +12,7 @@ Modes:
 - pipelined + SIGTERM  (the default route, nodes stopped the usual way)
 - strict + SIGTERM     (`ordering: strict`: one publish in flight per partition)
 - pipelined + ldm      (the default route, nodes stopped with lame duck mode: SIGUSR2)
+- batched + SIGTERM    (`ordering: batched`: one JetStream atomic batch in flight per partition)
 
 A round: find the node the bridge is connected to (/connz), make it the stream's leader
 (leader stepdown with a preferred server), let traffic flow 3 s, stop that node, start it
@@ -50,7 +51,7 @@ from chaos.brokers import cluster_lock, start_cluster, wait_for_jetstream  # noq
 from kafka_helpers import BridgeProcess, produce_at_rate, stored_records, wait_for_count  # noqa: E402
 
 PARTITIONS = 6
-MODES = (("pipelined", "term"), ("strict", "term"), ("pipelined", "ldm"))
+MODES = (("pipelined", "term"), ("strict", "term"), ("pipelined", "ldm"), ("batched", "term"))
 
 
 def http_json(url: str) -> dict[str, Any]:
@@ -230,7 +231,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--rate", type=int, default=2000)
-    parser.add_argument("--modes", default="all", help="comma-separated indexes into MODES (0,1,2) or all")
+    parser.add_argument("--modes", default="all", help="comma-separated indexes into MODES (0,1,2,3) or all")
     args = parser.parse_args()
     os.environ.setdefault("KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     modes = MODES if args.modes == "all" else [MODES[int(i)] for i in args.modes.split(",")]

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from nats.errors import Error as NatsError
 
-from bridge.config.model import OnError
+from bridge.config.model import OnError, StreamConfig
 from bridge.deadletters import DeadLetter, DeadLetterReason, DeadLetters, fits, subject_fits
 from bridge.errors import BridgeError, SourceUnreachableError
 from bridge.headers import RECOPIED_HEADER
@@ -43,6 +43,7 @@ from bridge.mapping import CompiledRoute, MappingError
 from bridge.message import OutboundMessage, SourceMessage
 from bridge.operations.latency import LatencyHistogram
 from bridge.sources.base import Lane, Received, Source, lane_label
+from bridge.streams import streams_capturing
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ class PipelineSettings:
     retry_backoff_initial: float = 0.1
     retry_backoff_max: float = 5.0
     max_in_flight_per_lane: int = 0  # 0: bounded only by the publisher's window
+    # ordering: batched — a lane sends up to this many messages as one JetStream atomic batch,
+    # one batch in flight at a time (0: off). Consecutive messages for one stream go together.
+    atomic_batch: int = 0
     prepare_timeout: float = 30.0  # how long new lanes may wait for their checkpoints
 
 
@@ -148,6 +152,7 @@ class LaneState:
         "scan_from",
         "seen_end",
         "seq",
+        "singles_through",
         "stored_order",
         "stream",
         "unsent",
@@ -182,6 +187,9 @@ class LaneState:
         # rest only once JetStream stored it: a burst resent while a clustered stream elects a
         # leader would otherwise get 503 for its head and be stored from its tail, out of order.
         self.probing = False
+        # ordering: batched — after a failed batch its messages are resent one at a time (which
+        # finds the one a stream refuses, and takes stored ones as duplicates), up to this position.
+        self.singles_through = -1
         # Per stream, the last records this run stored, as (position, sequence) in position
         # order: a record stored at a lower sequence than an earlier one is a reorder.
         self.stored_order: dict[str, deque[tuple[int, int]]] = {}
@@ -255,6 +263,8 @@ class LaneState:
         self.in_flight = 0
         self.retrying = False
         self.probing = bool(pending)
+        if pending and self.pipeline.settings.atomic_batch:
+            self.singles_through = max(self.singles_through, pending[-1].position)
         return pending
 
     def settle_now(self, entry: InFlight) -> None:
@@ -425,8 +435,11 @@ class RoutePipeline:
         checkpoints: Checkpointer | None = None,
         dead_letters: DeadLetters | None = None,
         payloads: PayloadStore | None = None,
+        streams: Sequence[StreamConfig] = (),
     ) -> None:
         self.route = route
+        self._streams = list(streams)  # the file's streams: which one a subject goes to (atomic batches)
+        self._stream_keys: dict[str, str] = {}
         self.source = source
         self.publisher = publisher
         self.settings = settings or PipelineSettings()
@@ -823,6 +836,9 @@ class RoutePipeline:
         """Send what lanes have queued, in lane order, within each lane's in-flight limit."""
         if not self._has_work:
             return
+        if self.settings.atomic_batch:
+            await self._pump_batches(self.settings.atomic_batch)
+            return
         limit = self.settings.max_in_flight_per_lane or (1 << 62)
         batch: list[InFlight] = []
         for lane in self._has_work:
@@ -850,6 +866,63 @@ class RoutePipeline:
                     owner.in_flight -= 1
                     owner.unsent.appendleft(entry)
                     self._has_work.add(owner)
+
+    async def _pump_batches(self, size: int) -> None:
+        """ordering: batched — from each lane with nothing in flight, its next messages for one
+        stream as one atomic batch (up to `size`), or after a failure its next message alone.
+        One batch in flight per lane keeps the lane's order through any fault: the server stores
+        a batch whole or not at all, so no later message is stored before an earlier one."""
+        singles: list[InFlight] = []
+        groups: list[list[InFlight]] = []
+        for lane in self._has_work:
+            if lane.retrying or lane.in_flight:
+                continue
+            unsent = lane.unsent
+            highest = self.publisher.highest_seq.get(lane.stream, 0) if lane.stream else 0
+            group: list[InFlight] = []
+            key = ""
+            while unsent and len(group) < size:
+                entry = unsent[0]
+                if entry.outbound is _SKIPPED:
+                    unsent.popleft()  # its fate is being decided (dead letter or stop); queued again then
+                    continue
+                entry_key = self._stream_key(entry.outbound.subject)
+                if group and (entry_key != key or entry.position <= lane.singles_through):
+                    break
+                key = entry_key
+                unsent.popleft()
+                if not entry.floor and highest:
+                    entry.stream = lane.stream
+                    entry.floor = highest
+                group.append(entry)
+                if entry.position <= lane.singles_through:
+                    break
+            lane.in_flight += len(group)
+            if len(group) == 1:
+                singles.extend(group)  # one message in flight cannot be overtaken: a plain publish
+            elif group:
+                groups.append(group)
+        self._has_work = {lane for lane in self._has_work if lane.unsent and not lane.retrying}
+        returned = await self.publisher.publish(singles, abandon=self._stopped) if singles else []
+        if groups:
+            returned += await self.publisher.publish_atomic(groups, abandon=self._stopped)
+        for entry in reversed(returned):
+            owner = entry.owner
+            if isinstance(owner, LaneState) and not owner.revoked:
+                owner.in_flight -= 1
+                owner.unsent.appendleft(entry)
+                self._has_work.add(owner)
+
+    def _stream_key(self, subject: str) -> str:
+        """What an atomic batch may hold together: the one file stream that captures `subject`,
+        else the subject itself (a stream the file does not declare, or an overlap)."""
+        key = self._stream_keys.get(subject)
+        if key is None:
+            found = streams_capturing(subject, self._streams)
+            key = f"stream:{found[0].name}" if len(found) == 1 else f"subject:{subject}"
+            if len(self._stream_keys) < 10_000:
+                self._stream_keys[subject] = key
+        return key
 
     async def _retry_due_lanes(self) -> None:
         now = time.monotonic()

@@ -16,6 +16,7 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from bridge.config.model import StreamConfig
+from bridge.errors import BridgeError
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,15 @@ _STORAGE = {"file": js_api.StorageType.FILE, "memory": js_api.StorageType.MEMORY
 _DISCARD = {"old": js_api.DiscardPolicy.OLD, "new": js_api.DiscardPolicy.NEW}
 
 
-def to_nats_config(stream: StreamConfig) -> js_api.StreamConfig:
-    """The nats-py stream config for a mapping file's stream (durations in seconds)."""
+class AtomicBatchesUnsupportedError(BridgeError):
+    """A route has `ordering: batched` and the server cannot take atomic batches."""
+
+
+def to_nats_config(stream: StreamConfig, *, atomic: bool = False) -> js_api.StreamConfig:
+    """The nats-py stream config for a mapping file's stream (durations in seconds);
+    `atomic`: it takes atomic batch publishes (a route with `ordering: batched`)."""
     return js_api.StreamConfig(
+        allow_atomic=True if atomic else None,
         name=stream.name,
         description=stream.description,
         subjects=list(stream.subjects),
@@ -76,18 +83,36 @@ def config_drift(wanted: js_api.StreamConfig, actual: js_api.StreamConfig) -> di
     return drift
 
 
-async def declare_streams(js: JetStreamContext, streams: list[StreamConfig]) -> None:
-    """Create the streams that are missing; report drift on those that exist."""
+async def declare_streams(js: JetStreamContext, streams: list[StreamConfig], *, atomic: bool = False) -> None:
+    """Create the streams that are missing; report drift on those that exist. `atomic`: every
+    stream takes atomic batch publishes, and one that exists without is updated to (the only
+    change made to an existing stream: without it a batched route could store nothing)."""
     for stream in streams:
-        wanted = to_nats_config(stream)
+        wanted = to_nats_config(stream, atomic=atomic)
         try:
             info = await js.stream_info(stream.name)
         except NotFoundError:
-            await js.add_stream(wanted)
+            created = await js.add_stream(wanted)
             log.info("created stream %s (%s)", stream.name, ", ".join(stream.subjects))
+            if atomic:
+                _require_atomic(created.config)
             continue
+        if atomic and not info.config.allow_atomic:
+            info.config.allow_atomic = True
+            _require_atomic((await js.update_stream(info.config)).config)
+            log.info("stream %s: atomic batch publishes allowed (a route has ordering: batched)", stream.name)
         drift = config_drift(wanted, info.config)
         for field, (want, have) in drift.items():
             log.warning(
                 "stream %s exists with %s=%r; the mapping file says %r (left unchanged)", stream.name, field, have, want
             )
+
+
+def _require_atomic(config: js_api.StreamConfig) -> None:
+    """A server older than 2.12 drops the setting it does not know, and would store a batch's
+    messages one by one: say so instead of pretending the order is kept."""
+    if not config.allow_atomic:
+        raise AtomicBatchesUnsupportedError(
+            f"stream {config.name}: the NATS server does not keep allow_atomic (atomic batch publishes need "
+            "nats-server 2.12 or later); give the routes `ordering: strict` or `pipelined`"
+        )

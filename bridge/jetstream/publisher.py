@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -58,6 +59,12 @@ DEFAULT_MAX_CONTROL_LINE = 4096
 # Tokens are a counter: 20 digits is more than any run reaches (2**64 has 20).
 _TOKEN_DIGITS = 20
 NO_RESPONDERS = "503"
+# Atomic batch headers (nats-server 2.12+, streams with allow_atomic): the server stores every
+# message of a batch or none, in order, once the message carrying the commit header arrives.
+BATCH_ID_HEADER = "Nats-Batch-Id"
+BATCH_SEQUENCE_HEADER = "Nats-Batch-Sequence"
+BATCH_COMMIT_HEADER = "Nats-Batch-Commit"
+MAX_ATOMIC_BATCH = 1000  # nats-server's limit on the messages of one batch
 # JetStream errors that resending the same message cannot cure (nats-server's errors.json).
 PERMANENT_ERRORS = frozenset(
     {
@@ -119,6 +126,7 @@ class InFlight:
     dead_letter: str = ""  # the reason, when this is a dead letter standing in for the message
     floor: int = 0  # the stream's highest known sequence when first sent: it is stored above it
     duplicate: bool = False  # the PubAck said it was stored already (by an earlier attempt or run)
+    batch: list[InFlight] | None = None  # on the commit message of an atomic batch: every message of it
 
 
 @dataclass(slots=True)
@@ -126,6 +134,7 @@ class PublisherStats:
     """Running totals, read by metrics and by tests."""
 
     sent: int = 0
+    batches: int = 0  # atomic batches sent (ordering: batched)
     stored: int = 0
     duplicates: int = 0
     failures: dict[str, int] = field(default_factory=dict)
@@ -317,6 +326,77 @@ class JetStreamPublisher:
                 self.stats.sent += 1
         return []
 
+    async def publish_atomic(
+        self, groups: Sequence[Sequence[InFlight]], *, abandon: asyncio.Event | None = None
+    ) -> list[InFlight]:
+        """Send each group as one JetStream atomic batch: stored all together, in order, or not
+        at all. A stream leader stopping with publishes in flight drops some and stores later
+        ones (a reorder, see bridge.pipeline); a batch it drops is dropped whole.
+
+        Only the commit message asks for a reply; its PubAck (the batch's last sequence and
+        its count) reaches every member's owner, each with its own sequence. Any failure of
+        the batch fails every member as retryable, even an error that concerns one message (a
+        duplicate Msg-Id, a message over max_msg_size): the owner resends them one at a time,
+        which tells which one and stores the rest in order. Returns what was not handed over,
+        as `publish` does; a group must go to one stream, each message within the subject room."""
+        nc = self._nc
+        for index, group in enumerate(groups):
+            if not group:
+                continue
+            if len(self._in_flight) >= self._window:
+                self._has_space.clear()
+                if not await _wait(self._has_space, abandon):
+                    return [entry for rest in groups[index:] for entry in rest]
+            if not self._connected.is_set() and not await _wait(self._connected, abandon):
+                return [entry for rest in groups[index:] for entry in rest]
+            commit = group[-1]
+            if not commit.owner.sendable(commit):
+                continue
+            self._next_token += 1
+            token = str(self._next_token)
+            batch_id = self._prefix + "b" + token  # unique per connection and attempt, under 64 bytes
+            now = time.monotonic()
+            for entry in group:
+                entry.token = token
+                entry.attempts += 1
+                entry.sent_at = now
+            commit.batch = list(group)
+            self._in_flight[token] = commit
+            last = len(group)
+            try:
+                for number, entry in enumerate(group, 1):
+                    outbound = entry.outbound
+                    headers = dict(outbound.headers)
+                    headers[BATCH_ID_HEADER] = batch_id
+                    headers[BATCH_SEQUENCE_HEADER] = str(number)
+                    reply = ""
+                    if number == last:
+                        headers[BATCH_COMMIT_HEADER] = "1"
+                        reply = self._prefix + token
+                    await nc.publish(outbound.subject, outbound.payload, reply=reply, headers=headers)
+            except (
+                MaxPayloadError,
+                BadSubjectError,
+                ValueError,
+                TypeError,
+                OutboundBufferLimitError,
+                ConnectionClosedError,
+                ConnectionDrainingError,
+                ConnectionReconnectingError,
+                RuntimeError,
+                OSError,
+            ) as error:
+                if isinstance(error, RuntimeError) and "closed" not in str(error):
+                    raise
+                # Part of the batch may be out: without its commit the server drops it (after its
+                # batch timeout). Resent one at a time, the member the client refuses is found.
+                self._in_flight.pop(token, None)
+                self._fail(commit, PublishFailure("disconnected", f"atomic batch not sent whole: {_describe(error)}"))
+            else:
+                self.stats.sent += last
+                self.stats.batches += 1
+        return []
+
     def forget(self, entries: Iterable[InFlight]) -> None:
         """Stop tracking these entries' current attempts (their owner is about to resend them)."""
         for entry in entries:
@@ -371,6 +451,7 @@ class JetStreamPublisher:
             self._fail(entry, PublishFailure("no-responders", "no stream captures the subject, or JetStream is down"))
             return
         fast = parse_puback(msg.data)
+        count = 1
         if fast is not None:
             stream, seq, duplicate = fast
             error = None
@@ -382,6 +463,7 @@ class JetStreamPublisher:
                     stream = str(reply.get("stream", ""))
                     seq = int(reply["seq"])
                     duplicate = bool(reply.get("duplicate", False))
+                    count = int(reply.get("count", 1))
             except (ValueError, KeyError, TypeError, AttributeError):
                 self._fail(entry, PublishFailure("error", f"unreadable PubAck: {msg.data[:200]!r}"))
                 return
@@ -396,21 +478,47 @@ class JetStreamPublisher:
             )
             self._fail(entry, failure)
             return
-        self.stats.stored += 1
         if seq > self.highest_seq.get(stream, 0):
             self.highest_seq[stream] = seq
         if duplicate:
             self.stats.duplicates += 1
+        if entry.batch is not None:
+            self._batch_stored(entry, stream, seq, count)
+            return
+        self.stats.stored += 1
         entry.seq = seq
         entry.stream = stream
         entry.owner.published(entry, seq, duplicate)
+
+    def _batch_stored(self, commit: InFlight, stream: str, seq: int, count: int) -> None:
+        """An atomic batch's PubAck: its `count` messages are stored in consecutive sequences
+        ending at `seq`; each member's owner hears its own."""
+        members = commit.batch or [commit]
+        if count != len(members):
+            self._fail(commit, PublishFailure("error", f"atomic batch of {len(members)} acknowledged as {count}"))
+            return
+        commit.batch = None
+        first = seq - count + 1
+        self.stats.stored += count
+        for offset, member in enumerate(members):
+            member.seq = first + offset
+            member.stream = stream
+            member.owner.published(member, first + offset, False)
 
     async def _on_reply(self, msg: Msg) -> None:
         self._on_reply_sync(msg)
 
     def _fail(self, entry: InFlight, failure: PublishFailure) -> None:
         self.stats.count_failure(failure)
-        entry.owner.failed(entry, failure)
+        members = entry.batch
+        if members is None:
+            entry.owner.failed(entry, failure)
+            return
+        entry.batch = None
+        # What failed is the batch; whichever message caused it is found when they are resent alone.
+        retryable = dataclasses.replace(failure, permanent=False) if failure.permanent else failure
+        for member in members:
+            member.owner.failed(member, retryable)
 
     def _fail_all(self, failure: PublishFailure) -> None:
         entries = list(self._in_flight.values())

@@ -319,6 +319,7 @@ class HealthMonitor:
                 "reconnects": self.events.reconnects,
                 "disconnects": self.events.disconnects,
                 "in_flight": self.publisher.in_flight,
+                "atomic_batches": self.publisher.stats.batches,  # sent, for routes with ordering: batched
             },
             "routes": routes,
             "reverse_routes": [

@@ -12,7 +12,7 @@ run, RabbitMQ exchanges as the producer's confirms say):
   names one exception for pipelined routes — JetStream refusing a message's first attempt while
   storing the next (a full `discard: new` stream getting room, a 503 while a clustered stream
   changes leader) — so for a pipelined route exposed to such a fault an inversion is reported as
-  `allowed out of order`, not as a failure; `ordering: strict` routes get no such allowance;
+  `allowed out of order`, not as a failure; `ordering: strict` and `batched` routes get no such allowance;
 - dead letters counted and explained: the messages produced to be unmappable are in the
   dead-letter stream once each with `Bridge-Dlq-Reason: unmappable` and their route in
   `Bridge-Dlq-Route`; any other dead letter is `unexplained`;

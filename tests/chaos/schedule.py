@@ -150,7 +150,7 @@ def _plan(
         instances=rng.randint(1, min(max_instances, MAX_INSTANCES[letter])),
         nats=nats_target,
         duplicate_window=_window(rng, letter, nats_target),
-        ordering=rng.choice(["pipelined", "strict"]),
+        ordering=rng.choice(["pipelined", "strict", "batched"]),
         cluster_names=rng.random() < 0.5,
     )
 

@@ -44,7 +44,7 @@ class TopologyPlan:
     instances: int  # bridge processes running the mapping file
     nats: Literal["single", "cluster"]
     duplicate_window: str  # the stream's; "2m", or short ("10s") to make Kafka and stream routes lean on checkpoints
-    ordering: Literal["pipelined", "strict"]
+    ordering: Literal["pipelined", "strict", "batched"]
     cluster_names: bool = True  # topology b: set `cluster_name` on both Kafka sources
 
     def describe(self) -> str:
@@ -82,7 +82,7 @@ class RouteSpec:
     kind: RouteKind
     source: str  # SourceSpec.name
     ordered: bool  # README promises per-lane order here (Kafka partition, stream queue, one-consumer queue)
-    ordering: Literal["pipelined", "strict"]
+    ordering: Literal["pipelined", "strict", "batched"]
 
 
 @dataclass(frozen=True)

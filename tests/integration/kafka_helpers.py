@@ -51,6 +51,7 @@ def write_mapping(
     group: str,
     duplicate_window: str = "2m",
     extra_from: str = "",
+    ordering: str = "pipelined",
 ) -> Path:
     subject = stream.lower()
     path.write_text(
@@ -72,6 +73,7 @@ def write_mapping(
                     source: kafka
                     from: {{topics: ["{topic}"], group: "{group}"{extra_from}}}
                     to: "{subject}.{{partition}}"
+                    ordering: {ordering}
             """)
     )
     return path

@@ -120,7 +120,9 @@ async def _exists(nc: NatsClient, stream: str) -> bool:
     return True
 
 
+@pytest.mark.parametrize("ordering", ["pipelined", "batched"])
 async def test_sigkill_three_times_and_restarts_after_the_duplicate_window_store_each_record_once_in_order(
+    ordering: str,
     tmp_path: Path,
     bridge_process: BridgeFactory,
     nats_url: str,
@@ -141,6 +143,7 @@ async def test_sigkill_three_times_and_restarts_after_the_duplicate_window_store
         topic=topic,
         group=f"bridge-{unique_name}",
         duplicate_window="1s",
+        ordering=ordering,
     )
     bridge = bridge_process(mapping)
     kill_points = sorted(random.sample(range(10_000, 90_000), 3))
@@ -168,8 +171,9 @@ async def test_sigkill_three_times_and_restarts_after_the_duplicate_window_store
         raise AssertionError(f"{failure}\n{describe_duplicates(records)}\n{bridge.log()}") from None
 
 
+@pytest.mark.parametrize("ordering", ["pipelined", "batched"])
 async def test_nats_server_restarted_mid_run_loses_nothing_and_keeps_order(
-    tmp_path: Path, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str
+    ordering: str, tmp_path: Path, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str
 ) -> None:
     partitions, per_partition = 3, 15_000
     topic = await kafka_topic(partitions=partitions)
@@ -184,6 +188,7 @@ async def test_nats_server_restarted_mid_run_loses_nothing_and_keeps_order(
         stream=stream,
         topic=topic,
         group=f"bridge-{unique_name}",
+        ordering=ordering,
     )
     client = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     restarts = 0

@@ -131,14 +131,17 @@ async def test_a_record_stored_after_a_later_one_of_its_partition_is_an_error_a_
         await nc.close()
 
 
+@pytest.mark.parametrize("ordering", ["strict", "batched"])
 async def test_records_stored_in_order_through_a_refusal_are_no_reorder(
-    tmp_path: Path, nats_url: str, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str
+    ordering: str, tmp_path: Path, nats_url: str, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str
 ) -> None:
     """The check cannot cry wolf: the same refusal with `ordering: strict` (one publish in flight
-    per partition) stores 0, 1, 2 in order, and nothing is reported."""
+    per partition) stores 0, 1, 2 in order, and nothing is reported. So does `ordering: batched`:
+    the three go as one atomic batch, refused whole for offset 0, then one at a time. (The stream
+    exists without allow_atomic: the bridge allows atomic publishes on it.)"""
     topic = await kafka_topic(partitions=1)
     nc, stream, subject, mapping = await _full_subject_setup(
-        tmp_path, nats_url, kafka_bootstrap, topic, unique_name, "strict"
+        tmp_path, nats_url, kafka_bootstrap, topic, unique_name, ordering
     )
     js = nc.jetstream()
     bridge = BridgeProcess(mapping, tmp_path / "bridge.log", args=("--http", "127.0.0.1:0"))
@@ -153,6 +156,9 @@ async def test_records_stored_in_order_through_a_refusal_are_no_reorder(
         status: dict[str, Any] = json.loads(await asyncio.to_thread(_get, base + "/status"))
         assert status["routes"][0]["reordered"] == 0, status["routes"][0]
         assert "stored a later in-flight publish" not in bridge.log_path.read_text()
+        if ordering == "batched":
+            assert (await js.stream_info(stream)).config.allow_atomic, "atomic publishes not allowed"
+            assert status["nats"]["atomic_batches"] >= 1, status["nats"]
         assert bridge.terminate(timeout=60) == 0, bridge.log()
     finally:
         if bridge.alive():
