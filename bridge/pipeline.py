@@ -54,6 +54,12 @@ class RouteStoppedError(BridgeError):
     """A route met a message it must not pass over (`on_error: stop`); nothing was settled past it."""
 
 
+# An atomic batch is staged whole on the server before it is stored: a few MiB at most, so a lane of
+# large messages sends smaller batches rather than one of 500 x max_payload.
+ATOMIC_BATCH_BYTES = 4 << 20
+# nats-server's JSAtomicPublishDisabledErr: the stream has no allow_atomic.
+ATOMIC_PUBLISH_DISABLED = 10174
+
 # A source whose broker does not answer at start is tried again after 1 s, doubling to 5 s: as
 # soon after its return as the RabbitMQ source's reconnects (bridge.sources.rabbitmq).
 START_RETRY_INITIAL = 1.0
@@ -231,6 +237,8 @@ class LaneState:
         stats.failures += 1
         stats.failures_by_kind[failure.kind] = stats.failures_by_kind.get(failure.kind, 0) + 1
         stats.last_error = str(failure)
+        if failure.err_code == ATOMIC_PUBLISH_DISABLED:
+            pipeline.atomic_refused(entry.outbound.subject)
         if failure.permanent:
             pipeline.refused(self, entry, DeadLetterReason.REFUSED, str(failure))
             return
@@ -440,6 +448,7 @@ class RoutePipeline:
         self.route = route
         self._streams = list(streams)  # the file's streams: which one a subject goes to (atomic batches)
         self._stream_keys: dict[str, str] = {}
+        self._unbatchable: set[str] = set()  # stream keys whose stream refused an atomic batch
         self.source = source
         self.publisher = publisher
         self.settings = settings or PipelineSettings()
@@ -881,13 +890,18 @@ class RoutePipeline:
             highest = self.publisher.highest_seq.get(lane.stream, 0) if lane.stream else 0
             group: list[InFlight] = []
             key = ""
+            payload = 0
             while unsent and len(group) < size:
                 entry = unsent[0]
                 if entry.outbound is _SKIPPED:
                     unsent.popleft()  # its fate is being decided (dead letter or stop); queued again then
                     continue
                 entry_key = self._stream_key(entry.outbound.subject)
-                if group and (entry_key != key or entry.position <= lane.singles_through):
+                payload += len(entry.outbound.payload)
+                alone = (
+                    entry.position <= lane.singles_through or bool(entry.dead_letter) or entry_key in self._unbatchable
+                )
+                if group and (entry_key != key or alone or payload > ATOMIC_BATCH_BYTES):
                     break
                 key = entry_key
                 unsent.popleft()
@@ -895,7 +909,10 @@ class RoutePipeline:
                     entry.stream = lane.stream
                     entry.floor = highest
                 group.append(entry)
-                if entry.position <= lane.singles_through:
+                if alone:
+                    # After a failed batch; a dead letter, which a person may republish with its
+                    # headers (a batch's stored Nats-Batch-Id would make that a broken batch);
+                    # a stream without allow_atomic.
                     break
             lane.in_flight += len(group)
             if len(group) == 1:
@@ -912,6 +929,19 @@ class RoutePipeline:
                 owner.in_flight -= 1
                 owner.unsent.appendleft(entry)
                 self._has_work.add(owner)
+
+    def atomic_refused(self, subject: str) -> None:
+        """The stream capturing `subject` refuses atomic batches (not declared by this file, so
+        without allow_atomic): send there one message at a time, as `ordering: strict` does."""
+        key = self._stream_key(subject)
+        if key not in self._unbatchable:
+            self._unbatchable.add(key)
+            log.warning(
+                "route %s: the stream capturing '%s' does not allow atomic batch publishes (allow_atomic); "
+                "its messages are sent one at a time (as with ordering: strict)",
+                self.route.key,
+                subject,
+            )
 
     def _stream_key(self, subject: str) -> str:
         """What an atomic batch may hold together: the one file stream that captures `subject`,

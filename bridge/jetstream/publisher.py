@@ -302,24 +302,12 @@ class JetStreamPublisher:
                 await nc.publish(
                     outbound.subject, outbound.payload, reply=self._prefix + token, headers=dict(outbound.headers)
                 )
-            except (MaxPayloadError, BadSubjectError, ValueError, TypeError) as error:
+            except _CLIENT_REFUSALS as error:
                 # Refused by the client before anything was sent: resending cannot help.
                 del self._in_flight[token]
                 self._fail(entry, PublishFailure("refused", _describe(error), permanent=True))
-            except (
-                OutboundBufferLimitError,
-                ConnectionClosedError,
-                ConnectionDrainingError,
-                ConnectionReconnectingError,
-                # The socket died a moment ago and nats-py has not noticed yet: its flusher task
-                # ended on the closed transport, so the client writes inline and the transport
-                # raises (uvloop: RuntimeError "handler is closed"; drain: ConnectionResetError).
-                # nats-py's read loop sees the loss next and reconnects: a disconnect like any other.
-                RuntimeError,
-                OSError,
-            ) as error:
-                if isinstance(error, RuntimeError) and "closed" not in str(error):
-                    raise  # not the dead-transport case: a bug, not a disconnect
+            except _CONNECTION_LOST as error:
+                _raise_unless_dead_transport(error)
                 self._in_flight.pop(token, None)
                 self._fail(entry, PublishFailure("disconnected", _describe(error)))
             else:
@@ -374,20 +362,8 @@ class JetStreamPublisher:
                         headers[BATCH_COMMIT_HEADER] = "1"
                         reply = self._prefix + token
                     await nc.publish(outbound.subject, outbound.payload, reply=reply, headers=headers)
-            except (
-                MaxPayloadError,
-                BadSubjectError,
-                ValueError,
-                TypeError,
-                OutboundBufferLimitError,
-                ConnectionClosedError,
-                ConnectionDrainingError,
-                ConnectionReconnectingError,
-                RuntimeError,
-                OSError,
-            ) as error:
-                if isinstance(error, RuntimeError) and "closed" not in str(error):
-                    raise
+            except (*_CLIENT_REFUSALS, *_CONNECTION_LOST) as error:
+                _raise_unless_dead_transport(error)
                 # Part of the batch may be out: without its commit the server drops it (after its
                 # batch timeout). Resent one at a time, the member the client refuses is found.
                 self._in_flight.pop(token, None)
@@ -588,6 +564,28 @@ class JetStreamPublisher:
         self.forced_reconnects += 1
         self._timeout_rounds = 0
         await nc.force_reconnect()
+
+
+# A publish the client refuses before anything is sent (too large, a bad subject or header).
+_CLIENT_REFUSALS = (MaxPayloadError, BadSubjectError, ValueError, TypeError)
+# A publish into a connection that is gone. The socket may have died a moment ago without nats-py
+# noticing yet: its flusher task ended on the closed transport, so the client writes inline and the
+# transport raises (uvloop: RuntimeError "handler is closed"; drain: ConnectionResetError). nats-py's
+# read loop sees the loss next and reconnects: a disconnect like any other.
+_CONNECTION_LOST = (
+    OutboundBufferLimitError,
+    ConnectionClosedError,
+    ConnectionDrainingError,
+    ConnectionReconnectingError,
+    RuntimeError,
+    OSError,
+)
+
+
+def _raise_unless_dead_transport(error: Exception) -> None:
+    """A RuntimeError other than the dead-transport one is a bug, not a disconnect."""
+    if isinstance(error, RuntimeError) and "closed" not in str(error):
+        raise error
 
 
 _PUBACK_PREFIX = b'{"stream":"'

@@ -131,6 +131,13 @@ async def start_failure(name: str, source: KafkaSource, error: KafkaError) -> So
         )
     if isinstance(cause, ssl.SSLError):
         return SourceUnavailableError(f"{where}TLS with Kafka at {servers} failed: {cause}")
+    if source.security_protocol in ("SSL", "SASL_SSL") and isinstance(cause, ConnectionResetError | EOFError):
+        # A plaintext listener cannot parse a ClientHello and drops the connection: no SSL error,
+        # just a reset. Waiting would never end; a broker restarting under the handshake is rarer.
+        return SourceUnavailableError(
+            f"{where}TLS with Kafka at {servers} failed: the broker closed the connection during the handshake "
+            f"({type(cause).__name__}); is that a plaintext listener?"
+        )
     if isinstance(cause, KafkaConnectionError | KafkaTimeoutError | OSError | TimeoutError):
         return SourceUnreachableError(f"{where}Kafka at {servers} is not reachable: {cause}")
     return SourceUnavailableError(f"{where}Kafka at {servers} refused the consumer: {cause}")

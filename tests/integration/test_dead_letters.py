@@ -29,7 +29,7 @@ from bridge.jetstream.payloads import ObjectStorePayloads
 from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.mapping import CompiledRoute
 from bridge.message import KafkaOrigin, SourceMessage
-from bridge.pipeline import RoutePipeline, RouteStoppedError
+from bridge.pipeline import PipelineSettings, RoutePipeline, RouteStoppedError
 from bridge.sources.memory import MemorySource
 
 pytestmark = pytest.mark.nats
@@ -106,9 +106,11 @@ async def drain(
     messages: list[SourceMessage | None],
     timeout: float = 30.0,
     source: MemorySource | None = None,
+    atomic_batch: int = 0,
 ) -> tuple[RoutePipeline, MemorySource]:
-    """Run one route over `messages` until the source is settled to the end."""
-    await declare_streams(nats.js, config.all_streams())
+    """Run one route over `messages` until the source is settled to the end (`atomic_batch`:
+    as a route with `ordering: batched` does, in batches of up to that many)."""
+    await declare_streams(nats.js, config.all_streams(), atomic=bool(atomic_batch))
     service, route_config = config.routes()[0]
     route = CompiledRoute.compile(service, route_config)
     source = source or MemorySource({LANE: messages})
@@ -118,8 +120,10 @@ async def drain(
             route,
             source,
             publisher,
+            PipelineSettings(atomic_batch=atomic_batch),
             dead_letters=DeadLetters(config.dead_letters, route),
             payloads=ObjectStorePayloads(nats.nc, config.dead_letters.payload_bucket),
+            streams=config.all_streams(),
         )
         task = asyncio.create_task(pipeline.run())
         deadline = time.monotonic() + timeout
@@ -159,6 +163,30 @@ async def test_an_unmappable_message_is_dead_lettered_with_its_payload_headers_a
     assert headers["Nats-Msg-Id"] == "dlq:svc/r/orders/0/5"
     assert pipeline.stats.dead_lettered == {"unmappable": 1}
     assert pipeline.stats.published == 9
+
+
+async def test_batched_a_dead_letter_goes_alone_and_the_rest_in_atomic_batches_in_order(nats: Nats) -> None:
+    """`ordering: batched`: records 0-4 and 6-9 go in atomic batches (their stored copies keep the
+    server's Nats-Batch-Id), stored in offset order; the dead letter for 5 goes alone, so a person
+    can republish it with its headers (a stored Nats-Batch-Id would make that a broken batch)."""
+    config = load()
+    messages: list[SourceMessage | None] = [record(offset, key=None if offset == 5 else b"k") for offset in range(10)]
+    pipeline, source = await drain(nats, config, messages, atomic_batch=500)
+
+    assert source.settled[LANE] == 9
+    stored = await nats.messages("ORDERS")
+    assert [int((msg.headers or {})["Kafka-Offset"]) for msg in stored] == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    assert any("Nats-Batch-Id" in (msg.headers or {}) for msg in stored), [msg.headers for msg in stored]
+    (letter,) = await nats.messages("NATS_BRIDGE_DLQ")
+    assert (letter.headers or {})["Kafka-Offset"] == "5"
+    assert "Nats-Batch-Id" not in (letter.headers or {}), letter.headers
+    republished = await nats.js.publish(
+        "nats-bridge.dlq.svc.r",
+        letter.data,
+        headers={name: value for name, value in (letter.headers or {}).items() if name != "Nats-Msg-Id"},
+    )
+    assert republished.seq == 2  # a plain message: nothing of a batch in its headers
+    assert pipeline.stats.dead_lettered == {"unmappable": 1}
 
 
 async def test_a_redelivered_dead_letter_is_stored_once(nats: Nats) -> None:

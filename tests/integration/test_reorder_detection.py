@@ -165,3 +165,52 @@ async def test_records_stored_in_order_through_a_refusal_are_no_reorder(
             bridge.kill()
         await js.delete_stream(stream)
         await nc.close()
+
+
+async def test_batched_into_a_stream_without_allow_atomic_sends_one_at_a_time_in_order(
+    tmp_path: Path, nats_url: str, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str
+) -> None:
+    """A stream the mapping file does not declare (so the bridge does not give it allow_atomic)
+    refuses atomic batches (err_code 10174): the route says so once and sends there one message at
+    a time, every record stored once, in order."""
+    topic = await kafka_topic(partitions=1)
+    stream, subject = unique_name.upper(), unique_name.lower()
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await js.add_stream(js_api.StreamConfig(name=stream, subjects=[f"{subject}.>"]))
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for n in range(200):
+            await producer.send(topic, value=b"record", key=str(n).encode(), partition=0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(
+        f'nats:\n  servers: ["{nats_url}"]\n'
+        f'streams:\n  - name: {stream}_OTHER\n    subjects: ["{subject}-other.>"]\n'
+        f'sources:\n  kafka:\n    type: kafka\n    bootstrap_servers: ["{kafka_bootstrap}"]\n'
+        "services:\n  svc:\n    routes:\n      - name: copy\n        source: kafka\n"
+        "        ordering: batched\n"
+        f'        from: {{topics: ["{topic}"], group: "bridge-{subject}"}}\n'
+        f'        to: "{subject}.{{partition}}"\n'
+    )
+    bridge = BridgeProcess(mapping, tmp_path / "bridge.log", args=("--http", "127.0.0.1:0"))
+    bridge.start()
+    try:
+        await wait_for_count(nc, stream, 200, 60, bridges=[bridge])
+        await asyncio.sleep(1)  # anything stored twice would be there now
+        records = await stored_records(nc, stream)
+        assert [offset for _, offset, _ in records] == list(range(200)), records
+        warnings = [line for line in bridge.log_path.read_text().splitlines() if "allow_atomic" in line]
+        assert len(warnings) == 1, warnings
+        assert f"'{subject}.0'" in warnings[0], warnings[0]
+        assert not (await js.stream_info(stream)).config.allow_atomic  # not the bridge's stream: left alone
+        assert bridge.terminate(timeout=60) == 0, bridge.log()
+    finally:
+        if bridge.alive():
+            bridge.kill()
+        await js.delete_stream(stream)
+        await js.delete_stream(f"{stream}_OTHER")
+        await nc.close()

@@ -129,8 +129,10 @@ async def test_a_bridge_started_before_kafka_waits_and_copies_once_it_answers(
             await asyncio.to_thread(kafka.start)
         except PrivateKafkaError as error:
             pytest.fail(f"could not start a private Kafka: {error}", pytrace=False)
-        await create_topic(kafka.bootstrap, topic, 2)
-        await fill_topic(kafka.bootstrap, topic, 100, 2)
+        # One partition: the bridge's consumer may ask for the topic first, and Kafka then creates it
+        # with its default of one partition.
+        await create_topic(kafka.bootstrap, topic, 1)
+        await fill_topic(kafka.bootstrap, topic, 100, 1)
         await wait_for_count(nc, stream, 100, 90, bridges=[bridge])
         base = await bridge.http_url()
         async with asyncio.timeout(30):
