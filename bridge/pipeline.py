@@ -866,15 +866,18 @@ class RoutePipeline:
                 lane.in_flight += 1
         self._has_work = {lane for lane in self._has_work if lane.unsent and not lane.retrying}
         if batch:
-            # Once stopping, the publisher waits for neither NATS nor window space: what it
-            # did not hand over goes back to the front of its lane, unsent (the drain may
-            # still send it, and the watermark stops short of it otherwise).
-            for entry in reversed(await self.publisher.publish(batch, abandon=self._stopped)):
-                owner = entry.owner
-                if isinstance(owner, LaneState) and not owner.revoked:
-                    owner.in_flight -= 1
-                    owner.unsent.appendleft(entry)
-                    self._has_work.add(owner)
+            self._requeue(await self.publisher.publish(batch, abandon=self._stopped))
+
+    def _requeue(self, returned: list[InFlight]) -> None:
+        """Once stopping, the publisher waits for neither NATS nor window space: what it did not
+        hand over goes back to the front of its lane, unsent (the drain may still send it, and
+        the watermark stops short of it otherwise)."""
+        for entry in reversed(returned):
+            owner = entry.owner
+            if isinstance(owner, LaneState) and not owner.revoked:
+                owner.in_flight -= 1
+                owner.unsent.appendleft(entry)
+                self._has_work.add(owner)
 
     async def _pump_batches(self, size: int) -> None:
         """ordering: batched — from each lane with nothing in flight, its next messages for one
@@ -920,15 +923,10 @@ class RoutePipeline:
             elif group:
                 groups.append(group)
         self._has_work = {lane for lane in self._has_work if lane.unsent and not lane.retrying}
-        returned = await self.publisher.publish(singles, abandon=self._stopped) if singles else []
+        if singles:
+            self._requeue(await self.publisher.publish(singles, abandon=self._stopped))
         if groups:
-            returned += await self.publisher.publish_atomic(groups, abandon=self._stopped)
-        for entry in reversed(returned):
-            owner = entry.owner
-            if isinstance(owner, LaneState) and not owner.revoked:
-                owner.in_flight -= 1
-                owner.unsent.appendleft(entry)
-                self._has_work.add(owner)
+            self._requeue(await self.publisher.publish_atomic(groups, abandon=self._stopped))
 
     def atomic_refused(self, subject: str) -> None:
         """The stream capturing `subject` refuses atomic batches (not declared by this file, so

@@ -64,7 +64,6 @@ NO_RESPONDERS = "503"
 BATCH_ID_HEADER = "Nats-Batch-Id"
 BATCH_SEQUENCE_HEADER = "Nats-Batch-Sequence"
 BATCH_COMMIT_HEADER = "Nats-Batch-Commit"
-MAX_ATOMIC_BATCH = 1000  # nats-server's limit on the messages of one batch
 # JetStream errors that resending the same message cannot cure (nats-server's errors.json).
 PERMANENT_ERRORS = frozenset(
     {
@@ -274,11 +273,7 @@ class JetStreamPublisher:
         nc = self._nc
         room = self.subject_room
         for index, entry in enumerate(entries):
-            if len(self._in_flight) >= self._window:
-                self._has_space.clear()
-                if not await _wait(self._has_space, abandon):
-                    return list(entries[index:])
-            if not self._connected.is_set() and not await _wait(self._connected, abandon):
+            if (len(self._in_flight) >= self._window or not self._connected.is_set()) and not await self._room(abandon):
                 return list(entries[index:])
             if not entry.owner.sendable(entry):
                 continue
@@ -331,11 +326,7 @@ class JetStreamPublisher:
         for index, group in enumerate(groups):
             if not group:
                 continue
-            if len(self._in_flight) >= self._window:
-                self._has_space.clear()
-                if not await _wait(self._has_space, abandon):
-                    return [entry for rest in groups[index:] for entry in rest]
-            if not self._connected.is_set() and not await _wait(self._connected, abandon):
+            if (len(self._in_flight) >= self._window or not self._connected.is_set()) and not await self._room(abandon):
                 return [entry for rest in groups[index:] for entry in rest]
             commit = group[-1]
             if not commit.owner.sendable(commit):
@@ -372,6 +363,15 @@ class JetStreamPublisher:
                 self.stats.sent += last
                 self.stats.batches += 1
         return []
+
+    async def _room(self, abandon: asyncio.Event | None) -> bool:
+        """Wait for window space and a connection; False once `abandon` is set first. Called only
+        when one of them is missing, so the common publish awaits nothing more."""
+        if len(self._in_flight) >= self._window:
+            self._has_space.clear()
+            if not await _wait(self._has_space, abandon):
+                return False
+        return self._connected.is_set() or await _wait(self._connected, abandon)
 
     def forget(self, entries: Iterable[InFlight]) -> None:
         """Stop tracking these entries' current attempts (their owner is about to resend them)."""
