@@ -42,6 +42,14 @@ def _get(url: str) -> str:
         return str(response.read().decode())
 
 
+async def _clean_up(bridge: BridgeProcess, nc: nats.NATS, *streams: str) -> None:
+    if bridge.alive():
+        bridge.kill()
+    for stream in streams:
+        await nc.jetstream().delete_stream(stream)
+    await nc.close()
+
+
 async def _full_subject_setup(
     tmp_path: Path, nats_url: str, kafka_bootstrap: str, topic: str, unique_name: str, ordering: str
 ) -> tuple[nats.NATS, str, str, Path]:
@@ -125,10 +133,7 @@ async def test_a_record_stored_after_a_later_one_of_its_partition_is_an_error_a_
         assert f"lane {topic}/0: position 1" in route["last_reorder"], route
         assert bridge.terminate(timeout=60) == 0, bridge.log()
     finally:
-        if bridge.alive():
-            bridge.kill()
-        await js.delete_stream(stream)
-        await nc.close()
+        await _clean_up(bridge, nc, stream)
 
 
 @pytest.mark.parametrize("ordering", ["strict", "batched"])
@@ -161,10 +166,7 @@ async def test_records_stored_in_order_through_a_refusal_are_no_reorder(
             assert status["nats"]["atomic_batches"] >= 1, status["nats"]
         assert bridge.terminate(timeout=60) == 0, bridge.log()
     finally:
-        if bridge.alive():
-            bridge.kill()
-        await js.delete_stream(stream)
-        await nc.close()
+        await _clean_up(bridge, nc, stream)
 
 
 async def test_batched_into_a_stream_without_allow_atomic_sends_one_at_a_time_in_order(
@@ -209,8 +211,4 @@ async def test_batched_into_a_stream_without_allow_atomic_sends_one_at_a_time_in
         assert not (await js.stream_info(stream)).config.allow_atomic  # not the bridge's stream: left alone
         assert bridge.terminate(timeout=60) == 0, bridge.log()
     finally:
-        if bridge.alive():
-            bridge.kill()
-        await js.delete_stream(stream)
-        await js.delete_stream(f"{stream}_OTHER")
-        await nc.close()
+        await _clean_up(bridge, nc, stream, f"{stream}_OTHER")
