@@ -15,9 +15,11 @@ Order within a lane is kept by three rules:
 
 After a failure a lane resends its first unsettled message alone (`probing`) and the rest
 only once it is stored: a whole window resent while a clustered stream elects a leader would
-otherwise be refused at its head and stored from its tail. What can still reorder: JetStream
-refusing message k's first attempt with an error reply while storing k+1 (both in flight).
-A route with `ordering: strict` (one publish in flight per lane) rules that out.
+otherwise be refused at its head and stored from its tail. What can still reorder a pipelined
+route: JetStream refusing message k's first attempt with an error reply while storing k+1 (both in
+flight), or a stream leader stopping gracefully, dropping k and passing k+1 on. The default,
+`ordering: batched` (one atomic batch in flight per lane, stored whole or not at all), and
+`ordering: strict` (one publish in flight per lane) rule both out.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class PipelineSettings:
     # ordering: batched — a lane sends up to this many messages as one JetStream atomic batch,
     # one batch in flight at a time (0: off). Consecutive messages for one stream go together.
     atomic_batch: int = 0
+    # The route asked for `ordering: batched` itself: a stream refusing atomic batches gets its
+    # messages one at a time (order kept). False (the default ordering): the route goes pipelined.
+    atomic_required: bool = True
     prepare_timeout: float = 30.0  # how long new lanes may wait for their checkpoints
 
 
@@ -587,7 +592,7 @@ class RoutePipeline:
             "route %s %s: JetStream stored a later in-flight publish while dropping earlier ones (a stream "
             "leader stopping without lame duck mode does this), and the resends landed after it: the "
             "stream holds them out of order. Restart NATS servers with lame duck mode (nats-server "
-            "--signal ldm), or give the route `ordering: strict`",
+            "--signal ldm), or give the route `ordering: batched` (the default) or `strict`",
             self.route.key,
             text,
         )
@@ -928,9 +933,30 @@ class RoutePipeline:
         if groups:
             self._requeue(await self.publisher.publish_atomic(groups, abandon=self._stopped))
 
+    @property
+    def ordering(self) -> str:
+        """The ordering this route runs with now (a default-batched route may have fallen back)."""
+        if self.settings.atomic_batch:
+            return "batched"
+        return "strict" if self.settings.max_in_flight_per_lane == 1 else "pipelined"
+
     def atomic_refused(self, subject: str) -> None:
         """The stream capturing `subject` refuses atomic batches (not declared by this file, so
-        without allow_atomic): send there one message at a time, as `ordering: strict` does."""
+        without allow_atomic). A route that asked for `ordering: batched` sends there one message
+        at a time, as `ordering: strict` does; a route left to the default goes pipelined."""
+        if not self.settings.atomic_batch:
+            return
+        if not self.settings.atomic_required:
+            self.settings = dataclasses.replace(self.settings, atomic_batch=0)
+            log.warning(
+                "route %s: the stream capturing '%s' does not allow atomic batch publishes (allow_atomic); "
+                "the route publishes pipelined from now on, and a stream leader stopping without lame duck "
+                "mode can reorder its records. Declare the stream in the mapping file (or set allow_atomic "
+                "on it) to keep the order, or give the route `ordering: strict`",
+                self.route.key,
+                subject,
+            )
+            return
         key = self._stream_key(subject)
         if key not in self._unbatchable:
             self._unbatchable.add(key)

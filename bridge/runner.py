@@ -48,7 +48,7 @@ from bridge.deadletters import DeadLetters
 from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
 from bridge.jetstream.connection import ConnectionEvents, connect_error_text, connect_nats, watch_closed
-from bridge.jetstream.declare import declare_streams
+from bridge.jetstream.declare import AtomicBatchesUnsupportedError, declare_streams
 from bridge.jetstream.payloads import ObjectStorePayloads
 from bridge.jetstream.publisher import DEFAULT_MAX_CONTROL_LINE, JetStreamPublisher
 from bridge.logs import Scrubber, config_secrets
@@ -144,6 +144,7 @@ class Bridge:
         self.http: web.AppRunner | None = None
         self.events: ConnectionEvents | None = None
         self._stop = asyncio.Event()
+        self._atomic_batches = config.uses_atomic_batches  # cleared when the server cannot take them
 
     def stop(self) -> None:
         self._stop.set()
@@ -247,7 +248,7 @@ class Bridge:
         delay = 0.5
         while True:
             try:
-                await declare_streams(js, streams, atomic=self.config.uses_atomic_batches)
+                await self._declare_once(js, streams)
             except (NatsError, TimeoutError) as error:
                 timed_out = isinstance(error, TimeoutError | NatsTimeoutError) or _unavailable(error)
                 if not timed_out or time.monotonic() + delay > deadline or self._stop.is_set():
@@ -260,6 +261,22 @@ class Bridge:
                 delay = min(delay * 2, 5.0)
             else:
                 return
+
+    async def _declare_once(self, js: JetStreamContext, streams: list[StreamConfig]) -> None:
+        """A server that cannot take atomic batches (before 2.12) ends the bridge when a route
+        asked for `ordering: batched` itself; routes that only took the default run pipelined."""
+        try:
+            await declare_streams(js, streams, atomic=self._atomic_batches)
+        except AtomicBatchesUnsupportedError as error:
+            if self.config.requires_atomic_batches:
+                raise
+            log.warning(
+                "%s. Routes left to the default ordering run pipelined: a stream leader stopping without "
+                "lame duck mode can reorder their records (README: Order)",
+                error,
+            )
+            self._atomic_batches = False
+            await declare_streams(js, streams)
 
     async def _stop_when_lost(self, nc: NatsClient, events: ConnectionEvents) -> None:
         """Stop everything when the client closes for good: no route can store anything more."""
@@ -279,8 +296,10 @@ class Bridge:
     def _pipeline_settings(self, route: CompiledRoute) -> PipelineSettings:
         if route.config.ordering == "strict":
             return dataclasses.replace(self.settings.pipeline, max_in_flight_per_lane=1)
-        if route.config.ordering == "batched":
-            return dataclasses.replace(self.settings.pipeline, atomic_batch=ATOMIC_BATCH)
+        if route.config.ordering == "batched" and (self._atomic_batches or route.config.ordering_chosen):
+            return dataclasses.replace(
+                self.settings.pipeline, atomic_batch=ATOMIC_BATCH, atomic_required=route.config.ordering_chosen
+            )
         return self.settings.pipeline
 
     async def _run_routes(

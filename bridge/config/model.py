@@ -597,17 +597,24 @@ class RouteConfig(Strict):
         OnError.DEAD_LETTER, description="dead-letter (default) | stop | skip, for unmappable messages."
     )
     ordering: Literal["pipelined", "strict", "batched"] = Field(
-        "pipelined",
+        "batched",
         description=(
-            "pipelined (default): many publishes in flight per partition; a JetStream error reply for one "
-            "message while the next is accepted, or a stream leader stopping gracefully, can reorder them "
-            "(each reorder is reported). strict: one publish in flight per partition/queue, which rules that "
-            "out at about 40% of the throughput. batched: up to 500 messages of a partition/queue in one "
-            "JetStream atomic batch, one batch in flight (nats-server 2.12+; the file's streams get "
-            "allow_atomic): stored whole or not at all, so order holds through every fault, at pipelined's "
-            "throughput or better; stored messages keep the server's Nats-Batch-Id/-Sequence headers."
+            "batched (default): up to 500 messages of a partition/queue in one JetStream atomic batch, one "
+            "batch in flight (nats-server 2.12+; the file's streams get allow_atomic): stored whole or not at "
+            "all, so order holds through every fault, at pipelined's throughput or better; stored messages "
+            "keep the server's Nats-Batch-Id/-Sequence headers (drop them before republishing a stored "
+            "message). Left to the default, a server or stream that cannot take atomic batches gets the "
+            "route pipelined, with a WARNING. pipelined: many publishes in flight per partition; a JetStream "
+            "error reply for one message while the next is accepted, or a stream leader stopping gracefully, "
+            "can reorder them (each reorder is reported). strict: one publish in flight per partition/queue, "
+            "which rules that out at about 40% of the throughput."
         ),
     )
+
+    @property
+    def ordering_chosen(self) -> bool:
+        """The file names this route's `ordering` (rather than leaving it to the default)."""
+        return "ordering" in self.model_fields_set
 
     @field_validator("to")
     @classmethod
@@ -927,8 +934,14 @@ class BridgeConfig(Strict):
 
     @property
     def uses_atomic_batches(self) -> bool:
-        """Some route has `ordering: batched`: the streams must take atomic batch publishes."""
+        """Some route has `ordering: batched` (the default): the streams must take atomic batch publishes."""
         return any(route.ordering == "batched" for _, route in self.routes())
+
+    @property
+    def requires_atomic_batches(self) -> bool:
+        """Some route asks for `ordering: batched` in so many words: a server that cannot take
+        atomic batches is an error then, not a reason to fall back to pipelined."""
+        return any(route.ordering_chosen and route.ordering == "batched" for _, route in self.routes())
 
     def all_streams(self) -> list[StreamConfig]:
         """The declared streams, plus the dead-letter stream when a route dead-letters."""

@@ -272,6 +272,7 @@ class HealthMonitor:
                 {
                     "service": health.service,
                     "route": health.route,
+                    "ordering": pipeline.ordering,
                     "received": stats.received,
                     "published": stats.published,
                     "duplicates": stats.duplicates,

@@ -51,9 +51,12 @@ def write_mapping(
     group: str,
     duplicate_window: str = "2m",
     extra_from: str = "",
-    ordering: str = "pipelined",
+    ordering: str | None = None,
 ) -> Path:
+    """A one-route mapping file copying `topic` into `stream`; `ordering` None leaves the route
+    to the default ordering (batched)."""
     subject = stream.lower()
+    ordering_line = f"\n                    ordering: {ordering}" if ordering else ""
     path.write_text(
         textwrap.dedent(f"""\
             nats:
@@ -72,8 +75,7 @@ def write_mapping(
                   - name: copy
                     source: kafka
                     from: {{topics: ["{topic}"], group: "{group}"{extra_from}}}
-                    to: "{subject}.{{partition}}"
-                    ordering: {ordering}
+                    to: "{subject}.{{partition}}"{ordering_line}
             """)
     )
     return path

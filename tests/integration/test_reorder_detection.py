@@ -169,12 +169,14 @@ async def test_records_stored_in_order_through_a_refusal_are_no_reorder(
         await _clean_up(bridge, nc, stream)
 
 
+@pytest.mark.parametrize("chosen", [True, False], ids=["ordering-batched", "ordering-default"])
 async def test_batched_into_a_stream_without_allow_atomic_sends_one_at_a_time_in_order(
-    tmp_path: Path, nats_url: str, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str
+    chosen: bool, tmp_path: Path, nats_url: str, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str
 ) -> None:
     """A stream the mapping file does not declare (so the bridge does not give it allow_atomic)
     refuses atomic batches (err_code 10174): the route says so once and sends there one message at
-    a time, every record stored once, in order."""
+    a time, every record stored once, in order. A route that did not choose `ordering: batched`
+    itself (batched is only the default) goes pipelined instead, and says that."""
     topic = await kafka_topic(partitions=1)
     stream, subject = unique_name.upper(), unique_name.lower()
     nc = await nats.connect(nats_url)
@@ -194,8 +196,8 @@ async def test_batched_into_a_stream_without_allow_atomic_sends_one_at_a_time_in
         f'streams:\n  - name: {stream}_OTHER\n    subjects: ["{subject}-other.>"]\n'
         f'sources:\n  kafka:\n    type: kafka\n    bootstrap_servers: ["{kafka_bootstrap}"]\n'
         "services:\n  svc:\n    routes:\n      - name: copy\n        source: kafka\n"
-        "        ordering: batched\n"
-        f'        from: {{topics: ["{topic}"], group: "bridge-{subject}"}}\n'
+        + ("        ordering: batched\n" if chosen else "")
+        + f'        from: {{topics: ["{topic}"], group: "bridge-{subject}"}}\n'
         f'        to: "{subject}.{{partition}}"\n'
     )
     bridge = BridgeProcess(mapping, tmp_path / "bridge.log", args=("--http", "127.0.0.1:0"))
@@ -208,7 +210,11 @@ async def test_batched_into_a_stream_without_allow_atomic_sends_one_at_a_time_in
         warnings = [line for line in bridge.log_path.read_text().splitlines() if "allow_atomic" in line]
         assert len(warnings) == 1, warnings
         assert f"'{subject}.0'" in warnings[0], warnings[0]
+        how = "sent one at a time" if chosen else "the route publishes pipelined from now on"
+        assert how in warnings[0], warnings[0]
         assert not (await js.stream_info(stream)).config.allow_atomic  # not the bridge's stream: left alone
+        status = json.loads(await asyncio.to_thread(_get, await bridge.http_url() + "/status"))
+        assert status["routes"][0]["ordering"] == ("batched" if chosen else "pipelined"), status["routes"][0]
         assert bridge.terminate(timeout=60) == 0, bridge.log()
     finally:
         await _clean_up(bridge, nc, stream, f"{stream}_OTHER")
