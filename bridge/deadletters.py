@@ -180,6 +180,28 @@ def _truncated(message: OutboundMessage, max_payload: int) -> OutboundMessage:
     return OutboundMessage(subject=message.subject, payload=message.payload, msg_id=message.msg_id, headers=headers)
 
 
+# nats-server's default `max_control_line`; its INFO does not say when a server changed it.
+DEFAULT_MAX_CONTROL_LINE = 4096
+# The publisher's reply subject: nats-py's inbox ("_INBOX." and a 22-character NUID), a dot and a
+# token of up to 20 digits.
+INBOX_REPLY_LENGTH = len("_INBOX.") + 22 + 1 + 20
+
+
+def subject_room_for(max_payload: int, reply_length: int, max_control_line: int = DEFAULT_MAX_CONTROL_LINE) -> int:
+    """The longest subject, in bytes, whose publish the server accepts.
+
+    The server bounds `<subject> <reply> <header bytes> <total bytes>` (the arguments of `HPUB`)
+    by its max_control_line; both sizes are at most max_payload, so the rest is the subject's.
+    """
+    return max_control_line - reply_length - 2 * len(str(max_payload)) - 3
+
+
+def offline_subject_room(max_payload: int) -> int:
+    """subject_room for a bridge not connected yet (explain, dry-run): nats-py's inbox, the
+    default control line."""
+    return subject_room_for(max_payload, INBOX_REPLY_LENGTH)
+
+
 def subject_fits(subject: str, room: int) -> bool:
     """Whether a publish to `subject` stays within the server's control line (`room` bytes are
     the subject's: JetStreamPublisher.subject_room). Past it the server does not refuse the one

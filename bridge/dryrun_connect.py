@@ -36,8 +36,9 @@ from nats.errors import Error as NatsError
 from nats.js import api as js_api
 
 from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, RabbitMQMode, RabbitMQSource
+from bridge.decide import DEFAULT_MAX_PAYLOAD
 from bridge.dryrun import DryRunReport, Finding, Severity, offline_checks, route_streams
-from bridge.dryrun_replay import DEFAULT_MAX_PAYLOAD, ReplayReport, replay_file
+from bridge.dryrun_replay import ReplayReport, replay_file
 from bridge.dryrun_sample import sample_into
 from bridge.durability import NOT_REVEALED, SYNC_UNKNOWN_NOTE, DurabilityReport, Level
 from bridge.durability_probe import assemble, gather_legacy_and_sync, stream_infos

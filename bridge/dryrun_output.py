@@ -5,8 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from bridge.decide import Fate
 from bridge.dryrun import DryRunReport, Severity
-from bridge.dryrun_replay import ReplayReport
+from bridge.dryrun_replay import ReplayReport, RouteVerdict
 from bridge.jetstream.plan import Action, show_value
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "dim"}
@@ -74,11 +75,7 @@ def _print_message_lines(report: ReplayReport, console: Console) -> None:
             continue
         for verdict in message.verdicts:
             outcome = verdict.outcome
-            text = (
-                f"publish to {', '.join(outcome.streams)}"
-                if verdict.problem is None
-                else f"{verdict.fate} ({verdict.problem}): {verdict.detail}"
-            )
+            text = _outcome_text(verdict)
             fields = (line, outcome.route, outcome.subject or "", outcome.msg_id or "", str(verdict.encoded_size), text)
             out.append("\t".join(" ".join(field.split()) for field in fields))
     console.file.write("\n".join(out) + "\n")
@@ -103,10 +100,7 @@ def _messages_table(report: ReplayReport) -> Table:
             outcome_ = verdict.outcome
             headers = "\n".join(f"{name}: {value}" for name, value in outcome_.headers.items())
             size = f"{outcome_.size} B ({verdict.encoded_size} B with headers)"
-            if verdict.problem is None:
-                text, style = f"publish to {', '.join(outcome_.streams)}", ""
-            else:
-                text, style = f"{verdict.fate} ({verdict.problem}): {verdict.detail}", "yellow"
+            text, style = _outcome_text(verdict), "" if verdict.fate == Fate.PUBLISH else "yellow"
             table.add_row(
                 line,
                 message.explanation.message,
@@ -143,3 +137,11 @@ def _durability_table(report: DryRunReport) -> Table:
                 style="yellow" if (route, name) in warned else "",
             )
     return table
+
+
+def _outcome_text(verdict: RouteVerdict) -> str:
+    if verdict.fate == Fate.PUBLISH:
+        return f"publish to {', '.join(verdict.outcome.streams)}"
+    if verdict.problem is None:
+        return f"{verdict.fate}: {verdict.detail}"
+    return f"{verdict.fate} ({verdict.problem}): {verdict.detail}"

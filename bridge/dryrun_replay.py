@@ -27,12 +27,15 @@ limit (8 MiB, or 3 x `--max-payload` if larger; `NATS_BRIDGE_MAX_INPUT_BYTES` se
 over the size limit ends the replay there, since what follows it cannot be told apart from it
 (`/dev/zero` has no line breaks at all).
 
-Per message and matching route the fate is what the pipeline would decide:
+Per message and matching route the fate is what the pipeline decides (`bridge.decide`, the
+one decision they share):
 
 - publish: mapped, captured by a stream, and small enough;
-- unmappable (a template cannot render), no-stream (no stream in the file captures the
-  subject) or payload-too-large (payload plus header block over `--max-payload`, as the
-  server counts it): the route's `on_error` decides — dead-lettered, skipped, or the route stops.
+- filtered: a tombstone the route skips (`tombstones: skip`), a record a reverse route wrote;
+- unmappable (a template cannot render, a subject longer than the server takes), no-stream (no
+  stream in the file captures the subject) or payload-too-large (payload plus header block over
+  `--max-payload`, as the server counts it): the route's `on_error` decides — dead-lettered,
+  skipped, or the route stops.
 
 A message no route takes is reported with each route's reason.
 """
@@ -49,13 +52,13 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config.limits import MAX_INPUT_LINE_BYTES, InputLimitError, loads_json, size_limit, too_large
-from bridge.config.model import BridgeConfig, OnError, RouteConfig
-from bridge.deadletters import DeadLetterReason, encoded_size, fits
+from bridge.config.model import BridgeConfig
+from bridge.deadletters import DeadLetterReason
+from bridge.decide import DEFAULT_MAX_PAYLOAD, Fate
 from bridge.dryrun import DryRunReport, Finding, Severity
 from bridge.explain import Explanation, RouteOutcome, explain_amqp, explain_kafka, route_outcome
-from bridge.message import KafkaOrigin, OutboundMessage, SourceMessage
+from bridge.message import KafkaOrigin, SourceMessage
 
-DEFAULT_MAX_PAYLOAD = 1024 * 1024  # NATS's default max_payload
 CHECK = "replay"
 _MAX_ERROR_FINDINGS = 10  # a binary file fed by mistake should not print one error per line
 _MAX_LINES_SHOWN = 10
@@ -292,7 +295,9 @@ def read_records(
 # --------------------------------------------------------------------------- replay
 
 
-def _explain(config: BridgeConfig, record: KafkaRecord | AmqpRecord) -> tuple[Explanation, SourceMessage | None]:
+def _explain(
+    config: BridgeConfig, record: KafkaRecord | AmqpRecord, max_payload: int
+) -> tuple[Explanation, SourceMessage | None]:
     """explain_* on the record; with the exact message when explain's text-only inputs cannot carry it."""
     if isinstance(record, AmqpRecord):
         explanation = explain_amqp(
@@ -303,6 +308,7 @@ def _explain(config: BridgeConfig, record: KafkaRecord | AmqpRecord) -> tuple[Ex
             queue=record.queue,
             body=record.body,
             properties=record.properties,
+            max_payload=max_payload,
         )
         return explanation, None
     text_headers: dict[str, str] = {}
@@ -320,6 +326,7 @@ def _explain(config: BridgeConfig, record: KafkaRecord | AmqpRecord) -> tuple[Ex
         offset=record.offset,
         headers=text_headers,
         body=record.value,
+        max_payload=max_payload,
     )
     if not exact:
         return explanation, None
@@ -329,30 +336,10 @@ def _explain(config: BridgeConfig, record: KafkaRecord | AmqpRecord) -> tuple[Ex
     return explanation, SourceMessage(origin=origin, body=record.value, headers=record.headers)
 
 
-def _fate(route: RouteConfig) -> str:
-    """What the pipeline does with a message its route cannot deliver (pipeline._handle_rejections)."""
-    if route.on_error is OnError.SKIP:
-        return "skip"
-    if route.on_error is OnError.STOP:
-        return "stop"
-    return "dead-letter"
-
-
-def _verdict(route: RouteConfig, outcome: RouteOutcome, body: bytes, max_payload: int) -> RouteVerdict:
-    outbound = OutboundMessage(
-        subject=outcome.subject or "", payload=body, msg_id=outcome.msg_id or "", headers=outcome.headers
-    )
-    size = encoded_size(outbound)
-    fate = _fate(route)
-    if outcome.error is not None:
-        return RouteVerdict(outcome, size, fate, DeadLetterReason.UNMAPPABLE.value, outcome.error)
-    if not outcome.streams:
-        detail = f"no stream in the file captures subject '{outcome.subject}'"
-        return RouteVerdict(outcome, size, fate, DeadLetterReason.NO_STREAM.value, detail)
-    if not fits(outbound, max_payload):
-        detail = f"{size} bytes with headers exceed max_payload {max_payload}"
-        return RouteVerdict(outcome, size, fate, DeadLetterReason.PAYLOAD_TOO_LARGE.value, detail)
-    return RouteVerdict(outcome, size, "publish")
+def _verdict(outcome: RouteOutcome) -> RouteVerdict:
+    """The route's verdict, as `bridge.decide` gave it to explain."""
+    detail = outcome.error if outcome.problem == DeadLetterReason.UNMAPPABLE.value and outcome.error else outcome.detail
+    return RouteVerdict(outcome, outcome.encoded_size, outcome.fate, outcome.problem, detail)
 
 
 def replay_message(
@@ -367,16 +354,16 @@ def replay_message(
 
     `exact` is the message exactly as a source built it (a live sample): the routes that take
     the record then map it, headers, properties and stream offset included."""
-    explanation, derived = _explain(config, record)
+    explanation, derived = _explain(config, record, max_payload)
     exact = exact or derived
     routes = {f"{service}/{route.name}": (service, route) for service, route in config.routes()}
-    body = (record.value if isinstance(record, KafkaRecord) else record.body) or b""
     verdicts = []
     for outcome in explanation.matches:
         service, route = routes[outcome.route]
         if exact is not None:
-            outcome = route_outcome(config, service, route, exact)  # noqa: PLW2901 - the exact record's mapping replaces it
-        verdicts.append(_verdict(route, outcome, body, max_payload))
+            # the exact record's verdict replaces it
+            outcome = route_outcome(config, service, route, exact, max_payload=max_payload)  # noqa: PLW2901
+        verdicts.append(_verdict(outcome))
     return ReplayedMessage(line, "kafka" if isinstance(record, KafkaRecord) else "amqp", explanation, tuple(verdicts))
 
 
@@ -401,14 +388,20 @@ def replay_findings(messages: Sequence[ReplayedMessage], input_file: str) -> lis
         )
     grouped: dict[tuple[str, str, str], list[tuple[int, str]]] = defaultdict(list)
     published = 0
+    filtered: dict[str, list[int]] = defaultdict(list)
     for message in messages:
         for verdict in message.verdicts:
-            if verdict.problem is None:
+            if verdict.fate == Fate.PUBLISH:
                 published += 1
+            elif verdict.problem is None:
+                filtered[verdict.outcome.route].append(message.line)
             else:
                 grouped[(verdict.outcome.route, verdict.fate, verdict.problem)].append(
                     (message.line, verdict.detail or "")
                 )
+    for route, lines in filtered.items():
+        text = f"{len(lines)} message(s) ({_lines(lines)}) filtered, as the running bridge filters them"
+        findings.append(Finding(Severity.INFO, CHECK, route, text))
     fate_text = {"dead-letter": "would be dead-lettered", "skip": "would be skipped", "stop": "would stop the route"}
     for (route, fate, problem), hits in grouped.items():
         first = hits[0][1]

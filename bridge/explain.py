@@ -29,6 +29,8 @@ from bridge.config.model import (
     RabbitMQSource,
     RouteConfig,
 )
+from bridge.deadletters import DeadLetterReason, offline_subject_room
+from bridge.decide import DEFAULT_MAX_PAYLOAD, DecideContext, Fate, decide
 from bridge.importers.topology import Topology
 from bridge.importers.topology_routing import (
     CHOOSING_TYPES,
@@ -38,7 +40,7 @@ from bridge.importers.topology_routing import (
     feeding_exchanges,
     route_message,
 )
-from bridge.mapping import CompiledRoute, MappingError
+from bridge.mapping import CompiledRoute
 from bridge.message import AmqpOrigin, KafkaOrigin, SourceMessage
 from bridge.routing import ExchangeType, exchange_matches, kafka_topic_matches
 from bridge.streams import streams_capturing
@@ -57,7 +59,11 @@ class RouteOutcome:
     headers: Mapping[str, str]
     size: int
     streams: tuple[str, ...]
-    error: str | None = None
+    error: str | None = None  # why it cannot be mapped
+    fate: str = "publish"  # bridge.decide.Fate: publish | filtered | dead-letter | skip | stop
+    problem: str | None = None  # a DeadLetterReason value when it cannot go where the route says
+    detail: str | None = None  # why it is filtered, or what is wrong with it
+    encoded_size: int = 0  # payload plus header block: what max_payload is checked against
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +77,9 @@ class RouteOutcome:
             "size": self.size,
             "streams": list(self.streams),
             "error": self.error,
+            "fate": self.fate,
+            "problem": self.problem,
+            "detail": self.detail,
         }
 
 
@@ -148,6 +157,7 @@ def explain_amqp(
     body: bytes = b"",
     properties: Mapping[str, Any] | None = None,
     definitions: Definitions | None = None,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> Explanation:
     """Explain a RabbitMQ message published to `exchange` (or found in `queue`); with `definitions`,
     also where RabbitMQ sends it and where that and the mapping disagree (module docstring)."""
@@ -176,7 +186,7 @@ def explain_amqp(
             stream_offset=0 if route.from_.effective_mode is RabbitMQMode.STREAM else None,
         )
         message = SourceMessage(origin=origin, body=body, headers=header_items)
-        explanation.matches.append(route_outcome(config, service, route, message))
+        explanation.matches.append(route_outcome(config, service, route, message, max_payload=max_payload))
     if not any(isinstance(route.from_, FromRabbitMQ) for _, route in config.routes()):
         explanation.misses.append(("*", "the mapping file has no RabbitMQ routes"))
     if legacy is not None and definitions is not None:
@@ -193,6 +203,7 @@ def explain_kafka(
     offset: int = 0,
     headers: Mapping[str, str] | None = None,
     body: bytes | None = b"",
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> Explanation:
     """Explain a Kafka record on `topic` (at `partition`/`offset`, 0/0 unless given)."""
     header_items = tuple((name, value.encode("utf-8")) for name, value in (headers or {}).items())
@@ -212,7 +223,7 @@ def explain_kafka(
             continue
         origin = KafkaOrigin(topic=topic, partition=partition, offset=offset, key=key)
         message = SourceMessage(origin=origin, body=body, headers=header_items)
-        explanation.matches.append(route_outcome(config, service, route, message))
+        explanation.matches.append(route_outcome(config, service, route, message, max_payload=max_payload))
     if not any(isinstance(route.from_, FromKafka) for _, route in config.routes()):
         explanation.misses.append(("*", "the mapping file has no Kafka routes"))
     return explanation
@@ -405,16 +416,29 @@ def _queues_text(queues: tuple[str, ...], possible: tuple[str, ...]) -> str:
     return " and ".join(parts)
 
 
-def route_outcome(config: BridgeConfig, service: str, route: RouteConfig, message: SourceMessage) -> RouteOutcome:
-    """What `run` would publish for this message on this route: the bridge's own mapping code,
-    so explain, dry-run replays and samples can never disagree with a running bridge."""
+def route_outcome(
+    config: BridgeConfig,
+    service: str,
+    route: RouteConfig,
+    message: SourceMessage,
+    *,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+) -> RouteOutcome:
+    """What `run` would do with this message on this route: `bridge.decide`, the running
+    bridge's own decision, so explain, dry-run replays and samples can never disagree with it."""
     source = config.sources[route.source]
     cluster = source.cluster_name if isinstance(source, KafkaSource) else None
     compiled = CompiledRoute.compile(service, route, cluster)
     choice = compiled.msg_id_choice(message)
-    try:
-        outbound = compiled.map(message)
-    except MappingError as error:
+    verdict = decide(
+        compiled,
+        message,
+        DecideContext(max_payload=max_payload, streams=config.streams, subject_room=offline_subject_room(max_payload)),
+    )
+    outbound = verdict.outbound
+    problem = verdict.reason.value if verdict.reason is not None else None
+    if outbound is None:
+        unmappable = verdict.reason is DeadLetterReason.UNMAPPABLE
         return RouteOutcome(
             route=compiled.key,
             source=route.source,
@@ -425,9 +449,12 @@ def route_outcome(config: BridgeConfig, service: str, route: RouteConfig, messag
             headers={},
             size=len(message.body or b""),
             streams=(),
-            error=f"{error} (on_error: {route.on_error})",
+            error=f"{verdict.detail} (on_error: {route.on_error})" if unmappable else None,
+            fate=verdict.fate.value,
+            problem=problem,
+            detail=verdict.detail,
+            encoded_size=verdict.size,
         )
-    streams = tuple(stream.name for stream in streams_capturing(outbound.subject, config.streams))
     return RouteOutcome(
         route=compiled.key,
         source=route.source,
@@ -437,7 +464,11 @@ def route_outcome(config: BridgeConfig, service: str, route: RouteConfig, messag
         msg_id_reason=choice.reason,
         headers=outbound.headers,
         size=len(outbound.payload),
-        streams=streams,
+        streams=tuple(stream.name for stream in streams_capturing(outbound.subject, config.streams)),
+        fate=verdict.fate.value,
+        problem=problem,
+        detail=verdict.detail or None,
+        encoded_size=verdict.size,
     )
 
 
@@ -451,6 +482,10 @@ def format_explanation(explanation: Explanation) -> str:
         lines.append("No route takes this message.")
     for outcome in explanation.matches:
         lines.append(f"route {outcome.route}  (source '{outcome.source}')")
+        if outcome.fate == Fate.FILTERED:
+            lines.append(f"  filtered: {outcome.detail}")
+            lines.append("")
+            continue
         if outcome.error is not None:
             lines.append(f"  cannot be mapped: {outcome.error}")
             lines.append("")
@@ -471,6 +506,8 @@ def format_explanation(explanation: Explanation) -> str:
         ]
         width = max((len(name) for name in outcome.headers), default=0)
         lines += [f"    {name.ljust(width)}  {value}" for name, value in outcome.headers.items()]
+        if outcome.problem is not None:
+            lines.append(f"  cannot be delivered: {outcome.detail} ({outcome.problem}; on_error: {outcome.fate})")
         lines.append("")
     if explanation.misses:
         lines.append("Routes that do not take it:")

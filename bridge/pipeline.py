@@ -37,11 +37,12 @@ from typing import Any, Protocol
 from nats.errors import Error as NatsError
 
 from bridge.config.model import OnError, StreamConfig
-from bridge.deadletters import DeadLetter, DeadLetterReason, DeadLetters, fits, subject_fits
+from bridge.deadletters import DeadLetter, DeadLetterReason, DeadLetters, fits
+from bridge.decide import DecideContext, Fate, decide
 from bridge.errors import BridgeError, SourceUnreachableError
 from bridge.headers import RECOPIED_HEADER
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
-from bridge.mapping import CompiledRoute, MappingError
+from bridge.mapping import CompiledRoute
 from bridge.message import OutboundMessage, SourceMessage
 from bridge.operations.latency import LatencyHistogram
 from bridge.sources.base import Lane, Received, Source, lane_label
@@ -352,6 +353,10 @@ class LaneState:
         return Checkpoint(max(self.watermark, self.loaded_through), scan_from)
 
 
+def _mark_recopied(outbound: OutboundMessage) -> OutboundMessage:
+    return dataclasses.replace(outbound, headers={**outbound.headers, RECOPIED_HEADER: "lost"})
+
+
 @dataclass(slots=True)
 class _Rejection:
     """A message that cannot go where its route says; `_handle_rejections` decides its fate."""
@@ -538,15 +543,15 @@ class RoutePipeline:
             self._recopying.setdefault(lane, []).extend(ranges)
         return ranges
 
-    def _recopy_marked(self, lane: Lane, position: int, outbound: OutboundMessage) -> OutboundMessage:
+    def _recopy_context(self, context: DecideContext, lane: Lane, position: int) -> DecideContext:
         """A record copied again after JetStream lost it lands after later records of its lane:
         it says so (verify's order check then knows it is late on purpose)."""
         ranges = self._recopying.get(lane)
         if not ranges or not any(first <= position <= last for first, last in ranges):
-            return outbound
+            return dataclasses.replace(context, mark=None) if context.mark is not None else context
         if position >= ranges[-1][1]:
             del self._recopying[lane]  # positions only grow within an assignment: done with it
-        return dataclasses.replace(outbound, headers={**outbound.headers, RECOPIED_HEADER: "lost"})
+        return dataclasses.replace(context, mark=_mark_recopied)
 
     async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
         states = [self._lanes[lane] for lane in lanes if lane in self._lanes]
@@ -618,10 +623,6 @@ class RoutePipeline:
     def lane_has_work(self, lane: LaneState) -> None:
         self._has_work.add(lane)
         self._wake.set()
-
-    def unmappable(self, lane: LaneState, entry: InFlight, message: SourceMessage, error: MappingError) -> None:
-        self._rejections.append(_Rejection(lane, entry, DeadLetterReason.UNMAPPABLE, str(error), message=message))
-        self.wake()
 
     def refused(self, lane: LaneState, entry: InFlight, reason: DeadLetterReason, error: str) -> None:
         if entry.dead_letter:
@@ -777,12 +778,18 @@ class RoutePipeline:
                 self._settle_in_background()
 
     def _accept(self, batch: Sequence[Received]) -> None:
-        """Map each message and queue it on its lane (sending happens in `_pump`)."""
+        """Decide each message (`bridge.decide`) and queue it on its lane (sending happens in `_pump`)."""
         route = self.route
         lanes = self._lanes
         stored = self._stored
-        max_payload = self.publisher.max_payload
-        subject_room = self.publisher.subject_room
+        # Streams are left to the server: a running bridge may publish into one its file does not
+        # declare (a subject nothing captures is found from the publish's answer).
+        publisher = self.publisher
+        context = DecideContext(
+            max_payload=publisher.max_payload,
+            subject_room=publisher.subject_room,
+            max_control_line=publisher.max_control_line,
+        )
         self.stats.received += len(batch)
         for received in batch:
             lane = lanes.get(received.lane)
@@ -797,43 +804,42 @@ class RoutePipeline:
             lane.read_through = received.position
             message = received.message
             if message is None or stored.contains(received.lane, received.position):
+                self._settle_unsent(lane, received.position, filtered=message is None)
+                continue
+            if self._recopying:
+                context = self._recopy_context(context, received.lane, received.position)
+            verdict = decide(route, message, context)
+            outbound = verdict.outbound
+            if verdict.fate is Fate.PUBLISH and outbound is not None:
+                entry = InFlight(outbound, lane, received.position)
+                lane.entries.append(entry)
+                lane.unsent.append(entry)
+                self._has_work.add(lane)
+            elif verdict.fate is Fate.FILTERED:
+                self._settle_unsent(lane, received.position, filtered=True)
+            elif outbound is None:
                 entry = InFlight(_SKIPPED, lane, received.position)
                 lane.entries.append(entry)
-                if message is None:
-                    self.stats.skipped += 1
-                    self.stats.filtered += 1
-                else:
-                    self.stats.already_stored += 1
-                lane.settle_now(entry)
-                continue
-            try:
-                outbound = route.map(message)
-                if self._recopying:
-                    outbound = self._recopy_marked(received.lane, received.position, outbound)
-            except MappingError as error:
-                entry = InFlight(_SKIPPED, lane, received.position)
-                lane.entries.append(entry)
-                self.unmappable(lane, entry, message, error)
-                continue
-            entry = InFlight(outbound, lane, received.position)
-            if not subject_fits(outbound.subject, subject_room):
-                # Sent, the server would answer -ERR and nats-py would close the client for good.
-                lane.entries.append(entry)
-                error_text = (
-                    f"the subject is {len(outbound.subject.encode())} bytes, over the {subject_room} bytes the "
-                    f"server's max_control_line ({self.publisher.max_control_line}) leaves for a subject"
+                self._rejections.append(
+                    _Rejection(lane, entry, DeadLetterReason.UNMAPPABLE, verdict.detail, message=message)
                 )
-                self.refused(lane, entry, DeadLetterReason.UNMAPPABLE, error_text)
-                continue
-            if not fits(outbound, max_payload):
-                # The server would not refuse just this message: it would close the connection.
+                self.wake()
+            else:
+                entry = InFlight(outbound, lane, received.position)
                 lane.entries.append(entry)
-                error_text = f"{len(outbound.payload)} bytes of payload with headers exceed max_payload {max_payload}"
-                self.refused(lane, entry, DeadLetterReason.PAYLOAD_TOO_LARGE, error_text)
-                continue
-            lane.entries.append(entry)
-            lane.unsent.append(entry)
-            self._has_work.add(lane)
+                self.refused(lane, entry, verdict.reason or DeadLetterReason.UNMAPPABLE, verdict.detail)
+
+    def _settle_unsent(self, lane: LaneState, position: int, *, filtered: bool) -> None:
+        """A message never published: filtered (a source could not hand it over, or the route does
+        not copy it), or already stored by an earlier run."""
+        entry = InFlight(_SKIPPED, lane, position)
+        lane.entries.append(entry)
+        if filtered:
+            self.stats.skipped += 1
+            self.stats.filtered += 1
+        else:
+            self.stats.already_stored += 1
+        lane.settle_now(entry)
 
     def _reread(self, lane: LaneState, position: int) -> None:
         if not self.stats.reread:

@@ -44,13 +44,13 @@ from bridge.config.model import (
 )
 from bridge.cutover.controller import CutoverController, Supervisor
 from bridge.cutover.store import PhaseStore
-from bridge.deadletters import DeadLetters
+from bridge.deadletters import DEFAULT_MAX_CONTROL_LINE, DeadLetters
 from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
 from bridge.jetstream.connection import ConnectionEvents, connect_error_text, connect_nats, watch_closed
 from bridge.jetstream.declare import AtomicBatchesUnsupportedError, declare_streams
 from bridge.jetstream.payloads import ObjectStorePayloads
-from bridge.jetstream.publisher import DEFAULT_MAX_CONTROL_LINE, JetStreamPublisher
+from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.logs import Scrubber, config_secrets
 from bridge.mapping import CompiledRoute
 from bridge.operations.health import HealthMonitor

@@ -49,13 +49,12 @@ from nats.errors import (
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
+from bridge.deadletters import DEFAULT_MAX_CONTROL_LINE, subject_room_for
 from bridge.message import OutboundMessage
 
 log = logging.getLogger(__name__)
 
 STATUS_HEADER = "Status"
-# nats-server's default `max_control_line`; its INFO does not say when a server changed it.
-DEFAULT_MAX_CONTROL_LINE = 4096
 # Tokens are a counter: 20 digits is more than any run reaches (2**64 has 20).
 _TOKEN_DIGITS = 20
 NO_RESPONDERS = "503"
@@ -219,8 +218,7 @@ class JetStreamPublisher:
         of `HPUB`) by its max_control_line; the reply is this publisher's inbox and token,
         and both sizes are at most max_payload, so the rest is the subject's.
         """
-        digits = len(str(self._nc.max_payload))
-        return self.max_control_line - self._reply_length - 2 * digits - 3
+        return subject_room_for(self._nc.max_payload, self._reply_length, self.max_control_line)
 
     async def captured(self, subject: str) -> bool | None:
         """Whether some stream captures `subject`; None when JetStream does not answer.

@@ -44,7 +44,6 @@ from aiokafka.helpers import create_ssl_context
 
 from bridge.config.model import FromKafka, KafkaSource
 from bridge.errors import BridgeError, SourceUnavailableError, SourceUnreachableError
-from bridge.headers import ORIGIN_HEADER
 from bridge.message import KafkaOrigin, SourceMessage
 from bridge.sources.base import Lane, LaneOwner, Received
 
@@ -153,11 +152,6 @@ def kafka_message(record: Any) -> SourceMessage:
         timestamp_ms=record.timestamp,
     )
     return SourceMessage(origin, record.value, tuple(record.headers))
-
-
-def _from_nats(headers: Sequence[tuple[str, bytes]]) -> bool:
-    """Written by a reverse route (NATS -> Kafka): never copied back into NATS."""
-    return any(name == ORIGIN_HEADER for name, _ in headers) if headers else False
 
 
 # Every commit the bridge makes carries, for its topic, how many partitions the topic had when
@@ -315,7 +309,6 @@ class KafkaTopicSource:
         consumer = self._consumer
         assert consumer is not None, "fetch before start"
         batches = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=max_messages)
-        skip_tombstones = self._subscription.tombstones == "skip"
         received: list[Received] = []
         for tp, records in batches.items():
             lane = (tp.topic, tp.partition)
@@ -323,10 +316,7 @@ class KafkaTopicSource:
             for record in records:
                 if start_at is not None and record.offset < start_at:
                     continue  # fetched before the seek to the route's start time took effect
-                if (record.value is None and skip_tombstones) or _from_nats(record.headers):
-                    # A tombstone the route skips, or a record a reverse route wrote: filtered.
-                    received.append(Received(lane, record.offset, None))
-                    continue
+                # Tombstones and records a reverse route wrote too: bridge.decide filters them.
                 received.append(Received(lane, record.offset, kafka_message(record)))
         return received
 

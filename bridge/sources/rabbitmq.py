@@ -40,7 +40,6 @@ from aiormq.abc import DeliveredMessage
 
 from bridge.config.model import FromRabbitMQ, RabbitMQMode, RabbitMQSource
 from bridge.errors import SourceUnavailableError, SourceUnreachableError
-from bridge.headers import ORIGIN_HEADER
 from bridge.jetstream.connection import redact_url
 from bridge.message import AmqpOrigin, SourceMessage
 from bridge.routing import ExchangeType
@@ -471,9 +470,7 @@ class RabbitMQRouteSource:
                 return None
             self._stream_tags.append((offset, tag))
             self._stream_next = offset + 1
-        if ORIGIN_HEADER in headers:
-            # Written by a reverse route (NATS -> RabbitMQ): never copied back into NATS.
-            return Received(lane, offset if offset is not None else tag, None)
+        # A message a reverse route wrote too: bridge.decide filters it.
         message = amqp_message(delivered, self._queue, headers, offset)
         return Received(lane, offset if offset is not None else tag, message)
 

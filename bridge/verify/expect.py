@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bridge.config.model import FromKafka, OnError, StreamConfig
-from bridge.deadletters import fits
-from bridge.headers import ORIGIN_HEADER
-from bridge.mapping import CompiledRoute, MappingError
-from bridge.message import KafkaOrigin, SourceMessage
-from bridge.streams import streams_capturing
+from bridge.config.model import StreamConfig
+from bridge.deadletters import offline_subject_room
+from bridge.decide import DecideContext, Fate, decide
+from bridge.mapping import CompiledRoute
+from bridge.message import SourceMessage
 from bridge.verify.counts import PositionCounts
 from bridge.verify.ranges import RunBuilder, doubled_runs
 from bridge.verify.report import LaneParity
@@ -28,40 +27,25 @@ class Expectation:
 def expectation(
     route: CompiledRoute, message: SourceMessage | None, streams: Sequence[StreamConfig], max_payload: int
 ) -> Expectation:
-    """What the running bridge does with `message`, decided with its own mapping code.
+    """What the running bridge does with `message`: `bridge.decide`, the pipeline's own decision.
 
-    None is a message the source filters out (`tombstones: skip`). A message that cannot go
-    where the route says — unmappable, too large for `max_payload`, no declared stream
-    captures its subject — is expected in the dead-letter stream with `on_error: dead-letter`,
-    not expected at all with `skip`, and expected (the route stops at it, never settling past
-    it) with `stop`.
+    None is a message a source could not hand over. A message that cannot go where the route
+    says — unmappable, too large for `max_payload`, no declared stream captures its subject —
+    is expected in the dead-letter stream with `on_error: dead-letter`, not expected at all with
+    `skip`, and expected (the route stops at it, never settling past it) with `stop`.
     """
-    subscription = route.config.from_
-    if message is None or (
-        isinstance(subscription, FromKafka)
-        and subscription.tombstones == "skip"
-        and isinstance(message.origin, KafkaOrigin)
-        and message.body is None
-    ):
-        return Expectation(False, "filtered at the source (tombstones: skip)")
-    if any(name == ORIGIN_HEADER for name, _ in message.headers):
-        return Expectation(False, "written by a reverse route: never copied back")
-    try:
-        outbound = route.map(message)
-    except MappingError as error:
-        return _cannot_deliver(route, f"unmappable: {error}")
-    if not fits(outbound, max_payload):
-        return _cannot_deliver(route, f"larger than max_payload {max_payload}")
-    if not streams_capturing(outbound.subject, streams):
-        return _cannot_deliver(route, f"no declared stream captures '{outbound.subject}'")
-    return Expectation(True, "published")
-
-
-def _cannot_deliver(route: CompiledRoute, why: str) -> Expectation:
-    on_error = route.config.on_error
-    if on_error is OnError.SKIP:
+    if message is None:
+        return Expectation(False, "not handed over by the source")
+    context = DecideContext(max_payload=max_payload, streams=streams, subject_room=offline_subject_room(max_payload))
+    verdict = decide(route, message, context)
+    if verdict.fate is Fate.PUBLISH:
+        return Expectation(True, "published")
+    if verdict.fate is Fate.FILTERED:
+        return Expectation(False, f"filtered: {verdict.detail}")
+    why = f"{verdict.reason}: {verdict.detail}"
+    if verdict.fate is Fate.SKIP:
         return Expectation(False, f"{why} (on_error: skip)")
-    if on_error is OnError.STOP:
+    if verdict.fate is Fate.STOP:
         return Expectation(True, f"{why} (on_error: stop: the route stops at it)")
     return Expectation(True, f"{why} (dead-lettered)")
 

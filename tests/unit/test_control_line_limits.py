@@ -14,6 +14,7 @@ from nats.aio.client import Client as NatsClient
 
 from bridge.config import load_config_text
 from bridge.deadletters import (
+    DEFAULT_MAX_CONTROL_LINE,
     SUBJECT_HEADER,
     TRUNCATED_HEADER,
     DeadLetterReason,
@@ -21,7 +22,7 @@ from bridge.deadletters import (
     fits,
     subject_fits,
 )
-from bridge.jetstream.publisher import DEFAULT_MAX_CONTROL_LINE, JetStreamPublisher
+from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.mapping import CompiledRoute
 from bridge.message import OutboundMessage
 

@@ -205,3 +205,47 @@ def test_table_shows_unrouted_and_dead_lettered_rows(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "taken by no route" in result.stdout
     assert "dead-letter (payload-too-large)" in result.stdout
+
+
+FILTERING = """
+version: 1
+nats: {servers: ["nats://127.0.0.1:1"]}
+streams:
+  - {name: LEDGER, subjects: ["ledger.>"]}
+sources:
+  kafka: {type: kafka, bootstrap_servers: ["127.0.0.1:1"]}
+services:
+  books:
+    routes:
+      - name: entries
+        source: kafka
+        from: {topics: [ledger], tombstones: skip}
+        to: "ledger.{partition}"
+"""
+
+
+def test_a_tombstone_the_route_skips_and_a_record_a_reverse_route_wrote_are_filtered_as_the_bridge_filters_them(
+    tmp_path: Path,
+) -> None:
+    """Issue 15: dry-run (and explain) used to say "publish" for both, which the running bridge never copies."""
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(FILTERING)
+    records = tmp_path / "records.jsonl"
+    lines = [
+        {"kafka": {"topic": "ledger", "offset": 1, "key": "a", "value": None}},
+        {"kafka": {"topic": "ledger", "offset": 2, "value": "x", "headers": [["nats-bridge-origin", "nats"]]}},
+        {"kafka": {"topic": "ledger", "offset": 3, "value": "x"}},
+    ]
+    records.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    code, document = _run_json(mapping, records)
+    fates = [(m["line"], m["routes"][0]["fate"], m["routes"][0]["detail"]) for m in document["messages"]]
+    assert fates[0][:2] == (1, "filtered")
+    assert "tombstones: skip" in fates[0][2]
+    assert fates[1][:2] == (2, "filtered")
+    assert "reverse route" in fates[1][2]
+    assert fates[2][:2] == (3, "publish")
+    assert code == 0, document
+    text = CliRunner().invoke(app, ["dry-run", str(mapping), "--input", str(records)], env=WIDE).stdout
+    assert "filtered: a tombstone (tombstones: skip)" in text, text
+    findings = [finding["message"] for finding in document["findings"]]
+    assert any("2 message(s) (lines 1, 2) filtered" in finding for finding in findings), findings

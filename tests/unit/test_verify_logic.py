@@ -261,7 +261,7 @@ def test_a_subject_no_declared_stream_captures_or_a_payload_too_large_follow_on_
     nowhere = _kafka_route(on_error="skip", to="elsewhere.{key}")
     judged = expectation(nowhere, _record(1), streams, 1 << 20)
     assert not judged.expected
-    assert "no declared stream captures 'elsewhere.k'" in judged.reason
+    assert "no-stream: no stream captures subject 'elsewhere.k'" in judged.reason
     dead_lettering = _kafka_route(on_error="dead-letter", to="elsewhere.{key}")
     assert expectation(dead_lettering, _record(1), streams, 1 << 20).expected
     big = SourceMessage(KafkaOrigin("orders", 0, 1, key=b"k"), b"x" * 2000)
