@@ -133,6 +133,8 @@ class Options:
     parts: tuple[str, ...] = PARTS
     latency_samples: bool = False
     cleanup: str | None = None
+    ordering: str | None = None  # the route's `ordering:`; None leaves it to the default
+    replicas: int = 1  # the stream's
 
 
 def parse_options(argv: list[str]) -> Options:
@@ -160,6 +162,10 @@ def parse_options(argv: list[str]) -> Options:
         help="also store every latency sample (seq, sent_ns, received_ns) in the JSON file",
     )
     parser.add_argument("--only", choices=PARTS, action="append", help="run only this part (repeatable)")
+    parser.add_argument(
+        "--ordering", choices=("pipelined", "strict", "batched"), help="the route's ordering (default: none given)"
+    )
+    parser.add_argument("--replicas", type=int, default=1, help="the stream replicas (3: a cluster --nats-url)")
     parser.add_argument(
         "--cleanup", metavar="RUN_ID", help="only delete what an interrupted run left behind (its id is logged first)"
     )
@@ -189,6 +195,8 @@ def parse_options(argv: list[str]) -> Options:
         parts=tuple(args.only) if args.only else PARTS,
         latency_samples=args.latency_samples,
         cleanup=args.cleanup,
+        ordering=args.ordering,
+        replicas=args.replicas,
     )
 
 
@@ -206,6 +214,7 @@ def mapping_text(opts: Options, *, stream: str, subject: str, topic: str, group:
           - name: {stream}
             subjects: ["{subject}.>"]
             storage: file
+            replicas: {opts.replicas}
             duplicate_window: 2m
         sources:
           kafka:
@@ -218,7 +227,7 @@ def mapping_text(opts: Options, *, stream: str, subject: str, topic: str, group:
                 source: kafka
                 from: {{topics: ["{topic}"], group: "{group}", start: earliest}}
                 to: "{subject}.{{partition}}"
-        """)
+        """) + (f"        ordering: {opts.ordering}\n" if opts.ordering else "")
 
 
 # --------------------------------------------------------------------------------------- Kafka

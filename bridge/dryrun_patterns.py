@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
-from bridge.config.model import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
+from bridge.config.model import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig, StreamConfig
 from bridge.routing import ExchangeType, escape_token, split_amqp_words
 from bridge.sources.rabbitmq import shadow_queue_name
 
@@ -314,6 +314,17 @@ def route_shapes(service: str, route: RouteConfig) -> list[RouteShape]:
     else:
         families = _rabbit_families(service, route.name, subscription)
     return [_render(route.to, origin, words) for origin, words in families]
+
+
+def streams_reached(service: str, route: RouteConfig, streams: Sequence[StreamConfig]) -> list[StreamConfig]:
+    """The streams that take any of the subjects the route can publish to (a `#` binding can also
+    produce the bare prefix, which a `prefix.>` stream does not take: dry-run reports that)."""
+    shapes = route_shapes(service, route)
+    return [
+        stream
+        for stream in streams
+        if any(intersects(shape.shape, filter_shape(f)) for shape in shapes for f in stream.subjects)
+    ]
 
 
 def _rabbit_families(service: str, route: str, subscription: FromRabbitMQ) -> list[tuple[str, dict[str, list[Unit]]]]:

@@ -17,9 +17,9 @@ After a failure a lane resends its first unsettled message alone (`probing`) and
 only once it is stored: a whole window resent while a clustered stream elects a leader would
 otherwise be refused at its head and stored from its tail. What can still reorder a pipelined
 route: JetStream refusing message k's first attempt with an error reply while storing k+1 (both in
-flight), or a stream leader stopping gracefully, dropping k and passing k+1 on. The default,
-`ordering: batched` (one atomic batch in flight per lane, stored whole or not at all), and
-`ordering: strict` (one publish in flight per lane) rule both out.
+flight), or a stream leader stopping gracefully, dropping k and passing k+1 on. `ordering: batched`
+(one atomic batch in flight per lane, stored whole or not at all; the default into replicated
+streams) and `ordering: strict` (one publish in flight per lane) rule both out.
 """
 
 from __future__ import annotations
@@ -597,7 +597,7 @@ class RoutePipeline:
             "route %s %s: JetStream stored a later in-flight publish while dropping earlier ones (a stream "
             "leader stopping without lame duck mode does this), and the resends landed after it: the "
             "stream holds them out of order. Restart NATS servers with lame duck mode (nats-server "
-            "--signal ldm), or give the route `ordering: batched` (the default) or `strict`",
+            "--signal ldm), or give the route `ordering: batched` or `strict`",
             self.route.key,
             text,
         )

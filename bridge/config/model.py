@@ -599,15 +599,15 @@ class RouteConfig(Strict):
     ordering: Literal["pipelined", "strict", "batched"] = Field(
         "batched",
         description=(
-            "batched (default): up to 500 messages of a partition/queue in one JetStream atomic batch, one "
-            "batch in flight (nats-server 2.12+; the file's streams get allow_atomic): stored whole or not at "
-            "all, so order holds through every fault, at pipelined's throughput or better; stored messages "
-            "keep the server's Nats-Batch-Id/-Sequence headers (drop them before republishing a stored "
-            "message). Left to the default, a server or stream that cannot take atomic batches gets the "
-            "route pipelined, with a WARNING. pipelined: many publishes in flight per partition; a JetStream "
-            "error reply for one message while the next is accepted, or a stream leader stopping gracefully, "
-            "can reorder them (each reorder is reported). strict: one publish in flight per partition/queue, "
-            "which rules that out at about 40% of the throughput."
+            "Left out: batched into a stream with replicas (where a leader can change), pipelined into a "
+            "single-replica one. batched: up to 500 messages of a partition/queue in one JetStream atomic "
+            "batch, one batch in flight (nats-server 2.12+; the file's streams get allow_atomic): stored "
+            "whole or not at all, so order holds through every fault; stored messages keep the server's "
+            "Nats-Batch-Id/-Sequence headers (drop them before republishing a stored message). pipelined: "
+            "many publishes in flight per partition; a JetStream error reply for one message while the "
+            "next is accepted, or a stream leader stopping gracefully, can reorder them (each reorder is "
+            "reported). strict: one publish in flight per partition/queue, which rules that out at about "
+            "40% of the throughput."
         ),
     )
 
@@ -931,11 +931,6 @@ class BridgeConfig(Strict):
         """Copies of the bridge's own state (checkpoints, dead letters): as many as the most
         replicated stream, so losing a node that the streams survive loses none of it either."""
         return max((stream.replicas for stream in self.streams), default=1)
-
-    @property
-    def uses_atomic_batches(self) -> bool:
-        """Some route has `ordering: batched` (the default): the streams must take atomic batch publishes."""
-        return any(route.ordering == "batched" for _, route in self.routes())
 
     @property
     def requires_atomic_batches(self) -> bool:

@@ -38,7 +38,7 @@ from bridge.cutover.backlog import Backlog, route_backlog
 from bridge.cutover.drain import lanes_text
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.store import FRESH, PhaseState, PhaseStore
-from bridge.dryrun_patterns import filter_shape, intersects, route_shapes
+from bridge.dryrun_patterns import streams_reached
 from bridge.durability import DurabilityReport
 from bridge.durability_probe import read_report
 
@@ -100,14 +100,7 @@ class ServiceStatus:
 
 def _capturing_streams(config: BridgeConfig, service: str, route_name: str) -> list[str]:
     route = next(r for r in config.services[service].routes if r.name == route_name)
-    shapes = route_shapes(service, route)
-    # A stream that takes any of the route's subjects (a `#` binding can also produce the bare
-    # prefix, which a `prefix.>` stream does not take; dry-run reports that, status need not).
-    return [
-        stream.name
-        for stream in config.streams
-        if any(intersects(shape.shape, filter_shape(f)) for shape in shapes for f in stream.subjects)
-    ]
+    return [stream.name for stream in streams_reached(service, route, config.streams)]
 
 
 async def _stream_state(js: JetStreamContext, name: str) -> tuple[int, int] | None:

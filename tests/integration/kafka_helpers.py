@@ -53,8 +53,8 @@ def write_mapping(
     extra_from: str = "",
     ordering: str | None = None,
 ) -> Path:
-    """A one-route mapping file copying `topic` into `stream`; `ordering` None leaves the route
-    to the default ordering (batched)."""
+    """A one-route mapping file copying `topic` into `stream` (one replica); `ordering` None
+    leaves the route to the default ordering (pipelined into a single-replica stream)."""
     subject = stream.lower()
     ordering_line = f"\n                    ordering: {ordering}" if ordering else ""
     path.write_text(

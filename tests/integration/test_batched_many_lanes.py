@@ -1,4 +1,4 @@
-"""The default ordering (batched) with more lanes than nats-server keeps atomic batches open per stream.
+"""`ordering: batched` with more lanes than nats-server keeps atomic batches open per stream.
 
 nats-server refuses a stream's 51st open atomic batch (`max_batch_inflight_per_stream`, 50 by
 default). A Kafka topic with 64 partitions read by one bridge into one stream has 64 lanes, each
@@ -24,7 +24,7 @@ PARTITIONS = 64
 PER_PARTITION = 300
 
 
-async def test_sixty_four_partitions_into_one_stream_batched_by_default_store_every_record_once_in_order(
+async def test_sixty_four_partitions_batched_into_one_stream_store_every_record_once_in_order(
     tmp_path: Path, nats_url: str, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str
 ) -> None:
     topic = await kafka_topic(partitions=PARTITIONS)
@@ -38,6 +38,7 @@ async def test_sixty_four_partitions_into_one_stream_batched_by_default_store_ev
         stream=stream,
         topic=topic,
         group=f"bridge-{unique_name}",
+        ordering="batched",
     )
     bridge = BridgeProcess(mapping, tmp_path / "bridge.log")
     nc = await nats.connect(nats_url)
