@@ -43,9 +43,9 @@ from bridge.dryrun_sample import sample_into
 from bridge.durability import NOT_REVEALED, SYNC_UNKNOWN_NOTE, DurabilityReport, Level
 from bridge.durability_probe import assemble, gather_legacy_and_sync, stream_infos
 from bridge.errors import BridgeError
-from bridge.jetstream.connection import connect_error_text, connect_nats, redact_url
+from bridge.jetstream.connection import connect_error_text, connect_nats
 from bridge.jetstream.plan import Action, Plan, plan_streams
-from bridge.logs import Scrubber, config_secrets
+from bridge.logs import Scrubber, config_secrets, redact_url
 from bridge.sources.kafka import full_match_pattern, kafka_client_options
 from bridge.sources.rabbitmq import RabbitMQConnectError, amqp_url, open_connection, shadow_queue_name
 

@@ -61,7 +61,7 @@ from bridge.durability import (
     stream_sync,
     sync_from_varz,
 )
-from bridge.jetstream.connection import redact_url
+from bridge.logs import redact_url
 from bridge.routing import ExchangeType
 from bridge.sources.kafka import full_match_pattern, kafka_client_options
 from bridge.sources.rabbitmq import amqp_url, shadow_queue_name

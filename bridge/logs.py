@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 from pythonjsonlogger.json import JsonFormatter
@@ -110,6 +110,19 @@ def _url_password(text: str) -> str | None:
         return urlsplit(text).password
     except ValueError:
         return None
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by `***`, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None and not (parts.username and "@" in parts.netloc):
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    netloc = f"{user}:***@{host}" if parts.password is not None else f"***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class RepeatedLineFilter(logging.Filter):

@@ -33,7 +33,6 @@ from pydantic import (
 
 from bridge.config.durations import Duration
 from bridge.config.limits import INT32_MAX, INT64_MAX
-from bridge.reverse.template import parse as parse_key_template
 from bridge.routing import (
     ExchangeType,
     SubjectTemplate,
@@ -41,6 +40,7 @@ from bridge.routing import (
     TextTemplate,
     is_valid_subject_filter,
 )
+from bridge.routing.key_template import parse as parse_key_template
 
 # Names that become parts of queue names, consumer groups and subjects: keep them plain.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"

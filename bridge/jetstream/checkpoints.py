@@ -36,8 +36,8 @@ from nats.js.kv import KeyValue
 from bridge.deadletters import ROUTE_HEADER as DEAD_LETTER_ROUTE_HEADER
 from bridge.dryrun_patterns import SubjectFit
 from bridge.mapping import ROUTE_NAME_HEADER, CompiledRoute
-from bridge.pipeline import Checkpoint, StoredIndex
 from bridge.sources.base import Lane, lane_label
+from bridge.stored import Checkpoint, StoredIndex
 
 log = logging.getLogger(__name__)
 

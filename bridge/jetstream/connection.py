@@ -15,7 +15,6 @@ import logging
 import re
 import ssl
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.transport import TcpTransport, Transport, WebSocketTransport
@@ -24,6 +23,7 @@ from nats.errors import Error as NatsError
 
 from bridge.config.model import BridgeConfig, NatsConfig
 from bridge.errors import BridgeError
+from bridge.logs import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -199,19 +199,6 @@ def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as error:
         raise BridgeError(f"NATS TLS settings: cannot load the CA or client certificate: {error}") from None
     return context
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password replaced by `***`, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None and not (parts.username and "@" in parts.netloc):
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    netloc = f"{user}:***@{host}" if parts.password is not None else f"***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 async def connect_nats(config: NatsConfig, events: ConnectionEvents | None = None) -> NatsClient:

@@ -29,7 +29,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from bridge.config.model import RabbitMQSource
 from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS
-from bridge.jetstream.connection import redact_url
+from bridge.logs import redact_url
 from bridge.reverse.targets import LegacyMessage, Outcome, TargetUnavailableError, WriteFailure
 from bridge.sources.rabbitmq import amqp_url
 

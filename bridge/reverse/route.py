@@ -56,7 +56,7 @@ from bridge.reverse.consumer import PullSubscription, bind_consumer, consumer_co
 from bridge.reverse.kafka_target import KafkaTarget
 from bridge.reverse.rabbitmq_target import RabbitMQTarget
 from bridge.reverse.targets import LegacyMessage, LegacyTarget, TargetUnavailableError, legacy_headers
-from bridge.reverse.template import KeyTemplate, TemplateRenderError, parse
+from bridge.routing.key_template import KeyTemplate, TemplateRenderError, parse
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from aiormq.abc import DeliveredMessage
 
 from bridge.config.model import FromRabbitMQ, RabbitMQMode, RabbitMQSource
 from bridge.errors import SourceUnavailableError, SourceUnreachableError
-from bridge.jetstream.connection import redact_url
+from bridge.logs import redact_url
 from bridge.message import AmqpOrigin, SourceMessage
 from bridge.routing import ExchangeType
 from bridge.sources.base import Lane, LaneOwner, Received

@@ -21,8 +21,8 @@ from nats.errors import Error as NatsError
 from bridge.config import load_config
 from bridge.config.model import BridgeConfig, FromKafka, KafkaSource, MsgIdStrategy, RabbitMQSource
 from bridge.errors import BridgeError, ConfigError
-from bridge.jetstream.connection import connect_nats, redact_url
-from bridge.logs import Scrubber, config_secrets
+from bridge.jetstream.connection import connect_nats
+from bridge.logs import Scrubber, config_secrets, redact_url
 from bridge.sources.kafka import default_group
 from bridge.verify.claims import RouteCheck, build_checks
 from bridge.verify.kafka import KafkaRouteReader

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from test_backpressure_logic import LANE, make_pipeline, receive
 
-from bridge.pipeline import StoredIndex
+from bridge.stored import StoredIndex
 
 
 def _assigned(pipeline_index: StoredIndex) -> None:

@@ -11,10 +11,10 @@ import pytest
 
 from bridge.config import load_config_text
 from bridge.deadletters import encoded_size, fits
+from bridge.latency import BUCKETS, LatencyHistogram
 from bridge.logs import LogFormat, config_secrets, configure_logging
 from bridge.message import OutboundMessage
 from bridge.operations.http import HttpAddress, HttpAddressError
-from bridge.operations.latency import BUCKETS, LatencyHistogram
 
 SECRET_MAPPING = """\
 nats:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.errors import BridgeError
-from bridge.reverse.template import KeyTemplate, TemplateRenderError, TemplateSyntaxError, parse
+from bridge.routing.key_template import KeyTemplate, TemplateRenderError, TemplateSyntaxError, parse
 
 PROPERTY = settings(max_examples=300, deadline=None)
 SUBJECT = "orders.eu.created"
