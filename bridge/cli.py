@@ -31,7 +31,7 @@ from bridge.jetstream.plan import apply_to_server, format_plan, format_report, p
 from bridge.jetstream.report import format_states, stream_states
 from bridge.logs import LogFormat, config_secrets, configure_logging
 from bridge.operations.http import DEFAULT_ADDRESS, HttpAddress, http_token
-from bridge.runner import NatsConnectionLostError, RunSettings, run_bridge
+from bridge.runner import JetStreamLostWritesError, NatsConnectionLostError, RunSettings, run_bridge
 from bridge.traffic import produce_all
 from bridge.verify import verify_command
 
@@ -300,7 +300,7 @@ def run(
     configure_logging(log_level, log_format, secrets=secrets)
     try:
         run_bridge(config, RunSettings(http=address, stall_after=stall, http_token=token))
-    except NatsConnectionLostError:
+    except (NatsConnectionLostError, JetStreamLostWritesError):
         raise typer.Exit(EXIT_NATS_LOST) from None  # the bridge logged why, as it happened
 
 

@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -51,6 +52,7 @@ from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
 from bridge.jetstream.connection import ConnectionEvents, connect_error_text, connect_nats, watch_closed
 from bridge.jetstream.declare import AtomicBatchesUnsupportedError, declare_streams
+from bridge.jetstream.lost_writes import LostWritesWatch
 from bridge.jetstream.payloads import ObjectStorePayloads
 from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.logs import Scrubber, config_secrets
@@ -85,6 +87,10 @@ class NatsUnavailableError(BridgeError):
 
 class NatsConnectionLostError(BridgeError):
     """The NATS client closed for good while the bridge ran; already logged when raised."""
+
+
+class JetStreamLostWritesError(BridgeError):
+    """JetStream came back without messages it had acknowledged; already logged when raised."""
 
 
 @dataclass(slots=True)
@@ -146,6 +152,7 @@ class Bridge:
         self.http: web.AppRunner | None = None
         self.events: ConnectionEvents | None = None
         self._stop = asyncio.Event()
+        self._lost_writes: str | None = None
         # Some route sends atomic batches, so the streams must take them (cleared when the server cannot).
         self._atomic_batches = any(self._batches(service, route) for service, route in config.routes())
 
@@ -184,6 +191,7 @@ class Bridge:
                 if self.settings.checkpoints
                 else None
             )
+            events.add(LostWritesWatch(js, publisher.highest_seq, self._writes_lost, self._holder(checkpoints)))
             dead_letters = self.config.dead_letters
             payloads = ObjectStorePayloads(
                 nc, dead_letters.payload_bucket, dead_letters.replicas or self.config.state_replicas
@@ -234,6 +242,8 @@ class Bridge:
         else:
             if events.lost is not None:
                 raise NatsConnectionLostError(f"NATS connection closed for good: {events.lost}")
+            if self._lost_writes is not None:
+                raise JetStreamLostWritesError(self._lost_writes)
         finally:
             watch.cancel()
             events.closing = True  # our own close below is no outage
@@ -280,6 +290,25 @@ class Bridge:
             )
             self._atomic_batches = False
             await declare_streams(js, streams)
+
+    @staticmethod
+    def _holder(checkpoints: JetStreamCheckpoints | None) -> Callable[[bool], None]:
+        def hold(held: bool) -> None:
+            if checkpoints is not None:
+                checkpoints.held = held
+
+        return hold
+
+    def _writes_lost(self, what: str) -> None:
+        """JetStream forgot acknowledged messages while the bridge ran (bridge.jetstream.lost_writes)."""
+        self._lost_writes = what
+        log.error(
+            "JetStream lost acknowledged messages: %s (a store restored from an older copy, or writes lost "
+            "before fsync). Stopping every route and exiting 1: on its restart the bridge compares the "
+            "sources' committed positions with what the streams hold and copies the lost records again",
+            what,
+        )
+        self._stop.set()
 
     async def _stop_when_lost(self, nc: NatsClient, events: ConnectionEvents) -> None:
         """Stop everything when the client closes for good: no route can store anything more."""

@@ -114,6 +114,11 @@ class JetStreamCheckpoints:
         self._streams = list(streams)
         self._kv: KeyValue | None = None
         self._scan_margin = scan_margin
+        # From a disconnect until the reconnect's check that JetStream kept what it acknowledged
+        # (bridge.jetstream.lost_writes): a watermark over records it may have forgotten must not
+        # become a checkpoint. Commits go on meanwhile; the next assignment checks them against
+        # the streams, so what a held save leaves out only makes that scan longer.
+        self.held = False
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -131,6 +136,8 @@ class JetStreamCheckpoints:
         return self._kv
 
     async def save(self, scope: str, checkpoints: Mapping[Lane, Checkpoint]) -> None:
+        if self.held:
+            return
         kv = await self._bucket()
         # One KV write per lane (instances sharing a route own different lanes), all at once.
         await asyncio.gather(

@@ -9,6 +9,7 @@ commit and leave the 1,000 lost records out for good (2,000 of 3,000 in the stre
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,3 +103,74 @@ async def test_records_a_restored_nats_store_lost_are_copied_again_once(
     assert (route.missing_count, route.doubled_count, route.out_of_order_count) == (0, 0, 0), report.as_json()
     assert report.exit_code == 0, report.as_json()
     assert "1000 stored record(s) carry Bridge-Recopied" in (route.note or ""), route.note
+
+
+async def _count_when_up(url: str, stream: str, count: int) -> None:
+    client = await nats.connect(url)
+    try:
+        await wait_for_count(client, stream, count, timeout=120)
+    finally:
+        await client.close()
+
+
+async def test_a_running_bridge_seeing_jetstream_forget_acknowledged_records_exits_1_and_its_restart_copies_them(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str
+) -> None:
+    """The bridge never restarts between the copy and the loss: only the reconnect can tell. A
+    graceful NATS restart (store intact) must not be taken for a loss; the rolled-back store must
+    be: ERROR, exit 1, and the supervisor's restart copies the lost records again, once."""
+    partitions, batch = 2, 1000
+    topic = await kafka_topic(partitions=partitions)
+    server = PrivateNatsServer(tmp_path / "nats")
+    server.start()
+    stream = unique_name.upper()
+    mapping = write_mapping(
+        tmp_path / "m.yaml",
+        nats_url=server.url,
+        bootstrap=kafka_bootstrap,
+        stream=stream,
+        topic=topic,
+        group=f"bridge-{unique_name}",
+    )
+    running = BridgeProcess(mapping, tmp_path / "running.log")
+    restarted = BridgeProcess(mapping, tmp_path / "restarted.log")
+    try:
+        await fill_topic(kafka_bootstrap, topic, batch, partitions)
+        running.start()
+        await _count_when_up(server.url, stream, batch)
+        await asyncio.sleep(3)  # settled and checkpointed (every 0.5 s): the copy holds a checkpoint
+        server.stop()  # graceful: the store keeps everything it acknowledged
+        backup = tmp_path / "backup"
+        shutil.copytree(server.store_dir / "js", backup)
+        server.start()
+        await fill_topic(kafka_bootstrap, topic, batch, partitions)
+        await _count_when_up(server.url, stream, 2 * batch)
+        assert running.alive(), running.log()
+        assert "JetStream lost acknowledged messages" not in running.log_path.read_text()
+        server.stop(kill=True)  # a power loss: back to the copy taken at 1,000
+        shutil.rmtree(server.store_dir / "js")
+        shutil.copytree(backup, server.store_dir / "js")
+        server.start()
+        code = await asyncio.to_thread(running.process.wait, 90) if running.process else None
+        text = running.log_path.read_text()
+        assert code == 1, running.log()
+        assert "JetStream lost acknowledged messages: stream " + stream in text, running.log()
+        await fill_topic(kafka_bootstrap, topic, batch, partitions)
+        restarted.start()
+        await _count_when_up(server.url, stream, 3 * batch)
+        client = await nats.connect(server.url)
+        try:
+            await asyncio.sleep(2)  # anything copied twice would be there now
+            records = await stored_records(client, stream)
+        finally:
+            await client.close()
+        assert restarted.terminate() == 0, restarted.log()
+    finally:
+        for bridge in (running, restarted):
+            if bridge.alive():
+                bridge.kill()
+        server.stop()
+    per_partition = 3 * batch // partitions
+    keys = sorted((partition, offset) for partition, offset, _ in records)
+    assert keys == [(p, o) for p in range(partitions) for o in range(per_partition)], describe_duplicates(records)
+    assert "copying them again" in restarted.log_path.read_text(), restarted.log()
