@@ -761,7 +761,8 @@ class RoutePipeline:
             if message is None or stored.contains(received.lane, received.position):
                 self._settle_unsent(lane, received.position, filtered=message is None)
                 continue
-            if self._recopying:
+            if self._recopying or context.mark is not None:
+                # the mark ends with the last re-copied range, even within a fetched batch
                 context = self._recopy_context(context, received.lane, received.position)
             verdict = decide(route, message, context)
             outbound = verdict.outbound
