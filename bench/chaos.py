@@ -5,6 +5,7 @@
     .venv/bin/python bench/chaos.py --minutes 10 --seed 42 --topologies ad
     .venv/bin/python bench/chaos.py --profile ci --seed 1083708357 --schedules 1     # replay a CI schedule
     .venv/bin/python bench/chaos.py --minutes 5 --seed 7 --bridge-commit 50d7d45     # another commit's bridge
+    .venv/bin/python bench/chaos.py --profile nats --seed 100 --schedules 1          # NATS faults, a store rollback
 
 Schedule k of a run has seed S+k, so any one of them replays alone with `--seed S+k --schedules 1`
 (and the same --profile and --topologies). New schedules start until --minutes have passed (the

@@ -12,7 +12,12 @@ run, RabbitMQ exchanges as the producer's confirms say):
   names one exception for pipelined routes — JetStream refusing a message's first attempt while
   storing the next (a full `discard: new` stream getting room, a 503 while a clustered stream
   changes leader) — so for a pipelined route exposed to such a fault an inversion is reported as
-  `allowed out of order`, not as a failure; `ordering: strict` and `batched` routes get no such allowance;
+  `allowed out of order`, not as a failure; `ordering: strict` and `batched` routes get no such allowance.
+  A message marked `Bridge-Recopied` was copied again after JetStream lost it (a NATS store rolled
+  back): it lands after later records of its lane on purpose, so, as `nats-bridge verify` does, it
+  is counted (lost and doubled stay strict) but not held to the order, and raises no lane's mark
+  (one so marked that no later record of its lane precedes is shown, as `recopied not late`: it
+  was not held to the order either, though it needed no exemption);
 - dead letters counted and explained: the messages produced to be unmappable are in the
   dead-letter stream once each with `Bridge-Dlq-Reason: unmappable` and their route in
   `Bridge-Dlq-Route`; any other dead letter is `unexplained`;
@@ -42,7 +47,7 @@ from bridge.deadletters import ERROR_HEADER as DLQ_ERROR_HEADER
 from bridge.deadletters import REASON_HEADER as DLQ_REASON_HEADER
 from bridge.deadletters import ROUTE_HEADER as DLQ_ROUTE_HEADER
 from bridge.deadletters import DeadLetterReason
-from bridge.headers import ORIGIN_HEADER
+from bridge.headers import ORIGIN_HEADER, RECOPIED_HEADER
 from bridge.mapping import ROUTE_NAME_HEADER as ROUTE_HEADER
 
 from .topologies import Built, ReverseSpec, RouteSpec
@@ -69,6 +74,11 @@ class Stored:
         if "Amqp-Stream-Offset" in headers:
             return "queue", int(headers["Amqp-Stream-Offset"])
         return None
+
+    @property
+    def recopied(self) -> bool:
+        """Copied again after JetStream lost the first copy (`Bridge-Recopied`): late on purpose."""
+        return RECOPIED_HEADER in self.headers
 
     def describe(self) -> str:
         what = self.content.key if self.content else "unparsable body"
@@ -137,7 +147,7 @@ class Finding:
 
 
 FAILING = ("lost", "doubled", "out_of_order", "misplaced", "unexplained_dead_letters", "foreign", "misrouted")
-ALLOWED = ("allowed_out_of_order", "allowed_doubled", "pending")
+ALLOWED = ("allowed_out_of_order", "allowed_doubled", "pending", "recopied_not_late")
 
 
 @dataclass
@@ -150,6 +160,7 @@ class RouteResult:
     expected: int = 0
     stored: int = 0
     dead_lettered: int = 0
+    recopied: int = 0  # stored messages marked Bridge-Recopied (not held to the order)
     order_note: str = ""  # why order is not promised here, or which README exception applies
     lost: Finding = field(default_factory=Finding)
     doubled: Finding = field(default_factory=Finding)
@@ -161,6 +172,7 @@ class RouteResult:
     allowed_out_of_order: Finding = field(default_factory=Finding)
     allowed_doubled: Finding = field(default_factory=Finding)
     pending: Finding = field(default_factory=Finding)  # reverse: not written yet, still held by its consumer
+    recopied_not_late: Finding = field(default_factory=Finding)  # marked Bridge-Recopied, yet stored in order
 
     @property
     def failed(self) -> bool:
@@ -173,6 +185,8 @@ class RouteResult:
             f"dead letters {self.dead_lettered}; lost {self.lost.count}, doubled {self.doubled.count}, "
             f"out of order {self.out_of_order.count}"
         )
+        if self.recopied:
+            line += f"; {self.recopied} re-copied after JetStream lost them (Bridge-Recopied, not held to the order)"
         if self.order_note:
             line += f" [{self.order_note}]"
         details = [
@@ -225,6 +239,7 @@ def check_route(
     main = [e for e in expected if not e.dead_letter]
     result.expected = len(expected)
     result.stored = len(stored)
+    result.recopied = sum(message.recopied for message in stored)
     if route.kind != "shadow":
         _check_positions(result, main, stored)
     _check_contents(result, main, stored, by_position=route.kind != "shadow")
@@ -340,6 +355,12 @@ def _check_order(
             continue  # a later copy: counted as doubled, not as disorder
         seen.add((lane, order))
         top = highest.get(lane)
+        if message.recopied:
+            # Copied again after JetStream lost it: after later records on purpose, no mark raised.
+            if top is None or order > top[0]:
+                unit = "#" if route.kind == "shadow" else "offset "
+                result.recopied_not_late.add(f"{lane}: {unit}{order} (seq {message.seq})")
+            continue
         if top is not None and order < top[0]:
             unit = "#" if route.kind == "shadow" else "offset "
             findings.add(f"{lane}: {unit}{order} (seq {message.seq}) stored after {unit}{top[0]} (seq {top[1].seq})")

@@ -12,7 +12,13 @@
   (variant term) or lame duck mode, SIGUSR2 (variant ldm) — then started after `duration` s;
 - nats-rolling-ldm: every node in turn in lame duck mode, started again and current before the next;
 - nats-node-freeze (a node): SIGSTOP for `duration` s, then SIGCONT (a hung server);
-- nats-quorum-loss (two nodes, e.g. "12"): both SIGKILLed, down `duration` s, then started.
+- nats-quorum-loss (two nodes, e.g. "12"): both SIGKILLed, down `duration` s, then started;
+- nats-store-rollback (a topology on the schedule's private nats-server): at `at` the server is
+  stopped (SIGTERM, waited for), its store copied, and started again; `duration` s later it is
+  SIGKILLed (variant kill: a power loss) or stopped (graceful), the store replaced by the copy, and
+  started: JetStream has forgotten every message it acknowledged since the copy, checkpoints too.
+  The bridges must notice (their log: "JetStream lost acknowledged messages") and copy the lost
+  records again from Kafka, marked `Bridge-Recopied`.
 
 Bridges that exit on their own are restarted by the fleet (as a supervisor would) and reported.
 """
@@ -23,6 +29,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -32,10 +39,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import brokers_local
+import nats
 from kafka_helpers import BridgeProcess
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
+from private_nats import PrivateNatsServer
 
 from .brokers import PRIVATE, BrokerError, NatsCluster, restart_cluster_node, restart_private
 
@@ -44,6 +53,7 @@ STATE = Path(os.environ.get("BRIDGE_STATE_DIR", Path(__file__).resolve().parents
 T = TypeVar("T")
 TERM_TIMEOUT = 60.0  # seconds a SIGTERMed bridge may take to exit before it is killed
 SLOW_TERM = 15.0  # an exit slower than this is reported (README: up to 10 s of draining, then exit 0)
+LOST_WRITES = "JetStream lost acknowledged messages"  # what a bridge logs (ERROR) when it finds them gone
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,8 @@ class Fault:
     kind: str  # bridge-kill | bridge-term | broker-restart | nats-node-restart | stream-full | nats-leader-stop | ...
     target: str  # topology letter | private broker name | cluster node index (0-2)
     duration: float  # seconds down (bridges, brokers, nodes) or full (streams)
-    variant: str = ""  # bridge: instance index; broker, node: kill | graceful; stream-full: max_msgs | max_bytes
+    # bridge: instance index; broker, node, store rollback: kill | graceful; stream-full: max_msgs | max_bytes
+    variant: str = ""
 
     def describe(self) -> str:
         if self.kind in ("bridge-kill", "bridge-term"):
@@ -71,6 +82,12 @@ class Fault:
         elif self.kind == "nats-quorum-loss":
             nodes = " and ".join(f"nats-cluster-n{int(c) + 1}" for c in self.target)
             what = f"SIGKILL {nodes} (no quorum), down {self.duration:.1f}s, start"
+        elif self.kind == "nats-store-rollback":
+            how = "SIGKILL" if self.variant == "kill" else "SIGTERM"
+            what = (
+                f"copy the NATS store of {self.target} (private server: SIGTERM, copy, start); "
+                f"{self.duration:.1f}s later {how} it, restore the copy, start"
+            )
         else:
             what = f"stream of {self.target} full ({self.variant}, discard new) for {self.duration:.1f}s"
         return f"t+{self.at:5.1f}s {what}"
@@ -82,6 +99,7 @@ class Injected:
     started: float = 0.0  # seconds after the traffic started
     finished: float = 0.0
     outcome: str = "not run"
+    lost: int | None = None  # nats-store-rollback: stream messages the restore took away (measured)
 
     def describe(self) -> str:
         return f"{self.fault.describe()} -> {self.outcome} (t+{self.started:.1f}s..t+{self.finished:.1f}s)"
@@ -99,6 +117,8 @@ class BridgeFleet:
     processes: list[BridgeProcess] = field(default_factory=list)
     down_on_purpose: set[int] = field(default_factory=set)
     findings: list[str] = field(default_factory=list)
+    rolled_back: bool = False  # a nats-store-rollback hits this topology: exits over lost writes are expected
+    expected: list[str] = field(default_factory=list)  # what the faults explain (not findings)
 
     def __post_init__(self) -> None:
         self.processes = [
@@ -174,9 +194,15 @@ class BridgeFleet:
                     continue
                 if index not in restart_at:
                     code = process.process.returncode
-                    self.findings.append(
-                        f"bridge {self.name(index)} exited by itself with code {code}:\n{_tail(process)}"
-                    )
+                    if self.rolled_back and code == 1 and LOST_WRITES in _latest_run(process):
+                        self.expected.append(
+                            f"bridge {self.name(index)} exited 1 after its NATS store was rolled back "
+                            f"({LOST_WRITES}); restarted"
+                        )
+                    else:
+                        self.findings.append(
+                            f"bridge {self.name(index)} exited by itself with code {code}:\n{_tail(process)}"
+                        )
                     crashes[index] += 1
                     restart_at[index] = now + min(2.0 ** crashes[index], 16.0)
                 elif now >= restart_at[index]:
@@ -205,13 +231,28 @@ class BridgeFleet:
     def logs(self) -> str:
         return "\n".join(f"--- {p.log_path}\n{p.log()}" for p in self.processes)
 
+    def log_lines(self, text: str) -> list[str]:
+        """Every line of every instance's whole log (all its runs) that contains `text`."""
+        found = []
+        for process in self.processes:
+            if process.log_path.exists():
+                log = process.log_path.read_text(errors="replace")
+                found += [line for line in log.splitlines() if text in line]
+        return found
 
-def _tail(process: BridgeProcess, lines: int = 8) -> str:
-    """The last lines the process's latest run logged itself (aiokafka's connection noise left out)."""
-    text = process.log()
+
+def _latest_run(process: BridgeProcess) -> str:
+    """What the process's latest run logged."""
+    text: str = process.log_path.read_text(errors="replace") if process.log_path.exists() else ""
     start = text.rfind("bridge.runner: bridge running")
     if start > 0:
         text = text[text.rfind("\n", 0, start) + 1 :]
+    return text
+
+
+def _tail(process: BridgeProcess, lines: int = 8) -> str:
+    """The last lines the process's latest run logged itself (aiokafka's connection noise left out)."""
+    text = _latest_run(process)[-4000:]
     own = [line for line in text.splitlines() if "aiokafka" not in line and line.strip()]
     return "\n".join(f"      {line[:300]}" for line in own[-lines:])
 
@@ -226,11 +267,13 @@ class FaultInjector:
         fleets: dict[str, BridgeFleet],
         streams: dict[str, tuple[JetStreamContext, str]],
         cluster: NatsCluster | None,
+        private: PrivateNatsServer | None = None,
     ) -> None:
         self.injected = [Injected(fault) for fault in sorted(faults, key=lambda f: f.at)]
         self.fleets = fleets
         self.streams = streams
         self.cluster = cluster
+        self.private = private  # the schedule's own nats-server (nats-store-rollback)
         self._locks: dict[str, asyncio.Lock] = {}
         self._t0 = 0.0
 
@@ -248,8 +291,11 @@ class FaultInjector:
         async with lock:
             injected.started = self._now()
             try:
-                injected.outcome = await self._inject(fault)
-            except (BrokerError, NatsError, OSError, TimeoutError) as error:
+                if fault.kind == "nats-store-rollback":
+                    injected.outcome = await self._rollback(injected)
+                else:
+                    injected.outcome = await self._inject(fault)
+            except (BrokerError, NatsError, OSError, TimeoutError, RuntimeError) as error:
                 injected.outcome = f"error: {type(error).__name__}: {str(error)[-400:]}"
             injected.finished = self._now()
 
@@ -281,6 +327,43 @@ class FaultInjector:
             assert self.cluster is not None
             return await self._cluster_fault(fault, self.cluster)
         raise ValueError(f"unknown fault kind {fault.kind}")
+
+    async def _rollback(self, injected: Injected) -> str:
+        """Copy the private server's store (stopped gracefully, so the copy holds everything it
+        acknowledged), start it; `duration` s after the copy, kill or stop it, put the copy back,
+        start it. Measures the topology's stream before the kill and right after the restore."""
+        fault = injected.fault
+        server = self.private
+        assert server is not None, "nats-store-rollback needs the schedule's private nats-server"
+        _, stream = self.streams[fault.target]
+        store = server.store_dir / "js"
+        backup = server.store_dir.parent / f"{server.store_dir.name}-copy-t{fault.at:.0f}"
+        try:
+            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(shutil.copytree, store, backup)
+        finally:
+            await asyncio.to_thread(server.start)  # whatever failed, the bridges get their server back
+        copied_at = self._now()
+        copied = await stream_state(server.url, stream)
+        await asyncio.sleep(max(0.0, copied_at + fault.duration - self._now()))
+        before = await stream_state(server.url, stream)
+        try:
+            await asyncio.to_thread(server.stop, kill=fault.variant == "kill")
+            await asyncio.to_thread(shutil.rmtree, store)
+            await asyncio.to_thread(shutil.copytree, backup, store)
+        finally:
+            await asyncio.to_thread(server.start)
+        after = await stream_state(server.url, stream)
+        injected.lost = max(0, before[0] - after[0])
+        how = "SIGKILL" if fault.variant == "kill" else "SIGTERM"
+        text = (
+            f"store copied at t+{copied_at:.1f}s ({stream}: {copied[0]} msgs, last seq {copied[1]} just after); "
+            f"before the rollback {before[0]} msgs (last seq {before[1]}); {how}, copy restored, started; "
+            f"right after the restore {after[0]} msgs (last seq {after[1]})"
+        )
+        if injected.lost == 0:
+            return text + ": the rollback lost nothing"
+        return text + f": {injected.lost} acknowledged messages lost"
 
     async def _cluster_fault(self, fault: Fault, cluster: NatsCluster) -> str:
         if fault.kind == "nats-leader-stop":
@@ -352,6 +435,32 @@ async def _retry(call: Callable[[], Awaitable[T]], deadline: float) -> T:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
+
+
+async def stream_state(url: str, stream: str, within: float = 60) -> tuple[int, int]:
+    """(messages, last sequence) of `stream`, asked on a connection of its own as soon as the server
+    answers (a server just started may still be recovering its streams)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            client = await nats.connect(url, allow_reconnect=False, connect_timeout=2, error_cb=_quiet)
+        except (NatsError, OSError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+        else:
+            break
+    try:
+        js = client.jetstream(timeout=5)
+        info = await _retry(lambda: js.stream_info(stream), deadline)
+        return info.state.messages, info.state.last_seq
+    finally:
+        with contextlib.suppress(NatsError, TimeoutError):
+            await client.close()
+
+
+async def _quiet(_error: Exception) -> None:
+    """A connection to a server being restarted fails now and then: the caller tries again."""
 
 
 async def fill_stream(js: JetStreamContext, stream: str, *, limit: str, seconds: float) -> str:

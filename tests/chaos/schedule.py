@@ -22,7 +22,13 @@ Profiles:
 
 - `nats`: topologies a and d on the NATS cluster, 190 s at 100 msg/s, issue 20's faults in turn: a
   frozen node, the stream leader stopped with SIGTERM, quorum lost, a full stream, a lame-duck
-  rolling restart (`bench/chaos.py --profile nats`).
+  rolling restart (`bench/chaos.py --profile nats`); and topology b on a nats-server of the
+  schedule's own whose store is rolled back to a copy taken 70 s earlier (`nats-store-rollback`).
+
+A topology on `private` NATS (the nats profile's b; in the long profile now and then a or b, drawn
+from a second generator so that the rest of a long seed's schedule stays what it was) runs on a
+nats-server the run starts in its workdir and stops at its end, the only NATS a store rollback may
+hit: the shared server and cluster serve other tests.
 
 Duplicate windows: routes whose exactly-once rests on checkpoints (Kafka, stream queues) may get a
 5 s window, but only on the single NATS server: a 5 s window shorter than a NATS failover would
@@ -35,9 +41,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import random
+import re
 import secrets
 import subprocess
 import time
@@ -46,7 +54,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import aiormq
 import nats
@@ -56,6 +64,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from private_nats import PrivateNatsServer
 
 from bridge.config import load_config_text
 from bridge.config.model import Phase
@@ -68,8 +77,19 @@ from bridge.jetstream.declare import declare_streams
 from . import brokers as chaos_brokers
 from .brokers import KAFKA_A, KAFKA_B, Brokers, NatsCluster
 from .checker import Expected, RouteResult, Stored, attribute, check_reverse, check_route, read_stream
-from .faults import BridgeFleet, Fault, FaultInjector, _retry
-from .topologies import BROKERS, LETTERS, MAX_INSTANCES, Addresses, Built, SourceSpec, TopologyPlan, build
+from .faults import LOST_WRITES, BridgeFleet, Fault, FaultInjector, Injected, _retry
+from .topologies import (
+    BROKERS,
+    KAFKA_ONLY,
+    LETTERS,
+    MAX_INSTANCES,
+    Addresses,
+    Built,
+    NatsTarget,
+    SourceSpec,
+    TopologyPlan,
+    build,
+)
 from .traffic import (
     AmqpTraffic,
     KafkaRecord,
@@ -138,13 +158,12 @@ class Schedule:
 
 
 def _window(rng: random.Random, letter: str, nats_target: str) -> str:
+    """The private server goes down twice for a store rollback, for longer than 5 s: 2 m there."""
     checkpointed = letter in "abef"  # Kafka and stream-queue routes only
     return rng.choice(["2m", "5s"]) if checkpointed and nats_target == "single" else "2m"
 
 
-def _plan(
-    rng: random.Random, letter: str, nats_target: Literal["single", "cluster"], max_instances: int
-) -> TopologyPlan:
+def _plan(rng: random.Random, letter: str, nats_target: NatsTarget, max_instances: int) -> TopologyPlan:
     return TopologyPlan(
         letter=letter,
         instances=rng.randint(1, min(max_instances, MAX_INSTANCES[letter])),
@@ -218,23 +237,53 @@ def generate(seed: int, profile: str = "ci", letters: str | None = None) -> Sche
     while at < traffic - 5:
         faults.append(_random_fault(rng, plans, at))
         at += rng.uniform(6, 15)
+    _private_rollback(random.Random(f"{seed}:private"), plans, faults, traffic)
     return Schedule(seed, profile, traffic, rate, plans, faults)
 
 
+def _private_rollback(side: random.Random, plans: list[TopologyPlan], faults: list[Fault], traffic: float) -> None:
+    """Now and then (3 schedules in 10 that have a Kafka-only topology on the single server) move
+    one of them to the private server, and roll its store back once."""
+    candidates = [i for i, plan in enumerate(plans) if plan.letter in KAFKA_ONLY and plan.nats == "single"]
+    if not candidates or side.random() >= 0.3:
+        return
+    index = side.choice(candidates)
+    plans[index] = dataclasses.replace(plans[index], nats="private", duplicate_window="2m")
+    copy_at = side.uniform(5, traffic / 2)
+    restore_at = side.uniform(copy_at + 10, traffic - 5)
+    faults.append(
+        Fault(
+            round(copy_at, 1),
+            "nats-store-rollback",
+            plans[index].letter,
+            round(restore_at - copy_at, 1),
+            side.choice(["kill", "graceful"]),
+        )
+    )
+
+
 def _nats_schedule(rng: random.Random, seed: int, traffic: float, rate: int, letters: str | None) -> Schedule:
-    """Issue 20's NATS faults, one after another, against topologies all on the cluster: a frozen
+    """Issue 20's NATS faults, one after another, against the topologies on the cluster: a frozen
     node, the stream leader stopped with SIGTERM, quorum lost, a full stream, and a lame-duck
-    rolling restart of every node."""
-    chosen = sorted(letters or "ad")
-    plans = [_plan(rng, x, "cluster", 2) for x in chosen]
-    first = chosen[0]
-    faults = [
-        Fault(10, "nats-node-freeze", str(rng.randrange(3)), 8),
-        Fault(30, "nats-leader-stop", first, 3, "term"),
-        Fault(50, "nats-quorum-loss", "".join(map(str, sorted(rng.sample(range(3), 2)))), 10),
-        Fault(72, "stream-full", rng.choice(chosen), 5, "max_msgs"),
-        Fault(82, "nats-rolling-ldm", "all", 3),
-    ]
+    rolling restart of every node. One Kafka-only topology (b, else a; none when the letters hold
+    neither) runs on a private nats-server instead, whose store is copied at t+40 s and restored
+    at t+110 s after a SIGKILL: 70 s of acknowledged writes lost. With only that one letter, no
+    cluster fault is drawn (and the cluster is not used)."""
+    chosen = sorted(letters or "abd")
+    private = next((x for x in reversed(KAFKA_ONLY) if x in chosen), None)
+    on_cluster = [x for x in chosen if x != private]
+    plans = [_plan(rng, x, "private" if x == private else "cluster", 2) for x in chosen]
+    faults = []
+    if on_cluster:
+        faults += [
+            Fault(10, "nats-node-freeze", str(rng.randrange(3)), 8),
+            Fault(30, "nats-leader-stop", on_cluster[0], 3, "term"),
+            Fault(50, "nats-quorum-loss", "".join(map(str, sorted(rng.sample(range(3), 2)))), 10),
+            Fault(72, "stream-full", rng.choice(on_cluster), 5, "max_msgs"),
+            Fault(82, "nats-rolling-ldm", "all", 3),
+        ]
+    if private is not None:
+        faults.append(Fault(40, "nats-store-rollback", private, 70, "kill"))
     return Schedule(seed, "nats", traffic, rate, plans, faults)
 
 
@@ -263,6 +312,8 @@ class Outcome:
     run: str
     results: list[RouteResult] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)  # not counted as lost/doubled/out of order
+    expected: list[str] = field(default_factory=list)  # what bridges did that a fault explains
+    unmet: list[str] = field(default_factory=list)  # what a fault must make the bridges do and they did not
     injected: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     error: str = ""  # the run could not be completed
@@ -270,7 +321,7 @@ class Outcome:
 
     @property
     def failed(self) -> bool:
-        return bool(self.error) or any(result.failed for result in self.results)
+        return bool(self.error or self.unmet) or any(result.failed for result in self.results)
 
     @property
     def checked(self) -> int:
@@ -293,6 +344,12 @@ class Outcome:
         if self.anomalies:
             lines.append("findings (processes, attribution):")
             lines += [f"  {line}" for line in self.anomalies]
+        if self.expected:
+            lines.append("expected after the faults:")
+            lines += [f"  {line}" for line in self.expected]
+        if self.unmet:
+            lines.append("FAILED expectations:")
+            lines += [f"  {line}" for line in self.unmet]
         if self.error:
             lines.append(f"ERROR: {self.error}")
         timings = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in self.timings.items())
@@ -301,6 +358,7 @@ class Outcome:
 
     def failure_message(self) -> str:
         failing = [result.summary() for result in self.results if result.failed]
+        failing += [f"FAILED: {line}" for line in self.unmet]
         head = f"seed {self.schedule.seed} (replay: CHAOS_SEED={self.schedule.seed}): {self.totals()}"
         if self.error:
             failing.append(f"ERROR: {self.error}")
@@ -353,7 +411,8 @@ class _Run:
     bridge_env: dict[str, str]
     built: dict[str, Built] = field(default_factory=dict)
     fleets: dict[str, BridgeFleet] = field(default_factory=dict)
-    clients: dict[str, NatsClient] = field(default_factory=dict)  # "single" / "cluster"
+    clients: dict[str, NatsClient] = field(default_factory=dict)  # "single" / "cluster" / "private"
+    private: PrivateNatsServer | None = None  # the run's own nats-server, when a plan is on "private"
     vhost: str | None = None
     amqp_url: str = ""
     topics: dict[str, set[str]] = field(default_factory=dict)  # broker -> topics made
@@ -416,9 +475,15 @@ async def _run_schedule(
     if cluster is not None:
         await chaos_brokers.wait_for_jetstream(list(cluster.urls))  # a node just started may still elect
     with _cluster_held(cluster):
-        clock.mark(f"brokers up: {', '.join(needed)}{' and the NATS cluster' if cluster else ''}")
         state = _Run(schedule, run, workdir, log, clock, Brokers(nats_url, cluster), dict(bridge_env or {}))
         try:
+            if any(plan.nats == "private" for plan in schedule.plans):
+                state.private = PrivateNatsServer(workdir / "nats-private")
+                await asyncio.to_thread(state.private.start)
+            clock.mark(
+                f"brokers up: {', '.join(needed)}{' and the NATS cluster' if cluster else ''}"
+                f"{f' and a private nats-server ({state.private.url})' if state.private else ''}"
+            )
             await _run(state, outcome)
         finally:
             for fleet in state.fleets.values():
@@ -428,6 +493,8 @@ async def _run_schedule(
             for client in state.clients.values():
                 with contextlib.suppress(NatsError, TimeoutError):
                     await client.close()
+            if state.private is not None:
+                await asyncio.to_thread(state.private.stop)
     outcome.timings = dict(clock.marks)
     outcome.timings["total"] = time.monotonic() - clock.started
     return outcome
@@ -453,7 +520,12 @@ async def _run(state: _Run, outcome: Outcome) -> None:
     clock.mark("topologies set up")
     for letter, built in state.built.items():
         fleet = BridgeFleet(
-            letter, state.workdir / f"{letter}.yaml", built.plan.instances, state.workdir, env=state.bridge_env
+            letter,
+            state.workdir / f"{letter}.yaml",
+            built.plan.instances,
+            state.workdir,
+            env=state.bridge_env,
+            rolled_back=any(f.kind == "nats-store-rollback" and f.target == letter for f in schedule.faults),
         )
         state.fleets[letter] = fleet
         fleet.start_all()
@@ -468,7 +540,7 @@ async def _run(state: _Run, outcome: Outcome) -> None:
     producers = [asyncio.create_task(task) for task in _producers(state, stop, give_up)]
     supervisors = [asyncio.create_task(fleet.supervise(stop)) for fleet in state.fleets.values()]
     streams = {letter: (state.js(built), built.stream) for letter, built in state.built.items()}
-    injector = FaultInjector(schedule.faults, state.fleets, streams, state.brokers.cluster)
+    injector = FaultInjector(schedule.faults, state.fleets, streams, state.brokers.cluster, state.private)
     t0 = time.monotonic()
     faults = asyncio.create_task(injector.run(t0))
     try:
@@ -494,15 +566,67 @@ async def _run(state: _Run, outcome: Outcome) -> None:
     await asyncio.gather(*(fleet.stop_all() for fleet in state.fleets.values()))
     for fleet in state.fleets.values():
         outcome.anomalies.extend(fleet.findings)
+        outcome.expected.extend(fleet.expected)
     clock.mark("bridges stopped")
     await _check(state, outcome)
+    _lost_writes_seen(state, injector.injected, outcome)
+    outcome.injected = [injected.describe() for injected in injector.injected]
     clock.mark("checked")
+
+
+LOST_RECORDS = re.compile(r"(\d+) record\(s\) the group committed are in no stream")
+
+
+def _lost_writes_seen(state: _Run, injected: list[Injected], outcome: Outcome) -> None:
+    """A store rollback that lost messages must show in its topology's bridge logs: the ERROR
+    "JetStream lost acknowledged messages" (the runner's, on the reconnect that finds a stream
+    behind what it acknowledged, and the Kafka source's, naming what it copies again). Each
+    rollback's outcome gets what the logs and the stream say; the same ERROR where no store was
+    rolled back is a finding, and so are Bridge-Recopied marks there."""
+    for letter, fleet in state.fleets.items():
+        lines = fleet.log_lines(LOST_WRITES)
+        rollbacks = [i for i in injected if i.fault.kind == "nats-store-rollback" and i.fault.target == letter]
+        results = [r for r in outcome.results if r.topology == letter]
+        if not rollbacks:
+            if lines:
+                outcome.anomalies.append(
+                    f"{letter}: bridges logged {LOST_WRITES!r} {len(lines)} time(s) without a store rollback: "
+                    f"{lines[0][:300]}"
+                )
+            if any(r.recopied for r in results):
+                outcome.anomalies.append(
+                    f"{letter}: {sum(r.recopied for r in results)} message(s) marked Bridge-Recopied without a "
+                    "store rollback"
+                )
+            continue
+        matches = [match for line in lines if (match := LOST_RECORDS.search(line))]
+        named = sum(int(match.group(1)) for match in matches)
+        recopied = sum(r.recopied for r in results)
+        for rollback in rollbacks:
+            rollback.outcome += (
+                f"; bridges logged {LOST_WRITES!r} {len(lines)} time(s), {len(matches)} of them "
+                f"naming {named} committed record(s) to copy again; {recopied} stored with Bridge-Recopied"
+            )
+            if rollback.lost and not lines:
+                outcome.unmet.append(
+                    f"{letter}: the store rollback at t+{rollback.fault.at:.0f}s lost {rollback.lost} acknowledged "
+                    f"messages, but no bridge of {letter} logged {LOST_WRITES!r}"
+                )
 
 
 async def _connect_nats(state: _Run) -> None:
     targets = {plan.nats for plan in state.schedule.plans}
     if "single" in targets:
         state.clients["single"] = await nats.connect(state.brokers.nats_url, name=f"chaos-{state.run}")
+    if "private" in targets:
+        assert state.private is not None
+        state.clients["private"] = await nats.connect(
+            state.private.url,
+            name=f"chaos-{state.run}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=_quiet_errors,
+        )
     if "cluster" in targets:
         assert state.brokers.cluster is not None
         state.clients["cluster"] = await nats.connect(
@@ -521,7 +645,12 @@ async def _setup(state: _Run) -> None:
     if "rabbitmq" in needed:
         state.vhost = f"chaos-{state.run}"
         state.amqp_url = await asyncio.to_thread(chaos_brokers.create_vhost, state.vhost)
-    where = Addresses(state.brokers, {"kafka-a": KAFKA_A.address, "kafka-b": KAFKA_B.address}, state.amqp_url)
+    where = Addresses(
+        state.brokers,
+        {"kafka-a": KAFKA_A.address, "kafka-b": KAFKA_B.address},
+        state.amqp_url,
+        state.private.url if state.private else "",
+    )
     for plan in state.schedule.plans:
         built = build(plan.letter, plan, state.run, where)
         state.built[plan.letter] = built

@@ -20,6 +20,12 @@ checker needs to know about its sources and routes.
 
 Every topology's routes share one stream `CH<RUN>_<X>` (subjects `ch<run>.<x>.>`) and a dead-letter
 stream of its own (`CH<RUN>_<X>_DLQ`, subjects `chdlq<run>.<x>.>`), so runs never share anything.
+
+Where a topology's streams live (`TopologyPlan.nats`): the shared single NATS server (R1), the
+shared 3-node cluster (R3), or `private`: a nats-server of the schedule's own (R1,
+tests/private_nats.py), whose store the `nats-store-rollback` fault restores from an earlier copy.
+Only Kafka-only topologies (`KAFKA_ONLY`: a, b) go there: Kafka keeps what the bridge must copy
+again, a RabbitMQ queue does not (what it delivered and the bridge settled is gone from it).
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from typing import Literal
 from .brokers import Brokers
 
 RouteKind = Literal["kafka", "shadow", "stream"]
+NatsTarget = Literal["single", "cluster", "private"]
 LETTERS = "abcdef"
+KAFKA_ONLY = "ab"  # topologies whose sources can all replay: the only ones a NATS store rollback may hit
 DEAD_LETTER_EVERY = 25  # topology c: every 25th message cannot be mapped
 KAFKA_PARTITIONS = 3
 
@@ -42,7 +50,7 @@ class TopologyPlan:
 
     letter: str
     instances: int  # bridge processes running the mapping file
-    nats: Literal["single", "cluster"]
+    nats: NatsTarget
     duplicate_window: str  # the stream's; "2m", or short ("10s") to make Kafka and stream routes lean on checkpoints
     ordering: Literal["pipelined", "strict", "batched"]
     cluster_names: bool = True  # topology b: set `cluster_name` on both Kafka sources
@@ -153,6 +161,7 @@ class Addresses:
     brokers: Brokers
     kafka: dict[str, str]  # kafka-a / kafka-b -> bootstrap
     amqp_url: str  # the schedule's vhost on the private RabbitMQ
+    private_nats: str = ""  # the schedule's own nats-server, when a plan is on "private"
 
 
 def build(letter: str, plan: TopologyPlan, run: str, where: Addresses) -> Built:
@@ -162,6 +171,10 @@ def build(letter: str, plan: TopologyPlan, run: str, where: Addresses) -> Built:
     if plan.nats == "cluster":
         assert where.brokers.cluster is not None, "a cluster topology needs the NATS cluster"
         servers = list(where.brokers.cluster.urls)
+    elif plan.nats == "private":
+        assert where.private_nats, "a private topology needs the schedule's own nats-server"
+        assert letter in KAFKA_ONLY, f"topology {letter} cannot run on the private server (only {KAFKA_ONLY})"
+        servers = [where.private_nats]
     else:
         servers = [where.brokers.nats_url]
     built = Built(
