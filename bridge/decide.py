@@ -76,13 +76,8 @@ class Verdict:
     def published(self) -> bool:
         return self.fate is Fate.PUBLISH
 
-    @property
-    def undeliverable(self) -> bool:
-        """It cannot go where the route says: its on_error fate applies."""
-        return self.reason is not None
 
-
-def filtered_reason(route: CompiledRoute, message: SourceMessage) -> str | None:
+def _filtered_reason(route: CompiledRoute, message: SourceMessage) -> str | None:
     """Why the route does not copy `message` at all, or None when it does."""
     subscription = route.config.from_
     if (
@@ -99,7 +94,7 @@ def filtered_reason(route: CompiledRoute, message: SourceMessage) -> str | None:
 
 def decide(route: CompiledRoute, message: SourceMessage, context: DecideContext) -> Verdict:
     """The verdict of `route` on `message`."""
-    why_filtered = filtered_reason(route, message)
+    why_filtered = _filtered_reason(route, message)
     if why_filtered is not None:
         return Verdict(Fate.FILTERED, detail=why_filtered, body_size=len(message.body or b""))
     try:

@@ -464,7 +464,9 @@ def route_outcome(
         msg_id_reason=choice.reason,
         headers=outbound.headers,
         size=len(outbound.payload),
-        streams=tuple(stream.name for stream in streams_capturing(outbound.subject, config.streams)),
+        streams=verdict.streams
+        if verdict.published
+        else tuple(stream.name for stream in streams_capturing(outbound.subject, config.streams)),
         fate=verdict.fate.value,
         problem=problem,
         detail=verdict.detail or None,

@@ -498,15 +498,15 @@ class RoutePipeline:
             self._recopying.setdefault(lane, []).extend(ranges)
         return ranges
 
-    def _recopy_context(self, context: DecideContext, lane: Lane, position: int) -> DecideContext:
-        """A record copied again after JetStream lost it lands after later records of its lane:
-        it says so (verify's order check then knows it is late on purpose)."""
+    def _recopied(self, lane: Lane, position: int) -> bool:
+        """Is this a record copied again after JetStream lost it? It lands after later records of
+        its lane, and says so (verify's order check then knows it is late on purpose)."""
         ranges = self._recopying.get(lane)
         if not ranges or not any(first <= position <= last for first, last in ranges):
-            return dataclasses.replace(context, mark=None) if context.mark is not None else context
+            return False
         if position >= ranges[-1][1]:
             del self._recopying[lane]  # positions only grow within an assignment: done with it
-        return dataclasses.replace(context, mark=_mark_recopied)
+        return True
 
     async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
         states = [self._lanes[lane] for lane in lanes if lane in self._lanes]
@@ -745,6 +745,7 @@ class RoutePipeline:
             subject_room=publisher.subject_room,
             max_control_line=publisher.max_control_line,
         )
+        recopied = dataclasses.replace(context, mark=_mark_recopied) if self._recopying else context
         self.stats.received += len(batch)
         for received in batch:
             lane = lanes.get(received.lane)
@@ -761,10 +762,8 @@ class RoutePipeline:
             if message is None or stored.contains(received.lane, received.position):
                 self._settle_unsent(lane, received.position, filtered=message is None)
                 continue
-            if self._recopying or context.mark is not None:
-                # the mark ends with the last re-copied range, even within a fetched batch
-                context = self._recopy_context(context, received.lane, received.position)
-            verdict = decide(route, message, context)
+            late = bool(self._recopying) and self._recopied(received.lane, received.position)
+            verdict = decide(route, message, recopied if late else context)
             outbound = verdict.outbound
             if verdict.fate is Fate.PUBLISH and outbound is not None:
                 entry = InFlight(outbound, lane, received.position)

@@ -23,7 +23,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -191,7 +190,7 @@ class Bridge:
                 if self.settings.checkpoints
                 else None
             )
-            events.add(LostWritesWatch(js, publisher.highest_seq, self._writes_lost, self._holder(checkpoints)))
+            events.add(LostWritesWatch(js, publisher.highest_seq, self._writes_lost, checkpoints))
             dead_letters = self.config.dead_letters
             payloads = ObjectStorePayloads(
                 nc, dead_letters.payload_bucket, dead_letters.replicas or self.config.state_replicas
@@ -290,14 +289,6 @@ class Bridge:
             )
             self._atomic_batches = False
             await declare_streams(js, streams)
-
-    @staticmethod
-    def _holder(checkpoints: JetStreamCheckpoints | None) -> Callable[[bool], None]:
-        def hold(held: bool) -> None:
-            if checkpoints is not None:
-                checkpoints.held = held
-
-        return hold
 
     def _writes_lost(self, what: str) -> None:
         """JetStream forgot acknowledged messages while the bridge ran (bridge.jetstream.lost_writes)."""

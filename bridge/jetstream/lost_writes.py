@@ -25,6 +25,8 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from bridge.jetstream.checkpoints import JetStreamCheckpoints
+
 log = logging.getLogger(__name__)
 
 ASK_FOR = 30.0  # seconds to keep asking a JetStream that is not ready yet after the reconnect
@@ -39,13 +41,17 @@ class LostWritesWatch:
         js: JetStreamContext,
         acknowledged: Mapping[str, int],
         lost: Callable[[str], None],
-        hold: Callable[[bool], None] = lambda _held: None,
+        checkpoints: JetStreamCheckpoints | None,
     ) -> None:
         self._js = js
         self._acknowledged = acknowledged  # the publisher's highest_seq, read when asked
         self._lost = lost
-        self._hold = hold  # holds the checkpoints (True) until the check passes (False)
+        self._checkpoints = checkpoints  # held from a disconnect until the check passes
         self._check: asyncio.Task[None] | None = None
+
+    def _hold(self, held: bool) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.held = held
 
     async def on_disconnect(self) -> None:
         self._hold(True)

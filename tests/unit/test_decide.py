@@ -59,7 +59,7 @@ def test_a_mapped_message_is_published_with_its_stream_and_size() -> None:
     verdict = decide(route(cfg), record(), DecideContext(streams=cfg.streams))
     assert verdict.fate is Fate.PUBLISH
     assert verdict.published
-    assert not verdict.undeliverable
+    assert verdict.reason is None
     assert verdict.outbound is not None
     assert verdict.outbound.subject == "orders.k"
     assert verdict.streams == ("ORDERS",)
