@@ -8,34 +8,23 @@ the source is settled only past it once it is stored, and it is counted.
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from pipeline_helpers import LANE, Nats, drain
 from private_nats import PrivateNatsServer, connect_like_the_bridge
 
 from bridge.config import BridgeConfig, load_config_text
-from bridge.deadletters import DeadLetters
-from bridge.jetstream.connection import ConnectionEvents
-from bridge.jetstream.declare import declare_streams
-from bridge.jetstream.payloads import ObjectStorePayloads
-from bridge.jetstream.publisher import JetStreamPublisher
-from bridge.mapping import CompiledRoute
 from bridge.message import KafkaOrigin, SourceMessage
-from bridge.pipeline import PipelineSettings, RoutePipeline, RouteStoppedError
+from bridge.pipeline import RouteStoppedError
 from bridge.sources.memory import MemorySource
 
 pytestmark = pytest.mark.nats
 
 MAX_PAYLOAD = 4096
-LANE = ("orders", 0)
 MAPPING = """\
 streams:
   - name: ORDERS
@@ -67,24 +56,6 @@ def record(offset: int, body: bytes = b"v", key: bytes | None = b"k") -> SourceM
     )
 
 
-class Nats:
-    def __init__(self, nc: NatsClient, events: ConnectionEvents) -> None:
-        self.nc = nc
-        self.events = events
-
-    @property
-    def js(self) -> JetStreamContext:
-        return self.nc.jetstream(timeout=10)
-
-    async def messages(self, stream: str) -> list[Msg]:
-        info = await self.js.stream_info(stream)
-        found: list[Msg] = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            raw = await self.js.get_msg(stream, seq)
-            found.append(raw)  # type: ignore[arg-type]
-        return found
-
-
 @pytest.fixture
 async def nats(tmp_path: Path) -> AsyncIterator[Nats]:
     config = tmp_path / "nats.conf"
@@ -98,46 +69,6 @@ async def nats(tmp_path: Path) -> AsyncIterator[Nats]:
         if not nc.is_closed:
             await nc.close()
         server.stop(kill=True)
-
-
-async def drain(
-    nats: Nats,
-    config: BridgeConfig,
-    messages: list[SourceMessage | None],
-    timeout: float = 30.0,
-    source: MemorySource | None = None,
-    atomic_batch: int = 0,
-) -> tuple[RoutePipeline, MemorySource]:
-    """Run one route over `messages` until the source is settled to the end (`atomic_batch`:
-    as a route with `ordering: batched` does, in batches of up to that many)."""
-    await declare_streams(nats.js, config.all_streams(), atomic=bool(atomic_batch))
-    service, route_config = config.routes()[0]
-    route = CompiledRoute.compile(service, route_config)
-    source = source or MemorySource({LANE: messages})
-    async with JetStreamPublisher(nats.nc) as publisher:
-        nats.events.add(publisher)
-        pipeline = RoutePipeline(
-            route,
-            source,
-            publisher,
-            PipelineSettings(atomic_batch=atomic_batch),
-            dead_letters=DeadLetters(config.dead_letters, route),
-            payloads=ObjectStorePayloads(nats.nc, config.dead_letters.payload_bucket),
-            streams=config.all_streams(),
-        )
-        task = asyncio.create_task(pipeline.run())
-        deadline = time.monotonic() + timeout
-        try:
-            while not source.exhausted():
-                if task.done():
-                    task.result()
-                    raise AssertionError("pipeline ended before settling everything")
-                assert time.monotonic() < deadline, f"not settled in {timeout}s: {pipeline.stats}"
-                await asyncio.sleep(0.02)
-        finally:
-            pipeline.stop()
-            await asyncio.wait_for(task, 30)
-    return pipeline, source
 
 
 async def test_an_unmappable_message_is_dead_lettered_with_its_payload_headers_and_reason(nats: Nats) -> None:

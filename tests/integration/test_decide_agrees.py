@@ -11,10 +11,8 @@ from the streams: stored in ORDERS is "publish", a dead letter is its reason, ne
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import textwrap
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,25 +20,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
+from pipeline_helpers import Nats, drain
 from private_nats import PrivateNatsServer, connect_like_the_bridge
 
 from bridge.config import BridgeConfig, load_config_text
-from bridge.deadletters import DeadLetters
 from bridge.explain import route_outcome
 from bridge.headers import ORIGIN_HEADER
-from bridge.jetstream.connection import ConnectionEvents
-from bridge.jetstream.declare import declare_streams
-from bridge.jetstream.payloads import ObjectStorePayloads
-from bridge.jetstream.publisher import JetStreamPublisher
-from bridge.mapping import CompiledRoute
 from bridge.message import KafkaOrigin, SourceMessage
-from bridge.pipeline import PipelineSettings, RoutePipeline
-from bridge.sources.memory import MemorySource
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(600)]
 
 MAX_PAYLOAD = 4096
-TOPIC = "orders"
+TOPIC = "orders"  # partition 0: the lane pipeline_helpers.drain reads
 MAPPING = """\
 streams:
   - name: ORDERS
@@ -98,39 +89,6 @@ def _config() -> BridgeConfig:
     return load_config_text(textwrap.dedent(MAPPING), "decide.yaml", {})
 
 
-async def _run_pipeline(
-    nc: NatsClient, events: ConnectionEvents, config: BridgeConfig, messages: list[SourceMessage]
-) -> None:
-    js = nc.jetstream(timeout=10)
-    await declare_streams(js, config.all_streams())
-    service, route_config = config.routes()[0]
-    route = CompiledRoute.compile(service, route_config)
-    source = MemorySource({(TOPIC, 0): messages})
-    async with JetStreamPublisher(nc) as publisher:
-        events.add(publisher)
-        pipeline = RoutePipeline(
-            route,
-            source,
-            publisher,
-            PipelineSettings(),
-            dead_letters=DeadLetters(config.dead_letters, route),
-            payloads=ObjectStorePayloads(nc, config.dead_letters.payload_bucket),
-            streams=config.all_streams(),
-        )
-        task = asyncio.create_task(pipeline.run())
-        deadline = time.monotonic() + 60
-        try:
-            while not source.exhausted():
-                if task.done():
-                    task.result()
-                    raise AssertionError("pipeline ended before settling everything")
-                assert time.monotonic() < deadline, f"not settled in 60s: {pipeline.stats}"
-                await asyncio.sleep(0.02)
-        finally:
-            pipeline.stop()
-            await asyncio.wait_for(task, 30)
-
-
 async def _what_the_pipeline_did(nc: NatsClient, count: int) -> list[tuple[str, str | None]]:
     """Per offset: ("publish", None), ("dead-letter", reason) or ("filtered", None)."""
     js = nc.jetstream(timeout=10)
@@ -158,7 +116,7 @@ async def test_the_pipeline_and_explain_give_every_message_the_same_verdict(
     nc, events = await connect_like_the_bridge(server.url)
     try:
         await _purge(nc)
-        await _run_pipeline(nc, events, config, messages)
+        await drain(Nats(nc, events), config, list(messages), timeout=60)
         did = await _what_the_pipeline_did(nc, len(messages))
     finally:
         await nc.close()

@@ -45,22 +45,36 @@ async def _copy_until(bridge: BridgeProcess, url: str, stream: str, count: int) 
         await client.close()
 
 
-async def test_records_a_restored_nats_store_lost_are_copied_again_once(
-    tmp_path: Path, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str
-) -> None:
-    partitions, batch = 2, 1000
-    topic = await kafka_topic(partitions=partitions)
+def _private_nats_and_mapping(
+    tmp_path: Path, bootstrap: str, topic: str, unique_name: str
+) -> tuple[PrivateNatsServer, str, Path]:
+    """A started nats-server of the test's own (its store is what gets rolled back), and a mapping
+    copying `topic` into a stream on it."""
     server = PrivateNatsServer(tmp_path / "nats")
     server.start()
     stream = unique_name.upper()
     mapping = write_mapping(
         tmp_path / "m.yaml",
         nats_url=server.url,
-        bootstrap=kafka_bootstrap,
+        bootstrap=bootstrap,
         stream=stream,
         topic=topic,
         group=f"bridge-{unique_name}",
     )
+    return server, stream, mapping
+
+
+def _assert_each_record_once(records: list[tuple[int, int, int]], partitions: int, per_partition: int) -> None:
+    keys = sorted((partition, offset) for partition, offset, _ in records)
+    assert keys == [(p, o) for p in range(partitions) for o in range(per_partition)], describe_duplicates(records)
+
+
+async def test_records_a_restored_nats_store_lost_are_copied_again_once(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: TopicFactory, unique_name: str
+) -> None:
+    partitions, batch = 2, 1000
+    topic = await kafka_topic(partitions=partitions)
+    server, stream, mapping = _private_nats_and_mapping(tmp_path, kafka_bootstrap, topic, unique_name)
     logs = tmp_path / "bridge.log"
     await fill_topic(kafka_bootstrap, topic, batch, partitions)
     await _copy_until(BridgeProcess(mapping, logs), server.url, stream, batch)
@@ -90,9 +104,7 @@ async def test_records_a_restored_nats_store_lost_are_copied_again_once(
         if last.alive():
             last.kill()
         server.stop()
-    per_partition = 3 * batch // partitions
-    keys = sorted((partition, offset) for partition, offset, _ in records)
-    assert keys == [(p, o) for p in range(partitions) for o in range(per_partition)], describe_duplicates(records)
+    _assert_each_record_once(records, partitions, 3 * batch // partitions)
     text = last.log_path.read_text()
     assert "JetStream lost acknowledged messages" in text, last.log()
     # Each partition names its lost range: the 500 records per partition copied before the copy
@@ -121,17 +133,7 @@ async def test_a_running_bridge_seeing_jetstream_forget_acknowledged_records_exi
     be: ERROR, exit 1, and the supervisor's restart copies the lost records again, once."""
     partitions, batch = 2, 600  # 300 a partition: a fetch (500 records) runs past the end of a lost range
     topic = await kafka_topic(partitions=partitions)
-    server = PrivateNatsServer(tmp_path / "nats")
-    server.start()
-    stream = unique_name.upper()
-    mapping = write_mapping(
-        tmp_path / "m.yaml",
-        nats_url=server.url,
-        bootstrap=kafka_bootstrap,
-        stream=stream,
-        topic=topic,
-        group=f"bridge-{unique_name}",
-    )
+    server, stream, mapping = _private_nats_and_mapping(tmp_path, kafka_bootstrap, topic, unique_name)
     running = BridgeProcess(mapping, tmp_path / "running.log")
     restarted = BridgeProcess(mapping, tmp_path / "restarted.log")
     try:
@@ -173,9 +175,7 @@ async def test_a_running_bridge_seeing_jetstream_forget_acknowledged_records_exi
             if bridge.alive():
                 bridge.kill()
         server.stop()
-    per_partition = 3 * batch // partitions
-    keys = sorted((partition, offset) for partition, offset, _ in records)
-    assert keys == [(p, o) for p in range(partitions) for o in range(per_partition)], describe_duplicates(records)
+    _assert_each_record_once(records, partitions, 3 * batch // partitions)
     assert "copying them again" in restarted.log_path.read_text(), restarted.log()
     (route,) = report.routes
     assert (route.missing_count, route.doubled_count, route.out_of_order_count) == (0, 0, 0), report.as_json()
