@@ -38,6 +38,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
+from bridge.brokers.kafka.names import default_group, full_match_pattern
 from bridge.config.durations import format_duration
 from bridge.config.model import (
     BridgeConfig,
@@ -62,7 +63,6 @@ from bridge.durability import DurabilityReport
 from bridge.headers import RESERVED_HEADER_PREFIXES
 from bridge.jetstream.plan import Plan, subjects_collide
 from bridge.routing import ExchangeType
-from bridge.sources.kafka import default_group, full_match_pattern
 
 DEFAULT_OUTAGE_BUDGET = timedelta(minutes=2)
 EXIT_CLEAN, EXIT_WARNINGS, EXIT_ERRORS = 0, 1, 2

@@ -35,6 +35,10 @@ from aiokafka.errors import KafkaError
 from nats.errors import Error as NatsError
 from nats.js import api as js_api
 
+from bridge.brokers.kafka.client import kafka_client_options
+from bridge.brokers.kafka.names import full_match_pattern
+from bridge.brokers.rabbitmq.client import RabbitMQConnectError, amqp_url, open_connection
+from bridge.brokers.rabbitmq.names import shadow_queue_name
 from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, RabbitMQMode, RabbitMQSource
 from bridge.decide import DEFAULT_MAX_PAYLOAD
 from bridge.dryrun import DryRunReport, Finding, Severity, offline_checks, route_streams
@@ -46,8 +50,6 @@ from bridge.errors import BridgeError
 from bridge.jetstream.connection import connect_error_text, connect_nats
 from bridge.jetstream.plan import Action, Plan, plan_streams
 from bridge.logs import Scrubber, config_secrets, redact_url
-from bridge.sources.kafka import full_match_pattern, kafka_client_options
-from bridge.sources.rabbitmq import RabbitMQConnectError, amqp_url, open_connection, shadow_queue_name
 
 PROBE_TIMEOUT = 5.0  # seconds per broker: a dry-run must answer quickly, also when a broker is down
 

@@ -32,9 +32,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
+from bridge.brokers.rabbitmq.names import shadow_queue_name
 from bridge.config.model import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig, StreamConfig
 from bridge.routing import ExchangeType, escape_token, split_amqp_words
-from bridge.sources.rabbitmq import shadow_queue_name
 
 
 @dataclass(frozen=True, slots=True)

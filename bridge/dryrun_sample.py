@@ -38,19 +38,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiormq.abc import DeliveredMessage
 
+from bridge.brokers.kafka.client import kafka_client_options
+from bridge.brokers.kafka.names import full_match_pattern
+from bridge.brokers.kafka.records import kafka_message
+from bridge.brokers.rabbitmq.client import RabbitMQConnectError, open_connection
+from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, stream_offset_of
 from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, RabbitMQMode, RabbitMQSource
 from bridge.dryrun import Finding, Severity
 from bridge.dryrun_replay import AmqpRecord, KafkaRecord, ReplayReport, replay_findings, replay_message
 from bridge.message import AmqpOrigin, SourceMessage
 from bridge.routing import ExchangeType
-from bridge.sources.kafka import full_match_pattern, kafka_client_options, kafka_message
-from bridge.sources.rabbitmq import (
-    STREAM_OFFSET_HEADER,
-    RabbitMQConnectError,
-    amqp_message,
-    open_connection,
-    stream_offset_of,
-)
 
 CHECK = "sample"
 CONNECT_TIMEOUT = 10.0

@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 from nats.errors import Error as NatsError
@@ -36,6 +35,10 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
+from bridge.brokers.kafka import client
+from bridge.brokers.kafka.names import full_match_pattern
+from bridge.brokers.rabbitmq.client import amqp_url
+from bridge.brokers.rabbitmq.names import shadow_queue_name
 from bridge.config.model import (
     BridgeConfig,
     FromKafka,
@@ -63,8 +66,6 @@ from bridge.durability import (
 )
 from bridge.logs import redact_url
 from bridge.routing import ExchangeType
-from bridge.sources.kafka import full_match_pattern, kafka_client_options
-from bridge.sources.rabbitmq import amqp_url, shadow_queue_name
 
 TIMEOUT = 5.0  # seconds per look: dry-run and status must answer quickly, also when something is down
 KAFKA_CONFIGS = ("min.insync.replicas", "flush.messages")
@@ -311,8 +312,7 @@ async def _kafka_views(
     source: KafkaSource, routes: Sequence[tuple[str, FromKafka]]
 ) -> tuple[dict[str, LegacyView], list[str]]:
     servers = ",".join(source.bootstrap_servers)
-    options = {**kafka_client_options(source, client_suffix="-durability"), "request_timeout_ms": int(TIMEOUT * 1000)}
-    admin = AIOKafkaAdminClient(**options)
+    admin = client.admin(source, purpose="durability", request_timeout_ms=int(TIMEOUT * 1000))
     try:
         await asyncio.wait_for(admin.start(), TIMEOUT * 2)
         existing = set(await asyncio.wait_for(admin.list_topics(), TIMEOUT))

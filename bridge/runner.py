@@ -32,13 +32,11 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
+from bridge.brokers import route_broker
+from bridge.brokers.kafka import uvloop as aiokafka_uvloop
 from bridge.config.model import (
     BridgeConfig,
-    FromKafka,
-    FromRabbitMQ,
     KafkaSource,
-    RabbitMQMode,
-    RabbitMQSource,
     ReverseRouteConfig,
     RouteConfig,
     StreamConfig,
@@ -62,10 +60,7 @@ from bridge.operations.metrics import bridge_registry
 from bridge.operations.watchdog import ShutdownWatchdog
 from bridge.pipeline import PipelineSettings, RoutePipeline
 from bridge.reverse.route import ReverseRoute
-from bridge.sources import aiokafka_uvloop
 from bridge.sources.base import Source
-from bridge.sources.kafka import KafkaTopicSource, default_group
-from bridge.sources.rabbitmq import RabbitMQRouteSource, shadow_queue_name
 
 log = logging.getLogger(__name__)
 
@@ -116,19 +111,7 @@ class RunSettings:
 
 def build_source(config: BridgeConfig, service: str, route: CompiledRoute) -> Source:
     """The source connector for one route."""
-    source_config = config.sources[route.config.source]
-    subscription = route.config.from_
-    if isinstance(source_config, KafkaSource) and isinstance(subscription, FromKafka):
-        group = subscription.group or default_group(service, route.config.name)
-        return KafkaTopicSource(route.config.source, source_config, subscription, group)
-    if isinstance(source_config, RabbitMQSource) and isinstance(subscription, FromRabbitMQ):
-        if subscription.effective_mode is RabbitMQMode.SHADOW:
-            queue = subscription.queue or shadow_queue_name(service, route.config.name)
-        else:
-            assert subscription.queue is not None  # the model requires it outside shadow mode
-            queue = subscription.queue
-        return RabbitMQRouteSource(route.config.source, source_config, subscription, queue)
-    raise BridgeError(f"route {route.key}: source '{route.config.source}' does not match its 'from'")
+    return route_broker(config, service, route.config).source()
 
 
 def compile_routes(config: BridgeConfig) -> list[CompiledRoute]:

@@ -18,12 +18,12 @@ from aiokafka.errors import KafkaError
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 
+from bridge.brokers.kafka.names import default_group
 from bridge.config import load_config
 from bridge.config.model import BridgeConfig, FromKafka, KafkaSource, MsgIdStrategy, RabbitMQSource
 from bridge.errors import BridgeError, ConfigError
 from bridge.jetstream.connection import connect_nats
 from bridge.logs import Scrubber, config_secrets, redact_url
-from bridge.sources.kafka import default_group
 from bridge.verify.claims import RouteCheck, build_checks
 from bridge.verify.kafka import KafkaRouteReader
 from bridge.verify.limits import CONNECT_TIMEOUT, FETCH_TIMEOUT

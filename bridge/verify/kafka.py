@@ -20,14 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from bridge.brokers.kafka import client
+from bridge.brokers.kafka.records import kafka_message
 from bridge.config.model import FromKafka, KafkaSource, StreamConfig
 from bridge.routing import kafka_topic_matches
 from bridge.sources.base import Lane, lane_label
-from bridge.sources.kafka import kafka_client_options, kafka_message
 from bridge.verify.claims import RouteCheck
 from bridge.verify.expect import LaneComparer, expectation, unchecked_lane
 from bridge.verify.limits import CONNECT_TIMEOUT, KAFKA_STALL
@@ -56,9 +56,8 @@ class KafkaRouteReader:
 
         Called before the streams are scanned: whatever is committed is stored by then.
         """
-        options = kafka_client_options(self.source, client_suffix="-verify")
-        options["request_timeout_ms"] = int(CONNECT_TIMEOUT * 1000)
-        admin = AIOKafkaAdminClient(**options)
+        timeout_ms = int(CONNECT_TIMEOUT * 1000)
+        admin = client.admin(self.source, purpose="verify", request_timeout_ms=timeout_ms)
         try:
             await asyncio.wait_for(admin.start(), CONNECT_TIMEOUT)
             offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(self.group), CONNECT_TIMEOUT)
@@ -87,8 +86,10 @@ class KafkaRouteReader:
         ]
         if not tps:
             return
-        consumer = AIOKafkaConsumer(
-            **options,
+        consumer = client.consumer(
+            self.source,
+            purpose="verify",
+            request_timeout_ms=timeout_ms,
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",  # what the bridge reads

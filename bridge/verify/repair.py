@@ -26,19 +26,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
+from bridge.brokers.kafka import client
+from bridge.brokers.kafka.records import kafka_message
+from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
 from bridge.config.model import BridgeConfig, FromRabbitMQ, KafkaSource, RabbitMQSource, StreamConfig
 from bridge.headers import RECOPIED_HEADER
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.mapping import CompiledRoute
 from bridge.message import OutboundMessage, SourceMessage
-from bridge.sources.kafka import kafka_client_options, kafka_message
-from bridge.sources.rabbitmq import RabbitMQRouteSource
 from bridge.verify.expect import expectation
 from bridge.verify.limits import CONNECT_TIMEOUT, KAFKA_STALL, STREAM_IDLE, STREAM_STALL
 from bridge.verify.rabbitmq import _NoCheckpoints
@@ -178,9 +179,13 @@ async def _read_kafka(
 ) -> dict[int, SourceMessage | None]:
     topic, _, partition_text = lane.rpartition("/")
     tp = TopicPartition(topic, int(partition_text))
-    options = kafka_client_options(source, client_suffix="-repair")
-    consumer = AIOKafkaConsumer(
-        **options, group_id=None, enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="none"
+    consumer = client.consumer(
+        source,
+        purpose="repair",
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="none",
     )
     found: dict[int, SourceMessage | None] = {}
     await asyncio.wait_for(consumer.start(), CONNECT_TIMEOUT)

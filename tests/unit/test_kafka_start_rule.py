@@ -10,15 +10,10 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from bridge.brokers.kafka.source import KafkaTopicSource
+from bridge.brokers.kafka.start import StartPosition, commit_metadata, partitions_at_start, start_position
 from bridge.config.model import FromKafka, KafkaSource
 from bridge.sources.base import Lane
-from bridge.sources.kafka import (
-    KafkaTopicSource,
-    StartPosition,
-    commit_metadata,
-    partitions_at_start,
-    start_position,
-)
 
 
 def test_a_commit_held_by_kafka_is_where_reading_resumes_whatever_start_says() -> None:

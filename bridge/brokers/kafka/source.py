@@ -23,28 +23,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import ssl
 from collections.abc import Awaitable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.conn import create_conn
-from aiokafka.errors import (
-    KafkaConnectionError,
-    KafkaError,
-    KafkaTimeoutError,
-    SaslAuthenticationFailed,
-    UnsupportedSaslMechanismError,
-)
-from aiokafka.helpers import create_ssl_context
+from aiokafka.errors import KafkaError
 
+from bridge.brokers.kafka import client
+from bridge.brokers.kafka.client import start_failure
+from bridge.brokers.kafka.names import full_match_pattern
+from bridge.brokers.kafka.records import kafka_message
+from bridge.brokers.kafka.start import commit_metadata, partitions_at_start, start_position
 from bridge.config.model import FromKafka, KafkaSource
-from bridge.errors import BridgeError, SourceUnavailableError, SourceUnreachableError
-from bridge.message import KafkaOrigin, SourceMessage
+from bridge.errors import SourceUnavailableError
 from bridge.sources.base import Lane, LaneOwner, Received
 
 log = logging.getLogger(__name__)
@@ -62,178 +55,6 @@ COMMIT_TIMEOUT_UNANSWERED = 0.5
 # Closing the consumer leaves the group (a LeaveGroup request) after the group coordination's
 # last work; without an answer the partitions move on after the session timeout instead.
 CLOSE_TIMEOUT = 3.0
-
-
-def default_group(service: str, route: str) -> str:
-    """The bridge's own consumer group for a route — never a legacy consumer's group."""
-    return f"nats-bridge.{service}.{route}"
-
-
-def full_match_pattern(pattern: str) -> re.Pattern[str]:
-    """`pattern` anchored at the end: aiokafka uses re.match (a prefix match), Kafka's Java
-    client matches the whole topic name, and the mapping file promises the latter."""
-    return re.compile(f"(?:{pattern})\\Z")
-
-
-def kafka_client_options(source: KafkaSource, *, client_suffix: str = "") -> dict[str, Any]:
-    """Connection settings every aiokafka client of a source shares (consumer, admin, dry-run)."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": source.bootstrap_servers,
-        "client_id": source.client_id + client_suffix,
-        "security_protocol": source.security_protocol,
-    }
-    if source.security_protocol in ("SSL", "SASL_SSL"):
-        # Brokers are verified against ssl_ca_file (the system CAs without it), host names included.
-        # No key password is "", not None: OpenSSL would prompt on the terminal for an encrypted key.
-        key_password = source.ssl_key_password.get_secret_value() if source.ssl_key_password else ""
-        try:
-            options["ssl_context"] = create_ssl_context(
-                cafile=source.ssl_ca_file,
-                certfile=source.ssl_cert_file,
-                keyfile=source.ssl_key_file,
-                password=key_password,
-            )
-        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
-            files = ", ".join(f for f in (source.ssl_ca_file, source.ssl_cert_file, source.ssl_key_file) if f)
-            hint = " (a wrong or missing ssl_key_password looks like this too)" if source.ssl_key_file else ""
-            raise BridgeError(f"Kafka TLS settings: cannot load {files or 'the system CAs'}: {error}{hint}") from None
-    if source.sasl_mechanism is not None:
-        options["sasl_mechanism"] = source.sasl_mechanism
-        options["sasl_plain_username"] = source.sasl_username
-        if source.sasl_password is not None:
-            options["sasl_plain_password"] = source.sasl_password.get_secret_value()
-    return options
-
-
-async def start_failure(name: str, source: KafkaSource, error: KafkaError) -> SourceUnavailableError:
-    """Why a client could not start, in one line, as the error to raise: a Kafka that does not
-    answer is an outage (SourceUnreachableError, waited out), a refused login or TLS handshake is
-    not. aiokafka's bootstrap says only "Unable to bootstrap" and logs the cause: one direct
-    connection to the first broker finds the cause again."""
-    servers = ", ".join(source.bootstrap_servers)
-    cause: BaseException = error
-    host, _, port = source.bootstrap_servers[0].rpartition(":")
-    if isinstance(error, KafkaConnectionError) and port.isdigit():
-        options = kafka_client_options(source)
-        del options["bootstrap_servers"]
-        try:
-            conn = await create_conn(host.strip("[]"), int(port), request_timeout_ms=10_000, **options)
-        except (KafkaError, OSError, TimeoutError) as found:
-            cause = found
-        else:
-            conn.close()
-    where = f"source '{name}': "
-    if isinstance(cause, SaslAuthenticationFailed | UnsupportedSaslMechanismError):
-        user = source.sasl_username
-        return SourceUnavailableError(
-            f"{where}Kafka at {servers} refused the SASL {source.sasl_mechanism} login of user '{user}': {cause}"
-        )
-    if isinstance(cause, ssl.SSLError):
-        return SourceUnavailableError(f"{where}TLS with Kafka at {servers} failed: {cause}")
-    if source.security_protocol in ("SSL", "SASL_SSL") and isinstance(cause, ConnectionResetError | EOFError):
-        # A plaintext listener cannot parse a ClientHello and drops the connection: no SSL error,
-        # just a reset. Waiting would never end; a broker restarting under the handshake is rarer.
-        return SourceUnavailableError(
-            f"{where}TLS with Kafka at {servers} failed: the broker closed the connection during the handshake "
-            f"({type(cause).__name__}); is that a plaintext listener?"
-        )
-    if isinstance(cause, KafkaConnectionError | KafkaTimeoutError | OSError | TimeoutError):
-        return SourceUnreachableError(f"{where}Kafka at {servers} is not reachable: {cause}")
-    return SourceUnavailableError(f"{where}Kafka at {servers} refused the consumer: {cause}")
-
-
-def kafka_message(record: Any) -> SourceMessage:
-    """A consumed record as the pipeline sees it (aiokafka's ConsumerRecord is untyped)."""
-    origin = KafkaOrigin(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        timestamp_ms=record.timestamp,
-    )
-    return SourceMessage(origin, record.value, tuple(record.headers))
-
-
-# Every commit the bridge makes carries, for its topic, how many partitions the topic had when
-# the group first started reading it: a partition without a commit at or past that number was
-# added later, and its records are new traffic. Kafka keeps this string beside the offset.
-_AT_START = re.compile(r"nats-bridge;partitions-at-start=(\d+)")
-
-
-def commit_metadata(partitions_at_start: int | None) -> str:
-    """The metadata string committed with every offset of a topic (empty while unknown)."""
-    return "" if partitions_at_start is None else f"nats-bridge;partitions-at-start={partitions_at_start}"
-
-
-def partitions_at_start(committed: Mapping[int, tuple[int, str]], partitions_now: int) -> int:
-    """How many partitions a topic had when the group first started reading it.
-
-    `committed` maps each partition of the topic that has a commit to (offset, metadata).
-    No commit at all: this is that first start, so every partition there is now. Commits that
-    record the number: the smallest recorded (instances starting together may have seen the
-    topic's metadata at different ages; a smaller number only counts more partitions as added
-    later, which copies them rather than skipping them). Commits without it, made by a bridge
-    that did not record it: 0, since which partitions existed then is unknown, and copying a
-    partition from its first record can store nothing twice where skipping it would lose it.
-    """
-    if not committed:
-        return partitions_now
-    recorded = [int(found.group(1)) for _, meta in committed.values() if (found := _AT_START.fullmatch(meta or ""))]
-    return min(recorded) if recorded else 0
-
-
-@dataclass(frozen=True, slots=True)
-class StartPosition:
-    """Where a newly assigned partition starts reading, and why."""
-
-    offset: int
-    why: str
-    commit: bool = False  # a first start at `latest` or at a time: committed at once, decided once
-    warning: bool = False  # the committed offset is gone (retention, a truncated log): said loudly
-
-
-def start_position(
-    partition: int,
-    committed: int | None,
-    *,
-    at_start: int,
-    start: str,
-    beginning: int,
-    end: int,
-    at_time: int | None = None,
-) -> StartPosition:
-    """The rule for a partition's first offset after an assignment (pure; `beginning`/`end` are the
-    earliest offset Kafka still holds and the next offset to be written).
-
-    - A commit within what Kafka holds: resume there.
-    - A commit outside it (retention removed it, or the log was truncated): the earliest offset
-      still held. aiokafka would use `auto_offset_reset`, and `latest` there skipped everything
-      between the commit and the end without a word.
-    - No commit, on a partition added after the group first started reading the topic
-      (`partition >= at_start`): its first offset, since every record of it is new traffic.
-    - No commit otherwise: the route's `start` (earliest, latest, or the first record at or after
-      a time, `at_time`, else the end). `latest` and a time are committed at once, so a partition
-      that stays idle is not moved to the end again on the next assignment.
-    """
-    if committed is not None:
-        if beginning <= committed <= end:
-            return StartPosition(committed, "its committed offset")
-        return StartPosition(
-            beginning,
-            f"its committed offset {committed} is no longer held (Kafka holds {beginning}..{end}): "
-            f"resuming at the earliest offset held, {beginning}",
-            warning=True,
-        )
-    if partition >= at_start:
-        return StartPosition(
-            beginning, f"added after the route first started (it had {at_start}): from offset {beginning}"
-        )
-    if start == "earliest":
-        return StartPosition(beginning, f"start: earliest, offset {beginning}")
-    if start == "latest":
-        return StartPosition(end, f"start: latest, offset {end}", commit=True)
-    offset = at_time if at_time is not None else end
-    return StartPosition(offset, f"start: {start}, offset {offset}", commit=True)
 
 
 class KafkaTopicSource:
@@ -266,10 +87,8 @@ class KafkaTopicSource:
     def checkpoint_scope(self) -> str:
         return f"kafka-group:{self._group}"
 
-    def _consumer_options(self) -> dict[str, Any]:
-        source = self._source
-        options: dict[str, Any] = {
-            **kafka_client_options(source),
+    def _consumer_settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {
             "group_id": self._group,
             "enable_auto_commit": False,
             # Never `latest`: where a partition starts is decided in `_position`; whatever it
@@ -285,11 +104,11 @@ class KafkaTopicSource:
             # Topics created after start (and new regex matches) are noticed within this.
             "metadata_max_age_ms": 30_000,
         }
-        return options
+        return settings
 
     async def start(self, owner: LaneOwner) -> None:
         self._owner = owner
-        consumer = AIOKafkaConsumer(**self._consumer_options())
+        consumer = client.consumer(self._source, **self._consumer_settings())
         listener = _Rebalance(self)
         if self._subscription.topics:
             consumer.subscribe(topics=list(self._subscription.topics), listener=listener)
@@ -564,7 +383,7 @@ class KafkaTopicSource:
         for topic in topics:
             every.update(TopicPartition(topic, partition) for partition in consumer.partitions_for_topic(topic) or ())
         if self._admin is None:
-            admin = AIOKafkaAdminClient(**kafka_client_options(self._source, client_suffix="-offsets"))
+            admin = client.admin(self._source, purpose="offsets")
             try:
                 await admin.start()
             except BaseException:

@@ -32,10 +32,10 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
+from bridge.brokers.kafka.client import kafka_client_options
 from bridge.config.model import KafkaSource
 from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS
-from bridge.reverse.targets import LegacyMessage, Outcome, TargetUnavailableError, WriteFailure
-from bridge.sources.kafka import kafka_client_options
+from bridge.targets import LegacyMessage, Outcome, TargetUnavailableError, WriteFailure
 
 log = logging.getLogger(__name__)
 
