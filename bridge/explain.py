@@ -265,7 +265,7 @@ def _route_vhost(config: BridgeConfig, route: RouteConfig) -> str | None:
 
 
 def _taps(config: BridgeConfig, vhost: str) -> list[Tap]:
-    """The bridge's shadow queues in `vhost`, bound as `run` binds them (bridge.sources.rabbitmq):
+    """The bridge's shadow queues in `vhost`, bound as `run` binds them (bridge.brokers.rabbitmq.source):
     a headers route with its arguments, a fanout route with '', the others once per key."""
     taps = []
     for service, route in config.routes():

@@ -24,18 +24,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Collection, Mapping, Sequence
-from datetime import datetime
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from bridge.brokers.kafka import client
 from bridge.brokers.kafka.client import start_failure
 from bridge.brokers.kafka.names import full_match_pattern
+from bridge.brokers.kafka.positions import AssignmentPositions
 from bridge.brokers.kafka.records import kafka_message
-from bridge.brokers.kafka.start import commit_metadata, partitions_at_start, start_position
+from bridge.brokers.kafka.start import commit_metadata
 from bridge.config.model import FromKafka, KafkaSource
 from bridge.errors import SourceUnavailableError
 from bridge.sources.base import Lane, LaneOwner, Received
@@ -71,13 +70,12 @@ class KafkaTopicSource:
         self._subscription = subscription
         self._group = group
         self._consumer: AIOKafkaConsumer | None = None
-        self._admin: AIOKafkaAdminClient | None = None  # reads committed offsets with their metadata
         self._owner: LaneOwner | None = None
         self._paused = False
-        self._start_at: dict[TopicPartition, int] = {}  # first offset wanted after a seek
         self._holding: set[TopicPartition] = set()  # assigned, paused until prepared and positioned
-        self._at_start: dict[str, int] = {}  # per topic, partitions_at_start (see commit_metadata)
         self._commit_unanswered = False  # the last commit timed out (see COMMIT_TIMEOUT)
+        self._positions = AssignmentPositions(name, source, group, subscription.start, self._commit_within)
+        self._start_at = self._positions.start_at  # first offset wanted after a seek
 
     @property
     def group(self) -> str:
@@ -107,7 +105,7 @@ class KafkaTopicSource:
         return settings
 
     async def start(self, owner: LaneOwner) -> None:
-        self._owner = owner
+        self._owner = self._positions.owner = owner
         consumer = client.consumer(self._source, **self._consumer_settings())
         listener = _Rebalance(self)
         if self._subscription.topics:
@@ -151,7 +149,7 @@ class KafkaTopicSource:
         for lane, position in watermarks.items():
             tp = _topic_partition(lane)
             if tp in owned:
-                offsets[tp] = (position + 1, commit_metadata(self._at_start.get(tp.topic)))
+                offsets[tp] = (position + 1, commit_metadata(self._positions.at_start.get(tp.topic)))
         if not offsets:
             return
         timeout = self._commit_timeout()
@@ -198,10 +196,7 @@ class KafkaTopicSource:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await self._stop_consumer(consumer)
-        if self._admin is not None:
-            admin, self._admin = self._admin, None
-            with contextlib.suppress(KafkaError, OSError, RuntimeError):
-                await admin.close()
+        await self._positions.close()
 
     async def _stop_consumer(self, consumer: AIOKafkaConsumer) -> None:
         """`consumer.stop()`, bounded: it waits for the group coordination's last work and for
@@ -304,156 +299,12 @@ class KafkaTopicSource:
             stored: Mapping[Lane, int] = {}
             if self._owner is not None:
                 stored = await self._owner.lanes_assigned([(tp.topic, tp.partition) for tp in sorted(held)])
-            starts = await self._position(consumer, held)
-            await self._skip_stored(consumer, held, starts, stored)
+            starts = await self._positions.position(consumer, held)
+            await self._positions.skip_stored(consumer, held, starts, stored)
         finally:
             self._holding -= held
             if not self._paused:
                 consumer.resume(*(held & set(consumer.assignment())))
-
-    async def _position(
-        self, consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition]
-    ) -> dict[TopicPartition, int]:
-        """Seek each newly assigned partition to its `start_position`; the offsets set.
-
-        When Kafka does not answer, nothing is set ({}): aiokafka then resumes at the commit, or
-        at the earliest offset held, which can copy more than `start` wanted but skips nothing.
-        """
-        tps = sorted(partitions)
-        topics = sorted({tp.topic for tp in tps})
-        try:
-            committed = await self._committed(consumer, topics, tps)
-            beginnings = await consumer.beginning_offsets(tps)
-            ends = await consumer.end_offsets(tps)
-            at_times = await self._offsets_at_start_time(consumer, [tp for tp in tps if tp not in committed])
-        except KafkaError as error:
-            log.warning(
-                "source %s: cannot read the group's offsets (%s); the partitions resume at their commit, "
-                "or at the earliest offset held",
-                self.name,
-                error or type(error).__name__,
-            )
-            return {}
-        for topic in topics:
-            known = consumer.partitions_for_topic(topic) or set()
-            count = max(len(known), 1 + max((tp.partition for tp in tps if tp.topic == topic), default=-1))
-            mine = {tp.partition: entry for tp, entry in committed.items() if tp.topic == topic}
-            self._at_start[topic] = partitions_at_start(mine, count)
-        starts: dict[TopicPartition, int] = {}
-        first: dict[TopicPartition, tuple[int, str]] = {}
-        for tp in tps:
-            entry = committed.get(tp)
-            position = start_position(
-                tp.partition,
-                entry[0] if entry is not None else None,
-                at_start=self._at_start[tp.topic],
-                start=self._subscription.start,
-                beginning=beginnings[tp],
-                end=ends[tp],
-                at_time=at_times.get(tp),
-            )
-            consumer.seek(tp, position.offset)
-            self._start_at[tp] = starts[tp] = position.offset
-            if position.warning:
-                log.warning("source %s: %s/%d: %s", self.name, tp.topic, tp.partition, position.why)
-            elif entry is None:
-                log.info(
-                    "source %s: %s/%d has no committed offset: %s", self.name, tp.topic, tp.partition, position.why
-                )
-            if position.commit:
-                first[tp] = (position.offset, commit_metadata(self._at_start[tp.topic]))
-        if first:
-            try:
-                await self._commit_within(consumer, first)
-            except (KafkaError, TimeoutError) as error:
-                log.warning(
-                    "source %s: could not commit the start position of %s (%s); the next assignment decides again",
-                    self.name,
-                    ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(first)),
-                    error or type(error).__name__,
-                )
-        return starts
-
-    async def _committed(
-        self, consumer: AIOKafkaConsumer, topics: Sequence[str], assigned: Sequence[TopicPartition]
-    ) -> dict[TopicPartition, tuple[int, str]]:
-        """The group's commits, with their metadata, on every partition of `topics` (owned by this
-        instance or not: the number of partitions at the first start is in any of them)."""
-        every = set(assigned)
-        for topic in topics:
-            every.update(TopicPartition(topic, partition) for partition in consumer.partitions_for_topic(topic) or ())
-        if self._admin is None:
-            admin = client.admin(self._source, purpose="offsets")
-            try:
-                await admin.start()
-            except BaseException:
-                with contextlib.suppress(KafkaError, OSError, RuntimeError):
-                    await admin.close()
-                raise
-            self._admin = admin
-        found = await self._admin.list_consumer_group_offsets(self._group, partitions=sorted(every))
-        return {tp: (meta.offset, meta.metadata or "") for tp, meta in found.items() if meta.offset >= 0}
-
-    async def _offsets_at_start_time(
-        self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]
-    ) -> dict[TopicPartition, int]:
-        """For a route that starts at a time: the first offset at or after it, where there is one."""
-        start = self._subscription.start
-        if start in ("earliest", "latest") or not partitions:
-            return {}
-        timestamp_ms = int(datetime.fromisoformat(start).timestamp() * 1000)
-        found = await consumer.offsets_for_times(dict.fromkeys(partitions, timestamp_ms))
-        return {tp: offset.offset for tp, offset in found.items() if offset is not None}
-
-    async def _skip_stored(
-        self,
-        consumer: AIOKafkaConsumer,
-        partitions: Collection[TopicPartition],
-        starts: Mapping[TopicPartition, int],
-        stored: Mapping[Lane, int],
-    ) -> None:
-        """Start after what the checkpoints say is stored when the group's commit is older (the
-        bridge died between a checkpoint and its commit): re-reading it would only skip it. And
-        start back at the first record the group committed that no stream holds: JetStream lost
-        it after acknowledging it (a store restored from a copy), so it is copied again; the
-        checkpoint scan skips every record in between that is still stored."""
-        for tp in sorted(partitions):
-            through = stored.get((tp.topic, tp.partition), -1)
-            if through < 0:
-                continue
-            position = starts.get(tp)
-            if position is None:
-                try:
-                    position = await consumer.position(tp)
-                except KafkaError:
-                    continue  # reading from the commit is slower, never wrong
-            if position <= through:
-                log.info(
-                    "source %s: %s/%d resumes at %d, after its checkpoint",
-                    self.name,
-                    tp.topic,
-                    tp.partition,
-                    through + 1,
-                )
-                consumer.seek(tp, through + 1)
-                self._start_at[tp] = through + 1
-            elif self._owner is not None and (
-                missing := self._owner.missing_before((tp.topic, tp.partition), position)
-            ):
-                first = missing[0][0]
-                log.error(
-                    "source %s: %s/%d: %d record(s) the group committed are in no stream (offsets %s): "
-                    "JetStream lost acknowledged messages (a store restored from an older copy, writes lost "
-                    "before fsync) or they were filtered; copying them again from offset %d",
-                    self.name,
-                    tp.topic,
-                    tp.partition,
-                    sum(last - start + 1 for start, last in missing),
-                    ", ".join(f"{start}-{last}" if last > start else str(start) for start, last in missing[:20]),
-                    first,
-                )
-                consumer.seek(tp, first)
-                self._start_at[tp] = first
 
 
 async def _within(call: Awaitable[T], seconds: float) -> T:
