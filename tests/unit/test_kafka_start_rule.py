@@ -137,7 +137,7 @@ async def test_new_partitions_stay_paused_until_prepared_and_positioned() -> Non
     consumer = FakeConsumer(events, committed)
     consumer.assigned = {TopicPartition("t", 0), TopicPartition("t", 1)}
     source._consumer = consumer  # type: ignore[assignment]
-    source._admin = FakeAdmin(consumer)  # type: ignore[assignment]
+    source._positions.admin = FakeAdmin(consumer)  # type: ignore[assignment]
     source._owner = FakeOwner(events, consumer, source)
     await source.partitions_assigned(consumer.assigned)
     assert events == [
@@ -162,7 +162,7 @@ async def test_partitions_assigned_while_the_route_is_paused_stay_paused() -> No
     consumer = FakeConsumer(events, {})
     consumer.assigned = {TopicPartition("t", 0)}
     source._consumer = consumer  # type: ignore[assignment]
-    source._admin = FakeAdmin(consumer)  # type: ignore[assignment]
+    source._positions.admin = FakeAdmin(consumer)  # type: ignore[assignment]
     source.pause()
     await source.partitions_assigned(consumer.assigned)
     assert consumer.paused == {TopicPartition("t", 0)}
