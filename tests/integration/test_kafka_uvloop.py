@@ -18,7 +18,7 @@ from aiokafka.conn import AIOKafkaConnection, create_conn
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.protocol.metadata import MetadataRequest
 
-from bridge.sources import aiokafka_uvloop
+from bridge.brokers.kafka import uvloop as aiokafka_uvloop
 
 pytestmark = [pytest.mark.kafka]
 

@@ -1,13 +1,18 @@
-"""Read-only and clean-up requests on Kafka for a route, made from outside any running bridge:
-its backlog (end offsets against the bridge group's committed offsets, no group joined) and the
-deletion of the bridge group's offsets when a service is retired."""
+"""Read-only and clean-up requests on Kafka, made from outside any running bridge: a route's
+backlog (end offsets against the bridge group's committed offsets, no group joined), the topics
+behind the durability posture, and the deletion of the bridge group's offsets when a service is
+retired."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, for_code
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
@@ -80,3 +85,47 @@ async def delete_group(source: KafkaSource, group: str, attempts: int = 10) -> s
         with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
             await admin.close()
     return f"could not delete consumer group '{group}'"
+
+
+@dataclass(slots=True)
+class TopicsDescribed:
+    """What `describe_matching` found: per label the existing topics its subscription reads, per
+    topic its partitions (aiokafka's describe_topics entries: replicas, isr) and configs."""
+
+    topics: dict[str, list[str]] = field(default_factory=dict)
+    partitions: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
+    configs: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+async def describe_matching(
+    source: KafkaSource, subscriptions: Mapping[str, FromKafka], config_names: Sequence[str], seconds: float
+) -> TopicsDescribed:
+    """The topics each subscription (by label) reads today, described with the named topic
+    configs, through one admin client. Raises KafkaError, OSError or TimeoutError."""
+    admin = client.admin(source, purpose="durability", request_timeout_ms=int(seconds * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), seconds * 2)
+        existing = set(await asyncio.wait_for(admin.list_topics(), seconds))
+        found = TopicsDescribed()
+        for label, subscription in subscriptions.items():
+            if subscription.topics:
+                found.topics[label] = [topic for topic in subscription.topics if topic in existing]
+            else:
+                regex = full_match_pattern(subscription.topic_pattern or "")
+                found.topics[label] = sorted(t for t in existing if regex.match(t) and not t.startswith("__"))
+        names = sorted({topic for topics in found.topics.values() for topic in topics})
+        found.configs = {topic: {} for topic in names}
+        if names:
+            for item in await asyncio.wait_for(admin.describe_topics(names), seconds):
+                found.partitions[item["topic"]] = list(item["partitions"])
+            resources = [
+                ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(config_names)) for topic in names
+            ]
+            for response in await asyncio.wait_for(admin.describe_configs(resources), seconds):
+                for error_code, _message, _type, topic, entries in response.resources:
+                    if error_code == 0 and topic in found.configs:
+                        found.configs[topic] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+        return found
+    finally:
+        with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
+            await admin.close()
