@@ -13,6 +13,9 @@ made here; this module is the one place that looks at which broker a route reads
 
 from __future__ import annotations
 
+import aiormq
+from aiokafka.errors import KafkaError
+
 from bridge.brokers.base import Backlog, RouteBroker
 from bridge.brokers.kafka.route import KafkaRoute
 from bridge.brokers.kafka.target import KafkaTarget
@@ -30,7 +33,11 @@ from bridge.config.model import (
 from bridge.errors import BridgeError
 from bridge.targets import LegacyTarget
 
-__all__ = ["Backlog", "RouteBroker", "reverse_target", "route_broker"]
+__all__ = ["BROKER_ERRORS", "Backlog", "RouteBroker", "reverse_target", "route_broker"]
+
+# What the broker clients raise for a broker's refusal or a connection that broke (besides
+# OSError and TimeoutError), for the commands that report it rather than stop on it.
+BROKER_ERRORS: tuple[type[Exception], ...] = (KafkaError, aiormq.exceptions.AMQPError)
 
 
 def route_broker(config: BridgeConfig, service: str, route: RouteConfig) -> RouteBroker:

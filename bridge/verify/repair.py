@@ -19,21 +19,17 @@ Shadow and queue routes keep nothing to replay: a consumed AMQP message is gone 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
-from bridge.brokers.kafka import client
-from bridge.brokers.kafka.records import kafka_message
+from bridge.brokers.kafka.ranges import RangeReader
 from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
 from bridge.config.model import BridgeConfig, FromRabbitMQ, KafkaSource, RabbitMQSource, StreamConfig
 from bridge.headers import RECOPIED_HEADER
@@ -178,36 +174,11 @@ async def _read_kafka(
     source: KafkaSource, lane: str, missing: list[tuple[int, int]]
 ) -> dict[int, SourceMessage | None]:
     topic, _, partition_text = lane.rpartition("/")
-    tp = TopicPartition(topic, int(partition_text))
-    consumer = client.consumer(
-        source,
-        purpose="repair",
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="none",
-    )
     found: dict[int, SourceMessage | None] = {}
-    await asyncio.wait_for(consumer.start(), CONNECT_TIMEOUT)
-    try:
-        consumer.assign([tp])
-        for first, last in missing:
-            consumer.seek(tp, first)
-            progress = time.monotonic()
-            while await consumer.position(tp) <= last:
-                batches = await consumer.getmany(tp, timeout_ms=500, max_records=2000)
-                for record in batches.get(tp, []):
-                    if record.offset > last:
-                        break
-                    if record.offset >= first:
-                        found[record.offset] = kafka_message(record)
-                if batches:
-                    progress = time.monotonic()
-                elif time.monotonic() - progress > KAFKA_STALL:
-                    raise TimeoutError(f"Kafka delivered nothing for {KAFKA_STALL:g}s while reading {lane}")
-    finally:
-        with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
-            await consumer.stop()
+    reader = RangeReader(source, purpose="repair", seconds=CONNECT_TIMEOUT, stall=KAFKA_STALL, reset="none")
+    async with reader:
+        async for _, offset, message in reader.read({(topic, int(partition_text)): missing}):
+            found[offset] = message
     return found
 
 
