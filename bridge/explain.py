@@ -24,7 +24,6 @@ from bridge.config.model import (
     BridgeConfig,
     FromKafka,
     FromRabbitMQ,
-    KafkaSource,
     RabbitMQMode,
     RabbitMQSource,
     RouteConfig,
@@ -426,9 +425,7 @@ def route_outcome(
 ) -> RouteOutcome:
     """What `run` would do with this message on this route: `bridge.decide`, the running
     bridge's own decision, so explain, dry-run replays and samples can never disagree with it."""
-    source = config.sources[route.source]
-    cluster = source.cluster_name if isinstance(source, KafkaSource) else None
-    compiled = CompiledRoute.compile(service, route, cluster)
+    compiled = CompiledRoute.of(config, service, route)
     choice = compiled.msg_id_choice(message)
     verdict = decide(
         compiled,

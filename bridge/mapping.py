@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bridge.config.model import FromRabbitMQ, MsgIdStrategy, RabbitMQMode, RouteConfig
+from bridge.config.model import BridgeConfig, FromRabbitMQ, MsgIdStrategy, RabbitMQMode, RouteConfig
 from bridge.headers import BASE64_HEADERS, encode_headers, encode_value, merge_headers, stable_id
 from bridge.message import AmqpOrigin, KafkaOrigin, OutboundMessage, SourceMessage
 from bridge.routing import SubjectTemplate, TemplateContext, TemplateRenderError, TextTemplate
@@ -109,6 +109,11 @@ class CompiledRoute:
             needs_hash="content_hash" in fields,
             needs_auto="auto" in fields,
         )
+
+    @classmethod
+    def of(cls, config: BridgeConfig, service: str, route: RouteConfig) -> CompiledRoute:
+        """`route` of `config` compiled, its Msg-Ids qualified as its source wants."""
+        return cls.compile(service, route, config.sources[route.source].msg_id_cluster)
 
     @property
     def key(self) -> str:

@@ -36,7 +36,6 @@ from bridge.brokers import route_broker
 from bridge.brokers.kafka import uvloop as aiokafka_uvloop
 from bridge.config.model import (
     BridgeConfig,
-    KafkaSource,
     ReverseRouteConfig,
     RouteConfig,
     StreamConfig,
@@ -115,12 +114,7 @@ def build_source(config: BridgeConfig, service: str, route: CompiledRoute) -> So
 
 
 def compile_routes(config: BridgeConfig) -> list[CompiledRoute]:
-    routes = []
-    for service, route in config.routes():
-        source = config.sources[route.source]
-        cluster = source.cluster_name if isinstance(source, KafkaSource) else None
-        routes.append(CompiledRoute.compile(service, route, cluster))
-    return routes
+    return [CompiledRoute.of(config, service, route) for service, route in config.routes()]
 
 
 class Bridge:

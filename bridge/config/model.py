@@ -310,6 +310,18 @@ class RabbitMQSource(Strict):
         return self
 
     @property
+    def msg_id_cluster(self) -> str | None:
+        """No qualifier: an AMQP delivery's default Msg-Id comes from its message_id or content."""
+        return None
+
+    def secret_values(self) -> list[SecretStr | None]:
+        """Every setting of this source that is a secret (for the log scrubber)."""
+        values = [self.url, self.password]
+        if self.management is not None:
+            values += [self.management.url, self.management.password]
+        return values
+
+    @property
     def effective_vhost(self) -> str:
         """The vhost the bridge opens: `vhost`, else the URL's (percent-decoded) path, else `/`.
         Offline tools (`explain --definitions`) need it to know which vhost's messages a route sees."""
@@ -347,6 +359,15 @@ class KafkaSource(Strict):
     ssl_key_password: SecretStr | None = Field(
         None, description="Password of an encrypted private key, as a `${VAR}` or `${file:PATH}` reference."
     )
+
+    @property
+    def msg_id_cluster(self) -> str | None:
+        """What qualifies this cluster's default Msg-Ids (`cluster_name`)."""
+        return self.cluster_name
+
+    def secret_values(self) -> list[SecretStr | None]:
+        """Every setting of this source that is a secret (for the log scrubber)."""
+        return [self.sasl_password, self.ssl_key_password]
 
     @model_validator(mode="after")
     def _security_consistent(self) -> KafkaSource:
