@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 from bridge import __version__
 from bridge.config import BridgeConfig, load_config
 from bridge.config.durations import parse_duration
-from bridge.config.model import Phase
+from bridge.config.services import Phase
 from bridge.cutover.cli import change_phase, default_actor, print_status, read_status, run_command, status_json
 from bridge.decide import DEFAULT_MAX_PAYLOAD
 from bridge.dryrun_connect import dry_run as run_dry_run

@@ -40,14 +40,9 @@ from typing import Any
 
 from bridge.brokers.kafka.names import default_group, full_match_pattern
 from bridge.config.durations import format_duration
-from bridge.config.model import (
-    BridgeConfig,
-    FromKafka,
-    FromRabbitMQ,
-    RabbitMQMode,
-    Retention,
-    RouteConfig,
-)
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
+from bridge.config.streams import Retention
 from bridge.dryrun_patterns import (
     FilterIndex,
     Lit,

@@ -39,7 +39,9 @@ from bridge.brokers.kafka.client import kafka_client_options
 from bridge.brokers.kafka.names import full_match_pattern
 from bridge.brokers.rabbitmq.client import RabbitMQConnectError, amqp_url, open_connection
 from bridge.brokers.rabbitmq.names import shadow_queue_name
-from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, RabbitMQMode, RabbitMQSource
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode
+from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.decide import DEFAULT_MAX_PAYLOAD
 from bridge.dryrun import DryRunReport, Finding, Severity, offline_checks, route_streams
 from bridge.dryrun_replay import ReplayReport, replay_file

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 
 from bridge.brokers.rabbitmq.names import shadow_queue_name
-from bridge.config.model import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig, StreamConfig
+from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
+from bridge.config.streams import StreamConfig
 from bridge.routing import ExchangeType, escape_token, split_amqp_words
 
 

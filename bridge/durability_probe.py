@@ -34,16 +34,10 @@ from bridge.brokers.http import HttpLookError, get_json, split_credentials
 from bridge.brokers.kafka.admin import describe_matching
 from bridge.brokers.rabbitmq.management import ManagementApi
 from bridge.brokers.rabbitmq.names import shadow_queue_name
-from bridge.config.model import (
-    BridgeConfig,
-    FromKafka,
-    FromRabbitMQ,
-    KafkaSource,
-    RabbitMQMode,
-    RabbitMQSource,
-    RouteConfig,
-    StreamConfig,
-)
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
+from bridge.config.sources import KafkaSource, RabbitMQSource
+from bridge.config.streams import StreamConfig
 from bridge.dryrun_patterns import binding_words, intersects
 from bridge.durability import (
     NOT_REVEALED,

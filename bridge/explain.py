@@ -20,14 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.config.model import (
-    BridgeConfig,
-    FromKafka,
-    FromRabbitMQ,
-    RabbitMQMode,
-    RabbitMQSource,
-    RouteConfig,
-)
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
+from bridge.config.sources import RabbitMQSource
 from bridge.deadletters import DeadLetterReason, offline_subject_room
 from bridge.decide import DEFAULT_MAX_PAYLOAD, DecideContext, Fate, decide
 from bridge.importers.topology import Topology

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bridge.config.model import BridgeConfig, FromRabbitMQ, MsgIdStrategy, RabbitMQMode, RouteConfig
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromRabbitMQ, MsgIdStrategy, RabbitMQMode, RouteConfig
 from bridge.headers import BASE64_HEADERS, encode_headers, encode_value, merge_headers, stable_id
 from bridge.message import AmqpOrigin, KafkaOrigin, OutboundMessage, SourceMessage
 from bridge.routing import SubjectTemplate, TemplateContext, TemplateRenderError, TextTemplate

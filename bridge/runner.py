@@ -34,12 +34,10 @@ from nats.js.errors import APIError
 
 from bridge.brokers import route_broker
 from bridge.brokers.kafka import uvloop as aiokafka_uvloop
-from bridge.config.model import (
-    BridgeConfig,
-    ReverseRouteConfig,
-    RouteConfig,
-    StreamConfig,
-)
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import RouteConfig
+from bridge.config.services import ReverseRouteConfig
+from bridge.config.streams import StreamConfig
 from bridge.cutover.controller import CutoverController, Supervisor
 from bridge.cutover.store import PhaseStore
 from bridge.deadletters import DEFAULT_MAX_CONTROL_LINE, DeadLetters

@@ -16,7 +16,9 @@ from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from bridge.brokers.kafka import client
-from bridge.config.model import BridgeConfig, FromKafka, KafkaSource
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka
+from bridge.config.sources import KafkaSource
 from bridge.errors import BridgeError
 
 

@@ -21,15 +21,10 @@ from bridge.brokers.kafka.route import KafkaRoute
 from bridge.brokers.kafka.target import KafkaTarget
 from bridge.brokers.rabbitmq.route import RabbitMQRoute
 from bridge.brokers.rabbitmq.target import RabbitMQTarget
-from bridge.config.model import (
-    BridgeConfig,
-    FromKafka,
-    FromRabbitMQ,
-    KafkaSource,
-    RabbitMQSource,
-    ReverseTo,
-    RouteConfig,
-)
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, FromRabbitMQ, RouteConfig
+from bridge.config.services import ReverseTo
+from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.errors import BridgeError
 from bridge.targets import LegacyTarget
 

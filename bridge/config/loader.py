@@ -34,6 +34,7 @@ from ruamel.yaml.events import AliasEvent, ScalarEvent
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from ruamel.yaml.scanner import RoundTripScanner
 
+from bridge.config.base import LOCATE_REFERENCES_LATER
 from bridge.config.interpolate import interpolate, is_reference, reference_default, url_secret
 from bridge.config.limits import (
     MAX_ALIAS_NODES,
@@ -44,7 +45,7 @@ from bridge.config.limits import (
     read_bounded,
     size_limit,
 )
-from bridge.config.model import LOCATE_REFERENCES_LATER, BridgeConfig
+from bridge.config.model import BridgeConfig
 from bridge.errors import ConfigError, ConfigIssue
 
 log = logging.getLogger(__name__)

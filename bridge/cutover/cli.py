@@ -15,7 +15,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bridge.brokers import route_broker
-from bridge.config.model import BridgeConfig, Phase
+from bridge.config.model import BridgeConfig
+from bridge.config.services import Phase
 from bridge.cutover.controller import CLEANING
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.status import ServiceStatus, gather_status

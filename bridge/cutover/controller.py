@@ -36,7 +36,8 @@ from nats.errors import Error as NatsError
 
 from bridge.brokers import route_broker
 from bridge.brokers.kafka.source import KafkaTopicSource
-from bridge.config.model import BridgeConfig, DeadLetterConfig, Phase, ReverseRouteConfig
+from bridge.config.model import BridgeConfig, DeadLetterConfig
+from bridge.config.services import Phase, ReverseRouteConfig
 from bridge.cutover.drain import WHOLE, DrainTracker, RouteView, lanes_text, next_drain_record
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.store import (

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from bridge.config.limits import loads_json
-from bridge.config.model import Phase
+from bridge.config.services import Phase
 from bridge.errors import BridgeError
 
 ALLOWED: dict[Phase, frozenset[Phase]] = {

@@ -34,7 +34,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from bridge.brokers import Backlog, route_broker
-from bridge.config.model import BridgeConfig, Phase
+from bridge.config.model import BridgeConfig
+from bridge.config.services import Phase
 from bridge.cutover.drain import lanes_text
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.store import FRESH, PhaseState, PhaseStore

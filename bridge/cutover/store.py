@@ -28,7 +28,7 @@ from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
-from bridge.config.model import Phase
+from bridge.config.services import Phase
 from bridge.cutover.phases import (
     MAX_RECORD_BYTES,
     MAX_REPORT_BYTES,

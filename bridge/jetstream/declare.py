@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from bridge.config.model import StreamConfig
+from bridge.config.streams import StreamConfig
 from bridge.errors import BridgeError
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ReplayPolicy
 from nats.js.errors import APIError, NotFoundError
 
-from bridge.config.model import ReverseRouteConfig
+from bridge.config.services import ReverseRouteConfig
 from bridge.errors import BridgeError
 
 log = logging.getLogger(__name__)

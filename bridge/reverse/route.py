@@ -48,7 +48,9 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from bridge.brokers import reverse_target
-from bridge.config.model import DeadLetterConfig, KafkaSource, RabbitMQSource, ReverseRouteConfig
+from bridge.config.model import DeadLetterConfig
+from bridge.config.services import ReverseRouteConfig
+from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.deadletters import ERROR_HEADER, REASON_HEADER, ROUTE_HEADER, SUBJECT_HEADER, DeadLetterReason
 from bridge.headers import FORWARDED_HEADERS
 from bridge.jetstream.declare import declare_streams

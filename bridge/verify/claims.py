@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, MsgIdStrategy, RabbitMQMode
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, FromRabbitMQ, MsgIdStrategy, RabbitMQMode
 from bridge.deadletters import ROUTE_HEADER
 from bridge.dryrun_patterns import SubjectFit, filter_shape, intersects, route_shapes
 from bridge.errors import BridgeError

@@ -19,7 +19,9 @@ from nats.errors import Error as NatsError
 from bridge.brokers import BROKER_ERRORS
 from bridge.brokers.kafka.names import default_group
 from bridge.config import load_config
-from bridge.config.model import BridgeConfig, FromKafka, KafkaSource, MsgIdStrategy, RabbitMQSource
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, MsgIdStrategy
+from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.errors import BridgeError, ConfigError
 from bridge.jetstream.connection import connect_nats
 from bridge.logs import Scrubber, config_secrets, redact_url

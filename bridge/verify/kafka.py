@@ -17,7 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bridge.brokers.kafka.ranges import RangeReader, group_offsets
-from bridge.config.model import FromKafka, KafkaSource, StreamConfig
+from bridge.config.routes import FromKafka
+from bridge.config.sources import KafkaSource
+from bridge.config.streams import StreamConfig
 from bridge.routing import kafka_topic_matches
 from bridge.sources.base import Lane, lane_label
 from bridge.verify.claims import RouteCheck

@@ -19,7 +19,9 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 
 from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
-from bridge.config.model import FromRabbitMQ, RabbitMQSource, StreamConfig
+from bridge.config.routes import FromRabbitMQ
+from bridge.config.sources import RabbitMQSource
+from bridge.config.streams import StreamConfig
 from bridge.sources.base import Lane
 from bridge.verify.claims import RouteCheck
 from bridge.verify.expect import LaneComparer, expectation, unchecked_lane

@@ -31,7 +31,10 @@ from nats.js.errors import NotFoundError
 
 from bridge.brokers.kafka.ranges import RangeReader
 from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
-from bridge.config.model import BridgeConfig, FromRabbitMQ, KafkaSource, RabbitMQSource, StreamConfig
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromRabbitMQ
+from bridge.config.sources import KafkaSource, RabbitMQSource
+from bridge.config.streams import StreamConfig
 from bridge.headers import RECOPIED_HEADER
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.mapping import CompiledRoute

@@ -33,7 +33,8 @@ from pydantic import SecretStr
 from bridge.brokers import reverse_target
 from bridge.brokers.rabbitmq.target import RabbitMQTarget
 from bridge.config import load_config_text
-from bridge.config.model import KafkaSource, RabbitMQSource, ReverseRouteConfig, ReverseTo
+from bridge.config.services import ReverseRouteConfig, ReverseTo
+from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.errors import BridgeError
 from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS
 from bridge.reverse.route import ReverseRoute

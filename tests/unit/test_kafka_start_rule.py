@@ -12,7 +12,8 @@ from aiokafka.structs import OffsetAndMetadata
 
 from bridge.brokers.kafka.source import KafkaTopicSource
 from bridge.brokers.kafka.start import StartPosition, commit_metadata, partitions_at_start, start_position
-from bridge.config.model import FromKafka, KafkaSource
+from bridge.config.routes import FromKafka
+from bridge.config.sources import KafkaSource
 from bridge.sources.base import Lane
 
 

@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 from nats.js import JetStreamContext
 
-from bridge.config.model import Phase
+from bridge.config.services import Phase
 from bridge.cutover.phases import (
     MAX_RECORD_BYTES,
     InvalidRecordError,

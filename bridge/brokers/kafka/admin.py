@@ -19,7 +19,8 @@ from aiokafka.protocol.admin import DeleteGroupsRequest
 from bridge.brokers.base import Backlog
 from bridge.brokers.kafka import client
 from bridge.brokers.kafka.names import full_match_pattern
-from bridge.config.model import FromKafka, KafkaSource
+from bridge.config.routes import FromKafka
+from bridge.config.sources import KafkaSource
 
 BACKLOG_TIMEOUT = 10.0
 RETIRE_TIMEOUT = 15.0

@@ -22,7 +22,7 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from bridge.config.model import KafkaSource
+from bridge.config.sources import KafkaSource
 from bridge.errors import BridgeError, SourceUnavailableError, SourceUnreachableError
 
 

@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError
 
 from bridge.brokers.kafka import client
 from bridge.brokers.kafka.start import commit_metadata, partitions_at_start, start_position
-from bridge.config.model import KafkaSource
+from bridge.config.sources import KafkaSource
 from bridge.sources.base import Lane, LaneOwner
 
 log = logging.getLogger("bridge.brokers.kafka.source")

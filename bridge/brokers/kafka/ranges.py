@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from bridge.brokers.kafka import client
 from bridge.brokers.kafka.records import kafka_message
-from bridge.config.model import KafkaSource
+from bridge.config.sources import KafkaSource
 from bridge.message import SourceMessage
 
 Partition = tuple[str, int]  # (topic, partition), the Kafka lane

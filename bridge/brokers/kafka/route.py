@@ -8,7 +8,8 @@ from bridge.brokers.base import Backlog
 from bridge.brokers.kafka.admin import delete_group, group_backlog
 from bridge.brokers.kafka.names import default_group
 from bridge.brokers.kafka.source import KafkaTopicSource
-from bridge.config.model import FromKafka, KafkaSource
+from bridge.config.routes import FromKafka
+from bridge.config.sources import KafkaSource
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,8 @@ from bridge.brokers.kafka.names import full_match_pattern
 from bridge.brokers.kafka.positions import AssignmentPositions
 from bridge.brokers.kafka.records import kafka_message
 from bridge.brokers.kafka.start import commit_metadata
-from bridge.config.model import FromKafka, KafkaSource
+from bridge.config.routes import FromKafka
+from bridge.config.sources import KafkaSource
 from bridge.errors import SourceUnavailableError
 from bridge.sources.base import Lane, LaneOwner, Received
 

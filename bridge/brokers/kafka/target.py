@@ -33,7 +33,7 @@ from aiokafka.errors import (
 )
 
 from bridge.brokers.kafka.client import kafka_client_options
-from bridge.config.model import KafkaSource
+from bridge.config.sources import KafkaSource
 from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS
 from bridge.targets import LegacyMessage, Outcome, TargetUnavailableError, WriteFailure
 

@@ -10,7 +10,8 @@ import aiormq
 
 from bridge.brokers.base import Backlog
 from bridge.brokers.rabbitmq.client import RabbitMQConnectError, open_connection
-from bridge.config.model import FromRabbitMQ, RabbitMQSource
+from bridge.config.routes import FromRabbitMQ
+from bridge.config.sources import RabbitMQSource
 from bridge.routing import ExchangeType
 
 BACKLOG_TIMEOUT = 10.0

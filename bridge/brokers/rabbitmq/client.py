@@ -15,7 +15,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractConnection
 
-from bridge.config.model import RabbitMQSource
+from bridge.config.sources import RabbitMQSource
 from bridge.errors import SourceUnavailableError
 from bridge.logs import redact_url
 

@@ -13,7 +13,7 @@ import aiohttp
 
 from bridge.brokers.http import Login, get_json, split_credentials
 from bridge.brokers.rabbitmq.client import amqp_url
-from bridge.config.model import RabbitMQSource
+from bridge.config.sources import RabbitMQSource
 from bridge.logs import redact_url
 
 

@@ -8,7 +8,8 @@ from bridge.brokers.base import Backlog
 from bridge.brokers.rabbitmq.admin import delete_shadow_queue, queue_depth
 from bridge.brokers.rabbitmq.names import shadow_queue_name
 from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
-from bridge.config.model import FromRabbitMQ, RabbitMQMode, RabbitMQSource
+from bridge.config.routes import FromRabbitMQ, RabbitMQMode
+from bridge.config.sources import RabbitMQSource
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,8 @@ from bridge.brokers.rabbitmq.client import (
     reply_text,
 )
 from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, stream_offset_of
-from bridge.config.model import FromRabbitMQ, RabbitMQMode, RabbitMQSource
+from bridge.config.routes import FromRabbitMQ, RabbitMQMode
+from bridge.config.sources import RabbitMQSource
 from bridge.errors import SourceUnavailableError, SourceUnreachableError
 from bridge.routing import ExchangeType
 from bridge.sources.base import Lane, LaneOwner, Received

@@ -27,7 +27,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from bridge.brokers.rabbitmq.client import RabbitMQConnectError, amqp_url, open_connection
-from bridge.config.model import RabbitMQSource
+from bridge.config.sources import RabbitMQSource
 from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS
 from bridge.logs import redact_url
 from bridge.targets import LegacyMessage, Outcome, TargetUnavailableError, WriteFailure
