@@ -92,8 +92,8 @@ class CompiledRoute:
 
     @classmethod
     def compile(cls, service: str, route: RouteConfig, cluster_name: str | None = None) -> CompiledRoute:
-        msg_id_template = TextTemplate.parse(route.msg_id) if "{" in route.msg_id else None
-        headers = tuple((name, TextTemplate.parse(text)) for name, text in route.headers.set.items())
+        msg_id_template = route.msg_id_template
+        headers = route.header_templates
         fields = set(route.subject_template.fields)
         for template in (msg_id_template, *(template for _, template in headers)):
             if template is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -162,6 +163,13 @@ class MsgIdStrategy(StrEnum):
     STREAM_OFFSET = "stream-offset"
     CONTENT_HASH = "content-hash"
 
+    @property
+    def source_kind(self) -> Literal["rabbitmq", "kafka"] | None:
+        """The one kind of route a strategy fits (None: any)."""
+        if self is MsgIdStrategy.AUTO:
+            return None
+        return "kafka" if self is MsgIdStrategy.KAFKA_OFFSET else "rabbitmq"
+
 
 class HeaderMapping(Strict):
     """Which headers a published message carries besides the bridge's own metadata."""
@@ -286,9 +294,21 @@ class RouteConfig(Strict):
             raise ValueError(f"unknown msg_id strategy '{text}'; use one of {options} or a template")
         return text
 
-    @property
+    # Parsed once per route, on first use (the validators below, then the compiled route): the
+    # model is frozen, so a template can never go stale against its text.
+    @cached_property
     def subject_template(self) -> SubjectTemplate:
         return SubjectTemplate.parse(self.to)
+
+    @cached_property
+    def msg_id_template(self) -> TextTemplate | None:
+        """The `msg_id` template, or None when it names a strategy."""
+        return TextTemplate.parse(self.msg_id) if "{" in self.msg_id else None
+
+    @cached_property
+    def header_templates(self) -> tuple[tuple[str, TextTemplate], ...]:
+        """(name, template) of each header the route sets."""
+        return tuple((name, TextTemplate.parse(text)) for name, text in self.headers.set.items())
 
     @property
     def source_kind(self) -> Literal["rabbitmq", "kafka"]:
@@ -297,8 +317,8 @@ class RouteConfig(Strict):
     @model_validator(mode="after")
     def _fields_fit_the_source(self) -> RouteConfig:
         used = set(self.subject_template.fields)
-        if "{" in self.msg_id:
-            used |= TextTemplate.parse(self.msg_id).fields
+        if self.msg_id_template is not None:
+            used |= self.msg_id_template.fields
         foreign = KAFKA_FIELDS if self.source_kind == "rabbitmq" else RABBITMQ_FIELDS
         if isinstance(self.from_, FromRabbitMQ) and self.from_.effective_mode is RabbitMQMode.STREAM:
             foreign = foreign - {"offset"}  # a stream queue's offset
@@ -306,22 +326,16 @@ class RouteConfig(Strict):
         if wrong:
             names = ", ".join("{" + name + "}" for name in wrong)
             raise ValueError(f"{names} cannot be used in a {self.source_kind} route")
-        strategy_kind = {
-            MsgIdStrategy.KAFKA_OFFSET.value: "kafka",
-            MsgIdStrategy.MESSAGE_ID.value: "rabbitmq",
-            MsgIdStrategy.STREAM_OFFSET.value: "rabbitmq",
-            MsgIdStrategy.CONTENT_HASH.value: "rabbitmq",
-        }.get(self.msg_id)
-        if strategy_kind is not None and strategy_kind != self.source_kind:
-            raise ValueError(f"msg_id '{self.msg_id}' is for {strategy_kind} routes")
-        if "{" in self.msg_id:
-            self._msg_id_template_tells_messages_apart()
+        if self.msg_id_template is not None:
+            self._msg_id_template_tells_messages_apart(self.msg_id_template)
+        elif (kind := MsgIdStrategy(self.msg_id).source_kind) not in (None, self.source_kind):
+            raise ValueError(f"msg_id '{self.msg_id}' is for {kind} routes")
         return self
 
-    def _msg_id_template_tells_messages_apart(self) -> None:
+    def _msg_id_template_tells_messages_apart(self, template: TextTemplate) -> None:
         """A template whose every part can repeat (`{topic}`, `{key}`, `{exchange}`) gives many
         messages one id; JetStream stores the first and drops the rest as duplicates."""
-        fields = TextTemplate.parse(self.msg_id).fields
+        fields = template.fields
         unique = PER_MESSAGE_FIELDS | {f"header:{name}" for name in self.unique_headers}
         if fields & unique:
             return
