@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cached_property
 from typing import Literal
 
 from pydantic import (
@@ -18,6 +19,7 @@ from bridge.routing import (
     TemplateSyntaxError,
     is_valid_subject_filter,
 )
+from bridge.routing.key_template import KeyTemplate
 from bridge.routing.key_template import parse as parse_key_template
 
 
@@ -57,6 +59,13 @@ class ReverseTo(Strict):
             except TemplateSyntaxError as error:
                 raise ValueError(str(error)) from None
         return text
+
+    @cached_property
+    def key_template(self) -> KeyTemplate | None:
+        """The target's key template, parsed once: the routing key (RabbitMQ) or the record key
+        (Kafka; None: records without a key)."""
+        text = self.routing_key if self.exchange is not None else self.key
+        return parse_key_template(text) if text is not None else None
 
     @model_validator(mode="after")
     def _one_target(self) -> ReverseTo:

@@ -55,7 +55,7 @@ from bridge.deadletters import ERROR_HEADER, REASON_HEADER, ROUTE_HEADER, SUBJEC
 from bridge.headers import FORWARDED_HEADERS
 from bridge.jetstream.declare import declare_streams
 from bridge.reverse.consumer import PullSubscription, bind_consumer, consumer_config, durable_name
-from bridge.routing.key_template import KeyTemplate, TemplateRenderError, parse
+from bridge.routing.key_template import KeyTemplate, TemplateRenderError
 from bridge.targets import LegacyMessage, TargetUnavailableError, legacy_headers
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,7 @@ class ReverseRoute:
         self._backoff_max = backoff_max
         self._error_log_interval = error_log_interval
         to = config.to
-        text = to.routing_key if to.kind == "rabbitmq" else to.key
-        self._template: KeyTemplate | None = parse(text) if text is not None else None
+        self._template: KeyTemplate | None = to.key_template
         self.target = reverse_target(target_source, to, label=self.key)
         self.durable = durable_name(service, config)
         self.stats = ReverseStats()

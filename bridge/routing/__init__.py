@@ -30,14 +30,12 @@ from bridge.routing.subjects import (
     unescape_token,
     unescape_token_str,
 )
+from bridge.routing.template_syntax import TemplateError, TemplateRenderError, TemplateSyntaxError
 from bridge.routing.templates import (
     SUBJECT_FIELDS,
     TEXT_FIELDS,
     SubjectTemplate,
     TemplateContext,
-    TemplateError,
-    TemplateRenderError,
-    TemplateSyntaxError,
     TextTemplate,
 )
 
