@@ -23,7 +23,7 @@ from bridge.cutover.cli import change_phase, default_actor, print_status, read_s
 from bridge.decide import DEFAULT_MAX_PAYLOAD
 from bridge.dryrun_connect import dry_run as run_dry_run
 from bridge.dryrun_output import print_report as print_dry_run
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import BridgeError, ConfigError, JetStreamLostWritesError, NatsConnectionLostError
 from bridge.explain import Definitions, explain_amqp, explain_kafka, format_explanation
 from bridge.importers.cli import import_app, load_definitions
 from bridge.importers.topology import Topology
@@ -31,7 +31,7 @@ from bridge.jetstream.plan import apply_to_server, format_plan, format_report, p
 from bridge.jetstream.report import format_states, stream_states
 from bridge.logs import LogFormat, config_secrets, configure_logging
 from bridge.operations.http import DEFAULT_ADDRESS, HttpAddress, http_token
-from bridge.runner import JetStreamLostWritesError, NatsConnectionLostError, RunSettings, run_bridge
+from bridge.runner import RunSettings, run_bridge
 from bridge.traffic import produce_all
 from bridge.verify import verify_command
 

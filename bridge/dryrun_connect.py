@@ -37,7 +37,7 @@ from nats.js import api as js_api
 
 from bridge.brokers.kafka.client import kafka_client_options
 from bridge.brokers.kafka.names import full_match_pattern
-from bridge.brokers.rabbitmq.client import RabbitMQConnectError, amqp_url, open_connection
+from bridge.brokers.rabbitmq.client import amqp_url, open_connection
 from bridge.brokers.rabbitmq.names import shadow_queue_name
 from bridge.config.model import BridgeConfig
 from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode
@@ -48,7 +48,7 @@ from bridge.dryrun_replay import ReplayReport, replay_file
 from bridge.dryrun_sample import sample_into
 from bridge.durability import NOT_REVEALED, SYNC_UNKNOWN_NOTE, DurabilityReport, Level
 from bridge.durability_probe import assemble, gather_legacy_and_sync, stream_infos
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, RabbitMQConnectError
 from bridge.jetstream.connection import connect_error_text, connect_nats
 from bridge.jetstream.plan import Action, Plan, plan_streams
 from bridge.logs import Scrubber, config_secrets, redact_url

@@ -41,13 +41,14 @@ from aiormq.abc import DeliveredMessage
 from bridge.brokers.kafka.client import kafka_client_options
 from bridge.brokers.kafka.names import full_match_pattern
 from bridge.brokers.kafka.records import kafka_message
-from bridge.brokers.rabbitmq.client import RabbitMQConnectError, open_connection
+from bridge.brokers.rabbitmq.client import open_connection
 from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, stream_offset_of
 from bridge.config.model import BridgeConfig
 from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode
 from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.dryrun import Finding, Severity
 from bridge.dryrun_replay import AmqpRecord, KafkaRecord, ReplayReport, replay_findings, replay_message
+from bridge.errors import RabbitMQConnectError
 from bridge.message import AmqpOrigin, SourceMessage
 from bridge.routing import ExchangeType
 

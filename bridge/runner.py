@@ -42,10 +42,16 @@ from bridge.cutover.controller import CutoverController, Supervisor
 from bridge.cutover.store import PhaseStore
 from bridge.deadletters import DEFAULT_MAX_CONTROL_LINE, DeadLetters
 from bridge.dryrun_patterns import streams_reached
-from bridge.errors import BridgeError
+from bridge.errors import (
+    AtomicBatchesUnsupportedError,
+    BridgeError,
+    JetStreamLostWritesError,
+    NatsConnectionLostError,
+    NatsUnavailableError,
+)
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
 from bridge.jetstream.connection import ConnectionEvents, connect_error_text, connect_nats, watch_closed
-from bridge.jetstream.declare import AtomicBatchesUnsupportedError, declare_streams
+from bridge.jetstream.declare import declare_streams
 from bridge.jetstream.lost_writes import LostWritesWatch
 from bridge.jetstream.payloads import ObjectStorePayloads
 from bridge.jetstream.publisher import JetStreamPublisher
@@ -70,18 +76,6 @@ JS_TEMPORARILY_UNAVAILABLE = 10008
 # ordering: batched — messages per atomic batch, at most (nats-server takes up to 1,000): 500 was
 # 1.4x pipelined's throughput in bench/atomic_batch_order.py, 100 was 0.6x.
 ATOMIC_BATCH = 500
-
-
-class NatsUnavailableError(BridgeError):
-    """NATS could not be reached at start-up."""
-
-
-class NatsConnectionLostError(BridgeError):
-    """The NATS client closed for good while the bridge ran; already logged when raised."""
-
-
-class JetStreamLostWritesError(BridgeError):
-    """JetStream came back without messages it had acknowledged; already logged when raised."""
 
 
 @dataclass(slots=True)

@@ -52,11 +52,12 @@ from bridge.config.model import DeadLetterConfig
 from bridge.config.services import ReverseRouteConfig
 from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.deadletters import ERROR_HEADER, REASON_HEADER, ROUTE_HEADER, SUBJECT_HEADER, DeadLetterReason
+from bridge.errors import TargetUnavailableError
 from bridge.headers import FORWARDED_HEADERS
 from bridge.jetstream.declare import declare_streams
 from bridge.reverse.consumer import PullSubscription, bind_consumer, consumer_config, durable_name
 from bridge.routing.key_template import KeyTemplate, TemplateRenderError
-from bridge.targets import LegacyMessage, TargetUnavailableError, legacy_headers
+from bridge.targets import LegacyMessage, legacy_headers
 
 log = logging.getLogger(__name__)
 

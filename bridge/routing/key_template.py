@@ -27,15 +27,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from bridge.errors import TemplateRenderError, TemplateSyntaxError
 from bridge.headers import BASE64_HEADERS
-from bridge.routing.template_syntax import (
-    Placeholder,
-    TemplateRenderError,
-    TemplateSyntaxError,
-    lex,
-    parse_index,
-    syntax_error,
-)
+from bridge.routing.template_syntax import Placeholder, lex, parse_index, syntax_error
 
 __all__ = ["KeyTemplate", "TemplateRenderError", "TemplateSyntaxError", "parse"]
 

@@ -14,41 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from bridge.errors import BridgeError
+from bridge.errors import TemplateSyntaxError
 
 INTEGER: Final = re.compile(r"-?[0-9]+")
-
-
-class TemplateError(BridgeError):
-    """A subject or Msg-Id template is wrong, as written or for one message."""
-
-
-class TemplateSyntaxError(TemplateError, ValueError):
-    """A template cannot be parsed; found when the mapping file loads.
-
-    Also a ValueError, so a pydantic validator that lets it escape still reports it as an
-    ordinary validation error. `column` is 0-based into `template`.
-    """
-
-    def __init__(self, message: str, column: int, *, template: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.column = column
-        self.template = template
-
-    def pointer(self) -> str:
-        """The message with the template and a caret under the offending column."""
-        if not self.template:
-            return self.message
-        return f"{self.message}\n  {self.template}\n  {' ' * self.column}^"
-
-
-class TemplateRenderError(TemplateError):
-    """A valid template cannot be rendered for one message (a value it needs is missing)."""
-
-    def __init__(self, message: str, placeholder: str = "") -> None:
-        super().__init__(message)
-        self.placeholder = placeholder
 
 
 def syntax_error(message: str, column: int, text: str) -> TemplateSyntaxError:

@@ -31,17 +31,10 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Final
 
+from bridge.errors import TemplateRenderError, TemplateSyntaxError
 from bridge.routing.amqp import split_amqp_words
 from bridge.routing.subjects import ESCAPE_TABLE_KEEPING_DOTS, SAFE_OR_DOT_DELETE, escape_token
-from bridge.routing.template_syntax import (
-    Placeholder,
-    TemplateRenderError,
-    TemplateSyntaxError,
-    Unit,
-    lex,
-    parse_index,
-    syntax_error,
-)
+from bridge.routing.template_syntax import Placeholder, Unit, lex, parse_index, syntax_error
 
 _NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
 

@@ -34,6 +34,7 @@ The modules, in the order a check runs:
 """
 
 from bridge.dryrun_patterns import SubjectFit
+from bridge.errors import ScanError
 from bridge.verify.claims import RouteCheck, build_checks, route_kind
 from bridge.verify.command import verify, verify_command
 from bridge.verify.counts import IdCounts, PositionCounts
@@ -51,7 +52,7 @@ from bridge.verify.report import (
     RouteParity,
     VerifyReport,
 )
-from bridge.verify.scan import ScanError, StreamScan, dispatcher, scan_stream
+from bridge.verify.scan import StreamScan, dispatcher, scan_stream
 
 __all__ = [
     "EXIT_CLEAN",

@@ -35,11 +35,11 @@ from bridge.brokers.rabbitmq.target import RabbitMQTarget
 from bridge.config import load_config_text
 from bridge.config.services import ReverseRouteConfig, ReverseTo
 from bridge.config.sources import KafkaSource, RabbitMQSource
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, TargetUnavailableError
 from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS
 from bridge.reverse.route import ReverseRoute
 from bridge.runner import Bridge, RunSettings
-from bridge.targets import TargetUnavailableError, legacy_headers
+from bridge.targets import legacy_headers
 
 TopicFactory = Callable[..., Awaitable[str]]
 REGIONS = ("eu", "us", "ap")

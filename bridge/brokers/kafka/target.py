@@ -34,8 +34,9 @@ from aiokafka.errors import (
 
 from bridge.brokers.kafka.client import kafka_client_options
 from bridge.config.sources import KafkaSource
+from bridge.errors import TargetUnavailableError
 from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS
-from bridge.targets import LegacyMessage, Outcome, TargetUnavailableError, WriteFailure
+from bridge.targets import LegacyMessage, Outcome, WriteFailure
 
 log = logging.getLogger(__name__)
 

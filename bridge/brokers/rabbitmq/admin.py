@@ -9,9 +9,10 @@ from typing import Any
 import aiormq
 
 from bridge.brokers.base import Backlog
-from bridge.brokers.rabbitmq.client import RabbitMQConnectError, open_connection
+from bridge.brokers.rabbitmq.client import open_connection
 from bridge.config.routes import FromRabbitMQ
 from bridge.config.sources import RabbitMQSource
+from bridge.errors import RabbitMQConnectError
 from bridge.routing import ExchangeType
 
 BACKLOG_TIMEOUT = 10.0

@@ -16,7 +16,7 @@ import aiormq
 from aio_pika.abc import AbstractConnection
 
 from bridge.config.sources import RabbitMQSource
-from bridge.errors import SourceUnavailableError
+from bridge.errors import RabbitMQConnectError
 from bridge.logs import redact_url
 
 
@@ -110,17 +110,6 @@ def _open_refused(error: BaseException) -> bool:
     """RabbitMQ answered Connection.Open (the vhost) with Connection.Close: aiormq reports it as
     an unexpected frame, without the reply code or text (a missing vhost, a user without access)."""
     return isinstance(error, aiormq.exceptions.InvalidFrameError) and "got <Connection.Close" in str(error)
-
-
-class RabbitMQConnectError(SourceUnavailableError):
-    """A connection the broker refused or never answered: where (password as ***) and why;
-    `unreachable` when it did not answer at all (an outage, not a setting to fix)."""
-
-    def __init__(self, where: str, reason: str, *, unreachable: bool = False) -> None:
-        super().__init__(f"RabbitMQ at {where} {reason}")
-        self.where = where
-        self.reason = reason
-        self.unreachable = unreachable
 
 
 async def open_connection(

@@ -35,17 +35,11 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
-from bridge.brokers.rabbitmq.client import (
-    RabbitMQConnectError,
-    amqp_url,
-    next_reconnect_delay,
-    open_connection,
-    reply_text,
-)
+from bridge.brokers.rabbitmq.client import amqp_url, next_reconnect_delay, open_connection, reply_text
 from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, stream_offset_of
 from bridge.config.routes import FromRabbitMQ, RabbitMQMode
 from bridge.config.sources import RabbitMQSource
-from bridge.errors import SourceUnavailableError, SourceUnreachableError
+from bridge.errors import RabbitMQConnectError, SourceUnavailableError, SourceUnreachableError
 from bridge.routing import ExchangeType
 from bridge.sources.base import Lane, LaneOwner, Received
 

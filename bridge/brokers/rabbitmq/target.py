@@ -26,11 +26,12 @@ from urllib.parse import unquote, urlsplit
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from bridge.brokers.rabbitmq.client import RabbitMQConnectError, amqp_url, open_connection
+from bridge.brokers.rabbitmq.client import amqp_url, open_connection
 from bridge.config.sources import RabbitMQSource
+from bridge.errors import RabbitMQConnectError, TargetUnavailableError
 from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS
 from bridge.logs import redact_url
-from bridge.targets import LegacyMessage, Outcome, TargetUnavailableError, WriteFailure
+from bridge.targets import LegacyMessage, Outcome, WriteFailure
 
 log = logging.getLogger(__name__)
 
