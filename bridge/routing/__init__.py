@@ -31,9 +31,8 @@ from bridge.routing.subjects import (
     unescape_token,
     unescape_token_str,
 )
+from bridge.routing.template_fields import SUBJECT_FIELDS, TEXT_FIELDS
 from bridge.routing.templates import (
-    SUBJECT_FIELDS,
-    TEXT_FIELDS,
     SubjectTemplate,
     TemplateContext,
     TextTemplate,

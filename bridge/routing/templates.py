@@ -23,8 +23,6 @@ rendering a message walks that list without any parsing.
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -34,7 +32,8 @@ from typing import Final
 from bridge.errors import TemplateRenderError, TemplateSyntaxError
 from bridge.routing.amqp import split_amqp_words
 from bridge.routing.subjects import ESCAPE_TABLE_KEEPING_DOTS, SAFE_OR_DOT_DELETE, escape_token
-from bridge.routing.template_syntax import Placeholder, Unit, lex, parse_index, syntax_error
+from bridge.routing.template_fields import SUBJECT_FIELDS, TEXT_FIELDS, WORD_FIELDS, lex_forward
+from bridge.routing.template_syntax import Placeholder, Unit, syntax_error
 
 _NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
 
@@ -59,84 +58,6 @@ class TemplateContext:
     timestamp: int | None = None
     content_hash: str | None = None  # computed only for templates that use it (it hashes the body)
     auto: str | None = None  # the id `msg_id: auto` gives, without the route's prefix; only when used
-
-
-# --------------------------------------------------------------------------- placeholders
-
-_SINGLE_FIELDS: Final = ("exchange", "queue", "topic", "partition", "key")
-_WORD_FIELDS: Final = ("rk", "topic")
-_TEXT_ONLY_FIELDS: Final = ("offset", "message_id", "timestamp", "content_hash", "auto")
-SUBJECT_FIELDS: Final = frozenset({*_SINGLE_FIELDS, "rk"})
-TEXT_FIELDS: Final = SUBJECT_FIELDS | frozenset(_TEXT_ONLY_FIELDS)
-# Names people reach for first, mapped to the placeholder they mean.
-_ALIASES: Final = {
-    "routing_key": "rk",
-    "routingkey": "rk",
-    "routing-key": "rk",
-    "rkey": "rk",
-    "header": "header:NAME",
-    "headers": "header:NAME",
-    "msg_id": "message_id",
-    "messageid": "message_id",
-    "message-id": "message_id",
-    "ts": "timestamp",
-    "hash": "content_hash",
-    "content-hash": "content_hash",
-}
-_NAME_AND_INDEX: Final = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)(\[[^\]]*\])?")
-
-
-def _suggestion(name: str, known: frozenset[str]) -> str:
-    candidate = _ALIASES.get(name.lower())
-    if candidate is None or (candidate not in known and candidate != "header:NAME"):
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        candidate = close[0] if close else None
-    if candidate is not None:
-        return f" — did you mean '{{{candidate}}}'?"
-    names = " ".join(f"{{{known_name}}}" for known_name in sorted(known))
-    return f"; known placeholders: {names} {{header:NAME}}"
-
-
-def _parse_placeholder(body: str, column: int, template: str, known: frozenset[str]) -> Placeholder:
-    source = f"{{{body}}}"
-    if not body:
-        raise syntax_error("empty placeholder '{}'; write '{{' for a literal brace", column, template)
-    if body.startswith("header:"):
-        header = body[len("header:") :]
-        if not header:
-            raise syntax_error("'{header:}' needs a header name, e.g. '{header:tenant}'", column, template)
-        return Placeholder(source, column, "header", header=header)
-    match = _NAME_AND_INDEX.fullmatch(body)
-    if match is None and ":" in body and "[" not in body:
-        header = body.partition(":")[2]
-        raise syntax_error(f"unknown placeholder '{source}' — did you mean '{{header:{header}}}'?", column, template)
-    if match is None:
-        raise syntax_error(
-            f"malformed placeholder '{source}': expected a name such as '{{rk}}', an index such as "
-            "'{rk[1:]}', or '{header:NAME}'",
-            column,
-            template,
-        )
-    name, brackets = match.group(1), match.group(2)
-    if name not in known:
-        if name in TEXT_FIELDS:
-            raise syntax_error(
-                f"'{{{name}}}' cannot be used in a subject (it would give every message its own "
-                "subject); it is available in Msg-Id and header templates",
-                column,
-                template,
-            )
-        raise syntax_error(f"unknown placeholder '{source}'{_suggestion(name, known)}", column, template)
-    if brackets is None:
-        return Placeholder(source, column, name)
-    if name not in _WORD_FIELDS:
-        raise syntax_error(f"'{source}': only {{rk}} and {{topic}} have words to index", column, template)
-    index, bounds = parse_index(source, brackets[1:-1], column, template)
-    return Placeholder(source, column, name, index=index, bounds=bounds)
-
-
-def _lex(template: str, known: frozenset[str]) -> list[Unit]:
-    return lex(template, lambda body, column: _parse_placeholder(body, column, template, known))
 
 
 # --------------------------------------------------------------------------- render steps
@@ -221,7 +142,7 @@ def _subject_step(placeholder: Placeholder) -> _Step:
             return _escape_dotted(routing_key)
 
         return whole_key
-    if placeholder.name in _WORD_FIELDS and (placeholder.index is not None or placeholder.bounds is not None):
+    if placeholder.name in WORD_FIELDS and (placeholder.index is not None or placeholder.bounds is not None):
         return _words_step(placeholder, _escape_words)
     get = _value_getter(placeholder)
 
@@ -237,7 +158,7 @@ def _subject_step(placeholder: Placeholder) -> _Step:
 
 
 def _text_step(placeholder: Placeholder) -> _Step:
-    if placeholder.name in _WORD_FIELDS and (placeholder.index is not None or placeholder.bounds is not None):
+    if placeholder.name in WORD_FIELDS and (placeholder.index is not None or placeholder.bounds is not None):
         return _words_step(placeholder, ".".join)
     get = _value_getter(placeholder)
 
@@ -329,7 +250,7 @@ def _unit_column(units: list[Unit], offset: int) -> int:
 def _parse_subject(text: str) -> SubjectTemplate:
     if not text:
         raise syntax_error("empty subject template", 0, text)
-    units = _lex(text, SUBJECT_FIELDS)
+    units = lex_forward(text, SUBJECT_FIELDS)
     # Cut the units into tokens at each literal ".", remembering where each token starts.
     tokens: list[tuple[list[Unit], int]] = []
     current: list[Unit] = []
@@ -418,7 +339,7 @@ def _parse_text(text: str) -> TextTemplate:
     steps: list[str | _Step] = []
     literal: list[str] = []
     fields: set[str] = set()
-    for unit in _lex(text, TEXT_FIELDS):
+    for unit in lex_forward(text, TEXT_FIELDS):
         if isinstance(unit, tuple):
             literal.append(unit[0])
             continue
