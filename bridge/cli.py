@@ -21,8 +21,8 @@ from bridge.config.durations import parse_duration
 from bridge.config.model import Phase
 from bridge.cutover.cli import change_phase, default_actor, print_status, read_status, run_command, status_json
 from bridge.decide import DEFAULT_MAX_PAYLOAD
-from bridge.dryrun_connect import dry_run as run_dry_run
-from bridge.dryrun_output import print_report as print_dry_run
+from bridge.dryrun.connect import dry_run as run_dry_run
+from bridge.dryrun.output import print_report as print_dry_run
 from bridge.errors import BridgeError, ConfigError
 from bridge.explain import Definitions, explain_amqp, explain_kafka, format_explanation
 from bridge.importers.cli import import_app, load_definitions

@@ -46,7 +46,6 @@ from bridge.config.model import (
 from bridge.cutover.controller import CutoverController, Supervisor
 from bridge.cutover.store import PhaseStore
 from bridge.deadletters import DEFAULT_MAX_CONTROL_LINE, DeadLetters
-from bridge.dryrun_patterns import streams_reached
 from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
 from bridge.jetstream.connection import ConnectionEvents, connect_error_text, connect_nats, watch_closed
@@ -62,6 +61,7 @@ from bridge.operations.metrics import bridge_registry
 from bridge.operations.watchdog import ShutdownWatchdog
 from bridge.pipeline import PipelineSettings, RoutePipeline
 from bridge.reverse.route import ReverseRoute
+from bridge.route_shapes import streams_reached
 from bridge.sources import aiokafka_uvloop
 from bridge.sources.base import Source
 from bridge.sources.kafka import KafkaTopicSource, default_group

@@ -38,9 +38,9 @@ from bridge.cutover.backlog import Backlog, route_backlog
 from bridge.cutover.drain import lanes_text
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.store import FRESH, PhaseState, PhaseStore
-from bridge.dryrun_patterns import streams_reached
 from bridge.durability import DurabilityReport
 from bridge.durability_probe import read_report
+from bridge.route_shapes import streams_reached
 
 
 @dataclass(slots=True)
