@@ -9,11 +9,11 @@ import socket
 import time
 from typing import Any
 
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bridge.cli_output import fail
 from bridge.config.model import BridgeConfig, Phase
 from bridge.cutover.backlog import route_backlog
 from bridge.cutover.controller import CLEANING
@@ -238,5 +238,4 @@ def run_command(coroutine: Any) -> Any:
     try:
         return asyncio.run(coroutine)
     except BridgeError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(error))
