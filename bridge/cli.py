@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import os
 import sys
 from pathlib import Path
@@ -16,13 +15,14 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from bridge import __version__
+from bridge.cli_output import EXIT_FINDINGS, EXIT_INVALID, EXIT_OK, fail, fail_config, print_error, print_json
 from bridge.config import BridgeConfig, load_config
 from bridge.config.durations import parse_duration
 from bridge.config.services import Phase
 from bridge.cutover.cli import change_phase, default_actor, print_status, read_status, run_command, status_json
 from bridge.decide import DEFAULT_MAX_PAYLOAD
-from bridge.dryrun_connect import dry_run as run_dry_run
-from bridge.dryrun_output import print_report as print_dry_run
+from bridge.dryrun.connect import dry_run as run_dry_run
+from bridge.dryrun.output import print_report as print_dry_run
 from bridge.errors import BridgeError, ConfigError, JetStreamLostWritesError, NatsConnectionLostError
 from bridge.explain import Definitions, explain_amqp, explain_kafka, format_explanation
 from bridge.importers.cli import import_app, load_definitions
@@ -35,8 +35,8 @@ from bridge.runner import RunSettings, run_bridge
 from bridge.traffic import produce_all
 from bridge.verify import verify_command
 
-EXIT_INVALID = 2
-EXIT_NATS_LOST = 1  # `run`: the NATS client closed for good; a supervisor should start it again
+EXIT_NATS_LOST = EXIT_FINDINGS  # `run`: the NATS client closed for good; a supervisor should start it again
+EXIT_PENDING = EXIT_FINDINGS  # `streams plan`: changes to apply
 
 app = typer.Typer(
     name="nats-bridge",
@@ -54,22 +54,7 @@ def _load(path: Path, as_json: bool) -> BridgeConfig:
     try:
         return load_config(path)
     except ConfigError as error:
-        _fail_config(error, as_json)
-
-
-def _fail_config(error: ConfigError, as_json: bool) -> NoReturn:
-    if as_json:
-        issues = [
-            {"file": i.file, "line": i.line, "column": i.column, "path": i.path, "message": i.message, "hint": i.hint}
-            for i in error.issues
-        ]
-        typer.echo(json.dumps({"valid": False, "errors": issues}, indent=2))
-    else:
-        for issue in error.issues:
-            typer.echo(f"error: {issue}", err=True)
-        count = len(error.issues)
-        typer.echo(f"{count} error{'s' if count != 1 else ''} in {error.issues[0].file}", err=True)
-    raise typer.Exit(EXIT_INVALID)
+        fail_config(error, as_json)
 
 
 @app.command()
@@ -86,7 +71,7 @@ def validate(file: MappingFile, as_json: JsonFlag = False) -> None:
             "services": len(config.services),
             "routes": len(routes),
         }
-        typer.echo(json.dumps(summary, indent=2))
+        print_json(summary)
     else:
         counts = [
             _plural(len(config.streams), "stream"),
@@ -161,7 +146,7 @@ def dry_run(
         )
     )
     if as_json:
-        typer.echo(json.dumps(report.as_json(), indent=2))
+        print_json(report.as_json())
     else:
         print_dry_run(report)
     raise typer.Exit(report.exit_code)
@@ -251,10 +236,10 @@ def explain(
             definitions=legacy,
         )
     if as_json:
-        typer.echo(json.dumps(explanation.as_json(), indent=2))
+        print_json(explanation.as_json())
     else:
         typer.echo(format_explanation(explanation), nl=False)
-    raise typer.Exit(0 if explanation.matches else 1)
+    raise typer.Exit(EXIT_OK if explanation.matches else EXIT_FINDINGS)
 
 
 @app.command()
@@ -294,8 +279,7 @@ def run(
         address = None if http.lower() == "off" else HttpAddress.parse(http)
         token = http_token(http_token_file, os.environ)
     except (ValueError, BridgeError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        fail(str(error))
     secrets = config_secrets(config) + ([token] if token else [])
     configure_logging(log_level, log_format, secrets=secrets)
     try:
@@ -368,14 +352,11 @@ def streams_show(
             }
             for s in states
         ]
-        typer.echo(json.dumps(document, indent=2))
+        print_json(document)
     else:
         typer.echo(format_states(states), nl=False)
     if wait_for and sum(s.messages for s in states) < wait_for:
-        raise typer.Exit(1)
-
-
-EXIT_PENDING = 1
+        raise typer.Exit(EXIT_FINDINGS)
 
 
 @streams_app.command("plan")
@@ -393,12 +374,12 @@ def streams_plan(file: MappingFile, as_json: JsonFlag = False) -> None:
     config = _load(file, as_json)
     plan = asyncio.run(plan_from_server(config))
     if as_json:
-        typer.echo(json.dumps(plan.as_json(), indent=2))
+        print_json(plan.as_json())
     else:
         typer.echo(format_plan(plan), nl=False)
     if plan.refused:
         raise typer.Exit(EXIT_INVALID)
-    raise typer.Exit(EXIT_PENDING if plan.pending else 0)
+    raise typer.Exit(EXIT_PENDING if plan.pending else EXIT_OK)
 
 
 @streams_app.command("apply")
@@ -424,10 +405,10 @@ def streams_apply(
     config = _load(file, as_json)
     report = asyncio.run(apply_to_server(config, partial=partial))
     if as_json:
-        typer.echo(json.dumps(report.as_json(), indent=2))
+        print_json(report.as_json())
     else:
         typer.echo(format_report(report), nl=False)
-    raise typer.Exit(0 if report.ok else EXIT_INVALID)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_INVALID)
 
 
 @app.command()
@@ -537,7 +518,7 @@ def schema() -> None:
     document = BridgeConfig.model_json_schema(by_alias=True)
     document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     document["title"] = "nats-bridge mapping file"
-    typer.echo(json.dumps(document, indent=2))
+    print_json(document)
 
 
 @app.command()
@@ -554,7 +535,7 @@ def main() -> None:
     try:
         app()
     except BridgeError as error:
-        typer.echo(f"error: {error}", err=True)
+        print_error(str(error))
         sys.exit(EXIT_INVALID)
     except OSError as error:
         if error.errno not in _OUTPUT_ERRNOS:
@@ -574,5 +555,5 @@ def _output_failed(error: OSError) -> NoReturn:
     with contextlib.suppress(OSError, ValueError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     with contextlib.suppress(OSError):
-        typer.echo(f"error: cannot write the output: {error.strerror or error}", err=True)
+        print_error(f"cannot write the output: {error.strerror or error}")
     sys.exit(EXIT_INVALID)

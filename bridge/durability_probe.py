@@ -38,7 +38,6 @@ from bridge.config.model import BridgeConfig
 from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
 from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.config.streams import StreamConfig
-from bridge.dryrun_patterns import binding_words, intersects
 from bridge.durability import (
     NOT_REVEALED,
     DurabilityReport,
@@ -55,6 +54,7 @@ from bridge.durability import (
 )
 from bridge.logs import redact_url
 from bridge.routing import ExchangeType
+from bridge.routing.shapes import binding_words, intersects
 
 TIMEOUT = 5.0  # seconds per look: dry-run and status must answer quickly, also when something is down
 KAFKA_CONFIGS = ("min.insync.replicas", "flush.messages")

@@ -41,7 +41,6 @@ from bridge.config.streams import StreamConfig
 from bridge.cutover.controller import CutoverController, Supervisor
 from bridge.cutover.store import PhaseStore
 from bridge.deadletters import DEFAULT_MAX_CONTROL_LINE, DeadLetters
-from bridge.dryrun_patterns import streams_reached
 from bridge.errors import (
     AtomicBatchesUnsupportedError,
     BridgeError,
@@ -63,6 +62,7 @@ from bridge.operations.metrics import bridge_registry
 from bridge.operations.watchdog import ShutdownWatchdog
 from bridge.pipeline import PipelineSettings, RoutePipeline
 from bridge.reverse.route import ReverseRoute
+from bridge.route_shapes import streams_reached
 from bridge.sources.base import Source
 
 log = logging.getLogger(__name__)

@@ -9,12 +9,12 @@ import socket
 import time
 from typing import Any
 
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bridge.brokers import route_broker
+from bridge.cli_output import fail
 from bridge.config.model import BridgeConfig
 from bridge.config.services import Phase
 from bridge.cutover.controller import CLEANING
@@ -239,5 +239,4 @@ def run_command(coroutine: Any) -> Any:
     try:
         return asyncio.run(coroutine)
     except BridgeError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(error))

@@ -39,9 +39,9 @@ from bridge.config.services import Phase
 from bridge.cutover.drain import lanes_text
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.store import FRESH, PhaseState, PhaseStore
-from bridge.dryrun_patterns import streams_reached
 from bridge.durability import DurabilityReport
 from bridge.durability_probe import read_report
+from bridge.route_shapes import streams_reached
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bridge.cli_output import EXIT_INVALID, fail, print_error
 from bridge.config import load_config_text
 from bridge.config.limits import MAX_DEFINITIONS_BYTES, InputLimitError, loads_json, read_bounded, size_limit
 from bridge.errors import ConfigError, NothingToCopyError
@@ -23,8 +24,6 @@ from bridge.importers.kafka import import_topics, read_topics
 from bridge.importers.rabbitmq import DEFAULT_PREFIX, check_definitions, import_definitions
 from bridge.importers.render import MappingDocument, render
 from bridge.routing import is_valid_subject_filter
-
-EXIT_INVALID = 2
 
 import_app = typer.Typer(
     name="import",
@@ -43,19 +42,17 @@ def _emit(document: MappingDocument, output: Path | None, force: bool) -> None:
         load_config_text(text, str(output or "<generated>"), {})
     except ConfigError as error:
         for issue in error.issues:
-            typer.echo(f"error: generated mapping is invalid (a bug in the importer): {issue}", err=True)
+            print_error(f"generated mapping is invalid (a bug in the importer): {issue}")
         raise typer.Exit(EXIT_INVALID) from None
     if output is None:
         typer.echo(text, nl=False)
         return
     if output.exists() and not force:
-        typer.echo(f"error: {output} exists; use --force to overwrite it", err=True)
-        raise typer.Exit(EXIT_INVALID)
+        fail(f"{output} exists; use --force to overwrite it")
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as error:  # a missing folder, a full disk, no permission
-        typer.echo(f"error: cannot write {output}: {error.strerror or error}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        fail(f"cannot write {output}: {error.strerror or error}")
     typer.echo(f"wrote {output}", err=True)
 
 
@@ -75,7 +72,7 @@ def _read_definitions(definitions: Path) -> Any:
         problem = "not UTF-8 text"
     except (InputLimitError, ValueError) as error:
         problem = str(error)
-    typer.echo(f"error: {definitions}: {problem}", err=True)
+    print_error(f"{definitions}: {problem}")
     raise typer.Exit(EXIT_INVALID)
 
 
@@ -87,7 +84,7 @@ def load_definitions(definitions: Path) -> Mapping[str, Any]:
     problems = check_definitions(document)
     if problems:
         for problem in problems:
-            typer.echo(f"error: {definitions}: {problem}", err=True)
+            print_error(f"{definitions}: {problem}")
         typer.echo(f"{definitions} is not a definitions export the importer can read", err=True)
         raise typer.Exit(EXIT_INVALID)
     assert isinstance(document, Mapping)  # check_definitions refuses anything else
@@ -113,7 +110,7 @@ def import_rabbitmq(
     try:
         mapping = import_definitions(document, prefix=prefix, vhost=vhost)
     except NothingToCopyError as error:
-        typer.echo(f"error: {definitions}: {error.summary}; nothing written", err=True)
+        print_error(f"{definitions}: {error.summary}; nothing written")
         for reason in error.reasons:
             typer.echo(f"  - {reason}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
@@ -133,9 +130,7 @@ def import_kafka(
     try:
         found = asyncio.run(read_topics(bootstrap, topics))
     except Exception as error:  # aiokafka raises many types for an unreachable or refusing cluster
-        typer.echo(f"error: cannot read topics from {bootstrap}: {error!r}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        fail(f"cannot read topics from {bootstrap}: {error!r}")
     if not found:
-        typer.echo(f"error: no topic{' matches ' + topics if topics else ''} on {bootstrap}", err=True)
-        raise typer.Exit(EXIT_INVALID)
+        fail(f"no topic{' matches ' + topics if topics else ''} on {bootstrap}")
     _emit(import_topics(found, bootstrap), output, force)

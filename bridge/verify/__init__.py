@@ -33,8 +33,8 @@ The modules, in the order a check runs:
 * limits: timeouts and batch sizes.
 """
 
-from bridge.dryrun_patterns import SubjectFit
 from bridge.errors import ScanError
+from bridge.route_shapes import SubjectFit
 from bridge.verify.claims import RouteCheck, build_checks, route_kind
 from bridge.verify.command import verify, verify_command
 from bridge.verify.counts import IdCounts, PositionCounts

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from bridge.config.model import BridgeConfig
 from bridge.config.routes import FromKafka, FromRabbitMQ, MsgIdStrategy, RabbitMQMode
 from bridge.deadletters import ROUTE_HEADER
-from bridge.dryrun_patterns import SubjectFit, filter_shape, intersects, route_shapes
 from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import lane_position_from_headers
 from bridge.mapping import MSG_ID_HEADER, ROUTE_NAME_HEADER, CompiledRoute
+from bridge.route_shapes import SubjectFit, route_shapes
 from bridge.routing import kafka_topic_matches
+from bridge.routing.shapes import filter_shape, intersects
 from bridge.sources.base import Lane, lane_label
 from bridge.verify.counts import IdCounts, PositionCounts
 from bridge.verify.ranges import RunBuilder

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from pathlib import Path
 
 import typer
@@ -18,6 +17,7 @@ from nats.errors import Error as NatsError
 
 from bridge.brokers import BROKER_ERRORS
 from bridge.brokers.kafka.names import default_group
+from bridge.cli_output import print_config_errors, print_json
 from bridge.config import load_config
 from bridge.config.model import BridgeConfig
 from bridge.config.routes import FromKafka, MsgIdStrategy
@@ -210,24 +210,7 @@ def verify_command(file: Path, service: str | None, as_json: bool, repair_missin
     try:
         config = load_config(file)
     except ConfigError as error:
-        if as_json:
-            issues = [
-                {
-                    "file": i.file,
-                    "line": i.line,
-                    "column": i.column,
-                    "path": i.path,
-                    "message": i.message,
-                    "hint": i.hint,
-                }
-                for i in error.issues
-            ]
-            typer.echo(json.dumps({"valid": False, "errors": issues}, indent=2))
-        else:
-            for issue in error.issues:
-                typer.echo(f"error: {issue}", err=True)
-            count = len(error.issues)
-            typer.echo(f"{count} error{'s' if count != 1 else ''} in {error.issues[0].file}", err=True)
+        print_config_errors(error, as_json)
         return EXIT_UNCHECKED
     repaired: RepairReport | None = None
     if repair_missing:
@@ -244,7 +227,7 @@ def _print(report: VerifyReport, repaired: RepairReport | None, as_json: bool) -
         document = report.as_json()
         if repaired is not None:
             document["repair"] = repaired.as_json()
-        typer.echo(json.dumps(document, indent=2))
+        print_json(document)
         return
     if repaired is not None:
         for lane in repaired.lanes:

@@ -15,13 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bridge.cli_output import EXIT_FINDINGS, EXIT_INVALID, EXIT_OK
 from bridge.verify.ranges import DoubledRun, format_ranges
 
 RouteKind = Literal["kafka", "rabbitmq-stream", "rabbitmq-queue"]
 
-EXIT_CLEAN = 0
-EXIT_DIFFERS = 1
-EXIT_UNCHECKED = 2
+EXIT_CLEAN = EXIT_OK
+EXIT_DIFFERS = EXIT_FINDINGS
+EXIT_UNCHECKED = EXIT_INVALID
 
 
 @dataclass(slots=True)

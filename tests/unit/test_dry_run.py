@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 from bridge.cli import app
 from bridge.config import BridgeConfig
 from bridge.config.loader import load_config_text
-from bridge.dryrun import Finding, Severity, offline_checks
-from bridge.dryrun_patterns import ONE, Lit, contained_in_filter, filter_shape, intersects, route_shapes
+from bridge.dryrun.checks import offline_checks
+from bridge.dryrun.report import Finding, Severity
+from bridge.route_shapes import route_shapes
+from bridge.routing.shapes import ONE, Lit, contained_in_filter, filter_shape, intersects
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from bridge.cli import app
 from bridge.config import load_config_text
-from bridge.dryrun import offline_checks
-from bridge.dryrun_output import TABLE_ROWS
+from bridge.dryrun.checks import offline_checks
+from bridge.dryrun.output import TABLE_ROWS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from dryrun_scale import estate, recorded  # the benchmark's own generators

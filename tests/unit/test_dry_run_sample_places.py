@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bridge.config import load_config_text
-from bridge.dryrun_sample import _kafka_topics, _rabbitmq_places
+from bridge.dryrun.sample_kafka import _kafka_topics
+from bridge.dryrun.sample_rabbitmq import _rabbitmq_places
 from bridge.routing import ExchangeType
 
 MAPPING = """

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bridge.config import load_config_text
-from bridge.dryrun import Severity, offline_checks
+from bridge.dryrun.checks import offline_checks
+from bridge.dryrun.report import Severity
 from bridge.explain import explain_kafka
 from bridge.importers import TopicInfo, import_topics, render, select_topics
 

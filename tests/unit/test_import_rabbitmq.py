@@ -13,7 +13,8 @@ import pytest
 
 from bridge.config import FromRabbitMQ, load_config_text
 from bridge.config.model import BridgeConfig
-from bridge.dryrun import Severity, offline_checks
+from bridge.dryrun.checks import offline_checks
+from bridge.dryrun.report import Severity
 from bridge.explain import explain_amqp
 from bridge.importers import MappingDocument, import_definitions, render
 

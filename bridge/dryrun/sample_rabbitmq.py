@@ -1,183 +1,28 @@
-"""`dry-run --sample N`: what the bridge would do with the traffic on the brokers now.
-
-A replay of recorded messages (bridge.dryrun_replay) shows the mapping's effect on traffic
-someone saved; a sample reads it live. Reading must take nothing from anybody, so each kind
-of source is read the one way that leaves it as it was:
-
-- Kafka: a consumer *without a group*, assigned to every partition of the routes' topics and
-  positioned at the last N offsets. No group is joined, nothing is committed, no legacy
-  consumer's share of the partitions changes.
-- A RabbitMQ exchange (shadow routes): a server-named, exclusive, auto-delete queue bound so
-  that it gets a copy of everything the exchange routes (topic `#`, fanout, headers with
-  `x-match: all` and no arguments; a direct exchange only the routes' own keys, as direct
-  bindings have no wildcard). It sees what is published while it listens (`--duration`), not
-  what was published before, and disappears with the connection.
-- A RabbitMQ stream queue (stream routes): read from an offset. A stream keeps what is read;
-  the acknowledgements a stream consumer sends only grant credit.
-- A RabbitMQ queue a route drains (queue mode) is *not* sampled: a classic or quorum queue
-  cannot be read without taking messages from its consumers, and a requeue would mark them
-  redelivered (and count toward a quorum queue's delivery limit). Record them and use `--input`.
-
-N is per place read (a topic, an exchange, a stream queue). Every sampled message then goes
-through the same replay as `--input`, so what is shown is what `run` would publish.
-"""
+"""`dry-run --sample` on RabbitMQ: a copy of what each exchange routes while it listens, and the
+last messages of each stream queue; a queue a route drains is left alone (see bridge.dryrun.sample)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
 import aiormq
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 from aiormq.abc import DeliveredMessage
 
-from bridge.brokers.kafka.client import kafka_client_options
-from bridge.brokers.kafka.names import full_match_pattern
-from bridge.brokers.kafka.records import kafka_message
 from bridge.brokers.rabbitmq.client import open_connection
 from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, stream_offset_of
 from bridge.config.model import BridgeConfig
-from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode
-from bridge.config.sources import KafkaSource, RabbitMQSource
-from bridge.dryrun import Finding, Severity
-from bridge.dryrun_replay import AmqpRecord, KafkaRecord, ReplayReport, replay_findings, replay_message
+from bridge.config.routes import FromRabbitMQ, RabbitMQMode
+from bridge.config.sources import RabbitMQSource
+from bridge.dryrun.records import AmqpRecord
+from bridge.dryrun.report import Finding, Severity
+from bridge.dryrun.sample import CHECK, CONNECT_TIMEOUT, Sample, Sampled
 from bridge.errors import RabbitMQConnectError
 from bridge.message import AmqpOrigin, SourceMessage
 from bridge.routing import ExchangeType
-
-CHECK = "sample"
-CONNECT_TIMEOUT = 10.0
-
-
-@dataclass(slots=True)
-class Sampled:
-    """One message read from a broker: where, the record a replay takes, the exact message."""
-
-    where: str
-    record: KafkaRecord | AmqpRecord
-    message: SourceMessage | None = None  # exact, when a replay of `record` alone would lose detail
-
-
-@dataclass(slots=True)
-class Sample:
-    """Everything read, and what could not be read or was left alone on purpose."""
-
-    messages: list[Sampled] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- Kafka
-
-
-def _kafka_topics(config: BridgeConfig, source_name: str, existing: Iterable[str]) -> list[str]:
-    """The topics the routes of one Kafka source read, as they exist on the cluster now."""
-    existing = set(existing)
-    wanted: set[str] = set()
-    for _, route in config.routes():
-        subscription = route.from_
-        if route.source != source_name or not isinstance(subscription, FromKafka):
-            continue
-        if subscription.topics:
-            wanted.update(topic for topic in subscription.topics if topic in existing)
-        else:
-            regex = full_match_pattern(subscription.topic_pattern or "")
-            wanted.update(topic for topic in existing if regex.match(topic) and not topic.startswith("__"))
-    return sorted(wanted)
-
-
-async def sample_kafka(name: str, source: KafkaSource, config: BridgeConfig, count: int, duration: float) -> Sample:
-    """The last `count` records of each topic the source's routes read (by timestamp across
-    its partitions), read without a consumer group."""
-    sample = Sample()
-    consumer = AIOKafkaConsumer(
-        **kafka_client_options(source, client_suffix="-dry-run-sample"),
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        request_timeout_ms=int(CONNECT_TIMEOUT * 1000),
-    )
-    admin = AIOKafkaAdminClient(**kafka_client_options(source, client_suffix="-dry-run-sample"))
-    servers = ",".join(source.bootstrap_servers)
-    try:
-        await asyncio.wait_for(asyncio.gather(consumer.start(), admin.start()), CONNECT_TIMEOUT * 2)
-        topics = _kafka_topics(config, name, await admin.list_topics())
-        described = await admin.describe_topics(topics) if topics else []
-        partitions = [
-            TopicPartition(item["topic"], partition["partition"])
-            for item in described
-            for partition in item["partitions"]
-        ]
-        records = await _read_tails(consumer, partitions, count, duration) if partitions else {}
-    except (KafkaError, OSError, TimeoutError) as error:
-        text = str(error) or type(error).__name__
-        sample.findings.append(
-            Finding(Severity.ERROR, CHECK, f"kafka source '{name}'", f"cannot read {servers}: {text}")
-        )
-        return sample
-    finally:
-        with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
-            await consumer.stop()
-        with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
-            await admin.close()
-    for topic in topics:
-        newest = sorted(records.get(topic, []), key=lambda r: (r.timestamp, r.partition, r.offset))[-count:]
-        for record in sorted(newest, key=lambda r: (r.partition, r.offset)):
-            message = kafka_message(record)
-            sample.messages.append(
-                Sampled(f"kafka {record.topic}/{record.partition}@{record.offset}", _kafka_record(record), message)
-            )
-        sample.findings.append(
-            Finding(Severity.INFO, CHECK, f"kafka topic '{topic}'", f"sampled the last {len(newest)} record(s)")
-        )
-    return sample
-
-
-async def _read_tails(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], count: int, duration: float
-) -> dict[str, list[Any]]:
-    """Per topic, up to `count` records from the end of each partition, as of now."""
-    consumer.assign(partitions)
-    beginnings = await consumer.beginning_offsets(partitions)
-    ends = await consumer.end_offsets(partitions)
-    remaining: dict[TopicPartition, int] = {}
-    for tp in partitions:
-        start = max(beginnings[tp], ends[tp] - count)
-        if start < ends[tp]:
-            consumer.seek(tp, start)
-            remaining[tp] = ends[tp]
-    found: dict[str, list[Any]] = {}
-    deadline = time.monotonic() + duration
-    while remaining and time.monotonic() < deadline:
-        batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=1000)
-        for tp, batch in batches.items():
-            found.setdefault(tp.topic, []).extend(record for record in batch if record.offset < remaining.get(tp, 0))
-        for tp in list(remaining):
-            # Transaction markers and compacted gaps have offsets but no records: go by position.
-            if await consumer.position(tp) >= remaining[tp]:
-                del remaining[tp]
-    return found
-
-
-def _kafka_record(record: Any) -> KafkaRecord:
-    return KafkaRecord(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        headers=tuple(record.headers),
-        timestamp_ms=record.timestamp,
-    )
-
-
-# --------------------------------------------------------------------------- RabbitMQ
 
 
 @dataclass(slots=True)
@@ -394,32 +239,3 @@ def _amqp_record(message: SourceMessage, queue: str | None = None) -> AmqpRecord
         headers=dict(message.headers),
         body=message.body or b"",
     )
-
-
-# --------------------------------------------------------------------------- all of it
-
-
-async def sample_all(config: BridgeConfig, count: int, duration: float) -> Sample:
-    """Every source at once (exchanges listen for `duration` in parallel)."""
-    jobs = [
-        sample_rabbitmq(name, source, config, count, duration)
-        if isinstance(source, RabbitMQSource)
-        else sample_kafka(name, source, config, count, duration)
-        for name, source in config.sources.items()
-    ]
-    total = Sample()
-    for result in await asyncio.gather(*jobs):
-        total.messages += result.messages
-        total.findings += result.findings
-    return total
-
-
-async def sample_into(report: ReplayReport, config: BridgeConfig, count: int, duration: float) -> None:
-    """Read the sample and replay it into `report`: messages numbered in reading order."""
-    sample = await sample_all(config, count, duration)
-    report.findings += sample.findings
-    for number, sampled in enumerate(sample.messages, start=1):
-        replayed = replay_message(config, number, sampled.record, max_payload=report.max_payload, exact=sampled.message)
-        report.messages.append(replayed)
-        report.where.append(sampled.where)
-    report.findings += replay_findings(report.messages, report.input_file)

@@ -6,8 +6,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bridge.decide import Fate
-from bridge.dryrun import DryRunReport, Severity
-from bridge.dryrun_replay import ReplayReport, RouteVerdict
+from bridge.dryrun.replay import ReplayReport, RouteVerdict
+from bridge.dryrun.report import DryRunReport, Severity
 from bridge.jetstream.plan import Action, show_value
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "dim"}

@@ -43,9 +43,13 @@ from bridge.config.model import BridgeConfig
 from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode
 from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.decide import DEFAULT_MAX_PAYLOAD
-from bridge.dryrun import DryRunReport, Finding, Severity, offline_checks, route_streams
-from bridge.dryrun_replay import ReplayReport, replay_file
-from bridge.dryrun_sample import sample_into
+from bridge.dryrun.checks import offline_checks
+from bridge.dryrun.replay import ReplayReport, replay_file, replay_findings, replay_message
+from bridge.dryrun.report import DryRunReport, Finding, Severity
+from bridge.dryrun.sample import Sample
+from bridge.dryrun.sample_kafka import sample_kafka
+from bridge.dryrun.sample_rabbitmq import sample_rabbitmq
+from bridge.dryrun.streams import route_streams
 from bridge.durability import NOT_REVEALED, SYNC_UNKNOWN_NOTE, DurabilityReport, Level
 from bridge.durability_probe import assemble, gather_legacy_and_sync, stream_infos
 from bridge.errors import BridgeError, RabbitMQConnectError
@@ -286,6 +290,32 @@ async def probe_all(
     return findings, plan, server, durability
 
 
+async def sample_all(config: BridgeConfig, count: int, duration: float) -> Sample:
+    """Every source at once (exchanges listen for `duration` in parallel)."""
+    jobs = [
+        sample_rabbitmq(name, source, config, count, duration)
+        if isinstance(source, RabbitMQSource)
+        else sample_kafka(name, source, config, count, duration)
+        for name, source in config.sources.items()
+    ]
+    total = Sample()
+    for result in await asyncio.gather(*jobs):
+        total.messages += result.messages
+        total.findings += result.findings
+    return total
+
+
+async def sample_into(report: ReplayReport, config: BridgeConfig, count: int, duration: float) -> None:
+    """Read the sample and replay it into `report`: messages numbered in reading order."""
+    sample = await sample_all(config, count, duration)
+    report.findings += sample.findings
+    for number, sampled in enumerate(sample.messages, start=1):
+        replayed = replay_message(config, number, sampled.record, max_payload=report.max_payload, exact=sampled.message)
+        report.messages.append(replayed)
+        report.where.append(sampled.where)
+    report.findings += replay_findings(report.messages, report.input_file)
+
+
 async def dry_run(
     config: BridgeConfig,
     file: str,
@@ -299,8 +329,8 @@ async def dry_run(
 ) -> DryRunReport:
     """The whole dry-run: the offline checks, and with `connect` the probes (whose server streams
     then join the capture and overlap checks). With `replay_input` the recorded messages are
-    replayed through the mapping (bridge.dryrun_replay, offline), with `sample` messages read
-    live without consuming (bridge.dryrun_sample); either way the report is a ReplayReport."""
+    replayed through the mapping (bridge.dryrun.replay, offline), with `sample` messages read
+    live without consuming (bridge.dryrun.sample); either way the report is a ReplayReport."""
     report = DryRunReport(file)
     if replay_input is not None:
         report = ReplayReport(file, input_file=str(replay_input), max_payload=max_payload)
