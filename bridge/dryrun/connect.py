@@ -30,12 +30,11 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from nats.errors import Error as NatsError
 from nats.js import api as js_api
 
-from bridge.brokers.kafka.client import kafka_client_options
+from bridge.brokers.kafka import client
 from bridge.brokers.kafka.names import full_match_pattern
 from bridge.brokers.rabbitmq.client import amqp_url, open_connection
 from bridge.brokers.rabbitmq.names import shadow_queue_name
@@ -192,11 +191,7 @@ async def probe_kafka(config: BridgeConfig, name: str, source: KafkaSource) -> l
     """Read one Kafka cluster's topic list and check the routes' topics against it."""
     servers = ",".join(source.bootstrap_servers)
     subject = f"kafka source '{name}'"
-    options = {
-        **kafka_client_options(source, client_suffix="-dry-run"),
-        "request_timeout_ms": int(PROBE_TIMEOUT * 1000),
-    }
-    admin = AIOKafkaAdminClient(**options)
+    admin = client.admin(source, purpose="dry-run", request_timeout_ms=int(PROBE_TIMEOUT * 1000))
     try:
         await asyncio.wait_for(admin.start(), PROBE_TIMEOUT * 2)
         topics = set(await asyncio.wait_for(admin.list_topics(), PROBE_TIMEOUT))

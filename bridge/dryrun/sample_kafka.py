@@ -10,10 +10,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from bridge.brokers.kafka.client import kafka_client_options
+from bridge.brokers.kafka import client
 from bridge.brokers.kafka.names import full_match_pattern
 from bridge.brokers.kafka.records import kafka_message
 from bridge.config.model import BridgeConfig
@@ -44,14 +43,15 @@ async def sample_kafka(name: str, source: KafkaSource, config: BridgeConfig, cou
     """The last `count` records of each topic the source's routes read (by timestamp across
     its partitions), read without a consumer group."""
     sample = Sample()
-    consumer = AIOKafkaConsumer(
-        **kafka_client_options(source, client_suffix="-dry-run-sample"),
+    consumer = client.consumer(
+        source,
+        purpose="dry-run-sample",
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
         request_timeout_ms=int(CONNECT_TIMEOUT * 1000),
     )
-    admin = AIOKafkaAdminClient(**kafka_client_options(source, client_suffix="-dry-run-sample"))
+    admin = client.admin(source, purpose="dry-run-sample")
     servers = ",".join(source.bootstrap_servers)
     try:
         await asyncio.wait_for(asyncio.gather(consumer.start(), admin.start()), CONNECT_TIMEOUT * 2)
