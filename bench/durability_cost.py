@@ -56,7 +56,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js import api as js_api
 
-from bridge.durability import SyncSetting, sync_from_varz
+from bridge.durability.sync import SyncSetting, sync_from_varz
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/chaos and tests/private_nats, as bench/chaos.py reaches them

@@ -21,7 +21,8 @@ from bridge.cutover.controller import CLEANING
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.status import ServiceStatus, gather_status
 from bridge.cutover.store import PhaseStore
-from bridge.durability import NOT_REVEALED, SYNC_UNKNOWN_NOTE
+from bridge.durability.legacy import NOT_REVEALED
+from bridge.durability.sync import SYNC_UNKNOWN_NOTE
 from bridge.errors import BridgeError
 from bridge.jetstream.connection import close_quietly, connect_for_command
 

@@ -39,8 +39,8 @@ from bridge.config.services import Phase
 from bridge.cutover.drain import lanes_text
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.store import FRESH, PhaseState, PhaseStore
-from bridge.durability import DurabilityReport
-from bridge.durability_probe import read_report
+from bridge.durability.assess import DurabilityReport
+from bridge.durability.probe import read_report
 from bridge.route_shapes import streams_reached
 
 

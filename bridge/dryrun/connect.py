@@ -11,7 +11,7 @@ What each probe does, and why it leaves no trace:
   up the same way, only to say whether `run` will declare it.
 - Kafka: an admin client reads cluster metadata (topics). No consumer is created, so no
   group is joined and no offset is committed.
-- Durability (bridge.durability_probe): the streams' replicas and storage from the same stream
+- Durability (bridge.durability.probe): the streams' replicas and storage from the same stream
   listing, each server's sync_interval from its monitoring endpoint (`nats.monitor_urls`), queue
   types and bound queues from RabbitMQ's management API (`management:` of the source), Kafka
   topics' replica sets and configs from the admin client. All of it GETs and describes.
@@ -49,8 +49,10 @@ from bridge.dryrun.sample import Sample
 from bridge.dryrun.sample_kafka import sample_kafka
 from bridge.dryrun.sample_rabbitmq import sample_rabbitmq
 from bridge.dryrun.streams import route_streams
-from bridge.durability import NOT_REVEALED, SYNC_UNKNOWN_NOTE, DurabilityReport, Level
-from bridge.durability_probe import assemble, gather_legacy_and_sync, stream_infos
+from bridge.durability.assess import DurabilityReport
+from bridge.durability.legacy import NOT_REVEALED, Level
+from bridge.durability.probe import assemble, gather_legacy_and_sync, stream_infos
+from bridge.durability.sync import SYNC_UNKNOWN_NOTE
 from bridge.errors import BridgeError, RabbitMQConnectError
 from bridge.jetstream.connection import connect_error_text, connect_nats
 from bridge.jetstream.plan import Action, Plan, plan_streams

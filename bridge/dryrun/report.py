@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from bridge.cli_output import EXIT_FINDINGS, EXIT_INVALID, EXIT_OK
-from bridge.durability import DurabilityReport
+from bridge.durability.assess import DurabilityReport
 from bridge.jetstream.plan import Plan
 
 EXIT_CLEAN, EXIT_WARNINGS, EXIT_ERRORS = EXIT_OK, EXIT_FINDINGS, EXIT_INVALID

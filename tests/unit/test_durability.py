@@ -8,24 +8,18 @@ from datetime import timedelta
 
 import pytest
 
-from bridge.durability import (
+from bridge.durability.assess import Advice, assess, build_report
+from bridge.durability.legacy import (
     DEFAULT_SYNC_INTERVAL,
     NOT_REVEALED,
-    Advice,
     LegacyKind,
     LegacySource,
     LegacyView,
     Level,
-    StreamPosture,
-    SyncSetting,
-    assess,
-    build_report,
     legacy_from_kafka,
     legacy_from_management,
-    stream_sync,
-    sync_from_varz,
-    weakest,
 )
+from bridge.durability.sync import StreamPosture, SyncSetting, stream_sync, sync_from_varz, weakest
 
 ALWAYS = SyncSetting(True)
 DEFAULT = SyncSetting(False, DEFAULT_SYNC_INTERVAL)

@@ -38,20 +38,16 @@ from bridge.config.model import BridgeConfig
 from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
 from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.config.streams import StreamConfig
-from bridge.durability import (
+from bridge.durability.assess import DurabilityReport, build_report
+from bridge.durability.legacy import (
     NOT_REVEALED,
-    DurabilityReport,
     LegacyKind,
     LegacySource,
     LegacyView,
-    StreamPosture,
-    SyncSetting,
-    build_report,
     legacy_from_kafka,
     legacy_from_management,
-    stream_sync,
-    sync_from_varz,
 )
+from bridge.durability.sync import StreamPosture, SyncSetting, stream_sync, sync_from_varz
 from bridge.logs import redact_url
 from bridge.routing import ExchangeType
 from bridge.routing.shapes import binding_words, intersects
