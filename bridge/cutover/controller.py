@@ -40,7 +40,8 @@ from bridge.config.model import BridgeConfig, DeadLetterConfig
 from bridge.config.services import Phase, ReverseRouteConfig
 from bridge.cutover.drain import WHOLE, DrainTracker, RouteView, lanes_text, next_drain_record
 from bridge.cutover.phases import PhaseRecord
-from bridge.cutover.store import REPORT, BridgeReport, PhaseState, PhaseStore, Rejection, with_report
+from bridge.cutover.state import REPORT, BridgeReport, PhaseState, Rejection, with_report
+from bridge.cutover.store import PhaseStore
 from bridge.errors import PhaseConflictError
 
 if TYPE_CHECKING:

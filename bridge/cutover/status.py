@@ -38,7 +38,8 @@ from bridge.config.model import BridgeConfig
 from bridge.config.services import Phase
 from bridge.cutover.drain import lanes_text
 from bridge.cutover.phases import PhaseRecord
-from bridge.cutover.store import FRESH, PhaseState, PhaseStore
+from bridge.cutover.state import FRESH, PhaseState
+from bridge.cutover.store import PhaseStore
 from bridge.durability.assess import DurabilityReport
 from bridge.durability.probe import read_report
 from bridge.route_shapes import streams_reached

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from bridge.config.streams import StreamConfig
     from bridge.cutover.phases import PhaseRecord
-    from bridge.cutover.store import PhaseState, Rejection
+    from bridge.cutover.state import PhaseState, Rejection
     from bridge.jetstream.connection import ConnectionEvents
     from bridge.jetstream.publisher import JetStreamPublisher
     from bridge.pipeline import RoutePipeline

@@ -12,17 +12,8 @@ from nats.js import JetStreamContext
 
 from bridge.config.services import Phase
 from bridge.cutover.phases import MAX_RECORD_BYTES, PhaseRecord, check_transition, now_text, refusal
-from bridge.cutover.store import (
-    FRESH,
-    INVALID,
-    TRANSITION,
-    BridgeReport,
-    Entry,
-    PhaseState,
-    PhaseStore,
-    next_state,
-    with_report,
-)
+from bridge.cutover.state import FRESH, INVALID, TRANSITION, BridgeReport, Entry, PhaseState, next_state, with_report
+from bridge.cutover.store import PhaseStore
 from bridge.errors import BridgeError, InvalidRecordError
 
 WHERE = "nats_bridge_phases/phase.svc"
