@@ -275,7 +275,7 @@ async def fill_topic(bootstrap: str, topic: str, count: int, size: int) -> float
 
 
 def consumer_options(bootstrap: str, group: str) -> dict[str, Any]:
-    """The options bridge/sources/kafka.py uses, so ceiling A is what aiokafka allows the bridge."""
+    """The options bridge/brokers/kafka/source.py uses, so ceiling A is what aiokafka allows the bridge."""
     return {
         "bootstrap_servers": bootstrap,
         "group_id": group,

@@ -102,10 +102,10 @@ from common import (
 from nats.aio.client import Client as NatsClient
 from pamqp import commands as spec
 
+from bridge.brokers.rabbitmq.names import shadow_queue_name
 from bridge.config import BridgeConfig
 from bridge.message import AmqpOrigin, SourceMessage
 from bridge.runner import compile_routes
-from bridge.sources.rabbitmq import shadow_queue_name
 
 SIZES = (100, 1024)
 DEFAULT_MESSAGES = {100: 100_000, 1024: 50_000}

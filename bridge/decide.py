@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bridge.config.model import FromKafka, OnError, StreamConfig
+from bridge.config.routes import FromKafka, OnError
+from bridge.config.streams import StreamConfig
 from bridge.deadletters import DEFAULT_MAX_CONTROL_LINE, DeadLetterReason, encoded_size, fits, subject_fits
 from bridge.headers import ORIGIN_HEADER
 from bridge.mapping import CompiledRoute, MappingError

@@ -20,33 +20,24 @@ and an unknown, never an exception: dry-run and status still report everything e
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from bridge.config.model import (
-    BridgeConfig,
-    FromKafka,
-    FromRabbitMQ,
-    KafkaSource,
-    RabbitMQMode,
-    RabbitMQSource,
-    RouteConfig,
-    StreamConfig,
-)
-from bridge.dryrun_patterns import binding_words, intersects
+from bridge.brokers.http import HttpLookError, get_json, split_credentials
+from bridge.brokers.kafka.admin import describe_matching
+from bridge.brokers.rabbitmq.management import ManagementApi
+from bridge.brokers.rabbitmq.names import shadow_queue_name
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
+from bridge.config.sources import KafkaSource, RabbitMQSource
+from bridge.config.streams import StreamConfig
 from bridge.durability import (
     NOT_REVEALED,
     DurabilityReport,
@@ -63,59 +54,10 @@ from bridge.durability import (
 )
 from bridge.logs import redact_url
 from bridge.routing import ExchangeType
-from bridge.sources.kafka import full_match_pattern, kafka_client_options
-from bridge.sources.rabbitmq import amqp_url, shadow_queue_name
+from bridge.routing.shapes import binding_words, intersects
 
 TIMEOUT = 5.0  # seconds per look: dry-run and status must answer quickly, also when something is down
 KAFKA_CONFIGS = ("min.insync.replicas", "flush.messages")
-
-
-class ProbeError(Exception):
-    """A look that failed; the text is safe to print (no password)."""
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-@dataclass(frozen=True, slots=True)
-class Login:
-    """A user and password for HTTP basic authentication (aiohttp's BasicAuth is deprecated)."""
-
-    user: str
-    password: str = field(repr=False)
-
-    def headers(self) -> dict[str, str]:
-        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode("ascii")
-        return {"Authorization": f"Basic {token}"}
-
-
-def _split_credentials(url: str) -> tuple[str, Login | None]:
-    """(the URL without user info, its user and password), so the password is sent in a header
-    and never appears in an error text that quotes the URL."""
-    parts = urlsplit(url)
-    if parts.username is None:
-        return url, None
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port is not None else host
-    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return bare, Login(unquote(parts.username), unquote(parts.password or ""))
-
-
-async def _get_json(session: aiohttp.ClientSession, url: str, auth: Login | None, what: str) -> Any:
-    try:
-        headers = auth.headers() if auth is not None else {}
-        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as response:
-            if response.status == 404:
-                return None
-            if response.status in (401, 403):
-                raise ProbeError(f"{what}: HTTP {response.status} (the login was refused)")
-            if response.status != 200:
-                raise ProbeError(f"{what}: HTTP {response.status}")
-            return await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-        raise ProbeError(f"{what}: {str(error) or type(error).__name__}") from None
 
 
 # --------------------------------------------------------------------------- NATS
@@ -134,11 +76,11 @@ async def read_sync(config: BridgeConfig) -> tuple[dict[str, SyncSetting], list[
         return found, problems
     async with aiohttp.ClientSession() as session:
         for secret in config.nats.monitor_urls:
-            url, auth = _split_credentials(_varz_url(secret.get_secret_value()))
+            url, auth = split_credentials(_varz_url(secret.get_secret_value()))
             what = f"NATS monitoring at {redact_url(_varz_url(secret.get_secret_value()))}"
             try:
-                varz = await _get_json(session, url, auth, what)
-            except ProbeError as error:
+                varz = await get_json(session, url, auth, what, TIMEOUT)
+            except HttpLookError as error:
                 problems.append(str(error))
                 continue
             if not isinstance(varz, Mapping):
@@ -202,29 +144,6 @@ def postures(
 # --------------------------------------------------------------------------- RabbitMQ
 
 
-def _vhost(source: RabbitMQSource) -> str:
-    path = urlsplit(amqp_url(source)).path
-    return unquote(path[1:]) if len(path) > 1 else "/"
-
-
-def _management_login(source: RabbitMQSource) -> tuple[str, Login | None, str]:
-    """(API base URL without user info, the login, the URL as it may be shown)."""
-    assert source.management is not None
-    written = source.management.url.get_secret_value().rstrip("/")
-    base, auth = _split_credentials(written)
-    if not base.endswith("/api"):
-        base += "/api"
-    management = source.management
-    if management.username is not None or management.password is not None:
-        password = management.password.get_secret_value() if management.password is not None else ""
-        auth = Login(management.username or (auth.user if auth else "guest"), password)
-    elif auth is None:
-        parts = urlsplit(amqp_url(source))
-        if parts.username is not None:
-            auth = Login(unquote(parts.username), unquote(parts.password or ""))
-    return base, auth, redact_url(written)
-
-
 def _takes(subscription: FromRabbitMQ, key: str) -> bool:
     """Whether a legacy queue bound with `key` can receive what the route copies."""
     if subscription.type in (ExchangeType.FANOUT, ExchangeType.HEADERS):
@@ -246,24 +165,16 @@ async def _rabbit_views(
                     unknown=f"AMQP cannot tell a queue's type; set sources.{name}.management (the management API)"
                 )
         return views, []
-    base, auth, shown = _management_login(source)
-    vhost = quote(_vhost(source), safe="")
     ours = {
         route.from_.queue or shadow_queue_name(service, route.name)
         for service, route in config.routes()
         if isinstance(route.from_, FromRabbitMQ) and route.from_.effective_mode is RabbitMQMode.SHADOW
     }
-    async with aiohttp.ClientSession() as session:
+    async with ManagementApi(source, TIMEOUT) as api:
         try:
-            listed = await _get_json(
-                session,
-                f"{base}/queues/{vhost}?columns=name,type,durable,members,slave_nodes",
-                auth,
-                f"RabbitMQ management API at {shown}",
-            )
-        except ProbeError as error:
+            queues = await api.queues()
+        except HttpLookError as error:
             return {label: LegacyView(unknown=str(error)) for label, _, _ in routes}, [str(error)]
-        queues = {str(q.get("name")): q for q in listed or [] if isinstance(q, Mapping)}
         bindings: dict[str, list[Mapping[str, Any]] | str] = {}
         for label, _, subscription in routes:
             if subscription.effective_mode is not RabbitMQMode.SHADOW:
@@ -277,14 +188,8 @@ async def _rabbit_views(
             exchange = subscription.exchange or ""
             if exchange not in bindings:
                 try:
-                    found = await _get_json(
-                        session,
-                        f"{base}/exchanges/{vhost}/{quote(exchange, safe='')}/bindings/source",
-                        auth,
-                        f"RabbitMQ management API at {shown}",
-                    )
-                    bindings[exchange] = [b for b in found or [] if isinstance(b, Mapping)]
-                except ProbeError as error:
+                    bindings[exchange] = await api.exchange_bindings(exchange)
+                except HttpLookError as error:
                     bindings[exchange] = str(error)
             bound = bindings[exchange]
             if isinstance(bound, str):
@@ -311,43 +216,19 @@ async def _kafka_views(
     source: KafkaSource, routes: Sequence[tuple[str, FromKafka]]
 ) -> tuple[dict[str, LegacyView], list[str]]:
     servers = ",".join(source.bootstrap_servers)
-    options = {**kafka_client_options(source, client_suffix="-durability"), "request_timeout_ms": int(TIMEOUT * 1000)}
-    admin = AIOKafkaAdminClient(**options)
     try:
-        await asyncio.wait_for(admin.start(), TIMEOUT * 2)
-        existing = set(await asyncio.wait_for(admin.list_topics(), TIMEOUT))
-        wanted: dict[str, list[str]] = {}
-        for label, subscription in routes:
-            if subscription.topics:
-                wanted[label] = [topic for topic in subscription.topics if topic in existing]
-            else:
-                regex = full_match_pattern(subscription.topic_pattern or "")
-                wanted[label] = sorted(t for t in existing if regex.match(t) and not t.startswith("__"))
-        topics = sorted({topic for names in wanted.values() for topic in names})
-        described: dict[str, list[Mapping[str, Any]]] = {}
-        configs: dict[str, dict[str, str]] = {topic: {} for topic in topics}
-        if topics:
-            for item in await asyncio.wait_for(admin.describe_topics(topics), TIMEOUT):
-                described[item["topic"]] = list(item["partitions"])
-            resources = [
-                ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(KAFKA_CONFIGS)) for topic in topics
-            ]
-            for response in await asyncio.wait_for(admin.describe_configs(resources), TIMEOUT):
-                for error_code, _message, _type, topic, entries in response.resources:
-                    if error_code == 0 and topic in configs:
-                        configs[topic] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+        found = await describe_matching(source, dict(routes), KAFKA_CONFIGS, TIMEOUT)
     except (KafkaError, OSError, TimeoutError) as error:
         # Not a problem line of its own: the Kafka probe of dry-run (and status's backlog) says it.
         text = f"Kafka at {servers}: {str(error) or type(error).__name__}"
         return {label: LegacyView(unknown=text) for label, _ in routes}, []
-    finally:
-        with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
-            await admin.close()
     views = {
-        label: LegacyView(tuple(legacy_from_kafka(t, described.get(t, []), configs.get(t, {})) for t in names))
+        label: LegacyView(
+            tuple(legacy_from_kafka(t, found.partitions.get(t, []), found.configs.get(t, {})) for t in names)
+        )
         if names
         else LegacyView(unknown="no topic of the route exists yet")
-        for label, names in wanted.items()
+        for label, names in found.topics.items()
     }
     return views, []
 

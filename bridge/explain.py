@@ -20,15 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.config.model import (
-    BridgeConfig,
-    FromKafka,
-    FromRabbitMQ,
-    KafkaSource,
-    RabbitMQMode,
-    RabbitMQSource,
-    RouteConfig,
-)
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
+from bridge.config.sources import RabbitMQSource
 from bridge.deadletters import DeadLetterReason, offline_subject_room
 from bridge.decide import DEFAULT_MAX_PAYLOAD, DecideContext, Fate, decide
 from bridge.importers.topology import Topology
@@ -265,7 +259,7 @@ def _route_vhost(config: BridgeConfig, route: RouteConfig) -> str | None:
 
 
 def _taps(config: BridgeConfig, vhost: str) -> list[Tap]:
-    """The bridge's shadow queues in `vhost`, bound as `run` binds them (bridge.sources.rabbitmq):
+    """The bridge's shadow queues in `vhost`, bound as `run` binds them (bridge.brokers.rabbitmq.source):
     a headers route with its arguments, a fanout route with '', the others once per key."""
     taps = []
     for service, route in config.routes():
@@ -426,9 +420,7 @@ def route_outcome(
 ) -> RouteOutcome:
     """What `run` would do with this message on this route: `bridge.decide`, the running
     bridge's own decision, so explain, dry-run replays and samples can never disagree with it."""
-    source = config.sources[route.source]
-    cluster = source.cluster_name if isinstance(source, KafkaSource) else None
-    compiled = CompiledRoute.compile(service, route, cluster)
+    compiled = CompiledRoute.of(config, service, route)
     choice = compiled.msg_id_choice(message)
     verdict = decide(
         compiled,

@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from pydantic import SecretStr
 from pythonjsonlogger.json import JsonFormatter
 
-from bridge.config.model import BridgeConfig, KafkaSource, RabbitMQSource
+from bridge.config.model import BridgeConfig
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 HUMAN_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -73,12 +73,7 @@ def config_secrets(config: BridgeConfig) -> list[str]:
         secrets_in_file = _file_secrets(path)
         values += [SecretStr(value) for value in secrets_in_file]
     for source in config.sources.values():
-        if isinstance(source, RabbitMQSource):
-            values += [source.url, source.password]
-            if source.management is not None:
-                values += [source.management.url, source.management.password]
-        elif isinstance(source, KafkaSource):
-            values += [source.sasl_password, source.ssl_key_password]
+        values += source.secret_values()
     secrets = []
     for value in values:
         if value is None:

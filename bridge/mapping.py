@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bridge.config.model import FromRabbitMQ, MsgIdStrategy, RabbitMQMode, RouteConfig
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromRabbitMQ, MsgIdStrategy, RabbitMQMode, RouteConfig
 from bridge.headers import BASE64_HEADERS, encode_headers, encode_value, merge_headers, stable_id
 from bridge.message import AmqpOrigin, KafkaOrigin, OutboundMessage, SourceMessage
 from bridge.routing import SubjectTemplate, TemplateContext, TemplateRenderError, TextTemplate
@@ -91,8 +92,8 @@ class CompiledRoute:
 
     @classmethod
     def compile(cls, service: str, route: RouteConfig, cluster_name: str | None = None) -> CompiledRoute:
-        msg_id_template = TextTemplate.parse(route.msg_id) if "{" in route.msg_id else None
-        headers = tuple((name, TextTemplate.parse(text)) for name, text in route.headers.set.items())
+        msg_id_template = route.msg_id_template
+        headers = route.header_templates
         fields = set(route.subject_template.fields)
         for template in (msg_id_template, *(template for _, template in headers)):
             if template is not None:
@@ -109,6 +110,11 @@ class CompiledRoute:
             needs_hash="content_hash" in fields,
             needs_auto="auto" in fields,
         )
+
+    @classmethod
+    def of(cls, config: BridgeConfig, service: str, route: RouteConfig) -> CompiledRoute:
+        """`route` of `config` compiled, its Msg-Ids qualified as its source wants."""
+        return cls.compile(service, route, config.sources[route.source].msg_id_cluster)
 
     @property
     def key(self) -> str:

@@ -36,7 +36,8 @@ from typing import Any, Protocol
 
 from nats.errors import Error as NatsError
 
-from bridge.config.model import OnError, StreamConfig
+from bridge.config.routes import OnError
+from bridge.config.streams import StreamConfig
 from bridge.deadletters import DeadLetter, DeadLetterReason, DeadLetters, fits
 from bridge.decide import DecideContext, Fate, decide
 from bridge.errors import BridgeError, SourceUnreachableError

@@ -23,7 +23,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bridge.config.model import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig, StreamConfig
+from bridge.brokers.rabbitmq.names import shadow_queue_name
+from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
+from bridge.config.streams import StreamConfig
 from bridge.routing.amqp import ExchangeType
 from bridge.routing.shapes import (
     MANY,
@@ -39,7 +41,6 @@ from bridge.routing.shapes import (
     select_words,
 )
 from bridge.routing.subjects import escape_token
-from bridge.sources.rabbitmq import shadow_queue_name
 
 
 @dataclass(frozen=True, slots=True)

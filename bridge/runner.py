@@ -32,24 +32,25 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from bridge.config.model import (
-    BridgeConfig,
-    FromKafka,
-    FromRabbitMQ,
-    KafkaSource,
-    RabbitMQMode,
-    RabbitMQSource,
-    ReverseRouteConfig,
-    RouteConfig,
-    StreamConfig,
-)
+from bridge.brokers import route_broker
+from bridge.brokers.kafka import uvloop as aiokafka_uvloop
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import RouteConfig
+from bridge.config.services import ReverseRouteConfig
+from bridge.config.streams import StreamConfig
 from bridge.cutover.controller import CutoverController, Supervisor
 from bridge.cutover.store import PhaseStore
 from bridge.deadletters import DEFAULT_MAX_CONTROL_LINE, DeadLetters
-from bridge.errors import BridgeError
+from bridge.errors import (
+    AtomicBatchesUnsupportedError,
+    BridgeError,
+    JetStreamLostWritesError,
+    NatsConnectionLostError,
+    NatsUnavailableError,
+)
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
 from bridge.jetstream.connection import ConnectionEvents, connect_error_text, connect_nats, watch_closed
-from bridge.jetstream.declare import AtomicBatchesUnsupportedError, declare_streams
+from bridge.jetstream.declare import declare_streams
 from bridge.jetstream.lost_writes import LostWritesWatch
 from bridge.jetstream.payloads import ObjectStorePayloads
 from bridge.jetstream.publisher import JetStreamPublisher
@@ -62,10 +63,7 @@ from bridge.operations.watchdog import ShutdownWatchdog
 from bridge.pipeline import PipelineSettings, RoutePipeline
 from bridge.reverse.route import ReverseRoute
 from bridge.route_shapes import streams_reached
-from bridge.sources import aiokafka_uvloop
 from bridge.sources.base import Source
-from bridge.sources.kafka import KafkaTopicSource, default_group
-from bridge.sources.rabbitmq import RabbitMQRouteSource, shadow_queue_name
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +76,6 @@ JS_TEMPORARILY_UNAVAILABLE = 10008
 # ordering: batched — messages per atomic batch, at most (nats-server takes up to 1,000): 500 was
 # 1.4x pipelined's throughput in bench/atomic_batch_order.py, 100 was 0.6x.
 ATOMIC_BATCH = 500
-
-
-class NatsUnavailableError(BridgeError):
-    """NATS could not be reached at start-up."""
-
-
-class NatsConnectionLostError(BridgeError):
-    """The NATS client closed for good while the bridge ran; already logged when raised."""
-
-
-class JetStreamLostWritesError(BridgeError):
-    """JetStream came back without messages it had acknowledged; already logged when raised."""
 
 
 @dataclass(slots=True)
@@ -116,28 +102,11 @@ class RunSettings:
 
 def build_source(config: BridgeConfig, service: str, route: CompiledRoute) -> Source:
     """The source connector for one route."""
-    source_config = config.sources[route.config.source]
-    subscription = route.config.from_
-    if isinstance(source_config, KafkaSource) and isinstance(subscription, FromKafka):
-        group = subscription.group or default_group(service, route.config.name)
-        return KafkaTopicSource(route.config.source, source_config, subscription, group)
-    if isinstance(source_config, RabbitMQSource) and isinstance(subscription, FromRabbitMQ):
-        if subscription.effective_mode is RabbitMQMode.SHADOW:
-            queue = subscription.queue or shadow_queue_name(service, route.config.name)
-        else:
-            assert subscription.queue is not None  # the model requires it outside shadow mode
-            queue = subscription.queue
-        return RabbitMQRouteSource(route.config.source, source_config, subscription, queue)
-    raise BridgeError(f"route {route.key}: source '{route.config.source}' does not match its 'from'")
+    return route_broker(config, service, route.config).source()
 
 
 def compile_routes(config: BridgeConfig) -> list[CompiledRoute]:
-    routes = []
-    for service, route in config.routes():
-        source = config.sources[route.source]
-        cluster = source.cluster_name if isinstance(source, KafkaSource) else None
-        routes.append(CompiledRoute.compile(service, route, cluster))
-    return routes
+    return [CompiledRoute.of(config, service, route) for service, route in config.routes()]
 
 
 class Bridge:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bridge.config.model import StreamConfig
+from bridge.config.streams import StreamConfig
 
 
 def subject_matches_filter(subject_filter: str, subject: str) -> bool:

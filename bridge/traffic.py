@@ -12,19 +12,25 @@ import json
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from bridge.config.model import BridgeConfig, FromKafka, KafkaSource
+from bridge.brokers.kafka import client
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka
+from bridge.config.sources import KafkaSource
 from bridge.errors import BridgeError
 
 
 @dataclass(frozen=True, slots=True)
 class TrafficTarget:
     source: str
-    bootstrap_servers: tuple[str, ...]
+    config: KafkaSource  # its TLS and SASL settings too: the demo logs in as the bridge does
     topic: str
+
+    @property
+    def bootstrap_servers(self) -> tuple[str, ...]:
+        return tuple(self.config.bootstrap_servers)
 
 
 def kafka_targets(config: BridgeConfig) -> list[TrafficTarget]:
@@ -34,15 +40,14 @@ def kafka_targets(config: BridgeConfig) -> list[TrafficTarget]:
         source = config.sources[route.source]
         if isinstance(source, KafkaSource) and isinstance(route.from_, FromKafka):
             for topic in route.from_.topics:
-                targets[(route.source, topic)] = TrafficTarget(route.source, tuple(source.bootstrap_servers), topic)
+                targets[(route.source, topic)] = TrafficTarget(route.source, source, topic)
     return list(targets.values())
 
 
 async def produce_kafka(target: TrafficTarget, count: int, *, partitions: int = 3) -> None:
     """Create the topic if needed, then send `count` keyed JSON records to it."""
-    servers = list(target.bootstrap_servers)
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=5, enable_idempotence=True)
+    admin = client.admin(target.config, purpose="traffic")
+    producer = client.producer(target.config, purpose="traffic", linger_ms=5, enable_idempotence=True)
     try:
         await admin.start()
         # create_topics reports per-topic errors in its response instead of raising.

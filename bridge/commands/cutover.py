@@ -9,7 +9,7 @@ from rich.console import Console
 
 from bridge.commands.common import JsonFlag, MappingFile, load_mapping
 from bridge.config.durations import parse_duration
-from bridge.config.model import Phase
+from bridge.config.services import Phase
 from bridge.cutover.cli import change_phase, default_actor, print_status, read_status, run_command, status_json
 from bridge.errors import BridgeError
 

@@ -2,21 +2,20 @@
 
 from bridge.config.durations import Duration, format_duration, parse_duration
 from bridge.config.loader import load_config, load_config_text
-from bridge.config.model import (
-    BridgeConfig,
+from bridge.config.model import BridgeConfig
+from bridge.config.nats import NatsConfig
+from bridge.config.routes import (
     FromKafka,
     FromRabbitMQ,
     HeaderMapping,
-    KafkaSource,
     MsgIdStrategy,
-    NatsConfig,
     OnError,
     RabbitMQMode,
-    RabbitMQSource,
     RouteConfig,
-    ServiceConfig,
-    StreamConfig,
 )
+from bridge.config.services import ServiceConfig
+from bridge.config.sources import KafkaSource, RabbitMQSource
+from bridge.config.streams import StreamConfig
 
 __all__ = [
     "BridgeConfig",

@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bridge.brokers import route_broker
 from bridge.cli_output import fail
-from bridge.config.model import BridgeConfig, Phase
-from bridge.cutover.backlog import route_backlog
+from bridge.config.model import BridgeConfig
+from bridge.config.services import Phase
 from bridge.cutover.controller import CLEANING
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.status import ServiceStatus, gather_status
@@ -98,7 +99,7 @@ async def _follow(
                     console.print(f"  {route}: {what}")
                 return 0, record
             if wanted is Phase.DRAIN:
-                backlogs = await asyncio.gather(*(route_backlog(config, service, route) for route in routes))
+                backlogs = await asyncio.gather(*(route_broker(config, service, route).backlog() for route in routes))
                 waiting = sum(backlog.total for backlog in backlogs)
                 first = max(first or 0, waiting) or 1
                 errors = "; ".join(backlog.error for backlog in backlogs if backlog.error)

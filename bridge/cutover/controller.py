@@ -34,20 +34,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from nats.errors import Error as NatsError
 
-from bridge.config.model import BridgeConfig, DeadLetterConfig, Phase, ReverseRouteConfig
+from bridge.brokers import route_broker
+from bridge.brokers.kafka.source import KafkaTopicSource
+from bridge.config.model import BridgeConfig, DeadLetterConfig
+from bridge.config.services import Phase, ReverseRouteConfig
 from bridge.cutover.drain import WHOLE, DrainTracker, RouteView, lanes_text, next_drain_record
 from bridge.cutover.phases import PhaseRecord
-from bridge.cutover.retire import retire_route
-from bridge.cutover.store import (
-    REPORT,
-    BridgeReport,
-    PhaseConflictError,
-    PhaseState,
-    PhaseStore,
-    Rejection,
-    with_report,
-)
-from bridge.sources.kafka import KafkaTopicSource
+from bridge.cutover.store import REPORT, BridgeReport, PhaseState, PhaseStore, Rejection, with_report
+from bridge.errors import PhaseConflictError
 
 if TYPE_CHECKING:
     from bridge.jetstream.checkpoints import JetStreamCheckpoints
@@ -399,8 +393,8 @@ class CutoverController:
         results: dict[str, str] = {}
         for pipeline in pipelines:
             route = pipeline.route
-            results[route.key] = await retire_route(
-                self._config, service, route.config, delete_offsets=record.delete_offsets
+            results[route.key] = await route_broker(self._config, service, route.config).retire(
+                delete_offsets=record.delete_offsets
             )
             if record.delete_offsets and self._checkpoints is not None and route.config.source_kind == "kafka":
                 forgotten = await self._checkpoints.forget(pipeline.checkpoint_scope)

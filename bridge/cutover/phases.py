@@ -24,8 +24,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from bridge.config.limits import loads_json
-from bridge.config.model import Phase
-from bridge.errors import BridgeError
+from bridge.config.services import Phase
+from bridge.errors import InvalidRecordError, InvalidTransitionError
 
 ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.SHADOW: frozenset({Phase.DRAIN}),
@@ -44,14 +44,6 @@ MAX_KEY = 512  # a route (`service/route`) or a lane (`topic/partition`, `*`)
 MAX_ENTRIES = 10_000  # instances, routes per instance, routes cleaned up
 MAX_LANES = 100_000  # lanes of one route in one instance's report
 MAX_QUIET_FOR = 30 * 86_400.0  # --quiet: at most 30 days
-
-
-class InvalidTransitionError(BridgeError):
-    """The phase change asked for is not allowed from the current phase."""
-
-
-class InvalidRecordError(BridgeError):
-    """A stored record that is not a phase record: not JSON, wrong types, unknown phase, too large."""
 
 
 def now_text() -> str:

@@ -1,7 +1,7 @@
 """`nats-bridge status FILE`: where each service stands, and whether it is safe to advance.
 
 Everything is read from the brokers and NATS, never from a running bridge: the phase record
-(KV), each route's source backlog (bridge.cutover.backlog), the stream it fills (message
+(KV), each route's source backlog (bridge.brokers: RouteBroker.backlog), the stream it fills (message
 count, last sequence), dead letters for the route, and rates from two looks `interval`
 apart. "Safe to advance" is a verdict an operator can act on:
 
@@ -33,8 +33,9 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from bridge.config.model import BridgeConfig, Phase
-from bridge.cutover.backlog import Backlog, route_backlog
+from bridge.brokers import Backlog, route_broker
+from bridge.config.model import BridgeConfig
+from bridge.config.services import Phase
 from bridge.cutover.drain import lanes_text
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.store import FRESH, PhaseState, PhaseStore
@@ -130,7 +131,7 @@ async def gather_status(
     stream_names = sorted({s for name, route in routes for s in _capturing_streams(config, name, route.name)})
 
     async def look() -> tuple[list[Backlog], dict[str, tuple[int, int] | None], float]:
-        backlogs = await asyncio.gather(*(route_backlog(config, name, route) for name, route in routes))
+        backlogs = await asyncio.gather(*(route_broker(config, name, route).backlog() for name, route in routes))
         states = {name: await _stream_state(js, name) for name in stream_names}
         return list(backlogs), states, time.monotonic()
 

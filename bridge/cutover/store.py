@@ -28,12 +28,10 @@ from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
-from bridge.config.model import Phase
+from bridge.config.services import Phase
 from bridge.cutover.phases import (
     MAX_RECORD_BYTES,
     MAX_REPORT_BYTES,
-    InvalidRecordError,
-    InvalidTransitionError,
     PhaseRecord,
     ReportDocument,
     check_transition,
@@ -41,7 +39,7 @@ from bridge.cutover.phases import (
     parse_document,
     refusal,
 )
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, InvalidRecordError, InvalidTransitionError, PhaseConflictError
 
 BUCKET = "nats_bridge_phases"
 REPORTS_BUCKET = "nats_bridge_reports"
@@ -54,10 +52,6 @@ IGNORED_KEPT = 10  # ignored revisions remembered per service, newest last
 INVALID = "invalid"  # not a phase record: not JSON, wrong types, unknown phase, too large
 TRANSITION = "transition"  # a valid record of a move cutover would refuse, or a deletion
 REPORT = "report"  # a bridge report that is not one
-
-
-class PhaseConflictError(BridgeError):
-    """The record changed between reading and writing it."""
 
 
 def phase_key(service: str) -> str:

@@ -30,12 +30,17 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from nats.errors import Error as NatsError
 from nats.js import api as js_api
 
-from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, RabbitMQMode, RabbitMQSource
+from bridge.brokers.kafka import client
+from bridge.brokers.kafka.names import full_match_pattern
+from bridge.brokers.rabbitmq.client import amqp_url, open_connection
+from bridge.brokers.rabbitmq.names import shadow_queue_name
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode
+from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.decide import DEFAULT_MAX_PAYLOAD
 from bridge.dryrun.checks import offline_checks
 from bridge.dryrun.replay import ReplayReport, replay_file, replay_findings, replay_message
@@ -46,12 +51,10 @@ from bridge.dryrun.sample_rabbitmq import sample_rabbitmq
 from bridge.dryrun.streams import route_streams
 from bridge.durability import NOT_REVEALED, SYNC_UNKNOWN_NOTE, DurabilityReport, Level
 from bridge.durability_probe import assemble, gather_legacy_and_sync, stream_infos
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, RabbitMQConnectError
 from bridge.jetstream.connection import connect_error_text, connect_nats
 from bridge.jetstream.plan import Action, Plan, plan_streams
 from bridge.logs import Scrubber, config_secrets, redact_url
-from bridge.sources.kafka import full_match_pattern, kafka_client_options
-from bridge.sources.rabbitmq import RabbitMQConnectError, amqp_url, open_connection, shadow_queue_name
 
 PROBE_TIMEOUT = 5.0  # seconds per broker: a dry-run must answer quickly, also when a broker is down
 
@@ -188,11 +191,7 @@ async def probe_kafka(config: BridgeConfig, name: str, source: KafkaSource) -> l
     """Read one Kafka cluster's topic list and check the routes' topics against it."""
     servers = ",".join(source.bootstrap_servers)
     subject = f"kafka source '{name}'"
-    options = {
-        **kafka_client_options(source, client_suffix="-dry-run"),
-        "request_timeout_ms": int(PROBE_TIMEOUT * 1000),
-    }
-    admin = AIOKafkaAdminClient(**options)
+    admin = client.admin(source, purpose="dry-run", request_timeout_ms=int(PROBE_TIMEOUT * 1000))
     try:
         await asyncio.wait_for(admin.start(), PROBE_TIMEOUT * 2)
         topics = set(await asyncio.wait_for(admin.list_topics(), PROBE_TIMEOUT))
@@ -299,6 +298,7 @@ async def sample_all(config: BridgeConfig, count: int, duration: float) -> Sampl
         total.messages += result.messages
         total.findings += result.findings
     return total
+
 
 async def sample_into(report: ReplayReport, config: BridgeConfig, count: int, duration: float) -> None:
     """Read the sample and replay it into `report`: messages numbered in reading order."""

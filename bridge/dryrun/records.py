@@ -40,6 +40,7 @@ from bridge.decide import DEFAULT_MAX_PAYLOAD
 class ReplayInputError(ValueError):
     """One line of the input file that is not a recorded message (the text names the problem)."""
 
+
 @dataclass(frozen=True, slots=True)
 class KafkaRecord:
     """A recorded Kafka record, with bytes where the file had text or base64."""
@@ -52,6 +53,7 @@ class KafkaRecord:
     headers: tuple[tuple[str, bytes], ...]
     timestamp_ms: int | None
 
+
 @dataclass(frozen=True, slots=True)
 class AmqpRecord:
     """A recorded RabbitMQ message."""
@@ -62,6 +64,7 @@ class AmqpRecord:
     properties: Mapping[str, Any]
     headers: Mapping[str, Any]
     body: bytes
+
 
 def _required_bytes(value: object, what: str) -> bytes:
     """Text (as UTF-8) or {"base64": "..."} as bytes."""
@@ -74,9 +77,11 @@ def _required_bytes(value: object, what: str) -> bytes:
             raise ReplayInputError(f"{what}: invalid base64 ({error})") from None
     raise ReplayInputError(f'{what} must be text or {{"base64": "..."}}, not {json.dumps(value)[:60]}')
 
+
 def _bytes(value: object, what: str) -> bytes | None:
     """As _required_bytes, and null stays None (a tombstone value, a record without a key)."""
     return None if value is None else _required_bytes(value, what)
+
 
 def _int(fields: Mapping[str, Any], name: str, *, default: int | None) -> int | None:
     value = fields.get(name, default)
@@ -84,12 +89,14 @@ def _int(fields: Mapping[str, Any], name: str, *, default: int | None) -> int | 
         return value
     raise ReplayInputError(f"'{name}' must be a non-negative integer, not {json.dumps(value)}")
 
+
 def _only(fields: Mapping[str, Any], kind: str, allowed: set[str]) -> None:
     unknown = sorted(set(fields) - allowed)
     if unknown:
         raise ReplayInputError(
             f"unknown key(s) in '{kind}': {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
         )
+
 
 def _kafka_record(fields: Mapping[str, Any]) -> KafkaRecord:
     _only(fields, "kafka", {"topic", "partition", "offset", "key", "value", "headers", "timestamp_ms"})
@@ -114,11 +121,13 @@ def _kafka_record(fields: Mapping[str, Any]) -> KafkaRecord:
         timestamp_ms=_int(fields, "timestamp_ms", default=None),
     )
 
+
 def _header_value(value: object) -> object:
     """AMQP header values stay as JSON gave them, except {"base64": ...}, which becomes bytes."""
     if isinstance(value, dict) and set(value) == {"base64"}:
         return _required_bytes(value, "header value")
     return value
+
 
 def _amqp_record(fields: Mapping[str, Any]) -> AmqpRecord:
     _only(fields, "amqp", {"exchange", "routing_key", "queue", "properties", "headers", "body"})
@@ -142,6 +151,7 @@ def _amqp_record(fields: Mapping[str, Any]) -> AmqpRecord:
         body=_required_bytes(fields.get("body", ""), "'body'"),
     )
 
+
 def parse_line(text: str) -> KafkaRecord | AmqpRecord:
     """One JSONL line as a record; ReplayInputError says what is wrong with it."""
     try:
@@ -155,10 +165,12 @@ def parse_line(text: str) -> KafkaRecord | AmqpRecord:
         raise ReplayInputError(f"'{kind}' must be a JSON object")
     return _kafka_record(fields) if kind == "kafka" else _amqp_record(fields)
 
+
 def line_limit(max_payload: int = DEFAULT_MAX_PAYLOAD) -> int:
     """Longest input line read: room for a `max_payload` message in base64 with its headers,
     at least MAX_INPUT_LINE_BYTES; NATS_BRIDGE_MAX_INPUT_BYTES replaces it (InputLimitError if bad)."""
     return size_limit(max(MAX_INPUT_LINE_BYTES, 3 * max_payload))
+
 
 def read_records(
     path: Path, limit: int = MAX_INPUT_LINE_BYTES

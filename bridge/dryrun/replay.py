@@ -61,6 +61,7 @@ class RouteVerdict:
             "detail": self.detail,
         }
 
+
 @dataclass(frozen=True, slots=True)
 class ReplayedMessage:
     """One input line and every route's verdict on it."""
@@ -84,6 +85,7 @@ class ReplayedMessage:
             "misses": [{"route": route, "reason": reason} for route, reason in self.explanation.misses],
         }
 
+
 @dataclass(slots=True)
 class ReplayReport(DryRunReport):
     """A dry-run report that also carries the replayed messages (`messages` in --json)."""
@@ -101,6 +103,7 @@ class ReplayReport(DryRunReport):
         for message, where in zip(document["messages"], self.where, strict=False):
             message["read_from"] = where
         return document
+
 
 def _explain(
     config: BridgeConfig, record: KafkaRecord | AmqpRecord, max_payload: int
@@ -142,10 +145,12 @@ def _explain(
     origin = KafkaOrigin(record.topic, record.partition, record.offset, record.key, record.timestamp_ms)
     return explanation, SourceMessage(origin=origin, body=record.value, headers=record.headers)
 
+
 def _verdict(outcome: RouteOutcome) -> RouteVerdict:
     """The route's verdict, as `bridge.decide` gave it to explain."""
     detail = outcome.error if outcome.problem == DeadLetterReason.UNMAPPABLE.value and outcome.error else outcome.detail
     return RouteVerdict(outcome, outcome.encoded_size, outcome.fate, outcome.problem, detail)
+
 
 def replay_message(
     config: BridgeConfig,
@@ -171,10 +176,12 @@ def replay_message(
         verdicts.append(_verdict(outcome))
     return ReplayedMessage(line, "kafka" if isinstance(record, KafkaRecord) else "amqp", explanation, tuple(verdicts))
 
+
 def _lines(numbers: Sequence[int]) -> str:
     shown = ", ".join(str(number) for number in numbers[:_MAX_LINES_SHOWN])
     more = f" and {len(numbers) - _MAX_LINES_SHOWN} more" if len(numbers) > _MAX_LINES_SHOWN else ""
     return f"line{'s' if len(numbers) > 1 else ''} {shown}{more}"
+
 
 def replay_findings(messages: Sequence[ReplayedMessage], input_file: str) -> list[Finding]:
     """Summaries for the findings table: unrouted and not-published messages are warnings."""
@@ -219,6 +226,7 @@ def replay_findings(messages: Sequence[ReplayedMessage], input_file: str) -> lis
         )
     )
     return findings
+
 
 def replay_file(
     config: BridgeConfig, report: ReplayReport, path: Path, *, max_payload: int = DEFAULT_MAX_PAYLOAD

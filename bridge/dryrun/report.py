@@ -18,6 +18,7 @@ class Severity(StrEnum):
     WARNING = "warning"
     INFO = "info"
 
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One problem (or note): which check, about what (a route, stream or broker), and what to do."""
@@ -29,6 +30,7 @@ class Finding:
 
     def as_json(self) -> dict[str, str]:
         return {"severity": self.severity.value, "check": self.check, "subject": self.subject, "message": self.message}
+
 
 @dataclass(slots=True)
 class DryRunReport:

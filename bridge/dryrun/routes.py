@@ -7,14 +7,15 @@ import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
+from bridge.brokers.kafka.names import default_group, full_match_pattern
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
 from bridge.dryrun.report import Finding, Severity
 from bridge.dryrun.streams import Capture, pairs_that_may_meet
 from bridge.headers import RESERVED_HEADER_PREFIXES
 from bridge.route_shapes import RouteShape
 from bridge.routing import ExchangeType
 from bridge.routing.shapes import Lit, binding_words, intersects, show
-from bridge.sources.kafka import default_group, full_match_pattern
 
 
 def check_duplicates(config: BridgeConfig, routes: Mapping[str, tuple[str, RouteConfig]]) -> list[Finding]:
@@ -54,11 +55,13 @@ def check_duplicates(config: BridgeConfig, routes: Mapping[str, tuple[str, Route
                 findings.append(Finding(Severity.WARNING, "duplicates", pair, overlap))
     return findings
 
+
 def _same_copy(a: RouteConfig, b: RouteConfig) -> bool:
     """Two shadow routes on one exchange publish a message they both receive identically: the
     same subject template and the same Msg-Id template, one that does not depend on the queue
     (strategy ids name the route, so those copies are both stored)."""
     return a.to == b.to and a.msg_id == b.msg_id and "{" in a.msg_id and "{queue" not in a.msg_id
+
 
 def _kafka_overlap(a: FromKafka, b: FromKafka) -> str | None:
     """What two subscriptions share, in words; None when they share no topic."""
@@ -76,6 +79,7 @@ def _kafka_overlap(a: FromKafka, b: FromKafka) -> str | None:
         return f"topics matching both '{a.topic_pattern}' and '{b.topic_pattern}' (possibly)"
     return None
 
+
 def _literal_prefix(pattern: str) -> str:
     out = []
     index = 0
@@ -90,6 +94,7 @@ def _literal_prefix(pattern: str) -> str:
         else:
             break
     return "".join(out)
+
 
 def _rabbit_overlap(a: FromRabbitMQ, b: FromRabbitMQ) -> str | None:
     mode_a, mode_b = a.effective_mode, b.effective_mode
@@ -113,6 +118,7 @@ def _rabbit_overlap(a: FromRabbitMQ, b: FromRabbitMQ) -> str | None:
             return f"{copy}; bindings '{key_a}' and '{key_b}' match some routing keys alike: those are published twice"
     return None
 
+
 def _headers_disjoint(first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
     """True only when both are x-match all and require different values of one header."""
     if first.get("x-match", "all") not in ("all", "all-with-x") or second.get("x-match", "all") not in (
@@ -121,6 +127,7 @@ def _headers_disjoint(first: Mapping[str, Any], second: Mapping[str, Any]) -> bo
     ):
         return False
     return any(key in second and second[key] != value for key, value in first.items() if not key.startswith("x-"))
+
 
 def check_collisions(
     config: BridgeConfig,
@@ -180,6 +187,7 @@ def check_collisions(
         )
     return findings
 
+
 def check_msg_ids(
     routes: Mapping[str, tuple[str, RouteConfig]], captures: Mapping[str, list[Capture]]
 ) -> list[Finding]:
@@ -225,11 +233,13 @@ def check_msg_ids(
         )
     return findings
 
+
 def _id_start(service: str, route: RouteConfig) -> str:
     """The text every Msg-Id of the route starts with."""
     if "{" not in route.msg_id:
         return f"{service}/{route.name}/"
     return route.msg_id.split("{", 1)[0]
+
 
 def _same_messages(a: RouteConfig, b: RouteConfig) -> bool:
     """Whether two routes can read the same source messages (the same Kafka topic name, on
@@ -240,8 +250,10 @@ def _same_messages(a: RouteConfig, b: RouteConfig) -> bool:
         return a.source == b.source and _rabbit_overlap(a.from_, b.from_) is not None
     return False
 
+
 def _fields(route: RouteConfig) -> Iterable[str]:
     return route.subject_template.fields
+
 
 def check_headers(routes: Mapping[str, tuple[str, RouteConfig]]) -> list[Finding]:
     """Reserved header names: escaped when copied from a source; risky when written on purpose."""

@@ -45,6 +45,7 @@ class Sampled:
     record: KafkaRecord | AmqpRecord
     message: SourceMessage | None = None  # exact, when a replay of `record` alone would lose detail
 
+
 @dataclass(slots=True)
 class Sample:
     """Everything read, and what could not be read or was left alone on purpose."""

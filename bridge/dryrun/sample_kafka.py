@@ -10,14 +10,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from bridge.config.model import BridgeConfig, FromKafka, KafkaSource
+from bridge.brokers.kafka import client
+from bridge.brokers.kafka.names import full_match_pattern
+from bridge.brokers.kafka.records import kafka_message
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka
+from bridge.config.sources import KafkaSource
 from bridge.dryrun.records import KafkaRecord
 from bridge.dryrun.report import Finding, Severity
 from bridge.dryrun.sample import CHECK, CONNECT_TIMEOUT, Sample, Sampled
-from bridge.sources.kafka import full_match_pattern, kafka_client_options, kafka_message
 
 
 def _kafka_topics(config: BridgeConfig, source_name: str, existing: Iterable[str]) -> list[str]:
@@ -35,18 +38,20 @@ def _kafka_topics(config: BridgeConfig, source_name: str, existing: Iterable[str
             wanted.update(topic for topic in existing if regex.match(topic) and not topic.startswith("__"))
     return sorted(wanted)
 
+
 async def sample_kafka(name: str, source: KafkaSource, config: BridgeConfig, count: int, duration: float) -> Sample:
     """The last `count` records of each topic the source's routes read (by timestamp across
     its partitions), read without a consumer group."""
     sample = Sample()
-    consumer = AIOKafkaConsumer(
-        **kafka_client_options(source, client_suffix="-dry-run-sample"),
+    consumer = client.consumer(
+        source,
+        purpose="dry-run-sample",
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
         request_timeout_ms=int(CONNECT_TIMEOUT * 1000),
     )
-    admin = AIOKafkaAdminClient(**kafka_client_options(source, client_suffix="-dry-run-sample"))
+    admin = client.admin(source, purpose="dry-run-sample")
     servers = ",".join(source.bootstrap_servers)
     try:
         await asyncio.wait_for(asyncio.gather(consumer.start(), admin.start()), CONNECT_TIMEOUT * 2)
@@ -81,6 +86,7 @@ async def sample_kafka(name: str, source: KafkaSource, config: BridgeConfig, cou
         )
     return sample
 
+
 async def _read_tails(
     consumer: AIOKafkaConsumer, partitions: list[TopicPartition], count: int, duration: float
 ) -> dict[str, list[Any]]:
@@ -105,6 +111,7 @@ async def _read_tails(
             if await consumer.position(tp) >= remaining[tp]:
                 del remaining[tp]
     return found
+
 
 def _kafka_record(record: Any) -> KafkaRecord:
     return KafkaRecord(

@@ -12,19 +12,17 @@ import aio_pika
 import aiormq
 from aiormq.abc import DeliveredMessage
 
-from bridge.config.model import BridgeConfig, FromRabbitMQ, RabbitMQMode, RabbitMQSource
+from bridge.brokers.rabbitmq.client import open_connection
+from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, stream_offset_of
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromRabbitMQ, RabbitMQMode
+from bridge.config.sources import RabbitMQSource
 from bridge.dryrun.records import AmqpRecord
 from bridge.dryrun.report import Finding, Severity
 from bridge.dryrun.sample import CHECK, CONNECT_TIMEOUT, Sample, Sampled
+from bridge.errors import RabbitMQConnectError
 from bridge.message import AmqpOrigin, SourceMessage
 from bridge.routing import ExchangeType
-from bridge.sources.rabbitmq import (
-    STREAM_OFFSET_HEADER,
-    RabbitMQConnectError,
-    amqp_message,
-    open_connection,
-    stream_offset_of,
-)
 
 
 @dataclass(slots=True)
@@ -35,6 +33,7 @@ class _Places:
     exchanges: dict[str, tuple[ExchangeType, set[str]]] = field(default_factory=dict)
     streams: set[str] = field(default_factory=set)
     queues: dict[str, str] = field(default_factory=dict)  # queue -> a route reading it
+
 
 def _rabbitmq_places(config: BridgeConfig, source_name: str) -> _Places:
     places = _Places()
@@ -51,6 +50,7 @@ def _rabbitmq_places(config: BridgeConfig, source_name: str) -> _Places:
         elif subscription.queue is not None:
             places.queues.setdefault(subscription.queue, f"{service}/{route.name}")
     return places
+
 
 async def sample_rabbitmq(
     name: str, source: RabbitMQSource, config: BridgeConfig, count: int, duration: float
@@ -91,6 +91,7 @@ async def sample_rabbitmq(
             await connection.close()
     return sample
 
+
 async def _collect(
     channel: aio_pika.abc.AbstractChannel,
     queue: str,
@@ -128,6 +129,7 @@ async def _collect(
     with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
         await underlay.basic_cancel(consume.consumer_tag or "")
     return got
+
 
 async def _sample_exchange(
     connection: aio_pika.abc.AbstractConnection,
@@ -181,6 +183,7 @@ async def _sample_exchange(
     )
     return sample
 
+
 async def _sample_stream(
     connection: aio_pika.abc.AbstractConnection, stream: str, count: int, duration: float
 ) -> Sample:
@@ -222,6 +225,7 @@ async def _sample_stream(
         sample.messages.append(Sampled(f"amqp stream {stream}@{offset}", _amqp_record(message, stream), message))
     sample.findings.append(Finding(Severity.INFO, CHECK, subject, f"sampled offsets {start}..{end} ({len(seen)})"))
     return sample
+
 
 def _amqp_record(message: SourceMessage, queue: str | None = None) -> AmqpRecord:
     """The replay record of a delivery: from its exchange, or (stream routes) its queue."""

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bridge.config.durations import format_duration
-from bridge.config.model import BridgeConfig, Retention
+from bridge.config.model import BridgeConfig
+from bridge.config.streams import Retention
 from bridge.dryrun.report import Finding, Severity
 from bridge.jetstream.plan import subjects_collide
 from bridge.route_shapes import RouteShape, route_shapes
@@ -24,6 +25,7 @@ class Capture:
     always: list[str]
     some: list[str]
 
+
 def capture_map(shapes: Mapping[str, list[RouteShape]], streams: Mapping[str, list[str]]) -> dict[str, list[Capture]]:
     """Per route, where each of its subject families lands; worked out once for every check."""
     index = FilterIndex(streams)
@@ -36,6 +38,7 @@ def capture_map(shapes: Mapping[str, list[RouteShape]], streams: Mapping[str, li
             captures[route].append(Capture(family, always, some))
     return captures
 
+
 def route_streams(config: BridgeConfig, server_streams: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """Per route (`service/route`), the streams that take any of its subjects, the dead-letter
     stream aside: where what the route copies is kept, for the durability posture."""
@@ -47,6 +50,7 @@ def route_streams(config: BridgeConfig, server_streams: Mapping[str, Sequence[st
         for route, found in capture_map(shapes, streams).items()
     }
 
+
 def stream_subjects(config: BridgeConfig, server: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """Stream name -> filters: the file's streams (and dead-letter stream), then the server's others."""
     streams = {stream.name: list(stream.subjects) for stream in config.all_streams()}
@@ -54,11 +58,13 @@ def stream_subjects(config: BridgeConfig, server: Mapping[str, Sequence[str]]) -
         streams.setdefault(name, list(subjects))
     return streams
 
+
 def _capturing(shape: RouteShape, streams: Mapping[str, list[str]]) -> tuple[list[str], list[str]]:
     """(streams that take every subject of `shape`, streams that take some of them)."""
     always = [name for name, filters in streams.items() if contained_in_filters(shape.shape, filters)]
     some = [name for name, filters in streams.items() if any(intersects(shape.shape, filter_shape(f)) for f in filters)]
     return always, some
+
 
 def check_capture(captures: Mapping[str, list[Capture]], streams: Mapping[str, list[str]]) -> list[Finding]:
     """Each subject family of each route lands in exactly one stream."""
@@ -100,6 +106,7 @@ def check_capture(captures: Mapping[str, list[Capture]], streams: Mapping[str, l
                 )
     return findings
 
+
 def check_stream_overlap(streams: Mapping[str, list[str]]) -> list[Finding]:
     """Two streams may not capture one subject: JetStream refuses that (err_code 10065)."""
     findings = []
@@ -119,6 +126,7 @@ def check_stream_overlap(streams: Mapping[str, list[str]]) -> list[Finding]:
             )
     return findings
 
+
 def pairs_that_may_meet(firsts: Mapping[str, list[str]]) -> list[tuple[str, str]]:
     """The pairs of names (in their given order) whose subjects can meet at all, judged by each
     one's first tokens (`*` or `>`: any): the others part at once, and a file of a thousand
@@ -137,6 +145,7 @@ def pairs_that_may_meet(firsts: Mapping[str, list[str]]) -> list[tuple[str, str]
     for name in wild:
         pairs.update((other, name) if order[other] < order[name] else (name, other) for other in order if other != name)
     return sorted(pairs, key=lambda pair: (order[pair[0]], order[pair[1]]))
+
 
 def check_window(
     config: BridgeConfig, captures: Mapping[str, list[Capture]], outage_budget: timedelta
@@ -165,6 +174,7 @@ def check_window(
                         )
                     )
     return findings
+
 
 def check_retention(config: BridgeConfig, captures: Mapping[str, list[Capture]]) -> list[Finding]:
     """Streams a route publishes into must keep what they PubAck, and let the bridge read back.

@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from bridge.brokers.kafka import client
 from bridge.config.durations import MAX_DURATION, format_duration
 from bridge.config.limits import INT64_MAX
+from bridge.config.sources import KafkaSource
 from bridge.importers.render import MappingDocument
 from bridge.routing import escape_token, is_internal_topic
 
@@ -71,7 +72,7 @@ def select_topics(names: Iterable[str], pattern: str | None) -> list[str]:
 
 async def read_topics(bootstrap: str, pattern: str | None = None) -> list[TopicInfo]:
     """Partition counts and retention configs of the cluster's topics, via aiokafka's admin client."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="nats-bridge-import")
+    admin = client.admin(KafkaSource(type="kafka", bootstrap_servers=bootstrap.split(",")), purpose="import")
     await admin.start()
     try:
         names = select_topics(await admin.list_topics(), pattern)

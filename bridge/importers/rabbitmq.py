@@ -82,7 +82,7 @@ from typing import Any
 
 from bridge.config.durations import MAX_DURATION, format_duration, parse_duration
 from bridge.config.limits import INT64_MAX
-from bridge.errors import BridgeError
+from bridge.errors import NothingToCopyError
 from bridge.importers.render import MappingDocument
 from bridge.importers.topology import HASH_TYPES, Binding, Queue, Topology
 from bridge.routing import escape_token, topic_matches
@@ -95,21 +95,6 @@ DEFAULT_DUPLICATE_WINDOW = timedelta(minutes=2)
 MAX_PATHS = 64  # exchange-to-exchange paths followed per queue binding (a mesh cannot explode)
 MAX_INTERSECTIONS = 16  # patterns one intersection of two topic keys may take before it is left a superset
 MAX_KEY_LENGTH = 255  # bytes of a routing or binding key (an AMQP short string)
-
-
-class NothingToCopyError(BridgeError):
-    """The export maps to a file that would copy nothing: refused, never written as "valid".
-
-    `nats-bridge import rabbitmq` prints `summary` as its one `error:` line, then `reasons` (the
-    import's NOT MAPPED notes), and exits 2.
-    """
-
-    summary = "nothing to copy: no legacy queue's traffic can be shadowed, so the mapping would copy no message"
-
-    def __init__(self, reasons: list[str]) -> None:
-        self.reasons = reasons or ["the export has no exchanges, queues or bindings"]
-        lines = "\n".join(f"- {reason}" for reason in self.reasons)
-        super().__init__(f"{self.summary}; nothing written\n{lines}")
 
 
 @dataclass

@@ -34,8 +34,8 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, N
 from nats.js.kv import KeyValue
 
 from bridge.deadletters import ROUTE_HEADER as DEAD_LETTER_ROUTE_HEADER
-from bridge.dryrun_patterns import SubjectFit
 from bridge.mapping import ROUTE_NAME_HEADER, CompiledRoute
+from bridge.route_shapes import SubjectFit
 from bridge.sources.base import Lane, lane_label
 from bridge.stored import Checkpoint, StoredIndex
 

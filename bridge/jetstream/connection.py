@@ -21,7 +21,8 @@ from nats.aio.transport import TcpTransport, Transport, WebSocketTransport
 from nats.errors import AuthorizationError, SlowConsumerError
 from nats.errors import Error as NatsError
 
-from bridge.config.model import BridgeConfig, NatsConfig
+from bridge.config.model import BridgeConfig
+from bridge.config.nats import NatsConfig
 from bridge.errors import BridgeError
 from bridge.logs import redact_url
 

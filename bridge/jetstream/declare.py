@@ -15,8 +15,8 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from bridge.config.model import StreamConfig
-from bridge.errors import BridgeError
+from bridge.config.streams import StreamConfig
+from bridge.errors import AtomicBatchesUnsupportedError
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,6 @@ _RETENTION = {
 }
 _STORAGE = {"file": js_api.StorageType.FILE, "memory": js_api.StorageType.MEMORY}
 _DISCARD = {"old": js_api.DiscardPolicy.OLD, "new": js_api.DiscardPolicy.NEW}
-
-
-class AtomicBatchesUnsupportedError(BridgeError):
-    """A route has `ordering: batched` and the server cannot take atomic batches."""
 
 
 def to_nats_config(stream: StreamConfig, *, atomic: bool = False) -> js_api.StreamConfig:

@@ -8,7 +8,7 @@ sequence is below a sequence JetStream acknowledged to this bridge went back in 
 does not lower it; replicated streams never acknowledge what a quorum does not hold).
 
 What to copy again is decided where it already is, on lane assignment: the committed positions
-against the checkpoints and what the streams hold (`bridge.sources.kafka`, `missing_before`). So
+against the checkpoints and what the streams hold (`bridge.brokers.kafka.positions`, `missing_before`). So
 the watch only tells the runner, which stops and exits 1; the supervisor's restart copies the lost
 records again. From the disconnect until the check passes the checkpoints are held: a checkpoint
 written over forgotten records would hide them from that restart.

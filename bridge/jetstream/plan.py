@@ -46,7 +46,8 @@ from nats.js import api as js_api
 from nats.js.errors import APIError
 
 from bridge.config.durations import format_duration
-from bridge.config.model import BridgeConfig, StreamConfig
+from bridge.config.model import BridgeConfig
+from bridge.config.streams import StreamConfig
 from bridge.jetstream.connection import close_quietly, connect_for_command
 from bridge.jetstream.declare import config_drift, to_nats_config
 

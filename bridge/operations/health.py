@@ -26,7 +26,7 @@ from bridge.errors import SourceUnavailableError
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
-    from bridge.config.model import StreamConfig
+    from bridge.config.streams import StreamConfig
     from bridge.cutover.phases import PhaseRecord
     from bridge.cutover.store import PhaseState, Rejection
     from bridge.jetstream.connection import ConnectionEvents

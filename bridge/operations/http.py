@@ -35,7 +35,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from bridge.errors import BridgeError
+from bridge.errors import HttpAddressError
 from bridge.logs import Scrubber
 from bridge.operations.health import HealthMonitor
 
@@ -53,10 +53,6 @@ _REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n"
     b"Content-Length: 21\r\n\r\ntoo many connections\n"
 )
-
-
-class HttpAddressError(BridgeError):
-    """The --http address cannot be used."""
 
 
 @dataclass(frozen=True, slots=True)

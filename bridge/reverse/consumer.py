@@ -20,16 +20,12 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ReplayPolicy
 from nats.js.errors import APIError, NotFoundError
 
-from bridge.config.model import ReverseRouteConfig
-from bridge.errors import BridgeError
+from bridge.config.services import ReverseRouteConfig
+from bridge.errors import ReverseConsumerError
 
 log = logging.getLogger(__name__)
 
 PullSubscription = JetStreamContext.PullSubscription
-
-
-class ReverseConsumerError(BridgeError):
-    """JetStream refused a reverse route's consumer: the stream is missing, or the config clashes."""
 
 
 def durable_name(service: str, config: ReverseRouteConfig) -> str:

@@ -47,16 +47,17 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from bridge.config.model import DeadLetterConfig, KafkaSource, RabbitMQSource, ReverseRouteConfig, ReverseTo
+from bridge.brokers import reverse_target
+from bridge.config.model import DeadLetterConfig
+from bridge.config.services import ReverseRouteConfig
+from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.deadletters import ERROR_HEADER, REASON_HEADER, ROUTE_HEADER, SUBJECT_HEADER, DeadLetterReason
-from bridge.errors import BridgeError
+from bridge.errors import TargetUnavailableError
 from bridge.headers import FORWARDED_HEADERS
 from bridge.jetstream.declare import declare_streams
 from bridge.reverse.consumer import PullSubscription, bind_consumer, consumer_config, durable_name
-from bridge.reverse.kafka_target import KafkaTarget
-from bridge.reverse.rabbitmq_target import RabbitMQTarget
-from bridge.reverse.targets import LegacyMessage, LegacyTarget, TargetUnavailableError, legacy_headers
-from bridge.routing.key_template import KeyTemplate, TemplateRenderError, parse
+from bridge.routing.key_template import KeyTemplate, TemplateRenderError
+from bridge.targets import LegacyMessage, legacy_headers
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +84,6 @@ class ReverseStats:
     def settled(self) -> int:
         """Messages done with, however: progress is this number going up."""
         return self.written + self.filtered_forwarded + self.unrenderable + self.dead_lettered
-
-
-def build_target(source: RabbitMQSource | KafkaSource, to: ReverseTo, *, label: str) -> LegacyTarget:
-    """The target `to` names, on the connection of `source`; `label` names the route in logs."""
-    if isinstance(source, RabbitMQSource) and to.exchange is not None:
-        return RabbitMQTarget(source, to.exchange, label=label)
-    if isinstance(source, KafkaSource) and to.topic is not None:
-        return KafkaTarget(source, to.topic, label=label)
-    what = f"exchange '{to.exchange}'" if to.exchange is not None else f"topic '{to.topic}'"
-    raise BridgeError(f"reverse route {label}: source '{to.source}' is {source.type}, but 'to' names {what}")
 
 
 class ReverseRoute:
@@ -127,9 +118,8 @@ class ReverseRoute:
         self._backoff_max = backoff_max
         self._error_log_interval = error_log_interval
         to = config.to
-        text = to.routing_key if to.kind == "rabbitmq" else to.key
-        self._template: KeyTemplate | None = parse(text) if text is not None else None
-        self.target = build_target(target_source, to, label=self.key)
+        self._template: KeyTemplate | None = to.key_template
+        self.target = reverse_target(target_source, to, label=self.key)
         self.durable = durable_name(service, config)
         self.stats = ReverseStats()
         self._stopping = asyncio.Event()

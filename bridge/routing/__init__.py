@@ -8,6 +8,7 @@ Nothing here does I/O, so the same code decides for the live bridge, `explain` a
 * templates: subject and Msg-Id templates, parsed once and rendered per message.
 """
 
+from bridge.errors import TemplateError, TemplateRenderError, TemplateSyntaxError
 from bridge.routing.amqp import (
     ExchangeType,
     TopicPattern,
@@ -30,14 +31,10 @@ from bridge.routing.subjects import (
     unescape_token,
     unescape_token_str,
 )
+from bridge.routing.template_fields import SUBJECT_FIELDS, TEXT_FIELDS
 from bridge.routing.templates import (
-    SUBJECT_FIELDS,
-    TEXT_FIELDS,
     SubjectTemplate,
     TemplateContext,
-    TemplateError,
-    TemplateRenderError,
-    TemplateSyntaxError,
     TextTemplate,
 )
 

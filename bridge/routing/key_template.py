@@ -27,8 +27,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from bridge.errors import TemplateRenderError, TemplateSyntaxError
 from bridge.headers import BASE64_HEADERS
-from bridge.routing import TemplateRenderError, TemplateSyntaxError
+from bridge.routing.template_syntax import Placeholder, lex, parse_index, syntax_error
 
 __all__ = ["KeyTemplate", "TemplateRenderError", "TemplateSyntaxError", "parse"]
 
@@ -36,7 +37,6 @@ __all__ = ["KeyTemplate", "TemplateRenderError", "TemplateSyntaxError", "parse"]
 _Step = Callable[[str, list[str], Mapping[str, str]], str]
 
 _SUBJECT_INDEX: Final = re.compile(r"subject\[([^\]]*)\]")
-_INTEGER: Final = re.compile(r"-?[0-9]+")
 # NATS header names are RFC 7230 tokens: anything else could never match a header.
 _HEADER_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _KNOWN: Final = "{subject} {subject[i]} {subject[i:j]} {header:NAME}"
@@ -83,82 +83,66 @@ _NO_HEADERS: Final[Mapping[str, str]] = {}
 def parse(text: str) -> KeyTemplate:
     """Parse a routing-key or record-key template; TemplateSyntaxError (a ValueError) says what
     is wrong and where (`column`, 0-based; `pointer()` draws a caret under it)."""
+    units = lex(text, lambda body, column: _placeholder(body, column, text))
+    placeholders = [unit for unit in units if isinstance(unit, Placeholder)]
     steps: list[str | _Step] = []
     literal: list[str] = []
-    needs_tokens = False
-    headers: set[str] = set()
-    index = 0
-    length = len(text)
-    while index < length:
-        char = text[index]
-        if char == "{":
-            if text.startswith("{{", index):
-                literal.append("{")
-                index += 2
-                continue
-            close = text.find("}", index + 1)
-            if close < 0:
-                raise _syntax(f"placeholder '{text[index:]}' is not closed: add '}}'", index, text)
-            nested = text.find("{", index + 1, close)
-            if nested >= 0:
-                raise _syntax(
-                    f"'{{' inside placeholder '{text[index : close + 1]}'; write '{{{{' for a literal brace",
-                    nested,
-                    text,
-                )
-            if literal:
-                steps.append("".join(literal))
-                literal.clear()
-            step, uses_tokens, header = _placeholder_step(text[index + 1 : close], index, text)
-            steps.append(step)
-            needs_tokens = needs_tokens or uses_tokens
-            if header is not None:
-                headers.add(header)
-            index = close + 1
-        elif char == "}":
-            if not text.startswith("}}", index):
-                raise _syntax("single '}' outside a placeholder; write '}}' for a literal brace", index, text)
-            literal.append("}")
-            index += 2
-        else:
-            literal.append(char)
-            index += 1
+    for unit in units:
+        if isinstance(unit, tuple):
+            literal.append(unit[0])
+            continue
+        if literal:
+            steps.append("".join(literal))
+            literal.clear()
+        steps.append(_step(unit))
     if literal:
         steps.append("".join(literal))
-    return KeyTemplate(text, tuple(steps), needs_tokens=needs_tokens, headers=frozenset(headers))
+    return KeyTemplate(
+        text,
+        tuple(steps),
+        needs_tokens=any(p.index is not None or p.bounds is not None for p in placeholders),
+        headers=frozenset(p.header for p in placeholders if p.header is not None),
+    )
 
 
-def _syntax(message: str, column: int, text: str) -> TemplateSyntaxError:
-    return TemplateSyntaxError(message, column, template=text)
-
-
-def _placeholder_step(body: str, column: int, text: str) -> tuple[_Step, bool, str | None]:
-    """The render step of one placeholder, whether it needs the subject's tokens, and the
-    header it reads (if any)."""
+def _placeholder(body: str, column: int, text: str) -> Placeholder:
+    """One placeholder in a reverse route's vocabulary: {subject}, {subject[i]}, {subject[i:j]},
+    {header:NAME}."""
     source = f"{{{body}}}"
     if body == "subject":
-        return _whole_subject, False, None
+        return Placeholder(source, column, "subject")
     if body.startswith("header:"):
         name = body[len("header:") :]
         if not name:
-            raise _syntax("'{header:}' needs a header name, e.g. '{header:tenant}'", column, text)
+            raise syntax_error("'{header:}' needs a header name, e.g. '{header:tenant}'", column, text)
         if not _HEADER_TOKEN.fullmatch(name):
-            raise _syntax(
+            raise syntax_error(
                 f"'{source}': {name!r} is not a valid NATS header name (no spaces, ':' or braces)", column, text
             )
-        return _header_step(name, source), False, name
+        return Placeholder(source, column, "header", header=name)
     match = _SUBJECT_INDEX.fullmatch(body)
     if match is not None:
-        return _index_step(match.group(1), source, column, text), True, None
+        index, bounds = parse_index(source, match.group(1), column, text)
+        return Placeholder(source, column, "subject", index=index, bounds=bounds)
     if not body:
-        raise _syntax("empty placeholder '{}'; write '{{' for a literal brace", column, text)
+        raise syntax_error("empty placeholder '{}'; write '{{' for a literal brace", column, text)
     hint = f"; a reverse route knows {_KNOWN}"
     name, bracket, rest = body.partition("[")
     if ":" in body and not bracket:
         hint = " — did you mean '{header:" + body.partition(":")[2] + "}'?"
     elif difflib.get_close_matches(name, ["subject"], n=1, cutoff=0.6):
         hint = " — did you mean '{subject" + bracket + rest + "}'?"
-    raise _syntax(f"unknown placeholder '{source}'{hint}", column, text)
+    raise syntax_error(f"unknown placeholder '{source}'{hint}", column, text)
+
+
+def _step(placeholder: Placeholder) -> _Step:
+    if placeholder.header is not None:
+        return _header_step(placeholder.header, placeholder.source)
+    if placeholder.index is not None:
+        return _token_step(placeholder.index, placeholder.source)
+    if placeholder.bounds is not None:
+        return _slice_step(*placeholder.bounds)
+    return _whole_subject
 
 
 def _whole_subject(subject: str, _tokens: list[str], _headers: Mapping[str, str]) -> str:
@@ -190,30 +174,20 @@ def _header_step(name: str, source: str) -> _Step:
     return header
 
 
-def _index_step(inside: str, source: str, column: int, text: str) -> _Step:
-    parts = inside.split(":")
-    if len(parts) > 2:
-        raise _syntax(f"'{source}': slices take no step; write [i:j]", column, text)
-    for part in parts:
-        if part and not _INTEGER.fullmatch(part.strip()):
-            raise _syntax(f"'{source}': '{part}' is not an integer index", column, text)
-    if len(parts) == 1:
-        if not parts[0].strip():
-            raise _syntax(f"'{source}': empty index; write [i] or [i:j]", column, text)
-        position = int(parts[0])
+def _token_step(position: int, source: str) -> _Step:
+    def one_token(subject: str, tokens: list[str], _headers: Mapping[str, str]) -> str:
+        try:
+            return tokens[position]
+        except IndexError:
+            raise TemplateRenderError(
+                f"'{source}': subject '{subject}' has {len(tokens)} token(s), so index {position} is out of range",
+                source,
+            ) from None
 
-        def one_token(subject: str, tokens: list[str], _headers: Mapping[str, str]) -> str:
-            try:
-                return tokens[position]
-            except IndexError:
-                raise TemplateRenderError(
-                    f"'{source}': subject '{subject}' has {len(tokens)} token(s), so index {position} is out of range",
-                    source,
-                ) from None
+    return one_token
 
-        return one_token
-    start, stop = (int(part) if part.strip() else None for part in parts)
 
+def _slice_step(start: int | None, stop: int | None) -> _Step:
     def token_slice(_subject: str, tokens: list[str], _headers: Mapping[str, str]) -> str:
         return ".".join(tokens[start:stop])
 

@@ -23,50 +23,17 @@ rendering a message walks that list without any parsing.
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Final
 
-from bridge.errors import BridgeError
+from bridge.errors import TemplateRenderError, TemplateSyntaxError
 from bridge.routing.amqp import split_amqp_words
 from bridge.routing.subjects import ESCAPE_TABLE_KEEPING_DOTS, SAFE_OR_DOT_DELETE, escape_token
-
-
-class TemplateError(BridgeError):
-    """A subject or Msg-Id template is wrong, as written or for one message."""
-
-
-class TemplateSyntaxError(TemplateError, ValueError):
-    """A template cannot be parsed; found when the mapping file loads.
-
-    Also a ValueError, so a pydantic validator that lets it escape still reports it as an
-    ordinary validation error. `column` is 0-based into `template`.
-    """
-
-    def __init__(self, message: str, column: int, *, template: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.column = column
-        self.template = template
-
-    def pointer(self) -> str:
-        """The message with the template and a caret under the offending column."""
-        if not self.template:
-            return self.message
-        return f"{self.message}\n  {self.template}\n  {' ' * self.column}^"
-
-
-class TemplateRenderError(TemplateError):
-    """A valid template cannot be rendered for one message (a value it needs is missing)."""
-
-    def __init__(self, message: str, placeholder: str = "") -> None:
-        super().__init__(message)
-        self.placeholder = placeholder
-
+from bridge.routing.template_fields import SUBJECT_FIELDS, TEXT_FIELDS, WORD_FIELDS, lex_forward
+from bridge.routing.template_syntax import Placeholder, Unit, syntax_error
 
 _NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
 
@@ -93,160 +60,12 @@ class TemplateContext:
     auto: str | None = None  # the id `msg_id: auto` gives, without the route's prefix; only when used
 
 
-# --------------------------------------------------------------------------- placeholders
-
-_SINGLE_FIELDS: Final = ("exchange", "queue", "topic", "partition", "key")
-_WORD_FIELDS: Final = ("rk", "topic")
-_TEXT_ONLY_FIELDS: Final = ("offset", "message_id", "timestamp", "content_hash", "auto")
-SUBJECT_FIELDS: Final = frozenset({*_SINGLE_FIELDS, "rk"})
-TEXT_FIELDS: Final = SUBJECT_FIELDS | frozenset(_TEXT_ONLY_FIELDS)
-# Names people reach for first, mapped to the placeholder they mean.
-_ALIASES: Final = {
-    "routing_key": "rk",
-    "routingkey": "rk",
-    "routing-key": "rk",
-    "rkey": "rk",
-    "header": "header:NAME",
-    "headers": "header:NAME",
-    "msg_id": "message_id",
-    "messageid": "message_id",
-    "message-id": "message_id",
-    "ts": "timestamp",
-    "hash": "content_hash",
-    "content-hash": "content_hash",
-}
-_NAME_AND_INDEX: Final = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)(\[[^\]]*\])?")
-_INTEGER: Final = re.compile(r"-?[0-9]+")
-
-
-@dataclass(frozen=True, slots=True)
-class _Placeholder:
-    source: str  # as written, braces included, for messages
-    column: int
-    name: str  # "rk", "exchange", "header"
-    header: str | None = None
-    index: int | None = None
-    bounds: tuple[int | None, int | None] | None = None  # a slice
-
-    @property
-    def field_name(self) -> str:
-        return f"header:{self.header}" if self.header is not None else self.name
-
-
-def _syntax(message: str, column: int, template: str) -> TemplateSyntaxError:
-    return TemplateSyntaxError(message, column, template=template)
-
-
-def _suggestion(name: str, known: frozenset[str]) -> str:
-    candidate = _ALIASES.get(name.lower())
-    if candidate is None or (candidate not in known and candidate != "header:NAME"):
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        candidate = close[0] if close else None
-    if candidate is not None:
-        return f" — did you mean '{{{candidate}}}'?"
-    names = " ".join(f"{{{known_name}}}" for known_name in sorted(known))
-    return f"; known placeholders: {names} {{header:NAME}}"
-
-
-def _parse_index(
-    placeholder: str, inside: str, column: int, template: str
-) -> tuple[int | None, tuple[int | None, int | None] | None]:
-    parts = inside.split(":")
-    if len(parts) > 2:
-        raise _syntax(f"'{placeholder}': slices take no step; write [i:j]", column, template)
-    for part in parts:
-        if part and not _INTEGER.fullmatch(part):
-            raise _syntax(f"'{placeholder}': '{part}' is not an integer index", column, template)
-    if len(parts) == 1:
-        if not parts[0]:
-            raise _syntax(f"'{placeholder}': empty index; write [i] or [i:j]", column, template)
-        return int(parts[0]), None
-    start, stop = (int(part) if part else None for part in parts)
-    return None, (start, stop)
-
-
-def _parse_placeholder(body: str, column: int, template: str, known: frozenset[str]) -> _Placeholder:
-    source = f"{{{body}}}"
-    if not body:
-        raise _syntax("empty placeholder '{}'; write '{{' for a literal brace", column, template)
-    if body.startswith("header:"):
-        header = body[len("header:") :]
-        if not header:
-            raise _syntax("'{header:}' needs a header name, e.g. '{header:tenant}'", column, template)
-        return _Placeholder(source, column, "header", header=header)
-    match = _NAME_AND_INDEX.fullmatch(body)
-    if match is None and ":" in body and "[" not in body:
-        header = body.partition(":")[2]
-        raise _syntax(f"unknown placeholder '{source}' — did you mean '{{header:{header}}}'?", column, template)
-    if match is None:
-        raise _syntax(
-            f"malformed placeholder '{source}': expected a name such as '{{rk}}', an index such as "
-            "'{rk[1:]}', or '{header:NAME}'",
-            column,
-            template,
-        )
-    name, brackets = match.group(1), match.group(2)
-    if name not in known:
-        if name in TEXT_FIELDS:
-            raise _syntax(
-                f"'{{{name}}}' cannot be used in a subject (it would give every message its own "
-                "subject); it is available in Msg-Id and header templates",
-                column,
-                template,
-            )
-        raise _syntax(f"unknown placeholder '{source}'{_suggestion(name, known)}", column, template)
-    if brackets is None:
-        return _Placeholder(source, column, name)
-    if name not in _WORD_FIELDS:
-        raise _syntax(f"'{source}': only {{rk}} and {{topic}} have words to index", column, template)
-    index, bounds = _parse_index(source, brackets[1:-1], column, template)
-    return _Placeholder(source, column, name, index=index, bounds=bounds)
-
-
-# A lexed template: each literal character with its column, or a placeholder.
-_Unit = tuple[str, int] | _Placeholder
-
-
-def _lex(template: str, known: frozenset[str]) -> list[_Unit]:
-    units: list[_Unit] = []
-    i = 0
-    length = len(template)
-    while i < length:
-        char = template[i]
-        if char == "{":
-            if template.startswith("{{", i):
-                units.append(("{", i))
-                i += 2
-                continue
-            close = template.find("}", i + 1)
-            if close < 0:
-                raise _syntax(f"placeholder '{template[i:]}' is not closed: add '}}'", i, template)
-            nested = template.find("{", i + 1, close)
-            if nested >= 0:
-                raise _syntax(
-                    f"'{{' inside placeholder '{template[i : close + 1]}'; write '{{{{' for a literal brace",
-                    nested,
-                    template,
-                )
-            units.append(_parse_placeholder(template[i + 1 : close], i, template, known))
-            i = close + 1
-        elif char == "}":
-            if not template.startswith("}}", i):
-                raise _syntax("single '}' outside a placeholder; write '}}' for a literal brace", i, template)
-            units.append(("}", i))
-            i += 2
-        else:
-            units.append((char, i))
-            i += 1
-    return units
-
-
 # --------------------------------------------------------------------------- render steps
 
 _Step = Callable[[TemplateContext], str]
 
 
-def _missing(placeholder: _Placeholder) -> TemplateRenderError:
+def _missing(placeholder: Placeholder) -> TemplateRenderError:
     what = placeholder.header if placeholder.header is not None else placeholder.name
     if placeholder.header is not None:
         message = f"'{placeholder.source}': the message has no header '{what}'"
@@ -257,7 +76,7 @@ def _missing(placeholder: _Placeholder) -> TemplateRenderError:
     return TemplateRenderError(message, placeholder.source)
 
 
-def _value_getter(placeholder: _Placeholder) -> Callable[[TemplateContext], object]:
+def _value_getter(placeholder: Placeholder) -> Callable[[TemplateContext], object]:
     if placeholder.header is not None:
         header = placeholder.header
         return lambda ctx: ctx.headers.get(header)
@@ -265,7 +84,7 @@ def _value_getter(placeholder: _Placeholder) -> Callable[[TemplateContext], obje
     return lambda ctx: getattr(ctx, attribute)
 
 
-def _words_step(placeholder: _Placeholder, join: Callable[[list[str]], str]) -> _Step:
+def _words_step(placeholder: Placeholder, join: Callable[[list[str]], str]) -> _Step:
     """A step for {rk[i]}, {rk[i:j]}, {topic[i]}, {topic[i:j]}: pick words, then `join` them."""
     attribute = "routing_key" if placeholder.name == "rk" else "topic"
     index, bounds = placeholder.index, placeholder.bounds
@@ -313,7 +132,7 @@ def _escape_dotted(value: str) -> str:
     return _escape_words(value.split("."))
 
 
-def _subject_step(placeholder: _Placeholder) -> _Step:
+def _subject_step(placeholder: Placeholder) -> _Step:
     if placeholder.name == "rk" and placeholder.index is None and placeholder.bounds is None:
 
         def whole_key(ctx: TemplateContext) -> str:
@@ -323,7 +142,7 @@ def _subject_step(placeholder: _Placeholder) -> _Step:
             return _escape_dotted(routing_key)
 
         return whole_key
-    if placeholder.name in _WORD_FIELDS and (placeholder.index is not None or placeholder.bounds is not None):
+    if placeholder.name in WORD_FIELDS and (placeholder.index is not None or placeholder.bounds is not None):
         return _words_step(placeholder, _escape_words)
     get = _value_getter(placeholder)
 
@@ -338,8 +157,8 @@ def _subject_step(placeholder: _Placeholder) -> _Step:
     return one_token
 
 
-def _text_step(placeholder: _Placeholder) -> _Step:
-    if placeholder.name in _WORD_FIELDS and (placeholder.index is not None or placeholder.bounds is not None):
+def _text_step(placeholder: Placeholder) -> _Step:
+    if placeholder.name in WORD_FIELDS and (placeholder.index is not None or placeholder.bounds is not None):
         return _words_step(placeholder, ".".join)
     get = _value_getter(placeholder)
 
@@ -413,8 +232,8 @@ class SubjectTemplate:
         return f"SubjectTemplate({self.text!r})"
 
 
-def _whole_token_error(placeholder: _Placeholder, text: str) -> TemplateSyntaxError:
-    return _syntax(
+def _whole_token_error(placeholder: Placeholder, text: str) -> TemplateSyntaxError:
+    return syntax_error(
         f"placeholder '{placeholder.source}' must be a whole subject token: put '.' (or the "
         "start or end of the template) on both sides of it",
         placeholder.column,
@@ -422,7 +241,7 @@ def _whole_token_error(placeholder: _Placeholder, text: str) -> TemplateSyntaxEr
     )
 
 
-def _unit_column(units: list[_Unit], offset: int) -> int:
+def _unit_column(units: list[Unit], offset: int) -> int:
     unit = units[offset]
     return unit[1] if isinstance(unit, tuple) else unit.column
 
@@ -430,11 +249,11 @@ def _unit_column(units: list[_Unit], offset: int) -> int:
 @lru_cache(maxsize=1024)
 def _parse_subject(text: str) -> SubjectTemplate:
     if not text:
-        raise _syntax("empty subject template", 0, text)
-    units = _lex(text, SUBJECT_FIELDS)
+        raise syntax_error("empty subject template", 0, text)
+    units = lex_forward(text, SUBJECT_FIELDS)
     # Cut the units into tokens at each literal ".", remembering where each token starts.
-    tokens: list[tuple[list[_Unit], int]] = []
-    current: list[_Unit] = []
+    tokens: list[tuple[list[Unit], int]] = []
+    current: list[Unit] = []
     start = 0
     for unit in units:
         if isinstance(unit, tuple) and unit[0] == ".":
@@ -448,7 +267,7 @@ def _parse_subject(text: str) -> SubjectTemplate:
     steps: list[str | _Step] = []
     literal: list[str] = []
     for token_units, token_start in tokens:
-        placeholders = [unit for unit in token_units if isinstance(unit, _Placeholder)]
+        placeholders = [unit for unit in token_units if isinstance(unit, Placeholder)]
         if placeholders:
             if len(token_units) > 1:
                 raise _whole_token_error(placeholders[0], text)
@@ -461,7 +280,7 @@ def _parse_subject(text: str) -> SubjectTemplate:
         token = "".join(unit[0] for unit in token_units if isinstance(unit, tuple))
         if not token:
             column = min(token_start, len(text) - 1)
-            raise _syntax(
+            raise syntax_error(
                 "empty token in subject template: two dots in a row, or a dot at the start or end",
                 column,
                 text,
@@ -469,11 +288,11 @@ def _parse_subject(text: str) -> SubjectTemplate:
         problem = _literal_token_problem(token)
         if problem is not None:
             message, offset = problem
-            raise _syntax(message, _unit_column(token_units, offset), text)
+            raise syntax_error(message, _unit_column(token_units, offset), text)
         literal.append(token)
     if literal:
         steps.append(".".join(literal))
-    fields = frozenset(unit.field_name for unit in units if isinstance(unit, _Placeholder))
+    fields = frozenset(unit.field_name for unit in units if isinstance(unit, Placeholder))
     return SubjectTemplate(text, tuple(steps), fields)
 
 
@@ -520,7 +339,7 @@ def _parse_text(text: str) -> TextTemplate:
     steps: list[str | _Step] = []
     literal: list[str] = []
     fields: set[str] = set()
-    for unit in _lex(text, TEXT_FIELDS):
+    for unit in lex_forward(text, TEXT_FIELDS):
         if isinstance(unit, tuple):
             literal.append(unit[0])
             continue

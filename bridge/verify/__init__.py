@@ -33,6 +33,7 @@ The modules, in the order a check runs:
 * limits: timeouts and batch sizes.
 """
 
+from bridge.errors import ScanError
 from bridge.route_shapes import SubjectFit
 from bridge.verify.claims import RouteCheck, build_checks, route_kind
 from bridge.verify.command import verify, verify_command
@@ -51,7 +52,7 @@ from bridge.verify.report import (
     RouteParity,
     VerifyReport,
 )
-from bridge.verify.scan import ScanError, StreamScan, dispatcher, scan_stream
+from bridge.verify.scan import StreamScan, dispatcher, scan_stream
 
 __all__ = [
     "EXIT_CLEAN",

@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bridge.config.model import BridgeConfig, FromKafka, FromRabbitMQ, KafkaSource, MsgIdStrategy, RabbitMQMode
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, FromRabbitMQ, MsgIdStrategy, RabbitMQMode
 from bridge.deadletters import ROUTE_HEADER
 from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import lane_position_from_headers
@@ -181,9 +182,7 @@ def build_checks(config: BridgeConfig, service: str | None = None) -> list[Route
     for service_name, route_config in config.routes():
         if service is not None and service_name != service:
             continue
-        source = config.sources[route_config.source]
-        cluster = source.cluster_name if isinstance(source, KafkaSource) else None
-        route = CompiledRoute.compile(service_name, route_config, cluster)
+        route = CompiledRoute.of(config, service_name, route_config)
         shapes = [shape.shape for shape in route_shapes(service_name, route_config)]
         streams = [
             stream.name

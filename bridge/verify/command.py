@@ -11,19 +11,20 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-import aiormq
 import typer
-from aiokafka.errors import KafkaError
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 
+from bridge.brokers import BROKER_ERRORS
+from bridge.brokers.kafka.names import default_group
 from bridge.cli_output import print_config_errors, print_json
 from bridge.config import load_config
-from bridge.config.model import BridgeConfig, FromKafka, KafkaSource, MsgIdStrategy, RabbitMQSource
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, MsgIdStrategy
+from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.errors import BridgeError, ConfigError
 from bridge.jetstream.connection import connect_nats
 from bridge.logs import Scrubber, config_secrets, redact_url
-from bridge.sources.kafka import default_group
 from bridge.verify.claims import RouteCheck, build_checks
 from bridge.verify.kafka import KafkaRouteReader
 from bridge.verify.limits import CONNECT_TIMEOUT, FETCH_TIMEOUT
@@ -79,7 +80,8 @@ def _error_text(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-_BROKER_FAILURES = (BridgeError, KafkaError, aiormq.exceptions.AMQPError, NatsError, OSError, TimeoutError)
+_BROKER_FAILURES: tuple[type[BaseException], ...] = (BridgeError, *BROKER_ERRORS, NatsError, OSError, TimeoutError)
+_SOURCE_FAILURES: tuple[type[BaseException], ...] = (*BROKER_ERRORS, ConnectionError)
 
 
 def _expected_failure(error: BaseException) -> BaseException:
@@ -166,7 +168,7 @@ async def _compare(
         source = config.sources[check.route.config.source]
         assert isinstance(source, RabbitMQSource)
         return [await compare_stream_queue(check, source, config.streams, max_payload)]
-    except (KafkaError, aiormq.exceptions.AMQPError, ConnectionError) as error:
+    except _SOURCE_FAILURES as error:
         raise BridgeError(f"source '{check.route.config.source}': {_error_text(error)}") from None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bridge.config.model import StreamConfig
+from bridge.config.streams import StreamConfig
 from bridge.deadletters import offline_subject_room
 from bridge.decide import DecideContext, Fate, decide
 from bridge.mapping import CompiledRoute

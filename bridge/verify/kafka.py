@@ -13,21 +13,15 @@ as accounted for when the dead letter is in the dead-letter stream.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
-
-from bridge.config.model import FromKafka, KafkaSource, StreamConfig
+from bridge.brokers.kafka.ranges import RangeReader, group_offsets
+from bridge.config.routes import FromKafka
+from bridge.config.sources import KafkaSource
+from bridge.config.streams import StreamConfig
 from bridge.routing import kafka_topic_matches
 from bridge.sources.base import Lane, lane_label
-from bridge.sources.kafka import kafka_client_options, kafka_message
 from bridge.verify.claims import RouteCheck
 from bridge.verify.expect import LaneComparer, expectation, unchecked_lane
 from bridge.verify.limits import CONNECT_TIMEOUT, KAFKA_STALL
@@ -48,59 +42,31 @@ class KafkaRouteReader:
         self.source = source
         self.group = group
         self.partitions: dict[tuple[str, int], _KafkaPartition] = {}
-        self._consumer: Any = None
+        self._reader: RangeReader | None = None
 
     async def prepare(self) -> None:
-        """The group's committed offsets and the topics' partitions (admin API: no group is
-        joined), then each partition's beginning.
-
-        Called before the streams are scanned: whatever is committed is stored by then.
+        """The group's committed offsets and the topics' partitions, then each partition's
+        beginning. Called before the streams are scanned: whatever is committed is stored by then.
         """
-        options = kafka_client_options(self.source, client_suffix="-verify")
-        options["request_timeout_ms"] = int(CONNECT_TIMEOUT * 1000)
-        admin = AIOKafkaAdminClient(**options)
-        try:
-            await asyncio.wait_for(admin.start(), CONNECT_TIMEOUT)
-            offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(self.group), CONNECT_TIMEOUT)
-            # Not consumer.topics() + partitions_for_topic(): the latter reads a metadata cache
-            # the former does not fill, so a topic created after the client started has none.
-            described = await asyncio.wait_for(admin.describe_topics(), CONNECT_TIMEOUT)
-        finally:
-            with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
-                await admin.close()
-        committed = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+        committed, partitions = await group_offsets(self.source, self.group, purpose="verify", seconds=CONNECT_TIMEOUT)
         subscription = self.check.route.config.from_
         assert isinstance(subscription, FromKafka)
-        partitions = {
-            str(topic["topic"]): sorted(int(p["partition"]) for p in topic["partitions"])
-            for topic in described
-            if topic["error_code"] == 0
-        }
         absent = [topic for topic in subscription.topics if topic not in partitions]
         if absent:
             self.check.notes.append(f"topic(s) {', '.join(absent)} do not exist on the cluster.")
-        tps = [
-            TopicPartition(topic, partition)
+        lanes = [
+            (topic, partition)
             for topic in sorted(partitions)
             if kafka_topic_matches(topic, subscription.topics, subscription.topic_pattern)
             for partition in partitions[topic]
         ]
-        if not tps:
+        if not lanes:
             return
-        consumer = AIOKafkaConsumer(
-            **options,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",  # what the bridge reads
-            auto_offset_reset="earliest",
-        )
-        self._consumer = consumer
-        await asyncio.wait_for(consumer.start(), CONNECT_TIMEOUT)
-        beginnings = await asyncio.wait_for(consumer.beginning_offsets(tps), CONNECT_TIMEOUT)
-        for tp in tps:
-            self.partitions[(tp.topic, tp.partition)] = _KafkaPartition(
-                beginnings[tp], committed.get((tp.topic, tp.partition))
-            )
+        reader = RangeReader(self.source, purpose="verify", seconds=CONNECT_TIMEOUT, stall=KAFKA_STALL)
+        self._reader = await reader.__aenter__()
+        beginnings = await reader.beginnings(lanes)
+        for lane in lanes:
+            self.partitions[lane] = _KafkaPartition(beginnings[lane], committed.get(lane))
 
     async def compare(self, streams: Sequence[StreamConfig], max_payload: int) -> list[LaneParity]:
         """Read each partition's range, judge every record, and compare with the tallies."""
@@ -109,7 +75,7 @@ class KafkaRouteReader:
         assert isinstance(subscription, FromKafka)
         earliest = subscription.start == "earliest"
         lanes: dict[Lane, LaneParity] = {}
-        comparers: dict[TopicPartition, LaneComparer] = {}
+        comparers: dict[tuple[str, int], LaneComparer] = {}
         for (topic, partition), info in sorted(self.partitions.items()):
             label = lane_label((topic, partition))
             copies, dead = check.lane_counts((topic, partition))
@@ -137,52 +103,34 @@ class KafkaRouteReader:
                 continue
             comparer = LaneComparer(label, first, last, copies, dead)
             comparer.parity.note = note
-            comparers[TopicPartition(topic, partition)] = comparer
+            comparers[(topic, partition)] = comparer
         if comparers:
             await self._read(comparers, streams, max_payload)
-            for tp, comparer in comparers.items():
-                lanes[(tp.topic, tp.partition)] = comparer.finish(comparer.parity.note)
+            for partition_lane, comparer in comparers.items():
+                lanes[partition_lane] = comparer.finish(comparer.parity.note)
         for lane in sorted(set(check.copies) - set(self.partitions), key=lane_label):
             copies, _ = check.lane_counts(lane)
             lanes[lane] = unchecked_lane(lane_label(lane), copies, "stored, but not a partition on the cluster now")
         return [lanes[key] for key in sorted(lanes, key=_lane_order)]
 
     async def _read(
-        self, comparers: Mapping[TopicPartition, LaneComparer], streams: Sequence[StreamConfig], max_payload: int
+        self, comparers: Mapping[tuple[str, int], LaneComparer], streams: Sequence[StreamConfig], max_payload: int
     ) -> None:
-        consumer = self._consumer
+        assert self._reader is not None  # prepared: there are partitions to read
         route = self.check.route
-        consumer.assign(list(comparers))
-        remaining: dict[TopicPartition, int] = {}
-        for tp, comparer in comparers.items():
+        ranges = {}
+        for lane, comparer in comparers.items():
             assert comparer.parity.first is not None
             assert comparer.parity.last is not None
-            consumer.seek(tp, comparer.parity.first)
-            remaining[tp] = comparer.parity.last
-        progress = time.monotonic()
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
-            for tp, records in batches.items():
-                comparer = comparers[tp]
-                for record in records:
-                    if record.offset > remaining.get(tp, -1):
-                        break
-                    judged = expectation(route, kafka_message(record), streams, max_payload)
-                    comparer.see(record.offset, judged.expected)
-                progress = time.monotonic() if records else progress
-            for tp in list(remaining):
-                # Transaction markers and compacted gaps have offsets but no records: go by position.
-                if await consumer.position(tp) > remaining[tp]:
-                    del remaining[tp]
-            if remaining and time.monotonic() - progress > KAFKA_STALL:
-                where = ", ".join(f"{tp.topic}/{tp.partition}" for tp in remaining)
-                raise TimeoutError(f"Kafka delivered nothing for {KAFKA_STALL:g}s while reading {where}")
+            ranges[lane] = [(comparer.parity.first, comparer.parity.last)]
+        async for lane, offset, message in self._reader.read(ranges):
+            judged = expectation(route, message, streams, max_payload)
+            comparers[lane].see(offset, judged.expected)
 
     async def close(self) -> None:
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
-                await consumer.stop()
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.__aexit__()
 
 
 def _lane_order(lane: Lane) -> tuple[str, int]:

@@ -18,9 +18,11 @@ import asyncio
 import time
 from collections.abc import Collection, Mapping, Sequence
 
-from bridge.config.model import FromRabbitMQ, RabbitMQSource, StreamConfig
+from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
+from bridge.config.routes import FromRabbitMQ
+from bridge.config.sources import RabbitMQSource
+from bridge.config.streams import StreamConfig
 from bridge.sources.base import Lane
-from bridge.sources.rabbitmq import RabbitMQRouteSource
 from bridge.verify.claims import RouteCheck
 from bridge.verify.expect import LaneComparer, expectation, unchecked_lane
 from bridge.verify.limits import CONNECT_TIMEOUT, STREAM_IDLE, STREAM_STALL

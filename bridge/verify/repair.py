@@ -19,26 +19,26 @@ Shadow and queue routes keep nothing to replay: a consumed AMQP message is gone 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
-from bridge.config.model import BridgeConfig, FromRabbitMQ, KafkaSource, RabbitMQSource, StreamConfig
+from bridge.brokers.kafka.ranges import RangeReader
+from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromRabbitMQ
+from bridge.config.sources import KafkaSource, RabbitMQSource
+from bridge.config.streams import StreamConfig
 from bridge.headers import RECOPIED_HEADER
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.mapping import CompiledRoute
 from bridge.message import OutboundMessage, SourceMessage
-from bridge.sources.kafka import kafka_client_options, kafka_message
-from bridge.sources.rabbitmq import RabbitMQRouteSource
 from bridge.verify.expect import expectation
 from bridge.verify.limits import CONNECT_TIMEOUT, KAFKA_STALL, STREAM_IDLE, STREAM_STALL
 from bridge.verify.rabbitmq import _NoCheckpoints
@@ -177,32 +177,11 @@ async def _read_kafka(
     source: KafkaSource, lane: str, missing: list[tuple[int, int]]
 ) -> dict[int, SourceMessage | None]:
     topic, _, partition_text = lane.rpartition("/")
-    tp = TopicPartition(topic, int(partition_text))
-    options = kafka_client_options(source, client_suffix="-repair")
-    consumer = AIOKafkaConsumer(
-        **options, group_id=None, enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="none"
-    )
     found: dict[int, SourceMessage | None] = {}
-    await asyncio.wait_for(consumer.start(), CONNECT_TIMEOUT)
-    try:
-        consumer.assign([tp])
-        for first, last in missing:
-            consumer.seek(tp, first)
-            progress = time.monotonic()
-            while await consumer.position(tp) <= last:
-                batches = await consumer.getmany(tp, timeout_ms=500, max_records=2000)
-                for record in batches.get(tp, []):
-                    if record.offset > last:
-                        break
-                    if record.offset >= first:
-                        found[record.offset] = kafka_message(record)
-                if batches:
-                    progress = time.monotonic()
-                elif time.monotonic() - progress > KAFKA_STALL:
-                    raise TimeoutError(f"Kafka delivered nothing for {KAFKA_STALL:g}s while reading {lane}")
-    finally:
-        with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
-            await consumer.stop()
+    reader = RangeReader(source, purpose="repair", seconds=CONNECT_TIMEOUT, stall=KAFKA_STALL, reset="none")
+    async with reader:
+        async for _, offset, message in reader.read({(topic, int(partition_text)): missing}):
+            found[offset] = message
     return found
 
 

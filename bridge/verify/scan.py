@@ -16,14 +16,10 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from bridge.config.model import BridgeConfig
-from bridge.errors import BridgeError
+from bridge.errors import ScanError
 from bridge.headers import RECOPIED_HEADER
 from bridge.verify.claims import RouteCheck
 from bridge.verify.limits import FETCH_TIMEOUT, SCAN_BATCH
-
-
-class ScanError(BridgeError):
-    """A stream could not be read to its end."""
 
 
 @dataclass(frozen=True, slots=True)

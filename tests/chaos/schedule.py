@@ -67,7 +67,7 @@ from nats.js.errors import NotFoundError
 from private_nats import PrivateNatsServer
 
 from bridge.config import load_config_text
-from bridge.config.model import Phase
+from bridge.config.services import Phase
 from bridge.cutover.store import BUCKET as PHASE_BUCKET
 from bridge.cutover.store import PhaseStore, phase_key
 from bridge.headers import ORIGIN_HEADER

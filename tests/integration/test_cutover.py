@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from kafka_helpers import BridgeProcess, fill_topic, stream_count, wait_for_count
 from nats.aio.client import Client as NatsClient
 
-from bridge.config.model import Phase
+from bridge.config.services import Phase
 from bridge.cutover.store import PhaseStore
 
 if TYPE_CHECKING:

@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -415,3 +416,53 @@ async def test_unusable_tls_files_are_one_error_line(
     assert settings["ssl_ca_file"] in errors[0], errors[0]
     assert settings["ssl_key_file"] in errors[0], errors[0]
     assert_no_secret_logged(bridge, secrets_of(secure_kafka))
+
+
+# --- every command logs in as the bridge does ------------------------------------------------------
+
+
+async def test_traffic_command_logs_in_with_the_sources_tls_and_sasl(
+    tmp_path: Path, nats_url: str, secure_kafka: SecureKafka, unique_name: str
+) -> None:
+    """`nats-bridge traffic` built its Kafka clients from the bootstrap servers alone, so on a
+    TLS/SASL source it could not connect. It now builds them where the bridge does: the topic is
+    created over SASL_SSL (SCRAM-SHA-512) and holds exactly the records sent."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.helpers import create_ssl_context
+
+    bootstrap, settings = settings_for("SCRAM-SHA-512", secure_kafka)
+    mapping = write_secure_mapping(
+        tmp_path / "mapping.yaml", nats_url=nats_url, bootstrap=bootstrap, topic=unique_name, source=settings
+    )
+    env = {**os.environ, "KAFKA_PASSWORD": secure_kafka.password}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bridge", "traffic", str(mapping), "--count", "7"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"sent 7 records to Kafka topic '{unique_name}'" in done.stdout
+    assert secure_kafka.password not in done.stdout + done.stderr
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=secure_kafka.ssl_bootstrap,
+        security_protocol="SSL",
+        ssl_context=create_ssl_context(cafile=secure_kafka.ca),
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(unique_name, p) for p in consumer.partitions_for_topic(unique_name) or ()]
+        if not partitions:
+            await consumer._client.force_metadata_update()  # the topic is new to this client
+            partitions = [TopicPartition(unique_name, p) for p in consumer.partitions_for_topic(unique_name) or ()]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    assert partitions, f"topic {unique_name} was not created on the secure broker"
+    assert sum(ends.values()) == 7

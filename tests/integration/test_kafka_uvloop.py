@@ -5,7 +5,7 @@ A fault-schedule run saw the RuntimeError escape aiokafka's heartbeat task durin
 aiokafka handed it to the next getmany and the bridge exited 1 with a traceback. Reproduced here
 deterministically against the real broker: the connection's transport is aborted, and the request
 goes out in the loop iteration where uvloop has closed the transport but aiokafka has not yet
-noticed (bridge/sources/aiokafka_uvloop.py).
+noticed (bridge/brokers/kafka/uvloop.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from aiokafka.conn import AIOKafkaConnection, create_conn
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.protocol.metadata import MetadataRequest
 
-from bridge.sources import aiokafka_uvloop
+from bridge.brokers.kafka import uvloop as aiokafka_uvloop
 
 pytestmark = [pytest.mark.kafka]
 

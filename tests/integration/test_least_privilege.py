@@ -28,7 +28,7 @@ from kafka_helpers import BridgeProcess, fill_topic, stream_count, wait_for_coun
 from nats.aio.client import Client as NatsClient
 from private_nats import PrivateNatsServer
 
-from bridge.config.model import Phase
+from bridge.config.services import Phase
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.store import BUCKET, PhaseStore, phase_key
 

@@ -26,11 +26,11 @@ from private_nats import PrivateNatsServer
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.brokers.rabbitmq.names import shadow_queue_name
 from bridge.config import load_config_text
 from bridge.operations.metrics import bridge_registry
 from bridge.operations.names import METRICS, exported_sample_names
 from bridge.runner import Bridge, RunSettings
-from bridge.sources.rabbitmq import shadow_queue_name
 
 pytestmark = pytest.mark.timeout(300)
 

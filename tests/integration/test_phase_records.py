@@ -34,7 +34,7 @@ from nats.js.errors import APIError
 from nats.js.kv import KeyValue
 from private_nats import PrivateNatsServer
 
-from bridge.config.model import Phase
+from bridge.config.services import Phase
 from bridge.cutover.phases import MAX_RECORD_BYTES, PhaseRecord
 from bridge.cutover.store import BUCKET, HISTORY, REPORTS_BUCKET, PhaseStore, phase_key, report_key
 

@@ -24,7 +24,7 @@ from nats.aio.client import Client as NatsClient
 from tcp_proxy import TcpProxy
 from test_rabbitmq_bridge import fanout_mapping, queue_exists, until
 
-from bridge.sources.rabbitmq import MAX_RECONNECT_DELAY
+from bridge.brokers.rabbitmq.client import MAX_RECONNECT_DELAY
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.nats]
 

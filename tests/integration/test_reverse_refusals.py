@@ -24,7 +24,9 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 from pydantic import SecretStr
 
-from bridge.config.model import DeadLetterConfig, KafkaSource, RabbitMQSource, ReverseRouteConfig, ReverseTo
+from bridge.config.model import DeadLetterConfig
+from bridge.config.services import ReverseRouteConfig, ReverseTo
+from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.reverse.route import ReverseRoute
 
 pytestmark = [pytest.mark.nats]

@@ -30,14 +30,16 @@ from nats.js.api import AckPolicy, ConsumerInfo
 from nats.js.errors import NotFoundError
 from pydantic import SecretStr
 
+from bridge.brokers import reverse_target
+from bridge.brokers.rabbitmq.target import RabbitMQTarget
 from bridge.config import load_config_text
-from bridge.config.model import KafkaSource, RabbitMQSource, ReverseRouteConfig, ReverseTo
-from bridge.errors import BridgeError
+from bridge.config.services import ReverseRouteConfig, ReverseTo
+from bridge.config.sources import KafkaSource, RabbitMQSource
+from bridge.errors import BridgeError, TargetUnavailableError
 from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS
-from bridge.reverse.rabbitmq_target import RabbitMQTarget
-from bridge.reverse.route import ReverseRoute, build_target
-from bridge.reverse.targets import legacy_headers
+from bridge.reverse.route import ReverseRoute
 from bridge.runner import Bridge, RunSettings
+from bridge.targets import legacy_headers
 
 TopicFactory = Callable[..., Awaitable[str]]
 REGIONS = ("eu", "us", "ap")
@@ -195,19 +197,34 @@ def test_legacy_headers_drop_every_jetstream_header_and_keep_the_rest() -> None:
 def test_target_must_match_its_source_kind() -> None:
     to_exchange = ReverseTo(source="k", exchange="legacy")
     with pytest.raises(BridgeError, match=r"source 'k' is kafka, but 'to' names exchange 'legacy'"):
-        build_target(kafka("127.0.0.1:1"), to_exchange, label="svc/r")
+        reverse_target(kafka("127.0.0.1:1"), to_exchange, label="svc/r")
     to_topic = ReverseTo(source="r", topic="orders")
     with pytest.raises(BridgeError, match=r"source 'r' is rabbitmq, but 'to' names topic 'orders'"):
-        build_target(rabbit("amqp://127.0.0.1:1/"), to_topic, label="svc/r")
+        reverse_target(rabbit("amqp://127.0.0.1:1/"), to_topic, label="svc/r")
 
 
 def test_rabbitmq_target_describes_itself_without_the_password() -> None:
-    target = build_target(
+    target = reverse_target(
         rabbit("amqp://bridge:s3cret@rabbit:5672/legacy"), ReverseTo(source="r", exchange="ex"), label="a/b"
     )
     assert target.description == "RabbitMQ exchange 'ex' at amqp://bridge:***@rabbit:5672/legacy"
     assert target.key_problem("k" * 255) is None
     assert target.key_problem("k" * 256) == "routing key is longer than 255 bytes (AMQP's limit)"
+
+
+async def test_rabbitmq_target_says_a_refused_login_as_the_sources_do(amqp_url: str) -> None:
+    """The reverse target connected on its own and called every failure "not reachable"; it now
+    connects as the sources do, so a wrong password reads as a refused login (and the password
+    is not in the line)."""
+    parts = urllib.parse.urlsplit(amqp_url)
+    wrong = urllib.parse.urlunsplit(parts._replace(netloc=f"guest:wrong-pw-81c2@{parts.hostname}:{parts.port}"))
+    target = reverse_target(rabbit(wrong), ReverseTo(source="r", exchange="amq.topic"), label="svc/r")
+    with pytest.raises(TargetUnavailableError) as raised:
+        await target.connect()
+    text = str(raised.value)
+    assert "refused the PLAIN login" in text, text
+    assert "wrong-pw-81c2" not in text
+    await target.close()
 
 
 # --------------------------------------------------------------------------- (a) RabbitMQ

@@ -24,9 +24,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
+from bridge.brokers.kafka.records import kafka_message
 from bridge.config import load_config
 from bridge.mapping import CompiledRoute
-from bridge.sources.kafka import kafka_message
 from bridge.verify import DoubledRun, LaneParity, RouteParity, VerifyReport, verify, verify_command
 
 BridgeFactory = Callable[[Path], BridgeProcess]

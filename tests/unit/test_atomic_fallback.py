@@ -18,7 +18,7 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from bridge.config.model import BridgeConfig
-from bridge.jetstream.declare import AtomicBatchesUnsupportedError
+from bridge.errors import AtomicBatchesUnsupportedError
 from bridge.runner import Bridge, compile_routes
 
 

@@ -243,8 +243,8 @@ def test_schema_documents_every_field() -> None:
 def test_rabbitmq_vhost_and_credentials_are_written_into_the_url() -> None:
     from pydantic import SecretStr
 
+    from bridge.brokers.rabbitmq.client import amqp_url
     from bridge.config import RabbitMQSource
-    from bridge.sources.rabbitmq import amqp_url
 
     source = RabbitMQSource(
         type="rabbitmq",

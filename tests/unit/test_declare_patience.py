@@ -17,7 +17,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import ServiceUnavailableError
 
 from bridge.config.model import BridgeConfig
-from bridge.runner import Bridge, NatsUnavailableError
+from bridge.errors import NatsUnavailableError
+from bridge.runner import Bridge
 
 
 def _bridge() -> Bridge:

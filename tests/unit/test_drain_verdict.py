@@ -4,7 +4,7 @@ tests/integration/test_drain_coverage.py runs it with two bridges on real broker
 
 from __future__ import annotations
 
-from bridge.config.model import Phase
+from bridge.config.services import Phase
 from bridge.cutover.drain import WHOLE, lanes_text, next_drain_record, uncovered, without
 from bridge.cutover.phases import PhaseRecord
 

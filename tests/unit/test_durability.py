@@ -237,8 +237,9 @@ def test_report_per_route_and_as_json() -> None:
 
 
 def test_management_and_monitoring_credentials_are_secrets_and_travel_in_headers() -> None:
+    from bridge.brokers.http import split_credentials
+    from bridge.brokers.rabbitmq.management import management_login
     from bridge.config import load_config_text
-    from bridge.durability_probe import _management_login, _split_credentials
     from bridge.logs import config_secrets
 
     text = """
@@ -262,14 +263,14 @@ services:
     secrets = config_secrets(config)
     assert {"mon-secret", "amqp-secret", "api-secret"} <= set(secrets)
     source = config.sources["rabbit"]
-    base, auth, shown = _management_login(source)  # type: ignore[arg-type]
+    base, auth, shown = management_login(source)  # type: ignore[arg-type]
     assert base == "http://rabbit:15672/api"
     assert auth is not None
     assert (auth.user, auth.password) == ("monitor", "api-secret")
     assert auth.headers() == {"Authorization": "Basic bW9uaXRvcjphcGktc2VjcmV0"}
     assert "api-secret" not in repr(auth)
     assert "secret" not in shown
-    bare, basic = _split_credentials("http://mon:mon-secret@nats-1:8222/varz")
+    bare, basic = split_credentials("http://mon:mon-secret@nats-1:8222/varz")
     assert bare == "http://nats-1:8222/varz"
     assert basic is not None
     assert basic.password == "mon-secret"

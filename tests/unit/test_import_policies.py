@@ -15,9 +15,10 @@ import pytest
 
 from bridge.config import FromRabbitMQ, load_config_text
 from bridge.config.model import BridgeConfig
+from bridge.errors import NothingToCopyError
 from bridge.explain import explain_amqp
 from bridge.importers import import_definitions, render
-from bridge.importers.rabbitmq import NothingToCopyError, _topic_intersection, _topic_intersections
+from bridge.importers.rabbitmq import _topic_intersection, _topic_intersections
 from bridge.routing import topic_matches
 
 ROOT = Path(__file__).resolve().parents[2]

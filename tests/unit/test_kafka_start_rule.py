@@ -10,15 +10,11 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from bridge.config.model import FromKafka, KafkaSource
+from bridge.brokers.kafka.source import KafkaTopicSource
+from bridge.brokers.kafka.start import StartPosition, commit_metadata, partitions_at_start, start_position
+from bridge.config.routes import FromKafka
+from bridge.config.sources import KafkaSource
 from bridge.sources.base import Lane
-from bridge.sources.kafka import (
-    KafkaTopicSource,
-    StartPosition,
-    commit_metadata,
-    partitions_at_start,
-    start_position,
-)
 
 
 def test_a_commit_held_by_kafka_is_where_reading_resumes_whatever_start_says() -> None:
@@ -142,7 +138,7 @@ async def test_new_partitions_stay_paused_until_prepared_and_positioned() -> Non
     consumer = FakeConsumer(events, committed)
     consumer.assigned = {TopicPartition("t", 0), TopicPartition("t", 1)}
     source._consumer = consumer  # type: ignore[assignment]
-    source._admin = FakeAdmin(consumer)  # type: ignore[assignment]
+    source._positions.admin = FakeAdmin(consumer)  # type: ignore[assignment]
     source._owner = FakeOwner(events, consumer, source)
     await source.partitions_assigned(consumer.assigned)
     assert events == [
@@ -167,7 +163,7 @@ async def test_partitions_assigned_while_the_route_is_paused_stay_paused() -> No
     consumer = FakeConsumer(events, {})
     consumer.assigned = {TopicPartition("t", 0)}
     source._consumer = consumer  # type: ignore[assignment]
-    source._admin = FakeAdmin(consumer)  # type: ignore[assignment]
+    source._positions.admin = FakeAdmin(consumer)  # type: ignore[assignment]
     source.pause()
     await source.partitions_assigned(consumer.assigned)
     assert consumer.paused == {TopicPartition("t", 0)}

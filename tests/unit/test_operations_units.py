@@ -11,10 +11,11 @@ import pytest
 
 from bridge.config import load_config_text
 from bridge.deadletters import encoded_size, fits
+from bridge.errors import HttpAddressError
 from bridge.latency import BUCKETS, LatencyHistogram
 from bridge.logs import LogFormat, config_secrets, configure_logging
 from bridge.message import OutboundMessage
-from bridge.operations.http import HttpAddress, HttpAddressError
+from bridge.operations.http import HttpAddress
 
 SECRET_MAPPING = """\
 nats:

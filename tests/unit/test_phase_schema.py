@@ -10,15 +10,8 @@ from typing import Any, cast
 import pytest
 from nats.js import JetStreamContext
 
-from bridge.config.model import Phase
-from bridge.cutover.phases import (
-    MAX_RECORD_BYTES,
-    InvalidRecordError,
-    PhaseRecord,
-    check_transition,
-    now_text,
-    refusal,
-)
+from bridge.config.services import Phase
+from bridge.cutover.phases import MAX_RECORD_BYTES, PhaseRecord, check_transition, now_text, refusal
 from bridge.cutover.store import (
     FRESH,
     INVALID,
@@ -30,7 +23,7 @@ from bridge.cutover.store import (
     next_state,
     with_report,
 )
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, InvalidRecordError
 
 WHERE = "nats_bridge_phases/phase.svc"
 NOW = "2025-03-01T10:00:00Z"

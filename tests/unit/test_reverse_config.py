@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.config import load_config_text
-from bridge.config.model import Phase
+from bridge.config.services import Phase
 from bridge.errors import ConfigError
 
 HEAD = """

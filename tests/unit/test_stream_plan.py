@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from nats.js import api as js_api
 
-from bridge.config.model import StreamConfig
+from bridge.config.streams import StreamConfig
 from bridge.jetstream.declare import to_nats_config
 from bridge.jetstream.plan import (
     Action,

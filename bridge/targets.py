@@ -22,12 +22,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bridge.errors import BridgeError
-
-
-class TargetUnavailableError(BridgeError):
-    """The legacy broker of a reverse route cannot be written to (unreachable, target missing)."""
-
 
 @dataclass(frozen=True, slots=True)
 class LegacyMessage:

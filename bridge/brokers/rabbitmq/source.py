@@ -25,185 +25,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import ssl
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
-from bridge.config.model import FromRabbitMQ, RabbitMQMode, RabbitMQSource
-from bridge.errors import SourceUnavailableError, SourceUnreachableError
-from bridge.logs import redact_url
-from bridge.message import AmqpOrigin, SourceMessage
+from bridge.brokers.rabbitmq.client import amqp_url, next_reconnect_delay, open_connection, reply_text
+from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, stream_offset_of
+from bridge.config.routes import FromRabbitMQ, RabbitMQMode
+from bridge.config.sources import RabbitMQSource
+from bridge.errors import RabbitMQConnectError, SourceUnavailableError, SourceUnreachableError
 from bridge.routing import ExchangeType
 from bridge.sources.base import Lane, LaneOwner, Received
 
 log = logging.getLogger(__name__)
-
-# pamqp's property names -> the AMQP names used in AmqpOrigin.properties and headers.
-_PROPERTY_NAMES = {
-    "content_type": "content_type",
-    "content_encoding": "content_encoding",
-    "delivery_mode": "delivery_mode",
-    "priority": "priority",
-    "correlation_id": "correlation_id",
-    "reply_to": "reply_to",
-    "expiration": "expiration",
-    "message_id": "message_id",
-    "timestamp": "timestamp",
-    "message_type": "type",
-    "user_id": "user_id",
-    "app_id": "app_id",
-}
-STREAM_OFFSET_HEADER = "x-stream-offset"
-
-
-def amqp_url(source: RabbitMQSource) -> str:
-    """The source's URL with its `vhost`, `username`, `password`, TLS and auth settings applied.
-
-    aio-pika ignores `virtualhost=`/`login=`/`password=` keywords when it is given a URL, so
-    they are written into the URL itself (percent-encoded, as the AMQP URI spec wants). aiormq
-    takes its TLS files and mechanism from the URL's query, so for `amqps://` the `tls_*` files
-    become `cafile`, `certfile` and `keyfile`, and EXTERNAL becomes `auth=external` with no user
-    or password in the URL (the client certificate is the identity). File paths are not secrets:
-    `redact_url` keeps the query and hides only the password.
-    """
-    url = source.url.get_secret_value()
-    parts = urlsplit(url)
-    external = source.auth_mechanism == "EXTERNAL"
-    params: dict[str, str] = {}
-    if parts.scheme.lower() == "amqps":
-        tls_files = {"cafile": source.tls_ca_file, "certfile": source.tls_cert_file, "keyfile": source.tls_key_file}
-        params.update({key: path for key, path in tls_files.items() if path is not None})
-    if external:
-        params["auth"] = "external"
-    if source.vhost is None and source.username is None and source.password is None and not params:
-        return url
-    user = quote(source.username, safe="") if source.username is not None else (parts.username or "")
-    password = (
-        quote(source.password.get_secret_value(), safe="") if source.password is not None else (parts.password or "")
-    )
-    userinfo = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    if external:
-        userinfo = ""  # EXTERNAL sends no user or password: the certificate's identity is the user
-    host = parts.hostname or "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    path = "/" + quote(source.vhost, safe="") if source.vhost is not None else parts.path
-    # The URL's own query stays as written, except the keys set here; yarl (aiormq) decodes `+`
-    # in a query as a space, so values are percent-encoded with quote(), not quote_plus().
-    kept = [item for item in parts.query.split("&") if item and unquote(item.partition("=")[0]) not in params]
-    kept += [f"{key}={quote(value, safe='/')}" for key, value in params.items()]
-    return urlunsplit((parts.scheme, userinfo + host, path, "&".join(kept), parts.fragment))
-
-
-# TLS alerts by which a broker turns down the client certificate it was shown
-_CLIENT_CERT_ALERTS = (
-    "ALERT_UNKNOWN_CA",
-    "ALERT_BAD_CERTIFICATE",
-    "ALERT_UNSUPPORTED_CERTIFICATE",
-    "ALERT_CERTIFICATE_EXPIRED",
-    "ALERT_CERTIFICATE_REVOKED",
-    "ALERT_CERTIFICATE_REQUIRED",
-)
-
-
-def _connect_failure(source: RabbitMQSource, error: BaseException) -> tuple[str, bool]:
-    """Why a connection attempt failed, for one line, and whether RabbitMQ simply did not answer
-    (an outage to wait out): a refused login, a refused vhost and a failed TLS handshake say so,
-    with the auth mechanism; anything else is 'not reachable'."""
-    text = str(error) or type(error).__name__
-    mechanism = source.auth_mechanism
-    if isinstance(error, aiormq.exceptions.ProbableAuthenticationError | aiormq.exceptions.AuthenticationError):
-        return f"refused the {mechanism} login: {text}", False
-    if isinstance(error, aiormq.exceptions.ConnectionNotAllowed) or _open_refused(error):
-        return (
-            f"refused access to the vhost '{source.effective_vhost}' (it does not exist, or the user may not use it)",
-            False,
-        )
-    # aiormq wraps the ssl module's error in an AMQPConnectionError
-    tls = error if isinstance(error, ssl.SSLError) else error.__cause__
-    if not isinstance(tls, ssl.SSLError):
-        # Refused, reset, timed out, closed by a broker shutting down: an outage. Anything else
-        # (a port that does not speak AMQP 0-9-1) is not reachable either, but will not mend itself.
-        outage = isinstance(error, OSError | TimeoutError) and not isinstance(
-            error, aiormq.exceptions.IncompatibleProtocolError
-        )
-        return f"is not reachable: {text}", outage
-    reason = tls.reason or text
-    if isinstance(tls, ssl.SSLCertVerificationError):
-        trusted = "tls_ca_file" if source.tls_ca_file is not None else "the system CAs (no tls_ca_file)"
-        return f"failed the TLS handshake ({reason}): its certificate does not verify against {trusted}: " + (
-            tls.verify_message or text
-        ), False
-    if any(alert in reason for alert in _CLIENT_CERT_ALERTS):
-        shown = "the client certificate" if source.tls_cert_file is not None else "no client certificate"
-        return f"turned down {shown} in the TLS handshake ({mechanism} login): {reason}", False
-    return f"failed the TLS handshake ({mechanism} login): {reason}", False
-
-
-def _open_refused(error: BaseException) -> bool:
-    """RabbitMQ answered Connection.Open (the vhost) with Connection.Close: aiormq reports it as
-    an unexpected frame, without the reply code or text (a missing vhost, a user without access)."""
-    return isinstance(error, aiormq.exceptions.InvalidFrameError) and "got <Connection.Close" in str(error)
-
-
-class RabbitMQConnectError(SourceUnavailableError):
-    """A connection the broker refused or never answered: where (password as ***) and why;
-    `unreachable` when it did not answer at all (an outage, not a setting to fix)."""
-
-    def __init__(self, where: str, reason: str, *, unreachable: bool = False) -> None:
-        super().__init__(f"RabbitMQ at {where} {reason}")
-        self.where = where
-        self.reason = reason
-        self.unreachable = unreachable
-
-
-async def open_connection(
-    source: RabbitMQSource, *, connect_timeout: float, heartbeat: int | None = None
-) -> AbstractConnection:
-    """One connection to the source, for routes and commands alike, so every caller reports a
-    refused login, a failed TLS handshake or an unreachable broker the same way."""
-    url = amqp_url(source)
-    kwargs: dict[str, Any] = {}
-    if heartbeat is not None:
-        kwargs["heartbeat"] = heartbeat
-    # Bounded by asyncio.timeout, not by asyncio.wait_for (here, or aio-pika's own when given a
-    # `timeout`): in Python 3.11 wait_for returns the attempt's outcome when a cancellation arrives
-    # just as the attempt ends, so a stop's cancellation of a failing attempt became a "not reachable"
-    # the reconnect loop retried, and the stop waited until RabbitMQ was back.
-    try:
-        async with asyncio.timeout(connect_timeout):
-            connection: AbstractConnection = await aio_pika.connect(url, **kwargs)
-    except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as error:
-        reason, unreachable = _connect_failure(source, error)
-        raise RabbitMQConnectError(redact_url(url), reason, unreachable=unreachable) from None
-    return connection
-
-
-MAX_RECONNECT_DELAY = 5.0
-
-
-def next_reconnect_delay(delay: float) -> float:
-    """The wait before the next connect attempt: doubling, but never past 5 s (with a little
-    jitter). A restarted RabbitMQ is typically back within seconds, and every second the bridge
-    still waits afterwards is lag on every shadow route; a longer cap once left a route idle 16 s
-    after its broker was back. The jitter keeps a fleet of bridges from reconnecting in lockstep."""
-    return min(delay * 2, MAX_RECONNECT_DELAY) * random.uniform(0.8, 1.0)
-
-
-def shadow_queue_name(service: str, route: str) -> str:
-    """The bridge's own queue for a shadow route — never a legacy consumer's queue."""
-    return f"nats-bridge.{service}.{route}"
 
 
 class RabbitMQRouteSource:
@@ -375,7 +215,7 @@ class RabbitMQRouteSource:
             await underlay.basic_consume(self._queue, self._on_delivery, no_ack=False, arguments=arguments)
         except aiormq.exceptions.ChannelNotFoundEntity as error:
             await connection.close()
-            raise SourceUnavailableError(f"source '{self.name}': {_reply_text(error)}") from None
+            raise SourceUnavailableError(f"source '{self.name}': {reply_text(error)}") from None
         except ConnectionError as error:
             # The connection went away while subscribing (a broker shutting down closes it with
             # CONNECTION_FORCED): an outage, like a refused connection.
@@ -473,38 +313,3 @@ class RabbitMQRouteSource:
         # A message a reverse route wrote too: bridge.decide filters it.
         message = amqp_message(delivered, self._queue, headers, offset)
         return Received(lane, offset if offset is not None else tag, message)
-
-
-def stream_offset_of(delivered: DeliveredMessage) -> tuple[int | None, dict[str, Any]]:
-    """A stream delivery's offset, and its headers without the offset header RabbitMQ adds."""
-    headers = dict(delivered.header.properties.headers or {})
-    raw = headers.pop(STREAM_OFFSET_HEADER, None)
-    return (raw if isinstance(raw, int) else None), headers
-
-
-def amqp_message(
-    delivered: DeliveredMessage, queue: str | None, headers: Mapping[str, Any], stream_offset: int | None
-) -> SourceMessage:
-    """A delivery as the pipeline sees it: the AMQP properties under aio-pika's names."""
-    delivery = delivered.delivery
-    properties = delivered.header.properties
-    values: dict[str, Any] = {}
-    for attribute, name in _PROPERTY_NAMES.items():
-        value = getattr(properties, attribute, None)
-        if value is not None:
-            values[name] = value
-    origin = AmqpOrigin(
-        exchange=delivery.exchange or "",  # type: ignore[union-attr]
-        routing_key=delivery.routing_key or "",  # type: ignore[union-attr]
-        queue=queue,
-        properties=values,
-        redelivered=bool(delivery.redelivered),  # type: ignore[union-attr]
-        stream_offset=stream_offset,
-    )
-    return SourceMessage(origin, delivered.body, tuple(headers.items()))
-
-
-def _reply_text(error: aiormq.exceptions.AMQPError) -> str:
-    frame = error.args[0] if error.args else None
-    text = getattr(frame, "reply_text", None)
-    return str(text) if text else str(error)

@@ -20,7 +20,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     InvalidTimestampError,
     InvalidTopicError,
@@ -32,10 +31,11 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from bridge.config.model import KafkaSource
+from bridge.brokers.kafka import client
+from bridge.config.sources import KafkaSource
+from bridge.errors import TargetUnavailableError
 from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS
-from bridge.reverse.targets import LegacyMessage, Outcome, TargetUnavailableError, WriteFailure
-from bridge.sources.kafka import kafka_client_options
+from bridge.targets import LegacyMessage, Outcome, WriteFailure
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,9 @@ class KafkaTarget:
         """Start an idempotent producer and check the topic has partitions."""
         if self._producer is not None:
             return
-        options = kafka_client_options(self._source, client_suffix="-reverse")
-        producer = AIOKafkaProducer(
-            **options,
+        producer = client.producer(
+            self._source,
+            purpose="reverse",
             acks="all",
             enable_idempotence=True,
             request_timeout_ms=int(self._confirm_timeout * 1000),

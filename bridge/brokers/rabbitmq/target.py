@@ -23,15 +23,15 @@ import logging
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from bridge.config.model import RabbitMQSource
+from bridge.brokers.rabbitmq.client import amqp_url, open_connection
+from bridge.config.sources import RabbitMQSource
+from bridge.errors import RabbitMQConnectError, TargetUnavailableError
 from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS
 from bridge.logs import redact_url
-from bridge.reverse.targets import LegacyMessage, Outcome, TargetUnavailableError, WriteFailure
-from bridge.sources.rabbitmq import amqp_url
+from bridge.targets import LegacyMessage, Outcome, WriteFailure
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +86,14 @@ class RabbitMQTarget:
         await self.close()
         vhost = unquote(urlsplit(self._url).path.removeprefix("/")) or "/"
         try:
-            connection = await aio_pika.connect(
-                self._url,
-                timeout=self._connect_timeout,
+            connection = await open_connection(
+                self._source,
+                connect_timeout=self._connect_timeout,
                 heartbeat=int(self._source.heartbeat.total_seconds()),
-                client_properties={"connection_name": f"nats-bridge reverse {self._label}".strip()},
+                name=f"nats-bridge reverse {self._label}".strip(),
             )
-        except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as error:
-            raise TargetUnavailableError(
-                f"RabbitMQ at {redact_url(self._url)} is not reachable: {self._text(error)}"
-            ) from None
+        except RabbitMQConnectError as error:
+            raise TargetUnavailableError(str(error)) from None
         try:
             channel = await connection.channel(publisher_confirms=True)
             await channel.get_exchange(self._exchange, ensure=True)  # passive: never declared

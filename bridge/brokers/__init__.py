@@ -1,0 +1,56 @@
+"""(1) IN and (3') OUT: one package per broker, the same shape in each.
+
+    brokers/kafka/      client.py (the one place that builds aiokafka clients: TLS, SASL),
+                        source.py (a route's consumer group), target.py (reverse routes),
+                        admin.py (offsets, lag, groups), start.py, records.py, names.py
+    brokers/rabbitmq/   client.py (the one place that connects: URL, TLS, auth), source.py
+                        (shadow, queue and stream modes), target.py, admin.py (depths, clean-up),
+                        records.py, names.py
+
+The features (runner, status, cut-over, reverse routes) ask a `RouteBroker` or a `LegacyTarget`
+made here; this module is the one place that looks at which broker a route reads or writes.
+"""
+
+from __future__ import annotations
+
+import aiormq
+from aiokafka.errors import KafkaError
+
+from bridge.brokers.base import Backlog, RouteBroker
+from bridge.brokers.kafka.route import KafkaRoute
+from bridge.brokers.kafka.target import KafkaTarget
+from bridge.brokers.rabbitmq.route import RabbitMQRoute
+from bridge.brokers.rabbitmq.target import RabbitMQTarget
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, FromRabbitMQ, RouteConfig
+from bridge.config.services import ReverseTo
+from bridge.config.sources import KafkaSource, RabbitMQSource
+from bridge.errors import BridgeError
+from bridge.targets import LegacyTarget
+
+__all__ = ["BROKER_ERRORS", "Backlog", "RouteBroker", "reverse_target", "route_broker"]
+
+# What the broker clients raise for a broker's refusal or a connection that broke (besides
+# OSError and TimeoutError), for the commands that report it rather than stop on it.
+BROKER_ERRORS: tuple[type[Exception], ...] = (KafkaError, aiormq.exceptions.AMQPError)
+
+
+def route_broker(config: BridgeConfig, service: str, route: RouteConfig) -> RouteBroker:
+    """The broker `route` reads, bound to the route (its group or queue)."""
+    source = config.sources[route.source]
+    subscription = route.from_
+    if isinstance(source, KafkaSource) and isinstance(subscription, FromKafka):
+        return KafkaRoute(route.source, source, subscription, service, route.name)
+    if isinstance(source, RabbitMQSource) and isinstance(subscription, FromRabbitMQ):
+        return RabbitMQRoute(route.source, source, subscription, service, route.name)
+    raise BridgeError(f"route {service}/{route.name}: source '{route.source}' does not match its 'from'")
+
+
+def reverse_target(source: RabbitMQSource | KafkaSource, to: ReverseTo, *, label: str) -> LegacyTarget:
+    """The target `to` names, on the connection of `source`; `label` names the route in logs."""
+    if isinstance(source, RabbitMQSource) and to.exchange is not None:
+        return RabbitMQTarget(source, to.exchange, label=label)
+    if isinstance(source, KafkaSource) and to.topic is not None:
+        return KafkaTarget(source, to.topic, label=label)
+    what = f"exchange '{to.exchange}'" if to.exchange is not None else f"topic '{to.topic}'"
+    raise BridgeError(f"reverse route {label}: source '{to.source}' is {source.type}, but 'to' names {what}")

@@ -1,0 +1,1 @@
+"""Kafka, through aiokafka: every aiokafka client the bridge opens is built in `client.py`."""

@@ -1,0 +1,38 @@
+"""A route that reads Kafka, as the features ask it (bridge.brokers.base.RouteBroker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.brokers.base import Backlog
+from bridge.brokers.kafka.admin import delete_group, group_backlog
+from bridge.brokers.kafka.names import default_group
+from bridge.brokers.kafka.source import KafkaTopicSource
+from bridge.config.routes import FromKafka
+from bridge.config.sources import KafkaSource
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRoute:
+    """`name` is the source's name in the mapping file; the group is the route's own."""
+
+    name: str
+    config: KafkaSource
+    subscription: FromKafka
+    service: str
+    route: str
+
+    @property
+    def group(self) -> str:
+        return self.subscription.group or default_group(self.service, self.route)
+
+    def source(self) -> KafkaTopicSource:
+        return KafkaTopicSource(self.name, self.config, self.subscription, self.group)
+
+    async def backlog(self) -> Backlog:
+        return await group_backlog(self.config, self.subscription, self.group)
+
+    async def retire(self, *, delete_offsets: bool) -> str:
+        if not delete_offsets:
+            return f"kept consumer group '{self.group}' and its offsets (retire with --delete-offsets to remove them)"
+        return await delete_group(self.config, self.group)

@@ -1,0 +1,1 @@
+"""RabbitMQ, through aio-pika and its aiormq channels: every connection is opened in `client.py`."""

@@ -1,0 +1,45 @@
+"""A route that reads RabbitMQ, as the features ask it (bridge.brokers.base.RouteBroker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.brokers.base import Backlog
+from bridge.brokers.rabbitmq.admin import delete_shadow_queue, queue_depth
+from bridge.brokers.rabbitmq.names import shadow_queue_name
+from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
+from bridge.config.routes import FromRabbitMQ, RabbitMQMode
+from bridge.config.sources import RabbitMQSource
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitMQRoute:
+    """`name` is the source's name in the mapping file. In shadow mode the queue is the bridge's
+    own; in queue and stream mode it is the legacy side's, named by the route."""
+
+    name: str
+    config: RabbitMQSource
+    subscription: FromRabbitMQ
+    service: str
+    route: str
+
+    @property
+    def queue(self) -> str:
+        if self.subscription.effective_mode is RabbitMQMode.SHADOW:
+            return self.subscription.queue or shadow_queue_name(self.service, self.route)
+        assert self.subscription.queue is not None  # the model requires it outside shadow mode
+        return self.subscription.queue
+
+    def source(self) -> RabbitMQRouteSource:
+        return RabbitMQRouteSource(self.name, self.config, self.subscription, self.queue)
+
+    async def backlog(self) -> Backlog:
+        if self.subscription.effective_mode is RabbitMQMode.STREAM:
+            return Backlog(note="a stream queue keeps what is read: no backlog figure")
+        return await queue_depth(self.config, self.queue)
+
+    async def retire(self, *, delete_offsets: bool) -> str:
+        mode = self.subscription.effective_mode
+        if mode is not RabbitMQMode.SHADOW:
+            return f"left {mode} queue '{self.subscription.queue}' alone: it is the legacy side's"
+        return await delete_shadow_queue(self.config, self.queue, self.subscription)
