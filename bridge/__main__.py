@@ -1,5 +1,5 @@
 """`python -m bridge` runs the same CLI as the `nats-bridge` console script."""
 
-from bridge.cli import main
+from bridge.commands import main
 
 main()

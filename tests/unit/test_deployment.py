@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
 
-from bridge.cli import app as cli_app
+from bridge.commands import app as cli_app
 from bridge.config import FromRabbitMQ, load_config, load_config_text
 from bridge.operations.health import HealthMonitor
 from bridge.operations.http import HttpAddress, build_app

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bridge.cli import app
+from bridge.commands import app
 from bridge.config import BridgeConfig
 from bridge.config.loader import load_config_text
 from bridge.dryrun.checks import offline_checks

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from bridge.cli import app
+from bridge.commands import app
 from bridge.config import load_config_text
 from bridge.dryrun.checks import offline_checks
 from bridge.dryrun.output import TABLE_ROWS

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bridge.cli import app
+from bridge.commands import app
 from bridge.dryrun import connect as dryrun_connect
 
 # Every broker points at a port nothing listens on: a replay that tried to connect would fail.

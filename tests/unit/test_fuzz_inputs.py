@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 from typer.testing import CliRunner, Result
 
-from bridge.cli import app
+from bridge.commands import app
 from bridge.importers import cli as import_cli
 from bridge.importers.kafka import TopicInfo
 

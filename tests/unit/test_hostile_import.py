@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from bridge.cli import app
+from bridge.commands import app
 from bridge.importers import TopicInfo, import_topics
 from bridge.importers import cli as import_cli
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from bridge.cli import app
+from bridge.commands import app
 from bridge.config import load_config
 from bridge.errors import ConfigError
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bridge.cli import app
+from bridge.commands import app
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "mappings" / "shop.yaml"
