@@ -48,6 +48,7 @@ from bridge.durability.legacy import (
     legacy_from_management,
 )
 from bridge.durability.sync import StreamPosture, SyncSetting, stream_sync, sync_from_varz
+from bridge.jetstream.listing import all_stream_infos
 from bridge.logs import redact_url
 from bridge.routing import ExchangeType
 from bridge.routing.shapes import binding_words, intersects
@@ -89,14 +90,7 @@ async def read_sync(config: BridgeConfig) -> tuple[dict[str, SyncSetting], list[
 
 async def stream_infos(js: JetStreamContext) -> dict[str, js_api.StreamInfo]:
     """Every stream on the server (all pages), by name."""
-    found: dict[str, js_api.StreamInfo] = {}
-    offset = 0
-    while page := await js.streams_info(offset=offset):
-        offset += len(page)
-        for info in page:
-            if info.config.name:
-                found[info.config.name] = info
-    return found
+    return await all_stream_infos(js)
 
 
 def _storage(storage: js_api.StorageType | str | None) -> str:

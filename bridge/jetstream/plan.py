@@ -50,6 +50,7 @@ from bridge.config.model import BridgeConfig
 from bridge.config.streams import StreamConfig
 from bridge.jetstream.connection import close_quietly, connect_for_command
 from bridge.jetstream.declare import config_drift, to_nats_config
+from bridge.jetstream.listing import all_stream_infos
 
 
 class Action(StrEnum):
@@ -356,15 +357,8 @@ def format_plan(plan: Plan) -> str:
 
 
 async def server_streams(js: JetStreamContext) -> dict[str, js_api.StreamConfig]:
-    """Every stream on the server (all pages), by name."""
-    found: dict[str, js_api.StreamConfig] = {}
-    offset = 0
-    while page := await js.streams_info(offset=offset):
-        offset += len(page)
-        for info in page:
-            if info.config.name:
-                found[info.config.name] = info.config
-    return found
+    """Every stream on the server, by name: its config."""
+    return {name: info.config for name, info in (await all_stream_infos(js)).items()}
 
 
 async def read_plan(js: JetStreamContext, wanted: Sequence[StreamConfig]) -> Plan:
