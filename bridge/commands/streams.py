@@ -10,7 +10,8 @@ from typer.core import TyperGroup
 
 from bridge.cli_output import EXIT_FINDINGS, EXIT_INVALID, EXIT_OK, print_json
 from bridge.commands.common import JsonFlag, MappingFile, load_mapping
-from bridge.jetstream.plan import apply_to_server, format_plan, format_report, plan_from_server
+from bridge.jetstream.apply import apply_to_server, format_report, plan_from_server
+from bridge.jetstream.plan import format_plan
 from bridge.jetstream.report import format_states, stream_states
 
 EXIT_PENDING = EXIT_FINDINGS  # `streams plan`: changes to apply

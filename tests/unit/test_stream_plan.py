@@ -17,18 +17,9 @@ import pytest
 from nats.js import api as js_api
 
 from bridge.config.streams import StreamConfig
+from bridge.jetstream.apply import Outcome, apply_plan, format_report
 from bridge.jetstream.declare import to_nats_config
-from bridge.jetstream.plan import (
-    Action,
-    Outcome,
-    Plan,
-    apply_plan,
-    format_plan,
-    format_report,
-    plan_streams,
-    show_value,
-    subjects_collide,
-)
+from bridge.jetstream.plan import Action, Plan, format_plan, plan_streams, show_value, subjects_collide
 
 ROOT = Path(__file__).resolve().parents[2]
 SECOND = 1_000_000_000  # nanoseconds
