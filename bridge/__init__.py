@@ -39,7 +39,7 @@ __all__ = [
 _HOMES = {
     "Bridge": "bridge.runner",
     "RunSettings": "bridge.runner",
-    "run_bridge": "bridge.runner",
+    "run_bridge": "bridge.process",
     "BridgeConfig": "bridge.config.model",
     "load_config": "bridge.config.loader",
     "BridgeError": "bridge.errors",
@@ -53,7 +53,8 @@ if TYPE_CHECKING:
     from bridge.config.model import BridgeConfig
     from bridge.errors import BridgeError
     from bridge.explain import Explanation, explain_amqp, explain_kafka
-    from bridge.runner import Bridge, RunSettings, run_bridge
+    from bridge.process import run_bridge
+    from bridge.runner import Bridge, RunSettings
 
 
 def __getattr__(name: str) -> Any:

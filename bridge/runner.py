@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -33,7 +31,6 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
 from bridge.brokers import route_broker
-from bridge.brokers.kafka import uvloop as aiokafka_uvloop
 from bridge.config.model import BridgeConfig
 from bridge.config.routes import RouteConfig
 from bridge.config.services import ReverseRouteConfig
@@ -59,7 +56,6 @@ from bridge.mapping import CompiledRoute
 from bridge.operations.health import HealthMonitor
 from bridge.operations.http import HttpAddress, serve
 from bridge.operations.metrics import bridge_registry
-from bridge.operations.watchdog import ShutdownWatchdog
 from bridge.pipeline import PipelineSettings, RoutePipeline
 from bridge.reverse.route import ReverseRoute
 from bridge.route_shapes import streams_reached
@@ -67,9 +63,6 @@ from bridge.sources.base import Source
 
 log = logging.getLogger(__name__)
 
-# From SIGTERM to a forced exit: the drain (drain_timeout, 10 s), closing the sources (each bounded,
-# Kafka's LeaveGroup by 5 s) and the loop's close, with room to spare.
-STOP_DEADLINE = 40.0
 # How long JetStream may time out while the streams are declared before the bridge gives up (exit 2).
 DECLARE_PATIENCE = 30.0
 JS_TEMPORARILY_UNAVAILABLE = 10008
@@ -390,40 +383,3 @@ async def _end_controller(task: asyncio.Task[None], publisher: JetStreamPublishe
         await asyncio.wait([task], timeout=0.1)
     if not task.cancelled():
         task.result()
-
-
-def run_bridge(config: BridgeConfig, settings: RunSettings | None = None) -> None:
-    """Run the bridge in this process until SIGINT or SIGTERM; then shut down cleanly."""
-
-    async def main() -> None:
-        # Every message makes a few short-lived objects and almost no reference cycles, so
-        # the cyclic collector mostly scans the long-lived start-up objects: freeze those and
-        # collect young objects less often (about 10% of CPU in measurements).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(10_000, 20, 20)
-        bridge = Bridge(config, settings)
-        loop = asyncio.get_running_loop()
-
-        def stop() -> None:
-            watchdog.arm()
-            bridge.stop()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop)
-        log.info("bridge running: %d route(s); SIGINT or SIGTERM stops it", len(config.routes()))
-        await bridge.run()
-        log.info("bridge stopped")
-
-    watchdog = ShutdownWatchdog(STOP_DEADLINE)  # armed by a signal; holds until the loop has closed too
-
-    try:
-        try:
-            import uvloop  # noqa: PLC0415  (a faster event loop; not installed on Windows)
-        except ImportError:
-            asyncio.run(main())
-        else:
-            aiokafka_uvloop.install()
-            uvloop.run(main())
-    finally:
-        watchdog.disarm()

@@ -15,7 +15,8 @@ from bridge.config.durations import parse_duration
 from bridge.errors import BridgeError, JetStreamLostWritesError, NatsConnectionLostError
 from bridge.logs import LogFormat, config_secrets, configure_logging
 from bridge.operations.http import DEFAULT_ADDRESS, HttpAddress, http_token
-from bridge.runner import RunSettings, run_bridge
+from bridge.process import run_bridge
+from bridge.runner import RunSettings
 from bridge.traffic import produce_all
 
 EXIT_NATS_LOST = EXIT_FINDINGS  # `run`: the NATS client closed for good; a supervisor should start it again

@@ -31,7 +31,8 @@ def test_every_public_name_resolves(name: str) -> None:
 def test_public_names_are_the_packages_own_objects() -> None:
     from bridge.config.loader import load_config
     from bridge.explain import explain_kafka
-    from bridge.runner import Bridge, run_bridge
+    from bridge.process import run_bridge
+    from bridge.runner import Bridge
 
     assert bridge.load_config is load_config
     assert bridge.explain_kafka is explain_kafka
