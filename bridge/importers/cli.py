@@ -20,8 +20,9 @@ from bridge.cli_output import EXIT_INVALID, fail, print_error
 from bridge.config import load_config_text
 from bridge.config.limits import MAX_DEFINITIONS_BYTES, InputLimitError, loads_json, read_bounded, size_limit
 from bridge.errors import ConfigError, NothingToCopyError
+from bridge.importers.definitions_check import check_definitions
 from bridge.importers.kafka import import_topics, read_topics
-from bridge.importers.rabbitmq import DEFAULT_PREFIX, check_definitions, import_definitions
+from bridge.importers.rabbitmq import DEFAULT_PREFIX, import_definitions
 from bridge.importers.render import MappingDocument, render
 from bridge.routing import is_valid_subject_filter
 

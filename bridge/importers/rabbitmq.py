@@ -80,9 +80,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from bridge.config.durations import MAX_DURATION, format_duration, parse_duration
-from bridge.config.limits import INT64_MAX
+from bridge.config.durations import format_duration, parse_duration
 from bridge.errors import NothingToCopyError
+from bridge.importers.binding_keys import (
+    chain_text,
+    has_wildcard,
+    merge_tables,
+    selects_everything,
+    topic_intersection,
+    topic_subset,
+)
+from bridge.importers.definitions_check import parse_age
 from bridge.importers.render import MappingDocument
 from bridge.importers.topology import HASH_TYPES, Binding, Queue, Topology
 from bridge.routing import escape_token, topic_matches
@@ -117,145 +125,6 @@ class _Composed:
     hashed: list[str] = field(default_factory=list)  # hash exchanges on the way
 
 
-def _words(key: str) -> list[str]:
-    return key.split(".") if key else []
-
-
-def _has_wildcard(key: str) -> bool:
-    return any(word in ("*", "#") for word in _words(key))
-
-
-def _topic_subset(narrow: str, wide: str) -> bool:
-    """Whether every routing key topic binding `narrow` matches is matched by `wide` too (sound, not
-    complete: False may only mean "cannot tell")."""
-    if narrow == wide or (bool(wide) and all(word == "#" for word in _words(wide))):
-        return True
-    words = _words(narrow)
-    if "#" not in words:
-        # `*` stands for any word: a word no literal can equal must still be matched, by `*` or `#`.
-        return topic_matches(wide, ".".join("\x00" if word == "*" else word for word in words))
-    wide_words = _words(wide)
-    if wide_words and wide_words[-1] == "#" and "#" not in wide_words[:-1]:
-        head = wide_words[:-1]
-        if len(words) < len(head):
-            return False
-        return (
-            all(w == n if w != "*" else n != "#" for w, n in zip(head, words[: len(head)], strict=True))
-            and "#" not in words[: len(head)]
-        )
-    return False
-
-
-def _topic_intersection(left: str, right: str) -> tuple[str | None, bool]:
-    """(a topic binding matching exactly what both match, or None for nothing at all, exact?).
-    When it cannot be expressed, `left` (a superset) with exact False."""
-    if _topic_subset(left, right):
-        return left, True
-    if _topic_subset(right, left):
-        return right, True
-    if not _has_wildcard(left):
-        return (left if topic_matches(right, left) else None), True
-    if not _has_wildcard(right):
-        return (right if topic_matches(left, right) else None), True
-    patterns = _topic_intersections(left, right)
-    if patterns is not None and len(patterns) <= 1:
-        return (patterns[0] if patterns else None), True  # `eu.#` and `*.orders.#` meet in `eu.orders.#`
-    return left, False
-
-
-class _TooManyError(Exception):
-    """An intersection falls apart into more patterns than are worth writing."""
-
-
-def _topic_intersections(left: str, right: str) -> list[str] | None:
-    """Topic binding keys that together match exactly the routing keys both `left` and `right` match
-    ([] when no key matches both), none covering another; None when that would take more than
-    MAX_INTERSECTIONS keys or the keys are longer than RabbitMQ allows.
-
-    Word by word from the front: two words meet in the narrower one (`*` gives way to a literal; two
-    different literals never meet); a `#` facing a word either takes no word, or takes that word and
-    stays for more; two `#` meet in one `#` followed by what is left once either of them has ended.
-    """
-    if len(left.encode()) > MAX_KEY_LENGTH or len(right.encode()) > MAX_KEY_LENGTH:
-        return None
-    a, b = tuple(_words(left)), tuple(_words(right))
-    memo: dict[tuple[int, int], frozenset[tuple[str, ...]]] = {}
-
-    def joined(word: str, tails: Iterable[tuple[str, ...]]) -> set[tuple[str, ...]]:
-        return {tail if word == "#" and tail[:1] == ("#",) else (word, *tail) for tail in tails}
-
-    def walk(i: int, j: int) -> frozenset[tuple[str, ...]]:
-        if (i, j) in memo:
-            return memo[(i, j)]
-        found: set[tuple[str, ...]] = set()
-        if i == len(a) or j == len(b):
-            if all(word == "#" for word in (b[j:] if i == len(a) else a[i:])):
-                found.add(())
-        elif a[i] == "#" and b[j] == "#":
-            found = joined("#", walk(i + 1, j) | walk(i, j + 1))
-        elif a[i] == "#":
-            found = set(walk(i + 1, j)) | joined(b[j], walk(i, j + 1))
-        elif b[j] == "#":
-            found = set(walk(i, j + 1)) | joined(a[i], walk(i + 1, j))
-        elif a[i] == b[j] or "*" in (a[i], b[j]):
-            found = joined(b[j] if a[i] == "*" else a[i], walk(i + 1, j + 1))
-        if len(found) > MAX_INTERSECTIONS:
-            raise _TooManyError
-        memo[(i, j)] = frozenset(found)
-        return memo[(i, j)]
-
-    try:
-        patterns = sorted(walk(0, 0), key=lambda words: (len(words), words))
-    except _TooManyError:
-        return None
-    if ("",) in patterns:  # one empty word cannot be written: "" is the key of no words
-        return None
-    kept = [".".join(words) for words in patterns]
-    for pattern in list(kept):
-        if any(other != pattern and _topic_subset(pattern, other) for other in kept):
-            kept.remove(pattern)
-    return kept
-
-
-def _selects_everything(kind: str | None, binding: Binding) -> bool:
-    if kind == "fanout" or kind in HASH_TYPES:
-        return True
-    if kind == "topic":
-        return bool(binding.routing_key) and all(word == "#" for word in _words(binding.routing_key))
-    if kind == "headers":
-        mode = str(binding.arguments.get("x-match", "all"))
-        tested = [
-            k for k in binding.arguments if k != "x-match" and (mode.endswith("-with-x") or not k.startswith("x-"))
-        ]
-        return mode.startswith("all") and not tested
-    return False
-
-
-def _merge_tables(left: Mapping[str, Any], right: Mapping[str, Any]) -> dict[str, Any] | None:
-    """One headers table matching exactly what both match, when both are `all` tables of the same kind
-    without conflicting values; None otherwise."""
-    modes = {str(left.get("x-match", "all")), str(right.get("x-match", "all"))}
-    if len(modes) != 1 or not modes <= {"all", "all-with-x"}:
-        return None
-    merged = dict(left)
-    for name, value in right.items():
-        if name in merged and merged[name] != value:
-            return None
-        merged[name] = value
-    return merged
-
-
-def _chain_text(chain: list[Binding]) -> str:
-    steps = [f"'{chain[0].source}'"]
-    for binding in chain:
-        shown = binding.routing_key if not binding.arguments else f"{binding.routing_key} {dict(binding.arguments)}"
-        target = (
-            f"'{binding.destination}'" if binding.destination_type == "exchange" else f"queue '{binding.destination}'"
-        )
-        steps.append(f"-[{shown}]-> {target}")
-    return " ".join(steps)
-
-
 def _plain_name(text: str, fallback: str) -> str:
     """A service, route or source name the model accepts (`[A-Za-z0-9][A-Za-z0-9_-]*`)."""
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_")
@@ -284,143 +153,6 @@ def _int_arg(arguments: Mapping[str, Any], name: str) -> int | None:
         return int(value)
     except (TypeError, ValueError, OverflowError):
         return None
-
-
-def _parse_age(text: Any) -> timedelta | None:
-    """A stream queue's `x-max-age` (`7D`, `12h`, `30m`, `1Y`, `10s`) as a timedelta."""
-    match = re.fullmatch(r"(\d{1,20})([YMDhms])", str(text))
-    if match is None:
-        return None
-    seconds = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}[match.group(2)]
-    total = int(match.group(1)) * seconds
-    if total > MAX_DURATION.total_seconds():  # beyond JetStream's int64 nanoseconds (and timedelta)
-        return None
-    return timedelta(seconds=total)
-
-
-# What each section's items must look like: required text, optional text, optional booleans.
-_REQUIRED_TEXT = {"exchanges": ("name",), "queues": ("name",), "bindings": ("destination",)}
-_OPTIONAL_TEXT = {
-    "exchanges": ("vhost", "type"),
-    "queues": ("vhost",),
-    "bindings": ("vhost", "source", "destination_type", "routing_key"),
-}
-_FLAGS = {
-    "exchanges": ("internal", "durable", "auto_delete"),
-    "queues": ("durable", "auto_delete", "exclusive"),
-    "bindings": (),
-}
-# Queue arguments that become stream limits: whole numbers, and in range once converted.
-_LIMIT_ARGUMENTS = {
-    "x-message-ttl": MAX_DURATION // timedelta(milliseconds=1),  # ms -> max_age (int64 ns)
-    "x-max-length": INT64_MAX,
-    "x-max-length-bytes": INT64_MAX,
-}
-_MAX_PROBLEMS = 20
-
-
-def check_definitions(definitions: Any) -> list[str]:
-    """Why `definitions` is not an export the importer can read, one `key.path: problem` each
-    (at most 20); empty when it is. Only what the importer reads is checked."""
-    if not isinstance(definitions, Mapping):
-        return ["the document must be a JSON object (a definitions export)"]
-    problems: list[str] = []
-    for section in ("exchanges", "queues", "bindings"):
-        if section not in definitions:
-            continue
-        items = definitions[section]
-        if not isinstance(items, list):
-            problems.append(f"{section}: must be a list of objects, not {_json_kind(items)}")
-            continue
-        for index, item in enumerate(items):
-            problems.extend(_check_item(section, f"{section}[{index}]", item))
-            if len(problems) >= _MAX_PROBLEMS:
-                return problems[:_MAX_PROBLEMS]
-    for section in ("policies", "operator_policies"):
-        items = definitions.get(section)
-        if items is None:
-            continue
-        if not isinstance(items, list):
-            problems.append(f"{section}: must be a list of objects, not {_json_kind(items)}")
-            continue
-        for index, item in enumerate(items):
-            problems.extend(_check_policy(f"{section}[{index}]", item))
-            if len(problems) >= _MAX_PROBLEMS:
-                return problems[:_MAX_PROBLEMS]
-    return problems
-
-
-def _check_policy(where: str, item: Any) -> list[str]:
-    if not isinstance(item, Mapping):
-        return [f"{where}: must be an object, not {_json_kind(item)}"]
-    problems = [f"{where}.{key}: missing (text)" for key in ("pattern",) if key not in item]
-    for key in ("name", "vhost", "pattern", "apply-to"):
-        if key in item and not isinstance(item[key], str):
-            problems.append(f"{where}.{key}: must be text, not {_json_kind(item[key])}")
-    priority = item.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        problems.append(f"{where}.priority: must be a whole number, not {_json_kind(priority)}")
-    definition = item.get("definition")
-    if not isinstance(definition, Mapping):
-        problems.append(f"{where}.definition: must be an object, not {_json_kind(definition)}")
-    else:
-        limits = {f"x-{key}": value for key, value in definition.items() if f"x-{key}" in _LIMIT_ARGUMENTS}
-        problems.extend(_check_limits(f"{where}.definition", limits))
-    return problems
-
-
-def _check_item(section: str, where: str, item: Any) -> list[str]:
-    if not isinstance(item, Mapping):
-        return [f"{where}: must be an object, not {_json_kind(item)}"]
-    problems = [f"{where}.{key}: missing (text)" for key in _REQUIRED_TEXT[section] if key not in item]
-    for key in (*_REQUIRED_TEXT[section], *_OPTIONAL_TEXT[section]):
-        if key in item and not isinstance(item[key], str):
-            problems.append(f"{where}.{key}: must be text, not {_json_kind(item[key])}")
-    for key in _FLAGS[section]:
-        if item.get(key) is not None and not isinstance(item[key], bool):
-            problems.append(f"{where}.{key}: must be true or false, not {_json_kind(item[key])}")
-    kind = item.get("destination_type", "queue")
-    if section == "bindings" and isinstance(kind, str) and kind not in ("queue", "exchange"):
-        problems.append(f"{where}.destination_type: must be 'queue' or 'exchange'")
-    arguments = item.get("arguments")
-    if arguments is not None and not isinstance(arguments, Mapping):
-        problems.append(f"{where}.arguments: must be an object, not {_json_kind(arguments)}")
-    elif section == "queues" and arguments:
-        problems.extend(_check_limits(f"{where}.arguments", arguments))
-    return problems
-
-
-def _check_limits(where: str, arguments: Mapping[str, Any]) -> list[str]:
-    problems = []
-    for name, largest in _LIMIT_ARGUMENTS.items():
-        value = arguments.get(name)
-        if value is None:
-            continue
-        whole = isinstance(value, int) and not isinstance(value, bool)
-        if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 20:
-            whole, value = True, int(value)
-        if not whole:
-            problems.append(f"{where}.{name}: must be a whole number, not {_json_kind(value)}")
-        elif not 0 <= value <= largest:
-            problems.append(f"{where}.{name}: {value} is out of range (0 to {largest})")
-    age = arguments.get("x-max-age")
-    if age is not None:
-        match = re.fullmatch(r"(\d{1,20})([YMDhms])", str(age))
-        if match is not None and _parse_age(str(age)) is None:
-            problems.append(f"{where}.x-max-age: {age} is longer than JetStream can keep messages (about 292 years)")
-    return problems
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return f"the number {value}" if len(str(value)) <= 30 else "a number"
-    if isinstance(value, str):
-        return "text"
-    return "a list" if isinstance(value, list) else "an object"
 
 
 def _vhost_word(vhost: str) -> str:
@@ -593,16 +325,16 @@ class _Importer:
             if kind in HASH_TYPES:
                 result.hashed.append(binding.source)
                 continue
-            if _selects_everything(kind, binding):
+            if selects_everything(kind, binding):
                 continue
             key = binding.routing_key
             if entry_kind == "topic" and kind in ("topic", "direct") and result.key is not None:
-                if kind == "direct" and _has_wildcard(key):
+                if kind == "direct" and has_wildcard(key):
                     result.inexact.append(
                         f"{where} compares the whole key '{key}', which a topic binding reads as a pattern"
                     )
                     continue
-                narrowed, exact = _topic_intersection(result.key, key)
+                narrowed, exact = topic_intersection(result.key, key)
                 if narrowed is None:
                     result.dead = True
                     return result
@@ -617,7 +349,7 @@ class _Importer:
                     result.dead = True
                     return result
             elif entry_kind == "headers" and kind == "headers" and result.table is not None:
-                merged = _merge_tables(result.table, binding.arguments)
+                merged = merge_tables(result.table, binding.arguments)
                 if merged is None:
                     result.inexact.append(
                         f"{where} binds {dict(binding.arguments)}, which cannot be folded into one "
@@ -664,7 +396,7 @@ class _Importer:
             if result.dead:
                 self.doc.header.append(
                     f"queue '{selection.queue}' can receive nothing published to exchange '{label}' through "
-                    f"{_chain_text(selection.chain)}: the bindings on the way never all match one routing key."
+                    f"{chain_text(selection.chain)}: the bindings on the way never all match one routing key."
                 )
         if not live:
             self._not_mapped(f"NOT MAPPED: exchange '{label}': no message published to it can reach a queue.")
@@ -705,9 +437,7 @@ class _Importer:
                     chained = {r.key for sel, r in live if len(sel.chain) > 1} - {
                         r.key for sel, r in live if len(sel.chain) == 1
                     }
-                    keys = [
-                        k for k in keys if k not in chained or not any(o != k and _topic_subset(k, o) for o in keys)
-                    ]
+                    keys = [k for k in keys if k not in chained or not any(o != k and topic_subset(k, o) for o in keys)]
                 route_from["bindings"] = keys
             routes.append({"name": "shadow", "source": source, "from": route_from, "to": to})
             for queue, reached in by_queue.items():
@@ -723,7 +453,7 @@ class _Importer:
                         self._note_service(
                             service,
                             f"legacy queue '{queue}' is fed through exchange-to-exchange binding(s) "
-                            f"{_chain_text(selection.chain)}{shown}",
+                            f"{chain_text(selection.chain)}{shown}",
                             0,
                         )
                     self._chain_notes(service, 0, exchange, selection, result)
@@ -793,7 +523,7 @@ class _Importer:
                 how = (
                     ""
                     if len(selection.chain) == 1
-                    else f" (through exchange-to-exchange binding(s) {_chain_text(selection.chain)})"
+                    else f" (through exchange-to-exchange binding(s) {chain_text(selection.chain)})"
                 )
                 self._note_service(service, f"bound like legacy queue '{queue}'{how}", len(routes) - 1)
                 self._chain_notes(service, len(routes) - 1, exchange, selection, result)
@@ -1082,7 +812,7 @@ class _Importer:
                 "subjects": [root, f"{root}.>"],
                 "storage": "file",
             }
-            age = _parse_age(queue.arguments["x-max-age"]) if "x-max-age" in queue.arguments else None
+            age = parse_age(queue.arguments["x-max-age"]) if "x-max-age" in queue.arguments else None
             if age is not None:
                 stream_doc["max_age"] = format_duration(age)
                 window = _window_for(age)

@@ -18,7 +18,7 @@ from bridge.config.model import BridgeConfig
 from bridge.errors import NothingToCopyError
 from bridge.explain import explain_amqp
 from bridge.importers import import_definitions, render
-from bridge.importers.rabbitmq import _topic_intersection, _topic_intersections
+from bridge.importers.binding_keys import topic_intersection, topic_intersections
 from bridge.routing import topic_matches
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,10 +143,10 @@ def test_topic_intersections_match_exactly_the_keys_both_patterns_match() -> Non
     exact = 0
     for left, right in itertools.product(_PATTERNS, repeat=2):
         both = _matched(left) & _matched(right)
-        patterns = _topic_intersections(left, right)
+        patterns = topic_intersections(left, right)
         if patterns is not None:  # None: too many to write (a superset is bound instead)
             assert frozenset().union(*map(_matched, patterns)) == both, (left, right, patterns)
-        key, is_exact = _topic_intersection(left, right)
+        key, is_exact = topic_intersection(left, right)
         if is_exact:
             exact += 1
             assert (_matched(key) if key is not None else frozenset()) == both, (left, right, key)
@@ -157,9 +157,9 @@ def test_topic_intersections_match_exactly_the_keys_both_patterns_match() -> Non
 
 def test_topic_intersections_of_long_keys_stay_bounded() -> None:
     many = ".".join(["#", "*"] * 63)
-    assert _topic_intersections(many, ".".join(["*", "#"] * 63)) is None
-    assert _topic_intersections(".".join(["#"] * 127), ".".join(["*"] * 127)) == [".".join(["*"] * 127)]
-    assert _topic_intersections("a." * 200 + "#", "#") is None  # longer than a routing key can be
+    assert topic_intersections(many, ".".join(["*", "#"] * 63)) is None
+    assert topic_intersections(".".join(["#"] * 127), ".".join(["*"] * 127)) == [".".join(["*"] * 127)]
+    assert topic_intersections("a." * 200 + "#", "#") is None  # longer than a routing key can be
 
 
 def test_topic_steps_whose_patterns_meet_in_one_pattern_are_bound_exactly() -> None:
