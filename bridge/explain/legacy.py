@@ -10,13 +10,8 @@ from bridge.config.routes import FromRabbitMQ, RabbitMQMode, RouteConfig
 from bridge.config.sources import RabbitMQSource
 from bridge.explain.outcome import amqp_miss_reason
 from bridge.explain.types import Definitions, LegacyRouting, Mismatch, RouteOutcome
-from bridge.importers.topology_routing import (
-    CHOOSING_TYPES,
-    Routed,
-    Tap,
-    feeding_exchanges,
-    route_message,
-)
+from bridge.importers.topology_paths import Routed, Tap
+from bridge.importers.topology_routing import CHOOSING_TYPES, feeding_exchanges, route_message
 from bridge.routing import ExchangeType
 
 

@@ -6,9 +6,7 @@ from collections.abc import Mapping
 
 from bridge.decide import Fate
 from bridge.explain.types import Explanation, LegacyRouting
-from bridge.importers.topology_routing import (
-    Path,
-)
+from bridge.importers.topology_paths import Path
 
 
 def format_explanation(explanation: Explanation) -> str:

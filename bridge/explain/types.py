@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.importers.topology import Topology
-from bridge.importers.topology_routing import (
-    Routed,
-)
+from bridge.importers.topology_paths import Routed
 
 
 @dataclass(frozen=True, slots=True)

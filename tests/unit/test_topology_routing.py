@@ -13,15 +13,9 @@ from typing import Any
 import pytest
 
 from bridge.importers.topology import Topology
-from bridge.importers.topology_routing import (
-    CYCLE,
-    MAX_PATHS,
-    Routed,
-    Tap,
-    feeding_exchanges,
-    route_message,
-)
-from bridge.importers.topology_routing import Path as RoutePath
+from bridge.importers.topology_paths import Path as RoutePath
+from bridge.importers.topology_paths import Routed, Tap
+from bridge.importers.topology_routing import CYCLE, MAX_PATHS, feeding_exchanges, route_message
 from bridge.routing import topic_matches
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "definitions"
