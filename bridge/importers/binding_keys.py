@@ -4,18 +4,11 @@ takes a subset of another, their intersection, what a chain of bindings selects 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
 from typing import Any
 
 from bridge.importers.topology import HASH_TYPES, Binding
 from bridge.routing import topic_matches
 
-DEFAULT_PREFIX = "rmq"
-AMQP_URL_REFERENCE = "${AMQP_URL:-amqp://127.0.0.1:5672/}"
-NATS_URL_REFERENCE = "${NATS_URL:-nats://127.0.0.1:4222}"
-STANDARD_TYPES = frozenset({"topic", "direct", "fanout", "headers"})
-DEFAULT_DUPLICATE_WINDOW = timedelta(minutes=2)
-MAX_PATHS = 64  # exchange-to-exchange paths followed per queue binding (a mesh cannot explode)
 MAX_INTERSECTIONS = 16  # patterns one intersection of two topic keys may take before it is left a superset
 MAX_KEY_LENGTH = 255  # bytes of a routing or binding key (an AMQP short string)
 

@@ -12,16 +12,6 @@ from typing import Any
 from bridge.config.durations import MAX_DURATION
 from bridge.config.limits import INT64_MAX
 
-DEFAULT_PREFIX = "rmq"
-AMQP_URL_REFERENCE = "${AMQP_URL:-amqp://127.0.0.1:5672/}"
-NATS_URL_REFERENCE = "${NATS_URL:-nats://127.0.0.1:4222}"
-STANDARD_TYPES = frozenset({"topic", "direct", "fanout", "headers"})
-DEFAULT_DUPLICATE_WINDOW = timedelta(minutes=2)
-MAX_PATHS = 64  # exchange-to-exchange paths followed per queue binding (a mesh cannot explode)
-MAX_INTERSECTIONS = 16  # patterns one intersection of two topic keys may take before it is left a superset
-MAX_KEY_LENGTH = 255  # bytes of a routing or binding key (an AMQP short string)
-
-
 # What each section's items must look like: required text, optional text, optional booleans.
 _REQUIRED_TEXT = {"exchanges": ("name",), "queues": ("name",), "bindings": ("destination",)}
 

@@ -101,8 +101,6 @@ NATS_URL_REFERENCE = "${NATS_URL:-nats://127.0.0.1:4222}"
 STANDARD_TYPES = frozenset({"topic", "direct", "fanout", "headers"})
 DEFAULT_DUPLICATE_WINDOW = timedelta(minutes=2)
 MAX_PATHS = 64  # exchange-to-exchange paths followed per queue binding (a mesh cannot explode)
-MAX_INTERSECTIONS = 16  # patterns one intersection of two topic keys may take before it is left a superset
-MAX_KEY_LENGTH = 255  # bytes of a routing or binding key (an AMQP short string)
 
 
 @dataclass

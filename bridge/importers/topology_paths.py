@@ -8,17 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.importers.topology import HASH_TYPES
-
-MAX_PATHS = 64  # paths listed per message; the queues reached are complete whatever the count
-MAX_STEPS = 10_000  # exchanges entered while listing paths: a dense mesh of bindings cannot explode
-MAX_DEPTH = 64  # exchange-to-exchange hops one listed path follows
-DEFAULT_EXCHANGES = frozenset({"", "amq.default"})
-CYCLE = "a cycle: RabbitMQ passes a message through each exchange once, so it ends here"
-STANDARD_TYPES = frozenset({"direct", "topic", "fanout", "headers"})
-# Plugin exchanges that send each message to one of their bindings, and what decides which.
-CHOOSING_TYPES = {**dict.fromkeys(HASH_TYPES, "hash"), "x-random": "random"}
-
 
 @dataclass(frozen=True, slots=True)
 class Tap:
