@@ -12,8 +12,8 @@ The codes mean the same in every command:
 Each command names its own cases after these (dry-run's EXIT_WARNINGS is EXIT_FINDINGS).
 Errors go to stderr as one `error: ...` line each; `--json` documents go to stdout, indented.
 
-This module sits below the features because their command halves (cutover/cli.py,
-importers/cli.py, verify/command.py) use it; it moves into `bridge/commands/` when they do.
+This module sits below the features because cutover/cli.py and verify/command.py, the feature
+halves of their commands, print with it too.
 """
 
 from __future__ import annotations

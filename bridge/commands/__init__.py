@@ -4,7 +4,7 @@
 * common: the mapping-file argument, `--json`, loading the file (a bad one exits 2 with every error).
 * validate (`validate`, `schema`), dryrun (`dry-run`), explain, run (`run`, `traffic`),
   streams (`streams show|plan|apply`), cutover (`cutover`, `status`), verify.
-* `import rabbitmq|kafka` is bridge.importers.cli's typer group, attached in app.
+* `import rabbitmq|kafka`: imports.py, a typer group attached in app.
 
 Exit codes and the output helpers they share are bridge.cli_output.
 """

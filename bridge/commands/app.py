@@ -14,8 +14,8 @@ import typer
 from bridge import __version__
 from bridge.cli_output import EXIT_INVALID, print_error
 from bridge.commands import cutover, dryrun, explain, run, streams, validate, verify
+from bridge.commands.imports import import_app
 from bridge.errors import BridgeError
-from bridge.importers.cli import import_app
 
 app = typer.Typer(
     name="nats-bridge",

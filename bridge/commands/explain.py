@@ -9,8 +9,8 @@ import typer
 
 from bridge.cli_output import EXIT_FINDINGS, EXIT_OK, print_json
 from bridge.commands.common import JsonFlag, MappingFile, load_mapping
+from bridge.commands.imports import load_definitions
 from bridge.explain import Definitions, explain_amqp, explain_kafka, format_explanation
-from bridge.importers.cli import load_definitions
 from bridge.importers.topology import Topology
 
 

@@ -34,7 +34,7 @@ from ruamel.yaml import YAML
 from typer.testing import CliRunner, Result
 
 from bridge.commands import app
-from bridge.importers import cli as import_cli
+from bridge.commands import imports as import_cli
 from bridge.importers.kafka import TopicInfo
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from bridge.commands import app
+from bridge.commands import imports as import_cli
 from bridge.importers import TopicInfo, import_topics
-from bridge.importers import cli as import_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXCHANGE = {"name": "orders", "vhost": "/", "type": "topic"}
