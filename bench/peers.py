@@ -111,7 +111,7 @@ NATS_KAFKA_PATCHES = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Options:
     nats_url: str
     amqp_url: str
@@ -207,12 +207,23 @@ def build_benthos(cache: Path) -> Path:
     if binary.exists():
         return binary
     src = cache / "benthos-src"
-    shutil.rmtree(src, ignore_errors=True)
+    remove_tree(src)
     shutil.copytree(PEERS_SRC / "benthos", src)
     log(f"building Benthos {BENTHOS_VERSION} ({BENTHOS_MODULE}) into {binary} (a few minutes the first time)")
     build_log = cache / "benthos-build.log"
     run_logged(["go", "build", "-trimpath", "-o", str(binary), "."], src, build_log, go_env())
     return binary
+
+
+def make_writable(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+
+
+def remove_tree(root: Path) -> None:
+    if root.exists():
+        make_writable(root)
+        shutil.rmtree(root)
 
 
 def patch_hash() -> str:
@@ -236,10 +247,9 @@ def build_nats_kafka(cache: Path) -> Path:
         ).stdout
     )
     src = cache / "nats-kafka-src"
-    shutil.rmtree(src, ignore_errors=True)
+    remove_tree(src)
     shutil.copytree(info["Dir"], src)
-    for path in src.rglob("*"):
-        path.chmod(path.stat().st_mode | 0o200)  # the module cache is read-only
+    make_writable(src)  # copies of the module cache are read-only
     for name, old, new, _why in NATS_KAFKA_PATCHES:
         file = src / name
         text = file.read_text()
