@@ -35,8 +35,9 @@ from bridge.config.model import BridgeConfig
 from bridge.config.routes import RouteConfig
 from bridge.config.services import ReverseRouteConfig
 from bridge.config.streams import StreamConfig
-from bridge.cutover.controller import CutoverController, Supervisor
+from bridge.cutover.controller import CutoverController
 from bridge.cutover.store import PhaseStore
+from bridge.cutover.supervisor import Supervisor
 from bridge.deadletters import DEFAULT_MAX_CONTROL_LINE, DeadLetters
 from bridge.errors import (
     AtomicBatchesUnsupportedError,

@@ -30,92 +30,29 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from nats.errors import Error as NatsError
 
 from bridge.brokers import route_broker
 from bridge.brokers.kafka.source import KafkaTopicSource
-from bridge.config.model import BridgeConfig, DeadLetterConfig
+from bridge.config.model import BridgeConfig
 from bridge.config.services import Phase, ReverseRouteConfig
 from bridge.cutover.drain import WHOLE, DrainTracker, RouteView, lanes_text, next_drain_record
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.state import REPORT, BridgeReport, PhaseState, Rejection, with_report
 from bridge.cutover.store import PhaseStore
+from bridge.cutover.supervisor import ReverseRunnable, Supervisor
 from bridge.errors import PhaseConflictError
 
 if TYPE_CHECKING:
     from bridge.jetstream.checkpoints import JetStreamCheckpoints
     from bridge.operations.health import HealthMonitor
     from bridge.pipeline import RoutePipeline
-    from bridge.reverse.route import ReverseStats
 
 log = logging.getLogger(__name__)
 
 CLEANING = "cleaning up"  # the retired_cleanup marker an instance writes to claim the clean-up
-
-
-class Runnable(Protocol):
-    """A route the bridge runs: a forward pipeline or a reverse route."""
-
-    async def run(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-class ReverseRunnable(Runnable, Protocol):
-    """A reverse route, whose counters /status and /metrics show."""
-
-    @property
-    def stats(self) -> ReverseStats: ...
-
-    def use_dead_letters(self, config: DeadLetterConfig, replicas: int) -> None:
-        """Where messages the legacy broker refuses for good go (the mapping file's `dead_letters`)."""
-
-
-class Supervisor:
-    """Named units started and stopped while the bridge runs. A unit that raises fails the
-    whole TaskGroup, and so the bridge, as a failing route always did.
-
-    The group then cancels the other units, and a cancellation can be lost on its way through a
-    client library (Python 3.11's asyncio.wait_for returns the inner outcome when the two meet):
-    a reverse route swallowed one so, went on fetching, and the bridge hung instead of exiting.
-    So a failing unit first asks every other unit to `stop()`, which each honours at its next
-    step whether or not the cancellation reaches it."""
-
-    def __init__(self, group: asyncio.TaskGroup) -> None:
-        self._group = group
-        self._units: dict[str, tuple[Runnable, asyncio.Task[None]]] = {}
-
-    def start(self, name: str, unit: Runnable) -> None:
-        if name not in self._units:
-            self._units[name] = (unit, self._group.create_task(self._run(unit), name=name))
-
-    async def _run(self, unit: Runnable) -> None:
-        try:
-            await unit.run()
-        except Exception:
-            for other, _ in list(self._units.values()):
-                if other is not unit:
-                    other.stop()
-            raise
-
-    def running(self, name: str) -> bool:
-        return name in self._units and not self._units[name][1].done()
-
-    async def stop(self, name: str) -> None:
-        found = self._units.pop(name, None)
-        if found is None:
-            return
-        unit, task = found
-        unit.stop()
-        await asyncio.shield(task)
-
-    async def stop_all(self) -> None:
-        names = list(self._units)
-        for name in names:
-            self._units[name][0].stop()
-        await asyncio.gather(*(self.stop(name) for name in names))
 
 
 ReverseFactory = Callable[[str, ReverseRouteConfig], ReverseRunnable]

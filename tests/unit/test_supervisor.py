@@ -13,7 +13,7 @@ import asyncio
 
 import pytest
 
-from bridge.cutover.controller import Supervisor
+from bridge.cutover.supervisor import Supervisor
 from bridge.errors import BridgeError
 
 
