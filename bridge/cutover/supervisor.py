@@ -4,15 +4,12 @@ task group, stopped by asking it and waiting, so a route that ends never takes t
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING, Protocol
 
 from bridge.config.model import DeadLetterConfig
 
 if TYPE_CHECKING:
     from bridge.reverse.route import ReverseStats
-
-log = logging.getLogger(__name__)
 
 
 class Runnable(Protocol):
