@@ -5,7 +5,8 @@ turn within one run, so what a change costs is a ratio measured under the same l
         bench/kafka_to_jetstream.py --quick --only throughput --repeats 1
 
 `--against REV` is checked out into a temporary git worktree (A), with this checkout's bench/
-copied over its own so the measurement is the same; B is this checkout. Each round runs the
+copied over its own so the measurement is the same (`--own-bench` keeps A's, for a benchmark that
+imports bridge modules which have moved since A; say so when quoting it); B is this checkout. Each round runs the
 benchmark script given after `--` once in each tree (the bridge processes it starts import that
 tree's `bridge/`), the order alternating between rounds. From each run's JSON (bench/results/) it takes,
 per message size, the bridge's msg/s and its CPU seconds per message; it prints the medians of
@@ -78,6 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--against", required=True, help="the git revision of version A")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each version (default 3)")
+    parser.add_argument(
+        "--own-bench",
+        action="store_true",
+        help="run A with A's own bench/ (when the benchmark imports bridge modules that moved since A)",
+    )
     parser.add_argument("script", nargs=argparse.REMAINDER, help="-- then the benchmark script and its options")
     args = parser.parse_args(argv)
     script = args.script[1:] if args.script[:1] == ["--"] else args.script
@@ -90,9 +96,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="nats-bridge-ab-") as temporary:
         tree_a = Path(temporary) / f"A-{revision}"
         _git("worktree", "add", "--detach", str(tree_a), revision)
-        # The same benchmark code for both: this checkout's bench/ replaces A's.
-        for path in (ROOT / "bench").glob("*.py"):
-            (tree_a / "bench" / path.name).write_bytes(path.read_bytes())
+        # The same benchmark code for both: this checkout's bench/ replaces A's (unless --own-bench).
+        if not args.own_bench:
+            for path in (ROOT / "bench").glob("*.py"):
+                (tree_a / "bench" / path.name).write_bytes(path.read_bytes())
         try:
             versions = {"A": tree_a, "B": ROOT}
             runs: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
