@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,8 +15,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api as js_api
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,7 +179,22 @@ async def wait_for_count(
 
 
 async def stored_records(nc: NatsClient, stream: str) -> list[tuple[int, int, int]]:
-    """(partition, Kafka offset, stream sequence) of every stored message, in stream order."""
+    """(partition, Kafka offset, stream sequence) of every stored message, in stream order.
+
+    Read again from the start while JetStream is still choosing leaders (a cluster just restarted
+    answers "service unavailable" to a consumer create for a few seconds): the stream is what is
+    being checked, not how soon the cluster serves readers."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await _read_stored_records(nc, stream)
+        except (ServiceUnavailableError, NatsTimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
+
+
+async def _read_stored_records(nc: NatsClient, stream: str) -> list[tuple[int, int, int]]:
     js = nc.jetstream(timeout=20)
     total = (await js.stream_info(stream)).state.messages
     found: list[tuple[int, int, int]] = []
@@ -184,16 +202,19 @@ async def stored_records(nc: NatsClient, stream: str) -> list[tuple[int, int, in
         return found
     config = js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.NONE, headers_only=True)
     subscription = await js.pull_subscribe("", stream=stream, config=config)
-    remaining = total
-    while remaining > 0:
-        batch = await subscription.fetch(min(remaining, 2000), timeout=20)
-        for message in batch:
-            headers = message.headers or {}
-            found.append(
-                (int(headers["Kafka-Partition"]), int(headers["Kafka-Offset"]), message.metadata.sequence.stream)
-            )
-        remaining -= len(batch)
-    await subscription.unsubscribe()
+    try:
+        remaining = total
+        while remaining > 0:
+            batch = await subscription.fetch(min(remaining, 2000), timeout=20)
+            for message in batch:
+                headers = message.headers or {}
+                found.append(
+                    (int(headers["Kafka-Partition"]), int(headers["Kafka-Offset"]), message.metadata.sequence.stream)
+                )
+            remaining -= len(batch)
+    finally:
+        with contextlib.suppress(NatsError):  # a cluster still electing may not answer this either
+            await subscription.unsubscribe()
     return found
 
 
