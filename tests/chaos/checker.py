@@ -35,13 +35,18 @@ reported as such.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from bridge.deadletters import ERROR_HEADER as DLQ_ERROR_HEADER
 from bridge.deadletters import REASON_HEADER as DLQ_REASON_HEADER
@@ -105,7 +110,20 @@ class Expected:
 
 
 async def read_stream(js: JetStreamContext, stream: str, *, batch: int = 1000) -> list[Stored]:
-    """Every message of the stream, in sequence order (empty if the stream does not exist)."""
+    """Every message of the stream, in sequence order (empty if the stream does not exist); read
+    again from the start while a just-restarted server is still choosing leaders ("service
+    unavailable" to a consumer create): the stream is what is checked, not how soon it is served."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await _read_stream_once(js, stream, batch)
+        except (ServiceUnavailableError, NatsTimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
+
+
+async def _read_stream_once(js: JetStreamContext, stream: str, batch: int) -> list[Stored]:
     try:
         info = await js.stream_info(stream)
     except NotFoundError:
@@ -126,7 +144,8 @@ async def read_stream(js: JetStreamContext, stream: str, *, batch: int = 1000) -
                     )
                 )
     finally:
-        await subscription.unsubscribe()
+        with contextlib.suppress(NatsError):  # a server still electing may not answer this either
+            await subscription.unsubscribe()
     return found
 
 
