@@ -51,10 +51,11 @@ from bridge.dryrun.sample_rabbitmq import sample_rabbitmq
 from bridge.dryrun.streams import route_streams
 from bridge.durability.assess import DurabilityReport
 from bridge.durability.legacy import NOT_REVEALED, Level
-from bridge.durability.probe import assemble, gather_legacy_and_sync, stream_infos
+from bridge.durability.probe import assemble, gather_legacy_and_sync
 from bridge.durability.sync import SYNC_UNKNOWN_NOTE
 from bridge.errors import BridgeError, RabbitMQConnectError
 from bridge.jetstream.connection import connect_error_text, connect_nats
+from bridge.jetstream.listing import all_stream_infos
 from bridge.jetstream.plan import Action, Plan, plan_streams
 from bridge.logs import Scrubber, config_secrets, redact_url
 
@@ -81,7 +82,7 @@ async def probe_nats(
         message = Scrubber(config_secrets(config)).scrub(connect_error_text(config.nats, error))
         return {"broker": "nats", "url": urls, "ok": False, "error": message}, None, {}, {}
     try:
-        infos = await asyncio.wait_for(stream_infos(nc.jetstream(timeout=PROBE_TIMEOUT)), PROBE_TIMEOUT)
+        infos = await asyncio.wait_for(all_stream_infos(nc.jetstream(timeout=PROBE_TIMEOUT)), PROBE_TIMEOUT)
     except (NatsError, TimeoutError) as error:
         failed = {"broker": "nats", "url": urls, "ok": False, "error": f"NATS at {urls}: {_error_text(error)}"}
         return failed, None, {}, {}

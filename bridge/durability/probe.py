@@ -48,7 +48,6 @@ from bridge.durability.legacy import (
     legacy_from_management,
 )
 from bridge.durability.sync import StreamPosture, SyncSetting, stream_sync, sync_from_varz
-from bridge.jetstream.listing import all_stream_infos
 from bridge.logs import redact_url
 from bridge.routing import ExchangeType
 from bridge.routing.shapes import binding_words, intersects
@@ -86,11 +85,6 @@ async def read_sync(config: BridgeConfig) -> tuple[dict[str, SyncSetting], list[
             name = str(varz.get("server_name") or varz.get("server_id") or url)
             found[name] = sync_from_varz(varz)
     return found, problems
-
-
-async def stream_infos(js: JetStreamContext) -> dict[str, js_api.StreamInfo]:
-    """Every stream on the server (all pages), by name."""
-    return await all_stream_infos(js)
 
 
 def _storage(storage: js_api.StorageType | str | None) -> str:
