@@ -11,7 +11,7 @@ clear line and choose an exit code without ever showing a traceback::
     ├── SourceUnavailableError      a source broker is unreachable or refused the subscription
     │   └── SourceUnreachableError  ... did not answer at all: an outage, waited out at start too
     ├── NatsUnavailableError        NATS is unreachable at start-up (bridge.runner)
-    └── RouteStoppedError           a route met a message it must not pass (bridge.pipeline)
+    └── RouteStoppedError           a route met a message it must not pass (raised by bridge.pipeline)
 
 Errors raised by aio-pika, aiokafka and nats-py are translated into this tree at the edge
 of each adapter; anything not recognised there is re-raised untouched, because hiding an
@@ -65,3 +65,7 @@ class SourceUnreachableError(SourceUnavailableError):
     """The source broker did not answer (connection refused or reset, no answer in time): an
     outage that ends by itself, so a route starting during it waits, where a refused login, a
     failed TLS handshake or a missing queue needs a person and ends the bridge."""
+
+
+class RouteStoppedError(BridgeError):
+    """A route met a message it must not pass over (`on_error: stop`); nothing was settled past it."""

@@ -60,7 +60,8 @@ from bridge.operations.health import HealthMonitor
 from bridge.operations.http import HttpAddress, serve
 from bridge.operations.metrics import bridge_registry
 from bridge.operations.watchdog import ShutdownWatchdog
-from bridge.pipeline import PipelineSettings, RoutePipeline
+from bridge.pipeline.route import RoutePipeline
+from bridge.pipeline.settings import PipelineSettings
 from bridge.reverse.route import ReverseRoute
 from bridge.sources import aiokafka_uvloop
 from bridge.sources.base import Source

@@ -52,7 +52,7 @@ from bridge.sources.kafka import KafkaTopicSource
 if TYPE_CHECKING:
     from bridge.jetstream.checkpoints import JetStreamCheckpoints
     from bridge.operations.health import HealthMonitor
-    from bridge.pipeline import RoutePipeline
+    from bridge.pipeline.route import RoutePipeline
     from bridge.reverse.route import ReverseStats
 
 log = logging.getLogger(__name__)
