@@ -8,23 +8,36 @@ has lost (a restored NATS store) are copied again, marked as such.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Protocol
+
+from nats.errors import Error as NatsError
 
 from bridge.deadletters import DeadLetterReason
 from bridge.decide import DecideContext, Fate, decide
+from bridge.errors import RouteStoppedError
 from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.mapping import CompiledRoute
 from bridge.pipeline.entries import SKIPPED, LaneEntry, mark_recopied
 from bridge.pipeline.lanes import LaneHost, LaneState
 from bridge.pipeline.rejections import Rejections
 from bridge.pipeline.sending import Sender
+from bridge.pipeline.settings import Checkpointer
 from bridge.pipeline.stats import RouteStats
-from bridge.sources.base import Lane, Received, lane_label
+from bridge.sources.base import Lane, Received, Source, lane_label
 from bridge.stored import StoredIndex
 
 log = logging.getLogger(__name__)
+
+
+class Scope(Protocol):
+    @property
+    def scope(self) -> str:
+        """Whose positions the checkpoints record (bridge.pipeline.settling)."""
 
 
 class Intake:
@@ -34,22 +47,83 @@ class Intake:
         self,
         route: CompiledRoute,
         host: LaneHost,
+        source: Source,
         publisher: JetStreamPublisher,
         stats: RouteStats,
         lanes: dict[Lane, LaneState],
         sender: Sender,
         rejections: Rejections,
+        *,
+        checkpoints: Checkpointer | None,
+        scope: Scope,
+        fail: Callable[[RouteStoppedError], None],
     ) -> None:
         self._route = route
         self._host = host
+        self._source = source
         self._publisher = publisher
         self._stats = stats
         self._lanes = lanes
         self._sender = sender
         self._rejections = rejections
+        self._checkpoints = checkpoints
+        self._scope = scope
+        self._fail = fail
         self.stored = StoredIndex()
         # Per lane, the ranges being copied again because JetStream lost them (missing_before).
         self._recopying: dict[Lane, list[tuple[int, int]]] = {}
+        self._preparing: set[Lane] = set()
+        self._prepared = asyncio.Event()
+        self._prepared.set()
+        self._stopping = False
+
+    async def prepare(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
+        """The LaneOwner call `lanes_assigned`: read what of these lanes is already stored."""
+        checkpoints = self._checkpoints
+        if checkpoints is None or not lanes or not self._source.stable_positions:
+            return {}
+        # aiokafka may already fetch from new partitions while this runs: the reader holds
+        # back their messages until it is known what of them is already stored.
+        self._preparing.update(lanes)
+        self._prepared.clear()
+        settings = self._host.settings
+        deadline = time.monotonic() + settings.prepare_timeout
+        backoff = settings.retry_backoff_initial
+        while True:
+            try:
+                index = await checkpoints.stored(self._scope.scope, lanes, self._route)
+                break
+            except (NatsError, TimeoutError) as error:
+                if time.monotonic() + backoff > deadline:
+                    # Reading on without knowing what is stored could store messages twice:
+                    # stop the route instead (nothing is settled; a restart tries again).
+                    self._fail(
+                        RouteStoppedError(
+                            f"route {self._route.key}: cannot read checkpoints from NATS ({error}); stopping"
+                        )
+                    )
+                    return {}
+                log.warning("route %s: reading checkpoints failed (%s); retrying", self._route.key, error)
+                await asyncio.sleep(backoff)
+                backoff = min(settings.retry_backoff_max, backoff * 2)
+        self.stored.update(index)
+        self._preparing.difference_update(lanes)
+        if not self._preparing:
+            self._prepared.set()
+        return {lane: index.through[lane] for lane in lanes if lane in index.through}
+
+    async def prepared(self, batch: Sequence[Received]) -> bool:
+        """Wait until the lanes of `batch` are prepared; False when the route stops first."""
+        while self._preparing and any(received.lane in self._preparing for received in batch):
+            await self._prepared.wait()
+            if self._stopping:
+                return False
+        return True
+
+    def stop(self) -> None:
+        """The route stops: a reader holding back unprepared lanes returns without them."""
+        self._stopping = True
+        self._prepared.set()
 
     def missing_before(self, lane: Lane, position: int) -> list[tuple[int, int]]:
         """The LaneOwner call: positions below `position` the source settled and no stream holds."""

@@ -35,8 +35,6 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from nats.errors import Error as NatsError
-
 from bridge.config.model import StreamConfig
 from bridge.deadletters import DeadLetters
 from bridge.errors import RouteStoppedError, SourceUnreachableError
@@ -99,9 +97,6 @@ class RoutePipeline:
         self._stopping = False
         self._stopped = asyncio.Event()  # set with _stopping: ends the publisher's waits for us
         self._wake = asyncio.Event()
-        self._preparing: set[Lane] = set()
-        self._prepared = asyncio.Event()
-        self._prepared.set()
         self._fatal: RouteStoppedError | None = None
         self._sender = Sender(route.key, publisher, settings or PipelineSettings(), self.stats, streams, self._stopped)
         self._settler = Settler(
@@ -117,12 +112,26 @@ class RoutePipeline:
             fail=self._fail,
             queue=self._sender.queue,
         )
-        self._intake = Intake(route, self, publisher, self.stats, self._lanes, self._sender, self._rejections)
-        # Straight to the piece that answers (a LaneHost call per settled message, no hop).
+        self._intake = Intake(
+            route,
+            self,
+            source,
+            publisher,
+            self.stats,
+            self._lanes,
+            self._sender,
+            self._rejections,
+            checkpoints=checkpoints,
+            scope=self._settler,
+            fail=self._fail,
+        )
+        # The LaneHost and LaneOwner calls the pieces answer themselves, bound once: no hop
+        # through the pipeline on a message's path.
         self.lane_progressed = self._settler.progressed
         self.refused = self._rejections.refused
         self.check_captured = self._rejections.check_captured
         self.atomic_refused = self._sender.atomic_refused
+        self.lanes_assigned = self._intake.prepare
         self.missing_before = self._intake.missing_before
         # Since when JetStream has answered this route's publishes with nothing but failures
         # (None: the last answer stored something); readiness reads it.
@@ -171,41 +180,7 @@ class RoutePipeline:
     def paused(self) -> bool:
         return self._paused
 
-    # ------------------------------------------------------------------ LaneOwner
-
-    async def lanes_assigned(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
-        checkpoints = self.checkpoints
-        if checkpoints is None or not lanes or not self.source.stable_positions:
-            return {}
-        # aiokafka may already fetch from new partitions while this runs: the reader holds
-        # back their messages until it is known what of them is already stored.
-        self._preparing.update(lanes)
-        self._prepared.clear()
-        settings = self.settings
-        deadline = time.monotonic() + settings.prepare_timeout
-        backoff = settings.retry_backoff_initial
-        while True:
-            try:
-                index = await checkpoints.stored(self.checkpoint_scope, lanes, self.route)
-                break
-            except (NatsError, TimeoutError) as error:
-                if time.monotonic() + backoff > deadline:
-                    # Reading on without knowing what is stored could store messages twice:
-                    # stop the route instead (nothing is settled; a restart tries again).
-                    self._fail(
-                        RouteStoppedError(
-                            f"route {self.route.key}: cannot read checkpoints from NATS ({error}); stopping"
-                        )
-                    )
-                    return {}
-                log.warning("route %s: reading checkpoints failed (%s); retrying", self.route.key, error)
-                await asyncio.sleep(backoff)
-                backoff = min(settings.retry_backoff_max, backoff * 2)
-        self.stored_index.update(index)
-        self._preparing.difference_update(lanes)
-        if not self._preparing:
-            self._prepared.set()
-        return {lane: index.through[lane] for lane in lanes if lane in index.through}
+    # ------------------------------------------------------------------ LaneOwner (lanes_assigned: Intake.prepare)
 
     async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
         states = [self._lanes[lane] for lane in lanes if lane in self._lanes]
@@ -311,7 +286,7 @@ class RoutePipeline:
         self._stopping = True
         self._stopped.set()  # a send loop waiting for NATS (down, or closed for good) returns
         self.wake()
-        self._prepared.set()  # a reader holding back unprepared lanes returns without them
+        self._intake.stop()  # a reader holding back unprepared lanes returns without them
 
     async def _read_loop(self) -> None:
         stopped = asyncio.ensure_future(self._stopped.wait())
@@ -337,10 +312,8 @@ class RoutePipeline:
     async def _accept_fetched(self, batch: Sequence[Received]) -> bool:
         """Accept a fetched batch once its lanes are prepared; False when stopped meanwhile."""
         if batch:
-            while self._preparing and any(received.lane in self._preparing for received in batch):
-                await self._prepared.wait()
-                if self._stopping:
-                    return False
+            if not await self._intake.prepared(batch):
+                return False
             self._intake.accept(batch)
             self.wake()
         return True
