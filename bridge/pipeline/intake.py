@@ -34,7 +34,9 @@ from bridge.stored import StoredIndex
 log = logging.getLogger(__name__)
 
 
-class Scope(Protocol):
+class CheckpointScope(Protocol):
+    """Who knows whose positions the checkpoints record (the Settler)."""
+
     @property
     def scope(self) -> str:
         """Whose positions the checkpoints record (bridge.pipeline.settling)."""
@@ -55,7 +57,7 @@ class Intake:
         rejections: Rejections,
         *,
         checkpoints: Checkpointer | None,
-        scope: Scope,
+        scope: CheckpointScope,
         fail: Callable[[RouteStoppedError], None],
     ) -> None:
         self._route = route

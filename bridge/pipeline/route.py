@@ -206,7 +206,7 @@ class RoutePipeline:
         self._wake.set()
 
     def lane_has_work(self, lane: LaneState) -> None:
-        self._sender.queue(lane)
+        self._sender.has_work.add(lane)  # as Sender.queue does, without the extra call per PubAck
         self._wake.set()
 
     def _fail(self, error: RouteStoppedError) -> None:

@@ -19,11 +19,15 @@ from typing import Any, cast
 
 import pytest
 
+import bridge.pipeline.intake
+import bridge.pipeline.lanes
+import bridge.pipeline.route
+import bridge.pipeline.sending
+import bridge.pipeline.settling
 from bridge.config import load_config_text
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.mapping import CompiledRoute
 from bridge.message import KafkaOrigin, SourceMessage
-from bridge.pipeline import intake, lanes, route, sending, settling
 from bridge.pipeline.lanes import LaneState
 from bridge.pipeline.route import RoutePipeline
 from bridge.pipeline.settings import PipelineSettings
@@ -31,6 +35,14 @@ from bridge.sources.base import Lane, LaneOwner, Received
 
 LANE = ("orders", 0)
 STREAM_FULL = PublishFailure("error", "maximum messages exceeded", code=503, err_code=10077)
+# Every module of the pipeline that reads the clock.
+CLOCK_READERS = (
+    bridge.pipeline.intake,
+    bridge.pipeline.lanes,
+    bridge.pipeline.route,
+    bridge.pipeline.sending,
+    bridge.pipeline.settling,
+)
 
 MAPPING = """\
 sources:
@@ -116,9 +128,8 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    for module in (intake, lanes, route, sending, settling):
-        if hasattr(module, "time"):
-            monkeypatch.setattr(module, "time", fake)
+    for module in CLOCK_READERS:
+        monkeypatch.setattr(module, "time", fake)
     return fake
 
 
