@@ -197,3 +197,10 @@ class NothingToCopyError(BridgeError):
 
 class HttpAddressError(BridgeError):
     """The --http address cannot be used."""
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+class RouteStoppedError(BridgeError):
+    """A route met a message it must not pass over (`on_error: stop`); nothing was settled past it."""

@@ -57,7 +57,8 @@ from bridge.mapping import CompiledRoute
 from bridge.operations.health import HealthMonitor
 from bridge.operations.http import HttpAddress, serve
 from bridge.operations.metrics import bridge_registry
-from bridge.pipeline import PipelineSettings, RoutePipeline
+from bridge.pipeline.route import RoutePipeline
+from bridge.pipeline.settings import PipelineSettings
 from bridge.reverse.route import ReverseRoute
 from bridge.route_shapes import streams_reached
 from bridge.sources.base import Source

@@ -48,7 +48,7 @@ from bridge.errors import PhaseConflictError
 if TYPE_CHECKING:
     from bridge.jetstream.checkpoints import JetStreamCheckpoints
     from bridge.operations.health import HealthMonitor
-    from bridge.pipeline import RoutePipeline
+    from bridge.pipeline.route import RoutePipeline
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ only) for the lane's messages. Everything at or below the checkpoint, and every 
 found in the scan, is known stored and is skipped when read again.
 
 The scan starts a publisher window before the checkpoint's sequence: a message of the lane
-stored out of order (see pipeline.py) can sit at most that far behind it.
+stored out of order (see bridge.pipeline) can sit at most that far behind it.
 
 Several routes may store the same positions into one stream (two services reading one topic
 through their own groups): a scan counts only the route's own messages, named by their

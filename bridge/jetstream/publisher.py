@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Self, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -53,6 +53,9 @@ from bridge.deadletters import DEFAULT_MAX_CONTROL_LINE, subject_room_for
 from bridge.message import OutboundMessage
 
 log = logging.getLogger(__name__)
+
+_Entry = TypeVar("_Entry", bound="InFlight")
+_Entry_contra = TypeVar("_Entry_contra", bound="InFlight", contravariant=True)
 
 STATUS_HEADER = "Status"
 # Tokens are a counter: 20 digits is more than any run reaches (2**64 has 20).
@@ -91,40 +94,43 @@ class PublishFailure:
         return f"{self.kind}: {self.description}{codes}"
 
 
-class PublishOwner(Protocol):
-    """Who hears the outcome of a publish; the pipeline's per-lane tracker implements it."""
+class PublishOwner(Protocol[_Entry_contra]):
+    """Who hears the outcome of a publish; the pipeline's per-lane tracker implements it.
 
-    def sendable(self, entry: InFlight) -> bool:
+    Generic in the kind of entry it is handed back: an owner that keeps more per message than
+    the publisher does subclasses `InFlight` (the pipeline's `LaneEntry`) and gets its own
+    entries back, with nothing to look up and no second object per message."""
+
+    def sendable(self, entry: _Entry_contra) -> bool:
         """Asked just before `entry` is sent; False skips it (the owner will resend it)."""
 
-    def published(self, entry: InFlight, seq: int, duplicate: bool) -> None:
+    def published(self, entry: _Entry_contra, seq: int, duplicate: bool) -> None:
         """The message is stored in stream sequence `seq` (`duplicate`: it already was)."""
 
-    def failed(self, entry: InFlight, failure: PublishFailure) -> None:
+    def failed(self, entry: _Entry_contra, failure: PublishFailure) -> None:
         """This attempt failed; the message may or may not be stored (see PublishFailure)."""
 
 
 @dataclass(slots=True, eq=False)
 class InFlight:
-    """One message on its way to JetStream, with the bookkeeping the pipeline needs.
+    """One message on its way to JetStream: what the publisher needs to send it and to hand
+    its outcome back, nothing of what its owner does with that outcome.
 
     `position` is the source's own position (a Kafka offset, an AMQP delivery tag), opaque
-    here; `token` names the current attempt, so a late reply to an older attempt is ignored.
+    here: it names the message for its owner. `token` names the current attempt, so a late
+    reply to an older attempt is ignored. `seq` and `stream` are where the last PubAck said the
+    message is stored; `attempts` and `sent_at` count and time its attempts.
     """
 
     outbound: OutboundMessage
-    owner: PublishOwner
+    owner: PublishOwner[Self]
     position: int
     token: str = ""
     sent_at: float = 0.0
     attempts: int = 0
     seq: int = 0
     stream: str = ""
-    settled: bool = False
-    dead_letter: str = ""  # the reason, when this is a dead letter standing in for the message
-    floor: int = 0  # the stream's highest known sequence when first sent: it is stored above it
-    duplicate: bool = False  # the PubAck said it was stored already (by an earlier attempt or run)
-    batch: list[InFlight] | None = None  # on the commit message of an atomic batch: every message of it
+    batch: list[Self] | None = None  # on the commit message of an atomic batch: every message of it
 
 
 @dataclass(slots=True)
@@ -257,7 +263,7 @@ class JetStreamPublisher:
     async def wait_connected(self) -> None:
         await self._connected.wait()
 
-    async def publish(self, entries: Sequence[InFlight], *, abandon: asyncio.Event | None = None) -> list[InFlight]:
+    async def publish(self, entries: Sequence[_Entry], *, abandon: asyncio.Event | None = None) -> list[_Entry]:
         """Send each entry in order, waiting for window space and for a connection.
 
         Returns once every entry is handed to the client; outcomes arrive later through the
@@ -308,11 +314,11 @@ class JetStreamPublisher:
         return []
 
     async def publish_atomic(
-        self, groups: Sequence[Sequence[InFlight]], *, abandon: asyncio.Event | None = None
-    ) -> list[InFlight]:
+        self, groups: Sequence[Sequence[_Entry]], *, abandon: asyncio.Event | None = None
+    ) -> list[_Entry]:
         """Send each group as one JetStream atomic batch: stored all together, in order, or not
         at all. A stream leader stopping with publishes in flight drops some and stores later
-        ones (a reorder, see bridge.pipeline); a batch it drops is dropped whole.
+        ones (a reorder, see bridge.pipeline.reorders); a batch it drops is dropped whole.
 
         Only the commit message asks for a reply; its PubAck (the batch's last sequence and
         its count) reaches every member's owner, each with its own sequence. Any failure of

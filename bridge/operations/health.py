@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from bridge.cutover.state import PhaseState, Rejection
     from bridge.jetstream.connection import ConnectionEvents
     from bridge.jetstream.publisher import JetStreamPublisher
-    from bridge.pipeline import RoutePipeline
+    from bridge.pipeline.route import RoutePipeline
     from bridge.reverse.route import ReverseStats
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from bridge.jetstream.payloads import ObjectStorePayloads
 from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.mapping import CompiledRoute
 from bridge.message import SourceMessage
-from bridge.pipeline import PipelineSettings, RoutePipeline
+from bridge.pipeline.route import RoutePipeline
+from bridge.pipeline.settings import PipelineSettings
 from bridge.sources.memory import MemorySource
 
 LANE = ("orders", 0)

@@ -18,8 +18,8 @@ from pipeline_helpers import LANE, Nats, drain
 from private_nats import PrivateNatsServer, connect_like_the_bridge
 
 from bridge.config import BridgeConfig, load_config_text
+from bridge.errors import RouteStoppedError
 from bridge.message import KafkaOrigin, SourceMessage
-from bridge.pipeline import RouteStoppedError
 from bridge.sources.memory import MemorySource
 
 pytestmark = pytest.mark.nats

@@ -21,12 +21,14 @@ from nats.js import api as js_api
 from private_nats import PrivateNatsServer, connect_like_the_bridge
 
 from bridge.config import load_config_text
+from bridge.errors import RouteStoppedError
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
 from bridge.jetstream.connection import ConnectionEvents
 from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.mapping import CompiledRoute
 from bridge.message import KafkaOrigin, SourceMessage
-from bridge.pipeline import PipelineSettings, RoutePipeline, RouteStoppedError
+from bridge.pipeline.route import RoutePipeline
+from bridge.pipeline.settings import PipelineSettings
 from bridge.sources.base import Received
 from bridge.sources.memory import MemorySource
 

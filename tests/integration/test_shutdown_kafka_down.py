@@ -64,7 +64,7 @@ from test_kafka_security import (  # noqa: F401  (secure_kafka is a fixture: imp
     write_secure_mapping,
 )
 
-from bridge.pipeline import PipelineSettings
+from bridge.pipeline.settings import PipelineSettings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.nats, pytest.mark.timeout(300)]
 

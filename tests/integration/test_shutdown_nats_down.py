@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka_helpers import BridgeProcess, contiguous_prefix, fill_topic, stored_offsets, wait_for_count, write_mapping
 from private_nats import PrivateNatsServer
 
-from bridge.pipeline import PipelineSettings
+from bridge.pipeline.settings import PipelineSettings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.nats, pytest.mark.timeout(300)]
 

@@ -28,7 +28,7 @@ from test_rabbitmq_bridge import fanout_mapping, queue_exists, until
 from test_readiness_faults import readyz
 from test_shutdown_kafka_down import create_topic
 
-from bridge.pipeline import START_RETRY_MAX
+from bridge.pipeline.route import START_RETRY_MAX
 
 WAITED = 8.0  # long enough for several attempts (1, 2, 4 s): an exit would have come by now
 START_BOUND = START_RETRY_MAX + 5.0  # the last wait, then a connect, a declare (or a join) and a copy

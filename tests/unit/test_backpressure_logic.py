@@ -19,16 +19,30 @@ from typing import Any, cast
 
 import pytest
 
-from bridge import pipeline as pipeline_module
+import bridge.pipeline.intake
+import bridge.pipeline.lanes
+import bridge.pipeline.route
+import bridge.pipeline.sending
+import bridge.pipeline.settling
 from bridge.config import load_config_text
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.mapping import CompiledRoute
 from bridge.message import KafkaOrigin, SourceMessage
-from bridge.pipeline import LaneState, PipelineSettings, RoutePipeline
+from bridge.pipeline.lanes import LaneState
+from bridge.pipeline.route import RoutePipeline
+from bridge.pipeline.settings import PipelineSettings
 from bridge.sources.base import Lane, LaneOwner, Received
 
 LANE = ("orders", 0)
 STREAM_FULL = PublishFailure("error", "maximum messages exceeded", code=503, err_code=10077)
+# Every module of the pipeline that reads the clock.
+CLOCK_READERS = (
+    bridge.pipeline.intake,
+    bridge.pipeline.lanes,
+    bridge.pipeline.route,
+    bridge.pipeline.sending,
+    bridge.pipeline.settling,
+)
 
 MAPPING = """\
 sources:
@@ -99,7 +113,7 @@ class FakePublisher:
 
 
 class FakeClock:
-    """Stands in for the `time` module inside bridge.pipeline: `monotonic` only moves when told."""
+    """Stands in for the `time` module inside bridge.pipeline's modules: `monotonic` only moves when told."""
 
     def __init__(self) -> None:
         self.now = 1_000.0
@@ -114,7 +128,8 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(pipeline_module, "time", fake)
+    for module in CLOCK_READERS:
+        monkeypatch.setattr(module, "time", fake)
     return fake
 
 
@@ -135,8 +150,18 @@ def receive(pipeline: RoutePipeline, start: int, count: int) -> LaneState:
         Received(LANE, offset, SourceMessage(KafkaOrigin("orders", 0, offset, key=b"k"), b"v"))
         for offset in range(start, start + count)
     ]
-    pipeline._accept(batch)
+    pipeline._intake.accept(batch)
     return pipeline._lanes[LANE]
+
+
+async def pump(pipeline: RoutePipeline) -> None:
+    """One send round, as the sender loop runs it after a wake."""
+    await pipeline._sender.pump()
+
+
+def retry_due(pipeline: RoutePipeline) -> None:
+    """Queue again the lanes whose back-off is over, as the sender loop does each round."""
+    pipeline._sender.retry_due(pipeline._lanes.values())
 
 
 def store_oldest(lane: LaneState, count: int) -> None:
@@ -157,7 +182,7 @@ async def test_too_much_unsettled_pauses_and_reading_resumes_only_below_half_the
     assert pipeline.paused
     assert source.calls == ["pause"], "one pause, not one per step"
 
-    await pipeline._pump()
+    await pump(pipeline)
     store_oldest(lane, 50)  # 50 unsettled: not below half yet
     pipeline._apply_backpressure()
     assert pipeline.paused
@@ -176,7 +201,7 @@ async def test_a_refused_publish_pauses_the_source_until_the_lane_resends_and_je
     even with far fewer than `max_unsettled` messages in hand, and nothing is settled."""
     pipeline, source, publisher = make_pipeline(max_unsettled=1_000)
     lane = receive(pipeline, 0, 10)
-    await pipeline._pump()
+    await pump(pipeline)
     assert len(publisher.sent) == 10
     for entry in list(lane.entries):
         lane.failed(entry, STREAM_FULL)
@@ -186,19 +211,19 @@ async def test_a_refused_publish_pauses_the_source_until_the_lane_resends_and_je
     assert lane.watermark is None, "nothing refused is settled"
 
     clock.now += 0.05  # before the back-off is over: no resend, still paused
-    await pipeline._retry_due_lanes()
+    retry_due(pipeline)
     pipeline._apply_backpressure()
     assert lane.retrying
     assert pipeline.paused
     assert pipeline.stats.retries == 0
 
     clock.now += 0.06
-    await pipeline._retry_due_lanes()
+    retry_due(pipeline)
     assert pipeline.stats.retries == 1
-    await pipeline._pump()
+    await pump(pipeline)
     assert [entry.position for entry in publisher.sent[10:]] == [0], "after a failure the head goes alone"
     store_oldest(lane, 1)
-    await pipeline._pump()
+    await pump(pipeline)
     assert [entry.position for entry in publisher.sent[10:]] == list(range(10)), "then the rest, in order"
     store_oldest(lane, 9)
     pipeline._apply_backpressure()
@@ -210,7 +235,7 @@ async def test_a_refused_publish_pauses_the_source_until_the_lane_resends_and_je
 async def test_a_disconnected_publisher_pauses_and_no_lane_is_resent_until_it_reconnects(clock: FakeClock) -> None:
     pipeline, source, publisher = make_pipeline()
     lane = receive(pipeline, 0, 5)
-    await pipeline._pump()
+    await pump(pipeline)
     publisher.connected = False
     for entry in list(lane.entries):
         lane.failed(entry, PublishFailure("disconnected", "connection to NATS lost"))
@@ -218,14 +243,14 @@ async def test_a_disconnected_publisher_pauses_and_no_lane_is_resent_until_it_re
     assert pipeline.paused
 
     clock.now += 60  # long past the back-off: still no resend while there is no connection
-    await pipeline._retry_due_lanes()
+    retry_due(pipeline)
     pipeline._apply_backpressure()
     assert lane.retrying
     assert pipeline.paused
     assert pipeline.stats.retries == 0
 
     publisher.connected = True
-    await pipeline._retry_due_lanes()
+    retry_due(pipeline)
     pipeline._apply_backpressure()
     assert not pipeline.paused, "reconnected and resending: reading resumes"
     assert source.calls == ["pause", "resume"]
@@ -242,12 +267,12 @@ async def test_back_off_doubles_to_its_cap_with_one_retry_and_one_log_line_per_c
     caplog.set_level(logging.WARNING, logger="bridge.pipeline")
     waits = []
     for _ in range(9):
-        await pipeline._pump()
+        await pump(pipeline)
         for entry in [entry for entry in lane.entries if not entry.settled]:
             lane.failed(entry, STREAM_FULL)  # 200 refusals in this cycle
         waits.append(round(lane.retry_at - clock.now, 3))
         clock.now = lane.retry_at
-        await pipeline._retry_due_lanes()
+        retry_due(pipeline)
     assert waits == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
     assert pipeline.stats.retries == 9
     assert pipeline.stats.failures == 9 * 200
@@ -256,7 +281,7 @@ async def test_back_off_doubles_to_its_cap_with_one_retry_and_one_log_line_per_c
     assert "err_code 10077" in warnings[0].getMessage()
 
     # Room again: the first publish that succeeds resets the back-off.
-    await pipeline._pump()
+    await pump(pipeline)
     store_oldest(lane, 1)
     for entry in [entry for entry in lane.entries if not entry.settled]:
         lane.failed(entry, STREAM_FULL)
@@ -268,17 +293,17 @@ async def test_a_message_whose_fate_is_being_decided_is_never_sent_as_a_placehol
     still being built: the pump must pass over its empty placeholder until it is decided."""
     pipeline, _, publisher = make_pipeline()
     lane = receive(pipeline, 0, 3)
-    await pipeline._pump()
+    await pump(pipeline)
     first, *others = list(lane.entries)
     lane.failed(first, PublishFailure("refused", "MaxPayloadError", permanent=True))
     assert first.outbound.subject == ""  # the placeholder while its fate is decided
     for entry in others:
         lane.failed(entry, STREAM_FULL)
     clock.now += 1.0
-    await pipeline._retry_due_lanes()
+    retry_due(pipeline)
     lane.unsent.appendleft(first)
-    pipeline._has_work.add(lane)
-    await pipeline._pump()
+    pipeline.lane_has_work(lane)
+    await pump(pipeline)
     resent = publisher.sent[3:]
     assert first not in resent
     assert [entry.position for entry in resent] == [1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from test_backpressure_logic import LANE, make_pipeline, receive
 
+from bridge.pipeline.settling import checkpoint as lane_checkpoint
 from bridge.stored import StoredIndex
 
 
@@ -28,19 +29,19 @@ def test_a_stream_the_lane_never_published_to_moves_to_its_last_known_sequence()
         entry.stream = "ORDERS"
         lane.published(entry, seq, duplicate=False)
     publisher.highest_seq.update({"ORDERS": 103, "DLQ": 57})  # another route dead-lettered meanwhile
-    checkpoint = lane.checkpoint()
+    checkpoint = lane_checkpoint(lane, publisher.highest_seq)
     assert checkpoint is not None
     assert checkpoint.position == 2
     assert checkpoint.scan_from == {"ORDERS": 103, "DLQ": 58}
 
 
 def test_without_any_publish_seen_the_scan_end_of_the_assignment_is_the_floor() -> None:
-    pipeline, _, _ = make_pipeline()
+    pipeline, _, publisher = make_pipeline()
     _assigned(pipeline.stored_index)
     lane = receive(pipeline, 0, 1)
     (entry,) = lane.entries
     lane.settle_now(entry)  # filtered: nothing published at all
-    checkpoint = lane.checkpoint()
+    checkpoint = lane_checkpoint(lane, publisher.highest_seq)
     assert checkpoint is not None
     assert checkpoint.scan_from == {"ORDERS": 101, "DLQ": 41}
 
@@ -55,7 +56,7 @@ def test_a_message_sent_and_not_yet_acknowledged_holds_every_stream_back() -> No
     lane.published(first, 101, duplicate=False)
     publisher.highest_seq.update({"ORDERS": 150, "DLQ": 57})
     # The second may already be stored anywhere its subject leads (or be a dead letter in DLQ).
-    checkpoint = lane.checkpoint()
+    checkpoint = lane_checkpoint(lane, publisher.highest_seq)
     assert checkpoint is not None
     assert checkpoint.scan_from["DLQ"] == 41
 

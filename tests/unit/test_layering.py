@@ -1,9 +1,10 @@
 """The packages of `bridge/` form layers: no import runs back up, so no two packages need each other.
 
-A package here is a top-level unit of `bridge/`: a sub-package (`bridge/jetstream/`) or a module
-(`bridge/pipeline.py`). Read from the source with `ast`, imports under `if TYPE_CHECKING:` included
-(they tie the code together as much as any). Two checks: no cycle among modules, and no cycle
-among packages except the ones listed in KNOWN, each a debt with its reason (issue 15).
+A package here is a top-level unit of `bridge/`: a sub-package (`bridge/pipeline/`) or a module
+(`bridge/decide.py`). Read from the source with `ast`, imports under `if TYPE_CHECKING:` included
+(they tie the code together as much as any). Three checks: no cycle among modules, no cycle
+among packages except the ones listed in KNOWN, each a debt with its reason (issue 15), and the
+pipeline used only from above, through its face.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ BRIDGE = Path(__file__).resolve().parents[2] / "bridge"
 # The cut-over controller fills the health monitor's tables, and the monitor names the phase
 # types it shows: type-only imports both ways. To go when the monitor gets a small interface.
 KNOWN = {frozenset({"cutover", "operations"})}
+
+# The pipeline settles: it imports the brokers, the publisher and decide, never the other way
+# round. What runs routes (the runner, the cut-over controller, the health monitor) uses it
+# through RoutePipeline and its settings; its lanes, settling and sending are its own business.
+PIPELINE_USERS = {"runner", "cutover", "operations"}
+PIPELINE_FACE = {"bridge.pipeline", "bridge.pipeline.route", "bridge.pipeline.settings", "bridge.pipeline.stats"}
 
 
 def _module_name(path: Path) -> str:
@@ -114,9 +121,22 @@ def test_packages_form_layers() -> None:
     assert unknown == [], described
 
 
+def test_the_pipeline_is_used_only_from_above_and_only_through_its_face() -> None:
+    wrong = sorted(
+        f"{module} -> {target}"
+        for module, targets in _imports().items()
+        for target in targets
+        if _package(target) == "pipeline"
+        and _package(module) != "pipeline"
+        and (_package(module) not in PIPELINE_USERS or target not in PIPELINE_FACE)
+    )
+    assert wrong == []
+
+
 def test_the_layering_check_sees_a_cycle() -> None:
     """The check itself cannot pass vacuously: a made-up cycle is found."""
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
     graph = _imports()
-    assert "bridge.decide" in graph["bridge.pipeline"]
+    assert "bridge.decide" in graph["bridge.pipeline.intake"]
+    assert "bridge.pipeline.route" in graph["bridge.runner"]
     assert "bridge.stored" in graph["bridge.jetstream.checkpoints"]
