@@ -105,7 +105,7 @@ from pamqp import commands as spec
 from bridge.brokers.rabbitmq.names import shadow_queue_name
 from bridge.config import BridgeConfig
 from bridge.message import AmqpOrigin, SourceMessage
-from bridge.runner import compile_routes
+from bridge.plan import compile_plan
 
 SIZES = (100, 1024)
 DEFAULT_MESSAGES = {100: 100_000, 1024: 50_000}
@@ -438,7 +438,7 @@ def amqp_headers(exchange: str, tag: str) -> Callable[[int], dict[str, str]]:
 
 def header_check(config: BridgeConfig, exchange: str, queue: str, tag: str) -> dict[str, Any]:
     """Map message 0 with the bridge's own code: are B+h's headers the ones the bridge sends?"""
-    (route,) = compile_routes(config)
+    (route,) = compile_plan(config).routes
     origin = AmqpOrigin(exchange, "0", queue, {"delivery_mode": 2, "message_id": f"{tag}-0"})
     mapped = route.map(SourceMessage(origin, b"v"))
     ours = amqp_headers(exchange, tag)(0)

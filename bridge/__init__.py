@@ -5,9 +5,12 @@ Embedding it, the three things a program does with a mapping file::
     import bridge
 
     config = bridge.load_config("mappings/estate.yaml")          # validated, or BridgeError
-    print(bridge.explain_kafka(config, topic="orders", key=b"k1").as_json())
+    plan = bridge.compile_plan(config)                              # every route compiled once
+    print(bridge.explain_kafka(plan, topic="orders", key=b"k1").as_json())
     bridge.run_bridge(config)                                       # until SIGINT/SIGTERM
 
+`explain_*` take a config too and compile it on the way in; a program explaining many messages
+compiles once.
 `Bridge(config, RunSettings(...))` is the same run as a coroutine (`await Bridge(...).run()`,
 `stop()` to end it) for a program with its own event loop. Everything else in the package is
 private to it and may change.
@@ -28,8 +31,10 @@ __all__ = [
     "BridgeConfig",
     "BridgeError",
     "Explanation",
+    "Plan",
     "RunSettings",
     "__version__",
+    "compile_plan",
     "explain_amqp",
     "explain_kafka",
     "load_config",
@@ -46,6 +51,8 @@ _HOMES = {
     "Explanation": "bridge.explain",
     "explain_amqp": "bridge.explain",
     "explain_kafka": "bridge.explain",
+    "Plan": "bridge.plan",
+    "compile_plan": "bridge.plan",
 }
 
 if TYPE_CHECKING:
@@ -53,6 +60,7 @@ if TYPE_CHECKING:
     from bridge.config.model import BridgeConfig
     from bridge.errors import BridgeError
     from bridge.explain import Explanation, explain_amqp, explain_kafka
+    from bridge.plan import Plan, compile_plan
     from bridge.process import run_bridge
     from bridge.runner import Bridge, RunSettings
 

@@ -59,6 +59,7 @@ from bridge.operations.http import HttpAddress, serve
 from bridge.operations.metrics import bridge_registry
 from bridge.pipeline.route import RoutePipeline
 from bridge.pipeline.settings import PipelineSettings
+from bridge.plan import compile_plan
 from bridge.reverse.route import ReverseRoute
 from bridge.route_shapes import streams_reached
 from bridge.sources.base import Source
@@ -100,10 +101,6 @@ def build_source(config: BridgeConfig, service: str, route: CompiledRoute) -> So
     return route_broker(config, service, route.config).source()
 
 
-def compile_routes(config: BridgeConfig) -> list[CompiledRoute]:
-    return [CompiledRoute.of(config, service, route) for service, route in config.routes()]
-
-
 class Bridge:
     """Every route of one mapping file, sharing one NATS connection."""
 
@@ -124,7 +121,7 @@ class Bridge:
 
     async def run(self) -> None:
         """Run until `stop()`; raises BridgeError subclasses for failures a person must fix."""
-        routes = compile_routes(self.config)
+        routes = compile_plan(self.config).routes
         events = self.events = ConnectionEvents()
         try:
             nc = await connect_nats(self.config.nats, events)

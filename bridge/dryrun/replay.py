@@ -36,6 +36,7 @@ from bridge.dryrun.records import AmqpRecord, KafkaRecord, ReplayInputError, lin
 from bridge.dryrun.report import DryRunReport, Finding, Severity
 from bridge.explain import Explanation, RouteOutcome, explain_amqp, explain_kafka, route_outcome
 from bridge.message import KafkaOrigin, SourceMessage
+from bridge.plan import Plan, compile_plan
 
 CHECK = "replay"
 _MAX_ERROR_FINDINGS = 10  # a binary file fed by mistake should not print one error per line
@@ -106,12 +107,12 @@ class ReplayReport(DryRunReport):
 
 
 def _explain(
-    config: BridgeConfig, record: KafkaRecord | AmqpRecord, max_payload: int
+    plan: Plan, record: KafkaRecord | AmqpRecord, max_payload: int
 ) -> tuple[Explanation, SourceMessage | None]:
     """explain_* on the record; with the exact message when explain's text-only inputs cannot carry it."""
     if isinstance(record, AmqpRecord):
         explanation = explain_amqp(
-            config,
+            plan,
             exchange=record.exchange,
             routing_key=record.routing_key,
             headers=record.headers,
@@ -129,7 +130,7 @@ def _explain(
         except UnicodeDecodeError:
             exact = True
     explanation = explain_kafka(
-        config,
+        plan,
         topic=record.topic,
         key=record.key,
         partition=record.partition,
@@ -153,7 +154,7 @@ def _verdict(outcome: RouteOutcome) -> RouteVerdict:
 
 
 def replay_message(
-    config: BridgeConfig,
+    mapping: Plan | BridgeConfig,
     line: int,
     record: KafkaRecord | AmqpRecord,
     *,
@@ -163,16 +164,18 @@ def replay_message(
     """Every matching route's verdict on one recorded message (pure: no connection).
 
     `exact` is the message exactly as a source built it (a live sample): the routes that take
-    the record then map it, headers, properties and stream offset included."""
-    explanation, derived = _explain(config, record, max_payload)
+    the record then map it, headers, properties and stream offset included. `mapping` is best
+    compiled once (`compile_plan`) by a caller replaying many messages."""
+    plan = compile_plan(mapping)
+    explanation, derived = _explain(plan, record, max_payload)
     exact = exact or derived
-    routes = {f"{service}/{route.name}": (service, route) for service, route in config.routes()}
     verdicts = []
     for outcome in explanation.matches:
-        service, route = routes[outcome.route]
         if exact is not None:
             # the exact record's verdict replaces it
-            outcome = route_outcome(config, service, route, exact, max_payload=max_payload)  # noqa: PLW2901
+            outcome = route_outcome(  # noqa: PLW2901
+                plan.route(outcome.route), exact, plan.streams, max_payload=max_payload
+            )
         verdicts.append(_verdict(outcome))
     return ReplayedMessage(line, "kafka" if isinstance(record, KafkaRecord) else "amqp", explanation, tuple(verdicts))
 
@@ -233,12 +236,13 @@ def replay_file(
 ) -> None:
     """Replay every line of `path` into `report`: messages, summary findings, and an error per bad line."""
     errors: list[Finding] = []
+    plan = compile_plan(config)
     try:
         for line, record in read_records(path, line_limit(max_payload)):
             if isinstance(record, ReplayInputError):
                 errors.append(Finding(Severity.ERROR, CHECK, f"{path}:{line}", str(record)))
             else:
-                report.messages.append(replay_message(config, line, record, max_payload=max_payload))
+                report.messages.append(replay_message(plan, line, record, max_payload=max_payload))
     except OSError as error:
         errors.append(Finding(Severity.ERROR, CHECK, str(path), f"cannot read the input file: {error}"))
     except InputLimitError as error:

@@ -12,11 +12,12 @@ from bridge.explain.legacy import legacy_miss_reason, legacy_routing, mismatches
 from bridge.explain.outcome import amqp_miss_reason, route_outcome
 from bridge.explain.types import Definitions, Explanation
 from bridge.message import AmqpOrigin, KafkaOrigin, SourceMessage
+from bridge.plan import Plan, compile_plan
 from bridge.routing import kafka_topic_matches
 
 
 def explain_amqp(
-    config: BridgeConfig,
+    mapping: Plan | BridgeConfig,
     *,
     exchange: str | None,
     routing_key: str,
@@ -28,17 +29,21 @@ def explain_amqp(
     max_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> Explanation:
     """Explain a RabbitMQ message published to `exchange` (or found in `queue`); with `definitions`,
-    also where RabbitMQ sends it and where that and the mapping disagree (module docstring)."""
+    also where RabbitMQ sends it and where that and the mapping disagree (module docstring).
+    `mapping` is a compiled Plan, or a config compiled on the way in."""
+    plan = compile_plan(mapping)
+    config = plan.config
     header_items = tuple((headers or {}).items())
     where = f"exchange '{exchange}'" if exchange is not None else f"queue '{queue}'"
     legacy = None
     if definitions is not None and exchange is not None:
         legacy = legacy_routing(config, definitions, exchange, routing_key, dict(header_items))
     explanation = Explanation(f"RabbitMQ message on {where} with routing key '{routing_key}'", legacy=legacy)
-    for service, route in config.routes():
+    for compiled in plan:
+        route = compiled.config
         if not isinstance(route.from_, FromRabbitMQ):
             continue
-        name = f"{service}/{route.name}"
+        name = compiled.key
         if legacy is not None and definitions is not None:
             reason = legacy_miss_reason(config, route, name, legacy.routed, routing_key, dict(header_items))
         else:
@@ -54,8 +59,8 @@ def explain_amqp(
             stream_offset=0 if route.from_.effective_mode is RabbitMQMode.STREAM else None,
         )
         message = SourceMessage(origin=origin, body=body, headers=header_items)
-        explanation.matches.append(route_outcome(config, service, route, message, max_payload=max_payload))
-    if not any(isinstance(route.from_, FromRabbitMQ) for _, route in config.routes()):
+        explanation.matches.append(route_outcome(compiled, message, plan.streams, max_payload=max_payload))
+    if not any(isinstance(route.config.from_, FromRabbitMQ) for route in plan):
         explanation.misses.append(("*", "the mapping file has no RabbitMQ routes"))
     if legacy is not None and definitions is not None:
         explanation.mismatches.extend(mismatches_of(config, definitions, legacy, explanation.matches))
@@ -63,7 +68,7 @@ def explain_amqp(
 
 
 def explain_kafka(
-    config: BridgeConfig,
+    mapping: Plan | BridgeConfig,
     *,
     topic: str,
     key: bytes | None = None,
@@ -73,13 +78,16 @@ def explain_kafka(
     body: bytes | None = b"",
     max_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> Explanation:
-    """Explain a Kafka record on `topic` (at `partition`/`offset`, 0/0 unless given)."""
+    """Explain a Kafka record on `topic` (at `partition`/`offset`, 0/0 unless given); `mapping`
+    is a compiled Plan, or a config compiled on the way in."""
+    plan = compile_plan(mapping)
     header_items = tuple((name, value.encode("utf-8")) for name, value in (headers or {}).items())
     explanation = Explanation(f"Kafka record on topic '{topic}' partition {partition} offset {offset}")
-    for service, route in config.routes():
+    for compiled in plan:
+        route = compiled.config
         if not isinstance(route.from_, FromKafka):
             continue
-        name = f"{service}/{route.name}"
+        name = compiled.key
         subscription = route.from_
         if not kafka_topic_matches(topic, subscription.topics, subscription.topic_pattern):
             wanted = (
@@ -91,7 +99,7 @@ def explain_kafka(
             continue
         origin = KafkaOrigin(topic=topic, partition=partition, offset=offset, key=key)
         message = SourceMessage(origin=origin, body=body, headers=header_items)
-        explanation.matches.append(route_outcome(config, service, route, message, max_payload=max_payload))
-    if not any(isinstance(route.from_, FromKafka) for _, route in config.routes()):
+        explanation.matches.append(route_outcome(compiled, message, plan.streams, max_payload=max_payload))
+    if not any(isinstance(route.config.from_, FromKafka) for route in plan):
         explanation.misses.append(("*", "the mapping file has no Kafka routes"))
     return explanation

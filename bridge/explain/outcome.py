@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from bridge.config.model import BridgeConfig
-from bridge.config.routes import FromRabbitMQ, RabbitMQMode, RouteConfig
+from bridge.config.routes import FromRabbitMQ, RabbitMQMode
+from bridge.config.streams import StreamConfig
 from bridge.deadletters import DeadLetterReason, offline_subject_room
 from bridge.decide import DEFAULT_MAX_PAYLOAD, DecideContext, decide
 from bridge.explain.types import RouteOutcome
@@ -16,21 +16,20 @@ from bridge.streams import streams_capturing
 
 
 def route_outcome(
-    config: BridgeConfig,
-    service: str,
-    route: RouteConfig,
+    compiled: CompiledRoute,
     message: SourceMessage,
+    streams: Sequence[StreamConfig],
     *,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> RouteOutcome:
     """What `run` would do with this message on this route: `bridge.decide`, the running
     bridge's own decision, so explain, dry-run replays and samples can never disagree with it."""
-    compiled = CompiledRoute.of(config, service, route)
+    route = compiled.config
     choice = compiled.msg_id_choice(message)
     verdict = decide(
         compiled,
         message,
-        DecideContext(max_payload=max_payload, streams=config.streams, subject_room=offline_subject_room(max_payload)),
+        DecideContext(max_payload=max_payload, streams=streams, subject_room=offline_subject_room(max_payload)),
     )
     outbound = verdict.outbound
     problem = verdict.reason.value if verdict.reason is not None else None
@@ -63,7 +62,7 @@ def route_outcome(
         size=len(outbound.payload),
         streams=verdict.streams
         if verdict.published
-        else tuple(stream.name for stream in streams_capturing(outbound.subject, config.streams)),
+        else tuple(stream.name for stream in streams_capturing(outbound.subject, streams)),
         fate=verdict.fate.value,
         problem=problem,
         detail=verdict.detail or None,

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from bridge.config.model import BridgeConfig
 from bridge.config.routes import FromKafka, FromRabbitMQ, MsgIdStrategy, RabbitMQMode
 from bridge.deadletters import ROUTE_HEADER
-from bridge.errors import BridgeError
 from bridge.jetstream.checkpoints import lane_position_from_headers
 from bridge.mapping import MSG_ID_HEADER, ROUTE_NAME_HEADER, CompiledRoute
+from bridge.plan import compile_plan
 from bridge.route_shapes import SubjectFit, route_shapes
 from bridge.routing import kafka_topic_matches
 from bridge.routing.shapes import filter_shape, intersects
@@ -175,14 +175,9 @@ def route_kind(route: CompiledRoute) -> RouteKind:
 def build_checks(config: BridgeConfig, service: str | None = None) -> list[RouteCheck]:
     """A RouteCheck per route (of `service`, when given), with the declared streams that can
     capture its subjects. Raises BridgeError for an unknown service."""
-    if service is not None and service not in config.services:
-        known = ", ".join(sorted(config.services)) or "none"
-        raise BridgeError(f"no service '{service}' in the mapping file (services: {known})")
     checks: list[RouteCheck] = []
-    for service_name, route_config in config.routes():
-        if service is not None and service_name != service:
-            continue
-        route = CompiledRoute.of(config, service_name, route_config)
+    for route in compile_plan(config).of_service(service):
+        service_name, route_config = route.service, route.config
         shapes = [shape.shape for shape in route_shapes(service_name, route_config)]
         streams = [
             stream.name

@@ -27,6 +27,7 @@ from bridge.config import BridgeConfig, load_config_text
 from bridge.explain import route_outcome
 from bridge.headers import ORIGIN_HEADER
 from bridge.message import KafkaOrigin, SourceMessage
+from bridge.plan import compile_plan
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(600)]
 
@@ -120,10 +121,11 @@ async def test_the_pipeline_and_explain_give_every_message_the_same_verdict(
         did = await _what_the_pipeline_did(nc, len(messages))
     finally:
         await nc.close()
-    service, route = config.routes()[0]
+    plan = compile_plan(config)
+    (route,) = plan.routes
     said = []
     for message in messages:
-        outcome = route_outcome(config, service, route, message, max_payload=MAX_PAYLOAD)
+        outcome = route_outcome(route, message, plan.streams, max_payload=MAX_PAYLOAD)
         said.append((outcome.fate, outcome.problem))
     disagreements = [
         (offset, drawn[offset][0], did[offset], said[offset])

@@ -19,7 +19,8 @@ from nats.js.errors import NotFoundError
 
 from bridge.config.model import BridgeConfig
 from bridge.errors import AtomicBatchesUnsupportedError
-from bridge.runner import Bridge, compile_routes
+from bridge.plan import compile_plan
+from bridge.runner import Bridge
 
 
 class _OldServer:
@@ -56,7 +57,7 @@ def _config(ordering: str | None, replicas: int = 3) -> BridgeConfig:
 async def test_routes_left_to_the_default_run_pipelined_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     config = _config(None)
     bridge = Bridge(config)
-    (route,) = compile_routes(config)
+    (route,) = compile_plan(config).routes
     assert bridge._pipeline_settings(route).atomic_batch > 0  # batched, until the server says otherwise
     server = _OldServer()
     with caplog.at_level(logging.WARNING):
@@ -96,7 +97,7 @@ def test_left_to_the_default_only_a_route_into_a_replicated_stream_sends_atomic_
     """An R1 stream has no leader to fail over, and nats-server stages each atomic batch of an R1
     file stream on disk (bench/README.md: p50 33 ms at 5,000 msg/s): the default goes pipelined there."""
     config = _config(ordering, replicas)
-    (route,) = compile_routes(config)
+    (route,) = compile_plan(config).routes
     settings = Bridge(config)._pipeline_settings(route)
     assert (settings.atomic_batch > 0) is batched, settings
     assert settings.max_in_flight_per_lane == (1 if ordering == "strict" else 0)
