@@ -44,6 +44,7 @@ from bridge.cutover.state import REPORT, BridgeReport, PhaseState, Rejection, wi
 from bridge.cutover.store import PhaseStore
 from bridge.cutover.supervisor import ReverseRunnable, Supervisor
 from bridge.errors import PhaseConflictError
+from bridge.operations.health import PhaseRead
 
 if TYPE_CHECKING:
     from bridge.jetstream.checkpoints import JetStreamCheckpoints
@@ -148,13 +149,13 @@ class CutoverController:
             rejection.reason,
             keeping,
         )
-        self._monitor.phase_rejected(service, rejection)
+        self._monitor.phase_rejected(service, rejection.kind)
 
     async def _follow(self, service: str) -> None:
         known = self._states.get(service)
         state, rejections = await self._store.read(service, known)
         self._states[service] = state
-        self._monitor.phase_states[service] = state
+        self._monitor.phase_reads[service] = _phase_read(state, None)
         for rejection in rejections:
             self._reject(service, rejection, state)
         if state.record is None:
@@ -177,7 +178,7 @@ class CutoverController:
             self._waiting_for.pop(service, None)
         self._records[service] = record
         self._monitor.phases[service] = record.phase.value
-        self._monitor.service_records[service] = record
+        self._monitor.phase_reads[service] = _phase_read(state, record)
         if record.phase is Phase.RETIRED:
             await self._retire(service, record, state.since, report_revision)
         else:
@@ -202,7 +203,7 @@ class CutoverController:
                 REPORT,
                 rejection.reason,
             )
-            self._monitor.phase_rejected(service, rejection)
+            self._monitor.phase_rejected(service, rejection.kind)
         return report, revision
 
     async def _align_reverse(self, service: str, phase: Phase) -> None:
@@ -344,3 +345,14 @@ class CutoverController:
 
 def _forward_name(pipeline: RoutePipeline) -> str:
     return f"route {pipeline.route.key}"
+
+
+def _phase_read(state: PhaseState, record: PhaseRecord | None) -> PhaseRead:
+    """What the health monitor shows of `state` (and of `record`, the phase with its report)."""
+    return PhaseRead(
+        revision=state.revision,
+        valid=state.record is not None,
+        ignored=tuple(rejection.as_json() for rejection in state.ignored),
+        last_ignored=state.ignored[-1].text() if state.ignored else "",
+        drained_at=record.drained_at if record is not None else None,
+    )

@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
     from bridge.config.streams import StreamConfig
-    from bridge.cutover.phases import PhaseRecord
-    from bridge.cutover.state import PhaseState, Rejection
     from bridge.jetstream.connection import ConnectionEvents
     from bridge.jetstream.publisher import JetStreamPublisher
     from bridge.pipeline.route import RoutePipeline
@@ -70,6 +68,18 @@ class StreamHealth:
     consumers: tuple[tuple[str, int, int], ...] = ()  # (name, pending, ack pending)
 
 
+@dataclass(frozen=True, slots=True)
+class PhaseRead:
+    """What the cut-over controller last read of a service's phase key, as /status and /readyz
+    show it. Plain values: the monitor sits below the cut-over and must not know its types."""
+
+    revision: int  # of the record followed (0: none was ever written)
+    valid: bool  # False: no valid record is left, so the service is held
+    ignored: tuple[dict[str, object], ...] = ()  # the revisions ignored, and why (JSON)
+    last_ignored: str = ""  # the last of them, as a line of text
+    drained_at: str | None = None
+
+
 class HealthMonitor:
     """Refreshes the snapshot every `interval` seconds while the bridge runs."""
 
@@ -98,18 +108,16 @@ class HealthMonitor:
         self.routes = {p.route.key: RouteHealth(p.route.service, p.route.config.name) for p in pipelines}
         self.streams: list[StreamHealth] = []
         self.refreshed = False
-        # Kept up to date by the cut-over controller: service -> phase, and the whole record.
+        # Kept up to date by the cut-over controller: service -> phase, and what it read of
+        # each service's phase key; how many records it refused, per (service, kind).
         self.phases: dict[str, str] = {p.route.service: "shadow" for p in pipelines}
-        self.service_records: dict[str, PhaseRecord] = {}
-        # What the controller read of each service's phase key (the revision followed, the
-        # revisions ignored), and how many records it refused, per (service, kind).
-        self.phase_states: dict[str, PhaseState] = {}
+        self.phase_reads: dict[str, PhaseRead] = {}
         self.phase_rejections: dict[tuple[str, str], int] = {}
         # (service, reverse route) -> its stats and whether it runs now, kept by the controller.
         self.reverse: dict[tuple[str, str], tuple[ReverseStats, bool]] = {}
 
-    def phase_rejected(self, service: str, rejection: Rejection) -> None:
-        key = (service, rejection.kind)
+    def phase_rejected(self, service: str, kind: str) -> None:
+        key = (service, kind)
         self.phase_rejections[key] = self.phase_rejections.get(key, 0) + 1
 
     def forget(self, pipeline: RoutePipeline) -> None:
@@ -227,9 +235,9 @@ class HealthMonitor:
             problems.append("NATS: not connected (reconnecting)")
         if connected and self.jetstream_error:
             problems.append(f"NATS: {self.jetstream_error}")
-        for service, state in self.phase_states.items():
-            if state.record is None:
-                last = f" (last: {state.ignored[-1].text()})" if state.ignored else ""
+        for service, read in self.phase_reads.items():
+            if not read.valid:
+                last = f" (last: {read.last_ignored})" if read.last_ignored else ""
                 problems.append(
                     f"service {service}: no valid phase record{last}; its routes are held until one is written"
                 )
@@ -252,12 +260,12 @@ class HealthMonitor:
 
     def _phase_record_status(self, service: str) -> dict[str, Any]:
         """The phase record followed (its revision), and the records ignored and why."""
-        state = self.phase_states.get(service)
+        read = self.phase_reads.get(service)
         rejected = {kind: n for (name, kind), n in self.phase_rejections.items() if name == service}
         return {
-            "record_revision": state.revision if state is not None else None,
-            "record_valid": state is not None and state.record is not None,
-            "ignored_records": [rejection.as_json() for rejection in state.ignored] if state is not None else [],
+            "record_revision": read.revision if read is not None else None,
+            "record_valid": read is not None and read.valid,
+            "ignored_records": list(read.ignored) if read is not None else [],
             "rejected_records": rejected,
         }
 
@@ -309,7 +317,7 @@ class HealthMonitor:
                 {
                     "service": service,
                     "phase": phase,
-                    "drained_at": record.drained_at if (record := self.service_records.get(service)) else None,
+                    "drained_at": read.drained_at if (read := self.phase_reads.get(service)) else None,
                     **self._phase_record_status(service),
                 }
                 for service, phase in self.phases.items()
