@@ -12,18 +12,20 @@ The codes mean the same in every command:
 Each command names its own cases after these (dry-run's EXIT_WARNINGS is EXIT_FINDINGS).
 Errors go to stderr as one `error: ...` line each; `--json` documents go to stdout, indented.
 
-This module sits below the features because cutover/cli.py and verify/command.py, the feature
-halves of their commands, print with it too.
+This module sits below the features because verify/command.py, the feature half of its
+command, prints with it too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import NoReturn
+from collections.abc import Coroutine
+from typing import Any, NoReturn
 
 import typer
 
-from bridge.errors import ConfigError
+from bridge.errors import BridgeError, ConfigError
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -66,3 +68,11 @@ def fail_config(error: ConfigError, as_json: bool) -> NoReturn:
     """`print_config_errors`, then exit 2."""
     print_config_errors(error, as_json)
     raise typer.Exit(EXIT_INVALID)
+
+
+def run_command(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a command's coroutine; a BridgeError becomes one clear line and exit code 2."""
+    try:
+        return asyncio.run(coroutine)
+    except BridgeError as error:
+        fail(str(error))

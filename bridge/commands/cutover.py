@@ -7,10 +7,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from bridge.cli_output import run_command
 from bridge.commands.common import JsonFlag, MappingFile, load_mapping
 from bridge.config.durations import parse_duration
 from bridge.config.services import Phase
-from bridge.cutover.cli import change_phase, default_actor, print_status, read_status, run_command, status_json
+from bridge.cutover.operator import change_phase, default_actor, read_status
+from bridge.cutover.status_output import print_status, status_json
 from bridge.errors import BridgeError
 
 
