@@ -1,7 +1,7 @@
 """Logging set-up for the long-running commands: one line per event, secrets never included.
 
 Secrets are held as pydantic SecretStr and connection URLs are redacted where they are
-logged (bridge.jetstream.connection.redact_url). As a last line of defence, every
+logged (bridge.brokers.nats.client.redact_url). As a last line of defence, every
 formatted line — message, exception and traceback alike — is scrubbed of the mapping
 file's secret values before it is written, so a client library that prints a URL or a
 password in an error cannot leak it.

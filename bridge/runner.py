@@ -31,6 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
 from bridge.brokers import route_broker
+from bridge.brokers.nats.client import ConnectionEvents, connect_error_text, connect_nats, watch_closed
 from bridge.config.model import BridgeConfig
 from bridge.config.routes import RouteConfig
 from bridge.config.services import ReverseRouteConfig
@@ -47,7 +48,6 @@ from bridge.errors import (
     NatsUnavailableError,
 )
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
-from bridge.jetstream.connection import ConnectionEvents, connect_error_text, connect_nats, watch_closed
 from bridge.jetstream.declare import declare_streams
 from bridge.jetstream.lost_writes import LostWritesWatch
 from bridge.jetstream.payloads import ObjectStorePayloads

@@ -19,8 +19,8 @@ from pathlib import Path
 from nats.aio.client import Client as NatsClient
 from pydantic import SecretStr
 
+from bridge.brokers.nats.client import ConnectionEvents, connect_nats
 from bridge.config import NatsConfig
-from bridge.jetstream.connection import ConnectionEvents, connect_nats
 
 
 def _free_port() -> int:

@@ -6,6 +6,7 @@
     brokers/rabbitmq/   client.py (the one place that connects: URL, TLS, auth), source.py
                         (shadow, queue and stream modes), target.py, admin.py (depths, clean-up),
                         records.py, names.py
+    brokers/nats/       client.py (the one place a NATS connection is made), admin.py
 
 The features (runner, status, cut-over, reverse routes) ask a `RouteBroker` or a `LegacyTarget`
 made here; this module is the one place that looks at which broker a route reads or writes.

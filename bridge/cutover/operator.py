@@ -12,13 +12,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bridge.brokers import route_broker
+from bridge.brokers.nats.client import close_quietly, connect_for_command
 from bridge.config.model import BridgeConfig
 from bridge.config.services import Phase
 from bridge.cutover.controller import CLEANING
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.status import ServiceStatus, gather_status
 from bridge.cutover.store import PhaseStore
-from bridge.jetstream.connection import close_quietly, connect_for_command
 
 
 def default_actor() -> str:

@@ -36,6 +36,8 @@ from nats.js import api as js_api
 
 from bridge.brokers.kafka import client
 from bridge.brokers.kafka.names import full_match_pattern
+from bridge.brokers.nats.admin import all_stream_infos
+from bridge.brokers.nats.client import connect_error_text, connect_nats
 from bridge.brokers.rabbitmq.client import amqp_url, open_connection
 from bridge.brokers.rabbitmq.names import shadow_queue_name
 from bridge.config.model import BridgeConfig
@@ -54,8 +56,6 @@ from bridge.durability.legacy import NOT_REVEALED, Level
 from bridge.durability.probe import assemble, gather_legacy_and_sync
 from bridge.durability.sync import SYNC_UNKNOWN_NOTE
 from bridge.errors import BridgeError, RabbitMQConnectError
-from bridge.jetstream.connection import connect_error_text, connect_nats
-from bridge.jetstream.listing import all_stream_infos
 from bridge.jetstream.plan import Action, Plan, plan_streams
 from bridge.logs import Scrubber, config_secrets, redact_url
 

@@ -1,6 +1,6 @@
 """(3) OUT: the NATS side — connecting, declaring streams, and the pipelined publisher."""
 
-from bridge.jetstream.connection import ConnectionEvents, connect_nats
+from bridge.brokers.nats.client import ConnectionEvents, connect_nats
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure, PublishOwner
 from bridge.logs import redact_url
 

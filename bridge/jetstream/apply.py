@@ -14,10 +14,10 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import APIError
 
+from bridge.brokers.nats.admin import all_stream_infos
+from bridge.brokers.nats.client import close_quietly, connect_for_command
 from bridge.config.model import BridgeConfig
 from bridge.config.streams import StreamConfig
-from bridge.jetstream.connection import close_quietly, connect_for_command
-from bridge.jetstream.listing import all_stream_infos
 from bridge.jetstream.plan import Action, Plan, StreamPlan, plan_streams, show_value
 
 

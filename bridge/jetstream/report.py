@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
+from bridge.brokers.nats.client import connect_nats
 from bridge.config.model import BridgeConfig
-from bridge.jetstream.connection import connect_nats
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,8 @@ from bridge.errors import SourceUnavailableError
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
+    from bridge.brokers.nats.client import ConnectionEvents
     from bridge.config.streams import StreamConfig
-    from bridge.jetstream.connection import ConnectionEvents
     from bridge.jetstream.publisher import JetStreamPublisher
     from bridge.pipeline.route import RoutePipeline
     from bridge.reverse.route import ReverseStats

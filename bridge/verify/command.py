@@ -17,13 +17,13 @@ from nats.errors import Error as NatsError
 
 from bridge.brokers import BROKER_ERRORS
 from bridge.brokers.kafka.names import default_group
+from bridge.brokers.nats.client import connect_nats
 from bridge.cli_output import print_config_errors, print_json
 from bridge.config import load_config
 from bridge.config.model import BridgeConfig
 from bridge.config.routes import FromKafka, MsgIdStrategy
 from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.errors import BridgeError, ConfigError
-from bridge.jetstream.connection import connect_nats
 from bridge.logs import Scrubber, config_secrets, redact_url
 from bridge.verify.claims import RouteCheck, build_checks
 from bridge.verify.kafka import KafkaRouteReader

@@ -13,9 +13,9 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from bridge.brokers.nats.client import ConnectionEvents
 from bridge.config import BridgeConfig
 from bridge.deadletters import DeadLetters
-from bridge.jetstream.connection import ConnectionEvents
 from bridge.jetstream.declare import declare_streams
 from bridge.jetstream.payloads import ObjectStorePayloads
 from bridge.jetstream.publisher import JetStreamPublisher

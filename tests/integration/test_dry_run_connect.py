@@ -12,7 +12,7 @@ import aio_pika
 import pytest
 from nats.js import api as js_api
 
-from bridge.jetstream.listing import all_stream_infos
+from bridge.brokers.nats.admin import all_stream_infos
 
 if TYPE_CHECKING:
     from conftest import TopicFactory

@@ -29,8 +29,8 @@ from private_nats import PrivateNatsServer
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from bridge.brokers.nats.client import ConnectionEvents, connect_nats, watch_closed
 from bridge.config import NatsConfig
-from bridge.jetstream.connection import ConnectionEvents, connect_nats, watch_closed
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.message import OutboundMessage
 from bridge.operations.health import HealthMonitor

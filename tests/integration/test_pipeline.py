@@ -20,10 +20,10 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from private_nats import PrivateNatsServer, connect_like_the_bridge
 
+from bridge.brokers.nats.client import ConnectionEvents
 from bridge.config import load_config_text
 from bridge.errors import RouteStoppedError
 from bridge.jetstream.checkpoints import JetStreamCheckpoints
-from bridge.jetstream.connection import ConnectionEvents
 from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.mapping import CompiledRoute
 from bridge.message import KafkaOrigin, SourceMessage

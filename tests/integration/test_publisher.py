@@ -17,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import api as js_api
 from private_nats import PrivateNatsServer, connect_like_the_bridge
 
-from bridge.jetstream.connection import ConnectionEvents
+from bridge.brokers.nats.client import ConnectionEvents
 from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
 from bridge.message import OutboundMessage
 

@@ -14,8 +14,8 @@ import pytest
 import trustme
 from pydantic import SecretStr
 
+from bridge.brokers.nats.client import TlsNotEstablishedError, client_options, connect_error_text, wants_tls
 from bridge.config import NatsConfig
-from bridge.jetstream.connection import TlsNotEstablishedError, client_options, connect_error_text, wants_tls
 
 
 def nats(url: str = "nats://127.0.0.1:4222", **settings: Any) -> NatsConfig:
