@@ -1,0 +1,148 @@
+"""Putting a planned handoff into JetStream: the durable made at its start, and the records below
+each partition's own start acked before anyone consumes.
+
+The durable is made at the plan's start sequence with no ack limit and a long ack wait, so the
+walk can hold what it must not ack; the handoff then reads up to the last record it must ack,
+acks the records the legacy group had processed, and holds the others. Then the consumer gets
+its declared settings (ack wait, backoff, max_ack_pending) and the held records are given back
+(NAK) in stream order: JetStream delivers them again first, in that order, so each partition
+still resumes at its offset in order. Their delivery count starts at 2 (a JetStream consumer
+cannot skip a record without delivering it), which is said in the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from bridge.errors import BridgeError
+from bridge.handoff.kafka_plan import KafkaHandoffPlan
+from bridge.handoff.stream_lanes import KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC
+
+WALK_ACK_WAIT = 3600.0  # seconds: nothing the walk holds may come back to it while it walks
+WALK_BATCH = 256
+WALK_IDLE = 5.0  # seconds without a message: the walk has read all there is
+
+
+class HandoffRefusedError(BridgeError):
+    """The durable cannot be positioned as planned; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffResult:
+    """What the handoff did, and the durable's count beside the legacy lag: they must match."""
+
+    durable: str
+    start_sequence: int
+    acked: int
+    given_back: int  # read by the walk, not processed by the legacy consumer: delivered again first
+    pending: int  # the durable's num_pending + num_ack_pending afterwards
+    legacy_lag: int
+
+    @property
+    def matches(self) -> bool:
+        return self.pending == self.legacy_lag
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "durable": self.durable,
+            "start_sequence": self.start_sequence,
+            "acked": self.acked,
+            "given_back": self.given_back,
+            "durable_pending": self.pending,
+            "legacy_lag": self.legacy_lag,
+            "matches": self.matches,
+        }
+
+
+async def position_kafka_durable(
+    js: JetStreamContext, plan: KafkaHandoffPlan, declared: ConsumerConfig
+) -> HandoffResult:
+    """Make `declared` (a pull consumer) at `plan`'s start and ack what the legacy group processed."""
+    if plan.refused:
+        raise HandoffRefusedError("; ".join(plan.why_not()))
+    if declared.deliver_subject:
+        raise HandoffRefusedError(
+            f"durable '{plan.durable}' is a push consumer: handoff positions pull consumers for now"
+        )
+    needs_walk = plan.to_ack > 0 or plan.walk_to >= plan.start_sequence
+    if needs_walk and declared.ack_policy not in (None, AckPolicy.EXPLICIT):
+        raise HandoffRefusedError(
+            f"durable '{plan.durable}' has ack_policy {declared.ack_policy}: the records below each "
+            "partition's start can only be acked one by one with ack_policy explicit"
+        )
+    await _make_fresh(js, plan)
+    start = dataclasses.replace(
+        declared,
+        durable_name=plan.durable,
+        name=None,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=plan.start_sequence,
+        opt_start_time=None,
+    )
+    walking = dataclasses.replace(start, max_ack_pending=-1, ack_wait=WALK_ACK_WAIT, backoff=None, max_deliver=-1)
+    await js.add_consumer(plan.stream, walking)
+    acked, held = (await _walk(js, plan)) if needs_walk else (0, [])
+    await js.add_consumer(plan.stream, start)  # the declared settings, same start
+    for message in held:
+        await message.nak()
+    info = await js.consumer_info(plan.stream, plan.durable)
+    return HandoffResult(
+        durable=plan.durable,
+        start_sequence=plan.start_sequence,
+        acked=acked,
+        given_back=len(held),
+        pending=(info.num_pending or 0) + (info.num_ack_pending or 0),
+        legacy_lag=plan.lag,
+    )
+
+
+async def _make_fresh(js: JetStreamContext, plan: KafkaHandoffPlan) -> None:
+    """A durable that exists but never delivered anything (made by `consumers apply`) is made
+    again at the right start; one that has delivered is refused: someone consumes it already."""
+    try:
+        info = await js.consumer_info(plan.stream, plan.durable)
+    except NotFoundError:
+        return
+    delivered = info.delivered.stream_seq if info.delivered is not None else 0
+    if delivered:
+        raise HandoffRefusedError(
+            f"durable '{plan.durable}' on stream '{plan.stream}' has delivered messages already (up to sequence "
+            f"{delivered}): it is being consumed, so it cannot be positioned again; delete it to hand off afresh"
+        )
+    await js.delete_consumer(plan.stream, plan.durable)
+
+
+async def _walk(js: JetStreamContext, plan: KafkaHandoffPlan) -> tuple[int, list[Msg]]:
+    """Read from the start to `plan.walk_to`; ack what the group processed, hold the rest."""
+    committed = {(p.topic, p.partition): p.committed for p in plan.partitions if p.committed is not None}
+    subscription = await js.pull_subscribe_bind(durable=plan.durable, stream=plan.stream)
+    acked, held = 0, []
+    next_sequence = plan.start_sequence
+    try:
+        while next_sequence <= plan.walk_to:
+            try:
+                batch = await subscription.fetch(min(WALK_BATCH, plan.walk_to - next_sequence + 1), timeout=WALK_IDLE)
+            except NatsTimeoutError:
+                break
+            for message in batch:
+                next_sequence = message.metadata.sequence.stream + 1
+                headers = message.headers or {}
+                lane = (headers.get(KAFKA_TOPIC, ""), int(headers.get(KAFKA_PARTITION, "-1")))
+                offset = headers.get(KAFKA_OFFSET, "")
+                position = committed.get(lane)
+                if position is not None and offset.isdigit() and int(offset) < position:
+                    await message.ack_sync()
+                    acked += 1
+                else:
+                    held.append(message)
+    finally:
+        await subscription.unsubscribe()
+    return acked, held
