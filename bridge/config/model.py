@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from bridge.config.base import LOCATE_REFERENCES_LATER, NAME_PATTERN, StreamBytes, Strict, not_a_bool
+from bridge.config.consumer_refs import consumer_problems
 from bridge.config.durations import Duration
 from bridge.config.nats import NatsConfig
 from bridge.config.routes import OnError, RouteConfig
@@ -146,7 +147,7 @@ class BridgeConfig(Strict):
                 elif target.type != reverse.to.kind:
                     what = "an exchange" if reverse.to.kind == "rabbitmq" else "a topic"
                     problems.append((loc, f"source '{reverse.to.source}' is {target.type}, but 'to' names {what}"))
-        return problems
+        return problems + consumer_problems(self.services, self.streams)
 
     def reverse_routes(self) -> list[tuple[str, ReverseRouteConfig]]:
         """Every reverse route with its service name, in file order."""

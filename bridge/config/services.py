@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from bridge.config.base import NAME_PATTERN, Strict
+from bridge.config.consumers import ConsumerConfig
 from bridge.config.limits import INT64_MAX
 from bridge.config.routes import RouteConfig
 from bridge.routing import (
@@ -107,6 +108,10 @@ class ReverseRouteConfig(Strict):
         1000, ge=1, le=INT64_MAX, strict=True, description="Messages in flight to the legacy broker at most."
     )
 
+    def durable_name(self, service: str) -> str:
+        """The consumer's name: `durable`, or one derived from service and route."""
+        return self.durable or f"nats-bridge-reverse-{service}-{self.name}"
+
     @field_validator("filter_subjects")
     @classmethod
     def _filters_are_subject_filters(cls, subjects: list[str]) -> list[str]:
@@ -127,6 +132,11 @@ class ServiceConfig(Strict):
     reverse: list[ReverseRouteConfig] = Field(
         default_factory=list,
         description="NATS -> legacy routes for legacy consumers not moved yet (run in `during` phases).",
+    )
+    consumers: list[ConsumerConfig] = Field(
+        default_factory=list,
+        description="JetStream durable consumers that take over from the service's legacy consumers "
+        "(`consumers plan|apply`).",
     )
 
     @model_validator(mode="after")

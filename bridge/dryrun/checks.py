@@ -24,6 +24,9 @@ msg-id       two routes that store into one stream with Msg-Id templates that ca
 headers      source headers named Nats-* (and the bridge's own prefixes) never become NATS
              headers: bridge.headers sends them as Source-<name> (info). A rename or `set`
              into Kafka-/Amqp-/Source-/Bridge- overwrites or fakes the bridge's metadata (warning).
+consumers    each service's `consumers:` against the legacy queue or group it `replaces`: what it
+             would miss (error), bindings no NATS filter expresses exactly, filters wider than the
+             legacy subscription (warnings); bridge.dryrun.consumers.
 durability   (--connect only) each stream's replicas, storage and sync_interval, each route's
              legacy side (queue type, replication factor), and a warning where a replicated
              or fsyncing legacy source lands on a weaker stream (bridge.durability).
@@ -35,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from bridge.config.model import BridgeConfig
+from bridge.dryrun.consumers import check_consumers
 from bridge.dryrun.report import Finding
 from bridge.dryrun.routes import check_collisions, check_duplicates, check_headers, check_msg_ids
 from bridge.dryrun.streams import (
@@ -71,4 +75,5 @@ def offline_checks(
     findings += check_msg_ids(routes, captures)
     findings += check_headers(routes)
     findings += check_retention(config, captures)
+    findings += check_consumers(config)
     return findings

@@ -30,7 +30,7 @@ PullSubscription = JetStreamContext.PullSubscription
 
 def durable_name(service: str, config: ReverseRouteConfig) -> str:
     """The consumer's name: the route's `durable`, or one derived from service and route."""
-    return config.durable or f"nats-bridge-reverse-{service}-{config.name}"
+    return config.durable_name(service)
 
 
 def consumer_config(name: str, config: ReverseRouteConfig, *, ack_wait: float) -> ConsumerConfig:

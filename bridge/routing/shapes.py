@@ -206,6 +206,70 @@ def _covered(shape: Shape, filters: tuple[Shape, ...], depth: int) -> bool:
     return _covered(head + tail, filters, depth - 1) and _covered(head + taken + tail, filters, depth - 1)
 
 
+def within_shapes(shape: Shape, others: Sequence[Shape]) -> bool:
+    """True when every subject of `shape` is a subject of one of `others` (shapes may have `MANY`
+    anywhere, unlike filters, so `contained_in_filters` cannot answer this).
+
+    Both sides are small automata over tokens (a Lit takes its token, ONE any token, OPT and
+    MANY may also take none); they are walked together, subsets of positions at a time, on
+    every literal token either side names plus one token neither names. A state where `shape`
+    may end and none of `others` can is a subject only `shape` has.
+    """
+    mine = _normalise(shape)
+    theirs = [_normalise(other) for other in others]
+    symbols = {unit.token for s in (mine, *theirs) for unit in s if isinstance(unit, Lit)}
+    outsider = "\x00" + "".join(sorted(symbols))  # no token equals it: it stands for all the rest
+    alphabet = [*symbols, outsider]
+    start = (_closure(mine, {0}), frozenset((k, j) for k, s in enumerate(theirs) for j in _closure(s, {0})))
+    seen = {start}
+    todo = [start]
+    while todo:
+        here, there = todo.pop()
+        if len(mine) in here and not any(j == len(theirs[k]) for k, j in there):
+            return False
+        for token in alphabet:
+            step = _closure(mine, _step(mine, here, token))
+            if not step:
+                continue
+            moved: set[tuple[int, int]] = set()
+            for k, other in enumerate(theirs):
+                moved |= {(k, j) for j in _closure(other, _step(other, {j for kk, j in there if kk == k}, token))}
+            pair = (step, frozenset(moved))
+            if pair not in seen:
+                seen.add(pair)
+                todo.append(pair)
+    return True
+
+
+def _step(shape: Shape, positions: frozenset[int] | set[int], token: str) -> set[int]:
+    """Where each position goes on one token (before the closure)."""
+    out: set[int] = set()
+    for i in positions:
+        if i == len(shape):
+            continue
+        unit = shape[i]
+        if isinstance(unit, Lit):
+            if unit.token == token:
+                out.add(i + 1)
+        elif unit == MANY:
+            out.add(i)
+        else:
+            out.add(i + 1)
+    return out
+
+
+def _closure(shape: Shape, positions: set[int]) -> frozenset[int]:
+    """Positions plus those reached by taking no token for OPT and MANY units."""
+    found = set(positions)
+    stack = list(positions)
+    while stack:
+        i = stack.pop()
+        if i < len(shape) and shape[i] in (OPT, MANY) and i + 1 not in found:
+            found.add(i + 1)
+            stack.append(i + 1)
+    return frozenset(found)
+
+
 # --------------------------------------------------------------------------- words of a placeholder
 
 
