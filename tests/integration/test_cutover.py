@@ -176,6 +176,11 @@ async def test_kafka_service_drains_is_retired_and_stays_retired(
     finally:
         await admin.close()
     assert group not in groups
+    # status reads no backlog of the deleted group (the whole topic would show as one)
+    code, out = await cli("status", str(mapping), "--service", service, "--json", "--interval", "0.5s")
+    assert code == 0, out
+    [route] = json.loads(out)["services"][0]["routes"]
+    assert (route["backlog_total"], route["backlog_note"]) == (0, "retired: the route reads nothing")
     # The route is stopped: what Kafka gets now is not copied.
     await fill_topic(kafka_bootstrap, topic, 30, 3)
     await asyncio.sleep(3)
