@@ -11,7 +11,7 @@ from bridge.cli_output import run_command
 from bridge.commands.common import JsonFlag, MappingFile, load_mapping
 from bridge.config.durations import parse_duration
 from bridge.config.services import Phase
-from bridge.cutover.operator import change_phase, default_actor, read_status
+from bridge.cutover.operator import change_phase, default_actor, follow_phase, read_status
 from bridge.cutover.status_output import print_status, status_json
 from bridge.errors import BridgeError
 
@@ -19,8 +19,15 @@ from bridge.errors import BridgeError
 def cutover(
     service: Annotated[str, typer.Argument(help="The service (a key under `services`).", show_default=False)],
     file: MappingFile,
-    to: Annotated[Phase, typer.Option("--to", help="shadow | drain | retired.", show_default=False)],
-    reason: Annotated[str, typer.Option("--reason", help="Why, for the record (required).", show_default=False)],
+    to: Annotated[
+        Phase | None,
+        typer.Option(
+            "--to", help="shadow | drain | retired; without it, --wait follows the current phase.", show_default=False
+        ),
+    ] = None,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why, for the record (required with --to).", show_default=False)
+    ] = "",
     by: Annotated[str | None, typer.Option(help="Who, for the record; default user@host.")] = None,
     quiet: Annotated[
         str, typer.Option(help="With --to drain: how long the legacy side must stay empty to count as drained.")
@@ -40,18 +47,26 @@ def cutover(
     the service drained once its legacy side is empty and quiet); drain -> shadow (back out);
     drain -> retired (the bridge stops the routes and removes its shadow queues, and with
     --delete-offsets its consumer groups). Who, when and why are kept in NATS KV.
+
+    Without --to, --wait follows the phase the service is in (until drained, or cleaned up):
+    move to drain, deploy the producers, then wait.
     """
     config = load_mapping(file, as_json=False)
     if service not in config.services:
         known = ", ".join(sorted(config.services))
         raise typer.BadParameter(f"no service '{service}' in {file} (known: {known})", param_hint="SERVICE")
-    if not reason.strip():
-        raise typer.BadParameter("say why", param_hint="--reason")
     try:
         quiet_for = parse_duration(quiet).total_seconds()
         limit = parse_duration(timeout).total_seconds()
     except (ValueError, BridgeError) as error:
         raise typer.BadParameter(str(error)) from None
+    if to is None:
+        if not wait:
+            raise typer.BadParameter("give --to PHASE to change the phase, or --wait to follow the current one")
+        code, _ = run_command(follow_phase(config, service, wait_limit=limit, console=Console()))
+        raise typer.Exit(code)
+    if not reason.strip():
+        raise typer.BadParameter("say why", param_hint="--reason")
     code, _ = run_command(
         change_phase(
             config,

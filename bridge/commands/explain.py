@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from bridge.brokers.kafka.partitioner import key_partition
 from bridge.cli_output import EXIT_FINDINGS, EXIT_OK, print_json
 from bridge.commands.common import JsonFlag, MappingFile, load_mapping
 from bridge.commands.imports import load_definitions
@@ -31,7 +33,17 @@ def explain(
     queue: Annotated[str | None, typer.Option(help="RabbitMQ queue the message sits in.")] = None,
     topic: Annotated[str | None, typer.Option(help="Kafka topic.")] = None,
     key: Annotated[str | None, typer.Option(help="Kafka record key.")] = None,
-    partition: Annotated[int, typer.Option(help="Kafka partition.")] = 0,
+    partition: Annotated[
+        int | None, typer.Option(help="Kafka partition (default 0, or the key's with --partitions).")
+    ] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            help="With --key: the topic's partition count; the partition is then the one Kafka's default "
+            "partitioner gives the key, as a NATS producer publishing to a {partition} subject must compute it.",
+            min=1,
+        ),
+    ] = None,
     offset: Annotated[int, typer.Option(help="Kafka offset.")] = 0,
     header: Annotated[list[str] | None, typer.Option(help="Message header NAME=VALUE; repeatable.")] = None,
     message_id: Annotated[str | None, typer.Option(help="AMQP message_id property.")] = None,
@@ -65,21 +77,29 @@ def explain(
         raise typer.BadParameter("--definitions routes a message published to an exchange: give --exchange")
     if vhost is not None and definitions is None:
         raise typer.BadParameter("--vhost is the vhost of --definitions: give the export too")
+    if partitions is not None and (key is None or partition is not None):
+        raise typer.BadParameter("--partitions computes the partition of --key: give --key, and no --partition")
     config = load_mapping(file, as_json)
     legacy = None
     if definitions is not None:
         vhost = vhost or "/"
         legacy = Definitions(Topology(load_definitions(definitions), vhost), str(definitions), vhost)
     if topic is not None:
+        key_bytes = None if key is None else key.encode("utf-8")
+        if partitions is not None and key_bytes is not None:
+            partition = key_partition(key_bytes, partitions)
         explanation = explain_kafka(
             config,
             topic=topic,
-            key=None if key is None else key.encode("utf-8"),
-            partition=partition,
+            key=key_bytes,
+            partition=partition or 0,
             offset=offset,
             headers=headers,
             body=body.encode("utf-8"),
         )
+        if partitions is not None:
+            note = f" (Kafka's default partitioner: murmur2 of key '{key}' over {partitions} partitions)"
+            explanation = dataclasses.replace(explanation, message=explanation.message + note)
     else:
         properties = {"message_id": message_id} if message_id else {}
         explanation = explain_amqp(

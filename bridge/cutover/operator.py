@@ -64,6 +64,24 @@ async def change_phase(
         await close_quietly(nc)
 
 
+async def follow_phase(
+    config: BridgeConfig, service: str, *, wait_limit: float, console: Console
+) -> tuple[int, PhaseRecord]:
+    """Follow the service's current phase without changing it: until drained (drain) or cleaned
+    up (retired). Made for the runbook's step 2: move to drain, deploy the producers, then wait."""
+    nc = await connect_for_command(config)
+    try:
+        store = PhaseStore(nc.jetstream(), replicas=config.state_replicas)
+        record, _ = await store.get(service)
+        console.print(describe(service, record))
+        if record.phase is Phase.SHADOW:
+            console.print(f"service {service}: in shadow, nothing to wait for (move it with --to drain)")
+            return 0, record
+        return await _follow(config, store, service, record.phase, wait_limit, console)
+    finally:
+        await close_quietly(nc)
+
+
 async def _follow(
     config: BridgeConfig, store: PhaseStore, service: str, wanted: Phase, limit: float, console: Console
 ) -> tuple[int, PhaseRecord]:

@@ -5,11 +5,13 @@ Everything is read from the brokers and NATS, never from a running bridge: the p
 count, last sequence), dead letters for the route, and rates from two looks `interval`
 apart. "Safe to advance" is a verdict an operator can act on:
 
-- shadow -> drain: the stream exists and the route keeps up (backlog not growing) with no
-  dead letters to look at first;
+- shadow -> drain: the stream exists and the route keeps up (its backlog is not growing beyond
+  what the bridge stores in a few seconds: the commit rhythm) with no dead letters to look at
+  first;
 - drain -> retired: the bridges have reported the service drained (every partition and queue
   seen empty and quiet by the instance that owns it);
-- retired: nothing further.
+- retired: nothing further (and no backlog is read: the route reads nothing, and its Kafka
+  group may be gone).
 
 A phase record the bridges ignore (invalid, or a move cutover would refuse) is shown with its
 key, revision and reason, beside the last valid record they follow; a service with no valid
@@ -35,6 +37,7 @@ from nats.js.errors import NotFoundError
 
 from bridge.brokers import Backlog, route_broker
 from bridge.config.model import BridgeConfig
+from bridge.config.routes import RouteConfig
 from bridge.config.services import Phase
 from bridge.cutover.drain import lanes_text
 from bridge.cutover.phases import PhaseRecord
@@ -128,11 +131,20 @@ async def gather_status(
     """Two looks `interval` apart at every route of every (or one) service."""
     store = PhaseStore(js, create=False)
     services = [service] if service is not None else list(config.services)
+    views = {name: await store.view(name) for name in services}
     routes = [(name, route) for name in services for route in config.services[name].routes]
     stream_names = sorted({s for name, route in routes for s in _capturing_streams(config, name, route.name)})
 
+    async def backlog(name: str, route: RouteConfig) -> Backlog:
+        record = views[name][1]
+        if record is not None and record.phase is Phase.RETIRED:
+            # The route reads nothing any more, and its group may be deleted (--delete-offsets):
+            # what the topic holds is no backlog of anyone's.
+            return Backlog(note="retired: the route reads nothing")
+        return await route_broker(config, name, route).backlog()
+
     async def look() -> tuple[list[Backlog], dict[str, tuple[int, int] | None], float]:
-        backlogs = await asyncio.gather(*(route_broker(config, name, route).backlog() for name, route in routes))
+        backlogs = await asyncio.gather(*(backlog(name, route) for name, route in routes))
         states = {name: await _stream_state(js, name) for name in stream_names}
         return list(backlogs), states, time.monotonic()
 
@@ -151,7 +163,7 @@ async def gather_status(
 
     report: list[ServiceStatus] = []
     for name in services:
-        phase_state, record = await store.view(name)
+        phase_state, record = views[name]
         status = ServiceStatus(name, record if record is not None else PhaseRecord(), state=phase_state)
         for index, (owner, route) in enumerate(routes):
             if owner != name:
@@ -220,10 +232,24 @@ def _phase_verdict(status: ServiceStatus) -> tuple[bool, str]:
             problems.append(f"{route.route}: source not readable ({route.backlog.error})")
         if any(not stream.get("exists") for stream in route.streams) or not route.streams:
             problems.append(f"{route.route}: its stream does not exist yet (is a bridge running?)")
-        if route.backlog_rate is not None and route.backlog_rate > 0 and route.backlog.total > 0:
+        if _behind(route):
             problems.append(f"{route.route}: backlog growing ({route.backlog_rate:+.1f}/s): the bridge is behind")
         if route.dead_letters > 0:
             problems.append(f"{route.route}: {route.dead_letters} dead letter(s) to look at first")
     if problems:
         return False, "; ".join(problems)
     return True, "shadow copy keeps up: safe to move producers to NATS and start the drain"
+
+
+# A backlog the bridge stores within this long is its commit rhythm, not a lag: it commits a
+# Kafka group's offsets (and acks deliveries) after JetStream's acknowledgements, every second or
+# so, so between two looks the committed backlog rises and falls though the bridge keeps up.
+COMMIT_SLACK_SECONDS = 5.0
+
+
+def _behind(route: RouteStatus) -> bool:
+    """The backlog grew between the looks and is more than the bridge stores in a few seconds."""
+    if route.backlog_rate is None or route.backlog_rate <= 0 or route.backlog.total == 0:
+        return False
+    stored_per_second = max((stream.get("rate") or 0.0 for stream in route.streams), default=0.0)
+    return route.backlog.total > stored_per_second * COMMIT_SLACK_SECONDS

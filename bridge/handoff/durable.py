@@ -24,6 +24,7 @@ from nats.js.errors import NotFoundError
 
 from bridge.errors import BridgeError
 from bridge.handoff.kafka_plan import KafkaHandoffPlan
+from bridge.handoff.queue_plan import QueueHandoffPlan
 from bridge.handoff.stream_lanes import KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC
 
 WALK_ACK_WAIT = 3600.0  # seconds: nothing the walk holds may come back to it while it walks
@@ -78,15 +79,8 @@ async def position_kafka_durable(
             f"durable '{plan.durable}' has ack_policy {declared.ack_policy}: the records below each "
             "partition's start can only be acked one by one with ack_policy explicit"
         )
-    await _make_fresh(js, plan)
-    start = dataclasses.replace(
-        declared,
-        durable_name=plan.durable,
-        name=None,
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=plan.start_sequence,
-        opt_start_time=None,
-    )
+    await _make_fresh(js, plan.stream, plan.durable)
+    start = _starting_at(declared, plan.durable, plan.start_sequence)
     walking = dataclasses.replace(start, max_ack_pending=-1, ack_wait=WALK_ACK_WAIT, backoff=None, max_deliver=-1)
     await js.add_consumer(plan.stream, walking)
     acked, held = (await _walk(js, plan)) if needs_walk else (0, [])
@@ -104,20 +98,50 @@ async def position_kafka_durable(
     )
 
 
-async def _make_fresh(js: JetStreamContext, plan: KafkaHandoffPlan) -> None:
+async def position_queue_durable(
+    js: JetStreamContext, plan: QueueHandoffPlan, declared: ConsumerConfig
+) -> HandoffResult:
+    """Make `declared` at the stream's copy of the queue's head: one lane, nothing to ack."""
+    if plan.refused:
+        raise HandoffRefusedError("; ".join(plan.why_not()))
+    await _make_fresh(js, plan.stream, plan.durable)
+    await js.add_consumer(plan.stream, _starting_at(declared, plan.durable, plan.start_sequence))
+    info = await js.consumer_info(plan.stream, plan.durable)
+    return HandoffResult(
+        durable=plan.durable,
+        start_sequence=plan.start_sequence,
+        acked=0,
+        given_back=0,
+        pending=(info.num_pending or 0) + (info.num_ack_pending or 0),
+        legacy_lag=plan.lag,
+    )
+
+
+def _starting_at(declared: ConsumerConfig, durable: str, sequence: int) -> ConsumerConfig:
+    return dataclasses.replace(
+        declared,
+        durable_name=durable,
+        name=None,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=sequence,
+        opt_start_time=None,
+    )
+
+
+async def _make_fresh(js: JetStreamContext, stream: str, durable: str) -> None:
     """A durable that exists but never delivered anything (made by `consumers apply`) is made
     again at the right start; one that has delivered is refused: someone consumes it already."""
     try:
-        info = await js.consumer_info(plan.stream, plan.durable)
+        info = await js.consumer_info(stream, durable)
     except NotFoundError:
         return
     delivered = info.delivered.stream_seq if info.delivered is not None else 0
     if delivered:
         raise HandoffRefusedError(
-            f"durable '{plan.durable}' on stream '{plan.stream}' has delivered messages already (up to sequence "
+            f"durable '{durable}' on stream '{stream}' has delivered messages already (up to sequence "
             f"{delivered}): it is being consumed, so it cannot be positioned again; delete it to hand off afresh"
         )
-    await js.delete_consumer(plan.stream, plan.durable)
+    await js.delete_consumer(stream, durable)
 
 
 async def _walk(js: JetStreamContext, plan: KafkaHandoffPlan) -> tuple[int, list[Msg]]:

@@ -49,7 +49,13 @@ def render(report: VerifyReport, console: Console | None = None) -> None:
     doubled_count = sum(route.doubled_count for route in report.routes)
     disorder = sum(route.out_of_order_count for route in report.routes)
     counts = f"{missing} missing, {doubled_count} doubled, {disorder} out of order"
-    if report.ok:
+    unchecked = report.unchecked_lanes
+    if report.ok and unchecked:
+        verdict = (
+            f"[yellow]clean where checked[/]: every expected message of the checked ranges is stored exactly "
+            f"once, each lane in order; {len(unchecked)} lane(s) have no range to check yet (notes above)"
+        )
+    elif report.ok:
         verdict = "[green]clean[/]: every expected message is stored exactly once, each lane in order"
     elif not any(route.error is None for route in report.routes):
         verdict = "[bold red]not checked[/]"

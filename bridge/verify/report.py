@@ -159,6 +159,12 @@ class VerifyReport:
         return self.checked and all(route.ok for route in self.routes)
 
     @property
+    def unchecked_lanes(self) -> list[str]:
+        """Lanes with no range to check yet (nothing settled, start unknown): their notes say why.
+        A report with some is clean only where it could look, and says so."""
+        return [f"{route.route} {lane.lane}" for route in self.routes for lane in route.lanes if lane.first is None]
+
+    @property
     def exit_code(self) -> int:
         if not self.checked:
             return EXIT_UNCHECKED
@@ -169,6 +175,7 @@ class VerifyReport:
             "file": self.file,
             "ok": self.ok,
             "exit_code": self.exit_code,
+            "unchecked_lanes": self.unchecked_lanes,
             "errors": self.errors,
             "routes": [route.as_json() for route in self.routes],
         }

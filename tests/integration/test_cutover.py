@@ -92,6 +92,12 @@ async def test_invalid_transitions_are_refused_and_every_change_is_recorded(
     code, out = await cli("cutover", "nope", str(mapping), "--to", "drain", "--reason", "x")
     assert code == 2
     assert "no service 'nope'" in out
+    code, out = await cli("cutover", unique_name, str(mapping))  # neither a change nor a wait
+    assert code == 2
+    assert "give --to PHASE" in out
+    code, out = await cli("cutover", unique_name, str(mapping), "--wait")
+    assert code == 0, out
+    assert f"service {unique_name}: in shadow, nothing to wait for" in out
     code, out = await cli(
         "cutover", unique_name, str(mapping), "--to", "drain", "--reason", "producers moved", "--by", "ops-amy"
     )
@@ -131,10 +137,12 @@ async def test_kafka_service_drains_is_retired_and_stays_retired(
     bridge.start()
     await wait_for_count(nc, service.upper(), 3_000, timeout=120, bridges=[bridge])
 
+    # The runbook's step 2: move to drain, deploy the producers, then wait for the drained report.
     code, out = await cli(
-        "cutover", service, str(mapping), "--to", "drain", "--reason", "producers on NATS", "--quiet", "2s",
-        "--wait", "--timeout", "90s",
+        "cutover", service, str(mapping), "--to", "drain", "--reason", "producers on NATS", "--quiet", "2s"
     )  # fmt: skip
+    assert code == 0, out
+    code, out = await cli("cutover", service, str(mapping), "--wait", "--timeout", "90s")
     assert code == 0, out + bridge.log()
     assert f"service {service}: drained at" in out
     assert (await phase_record(nc, service))["drained_at"]
@@ -168,6 +176,11 @@ async def test_kafka_service_drains_is_retired_and_stays_retired(
     finally:
         await admin.close()
     assert group not in groups
+    # status reads no backlog of the deleted group (the whole topic would show as one)
+    code, out = await cli("status", str(mapping), "--service", service, "--json", "--interval", "0.5s")
+    assert code == 0, out
+    [route] = json.loads(out)["services"][0]["routes"]
+    assert (route["backlog_total"], route["backlog_note"]) == (0, "retired: the route reads nothing")
     # The route is stopped: what Kafka gets now is not copied.
     await fill_topic(kafka_bootstrap, topic, 30, 3)
     await asyncio.sleep(3)

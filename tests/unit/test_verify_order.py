@@ -153,8 +153,8 @@ def test_a_lane_stored_backwards_stays_one_run() -> None:
 # --------------------------------------------------------------------------- the report
 
 
-def _route(lane: LaneParity) -> RouteParity:
-    return RouteParity("svc/k", "kafka", streams=["A"], lanes=[lane], stored=20)
+def _route(*lanes: LaneParity) -> RouteParity:
+    return RouteParity("svc/k", "kafka", streams=["A"], lanes=list(lanes), stored=20)
 
 
 def test_out_of_order_makes_the_report_differ_in_json_and_exit_code() -> None:
@@ -195,3 +195,17 @@ def test_render_names_the_out_of_order_ranges_and_counts_them_in_the_verdict() -
     console = Console(record=True, width=250, color_system=None)
     render(VerifyReport("m.yaml", [_route(LaneParity("orders/0", 0, 9, expected=10, stored_once=10))]), console)
     assert "clean: every expected message is stored exactly once, each lane in order" in console.export_text()
+
+
+def test_a_lane_with_nothing_to_check_yet_is_not_called_clean() -> None:
+    """verify once said "clean" right under a note that a lane had nothing settled to check."""
+    checked = LaneParity("orders/0", 0, 9, expected=10, stored_once=10)
+    unsettled = LaneParity("orders/1", note="group g has no committed offset here: nothing is settled yet")
+    report = VerifyReport("m.yaml", [_route(checked, unsettled)])
+    console = Console(record=True, width=250, color_system=None)
+    render(report, console)
+    text = console.export_text()
+    assert "clean where checked" in text
+    assert "1 lane(s) have no range to check yet" in text
+    assert "clean: every expected message" not in text
+    assert report.as_json()["unchecked_lanes"] == ["svc/k orders/1"]

@@ -1,0 +1,166 @@
+"""Where a durable must start to take over from a legacy RabbitMQ queue exactly.
+
+What is still in the queue is what its consumers have not processed; the bridge's shadow queue
+got a copy of every message routed to it, in the same order, and stored each in the stream. So
+the durable starts at the stream's copy of the queue's head. It is found in two steps: the
+queue's depth says about how far from the end of the stream (counted on the durable's filter
+subjects, by asking JetStream how many messages a consumer starting at a sequence would have
+pending), then the head's own Msg-Id is looked for around there. Counting alone would be off by
+what is published meanwhile and by what the bridge has not stored yet; the Msg-Id is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from bridge.brokers.rabbitmq.queues import QueueState
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+SEARCH_WINDOW = 2_000  # messages looked at on each side of where the count puts the head
+
+
+@dataclass(slots=True)
+class QueueHandoffPlan:
+    """What `handoff` would do for a queue, or why it will not."""
+
+    stream: str
+    durable: str
+    queue: str
+    depth: int
+    start_sequence: int = 0
+    head_msg_id: str | None = None
+    refusals: list[str] = field(default_factory=list)
+
+    @property
+    def lag(self) -> int:
+        return self.depth
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.refusals)
+
+    def why_not(self) -> list[str]:
+        return list(self.refusals)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "legacy": {"kind": "rabbitmq-queue", "queue": self.queue, "depth": self.depth},
+            "stream": self.stream,
+            "durable": self.durable,
+            "start_sequence": self.start_sequence,
+            "head_msg_id": self.head_msg_id,
+            "legacy_lag": self.depth,
+            "refusals": self.why_not(),
+        }
+
+
+async def pending_from(js: JetStreamContext, stream: str, filters: Sequence[str], sequence: int) -> int:
+    """How many messages on `filters` a consumer starting at `sequence` would have pending."""
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(1, sequence),
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=30.0,
+        mem_storage=True,
+        num_replicas=1,
+        **({"filter_subject": filters[0]} if len(filters) == 1 else {"filter_subjects": list(filters)}),
+    )
+    info = await js.add_consumer(stream, config)
+    try:
+        return int(info.num_pending or 0)
+    finally:
+        if info.name:
+            await js.delete_consumer(stream, info.name)
+
+
+async def _counted_start(
+    js: JetStreamContext, stream: str, filters: Sequence[str], depth: int, first: int, last: int
+) -> int:
+    """The highest sequence from which `depth` messages are pending: where the count puts the head."""
+    low, high = first, last + 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if await pending_from(js, stream, filters, middle) >= depth:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+async def _next(js: JetStreamContext, stream: str, filters: Sequence[str], sequence: int) -> tuple[int, str] | None:
+    """The first message on `filters` at or after `sequence`: (sequence, Msg-Id)."""
+    found = []
+    for subject in filters:
+        try:
+            message = await js.get_msg(stream, seq=sequence, subject=subject, next=True)
+        except NotFoundError:
+            continue
+        found.append((message.seq or sequence, (message.headers or {}).get(MSG_ID_HEADER, "")))
+    return min(found) if found else None
+
+
+async def _find_id(
+    js: JetStreamContext, stream: str, filters: Sequence[str], msg_id: str, start: int, limit: int
+) -> int | None:
+    """The sequence of `msg_id` among the first `limit` messages on `filters` from `start`."""
+    sequence = start
+    for _ in range(limit):
+        record = await _next(js, stream, filters, sequence)
+        if record is None:
+            return None
+        if record[1] == msg_id:
+            return record[0]
+        sequence = record[0] + 1
+    return None
+
+
+async def plan_queue_handoff(
+    js: JetStreamContext,
+    *,
+    stream: str,
+    durable: str,
+    filters: Sequence[str],
+    queue: QueueState,
+    head_msg_id: str | None,
+    shadow_backlog: int,
+) -> QueueHandoffPlan:
+    """The plan for moving `queue`'s consumers to `durable` on `stream`. `head_msg_id` is the Msg-Id
+    the bridge gave the queue's head; `shadow_backlog` what its shadow queue holds unstored."""
+    plan = QueueHandoffPlan(stream, durable, queue.queue, queue.depth, head_msg_id=head_msg_id)
+    if queue.consumers:
+        plan.refusals.append(
+            f"queue '{queue.queue}' still has {queue.consumers} consumer(s): stop the legacy consumers first, "
+            "so what the queue holds stops changing"
+        )
+        return plan
+    info = await js.stream_info(stream)
+    first, last = info.state.first_seq, info.state.last_seq
+    if queue.depth == 0:
+        if shadow_backlog:
+            plan.refusals.append(
+                f"the bridge's shadow copy of '{queue.queue}' still holds {shadow_backlog} message(s) not stored: "
+                "wait for the bridge to catch up (--wait)"
+            )
+        plan.start_sequence = last + 1  # everything the queue got was processed
+        return plan
+    if head_msg_id is None:
+        plan.refusals.append(f"the head of queue '{queue.queue}' has no Msg-Id the bridge can derive")
+        return plan
+    # SEARCH_WINDOW messages before where the depth puts the head, then forward past it by as
+    # much again and by what the bridge has not stored yet.
+    start = await _counted_start(js, stream, filters, queue.depth + SEARCH_WINDOW, first, last)
+    found = await _find_id(js, stream, filters, head_msg_id, start, 2 * SEARCH_WINDOW + shadow_backlog)
+    if found is None:
+        plan.refusals.append(
+            f"the head of queue '{queue.queue}' (Msg-Id {head_msg_id}) is not in stream '{stream}' "
+            f"{'yet: the bridge has not stored it (--wait)' if shadow_backlog else 'near where its depth puts it'}"
+        )
+        return plan
+    plan.start_sequence = found
+    return plan
