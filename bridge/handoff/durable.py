@@ -69,11 +69,12 @@ async def position_kafka_durable(
     """Make `declared` (a pull consumer) at `plan`'s start and ack what the legacy group processed."""
     if plan.refused:
         raise HandoffRefusedError("; ".join(plan.why_not()))
-    if declared.deliver_subject:
-        raise HandoffRefusedError(
-            f"durable '{plan.durable}' is a push consumer: handoff positions pull consumers for now"
-        )
     needs_walk = plan.to_ack > 0 or plan.walk_to >= plan.start_sequence
+    if needs_walk and declared.deliver_subject:
+        raise HandoffRefusedError(
+            f"durable '{plan.durable}' is a push consumer and the partitions' positions differ: handoff acks "
+            "the records below each partition's offset through a pull consumer; declare it `delivery: pull`"
+        )
     if needs_walk and declared.ack_policy not in (None, AckPolicy.EXPLICIT):
         raise HandoffRefusedError(
             f"durable '{plan.durable}' has ack_policy {declared.ack_policy}: the records below each "

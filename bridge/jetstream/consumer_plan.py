@@ -194,6 +194,9 @@ def _plan_one(
 
     theirs = _server_values(actual)
     differing = [field for field, value in mine.items() if not _same(field, value, theirs[field])]
+    if HANDOFF_METADATA in (actual.metadata or {}):
+        # `handoff` started it where the legacy consumer stopped: that start is the right one.
+        differing = [field for field in differing if field not in _HANDOFF_START]
     if consumer.description is not None and consumer.description != (actual.description or None):
         differing.insert(0, "description")
         theirs["description"], mine["description"] = actual.description, consumer.description
@@ -206,6 +209,12 @@ def _plan_one(
     if refusals:
         return ConsumerPlan(*head, Action.REFUSED, changes, refusals)
     return ConsumerPlan(*head, Action.UPDATE, changes, target=_update_target(actual, consumer))
+
+
+# Set by `nats-bridge handoff` on a durable it made (bridge.handoff.command), with the fields
+# it chose: the start the legacy consumer's position gave.
+HANDOFF_METADATA = "nats-bridge-handoff"
+_HANDOFF_START = ("deliver_policy", "start_sequence", "start_time")
 
 
 def _same(field: str, mine: object, theirs: object) -> bool:

@@ -4,17 +4,21 @@ the handoff delivers exactly what the group had not processed, from each partiti
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import random
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka_helpers import BridgeProcess, fill_topic, wait_for_count, write_mapping
+from kafka_helpers import ROOT, BridgeProcess, fill_topic, wait_for_count, write_mapping
 from nats.aio.client import Client as NatsClient
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bridge.brokers.kafka.groups import group_position
 from bridge.brokers.kafka.ranges import group_offsets
@@ -193,3 +197,72 @@ async def test_handoff_refuses_what_it_cannot_do_exactly(
 async def _has_consumer(nc: NatsClient, stream: str, durable: str) -> bool:
     consumers = await nc.jetstream().consumers_info(stream)
     return any(info.name == durable for info in consumers)
+
+
+async def test_the_handoff_command_moves_a_declared_consumer_and_consumers_plan_accepts_its_start(
+    tmp_path: Path,
+    nats_url: str,
+    kafka_bootstrap: str,
+    kafka_topic: Callable[..., object],
+    unique_name: str,
+    bridge_process: Callable[[Path], BridgeProcess],
+    nc: NatsClient,
+) -> None:
+    """`nats-bridge handoff svc CONSUMER FILE` as an operator runs it, after `consumers apply`
+    made the durable at the file's default start: --plan changes nothing, then the handoff
+    makes it again at the group's positions, and `consumers plan` sees nothing to change."""
+    topic = await kafka_topic(partitions=PARTITIONS)  # type: ignore[misc]
+    _, stream, _ = await _copied(tmp_path, nats_url, kafka_bootstrap, topic, unique_name, bridge_process, nc)
+    legacy = f"{unique_name}-legacy"
+    processed = {p: 7 * p for p in range(PARTITIONS)}
+    await _commit(kafka_bootstrap, legacy, topic, processed)
+    mapping = tmp_path / "m.yaml"
+    text = mapping.read_text()
+    mapping.write_text(
+        text
+        + f"""    consumers:
+      - name: ledger
+        stream: {stream}
+        filter_subjects: ["{stream.lower()}.>"]
+        replaces: {{group: {legacy}}}
+"""
+    )
+    code, out = await _cli("consumers", "apply", str(mapping))
+    assert code == 0, out
+    code, out = await _cli("handoff", "svc", "ledger", str(mapping), "--plan", "--json")
+    assert code == 0, out
+    planned = json.loads(out)
+    assert planned["result"] is None
+    assert planned["plan"]["legacy_lag"] == sum(PER_PARTITION - done for done in processed.values())
+    info = await nc.jetstream().consumer_info(stream, "ledger")
+    assert info.config.deliver_policy == DeliverPolicy.ALL  # --plan touched nothing
+
+    code, out = await _cli("handoff", "svc", "ledger", str(mapping))
+    assert code == 0, out
+    assert "vs legacy lag" in out
+    assert ": match" in out
+    code, out = await _cli("consumers", "plan", str(mapping))
+    assert code == 0, out  # the handed-off start is not a change to make, nor a refusal
+
+    seen = await _consume_all(nc, stream, "ledger")
+    assert Counter(seen) == Counter(
+        (p, offset) for p, done in processed.items() for offset in range(done, PER_PARTITION)
+    )
+    code, out = await _cli("handoff", "svc", "ledger", str(mapping))
+    assert code == 2
+    assert "has delivered messages already" in out
+
+
+async def _cli(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 180)
+    return process.returncode or 0, out.decode()

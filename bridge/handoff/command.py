@@ -1,0 +1,234 @@
+"""`nats-bridge handoff SERVICE CONSUMER FILE`: a declared consumer takes over from the legacy
+queue or group it `replaces`, starting exactly where that one stopped.
+
+It reads the legacy side (a Kafka group's committed offsets, a queue's depth and head) and what
+the bridge has stored, plans where the durable starts (bridge.handoff.kafka_plan, .queue_plan)
+and, unless asked only for the plan, makes the durable there (bridge.handoff.durable). With
+`--wait` a plan refused only because the bridge has not stored that far yet is tried again
+until it has. This is the shadow phase's handoff: the stream holds the forward copies of
+everything the legacy consumer received, so a consumer is best moved before its producers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+
+from bridge.brokers import BROKER_ERRORS, route_broker
+from bridge.brokers.kafka.groups import group_position
+from bridge.brokers.kafka.names import default_group
+from bridge.brokers.kafka.ranges import group_offsets
+from bridge.brokers.nats.client import close_quietly, connect_for_command
+from bridge.brokers.rabbitmq.queues import legacy_queue
+from bridge.config.consumer_refs import replaced_route
+from bridge.config.consumers import ConsumerConfig
+from bridge.config.model import BridgeConfig
+from bridge.config.routes import FromKafka, RouteConfig
+from bridge.config.services import Phase
+from bridge.config.sources import KafkaSource, RabbitMQSource
+from bridge.cutover.store import PhaseStore
+from bridge.errors import BridgeError
+from bridge.handoff.durable import HandoffResult, position_kafka_durable, position_queue_durable
+from bridge.handoff.kafka_plan import KafkaHandoffPlan, plan_kafka_handoff
+from bridge.handoff.queue_plan import QueueHandoffPlan, plan_queue_handoff
+from bridge.jetstream.consumer_plan import HANDOFF_METADATA, to_nats_consumer
+from bridge.mapping import MappingError
+from bridge.plan import compile_plan
+
+WAIT_STEP = 1.0
+LEGACY_TIMEOUT = 15.0
+# Refusals `--wait` waits out: the bridge has not stored up to the legacy position yet.
+_CATCHING_UP = ("the bridge has stored up to", "wait for the bridge to catch up", "(--wait)")
+
+HandoffPlan = KafkaHandoffPlan | QueueHandoffPlan
+_LEGACY_FAILURES: tuple[type[BaseException], ...] = (*BROKER_ERRORS, OSError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """What `handoff` planned, and (unless only asked for the plan) what it did."""
+
+    service: str
+    consumer: str
+    plan: HandoffPlan
+    result: HandoffResult | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "service": self.service,
+            "consumer": self.consumer,
+            "plan": self.plan.as_json(),
+            "result": self.result.as_json() if self.result is not None else None,
+        }
+
+
+def declared_consumer(config: BridgeConfig, service: str, name: str) -> tuple[ConsumerConfig, RouteConfig]:
+    """The consumer `name` of `service`, and the route that copies what its legacy consumer got."""
+    if service not in config.services:
+        raise BridgeError(
+            f"no service '{service}' in the mapping file (services: {', '.join(sorted(config.services))})"
+        )
+    consumers = config.services[service].consumers
+    consumer = next((c for c in consumers if c.name == name), None)
+    if consumer is None:
+        known = ", ".join(c.name for c in consumers) or "none"
+        raise BridgeError(f"service '{service}' declares no consumer '{name}' (its consumers: {known})")
+    if consumer.replaces is None:
+        raise BridgeError(
+            f"consumer '{name}' says no `replaces:`: handoff needs the legacy queue or group it takes over"
+        )
+    route = replaced_route(config.services[service], consumer.replaces)
+    if isinstance(route, str):
+        raise BridgeError(f"consumer '{name}': {route}")
+    return consumer, route
+
+
+async def handoff(
+    config: BridgeConfig,
+    service: str,
+    name: str,
+    *,
+    plan_only: bool = False,
+    from_earliest_available: bool = False,
+    wait: float = 0.0,
+) -> Handoff:
+    """Plan (and unless `plan_only`, carry out) the handoff; BridgeError for what cannot be read."""
+    consumer, route = declared_consumer(config, service, name)
+    nc = await connect_for_command(config)
+    try:
+        js = nc.jetstream()
+        await _refuse_outside_shadow(js, config, service)
+        deadline = time.monotonic() + wait
+        while True:
+            plan = await _plan(js, config, service, consumer, route, from_earliest_available)
+            if not plan.refused or time.monotonic() >= deadline or not _only_catching_up(plan):
+                break
+            await asyncio.sleep(WAIT_STEP)
+        if plan_only or plan.refused:
+            return Handoff(service, name, plan)
+        declared = _marked(to_nats_consumer(consumer), plan)
+        if isinstance(plan, KafkaHandoffPlan):
+            result = await position_kafka_durable(js, plan, declared)
+        else:
+            result = await position_queue_durable(js, plan, declared)
+        return Handoff(service, name, plan, result)
+    finally:
+        await close_quietly(nc)
+
+
+async def _refuse_outside_shadow(js: JetStreamContext, config: BridgeConfig, service: str) -> None:
+    record, _ = await PhaseStore(js, create=False).get(service)
+    if record.phase is not Phase.SHADOW:
+        raise BridgeError(
+            f"service '{service}' is in phase {record.phase}: handoff moves consumers in the shadow phase, "
+            "while the stream holds the forward copy of everything the legacy consumer received (move a "
+            "service's consumers before its producers)"
+        )
+
+
+async def _plan(
+    js: JetStreamContext,
+    config: BridgeConfig,
+    service: str,
+    consumer: ConsumerConfig,
+    route: RouteConfig,
+    from_earliest_available: bool,
+) -> HandoffPlan:
+    source = config.sources[route.source]
+    replaces = consumer.replaces
+    assert replaces is not None
+    filters = consumer.filter_subjects or next(s.subjects for s in config.streams if s.name == consumer.stream)
+    try:
+        if isinstance(source, KafkaSource):
+            subscription = route.from_
+            assert isinstance(subscription, FromKafka)
+            assert replaces.group is not None
+            topics = replaces.topics or subscription.topics
+            group = await group_position(source, replaces.group, topics, seconds=LEGACY_TIMEOUT)
+            bridge_group = subscription.group or default_group(service, route.name)
+            stored, _ = await group_offsets(source, bridge_group, purpose="handoff", seconds=LEGACY_TIMEOUT)
+            return await plan_kafka_handoff(
+                js,
+                stream=consumer.stream,
+                durable=consumer.name,
+                filters=filters,
+                group=group,
+                stored_through=stored,
+                from_earliest_available=from_earliest_available,
+            )
+        assert isinstance(source, RabbitMQSource)
+        assert replaces.queue is not None
+        queue = await legacy_queue(source, replaces.queue)
+        head_id = None
+        if queue.head is not None:
+            try:
+                head_id = compile_plan(config).route(f"{service}/{route.name}").map(queue.head).msg_id
+            except MappingError:
+                head_id = None
+        backlog = await route_broker(config, service, route).backlog()
+        return await plan_queue_handoff(
+            js,
+            stream=consumer.stream,
+            durable=consumer.name,
+            filters=filters,
+            queue=queue,
+            head_msg_id=head_id,
+            shadow_backlog=backlog.total,
+        )
+    except _LEGACY_FAILURES as error:
+        raise BridgeError(
+            f"the legacy side of '{consumer.name}' could not be read: {error or type(error).__name__}"
+        ) from None
+
+
+def _only_catching_up(plan: HandoffPlan) -> bool:
+    return all(any(words in why for words in _CATCHING_UP) for why in plan.why_not())
+
+
+def _marked(declared: js_api.ConsumerConfig, plan: HandoffPlan) -> js_api.ConsumerConfig:
+    """The durable says where it took over (and `consumers plan` then accepts its start)."""
+    legacy = f"group {plan.group}" if isinstance(plan, KafkaHandoffPlan) else f"queue {plan.queue}"
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    metadata = {**(declared.metadata or {}), HANDOFF_METADATA: f"{legacy} at {when}"}
+    declared.metadata = metadata
+    return declared
+
+
+def format_handoff(done: Handoff) -> str:
+    """The report for people: per lane where the durable starts, then what was done or why not."""
+    plan = done.plan
+    lines = [f"handoff {done.service}/{done.consumer}: stream {plan.stream}, durable {plan.durable}"]
+    if isinstance(plan, KafkaHandoffPlan):
+        lines.append(f"  legacy: Kafka group {plan.group}, lag {plan.lag}")
+        for lane in plan.partitions:
+            where = (
+                f"offset {lane.committed} -> sequence {lane.start}"
+                if lane.start is not None
+                else f"offset {lane.committed}: every stored record processed"
+            )
+            lines.append(
+                f"  {lane.topic}/{lane.partition}: {where}" + (f"  REFUSED: {lane.refusal}" if lane.refusal else "")
+            )
+        lines.append(
+            f"  start at sequence {plan.start_sequence}; {plan.to_ack} record(s) below their partition's offset to ack"
+        )
+    else:
+        lines.append(f"  legacy: RabbitMQ queue {plan.queue}, {plan.depth} message(s) not processed")
+        lines.append(f"  its head {plan.head_msg_id or '-'} -> sequence {plan.start_sequence or '-'}")
+    for why in plan.refusals:
+        lines.append(f"  REFUSED: {why}")
+    result = done.result
+    if result is None:
+        lines.append("  refused: nothing was changed" if plan.refused else "  plan only: nothing was changed")
+    else:
+        verdict = "match" if result.matches else "DIFFER"
+        lines.append(
+            f"  durable {result.durable} made at sequence {result.start_sequence}: acked {result.acked}, "
+            f"given back {result.given_back}; pending {result.pending} vs legacy lag {result.legacy_lag}: {verdict}"
+        )
+    return "\n".join(lines) + "\n"
