@@ -1,7 +1,7 @@
 """A service's `consumers:`: the JetStream durable consumers that take over from its legacy ones.
 
 The bridge copies messages into streams; the services' own readers move to JetStream consumers
-one by one (MIGRATION.md, runbook step 3). Declaring those consumers here, beside the routes that
+one by one (MIGRATION.md, runbook step 2). Declaring those consumers here, beside the routes that
 fill their streams, lets `consumers plan|apply` make them as declared and lets `validate` and
 `dry-run` prove, offline, that each one receives what the legacy queue or group it `replaces`
 received (bridge.consumer_coverage).

@@ -1,6 +1,6 @@
 """Does each JetStream consumer receive what the legacy consumer it `replaces` received?
 
-The question behind moving a service's readers (MIGRATION.md §2 and runbook step 3). What a
+The question behind moving a service's readers (MIGRATION.md §2 and runbook step 2). What a
 legacy queue received is its binding keys on the route's exchange; what a Kafka group read is
 its topics; either becomes subjects through the route's `to` template (bridge.route_shapes),
 and the consumer's filter subjects must cover all of them (bridge.routing.shapes). Checked
