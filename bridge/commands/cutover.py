@@ -35,7 +35,12 @@ def cutover(
     delete_offsets: Annotated[
         bool, typer.Option("--delete-offsets", help="With --to retired: also delete the bridge's Kafka groups.")
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Retire a service not reported drained.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Retire a service not reported drained, or whose declared consumers were not handed off."
+        ),
+    ] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="Show the remaining backlog until drained (or cleaned up, when retiring).")
     ] = False,

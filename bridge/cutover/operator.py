@@ -8,6 +8,7 @@ import getpass
 import socket
 import time
 
+from nats.js import JetStreamContext
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -19,6 +20,8 @@ from bridge.cutover.controller import CLEANING
 from bridge.cutover.phases import PhaseRecord
 from bridge.cutover.status import ServiceStatus, gather_status
 from bridge.cutover.store import PhaseStore
+from bridge.errors import BridgeError
+from bridge.jetstream.consumer_state import consumer_places
 
 
 def default_actor() -> str:
@@ -53,6 +56,8 @@ async def change_phase(
     nc = await connect_for_command(config)
     try:
         store = PhaseStore(nc.jetstream(), replicas=config.state_replicas)
+        if wanted is Phase.RETIRED and not force:
+            await _refuse_unmoved_consumers(nc.jetstream(), config, service)
         record = await store.change(
             service, wanted, by=by, reason=reason, quiet_for=quiet_for, delete_offsets=delete_offsets, force=force
         )
@@ -62,6 +67,17 @@ async def change_phase(
         return await _follow(config, store, service, wanted, wait_limit, console)
     finally:
         await close_quietly(nc)
+
+
+async def _refuse_unmoved_consumers(js: JetStreamContext, config: BridgeConfig, service: str) -> None:
+    """A service whose declared consumers still read the legacy broker is not done moving."""
+    unmoved = [place for place in await consumer_places(js, config, service) if place.replaces and not place.moved]
+    if unmoved:
+        names = ", ".join(f"{place.name} ({place.replaces}: {place.detail})" for place in unmoved)
+        raise BridgeError(
+            f"service '{service}' still has consumer(s) on the legacy broker: {names}; hand them off "
+            "(`nats-bridge handoff`), or if they were moved by other means, retire with --force"
+        )
 
 
 async def follow_phase(

@@ -45,6 +45,7 @@ from bridge.cutover.state import FRESH, PhaseState
 from bridge.cutover.store import PhaseStore
 from bridge.durability.assess import DurabilityReport
 from bridge.durability.probe import read_report
+from bridge.jetstream.consumer_state import ConsumerPlace, consumer_places
 from bridge.route_shapes import streams_reached
 
 
@@ -66,6 +67,7 @@ class ServiceStatus:
     advice: str = ""
     state: PhaseState = FRESH
     durability: DurabilityReport = field(default_factory=DurabilityReport)
+    consumers: list[ConsumerPlace] = field(default_factory=list)
 
     @property
     def phase(self) -> str:
@@ -100,6 +102,7 @@ class ServiceStatus:
                 for route in self.routes
             ],
             "durability": self.durability.as_json(),
+            "consumers": [place.as_json() for place in self.consumers],
         }
 
 
@@ -190,6 +193,7 @@ async def gather_status(
             status.routes.append(RouteStatus(f"{name}/{route.name}", now, rate, streams, dead))
         status.safe_to_advance, status.advice = _verdict(status)
         status.durability = posture.for_routes(route.route for route in status.routes)
+        status.consumers = await consumer_places(js, config, name)
         report.append(status)
     return report
 

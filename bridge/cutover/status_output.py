@@ -73,7 +73,24 @@ def print_status(report: list[ServiceStatus], console: Console) -> None:
                     str(route.dead_letters) if index == 0 else "",
                 )
     console.print(routes)
+    print_consumers(report, console)
     print_durability(report, console)
+
+
+def print_consumers(report: list[ServiceStatus], console: Console) -> None:
+    """Each declared consumer and where it runs now (a table only when some service has any)."""
+    places = [place for status in report for place in status.consumers]
+    if not places:
+        return
+    table = Table(title="consumers")
+    for column in ("service", "consumer", "stream", "replaces", "runs on", "how it is known"):
+        table.add_column(column, overflow="fold")
+    for place in places:
+        style = "yellow" if place.runs == "legacy" else ""
+        table.add_row(
+            place.service, place.name, place.stream, place.replaces or "-", place.runs, place.detail, style=style
+        )
+    console.print(table)
 
 
 def print_durability(report: list[ServiceStatus], console: Console) -> None:

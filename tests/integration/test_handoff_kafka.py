@@ -252,6 +252,57 @@ async def test_the_handoff_command_moves_a_declared_consumer_and_consumers_plan_
     assert code == 2
     assert "has delivered messages already" in out
 
+    # status says where it runs; the retire is not refused for it (only for the missing drain report)
+    code, out = await _cli("status", str(mapping), "--json", "--interval", "0.2s")
+    assert code == 0, out
+    [place] = json.loads(out)["services"][0]["consumers"]
+    assert (place["consumer"], place["runs"]) == ("ledger", "jetstream")
+    assert place["detail"].startswith(f"handed off from group {legacy} at ")
+    code, out = await _cli("cutover", "svc", str(mapping), "--to", "drain", "--reason", "producers move")
+    assert code == 0, out
+    code, out = await _cli("handoff", "svc", "ledger", str(mapping), "--plan")
+    assert code == 2
+    assert "is in phase drain: handoff moves consumers in the shadow phase" in out
+    code, out = await _cli("cutover", "svc", str(mapping), "--to", "retired", "--reason", "done")
+    assert code == 2
+    assert "has not been reported drained yet" in out
+    assert "still has consumer(s) on the legacy broker" not in out
+
+
+async def test_a_service_whose_consumers_were_not_handed_off_is_not_retired(
+    tmp_path: Path, nats_url: str, kafka_bootstrap: str, unique_name: str, nc: NatsClient
+) -> None:
+    stream = unique_name.upper()
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(f"""
+nats: {{servers: ["{nats_url}"]}}
+streams: [{{name: {stream}, subjects: ["{unique_name}.>"]}}]
+sources:
+  kafka: {{type: kafka, bootstrap_servers: ["{kafka_bootstrap}"]}}
+services:
+  {unique_name}:
+    routes:
+      - {{name: copy, source: kafka, from: {{topics: [{unique_name}]}}, to: "{unique_name}.{{partition}}"}}
+    consumers:
+      - {{name: ledger, stream: {stream}, replaces: {{group: {unique_name}-legacy}}}}
+""")
+    code, out = await _cli("cutover", unique_name, str(mapping), "--to", "drain", "--reason", "producers move")
+    assert code == 0, out
+    code, out = await _cli("cutover", unique_name, str(mapping), "--to", "retired", "--reason", "done")
+    assert code == 2
+    assert (
+        f"service '{unique_name}' still has consumer(s) on the legacy broker: ledger (group '{unique_name}-legacy'"
+        in out
+    )
+    code, out = await _cli("status", str(mapping), "--service", unique_name, "--json", "--interval", "0.2s")
+    [place] = json.loads(out)["services"][0]["consumers"]
+    assert place["runs"] == "legacy"
+    # --force retires it anyway (a consumer moved by other means), drained report or not
+    code, out = await _cli(
+        "cutover", unique_name, str(mapping), "--to", "retired", "--reason", "moved by hand", "--force"
+    )
+    assert code == 0, out
+
 
 async def _cli(*args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
