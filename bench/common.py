@@ -40,7 +40,8 @@ from nats.js.errors import NotFoundError
 from bridge.config import BridgeConfig, load_config_text
 from bridge.jetstream.checkpoints import BUCKET
 from bridge.jetstream.declare import to_nats_config
-from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
+from bridge.jetstream.publish_types import InFlight, PublishFailure
+from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.message import OutboundMessage
 
 ROOT = Path(__file__).resolve().parents[1]

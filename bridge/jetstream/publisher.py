@@ -28,123 +28,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, Self, TypeVar
+from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import (
-    BadSubjectError,
-    ConnectionClosedError,
-    ConnectionDrainingError,
-    ConnectionReconnectingError,
-    MaxPayloadError,
-    OutboundBufferLimitError,
-)
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from bridge.deadletters import DEFAULT_MAX_CONTROL_LINE, subject_room_for
-from bridge.message import OutboundMessage
+from bridge.jetstream.ack_watch import AckWatch
+from bridge.jetstream.client_edges import (
+    CLIENT_REFUSALS,
+    CONNECTION_LOST,
+    describe_error,
+    discard_unsent_commands,
+    raise_unless_dead_transport,
+    wait_or_abandon,
+)
+from bridge.jetstream.pubacks import read_reply
+from bridge.jetstream.publish_types import (
+    BATCH_COMMIT_HEADER,
+    BATCH_ID_HEADER,
+    BATCH_SEQUENCE_HEADER,
+    InFlight,
+    PublisherStats,
+    PublishFailure,
+)
+from bridge.jetstream.window import Window
 
 log = logging.getLogger(__name__)
 
-_Entry = TypeVar("_Entry", bound="InFlight")
-_Entry_contra = TypeVar("_Entry_contra", bound="InFlight", contravariant=True)
-
-STATUS_HEADER = "Status"
+_Entry = TypeVar("_Entry", bound=InFlight)
 # Tokens are a counter: 20 digits is more than any run reaches (2**64 has 20).
 _TOKEN_DIGITS = 20
-NO_RESPONDERS = "503"
-# Atomic batch headers (nats-server 2.12+, streams with allow_atomic): the server stores every
-# message of a batch or none, in order, once the message carrying the commit header arrives.
-BATCH_ID_HEADER = "Nats-Batch-Id"
-BATCH_SEQUENCE_HEADER = "Nats-Batch-Sequence"
-BATCH_COMMIT_HEADER = "Nats-Batch-Commit"
-# JetStream errors that resending the same message cannot cure (nats-server's errors.json).
-PERMANENT_ERRORS = frozenset(
-    {
-        10054,  # message size exceeds the stream's max_msg_size
-    }
-)
-
-
-@dataclass(frozen=True, slots=True)
-class PublishFailure:
-    """Why one publish attempt did not end in a PubAck.
-
-    `permanent` failures cannot succeed by resending the same message (the client refuses
-    it: too large, a bad header); the owner dead-letters or stops. Everything else is
-    retried with the same Nats-Msg-Id.
-    """
-
-    kind: str  # "error" | "no-responders" | "timeout" | "disconnected" | "refused" | "permission"
-    description: str
-    code: int = 0
-    err_code: int = 0
-    permanent: bool = False
-
-    def __str__(self) -> str:
-        codes = f" (code {self.code}, err_code {self.err_code})" if self.code else ""
-        return f"{self.kind}: {self.description}{codes}"
-
-
-class PublishOwner(Protocol[_Entry_contra]):
-    """Who hears the outcome of a publish; the pipeline's per-lane tracker implements it.
-
-    Generic in the kind of entry it is handed back: an owner that keeps more per message than
-    the publisher does subclasses `InFlight` (the pipeline's `LaneEntry`) and gets its own
-    entries back, with nothing to look up and no second object per message."""
-
-    def sendable(self, entry: _Entry_contra) -> bool:
-        """Asked just before `entry` is sent; False skips it (the owner will resend it)."""
-
-    def published(self, entry: _Entry_contra, seq: int, duplicate: bool) -> None:
-        """The message is stored in stream sequence `seq` (`duplicate`: it already was)."""
-
-    def failed(self, entry: _Entry_contra, failure: PublishFailure) -> None:
-        """This attempt failed; the message may or may not be stored (see PublishFailure)."""
-
-
-@dataclass(slots=True, eq=False)
-class InFlight:
-    """One message on its way to JetStream: what the publisher needs to send it and to hand
-    its outcome back, nothing of what its owner does with that outcome.
-
-    `position` is the source's own position (a Kafka offset, an AMQP delivery tag), opaque
-    here: it names the message for its owner. `token` names the current attempt, so a late
-    reply to an older attempt is ignored. `seq` and `stream` are where the last PubAck said the
-    message is stored; `attempts` and `sent_at` count and time its attempts.
-    """
-
-    outbound: OutboundMessage
-    owner: PublishOwner[Self]
-    position: int
-    token: str = ""
-    sent_at: float = 0.0
-    attempts: int = 0
-    seq: int = 0
-    stream: str = ""
-    batch: list[Self] | None = None  # on the commit message of an atomic batch: every message of it
-
-
-@dataclass(slots=True)
-class PublisherStats:
-    """Running totals, read by metrics and by tests."""
-
-    sent: int = 0
-    batches: int = 0  # atomic batches sent (ordering: batched)
-    stored: int = 0
-    duplicates: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
-
-    def count_failure(self, failure: PublishFailure) -> None:
-        self.failures[failure.kind] = self.failures.get(failure.kind, 0) + 1
 
 
 class JetStreamPublisher:
@@ -162,32 +82,22 @@ class JetStreamPublisher:
         ack_timeout: float = 5.0,
         max_control_line: int = DEFAULT_MAX_CONTROL_LINE,
     ) -> None:
-        if window < 1:
-            raise ValueError("window must be at least 1")
         self._nc = nc
-        self._window = window
+        self._window = Window(window)
         self._ack_timeout = ack_timeout
         self.max_control_line = max_control_line
         self._closed: str | None = None
-        self._in_flight: dict[str, InFlight] = {}
         self._next_token = 0
         self._prefix = ""
         self._subscription: Subscription | None = None
         self._expiry_task: asyncio.Task[None] | None = None
-        self._has_space = asyncio.Event()
-        self._has_space.set()
         self._connected = asyncio.Event()
         self._connected.set()
         # For `captured`: a short timeout, since the send loop waits for the answer.
         self._js = nc.jetstream(timeout=1.0)
         self.stats = PublisherStats()
         self.highest_seq: dict[str, int] = {}  # per stream, from the PubAcks seen so far
-        # Rounds of PubAck timeouts since the last reply of any kind on this connection (a
-        # round: timeouts of publishes sent after the previous round was declared).
-        self._timeout_rounds = 0
-        self._last_timeout_at = 0.0
-        self._probe: asyncio.Task[None] | None = None
-        self.forced_reconnects = 0
+        self._watch = AckWatch(nc, ack_timeout)  # PubAcks that stop coming: is it this connection?
         self._reply_length = len(nc.new_inbox()) + 1 + _TOKEN_DIGITS  # "<inbox>.<token>", at most
 
     async def __aenter__(self) -> JetStreamPublisher:
@@ -200,7 +110,7 @@ class JetStreamPublisher:
     @property
     def in_flight(self) -> int:
         """Messages published and not yet answered."""
-        return len(self._in_flight)
+        return len(self._window)
 
     @property
     def connected(self) -> bool:
@@ -248,8 +158,7 @@ class JetStreamPublisher:
         self._expiry_task = asyncio.create_task(self._expire_loop(), name="publisher-expiry")
 
     async def close(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
+        self._watch.close()
         if self._expiry_task is not None:
             self._expiry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -277,7 +186,7 @@ class JetStreamPublisher:
         nc = self._nc
         room = self.subject_room
         for index, entry in enumerate(entries):
-            if (len(self._in_flight) >= self._window or not self._connected.is_set()) and not await self._room(abandon):
+            if (self._window.full or not self._connected.is_set()) and not await self._room(abandon):
                 return list(entries[index:])
             if not entry.owner.sendable(entry):
                 continue
@@ -296,19 +205,19 @@ class JetStreamPublisher:
             entry.token = token
             entry.attempts += 1
             entry.sent_at = time.monotonic()
-            self._in_flight[token] = entry
+            self._window.add(token, entry)
             try:
                 await nc.publish(
                     outbound.subject, outbound.payload, reply=self._prefix + token, headers=dict(outbound.headers)
                 )
-            except _CLIENT_REFUSALS as error:
+            except CLIENT_REFUSALS as error:
                 # Refused by the client before anything was sent: resending cannot help.
-                del self._in_flight[token]
-                self._fail(entry, PublishFailure("refused", _describe(error), permanent=True))
-            except _CONNECTION_LOST as error:
-                _raise_unless_dead_transport(error)
-                self._in_flight.pop(token, None)
-                self._fail(entry, PublishFailure("disconnected", _describe(error)))
+                self._window.take(token)
+                self._fail(entry, PublishFailure("refused", describe_error(error), permanent=True))
+            except CONNECTION_LOST as error:
+                raise_unless_dead_transport(error)
+                self._window.take(token)
+                self._fail(entry, PublishFailure("disconnected", describe_error(error)))
             else:
                 self.stats.sent += 1
         return []
@@ -330,7 +239,7 @@ class JetStreamPublisher:
         for index, group in enumerate(groups):
             if not group:
                 continue
-            if (len(self._in_flight) >= self._window or not self._connected.is_set()) and not await self._room(abandon):
+            if (self._window.full or not self._connected.is_set()) and not await self._room(abandon):
                 return [entry for rest in groups[index:] for entry in rest]
             commit = group[-1]
             if not commit.owner.sendable(commit):
@@ -344,7 +253,7 @@ class JetStreamPublisher:
                 entry.attempts += 1
                 entry.sent_at = now
             commit.batch = list(group)
-            self._in_flight[token] = commit
+            self._window.add(token, commit)
             last = len(group)
             try:
                 for number, entry in enumerate(group, 1):
@@ -357,12 +266,14 @@ class JetStreamPublisher:
                         headers[BATCH_COMMIT_HEADER] = "1"
                         reply = self._prefix + token
                     await nc.publish(outbound.subject, outbound.payload, reply=reply, headers=headers)
-            except (*_CLIENT_REFUSALS, *_CONNECTION_LOST) as error:
-                _raise_unless_dead_transport(error)
+            except (*CLIENT_REFUSALS, *CONNECTION_LOST) as error:
+                raise_unless_dead_transport(error)
                 # Part of the batch may be out: without its commit the server drops it (after its
                 # batch timeout). Resent one at a time, the member the client refuses is found.
-                self._in_flight.pop(token, None)
-                self._fail(commit, PublishFailure("disconnected", f"atomic batch not sent whole: {_describe(error)}"))
+                self._window.take(token)
+                self._fail(
+                    commit, PublishFailure("disconnected", f"atomic batch not sent whole: {describe_error(error)}")
+                )
             else:
                 self.stats.sent += last
                 self.stats.batches += 1
@@ -371,17 +282,13 @@ class JetStreamPublisher:
     async def _room(self, abandon: asyncio.Event | None) -> bool:
         """Wait for window space and a connection; False once `abandon` is set first. Called only
         when one of them is missing, so the common publish awaits nothing more."""
-        if len(self._in_flight) >= self._window:
-            self._has_space.clear()
-            if not await _wait(self._has_space, abandon):
-                return False
-        return self._connected.is_set() or await _wait(self._connected, abandon)
+        if not await self._window.wait_for_space(abandon):
+            return False
+        return self._connected.is_set() or await wait_or_abandon(self._connected, abandon)
 
     def forget(self, entries: Iterable[InFlight]) -> None:
         """Stop tracking these entries' current attempts (their owner is about to resend them)."""
-        for entry in entries:
-            self._in_flight.pop(entry.token, None)
-        self._signal_space()
+        self._window.forget(entries)
 
     async def on_disconnect(self) -> None:
         """Fail everything in flight and stop sending until the connection is back.
@@ -391,11 +298,11 @@ class JetStreamPublisher:
         messages before earlier ones; they are dropped here (the owner resends them all).
         """
         self._connected.clear()
-        _discard_unsent_commands(self._nc)
+        discard_unsent_commands(self._nc)
         self._fail_all(PublishFailure("disconnected", "connection to NATS lost"))
 
     async def on_reconnect(self) -> None:
-        self._timeout_rounds = 0
+        self._watch.replied()
         self._connected.set()
 
     def on_closed(self, reason: str) -> None:
@@ -411,53 +318,23 @@ class JetStreamPublisher:
         """The server dropped the publishes to `subject` and will never answer them: fail them
         for good now (dead letter or stop, as the route says) instead of waiting to time out
         and resending forever."""
-        denied = [token for token, entry in self._in_flight.items() if entry.outbound.subject == subject]
+        denied = self._window.take_where(lambda entry: entry.outbound.subject == subject)
         failure = PublishFailure(
             "permission", f"the NATS user may not publish to '{subject}' (permissions violation)", permanent=True
         )
-        for token in denied:
-            self._fail(self._in_flight.pop(token), failure)
-        if denied:
-            self._signal_space()
+        for entry in denied:
+            self._fail(entry, failure)
 
     def _on_reply_sync(self, msg: Msg) -> None:
-        self._timeout_rounds = 0  # the connection carries JetStream's answers
-        entry = self._in_flight.pop(msg.subject[len(self._prefix) :], None)
+        self._watch.replied()
+        entry = self._window.take(msg.subject[len(self._prefix) :])
         if entry is None:
             return  # a reply to an attempt that timed out or was forgotten
-        self._signal_space()
-        headers = msg.headers
-        if headers and headers.get(STATUS_HEADER) == NO_RESPONDERS and not msg.data:
-            self._fail(entry, PublishFailure("no-responders", "no stream captures the subject, or JetStream is down"))
+        answer = read_reply(msg.data, msg.headers)
+        if isinstance(answer, PublishFailure):
+            self._fail(entry, answer)
             return
-        fast = parse_puback(msg.data)
-        count = 1
-        if fast is not None:
-            stream, seq, duplicate = fast
-            error = None
-        else:
-            try:
-                reply = json.loads(msg.data)
-                error = reply.get("error")
-                if error is None:
-                    stream = str(reply.get("stream", ""))
-                    seq = int(reply["seq"])
-                    duplicate = bool(reply.get("duplicate", False))
-                    count = int(reply.get("count", 1))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                self._fail(entry, PublishFailure("error", f"unreadable PubAck: {msg.data[:200]!r}"))
-                return
-        if error is not None:
-            err_code = int(error.get("err_code", 0))
-            failure = PublishFailure(
-                "error",
-                str(error.get("description", "JetStream error")),
-                code=int(error.get("code", 0)),
-                err_code=err_code,
-                permanent=err_code in PERMANENT_ERRORS,
-            )
-            self._fail(entry, failure)
-            return
+        stream, seq, duplicate, count = answer.stream, answer.seq, answer.duplicate, answer.count
         if seq > self.highest_seq.get(stream, 0):
             self.highest_seq[stream] = seq
         if duplicate:
@@ -501,162 +378,17 @@ class JetStreamPublisher:
             member.owner.failed(member, retryable)
 
     def _fail_all(self, failure: PublishFailure) -> None:
-        entries = list(self._in_flight.values())
-        self._in_flight.clear()
-        self._signal_space()
-        for entry in entries:
+        for entry in self._window.take_all():
             self._fail(entry, failure)
-
-    def _signal_space(self) -> None:
-        if not self._has_space.is_set() and len(self._in_flight) < self._window:
-            self._has_space.set()
 
     async def _expire_loop(self) -> None:
         interval = min(0.25, self._ack_timeout / 4)
         while True:
             await asyncio.sleep(interval)
-            deadline = time.monotonic() - self._ack_timeout
-            expired: list[InFlight] = []
-            # Tokens are issued in send order and dicts keep insertion order: the oldest
-            # attempts come first, so the scan stops at the first one still in time.
-            for entry in self._in_flight.values():
-                if entry.sent_at > deadline:
-                    break
-                expired.append(entry)
+            expired = self._window.take_sent_before(time.monotonic() - self._ack_timeout)
             if not expired:
                 continue
-            for entry in expired:
-                del self._in_flight[entry.token]
-            self._signal_space()
             failure = PublishFailure("timeout", f"no PubAck within {self._ack_timeout:g}s")
             for entry in expired:
                 self._fail(entry, failure)
-            if expired[-1].sent_at > self._last_timeout_at:
-                self._timeout_rounds += 1
-                self._last_timeout_at = time.monotonic()
-                self._check_connection()
-
-    def _check_connection(self) -> None:
-        """PubAcks stopped coming: find out whether this connection is the reason.
-
-        nats-py notices a hung server only when its pings go unanswered (one to two ping
-        intervals). A round of PubAck timeouts is a quicker hint: a PING the server does not
-        answer within 2 s means the connection is dead, so reconnect now. A second round in a
-        row with pings answered means JetStream answers nothing through this server (a node cut
-        off from the stream's leader, or no quorum): reconnecting tries another server of the
-        list, and costs nothing if the cluster as a whole has no quorum.
-        """
-        if self._probe is not None and not self._probe.done():
-            return
-        self._probe = asyncio.create_task(self._probe_connection(self._timeout_rounds), name="publisher-probe")
-
-    async def _probe_connection(self, rounds: int) -> None:
-        nc = self._nc
-        if not nc.is_connected:
-            return
-        why = ""
-        try:
-            await nc.flush(timeout=2)
-        except (NatsError, TimeoutError, OSError):
-            why = "the server did not answer a PING within 2 s"
-        if not why and rounds >= 2:
-            why = f"{rounds} rounds of PubAck timeouts in a row while the server answers pings"
-        if not why or not nc.is_connected:
-            return
-        url = nc.connected_url.geturl() if nc.connected_url else "?"
-        log.warning("no PubAck within %gs and %s: reconnecting (was %s)", self._ack_timeout, why, _host(url))
-        self.forced_reconnects += 1
-        self._timeout_rounds = 0
-        await nc.force_reconnect()
-
-
-# A publish the client refuses before anything is sent (too large, a bad subject or header).
-_CLIENT_REFUSALS = (MaxPayloadError, BadSubjectError, ValueError, TypeError)
-# A publish into a connection that is gone. The socket may have died a moment ago without nats-py
-# noticing yet: its flusher task ended on the closed transport, so the client writes inline and the
-# transport raises (uvloop: RuntimeError "handler is closed"; drain: ConnectionResetError). nats-py's
-# read loop sees the loss next and reconnects: a disconnect like any other.
-_CONNECTION_LOST = (
-    OutboundBufferLimitError,
-    ConnectionClosedError,
-    ConnectionDrainingError,
-    ConnectionReconnectingError,
-    RuntimeError,
-    OSError,
-)
-
-
-def _raise_unless_dead_transport(error: Exception) -> None:
-    """A RuntimeError other than the dead-transport one is a bug, not a disconnect."""
-    if isinstance(error, RuntimeError) and "closed" not in str(error):
-        raise error
-
-
-_PUBACK_PREFIX = b'{"stream":"'
-_SEQ = b',"seq":'
-
-
-def parse_puback(data: bytes) -> tuple[str, int, bool] | None:
-    """(stream, seq, duplicate) from a PubAck of the usual shape, without json.loads.
-
-    It runs once per published message; anything but `{"stream":"S","seq":N}` optionally
-    followed by `,"duplicate":true` returns None, and the caller parses it as JSON.
-    """
-    if not data.startswith(_PUBACK_PREFIX):
-        return None
-    end = data.find(b'"', 11)
-    if end < 0 or data[end + 1 : end + 8] != _SEQ:
-        return None
-    start = index = end + 8
-    while index < len(data) and 48 <= data[index] <= 57:  # ASCII digits
-        index += 1
-    if index == start:
-        return None
-    tail = data[index:]
-    if tail == b"}":
-        duplicate = False
-    elif tail == b',"duplicate":true}':
-        duplicate = True
-    else:
-        return None
-    return data[11:end].decode("ascii", "replace"), int(data[start:index]), duplicate
-
-
-async def _wait(event: asyncio.Event, abandon: asyncio.Event | None) -> bool:
-    """Wait for `event`; give up (False) as soon as `abandon` is set."""
-    if event.is_set():
-        return True
-    if abandon is None:
-        await event.wait()
-        return True
-    if abandon.is_set():
-        return False
-    waiting = asyncio.ensure_future(event.wait())
-    giving_up = asyncio.ensure_future(abandon.wait())
-    try:
-        await asyncio.wait((waiting, giving_up), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiting.cancel()
-        giving_up.cancel()
-    return event.is_set()
-
-
-def _host(url: str) -> str:
-    """host:port of a server URL, never its credentials."""
-    return url.rpartition("@")[2]
-
-
-def _describe(error: Exception) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _discard_unsent_commands(nc: NatsClient) -> None:
-    # nats-py keeps commands not yet written in `_pending` and writes them after a
-    # reconnect. There is no public way to drop them; doing so keeps per-partition order
-    # (tests/brokers/test_publisher_*.py restarts nats-server mid-flow to prove it).
-    # Subscriptions are replayed from `_subs`, so nothing but unsent publishes is lost.
-    pending = getattr(nc, "_pending", None)
-    if isinstance(pending, list):
-        pending.clear()
-        nc._pending_data_size = 0
+            self._watch.timed_out(expired[-1].sent_at)

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from bridge.headers import RECOPIED_HEADER
-from bridge.jetstream.publisher import InFlight
+from bridge.jetstream.publish_types import InFlight
 from bridge.message import OutboundMessage
 
 # The outbound message of an entry that is not to be sent: filtered, already stored, or one whose

@@ -16,7 +16,7 @@ from collections import deque
 from typing import Protocol
 
 from bridge.deadletters import DeadLetterReason
-from bridge.jetstream.publisher import PublishFailure
+from bridge.jetstream.publish_types import PublishFailure
 from bridge.mapping import CompiledRoute
 from bridge.pipeline.entries import SKIPPED, LaneEntry, stored_by_this_run
 from bridge.pipeline.reorders import StoredOrder, overtaken, report_reorder

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from bridge.jetstream.publisher import InFlight
+from bridge.jetstream.publish_types import InFlight
 from bridge.pipeline.stats import RouteStats
 from bridge.sources.base import Lane, lane_label
 

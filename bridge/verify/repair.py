@@ -36,7 +36,8 @@ from bridge.config.routes import FromRabbitMQ
 from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.config.streams import StreamConfig
 from bridge.headers import RECOPIED_HEADER
-from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
+from bridge.jetstream.publish_types import InFlight, PublishFailure
+from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.mapping import CompiledRoute
 from bridge.message import OutboundMessage, SourceMessage
 from bridge.verify.expect import expectation

@@ -31,7 +31,8 @@ from pydantic import SecretStr
 
 from bridge.brokers.nats.client import ConnectionEvents, connect_nats, watch_closed
 from bridge.config import NatsConfig
-from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
+from bridge.jetstream.publish_types import InFlight, PublishFailure
+from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.message import OutboundMessage
 from bridge.operations.health import HealthMonitor
 from bridge.operations.http import HttpAddress, serve

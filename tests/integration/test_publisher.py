@@ -18,7 +18,8 @@ from nats.js import api as js_api
 from private_nats import PrivateNatsServer, connect_like_the_bridge
 
 from bridge.brokers.nats.client import ConnectionEvents
-from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
+from bridge.jetstream.publish_types import InFlight, PublishFailure
+from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.message import OutboundMessage
 
 pytestmark = pytest.mark.nats

@@ -25,7 +25,8 @@ import bridge.pipeline.route
 import bridge.pipeline.sending
 import bridge.pipeline.settling
 from bridge.config import load_config_text
-from bridge.jetstream.publisher import InFlight, JetStreamPublisher, PublishFailure
+from bridge.jetstream.publish_types import InFlight, PublishFailure
+from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.mapping import CompiledRoute
 from bridge.message import KafkaOrigin, SourceMessage
 from bridge.pipeline.lanes import LaneState

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.jetstream.publisher import parse_puback
+from bridge.jetstream.pubacks import parse_puback
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,78 @@
+"""Reading JetStream's answer to a publish: a PubAck (stored, or a duplicate of a stored message),
+an error reply, or the no-responders status. Pure: the publisher routes what this reads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from bridge.jetstream.publish_types import NO_RESPONDERS, PERMANENT_ERRORS, STATUS_HEADER, PublishFailure
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A PubAck: the message (or, for an atomic batch, `count` messages ending at `seq`) is in `stream`."""
+
+    stream: str
+    seq: int
+    duplicate: bool
+    count: int = 1
+
+
+def read_reply(data: bytes, headers: dict[str, str] | None) -> Stored | PublishFailure:
+    """What JetStream answered: stored, or why not."""
+    if headers and headers.get(STATUS_HEADER) == NO_RESPONDERS and not data:
+        return PublishFailure("no-responders", "no stream captures the subject, or JetStream is down")
+    fast = parse_puback(data)
+    if fast is not None:
+        return Stored(*fast)
+    try:
+        reply = json.loads(data)
+        error = reply.get("error")
+        if error is None:
+            return Stored(
+                str(reply.get("stream", "")),
+                int(reply["seq"]),
+                bool(reply.get("duplicate", False)),
+                int(reply.get("count", 1)),
+            )
+        err_code = int(error.get("err_code", 0))
+        return PublishFailure(
+            "error",
+            str(error.get("description", "JetStream error")),
+            code=int(error.get("code", 0)),
+            err_code=err_code,
+            permanent=err_code in PERMANENT_ERRORS,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return PublishFailure("error", f"unreadable PubAck: {data[:200]!r}")
+
+
+_PUBACK_PREFIX = b'{"stream":"'
+_SEQ = b',"seq":'
+
+
+def parse_puback(data: bytes) -> tuple[str, int, bool] | None:
+    """(stream, seq, duplicate) from a PubAck of the usual shape, without json.loads.
+
+    It runs once per published message; anything but `{"stream":"S","seq":N}` optionally
+    followed by `,"duplicate":true` returns None, and the caller parses it as JSON.
+    """
+    if not data.startswith(_PUBACK_PREFIX):
+        return None
+    end = data.find(b'"', 11)
+    if end < 0 or data[end + 1 : end + 8] != _SEQ:
+        return None
+    start = index = end + 8
+    while index < len(data) and 48 <= data[index] <= 57:  # ASCII digits
+        index += 1
+    if index == start:
+        return None
+    tail = data[index:]
+    if tail == b"}":
+        duplicate = False
+    elif tail == b',"duplicate":true}':
+        duplicate = True
+    else:
+        return None
+    return data[11:end].decode("ascii", "replace"), int(data[start:index]), duplicate
