@@ -4,7 +4,7 @@ vhost, with policies and operator policies applied.
 `import rabbitmq` (which writes shadow routes from it) and `explain --definitions` (which routes one
 message through it) both read an export through `Topology`, so they can never disagree on which
 policy wins, what an exchange's alternate is, or what type a built-in exchange has. The document
-must have passed `check_definitions` (bridge.importers.rabbitmq) first: this trusts its shape.
+must have passed `check_definitions` (bridge.importers.definitions_check) first: this trusts its shape.
 """
 
 from __future__ import annotations
