@@ -12,6 +12,7 @@ everything the legacy consumer received, so a consumer is best moved before its 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,7 +47,7 @@ LEGACY_TIMEOUT = 15.0
 _CATCHING_UP = ("the bridge has stored up to", "wait for the bridge to catch up", "(--wait)")
 
 HandoffPlan = KafkaHandoffPlan | QueueHandoffPlan
-_LEGACY_FAILURES: tuple[type[BaseException], ...] = (*BROKER_ERRORS, OSError, TimeoutError)
+_LEGACY_FAILURES: tuple[type[BaseException], ...] = (*BROKER_ERRORS, OSError, TimeoutError, BridgeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,8 @@ async def handoff(
             result = await position_kafka_durable(js, plan, declared)
         else:
             result = await position_queue_durable(js, plan, declared)
-        return Handoff(service, name, plan, result)
+        after = await _legacy_lag(config, consumer, route)
+        return Handoff(service, name, plan, dataclasses.replace(result, legacy_lag_after=after))
     finally:
         await close_quietly(nc)
 
@@ -186,6 +188,23 @@ async def _plan(
         ) from None
 
 
+async def _legacy_lag(config: BridgeConfig, consumer: ConsumerConfig, route: RouteConfig) -> int | None:
+    """The legacy lag read again (None when it cannot be read: the result then says only the first)."""
+    source, replaces = config.sources[route.source], consumer.replaces
+    assert replaces is not None
+    try:
+        if isinstance(source, KafkaSource) and replaces.group is not None:
+            subscription = route.from_
+            assert isinstance(subscription, FromKafka)
+            group = await group_position(source, replaces.group, replaces.topics or subscription.topics)
+            return sum(group.lag(lane) or 0 for lane in group.committed)
+        if isinstance(source, RabbitMQSource) and replaces.queue is not None:
+            return (await legacy_queue(source, replaces.queue, peek=False)).depth
+    except _LEGACY_FAILURES:
+        return None
+    return None
+
+
 def _only_catching_up(plan: HandoffPlan) -> bool:
     return all(any(words in why for words in _CATCHING_UP) for why in plan.why_not())
 
@@ -227,8 +246,12 @@ def format_handoff(done: Handoff) -> str:
         lines.append("  refused: nothing was changed" if plan.refused else "  plan only: nothing was changed")
     else:
         verdict = "match" if result.matches else "DIFFER"
+        moving = ""
+        if result.legacy_lag_after is not None and result.legacy_lag_after != result.legacy_lag:
+            moving = f" ({result.legacy_lag_after} now: legacy producers still publish)"
         lines.append(
             f"  durable {result.durable} made at sequence {result.start_sequence}: acked {result.acked}, "
-            f"given back {result.given_back}; pending {result.pending} vs legacy lag {result.legacy_lag}: {verdict}"
+            f"given back {result.given_back}; pending {result.pending} vs legacy lag {result.legacy_lag}{moving}: "
+            f"{verdict}"
         )
     return "\n".join(lines) + "\n"

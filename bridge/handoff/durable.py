@@ -45,11 +45,17 @@ class HandoffResult:
     acked: int
     given_back: int  # read by the walk, not processed by the legacy consumer: delivered again first
     pending: int  # the durable's num_pending + num_ack_pending afterwards
-    legacy_lag: int
+    legacy_lag: int  # when the plan read the legacy side
+    unstored: int = 0  # of that lag, what the bridge had not stored yet (its own backlog then)
+    legacy_lag_after: int | None = None  # read again once the durable was made
 
     @property
     def matches(self) -> bool:
-        return self.pending == self.legacy_lag
+        """With the legacy side at rest, pending == lag exactly. While legacy producers still
+        publish (the shadow phase), both grow between the readings: pending must then lie between
+        the lag less what was unstored when planned and the lag read afterwards."""
+        high = max(self.legacy_lag, self.legacy_lag_after if self.legacy_lag_after is not None else 0)
+        return self.legacy_lag - self.unstored <= self.pending <= high
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +65,8 @@ class HandoffResult:
             "given_back": self.given_back,
             "durable_pending": self.pending,
             "legacy_lag": self.legacy_lag,
+            "unstored_when_planned": self.unstored,
+            "legacy_lag_after": self.legacy_lag_after,
             "matches": self.matches,
         }
 
@@ -96,6 +104,7 @@ async def position_kafka_durable(
         given_back=len(held),
         pending=(info.num_pending or 0) + (info.num_ack_pending or 0),
         legacy_lag=plan.lag,
+        unstored=plan.unstored,
     )
 
 
@@ -115,6 +124,7 @@ async def position_queue_durable(
         given_back=0,
         pending=(info.num_pending or 0) + (info.num_ack_pending or 0),
         legacy_lag=plan.lag,
+        unstored=plan.unstored,
     )
 
 

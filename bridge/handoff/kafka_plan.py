@@ -67,6 +67,7 @@ class KafkaHandoffPlan:
     start_sequence: int = 1
     walk_to: int = 0  # the last sequence the handoff reads to ack records below their partition's start
     to_ack: int = 0  # records the handoff acks: stored, below their partition's offset, at or after the start
+    unstored: int = 0  # records Kafka had that the bridge had not stored yet, over the partitions
 
     @property
     def lag(self) -> int:
@@ -115,6 +116,7 @@ async def plan_kafka_handoff(
         )
     for topic in group.missing:
         plan.refusals.append(f"topic '{topic}' does not exist in Kafka")
+    plan.unstored = sum(max(0, end - stored_through.get(lane, 0)) for lane, end in group.ends.items())
     info = await js.stream_info(stream)
     first_seq, last_seq = info.state.first_seq, info.state.last_seq
     for (topic, partition), committed in sorted(group.committed.items()):

@@ -35,6 +35,7 @@ class QueueHandoffPlan:
     depth: int
     start_sequence: int = 0
     head_msg_id: str | None = None
+    unstored: int = 0  # the bridge's shadow copy of the queue, not stored yet
     refusals: list[str] = field(default_factory=list)
 
     @property
@@ -132,7 +133,7 @@ async def plan_queue_handoff(
 ) -> QueueHandoffPlan:
     """The plan for moving `queue`'s consumers to `durable` on `stream`. `head_msg_id` is the Msg-Id
     the bridge gave the queue's head; `shadow_backlog` what its shadow queue holds unstored."""
-    plan = QueueHandoffPlan(stream, durable, queue.queue, queue.depth, head_msg_id=head_msg_id)
+    plan = QueueHandoffPlan(stream, durable, queue.queue, queue.depth, head_msg_id=head_msg_id, unstored=shadow_backlog)
     if queue.consumers:
         plan.refusals.append(
             f"queue '{queue.queue}' still has {queue.consumers} consumer(s): stop the legacy consumers first, "

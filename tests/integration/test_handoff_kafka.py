@@ -217,7 +217,9 @@ async def test_the_handoff_command_moves_a_declared_consumer_and_consumers_plan_
     processed = {p: 7 * p for p in range(PARTITIONS)}
     await _commit(kafka_bootstrap, legacy, topic, processed)
     mapping = tmp_path / "m.yaml"
-    text = mapping.read_text()
+    # A service of its own: phases live in NATS KV, shared by every test on this server.
+    service = unique_name
+    text = mapping.read_text().replace("\n  svc:\n", f"\n  {service}:\n")
     mapping.write_text(
         text
         + f"""    consumers:
@@ -229,7 +231,7 @@ async def test_the_handoff_command_moves_a_declared_consumer_and_consumers_plan_
     )
     code, out = await _cli("consumers", "apply", str(mapping))
     assert code == 0, out
-    code, out = await _cli("handoff", "svc", "ledger", str(mapping), "--plan", "--json")
+    code, out = await _cli("handoff", service, "ledger", str(mapping), "--plan", "--json")
     assert code == 0, out
     planned = json.loads(out)
     assert planned["result"] is None
@@ -237,7 +239,7 @@ async def test_the_handoff_command_moves_a_declared_consumer_and_consumers_plan_
     info = await nc.jetstream().consumer_info(stream, "ledger")
     assert info.config.deliver_policy == DeliverPolicy.ALL  # --plan touched nothing
 
-    code, out = await _cli("handoff", "svc", "ledger", str(mapping))
+    code, out = await _cli("handoff", service, "ledger", str(mapping))
     assert code == 0, out
     assert "vs legacy lag" in out
     assert ": match" in out
@@ -248,7 +250,7 @@ async def test_the_handoff_command_moves_a_declared_consumer_and_consumers_plan_
     assert Counter(seen) == Counter(
         (p, offset) for p, done in processed.items() for offset in range(done, PER_PARTITION)
     )
-    code, out = await _cli("handoff", "svc", "ledger", str(mapping))
+    code, out = await _cli("handoff", service, "ledger", str(mapping))
     assert code == 2
     assert "has delivered messages already" in out
 
@@ -258,12 +260,12 @@ async def test_the_handoff_command_moves_a_declared_consumer_and_consumers_plan_
     [place] = json.loads(out)["services"][0]["consumers"]
     assert (place["consumer"], place["runs"]) == ("ledger", "jetstream")
     assert place["detail"].startswith(f"handed off from group {legacy} at ")
-    code, out = await _cli("cutover", "svc", str(mapping), "--to", "drain", "--reason", "producers move")
+    code, out = await _cli("cutover", service, str(mapping), "--to", "drain", "--reason", "producers move")
     assert code == 0, out
-    code, out = await _cli("handoff", "svc", "ledger", str(mapping), "--plan")
+    code, out = await _cli("handoff", service, "ledger", str(mapping), "--plan")
     assert code == 2
     assert "is in phase drain: handoff moves consumers in the shadow phase" in out
-    code, out = await _cli("cutover", "svc", str(mapping), "--to", "retired", "--reason", "done")
+    code, out = await _cli("cutover", service, str(mapping), "--to", "retired", "--reason", "done")
     assert code == 2
     assert "has not been reported drained yet" in out
     assert "still has consumer(s) on the legacy broker" not in out
