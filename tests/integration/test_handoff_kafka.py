@@ -4,21 +4,19 @@ the handoff delivers exactly what the group had not processed, from each partiti
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import random
-import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka_helpers import ROOT, BridgeProcess, fill_topic, wait_for_count, write_mapping
+from kafka_helpers import BridgeProcess, fill_topic, wait_for_count, write_mapping
 from nats.aio.client import Client as NatsClient
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from test_cutover import cli
 
 from bridge.brokers.kafka.groups import group_position
 from bridge.brokers.kafka.ranges import group_offsets
@@ -229,9 +227,9 @@ async def test_the_handoff_command_moves_a_declared_consumer_and_consumers_plan_
         replaces: {{group: {legacy}}}
 """
     )
-    code, out = await _cli("consumers", "apply", str(mapping))
+    code, out = await cli("consumers", "apply", str(mapping))
     assert code == 0, out
-    code, out = await _cli("handoff", service, "ledger", str(mapping), "--plan", "--json")
+    code, out = await cli("handoff", service, "ledger", str(mapping), "--plan", "--json")
     assert code == 0, out
     planned = json.loads(out)
     assert planned["result"] is None
@@ -239,33 +237,33 @@ async def test_the_handoff_command_moves_a_declared_consumer_and_consumers_plan_
     info = await nc.jetstream().consumer_info(stream, "ledger")
     assert info.config.deliver_policy == DeliverPolicy.ALL  # --plan touched nothing
 
-    code, out = await _cli("handoff", service, "ledger", str(mapping))
+    code, out = await cli("handoff", service, "ledger", str(mapping))
     assert code == 0, out
     assert "vs legacy lag" in out
     assert ": match" in out
-    code, out = await _cli("consumers", "plan", str(mapping))
+    code, out = await cli("consumers", "plan", str(mapping))
     assert code == 0, out  # the handed-off start is not a change to make, nor a refusal
 
     seen = await _consume_all(nc, stream, "ledger")
     assert Counter(seen) == Counter(
         (p, offset) for p, done in processed.items() for offset in range(done, PER_PARTITION)
     )
-    code, out = await _cli("handoff", service, "ledger", str(mapping))
+    code, out = await cli("handoff", service, "ledger", str(mapping))
     assert code == 2
     assert "has delivered messages already" in out
 
     # status says where it runs; the retire is not refused for it (only for the missing drain report)
-    code, out = await _cli("status", str(mapping), "--json", "--interval", "0.2s")
+    code, out = await cli("status", str(mapping), "--json", "--interval", "0.2s")
     assert code == 0, out
     [place] = json.loads(out)["services"][0]["consumers"]
     assert (place["consumer"], place["runs"]) == ("ledger", "jetstream")
     assert place["detail"].startswith(f"handed off from group {legacy} at ")
-    code, out = await _cli("cutover", service, str(mapping), "--to", "drain", "--reason", "producers move")
+    code, out = await cli("cutover", service, str(mapping), "--to", "drain", "--reason", "producers move")
     assert code == 0, out
-    code, out = await _cli("handoff", service, "ledger", str(mapping), "--plan")
+    code, out = await cli("handoff", service, "ledger", str(mapping), "--plan")
     assert code == 2
     assert "is in phase drain: handoff moves consumers in the shadow phase" in out
-    code, out = await _cli("cutover", service, str(mapping), "--to", "retired", "--reason", "done")
+    code, out = await cli("cutover", service, str(mapping), "--to", "retired", "--reason", "done")
     assert code == 2
     assert "has not been reported drained yet" in out
     assert "still has consumer(s) on the legacy broker" not in out
@@ -288,34 +286,19 @@ services:
     consumers:
       - {{name: ledger, stream: {stream}, replaces: {{group: {unique_name}-legacy}}}}
 """)
-    code, out = await _cli("cutover", unique_name, str(mapping), "--to", "drain", "--reason", "producers move")
+    code, out = await cli("cutover", unique_name, str(mapping), "--to", "drain", "--reason", "producers move")
     assert code == 0, out
-    code, out = await _cli("cutover", unique_name, str(mapping), "--to", "retired", "--reason", "done")
+    code, out = await cli("cutover", unique_name, str(mapping), "--to", "retired", "--reason", "done")
     assert code == 2
     assert (
         f"service '{unique_name}' still has consumer(s) on the legacy broker: ledger (group '{unique_name}-legacy'"
         in out
     )
-    code, out = await _cli("status", str(mapping), "--service", unique_name, "--json", "--interval", "0.2s")
+    code, out = await cli("status", str(mapping), "--service", unique_name, "--json", "--interval", "0.2s")
     [place] = json.loads(out)["services"][0]["consumers"]
     assert place["runs"] == "legacy"
     # --force retires it anyway (a consumer moved by other means), drained report or not
-    code, out = await _cli(
+    code, out = await cli(
         "cutover", unique_name, str(mapping), "--to", "retired", "--reason", "moved by hand", "--force"
     )
     assert code == 0, out
-
-
-async def _cli(*args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        *args,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "300"},
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 180)
-    return process.returncode or 0, out.decode()
