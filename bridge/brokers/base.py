@@ -4,14 +4,17 @@ one route's broker rather than switching on its config type.
     RouteBroker.source()    the route's source connector (its own group, its own queue)
     RouteBroker.backlog()   what waits at the source for the route, read from outside the bridge
     RouteBroker.retire()    remove what the bridge itself created for the route
+    RouteBroker.ranges()    read the route's source by position, taking nothing (verify, repair)
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bridge.sources.base import Source
+from bridge.message import SourceMessage
+from bridge.sources.base import Lane, Source
 
 
 @dataclass(slots=True)
@@ -26,6 +29,72 @@ class Backlog:
     @property
     def total(self) -> int:
         return sum(self.lanes.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLimits:
+    """How long a read by position waits: the caller's (verify's) limits, not the broker's.
+
+    `seconds` for a broker to answer at all; `stall`: a Kafka read that delivers nothing this
+    long has failed; `fetch_stall`: one stream-queue fetch that takes this long has failed (a
+    lost connection would reconnect forever); `idle`: a stream queue silent this long has
+    nothing more to deliver."""
+
+    seconds: float
+    stall: float
+    fetch_stall: float
+    idle: float
+
+
+@dataclass(slots=True)
+class HeldLane:
+    """One lane of a route's source: the first position the source still holds and where the
+    bridge's own consumer stands (the next position it reads); None where the source does not
+    keep it (a stream queue keeps no consumer offset, and tells its beginning only by reading)."""
+
+    beginning: int | None = None
+    settled: int | None = None
+
+
+@dataclass(slots=True)
+class HeldLanes:
+    """Every lane the route reads now, and what the broker said was not there; `settled_by`
+    names whose positions `settled` are (`group nats-bridge.shop.orders`)."""
+
+    lanes: dict[Lane, HeldLane] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    settled_by: str | None = None
+
+
+class RangeRead(Protocol):
+    """A route's source read by position, outside any consumer group and taking nothing from
+    anybody: what verify compares with the streams and repair copies again. An async context
+    manager (one client for the reads in it); broker errors are raised, for the caller to report."""
+
+    @property
+    def where(self) -> str:
+        """The broker, for error texts (`Kafka at host:9092`)."""
+        ...
+
+    async def __aenter__(self) -> RangeRead: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def lane(self, label: str) -> Lane:
+        """The lane a report names by its label (`topic/2`, a queue)."""
+        ...
+
+    async def held(self) -> HeldLanes:
+        """The route's lanes as the broker holds them now (read before the streams are scanned:
+        whatever is settled then is stored by then)."""
+        ...
+
+    def read(
+        self, ranges: Mapping[Lane, Sequence[tuple[int, int]]]
+    ) -> AsyncIterator[tuple[Lane, int, SourceMessage | None]]:
+        """(lane, position, message) of every message the source holds in the inclusive
+        `(first, last)` ranges, in position order per lane."""
+        ...
 
 
 class RouteBroker(Protocol):
@@ -45,4 +114,10 @@ class RouteBroker(Protocol):
     async def retire(self, *, delete_offsets: bool) -> str:
         """Remove what the bridge created for the route and nothing of the legacy side's; one
         sentence saying what was done or kept. Never raises for a broker problem."""
+        ...
+
+    def ranges(self, *, purpose: str, limits: ReadLimits, strict: bool = False) -> RangeRead:
+        """A reader of the route's source by position (`purpose` names the client). `strict`: a
+        range the source no longer holds raises rather than being read from the earliest
+        position held (Kafka's offset reset)."""
         ...

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.brokers.base import Backlog
+from bridge.brokers.base import Backlog, ReadLimits
 from bridge.brokers.kafka.admin import delete_group, group_backlog
 from bridge.brokers.kafka.names import default_group
+from bridge.brokers.kafka.ranges import KafkaRanges
 from bridge.brokers.kafka.source import KafkaTopicSource
 from bridge.config.routes import FromKafka
 from bridge.config.sources import KafkaSource
@@ -36,3 +37,6 @@ class KafkaRoute:
         if not delete_offsets:
             return f"kept consumer group '{self.group}' and its offsets (retire with --delete-offsets to remove them)"
         return await delete_group(self.config, self.group)
+
+    def ranges(self, *, purpose: str, limits: ReadLimits, strict: bool = False) -> KafkaRanges:
+        return KafkaRanges(self.config, self.subscription, self.group, purpose=purpose, limits=limits, strict=strict)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.brokers.base import Backlog
+from bridge.brokers.base import Backlog, ReadLimits
 from bridge.brokers.rabbitmq.admin import delete_shadow_queue, queue_depth
 from bridge.brokers.rabbitmq.names import shadow_queue_name
+from bridge.brokers.rabbitmq.ranges import StreamRanges
 from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
 from bridge.config.routes import FromRabbitMQ, RabbitMQMode
 from bridge.config.sources import RabbitMQSource
@@ -43,3 +44,8 @@ class RabbitMQRoute:
         if mode is not RabbitMQMode.SHADOW:
             return f"left {mode} queue '{self.subscription.queue}' alone: it is the legacy side's"
         return await delete_shadow_queue(self.config, self.queue, self.subscription)
+
+    def ranges(self, *, purpose: str, limits: ReadLimits, strict: bool = False) -> StreamRanges:
+        """A stream queue's offsets (nothing to read by position in shadow and queue mode);
+        `purpose` and `strict` mean nothing here: a stream read starts at the first offset held."""
+        return StreamRanges(self.name, self.config, self.subscription, self.queue, limits=limits)
