@@ -5,14 +5,21 @@ one route's broker rather than switching on its config type.
     RouteBroker.backlog()   what waits at the source for the route, read from outside the bridge
     RouteBroker.retire()    remove what the bridge itself created for the route
     RouteBroker.ranges()    read the route's source by position, taking nothing (verify, repair)
+
+and of one source with all the routes that read it (one connection for them all):
+
+    SourceBroker.probe()    is it reachable, and is what each route reads there (dry-run --connect)
+    SourceBroker.sample()   the traffic there now, read without taking it (dry-run --sample)
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
+from bridge.config.routes import RouteConfig
 from bridge.message import SourceMessage
 from bridge.sources.base import Lane, Source
 
@@ -120,4 +127,61 @@ class RouteBroker(Protocol):
         """A reader of the route's source by position (`purpose` names the client). `strict`: a
         range the source no longer holds raises rather than being read from the earliest
         position held (Kafka's offset reset)."""
+        ...
+
+
+class Level(StrEnum):
+    """How much a Look matters (dry-run's severities, by the same names)."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """One thing a broker was asked and its answer, as a report's line: `check` names what was
+    asked (connect, exists, sample), `subject` about what (a source, a route, a topic)."""
+
+    level: Level
+    check: str
+    subject: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SampledMessage:
+    """One message read by a sample, and where. `exact`: replay the message itself, because its
+    replay record alone would lose detail (a stream offset, a Kafka record's exact headers)."""
+
+    where: str
+    message: SourceMessage
+    exact: bool
+
+
+@dataclass(slots=True)
+class SampleRead:
+    """What a sample read, and what could not be read or was left alone on purpose."""
+
+    messages: list[SampledMessage] = field(default_factory=list)
+    looks: list[Look] = field(default_factory=list)
+
+
+class SourceBroker(Protocol):
+    """One source of the mapping file and the routes that read it, asked over one connection.
+    Made by `bridge.brokers.source_broker`. `routes` are (service, route) pairs, of any source:
+    each broker takes the ones that read it. Neither method raises for a broker problem: a Look
+    at level error says it (the probe's with `scrub` applied to the client's own error text)."""
+
+    async def probe(
+        self, routes: Sequence[tuple[str, RouteConfig]], *, seconds: float, scrub: Callable[[str], str]
+    ) -> list[Look]:
+        """Read-only: reachable, and does what each route reads exist (nothing is created,
+        no group joined)."""
+        ...
+
+    async def sample(
+        self, routes: Sequence[tuple[str, RouteConfig]], *, count: int, duration: float, seconds: float
+    ) -> SampleRead:
+        """Up to `count` messages of each place the routes read, taking nothing from anybody."""
         ...

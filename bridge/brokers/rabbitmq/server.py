@@ -1,0 +1,31 @@
+"""A RabbitMQ source with every route that reads it, as dry-run asks it
+(bridge.brokers.base.SourceBroker): one connection for all of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bridge.brokers.base import Look, SampleRead
+from bridge.brokers.rabbitmq.probe import probe_rabbitmq
+from bridge.brokers.rabbitmq.sample import sample_rabbitmq
+from bridge.config.routes import RouteConfig
+from bridge.config.sources import RabbitMQSource
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitMQServer:
+    """`name` is the source's name in the mapping file (a URL and a vhost)."""
+
+    name: str
+    config: RabbitMQSource
+
+    async def probe(
+        self, routes: Sequence[tuple[str, RouteConfig]], *, seconds: float, scrub: Callable[[str], str]
+    ) -> list[Look]:
+        return await probe_rabbitmq(self.name, self.config, routes, seconds=seconds, scrub=scrub)
+
+    async def sample(
+        self, routes: Sequence[tuple[str, RouteConfig]], *, count: int, duration: float, seconds: float
+    ) -> SampleRead:
+        return await sample_rabbitmq(self.name, self.config, routes, count=count, duration=duration, seconds=seconds)
