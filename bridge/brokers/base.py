@@ -10,6 +10,7 @@ and of one source with all the routes that read it (one connection for them all)
 
     SourceBroker.probe()    is it reachable, and is what each route reads there (dry-run --connect)
     SourceBroker.sample()   the traffic there now, read without taking it (dry-run --sample)
+    SourceBroker.demo_places() / send_demo()   where `traffic` writes demo records, and writing them
 """
 
 from __future__ import annotations
@@ -108,6 +109,12 @@ class RouteBroker(Protocol):
     """One route's source broker. Made by `bridge.brokers.route_broker`, the one place that looks
     at which broker a route reads."""
 
+    @property
+    def vhost(self) -> str | None:
+        """The RabbitMQ vhost the route reads (None for Kafka): offline tools (`explain
+        --definitions`) need it to know which vhost's messages a route sees."""
+        ...
+
     def source(self) -> Source:
         """The route's source connector, not yet started."""
         ...
@@ -184,4 +191,13 @@ class SourceBroker(Protocol):
         self, routes: Sequence[tuple[str, RouteConfig]], *, count: int, duration: float, seconds: float
     ) -> SampleRead:
         """Up to `count` messages of each place the routes read, taking nothing from anybody."""
+        ...
+
+    def demo_places(self, routes: Sequence[tuple[str, RouteConfig]]) -> list[str]:
+        """Where `nats-bridge traffic` can write demo records that the routes then read: the
+        Kafka topics named by topic lists, in route order; none on RabbitMQ (the demo writes Kafka)."""
+        ...
+
+    async def send_demo(self, place: str, count: int) -> None:
+        """Write `count` demo records to `place` (creating a missing topic). Raises BridgeError."""
         ...

@@ -27,6 +27,11 @@ class KafkaRoute:
     def group(self) -> str:
         return self.subscription.group or default_group(self.service, self.route)
 
+    @property
+    def vhost(self) -> None:
+        """Kafka has no vhosts."""
+        return None
+
     def source(self) -> KafkaTopicSource:
         return KafkaTopicSource(self.name, self.config, self.subscription, self.group)
 

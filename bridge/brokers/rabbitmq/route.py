@@ -31,6 +31,10 @@ class RabbitMQRoute:
         assert self.subscription.queue is not None  # the model requires it outside shadow mode
         return self.subscription.queue
 
+    @property
+    def vhost(self) -> str:
+        return self.config.effective_vhost
+
     def source(self) -> RabbitMQRouteSource:
         return RabbitMQRouteSource(self.name, self.config, self.subscription, self.queue)
 
