@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bridge.brokers.base import Look, SampleRead
+from bridge.brokers.kafka.demo import demo_topics, send_demo
 from bridge.brokers.kafka.probe import probe_kafka
 from bridge.brokers.kafka.sample import sample_kafka
 from bridge.config.routes import RouteConfig
@@ -29,3 +30,9 @@ class KafkaCluster:
         self, routes: Sequence[tuple[str, RouteConfig]], *, count: int, duration: float, seconds: float
     ) -> SampleRead:
         return await sample_kafka(self.name, self.config, routes, count=count, duration=duration, seconds=seconds)
+
+    def demo_places(self, routes: Sequence[tuple[str, RouteConfig]]) -> list[str]:
+        return demo_topics(self.name, routes)
+
+    async def send_demo(self, place: str, count: int) -> None:
+        await send_demo(self.name, self.config, place, count)

@@ -11,6 +11,7 @@ from bridge.brokers.rabbitmq.probe import probe_rabbitmq
 from bridge.brokers.rabbitmq.sample import sample_rabbitmq
 from bridge.config.routes import RouteConfig
 from bridge.config.sources import RabbitMQSource
+from bridge.errors import BridgeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +30,9 @@ class RabbitMQServer:
         self, routes: Sequence[tuple[str, RouteConfig]], *, count: int, duration: float, seconds: float
     ) -> SampleRead:
         return await sample_rabbitmq(self.name, self.config, routes, count=count, duration=duration, seconds=seconds)
+
+    def demo_places(self, routes: Sequence[tuple[str, RouteConfig]]) -> list[str]:
+        return []  # `traffic` is the Kafka quickstart's demo: it writes no AMQP messages
+
+    async def send_demo(self, place: str, count: int) -> None:
+        raise BridgeError(f"source '{self.name}': `traffic` writes demo records to Kafka topics only")
