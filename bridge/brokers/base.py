@@ -10,6 +10,7 @@ and of one source with all the routes that read it (one connection for them all)
 
     SourceBroker.probe()    is it reachable, and is what each route reads there (dry-run --connect)
     SourceBroker.sample()   the traffic there now, read without taking it (dry-run --sample)
+    SourceBroker.legacy()   what each route's legacy queues or topics promise (durability posture)
     SourceBroker.demo_places() / send_demo()   where `traffic` writes demo records, and writing them
 """
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from bridge.brokers.legacy import LegacyView
 from bridge.config.routes import RouteConfig
 from bridge.message import SourceMessage
 from bridge.sources.base import Lane, Source
@@ -191,6 +193,18 @@ class SourceBroker(Protocol):
         self, routes: Sequence[tuple[str, RouteConfig]], *, count: int, duration: float, seconds: float
     ) -> SampleRead:
         """Up to `count` messages of each place the routes read, taking nothing from anybody."""
+        ...
+
+    async def legacy(
+        self,
+        routes: Sequence[tuple[str, RouteConfig]],
+        *,
+        every_route: Sequence[tuple[str, RouteConfig]],
+        seconds: float,
+    ) -> tuple[dict[str, LegacyView], list[str]]:
+        """Route label (`service/route`) -> what its legacy side promises, read-only through one
+        session or admin client; and the problems worth a line of their own. `every_route` of
+        the file names the bridge's own queues, never taken for legacy ones."""
         ...
 
     def demo_places(self, routes: Sequence[tuple[str, RouteConfig]]) -> list[str]:

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 from bridge.brokers.base import Look, SampleRead
 from bridge.brokers.kafka.demo import demo_topics, send_demo
+from bridge.brokers.kafka.legacy import kafka_views
 from bridge.brokers.kafka.probe import probe_kafka
 from bridge.brokers.kafka.sample import sample_kafka
+from bridge.brokers.legacy import LegacyView
 from bridge.config.routes import RouteConfig
 from bridge.config.sources import KafkaSource
 
@@ -30,6 +32,15 @@ class KafkaCluster:
         self, routes: Sequence[tuple[str, RouteConfig]], *, count: int, duration: float, seconds: float
     ) -> SampleRead:
         return await sample_kafka(self.name, self.config, routes, count=count, duration=duration, seconds=seconds)
+
+    async def legacy(
+        self,
+        routes: Sequence[tuple[str, RouteConfig]],
+        *,
+        every_route: Sequence[tuple[str, RouteConfig]],
+        seconds: float,
+    ) -> tuple[dict[str, LegacyView], list[str]]:
+        return await kafka_views(self.name, self.config, routes, seconds=seconds)
 
     def demo_places(self, routes: Sequence[tuple[str, RouteConfig]]) -> list[str]:
         return demo_topics(self.name, routes)

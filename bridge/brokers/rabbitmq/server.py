@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bridge.brokers.base import Look, SampleRead
+from bridge.brokers.legacy import LegacyView
+from bridge.brokers.rabbitmq.legacy import rabbit_views
 from bridge.brokers.rabbitmq.probe import probe_rabbitmq
 from bridge.brokers.rabbitmq.sample import sample_rabbitmq
 from bridge.config.routes import RouteConfig
@@ -30,6 +32,15 @@ class RabbitMQServer:
         self, routes: Sequence[tuple[str, RouteConfig]], *, count: int, duration: float, seconds: float
     ) -> SampleRead:
         return await sample_rabbitmq(self.name, self.config, routes, count=count, duration=duration, seconds=seconds)
+
+    async def legacy(
+        self,
+        routes: Sequence[tuple[str, RouteConfig]],
+        *,
+        every_route: Sequence[tuple[str, RouteConfig]],
+        seconds: float,
+    ) -> tuple[dict[str, LegacyView], list[str]]:
+        return await rabbit_views(self.name, self.config, routes, every_route=every_route, seconds=seconds)
 
     def demo_places(self, routes: Sequence[tuple[str, RouteConfig]]) -> list[str]:
         return []  # `traffic` is the Kafka quickstart's demo: it writes no AMQP messages
