@@ -5,6 +5,7 @@ one route's broker rather than switching on its config type.
     RouteBroker.backlog()   what waits at the source for the route, read from outside the bridge
     RouteBroker.retire()    remove what the bridge itself created for the route
     RouteBroker.ranges()    read the route's source by position, taking nothing (verify, repair)
+    RouteBroker.legacy_position() / legacy_lag()   the legacy consumer a handoff replaces
 
 and of one source with all the routes that read it (one connection for them all):
 
@@ -21,7 +22,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from bridge.brokers.handover import Handover
 from bridge.brokers.legacy import LegacyView
+from bridge.config.consumers import ReplacesConfig
 from bridge.config.routes import RouteConfig
 from bridge.message import SourceMessage
 from bridge.sources.base import Lane, Source
@@ -130,6 +133,17 @@ class RouteBroker(Protocol):
     async def retire(self, *, delete_offsets: bool) -> str:
         """Remove what the bridge created for the route and nothing of the legacy side's; one
         sentence saying what was done or kept. Never raises for a broker problem."""
+        ...
+
+    async def legacy_position(self, replaces: ReplacesConfig, *, seconds: float) -> Handover:
+        """Where the legacy consumer `replaces` names stands (a group's committed offsets, a
+        queue's depth and head, taken and put back), and what the bridge holds for the route:
+        what a handoff plans from. Raises for a broker problem."""
+        ...
+
+    async def legacy_lag(self, replaces: ReplacesConfig) -> int | None:
+        """What that legacy consumer has not processed now (None: `replaces` names none on this
+        broker, or the group never committed). Raises for a broker problem."""
         ...
 
     def ranges(self, *, purpose: str, limits: ReadLimits, strict: bool = False) -> RangeRead:
