@@ -2,18 +2,21 @@
 
     brokers/kafka/      client.py (the one place that builds aiokafka clients: TLS, SASL),
                         source.py (a route's consumer group), target.py (reverse routes),
-                        admin.py (offsets, lag, groups), ranges.py (offsets without a group),
-                        probe.py + sample.py (dry-run), route.py + cluster.py (the objects
-                        features ask), start.py, records.py, names.py
+                        admin.py (offsets, lag, groups, topic configs), ranges.py (offsets without
+                        a group), groups.py (a legacy group), probe.py + sample.py (dry-run),
+                        legacy.py (durability), demo.py (`traffic`), route.py + cluster.py (the
+                        objects features ask), start.py, records.py, names.py
     brokers/rabbitmq/   client.py (the one place that connects: URL, TLS, auth), source.py
                         (shadow, queue and stream modes), target.py, admin.py (depths, clean-up),
-                        ranges.py (stream offsets), probe.py + sample.py (dry-run), route.py +
-                        server.py (the objects features ask), records.py, names.py
+                        ranges.py (stream offsets), queues.py (a legacy queue), probe.py +
+                        sample.py (dry-run), legacy.py (durability), route.py + server.py (the
+                        objects features ask), management.py, records.py, names.py
     brokers/nats/       client.py (the one place a NATS connection is made), admin.py
 
-The features (runner, status, cut-over, verify, reverse routes) ask a `RouteBroker` or a
-`LegacyTarget` made here, dry-run a `SourceBroker`; this module is the one place that looks at
-which broker a route or a source is.
+The features (runner, status, cut-over, verify, handoff, explain, reverse routes) ask a
+`RouteBroker` or a `LegacyTarget` made here, dry-run, the durability posture and `traffic` a
+`SourceBroker` (the protocols are in base.py); this module is the one place that looks at which
+broker a route or a source is.
 """
 
 from __future__ import annotations
