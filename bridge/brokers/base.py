@@ -193,8 +193,9 @@ class SampleRead:
 class SourceBroker(Protocol):
     """One source of the mapping file and the routes that read it, asked over one connection.
     Made by `bridge.brokers.source_broker`. `routes` are (service, route) pairs, of any source:
-    each broker takes the ones that read it. Neither method raises for a broker problem: a Look
-    at level error says it (the probe's with `scrub` applied to the client's own error text)."""
+    each broker takes the ones that read it. probe, sample and legacy never raise for a broker
+    problem: a Look at level error (an unknown view) says it, the probe's with `scrub` applied to
+    the client's own error text."""
 
     async def probe(
         self, routes: Sequence[tuple[str, RouteConfig]], *, seconds: float, scrub: Callable[[str], str]

@@ -38,6 +38,7 @@ class KafkaRouteReader:
         """The group's committed offsets and the topics' partitions, then each partition's
         beginning. Called before the streams are scanned: whatever is committed is stored by then.
         """
+        await self.ranges.__aenter__()  # left by close(): the same client reads the ranges later
         held = await self.ranges.held()
         self.check.notes += held.notes
         self.settled_by = held.settled_by or self.settled_by
@@ -105,7 +106,7 @@ class KafkaRouteReader:
             comparers[lane].see(offset, judged.expected)
 
     async def close(self) -> None:
-        """The reader prepare() opened (the same client reads the ranges later)."""
+        """Leave the reader prepare() entered."""
         await self.ranges.__aexit__()
 
 
