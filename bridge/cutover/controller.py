@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 from nats.errors import Error as NatsError
 
 from bridge.brokers import route_broker
-from bridge.brokers.kafka.source import KafkaTopicSource
 from bridge.config.model import BridgeConfig
 from bridge.config.services import Phase, ReverseRouteConfig
 from bridge.cutover.drain import WHOLE, DrainTracker, RouteView, lanes_text, next_drain_record
@@ -45,6 +44,7 @@ from bridge.cutover.store import PhaseStore
 from bridge.cutover.supervisor import ReverseRunnable, Supervisor
 from bridge.errors import PhaseConflictError
 from bridge.operations.health import PhaseRead
+from bridge.sources.base import SharedLanes
 
 if TYPE_CHECKING:
     from bridge.jetstream.checkpoints import JetStreamCheckpoints
@@ -251,7 +251,7 @@ class CutoverController:
         for pipeline in self._forward.get(service, ()):
             key = pipeline.route.key
             source = pipeline.source
-            if isinstance(source, KafkaTopicSource):
+            if isinstance(source, SharedLanes):
                 owned[key] = source.owned_lanes() or set()
                 every = source.all_lanes()
                 if every is None:

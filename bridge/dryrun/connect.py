@@ -5,12 +5,12 @@ What each probe does, and why it leaves no trace:
 - NATS: connect, list streams (`streams_info`), and plan the file's streams against them
   with bridge.jetstream.plan (the same field-by-field drift `streams plan` shows). Nothing
   is created or updated: only the planner's pure half and a read run.
-- RabbitMQ: connect (not robust: no reconnect), then per route a *passive* declare of the
-  exchange (shadow) or queue (queue/stream mode), each on its own channel because a 404
-  closes the channel. A passive declare never creates anything. The shadow queue is looked
-  up the same way, only to say whether `run` will declare it.
-- Kafka: an admin client reads cluster metadata (topics). No consumer is created, so no
-  group is joined and no offset is committed.
+- RabbitMQ (bridge.brokers.rabbitmq.probe): connect (not robust: no reconnect), then per route
+  a *passive* declare of the exchange (shadow) or queue (queue/stream mode), each on its own
+  channel because a 404 closes the channel. A passive declare never creates anything. The
+  shadow queue is looked up the same way, only to say whether `run` will declare it.
+- Kafka (bridge.brokers.kafka.probe): an admin client reads cluster metadata (topics). No
+  consumer is created, so no group is joined and no offset is committed.
 - Durability (bridge.durability.probe): the streams' replicas and storage from the same stream
   listing, each server's sync_interval from its monitoring endpoint (`nats.monitor_urls`), queue
   types and bound queues from RabbitMQ's management API (`management:` of the source), Kafka
@@ -28,34 +28,24 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import aio_pika
-import aiormq
-from aiokafka.errors import KafkaError
 from nats.errors import Error as NatsError
 from nats.js import api as js_api
 
-from bridge.brokers.kafka import client
-from bridge.brokers.kafka.names import full_match_pattern
+from bridge.brokers import source_broker
 from bridge.brokers.nats.admin import all_stream_infos
 from bridge.brokers.nats.client import connect_error_text, connect_nats
-from bridge.brokers.rabbitmq.client import amqp_url, open_connection
-from bridge.brokers.rabbitmq.names import shadow_queue_name
 from bridge.config.model import BridgeConfig
-from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode
-from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.decide import DEFAULT_MAX_PAYLOAD
 from bridge.dryrun.checks import offline_checks
 from bridge.dryrun.replay import ReplayReport, replay_file, replay_findings, replay_message
 from bridge.dryrun.report import DryRunReport, Finding, Severity
-from bridge.dryrun.sample import Sample
-from bridge.dryrun.sample_kafka import sample_kafka
-from bridge.dryrun.sample_rabbitmq import sample_rabbitmq
+from bridge.dryrun.sample import CONNECT_TIMEOUT, Sample, finding
 from bridge.dryrun.streams import route_streams
 from bridge.durability.assess import DurabilityReport
 from bridge.durability.legacy import NOT_REVEALED, Level
 from bridge.durability.probe import assemble, gather_legacy_and_sync
 from bridge.durability.sync import SYNC_UNKNOWN_NOTE
-from bridge.errors import BridgeError, RabbitMQConnectError
+from bridge.errors import BridgeError
 from bridge.jetstream.plan import Action, Plan, plan_streams
 from bridge.logs import Scrubber, config_secrets, redact_url
 
@@ -119,120 +109,6 @@ def plan_findings(plan: Plan) -> list[Finding]:
     return findings
 
 
-# --------------------------------------------------------------------------- RabbitMQ
-
-
-async def probe_rabbitmq(config: BridgeConfig, name: str, source: RabbitMQSource) -> list[Finding]:
-    """Connect to one RabbitMQ source and passively look up what its routes read."""
-    shown = redact_url(amqp_url(source))
-    subject = f"rabbitmq source '{name}'"
-    try:
-        connection = await open_connection(source, connect_timeout=PROBE_TIMEOUT)
-    except RabbitMQConnectError as error:
-        text = Scrubber(config_secrets(config)).scrub(error.reason)
-        return [Finding(Severity.ERROR, "connect", subject, f"cannot connect to RabbitMQ at {error.where}: {text}")]
-    findings = [Finding(Severity.INFO, "connect", subject, f"reachable at {shown}")]
-    try:
-        for service, route in config.routes():
-            if route.source != name or not isinstance(route.from_, FromRabbitMQ):
-                continue
-            findings += await _probe_route(connection, f"{service}/{route.name}", service, route.name, route.from_)
-    finally:
-        with contextlib.suppress(aiormq.exceptions.AMQPError, OSError, RuntimeError):
-            await connection.close()
-    return findings
-
-
-async def _exists(connection: aio_pika.abc.AbstractConnection, kind: str, name: str) -> bool | str:
-    """True/False for a passive declare of an exchange or queue; a string on another error."""
-    channel = await connection.channel()
-    try:
-        if kind == "exchange":
-            await channel.declare_exchange(name, passive=True)
-        else:
-            await channel.declare_queue(name, passive=True)
-    except aiormq.exceptions.ChannelNotFoundEntity:
-        return False
-    except (aiormq.exceptions.AMQPError, TimeoutError) as error:
-        return _error_text(error)
-    finally:
-        with contextlib.suppress(aiormq.exceptions.AMQPError, OSError, RuntimeError):
-            await channel.close()
-    return True
-
-
-async def _probe_route(
-    connection: aio_pika.abc.AbstractConnection, label: str, service: str, route: str, subscription: FromRabbitMQ
-) -> list[Finding]:
-    findings = []
-    mode = subscription.effective_mode
-    if mode is RabbitMQMode.SHADOW and subscription.exchange is not None:
-        wanted = [("exchange", subscription.exchange, True)]
-        wanted.append(("queue", subscription.queue or shadow_queue_name(service, route), False))
-    else:
-        wanted = [("queue", subscription.queue or "", True)]
-    for kind, name, required in wanted:
-        found = await asyncio.wait_for(_exists(connection, kind, name), PROBE_TIMEOUT)
-        if isinstance(found, str):
-            findings.append(Finding(Severity.ERROR, "exists", label, f"{kind} '{name}': {found}"))
-        elif not found and required:
-            findings.append(Finding(Severity.ERROR, "exists", label, f"{kind} '{name}' does not exist"))
-        elif not found:
-            findings.append(
-                Finding(Severity.INFO, "exists", label, f"shadow queue '{name}' does not exist yet: `run` declares it")
-            )
-        else:
-            note = "exists" if required else "exists (the bridge's own shadow queue)"
-            findings.append(Finding(Severity.INFO, "exists", label, f"{kind} '{name}' {note}"))
-    return findings
-
-
-# --------------------------------------------------------------------------- Kafka
-
-
-async def probe_kafka(config: BridgeConfig, name: str, source: KafkaSource) -> list[Finding]:
-    """Read one Kafka cluster's topic list and check the routes' topics against it."""
-    servers = ",".join(source.bootstrap_servers)
-    subject = f"kafka source '{name}'"
-    admin = client.admin(source, purpose="dry-run", request_timeout_ms=int(PROBE_TIMEOUT * 1000))
-    try:
-        await asyncio.wait_for(admin.start(), PROBE_TIMEOUT * 2)
-        topics = set(await asyncio.wait_for(admin.list_topics(), PROBE_TIMEOUT))
-    except (KafkaError, OSError, TimeoutError) as error:
-        text = Scrubber(config_secrets(config)).scrub(_error_text(error))
-        return [Finding(Severity.ERROR, "connect", subject, f"cannot reach Kafka at {servers}: {text}")]
-    finally:
-        with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
-            await admin.close()
-    findings = [Finding(Severity.INFO, "connect", subject, f"reachable at {servers}")]
-    for service, route in config.routes():
-        if route.source != name or not isinstance(route.from_, FromKafka):
-            continue
-        label = f"{service}/{route.name}"
-        if route.from_.topics:
-            for topic in route.from_.topics:
-                if topic in topics:
-                    findings.append(Finding(Severity.INFO, "exists", label, f"topic '{topic}' exists"))
-                else:
-                    findings.append(Finding(Severity.ERROR, "exists", label, f"topic '{topic}' does not exist"))
-        else:
-            regex = full_match_pattern(route.from_.topic_pattern or "")
-            matched = sorted(topic for topic in topics if regex.match(topic) and not topic.startswith("__"))
-            if matched:
-                shown = ", ".join(matched[:5]) + (" ..." if len(matched) > 5 else "")
-                findings.append(Finding(Severity.INFO, "exists", label, f"topic_pattern matches {shown}"))
-            else:
-                findings.append(
-                    Finding(
-                        Severity.WARNING,
-                        "exists",
-                        label,
-                        f"topic_pattern '{route.from_.topic_pattern}' matches no topic yet",
-                    )
-                )
-    return findings
-
-
 # --------------------------------------------------------------------------- all of it
 
 
@@ -265,10 +141,9 @@ async def probe_all(
     """Every broker at once: (findings, the stream plan or None, the server's streams' subjects,
     the durability posture)."""
     nats_task = probe_nats(config)
+    routes, scrub = list(config.routes()), Scrubber(config_secrets(config)).scrub
     source_probes = [
-        probe_rabbitmq(config, name, source)
-        if isinstance(source, RabbitMQSource)
-        else probe_kafka(config, name, source)
+        source_broker(name, source).probe(routes, seconds=PROBE_TIMEOUT, scrub=scrub)
         for name, source in config.sources.items()
     ]
     (nats_result, plan, server, infos), per_source, (views, by_server, problems) = await asyncio.gather(
@@ -281,8 +156,8 @@ async def probe_all(
         findings.append(Finding(Severity.ERROR, "connect", "nats", nats_result["error"]))
     if plan is not None:
         findings += plan_findings(plan)
-    for result in per_source:
-        findings += result
+    for looks in per_source:
+        findings += [finding(look) for look in looks]
     durability = assemble(config, route_streams(config, server), infos, views, by_server, problems)
     findings += durability_findings(durability)
     return findings, plan, server, durability
@@ -290,16 +165,14 @@ async def probe_all(
 
 async def sample_all(config: BridgeConfig, count: int, duration: float) -> Sample:
     """Every source at once (exchanges listen for `duration` in parallel)."""
+    routes = list(config.routes())
     jobs = [
-        sample_rabbitmq(name, source, config, count, duration)
-        if isinstance(source, RabbitMQSource)
-        else sample_kafka(name, source, config, count, duration)
+        source_broker(name, source).sample(routes, count=count, duration=duration, seconds=CONNECT_TIMEOUT)
         for name, source in config.sources.items()
     ]
     total = Sample()
-    for result in await asyncio.gather(*jobs):
-        total.messages += result.messages
-        total.findings += result.findings
+    for read in await asyncio.gather(*jobs):
+        total.add(read)
     return total
 
 

@@ -21,19 +21,19 @@ of source is read the one way that leaves it as it was:
 N is per place read (a topic, an exchange, a stream queue). Every sampled message then goes
 through the same replay as `--input`, so what is shown is what `run` would publish.
 
-This module holds what the two readers share; `sample_kafka` and `sample_rabbitmq` read, and
-`bridge.dryrun.connect` runs them together and replays what they read.
+The brokers read (`SourceBroker.sample`, in bridge/brokers/*/sample.py); this module turns what
+they read into replay records, and `bridge.dryrun.connect` runs them together and replays it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bridge.brokers.base import Look, SampledMessage, SampleRead
 from bridge.dryrun.records import AmqpRecord, KafkaRecord
-from bridge.dryrun.report import Finding
-from bridge.message import SourceMessage
+from bridge.dryrun.report import Finding, Severity
+from bridge.message import AmqpOrigin, KafkaOrigin, SourceMessage
 
-CHECK = "sample"
 CONNECT_TIMEOUT = 10.0
 
 
@@ -52,3 +52,44 @@ class Sample:
 
     messages: list[Sampled] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+
+    def add(self, read: SampleRead) -> None:
+        """What one broker read, as replay records and findings."""
+        self.messages += [_sampled(item) for item in read.messages]
+        self.findings += [finding(look) for look in read.looks]
+
+
+def finding(look: Look) -> Finding:
+    """A broker's answer as a dry-run finding (the levels are dry-run's severities)."""
+    return Finding(Severity(look.level.value), look.check, look.subject, look.text)
+
+
+def _sampled(item: SampledMessage) -> Sampled:
+    message = item.message
+    return Sampled(item.where, replay_record(message), message if item.exact else None)
+
+
+def replay_record(message: SourceMessage) -> KafkaRecord | AmqpRecord:
+    """The record a replay takes, of a message read live: a Kafka record as consumed, an AMQP
+    delivery from its exchange, or (stream routes) its queue."""
+    origin = message.origin
+    if isinstance(origin, KafkaOrigin):
+        return KafkaRecord(
+            topic=origin.topic,
+            partition=origin.partition,
+            offset=origin.offset,
+            key=origin.key,
+            value=message.body,
+            headers=tuple(message.headers),
+            timestamp_ms=origin.timestamp_ms,
+        )
+    assert isinstance(origin, AmqpOrigin)
+    queue = origin.queue
+    return AmqpRecord(
+        exchange=origin.exchange if queue is None else None,
+        routing_key=origin.routing_key,
+        queue=queue,
+        properties=dict(origin.properties),
+        headers=dict(message.headers),
+        body=message.body or b"",
+    )

@@ -24,6 +24,8 @@ What each legacy setting promises (MIGRATION.md has the table and the measured c
   the node is still one disk either way).
 - Transient (non-durable) queue: nothing to keep.
 
-The package: `legacy.py` (what a queue or topic promised), `sync.py` (what a stream keeps),
-`assess.py` (the advice and the report) are pure; `probe.py` asks the brokers for the facts.
+The package: `sync.py` (what a stream keeps), `assess.py` (the advice and the report) and
+`legacy.py` (the words they share) are pure; what a queue or topic promised is the brokers'
+description of it (bridge.brokers.legacy, read by each broker's `legacy.py`), and `probe.py`
+asks the brokers for the facts.
 """

@@ -6,8 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.brokers.legacy import LegacyKind, LegacySource, LegacyView
 from bridge.config.durations import format_duration
-from bridge.durability.legacy import DEFAULT_SYNC_INTERVAL, LegacyKind, LegacySource, LegacyView, Level
+from bridge.durability.legacy import DEFAULT_SYNC_INTERVAL, Level
 from bridge.durability.sync import StreamPosture
 
 

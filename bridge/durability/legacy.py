@@ -1,135 +1,16 @@
-"""What a legacy queue or topic promised about an acknowledged message (pure)."""
+"""The words the durability posture shares (pure): how much an advice matters, and what is
+assumed of a server that does not reveal its sync interval. What a legacy queue or topic
+promised is the brokers' description of it: bridge.brokers.legacy."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
 
 DEFAULT_SYNC_INTERVAL = timedelta(minutes=2)  # nats-server's default flush to disk (filestore)
 NOT_REVEALED = "not revealed to clients"
 
 
-class LegacyKind(StrEnum):
-    CLASSIC = "classic queue"
-    QUORUM = "quorum queue"
-    STREAM = "RabbitMQ stream"
-    KAFKA = "Kafka topic"
-
-
 class Level(StrEnum):
     WARNING = "warning"  # the stream keeps less than the legacy side promised
     NOTE = "note"  # worth knowing; changes no exit code
-
-
-@dataclass(frozen=True, slots=True)
-class LegacySource:
-    """One legacy queue or topic whose messages a route copies, as its broker describes it."""
-
-    kind: LegacyKind
-    name: str
-    durable: bool = True
-    copies: int | None = None  # quorum/stream members, mirrors + 1, Kafka replication factor
-    min_insync: int | None = None  # Kafka min.insync.replicas
-    fsync_each: bool = False  # Kafka flush.messages=1: every record fsynced before the ack
-
-    @property
-    def replicated(self) -> bool:
-        """Promises copies on more than one node: quorum queues and streams by design (even
-        while a single node runs them, their type is the promise), Kafka and mirrored classic
-        queues by their replication factor."""
-        if self.kind in (LegacyKind.QUORUM, LegacyKind.STREAM):
-            return True
-        return (self.copies or 1) >= 2
-
-    @property
-    def fsyncs(self) -> bool:
-        """Confirms only what reached the disk."""
-        if self.kind is LegacyKind.QUORUM:
-            return True
-        if self.kind is LegacyKind.CLASSIC:
-            return self.durable
-        return self.kind is LegacyKind.KAFKA and self.fsync_each
-
-    def describe(self) -> str:
-        """The legacy setting in words, for a posture line or a warning."""
-        name = f"{self.kind} '{self.name}'"
-        if self.kind is LegacyKind.QUORUM:
-            members = f"{self.copies} member(s), " if self.copies else ""
-            return f"{name} ({members}Raft: confirmed once a majority fsynced it)"
-        if self.kind is LegacyKind.STREAM:
-            members = f"{self.copies} member(s), " if self.copies else ""
-            return f"{name} ({members}replicated to a majority before the confirm, not fsynced)"
-        if self.kind is LegacyKind.KAFKA:
-            parts = [f"replication factor {self.copies}" if self.copies else "replication factor unknown"]
-            if self.min_insync is not None:
-                parts.append(f"min.insync.replicas {self.min_insync}")
-            parts.append("flush.messages 1: fsync per record" if self.fsync_each else "no fsync (page cache)")
-            return f"{name} ({', '.join(parts)})"
-        if not self.durable:
-            return f"{name} (transient: lost on a broker restart)"
-        mirrors = f", {self.copies - 1} mirror(s)" if self.copies and self.copies > 1 else ", one node"
-        return f"{name} (durable{mirrors}; persistent messages confirmed after fsync)"
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind.value,
-            "name": self.name,
-            "durable": self.durable,
-            "copies": self.copies,
-            "min_insync_replicas": self.min_insync,
-            "fsync_before_ack": self.fsyncs,
-            "replicated": self.replicated,
-            "text": self.describe(),
-        }
-
-
-def legacy_from_management(queue: Mapping[str, Any]) -> LegacySource:
-    """A queue as RabbitMQ's management API lists it (`type`, `durable`, `members` of a quorum
-    queue or stream, `slave_nodes` of a mirrored classic queue)."""
-    kind = {"quorum": LegacyKind.QUORUM, "stream": LegacyKind.STREAM}.get(
-        str(queue.get("type", "classic")), LegacyKind.CLASSIC
-    )
-    members, mirrors = queue.get("members"), queue.get("slave_nodes")
-    copies: int | None = None
-    if isinstance(members, list) and members:
-        copies = len(members)
-    elif kind is LegacyKind.CLASSIC:
-        copies = 1 + (len(mirrors) if isinstance(mirrors, list) else 0)
-    return LegacySource(kind, str(queue.get("name", "")), durable=queue.get("durable") is not False, copies=copies)
-
-
-def legacy_from_kafka(topic: str, partitions: Sequence[Mapping[str, Any]], configs: Mapping[str, str]) -> LegacySource:
-    """A topic as the admin API describes it: the smallest partition replica set is its
-    replication factor; `min.insync.replicas` and `flush.messages` from its configs."""
-    sizes = [len(p.get("replicas") or []) for p in partitions]
-    min_insync = configs.get("min.insync.replicas")
-    return LegacySource(
-        LegacyKind.KAFKA,
-        topic,
-        copies=min(sizes) if sizes else None,
-        min_insync=int(min_insync) if min_insync is not None and min_insync.isdigit() else None,
-        fsync_each=configs.get("flush.messages") == "1",
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class LegacyView:
-    """What is known of the legacy side of one route: its queues or topics, or why it is unknown.
-    No sources and no `unknown` means no legacy queue takes these messages (nothing promised)."""
-
-    sources: tuple[LegacySource, ...] = ()
-    unknown: str | None = None
-
-    def describe(self) -> str:
-        if self.unknown is not None:
-            known = "; ".join(source.describe() for source in self.sources)
-            return f"unknown: {self.unknown}" + (f" (known: {known})" if known else "")
-        if not self.sources:
-            return "no legacy queue takes these messages"
-        return "; ".join(source.describe() for source in self.sources)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"sources": [source.as_json() for source in self.sources], "unknown": self.unknown}

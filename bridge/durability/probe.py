@@ -4,13 +4,13 @@
   server setting JetStream never tells a client; a server's monitoring endpoint shows it
   (/varz `jetstream.config.sync_interval`, `sync_always`), so it is read only from the URLs
   listed in `nats.monitor_urls`, and is "unknown" without them.
-- RabbitMQ: a passive declare answers alike for a classic and a quorum queue, so queue types,
-  members and which legacy queues are bound to a shadowed exchange come from the management
-  API (`sources.<name>.management`). Without it a queue route's legacy side is unknown; a stream
-  route reads a stream queue by definition, so that one is known either way. Queues behind
-  exchange-to-exchange bindings are not followed.
-- Kafka: the admin client describes the topics (each partition's replica set) and their
-  `min.insync.replicas` and `flush.messages`. No consumer, no group.
+- RabbitMQ (bridge.brokers.rabbitmq.legacy): a passive declare answers alike for a classic and a
+  quorum queue, so queue types, members and which legacy queues are bound to a shadowed exchange
+  come from the management API (`sources.<name>.management`). Without it a queue route's legacy
+  side is unknown; a stream route reads a stream queue by definition, so that one is known
+  either way. Queues behind exchange-to-exchange bindings are not followed.
+- Kafka (bridge.brokers.kafka.legacy): the admin client describes the topics (each partition's
+  replica set) and their `min.insync.replicas` and `flush.messages`. No consumer, no group.
 
 Credentials travel in headers, never in a URL that is printed; errors show URLs with the
 password as `***`. Every look has a short timeout, and one that fails is a "problem" line
@@ -21,39 +21,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import aiohttp
-from aiokafka.errors import KafkaError
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
+from bridge.brokers import source_broker
 from bridge.brokers.http import HttpLookError, get_json, split_credentials
-from bridge.brokers.kafka.admin import describe_matching
-from bridge.brokers.rabbitmq.management import ManagementApi
-from bridge.brokers.rabbitmq.names import shadow_queue_name
+from bridge.brokers.legacy import LegacyView
 from bridge.config.model import BridgeConfig
-from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode, RouteConfig
-from bridge.config.sources import KafkaSource, RabbitMQSource
+from bridge.config.routes import RouteConfig
 from bridge.config.streams import StreamConfig
 from bridge.durability.assess import DurabilityReport, build_report
-from bridge.durability.legacy import (
-    NOT_REVEALED,
-    LegacyKind,
-    LegacySource,
-    LegacyView,
-    legacy_from_kafka,
-    legacy_from_management,
-)
+from bridge.durability.legacy import NOT_REVEALED
 from bridge.durability.sync import StreamPosture, SyncSetting, stream_sync, sync_from_varz
 from bridge.logs import redact_url
-from bridge.routing import ExchangeType
-from bridge.routing.shapes import binding_words, intersects
 
 TIMEOUT = 5.0  # seconds per look: dry-run and status must answer quickly, also when something is down
-KAFKA_CONFIGS = ("min.insync.replicas", "flush.messages")
 
 
 # --------------------------------------------------------------------------- NATS
@@ -125,96 +111,7 @@ def postures(
     return result
 
 
-# --------------------------------------------------------------------------- RabbitMQ
-
-
-def _takes(subscription: FromRabbitMQ, key: str) -> bool:
-    """Whether a legacy queue bound with `key` can receive what the route copies."""
-    if subscription.type in (ExchangeType.FANOUT, ExchangeType.HEADERS):
-        return True  # every message (fanout), or arguments too varied to compare: assume it may
-    words = tuple(binding_words(key, subscription.type))
-    return any(intersects(tuple(binding_words(mine, subscription.type)), words) for mine in subscription.bindings)
-
-
-async def _rabbit_views(
-    config: BridgeConfig, name: str, source: RabbitMQSource, routes: Sequence[tuple[str, str, FromRabbitMQ]]
-) -> tuple[dict[str, LegacyView], list[str]]:
-    views: dict[str, LegacyView] = {}
-    if source.management is None:
-        for label, _, subscription in routes:
-            if subscription.effective_mode is RabbitMQMode.STREAM:
-                views[label] = LegacyView((LegacySource(LegacyKind.STREAM, subscription.queue or ""),))
-            else:
-                views[label] = LegacyView(
-                    unknown=f"AMQP cannot tell a queue's type; set sources.{name}.management (the management API)"
-                )
-        return views, []
-    ours = {
-        route.from_.queue or shadow_queue_name(service, route.name)
-        for service, route in config.routes()
-        if isinstance(route.from_, FromRabbitMQ) and route.from_.effective_mode is RabbitMQMode.SHADOW
-    }
-    async with ManagementApi(source, TIMEOUT) as api:
-        try:
-            queues = await api.queues()
-        except HttpLookError as error:
-            return {label: LegacyView(unknown=str(error)) for label, _, _ in routes}, [str(error)]
-        bindings: dict[str, list[Mapping[str, Any]] | str] = {}
-        for label, _, subscription in routes:
-            if subscription.effective_mode is not RabbitMQMode.SHADOW:
-                queue = queues.get(subscription.queue or "")
-                views[label] = (
-                    LegacyView((legacy_from_management(queue),))
-                    if queue is not None
-                    else LegacyView(unknown=f"queue '{subscription.queue}' is not in the management API's list")
-                )
-                continue
-            exchange = subscription.exchange or ""
-            if exchange not in bindings:
-                try:
-                    bindings[exchange] = await api.exchange_bindings(exchange)
-                except HttpLookError as error:
-                    bindings[exchange] = str(error)
-            bound = bindings[exchange]
-            if isinstance(bound, str):
-                views[label] = LegacyView(unknown=bound)
-                continue
-            names = sorted(
-                {
-                    str(b.get("destination"))
-                    for b in bound
-                    if b.get("destination_type") == "queue"
-                    and str(b.get("destination")) not in ours
-                    and not str(b.get("destination")).startswith("nats-bridge.")
-                    and _takes(subscription, str(b.get("routing_key", "")))
-                }
-            )
-            views[label] = LegacyView(tuple(legacy_from_management(queues.get(q, {"name": q})) for q in names))
-    return views, []
-
-
-# --------------------------------------------------------------------------- Kafka
-
-
-async def _kafka_views(
-    source: KafkaSource, routes: Sequence[tuple[str, FromKafka]]
-) -> tuple[dict[str, LegacyView], list[str]]:
-    servers = ",".join(source.bootstrap_servers)
-    try:
-        found = await describe_matching(source, dict(routes), KAFKA_CONFIGS, TIMEOUT)
-    except (KafkaError, OSError, TimeoutError) as error:
-        # Not a problem line of its own: the Kafka probe of dry-run (and status's backlog) says it.
-        text = f"Kafka at {servers}: {str(error) or type(error).__name__}"
-        return {label: LegacyView(unknown=text) for label, _ in routes}, []
-    views = {
-        label: LegacyView(
-            tuple(legacy_from_kafka(t, found.partitions.get(t, []), found.configs.get(t, {})) for t in names)
-        )
-        if names
-        else LegacyView(unknown="no topic of the route exists yet")
-        for label, names in found.topics.items()
-    }
-    return views, []
+# --------------------------------------------------------------------------- the legacy side
 
 
 async def legacy_views(
@@ -222,18 +119,14 @@ async def legacy_views(
 ) -> tuple[dict[str, LegacyView], list[str]]:
     """route label (`service/route`) -> what its legacy side promises; and the problems. One
     management session or admin client per source."""
-    per_source: dict[str, list[tuple[str, str, RouteConfig]]] = {}
+    per_source: dict[str, list[tuple[str, RouteConfig]]] = {}
     for service, route in routes:
-        per_source.setdefault(route.source, []).append((f"{service}/{route.name}", service, route))
-    looks = []
-    for name, members in per_source.items():
-        source = config.sources[name]
-        if isinstance(source, RabbitMQSource):
-            rabbit = [(label, service, r.from_) for label, service, r in members if isinstance(r.from_, FromRabbitMQ)]
-            looks.append(_rabbit_views(config, name, source, rabbit))
-        else:
-            kafka = [(label, r.from_) for label, _, r in members if isinstance(r.from_, FromKafka)]
-            looks.append(_kafka_views(source, kafka))
+        per_source.setdefault(route.source, []).append((service, route))
+    every_route = list(config.routes())
+    looks = [
+        source_broker(name, config.sources[name]).legacy(members, every_route=every_route, seconds=TIMEOUT)
+        for name, members in per_source.items()
+    ]
     views: dict[str, LegacyView] = {}
     problems: list[str] = []
     for found, trouble in await asyncio.gather(*looks):

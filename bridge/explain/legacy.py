@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bridge.brokers import route_broker
 from bridge.config.model import BridgeConfig
 from bridge.config.routes import FromRabbitMQ, RabbitMQMode, RouteConfig
-from bridge.config.sources import RabbitMQSource
 from bridge.explain.outcome import amqp_miss_reason
 from bridge.explain.types import Definitions, LegacyRouting, Mismatch, RouteOutcome
 from bridge.importers.topology_paths import Routed, Tap
@@ -15,9 +15,9 @@ from bridge.importers.topology_routing import CHOOSING_TYPES, feeding_exchanges,
 from bridge.routing import ExchangeType
 
 
-def route_vhost(config: BridgeConfig, route: RouteConfig) -> str | None:
-    source = config.sources.get(route.source)
-    return source.effective_vhost if isinstance(source, RabbitMQSource) else None
+def route_vhost(config: BridgeConfig, service: str, route: RouteConfig) -> str | None:
+    """The RabbitMQ vhost the route reads (None for Kafka), as its broker says."""
+    return route_broker(config, service, route).vhost
 
 
 def _taps(config: BridgeConfig, vhost: str) -> list[Tap]:
@@ -28,7 +28,7 @@ def _taps(config: BridgeConfig, vhost: str) -> list[Tap]:
         subscription = route.from_
         if not isinstance(subscription, FromRabbitMQ) or subscription.effective_mode is not RabbitMQMode.SHADOW:
             continue
-        if subscription.exchange is None or route_vhost(config, route) != vhost:
+        if subscription.exchange is None or route_vhost(config, service, route) != vhost:
             continue
         bindings: tuple[tuple[str, Mapping[str, Any]], ...]
         if subscription.type is ExchangeType.HEADERS:
@@ -54,6 +54,7 @@ def legacy_routing(
 
 def legacy_miss_reason(
     config: BridgeConfig,
+    service: str,
     route: RouteConfig,
     name: str,
     routed: Routed,
@@ -63,7 +64,7 @@ def legacy_miss_reason(
     """None when the route takes the message as RabbitMQ routes it, else why not."""
     assert isinstance(route.from_, FromRabbitMQ)
     subscription = route.from_
-    vhost = route_vhost(config, route)
+    vhost = route_vhost(config, service, route)
     if vhost != routed.vhost:
         return f"reads vhost '{vhost}', not '{routed.vhost}'"
     if routed.refused is not None:
@@ -108,11 +109,11 @@ def mismatches_of(
     if reached and not copied:
         shadowed = {
             route.from_.exchange
-            for _, route in config.routes()
+            for service, route in config.routes()
             if isinstance(route.from_, FromRabbitMQ)
             and route.from_.effective_mode is RabbitMQMode.SHADOW
             and route.from_.exchange is not None
-            and route_vhost(config, route) == routed.vhost
+            and route_vhost(config, service, route) == routed.vhost
         }
         upstream = sorted(shadowed & feeding_exchanges(definitions.topology, routed.vhost, routed.exchange))
         if routed.types.get(routed.exchange) in CHOOSING_TYPES:

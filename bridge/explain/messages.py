@@ -45,7 +45,9 @@ def explain_amqp(
             continue
         name = compiled.key
         if legacy is not None and definitions is not None:
-            reason = legacy_miss_reason(config, route, name, legacy.routed, routing_key, dict(header_items))
+            reason = legacy_miss_reason(
+                config, compiled.service, route, name, legacy.routed, routing_key, dict(header_items)
+            )
         else:
             reason = amqp_miss_reason(route.from_, exchange, routing_key, dict(header_items), queue)
         if reason is not None:

@@ -21,17 +21,13 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from bridge.brokers import BROKER_ERRORS, route_broker
-from bridge.brokers.kafka.groups import group_position
-from bridge.brokers.kafka.names import default_group
-from bridge.brokers.kafka.ranges import group_offsets
+from bridge.brokers.handover import GroupHandover
 from bridge.brokers.nats.client import close_quietly, connect_for_command
-from bridge.brokers.rabbitmq.queues import legacy_queue
 from bridge.config.consumer_refs import replaced_route
 from bridge.config.consumers import ConsumerConfig
 from bridge.config.model import BridgeConfig
-from bridge.config.routes import FromKafka, RouteConfig
+from bridge.config.routes import RouteConfig
 from bridge.config.services import Phase
-from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.cutover.store import PhaseStore
 from bridge.errors import BridgeError
 from bridge.handoff.durable import HandoffResult, position_kafka_durable, position_queue_durable
@@ -117,7 +113,7 @@ async def handoff(
             result = await position_kafka_durable(js, plan, declared)
         else:
             result = await position_queue_durable(js, plan, declared)
-        after = await _legacy_lag(config, consumer, route)
+        after = await _legacy_lag(config, service, consumer, route)
         return Handoff(service, name, plan, dataclasses.replace(result, legacy_lag_after=after))
     finally:
         await close_quietly(nc)
@@ -141,46 +137,35 @@ async def _plan(
     route: RouteConfig,
     from_earliest_available: bool,
 ) -> HandoffPlan:
-    source = config.sources[route.source]
     replaces = consumer.replaces
     assert replaces is not None
     filters = consumer.filter_subjects or next(s.subjects for s in config.streams if s.name == consumer.stream)
     try:
-        if isinstance(source, KafkaSource):
-            subscription = route.from_
-            assert isinstance(subscription, FromKafka)
-            assert replaces.group is not None
-            topics = replaces.topics or subscription.topics
-            group = await group_position(source, replaces.group, topics, seconds=LEGACY_TIMEOUT)
-            bridge_group = subscription.group or default_group(service, route.name)
-            stored, _ = await group_offsets(source, bridge_group, purpose="handoff", seconds=LEGACY_TIMEOUT)
+        found = await route_broker(config, service, route).legacy_position(replaces, seconds=LEGACY_TIMEOUT)
+        if isinstance(found, GroupHandover):
             return await plan_kafka_handoff(
                 js,
                 stream=consumer.stream,
                 durable=consumer.name,
                 filters=filters,
-                group=group,
-                stored_through=stored,
+                group=found.group,
+                stored_through=found.stored,
                 from_earliest_available=from_earliest_available,
             )
-        assert isinstance(source, RabbitMQSource)
-        assert replaces.queue is not None
-        queue = await legacy_queue(source, replaces.queue)
         head_id = None
-        if queue.head is not None:
+        if found.queue.head is not None:
             try:
-                head_id = compile_plan(config).route(f"{service}/{route.name}").map(queue.head).msg_id
+                head_id = compile_plan(config).route(f"{service}/{route.name}").map(found.queue.head).msg_id
             except MappingError:
                 head_id = None
-        backlog = await route_broker(config, service, route).backlog()
         return await plan_queue_handoff(
             js,
             stream=consumer.stream,
             durable=consumer.name,
             filters=filters,
-            queue=queue,
+            queue=found.queue,
             head_msg_id=head_id,
-            shadow_backlog=backlog.total,
+            shadow_backlog=found.shadow_backlog,
         )
     except _LEGACY_FAILURES as error:
         raise BridgeError(
@@ -188,21 +173,14 @@ async def _plan(
         ) from None
 
 
-async def _legacy_lag(config: BridgeConfig, consumer: ConsumerConfig, route: RouteConfig) -> int | None:
+async def _legacy_lag(config: BridgeConfig, service: str, consumer: ConsumerConfig, route: RouteConfig) -> int | None:
     """The legacy lag read again (None when it cannot be read: the result then says only the first)."""
-    source, replaces = config.sources[route.source], consumer.replaces
+    replaces = consumer.replaces
     assert replaces is not None
     try:
-        if isinstance(source, KafkaSource) and replaces.group is not None:
-            subscription = route.from_
-            assert isinstance(subscription, FromKafka)
-            group = await group_position(source, replaces.group, replaces.topics or subscription.topics)
-            return sum(group.lag(lane) or 0 for lane in group.committed)
-        if isinstance(source, RabbitMQSource) and replaces.queue is not None:
-            return (await legacy_queue(source, replaces.queue, peek=False)).depth
+        return await route_broker(config, service, route).legacy_lag(replaces)
     except _LEGACY_FAILURES:
         return None
-    return None
 
 
 def _only_catching_up(plan: HandoffPlan) -> bool:

@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
 from bridge.brokers.kafka import client
+from bridge.brokers.kafka.admin import topic_configs
 from bridge.config.durations import MAX_DURATION, format_duration
 from bridge.config.limits import INT64_MAX
 from bridge.config.sources import KafkaSource
@@ -80,12 +79,7 @@ async def read_topics(bootstrap: str, pattern: str | None = None) -> list[TopicI
             return []
         described = await admin.describe_topics(names)
         partitions = {item["topic"]: len(item["partitions"]) for item in described}
-        resources = [ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(CONFIG_NAMES)) for name in names]
-        configs: dict[str, dict[str, str]] = {name: {} for name in names}
-        for response in await admin.describe_configs(resources):
-            for error_code, _message, _type, name, entries in response.resources:
-                if error_code == 0 and name in configs:
-                    configs[name] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+        configs = await topic_configs(admin, names, CONFIG_NAMES)
     finally:
         await admin.close()
     return [TopicInfo(name, partitions.get(name, 1), configs[name]) for name in names]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bridge.message import SourceMessage
 
@@ -136,4 +136,19 @@ class Source(Protocol):
     @property
     def reconnects(self) -> int:
         """Times the source connected again after losing its connection."""
+        ...
+
+
+@runtime_checkable
+class SharedLanes(Protocol):
+    """A source whose lanes are shared out among the instances reading the route (a Kafka
+    group's partitions): each instance reports its own for a cut-over's drain. A source without
+    it (a queue) has one backlog figure, the same for every instance."""
+
+    def owned_lanes(self) -> set[str] | None:
+        """The lane labels this instance reads now; None before start."""
+        ...
+
+    def all_lanes(self) -> set[str] | None:
+        """Every lane label of the route, whoever owns it; None while not known."""
         ...

@@ -15,19 +15,18 @@ import typer
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 
-from bridge.brokers import BROKER_ERRORS
-from bridge.brokers.kafka.names import default_group
+from bridge.brokers import BROKER_ERRORS, route_broker
+from bridge.brokers.base import RangeRead
 from bridge.brokers.nats.client import connect_nats
 from bridge.cli_output import print_config_errors, print_json
 from bridge.config import load_config
 from bridge.config.model import BridgeConfig
-from bridge.config.routes import FromKafka, MsgIdStrategy
-from bridge.config.sources import KafkaSource, RabbitMQSource
+from bridge.config.routes import MsgIdStrategy
 from bridge.errors import BridgeError, ConfigError
 from bridge.logs import Scrubber, config_secrets, redact_url
 from bridge.verify.claims import RouteCheck, build_checks
 from bridge.verify.kafka import KafkaRouteReader
-from bridge.verify.limits import CONNECT_TIMEOUT, FETCH_TIMEOUT
+from bridge.verify.limits import CONNECT_TIMEOUT, FETCH_TIMEOUT, READS
 from bridge.verify.output import render
 from bridge.verify.rabbitmq import compare_stream_queue
 from bridge.verify.repair import RepairReport, repair
@@ -125,16 +124,12 @@ async def _verify(config: BridgeConfig, service: str | None) -> VerifyReport:
     readers: dict[str, KafkaRouteReader] = {}
     try:
         for check in checks:
-            source = config.sources[check.route.config.source]
-            subscription = check.route.config.from_
-            if check.error is None and isinstance(source, KafkaSource) and isinstance(subscription, FromKafka):
-                group = subscription.group or default_group(check.route.service, check.route.config.name)
-                readers[check.key] = KafkaRouteReader(check, source, group)
+            if check.error is None and check.kind == "kafka":
+                readers[check.key] = KafkaRouteReader(check, _ranges(config, check))
         prepared = await asyncio.gather(*(reader.prepare() for reader in readers.values()), return_exceptions=True)
         for reader, outcome in zip(readers.values(), prepared, strict=True):
             if isinstance(outcome, BaseException):
-                servers = ",".join(reader.source.bootstrap_servers)
-                reader.check.error = f"Kafka at {servers}: {_error_text(_expected_failure(outcome))}"
+                reader.check.error = f"{reader.ranges.where}: {_error_text(_expected_failure(outcome))}"
         js = nc.jetstream(timeout=FETCH_TIMEOUT)
         scans = await scan_all(js, config, checks)
         stream_notes(checks, scans)
@@ -156,6 +151,11 @@ async def _verify(config: BridgeConfig, service: str | None) -> VerifyReport:
     return report
 
 
+def _ranges(config: BridgeConfig, check: RouteCheck) -> RangeRead:
+    """The route's source, read by position as verify reads it."""
+    return route_broker(config, check.route.service, check.route.config).ranges(purpose="verify", limits=READS)
+
+
 async def _compare(
     check: RouteCheck, config: BridgeConfig, reader: KafkaRouteReader | None, max_payload: int
 ) -> list[LaneParity]:
@@ -165,9 +165,7 @@ async def _compare(
     try:
         if reader is not None:
             return await reader.compare(config.streams, max_payload)
-        source = config.sources[check.route.config.source]
-        assert isinstance(source, RabbitMQSource)
-        return [await compare_stream_queue(check, source, config.streams, max_payload)]
+        return [await compare_stream_queue(check, _ranges(config, check), config.streams, max_payload)]
     except _SOURCE_FAILURES as error:
         raise BridgeError(f"source '{check.route.config.source}': {_error_text(error)}") from None
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,11 +28,8 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
-from bridge.brokers.kafka.ranges import RangeReader
-from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
+from bridge.brokers import route_broker
 from bridge.config.model import BridgeConfig
-from bridge.config.routes import FromRabbitMQ
-from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.config.streams import StreamConfig
 from bridge.headers import RECOPIED_HEADER
 from bridge.jetstream.publish_types import InFlight, PublishFailure
@@ -41,10 +37,9 @@ from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.mapping import CompiledRoute
 from bridge.message import OutboundMessage, SourceMessage
 from bridge.verify.expect import expectation
-from bridge.verify.limits import CONNECT_TIMEOUT, KAFKA_STALL, STREAM_IDLE, STREAM_STALL
-from bridge.verify.rabbitmq import _NoCheckpoints
+from bridge.verify.limits import READS
 from bridge.verify.ranges import format_ranges
-from bridge.verify.report import RouteParity, VerifyReport
+from bridge.verify.report import VerifyReport
 
 PUBLISH_ATTEMPTS = 5  # per record: a timeout or a refusal is retried, with the same Msg-Id
 ACK_TIMEOUT = 10.0
@@ -152,68 +147,22 @@ async def repair(
                 if not lane.missing:
                     continue
                 fixed = LaneRepair(parity.route, lane.lane, list(lane.missing))
-                records = await _read_missing(config, route, parity, lane.lane, lane.missing)
+                records = await _read_missing(config, route, lane.lane, lane.missing)
                 await _republish(config.streams, route, records, fixed, publisher, nc)
                 result.lanes.append(fixed)
     return result
 
 
 async def _read_missing(
-    config: BridgeConfig, route: CompiledRoute, parity: RouteParity, lane: str, missing: list[tuple[int, int]]
+    config: BridgeConfig, route: CompiledRoute, lane: str, missing: list[tuple[int, int]]
 ) -> dict[int, SourceMessage | None]:
-    """The source's messages at the missing positions (None: filtered by the source)."""
-    source = config.sources[route.config.source]
-    if parity.kind == "kafka":
-        assert isinstance(source, KafkaSource)
-        return await _read_kafka(source, lane, missing)
-    assert isinstance(source, RabbitMQSource)
-    return await _read_stream_queue(source, route, lane, missing)
-
-
-def _wanted(position: int, missing: list[tuple[int, int]]) -> bool:
-    return any(first <= position <= last for first, last in missing)
-
-
-async def _read_kafka(
-    source: KafkaSource, lane: str, missing: list[tuple[int, int]]
-) -> dict[int, SourceMessage | None]:
-    topic, _, partition_text = lane.rpartition("/")
+    """The source's messages at the missing positions (None: filtered by the source), read by
+    the route's broker; a range Kafka no longer holds raises rather than reading another."""
+    broker = route_broker(config, route.service, route.config)
     found: dict[int, SourceMessage | None] = {}
-    reader = RangeReader(source, purpose="repair", seconds=CONNECT_TIMEOUT, stall=KAFKA_STALL, reset="none")
-    async with reader:
-        async for _, offset, message in reader.read({(topic, int(partition_text)): missing}):
-            found[offset] = message
-    return found
-
-
-async def _read_stream_queue(
-    source: RabbitMQSource, route: CompiledRoute, queue: str, missing: list[tuple[int, int]]
-) -> dict[int, SourceMessage | None]:
-    subscription = route.config.from_
-    assert isinstance(subscription, FromRabbitMQ)
-    first, last = missing[0][0], missing[-1][1]
-    reader = RabbitMQRouteSource(
-        route.config.source, source, subscription.model_copy(update={"stream_offset": first}), queue
-    )
-    found: dict[int, SourceMessage | None] = {}
-    try:
-        await asyncio.wait_for(reader.start(_NoCheckpoints()), CONNECT_TIMEOUT * 2)
-        idle_since = time.monotonic()
-        done = False
-        while not done and time.monotonic() - idle_since < STREAM_IDLE:
-            batch = await asyncio.wait_for(reader.fetch(1000, 0.5), STREAM_STALL)
-            if batch:
-                idle_since = time.monotonic()
-            for received in batch:
-                if received.position > last:
-                    done = True
-                    break
-                if _wanted(received.position, missing):
-                    found[received.position] = received.message
-            if batch:
-                await reader.settle({queue: batch[-1].position})  # credit only: a stream keeps what is read
-    finally:
-        await reader.close()
+    async with broker.ranges(purpose="repair", limits=READS, strict=True) as reader:
+        async for _, position, message in reader.read({reader.lane(lane): missing}):
+            found[position] = message
     return found
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from bridge.brokers.kafka.sample import sample_topics
+from bridge.brokers.rabbitmq.sample import sample_places
 from bridge.config import load_config_text
-from bridge.dryrun.sample_kafka import _kafka_topics
-from bridge.dryrun.sample_rabbitmq import _rabbitmq_places
 from bridge.routing import ExchangeType
 
 MAPPING = """
@@ -27,12 +27,12 @@ services:
 def test_kafka_topics_are_the_existing_ones_the_routes_read_patterns_matched_whole() -> None:
     config = load_config_text(MAPPING, "m.yaml", {})
     existing = ["orders", "pay-eu", "pay-eu.retry", "xpay-1", "__consumer_offsets", "other"]
-    assert _kafka_topics(config, "kafka", existing) == ["orders", "pay-eu", "pay-eu.retry"]
+    assert sample_topics("kafka", list(config.routes()), existing) == ["orders", "pay-eu", "pay-eu.retry"]
 
 
 def test_rabbitmq_places_group_exchanges_and_leave_drained_queues_alone() -> None:
     config = load_config_text(MAPPING, "m.yaml", {})
-    places = _rabbitmq_places(config, "rabbit")
+    places = sample_places("rabbit", list(config.routes()))
     assert places.exchanges == {"ex": (ExchangeType.TOPIC, {"x.#"}), "direct-ex": (ExchangeType.DIRECT, {"k1", "k2"})}
     assert places.streams == {"s1"}
     assert places.queues == {"work": "svc/g"}

@@ -8,17 +8,11 @@ from datetime import timedelta
 
 import pytest
 
+from bridge.brokers.kafka.legacy import legacy_from_kafka
+from bridge.brokers.legacy import LegacyKind, LegacySource, LegacyView
+from bridge.brokers.rabbitmq.legacy import legacy_from_management
 from bridge.durability.assess import Advice, assess, build_report
-from bridge.durability.legacy import (
-    DEFAULT_SYNC_INTERVAL,
-    NOT_REVEALED,
-    LegacyKind,
-    LegacySource,
-    LegacyView,
-    Level,
-    legacy_from_kafka,
-    legacy_from_management,
-)
+from bridge.durability.legacy import DEFAULT_SYNC_INTERVAL, NOT_REVEALED, Level
 from bridge.durability.sync import StreamPosture, SyncSetting, stream_sync, sync_from_varz, weakest
 
 ALWAYS = SyncSetting(True)

@@ -1,7 +1,7 @@
 """Read-only and clean-up requests on Kafka, made from outside any running bridge: a route's
 backlog (end offsets against the bridge group's committed offsets, no group joined), the topics
-behind the durability posture, and the deletion of the bridge group's offsets when a service is
-retired."""
+behind the durability posture (and their configs, which the importer reads too), and the
+deletion of the bridge group's offsets when a service is retired."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, for_code
 from aiokafka.protocol.admin import DeleteGroupsRequest
@@ -119,14 +120,22 @@ async def describe_matching(
         if names:
             for item in await asyncio.wait_for(admin.describe_topics(names), seconds):
                 found.partitions[item["topic"]] = list(item["partitions"])
-            resources = [
-                ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(config_names)) for topic in names
-            ]
-            for response in await asyncio.wait_for(admin.describe_configs(resources), seconds):
-                for error_code, _message, _type, topic, entries in response.resources:
-                    if error_code == 0 and topic in found.configs:
-                        found.configs[topic] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+            found.configs = await asyncio.wait_for(topic_configs(admin, names, config_names), seconds)
         return found
     finally:
         with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
             await admin.close()
+
+
+async def topic_configs(
+    admin: AIOKafkaAdminClient, names: Sequence[str], config_names: Sequence[str]
+) -> dict[str, dict[str, str]]:
+    """The named configs of each topic in `names` that Kafka describes (a topic it does not, or
+    a config without a value, is left empty), on a started admin client."""
+    configs: dict[str, dict[str, str]] = {name: {} for name in names}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(config_names)) for name in names]
+    for response in await admin.describe_configs(resources):
+        for error_code, _message, _type, name, entries in response.resources:
+            if error_code == 0 and name in configs:
+                configs[name] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+    return configs

@@ -1,5 +1,6 @@
 """Reading given offset ranges of partitions, outside any group (assign + seek, read_committed, as
-the bridge reads): what verify compares with the streams and repair copies again.
+the bridge reads): what verify compares with the streams and repair copies again. `KafkaRanges`
+is a route's RangeRead over it (bridge.brokers.base).
 
 A range ends by position, not by the last record seen: transaction markers and compacted gaps
 have offsets but no records. A read that gets nothing for `stall` seconds is given up with a
@@ -16,10 +17,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from bridge.brokers.base import HeldLane, HeldLanes, ReadLimits
 from bridge.brokers.kafka import client
 from bridge.brokers.kafka.records import kafka_message
+from bridge.config.routes import FromKafka
 from bridge.config.sources import KafkaSource
 from bridge.message import SourceMessage
+from bridge.routing import kafka_topic_matches
+from bridge.sources.base import Lane
 
 Partition = tuple[str, int]  # (topic, partition), the Kafka lane
 
@@ -115,3 +120,82 @@ class RangeReader:
             if pending and time.monotonic() - progress > self._stall:
                 where = ", ".join(f"{tp.topic}/{tp.partition}" for tp in pending)
                 raise TimeoutError(f"Kafka delivered nothing for {self._stall:g}s while reading {where}")
+
+
+class KafkaRanges:
+    """A Kafka route read by offset (bridge.brokers.base.RangeRead): its own group's committed
+    offsets through the admin API (no group is joined, nothing committed), the records through
+    one groupless RangeReader, started when first needed (the group is asked first: a cluster
+    that does not answer is reported by the admin client, and no consumer starts for nothing)."""
+
+    def __init__(
+        self,
+        source: KafkaSource,
+        subscription: FromKafka,
+        group: str,
+        *,
+        purpose: str,
+        limits: ReadLimits,
+        strict: bool,
+    ) -> None:
+        self._source = source
+        self._subscription = subscription
+        self._group = group
+        self._purpose = purpose
+        self._seconds = limits.seconds
+        self._reader = RangeReader(
+            source, purpose=purpose, seconds=limits.seconds, stall=limits.stall, reset="none" if strict else "earliest"
+        )
+        self._started = False
+
+    @property
+    def where(self) -> str:
+        return f"Kafka at {','.join(self._source.bootstrap_servers)}"
+
+    async def __aenter__(self) -> KafkaRanges:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._started:
+            self._started = False
+            await self._reader.__aexit__()
+
+    async def _started_reader(self) -> RangeReader:
+        if not self._started:
+            await self._reader.__aenter__()
+            self._started = True
+        return self._reader
+
+    def lane(self, label: str) -> Lane:
+        topic, _, partition = label.rpartition("/")
+        return topic, int(partition)
+
+    async def held(self) -> HeldLanes:
+        """Every partition of the topics the route reads, with its beginning and the group's
+        committed offset (None: nothing committed there)."""
+        committed, partitions = await group_offsets(
+            self._source, self._group, purpose=self._purpose, seconds=self._seconds
+        )
+        subscription = self._subscription
+        held = HeldLanes(settled_by=f"group {self._group}")
+        absent = [topic for topic in subscription.topics if topic not in partitions]
+        if absent:
+            held.notes.append(f"topic(s) {', '.join(absent)} do not exist on the cluster.")
+        lanes = [
+            (topic, partition)
+            for topic in sorted(partitions)
+            if kafka_topic_matches(topic, subscription.topics, subscription.topic_pattern)
+            for partition in partitions[topic]
+        ]
+        if lanes:
+            beginnings = await (await self._started_reader()).beginnings(lanes)
+            held.lanes = {lane: HeldLane(beginnings[lane], committed.get(lane)) for lane in lanes}
+        return held
+
+    async def read(
+        self, ranges: Mapping[Lane, Sequence[tuple[int, int]]]
+    ) -> AsyncIterator[tuple[Lane, int, SourceMessage | None]]:
+        partitions = {(str(lane[0]), int(lane[1])): spans for lane, spans in ranges.items() if isinstance(lane, tuple)}
+        reader = await self._started_reader()
+        async for partition, offset, message in reader.read(partitions):
+            yield partition, offset, message

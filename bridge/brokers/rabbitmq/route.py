@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.brokers.base import Backlog
+from bridge.brokers.base import Backlog, ReadLimits
+from bridge.brokers.handover import QueueHandover
 from bridge.brokers.rabbitmq.admin import delete_shadow_queue, queue_depth
 from bridge.brokers.rabbitmq.names import shadow_queue_name
+from bridge.brokers.rabbitmq.queues import legacy_queue
+from bridge.brokers.rabbitmq.ranges import StreamRanges
 from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
+from bridge.config.consumers import ReplacesConfig
 from bridge.config.routes import FromRabbitMQ, RabbitMQMode
 from bridge.config.sources import RabbitMQSource
 
@@ -30,6 +34,10 @@ class RabbitMQRoute:
         assert self.subscription.queue is not None  # the model requires it outside shadow mode
         return self.subscription.queue
 
+    @property
+    def vhost(self) -> str:
+        return self.config.effective_vhost
+
     def source(self) -> RabbitMQRouteSource:
         return RabbitMQRouteSource(self.name, self.config, self.subscription, self.queue)
 
@@ -43,3 +51,21 @@ class RabbitMQRoute:
         if mode is not RabbitMQMode.SHADOW:
             return f"left {mode} queue '{self.subscription.queue}' alone: it is the legacy side's"
         return await delete_shadow_queue(self.config, self.queue, self.subscription)
+
+    async def legacy_position(self, replaces: ReplacesConfig, *, seconds: float) -> QueueHandover:
+        """The legacy queue's depth and head (its own timeouts: `seconds` is Kafka's), and this
+        route's backlog."""
+        assert replaces.queue is not None  # the model asks a RabbitMQ route's consumer for a queue
+        queue = await legacy_queue(self.config, replaces.queue)
+        backlog = await self.backlog()
+        return QueueHandover(queue, backlog.total)
+
+    async def legacy_lag(self, replaces: ReplacesConfig) -> int | None:
+        if replaces.queue is None:
+            return None
+        return (await legacy_queue(self.config, replaces.queue, peek=False)).depth
+
+    def ranges(self, *, purpose: str, limits: ReadLimits, strict: bool = False) -> StreamRanges:
+        """A stream queue's offsets (nothing to read by position in shadow and queue mode);
+        `purpose` and `strict` mean nothing here: a stream read starts at the first offset held."""
+        return StreamRanges(self.name, self.config, self.subscription, self.queue, limits=limits)

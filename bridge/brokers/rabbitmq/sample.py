@@ -1,10 +1,12 @@
 """`dry-run --sample` on RabbitMQ: a copy of what each exchange routes while it listens, and the
-last messages of each stream queue; a queue a route drains is left alone (see bridge.dryrun.sample)."""
+last messages of each stream queue; a queue a route drains is left alone (bridge.dryrun.sample
+says why each broker is read the way it is)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,21 +14,19 @@ import aio_pika
 import aiormq
 from aiormq.abc import DeliveredMessage
 
+from bridge.brokers.base import Level, Look, SampledMessage, SampleRead
 from bridge.brokers.rabbitmq.client import open_connection
 from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, stream_offset_of
-from bridge.config.model import BridgeConfig
-from bridge.config.routes import FromRabbitMQ, RabbitMQMode
+from bridge.config.routes import FromRabbitMQ, RabbitMQMode, RouteConfig
 from bridge.config.sources import RabbitMQSource
-from bridge.dryrun.records import AmqpRecord
-from bridge.dryrun.report import Finding, Severity
-from bridge.dryrun.sample import CHECK, CONNECT_TIMEOUT, Sample, Sampled
 from bridge.errors import RabbitMQConnectError
-from bridge.message import AmqpOrigin, SourceMessage
 from bridge.routing import ExchangeType
+
+CHECK = "sample"
 
 
 @dataclass(slots=True)
-class _Places:
+class Places:
     """What one RabbitMQ source's routes read: exchanges (with type and the direct keys), stream
     queues, and the queues that are left alone."""
 
@@ -35,9 +35,9 @@ class _Places:
     queues: dict[str, str] = field(default_factory=dict)  # queue -> a route reading it
 
 
-def _rabbitmq_places(config: BridgeConfig, source_name: str) -> _Places:
-    places = _Places()
-    for service, route in config.routes():
+def sample_places(source_name: str, routes: Sequence[tuple[str, RouteConfig]]) -> Places:
+    places = Places()
+    for service, route in routes:
         subscription = route.from_
         if route.source != source_name or not isinstance(subscription, FromRabbitMQ):
             continue
@@ -53,15 +53,21 @@ def _rabbitmq_places(config: BridgeConfig, source_name: str) -> _Places:
 
 
 async def sample_rabbitmq(
-    name: str, source: RabbitMQSource, config: BridgeConfig, count: int, duration: float
-) -> Sample:
+    name: str,
+    source: RabbitMQSource,
+    routes: Sequence[tuple[str, RouteConfig]],
+    *,
+    count: int,
+    duration: float,
+    seconds: float,
+) -> SampleRead:
     """Copies of what each exchange routes for `duration`, and the last messages of each stream."""
-    sample = Sample()
-    places = _rabbitmq_places(config, name)
+    sample = SampleRead()
+    places = sample_places(name, routes)
     for queue, route in sorted(places.queues.items()):
-        sample.findings.append(
-            Finding(
-                Severity.INFO,
+        sample.looks.append(
+            Look(
+                Level.INFO,
                 CHECK,
                 route,
                 f"queue '{queue}' not sampled: reading it would take messages from its consumers; "
@@ -71,11 +77,11 @@ async def sample_rabbitmq(
     if not places.exchanges and not places.streams:
         return sample
     try:
-        connection = await open_connection(source, connect_timeout=CONNECT_TIMEOUT)
+        connection = await open_connection(source, connect_timeout=seconds)
     except RabbitMQConnectError as error:
         subject = f"rabbitmq source '{name}'"
         message = f"cannot connect to RabbitMQ at {error.where}: {error.reason}"
-        sample.findings.append(Finding(Severity.ERROR, CHECK, subject, message))
+        sample.looks.append(Look(Level.ERROR, CHECK, subject, message))
         return sample
     try:
         jobs = [
@@ -85,7 +91,7 @@ async def sample_rabbitmq(
         jobs += [_sample_stream(connection, queue, count, duration) for queue in sorted(places.streams)]
         for result in await asyncio.gather(*jobs):
             sample.messages += result.messages
-            sample.findings += result.findings
+            sample.looks += result.looks
     finally:
         with contextlib.suppress(aiormq.exceptions.AMQPError, OSError, RuntimeError):
             await connection.close()
@@ -138,8 +144,8 @@ async def _sample_exchange(
     keys: set[str],
     count: int,
     duration: float,
-) -> Sample:
-    sample = Sample()
+) -> SampleRead:
+    sample = SampleRead()
     subject = f"exchange '{exchange}'"
     channel = await connection.channel(publisher_confirms=False)
     try:
@@ -159,10 +165,10 @@ async def _sample_exchange(
             await queue.bind(exchange, routing_key=key, arguments=arguments)
         delivered = await _collect(channel, queue.name, count, duration)
     except aiormq.exceptions.ChannelNotFoundEntity:
-        sample.findings.append(Finding(Severity.ERROR, CHECK, subject, f"exchange '{exchange}' does not exist"))
+        sample.looks.append(Look(Level.ERROR, CHECK, subject, f"exchange '{exchange}' does not exist"))
         return sample
     except (aiormq.exceptions.AMQPError, ConnectionError) as error:
-        sample.findings.append(Finding(Severity.ERROR, CHECK, subject, f"cannot sample: {error}"))
+        sample.looks.append(Look(Level.ERROR, CHECK, subject, f"cannot sample: {error}"))
         return sample
     finally:
         if not channel.is_closed:
@@ -170,12 +176,12 @@ async def _sample_exchange(
                 await channel.close()
     for item in delivered:
         message = amqp_message(item, None, dict(item.header.properties.headers or {}), None)
-        record = _amqp_record(message)
-        sample.messages.append(Sampled(f"amqp {exchange} '{record.routing_key}'", record))
+        where = f"amqp {exchange} '{item.delivery.routing_key or ''}'"  # type: ignore[union-attr]
+        sample.messages.append(SampledMessage(where, message, exact=False))
     scope = "" if kind is not ExchangeType.DIRECT else f" (direct: only keys {', '.join(sorted(keys))})"
-    sample.findings.append(
-        Finding(
-            Severity.INFO,
+    sample.looks.append(
+        Look(
+            Level.INFO,
             CHECK,
             subject,
             f"{len(delivered)} message(s) copied in {duration:g}s by a temporary exclusive queue{scope}",
@@ -186,10 +192,10 @@ async def _sample_exchange(
 
 async def _sample_stream(
     connection: aio_pika.abc.AbstractConnection, stream: str, count: int, duration: float
-) -> Sample:
+) -> SampleRead:
     """The last `count` messages of a stream queue: first its end (from the last chunk), then
     from `end - count + 1` up to that end."""
-    sample = Sample()
+    sample = SampleRead()
     subject = f"stream queue '{stream}'"
     channel = await connection.channel(publisher_confirms=False)
     try:
@@ -199,16 +205,16 @@ async def _sample_stream(
         )
         offsets = [offset for offset, _ in map(stream_offset_of, tail) if offset is not None]
         if not offsets:
-            sample.findings.append(Finding(Severity.INFO, CHECK, subject, "the stream is empty"))
+            sample.looks.append(Look(Level.INFO, CHECK, subject, "the stream is empty"))
             return sample
         end = max(offsets)
         start = max(0, end - count + 1)
         delivered = await _collect(channel, stream, count, duration, {STREAM_OFFSET_HEADER: start}, until_offset=end)
     except aiormq.exceptions.ChannelNotFoundEntity:
-        sample.findings.append(Finding(Severity.ERROR, CHECK, subject, f"queue '{stream}' does not exist"))
+        sample.looks.append(Look(Level.ERROR, CHECK, subject, f"queue '{stream}' does not exist"))
         return sample
     except (aiormq.exceptions.AMQPError, ConnectionError) as error:
-        sample.findings.append(Finding(Severity.ERROR, CHECK, subject, f"cannot sample: {error}"))
+        sample.looks.append(Look(Level.ERROR, CHECK, subject, f"cannot sample: {error}"))
         return sample
     finally:
         if not channel.is_closed:
@@ -222,20 +228,6 @@ async def _sample_stream(
             continue
         seen.add(offset)
         message = amqp_message(item, stream, headers, offset)
-        sample.messages.append(Sampled(f"amqp stream {stream}@{offset}", _amqp_record(message, stream), message))
-    sample.findings.append(Finding(Severity.INFO, CHECK, subject, f"sampled offsets {start}..{end} ({len(seen)})"))
+        sample.messages.append(SampledMessage(f"amqp stream {stream}@{offset}", message, exact=True))
+    sample.looks.append(Look(Level.INFO, CHECK, subject, f"sampled offsets {start}..{end} ({len(seen)})"))
     return sample
-
-
-def _amqp_record(message: SourceMessage, queue: str | None = None) -> AmqpRecord:
-    """The replay record of a delivery: from its exchange, or (stream routes) its queue."""
-    origin = message.origin
-    assert isinstance(origin, AmqpOrigin)
-    return AmqpRecord(
-        exchange=origin.exchange if queue is None else None,
-        routing_key=origin.routing_key,
-        queue=queue,
-        properties=dict(origin.properties),
-        headers=dict(message.headers),
-        body=message.body or b"",
-    )

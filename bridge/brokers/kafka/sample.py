@@ -1,33 +1,33 @@
 """`dry-run --sample` on Kafka: the last records of each topic the routes read, by a consumer
-without a group, assigned to every partition: nothing committed, no legacy consumer disturbed."""
+without a group, assigned to every partition: nothing committed, no legacy consumer disturbed
+(bridge.dryrun.sample says why each broker is read the way it is)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from bridge.brokers.base import Level, Look, SampledMessage, SampleRead
 from bridge.brokers.kafka import client
 from bridge.brokers.kafka.names import full_match_pattern
 from bridge.brokers.kafka.records import kafka_message
-from bridge.config.model import BridgeConfig
-from bridge.config.routes import FromKafka
+from bridge.config.routes import FromKafka, RouteConfig
 from bridge.config.sources import KafkaSource
-from bridge.dryrun.records import KafkaRecord
-from bridge.dryrun.report import Finding, Severity
-from bridge.dryrun.sample import CHECK, CONNECT_TIMEOUT, Sample, Sampled
+
+CHECK = "sample"
 
 
-def _kafka_topics(config: BridgeConfig, source_name: str, existing: Iterable[str]) -> list[str]:
+def sample_topics(source_name: str, routes: Sequence[tuple[str, RouteConfig]], existing: Iterable[str]) -> list[str]:
     """The topics the routes of one Kafka source read, as they exist on the cluster now."""
     existing = set(existing)
     wanted: set[str] = set()
-    for _, route in config.routes():
+    for _, route in routes:
         subscription = route.from_
         if route.source != source_name or not isinstance(subscription, FromKafka):
             continue
@@ -39,23 +39,31 @@ def _kafka_topics(config: BridgeConfig, source_name: str, existing: Iterable[str
     return sorted(wanted)
 
 
-async def sample_kafka(name: str, source: KafkaSource, config: BridgeConfig, count: int, duration: float) -> Sample:
+async def sample_kafka(
+    name: str,
+    source: KafkaSource,
+    routes: Sequence[tuple[str, RouteConfig]],
+    *,
+    count: int,
+    duration: float,
+    seconds: float,
+) -> SampleRead:
     """The last `count` records of each topic the source's routes read (by timestamp across
     its partitions), read without a consumer group."""
-    sample = Sample()
+    sample = SampleRead()
     consumer = client.consumer(
         source,
         purpose="dry-run-sample",
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
-        request_timeout_ms=int(CONNECT_TIMEOUT * 1000),
+        request_timeout_ms=int(seconds * 1000),
     )
     admin = client.admin(source, purpose="dry-run-sample")
     servers = ",".join(source.bootstrap_servers)
     try:
-        await asyncio.wait_for(asyncio.gather(consumer.start(), admin.start()), CONNECT_TIMEOUT * 2)
-        topics = _kafka_topics(config, name, await admin.list_topics())
+        await asyncio.wait_for(asyncio.gather(consumer.start(), admin.start()), seconds * 2)
+        topics = sample_topics(name, routes, await admin.list_topics())
         described = await admin.describe_topics(topics) if topics else []
         partitions = [
             TopicPartition(item["topic"], partition["partition"])
@@ -65,9 +73,7 @@ async def sample_kafka(name: str, source: KafkaSource, config: BridgeConfig, cou
         records = await _read_tails(consumer, partitions, count, duration) if partitions else {}
     except (KafkaError, OSError, TimeoutError) as error:
         text = str(error) or type(error).__name__
-        sample.findings.append(
-            Finding(Severity.ERROR, CHECK, f"kafka source '{name}'", f"cannot read {servers}: {text}")
-        )
+        sample.looks.append(Look(Level.ERROR, CHECK, f"kafka source '{name}'", f"cannot read {servers}: {text}"))
         return sample
     finally:
         with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
@@ -77,12 +83,10 @@ async def sample_kafka(name: str, source: KafkaSource, config: BridgeConfig, cou
     for topic in topics:
         newest = sorted(records.get(topic, []), key=lambda r: (r.timestamp, r.partition, r.offset))[-count:]
         for record in sorted(newest, key=lambda r: (r.partition, r.offset)):
-            message = kafka_message(record)
-            sample.messages.append(
-                Sampled(f"kafka {record.topic}/{record.partition}@{record.offset}", _kafka_record(record), message)
-            )
-        sample.findings.append(
-            Finding(Severity.INFO, CHECK, f"kafka topic '{topic}'", f"sampled the last {len(newest)} record(s)")
+            where = f"kafka {record.topic}/{record.partition}@{record.offset}"
+            sample.messages.append(SampledMessage(where, kafka_message(record), exact=True))
+        sample.looks.append(
+            Look(Level.INFO, CHECK, f"kafka topic '{topic}'", f"sampled the last {len(newest)} record(s)")
         )
     return sample
 
@@ -111,15 +115,3 @@ async def _read_tails(
             if await consumer.position(tp) >= remaining[tp]:
                 del remaining[tp]
     return found
-
-
-def _kafka_record(record: Any) -> KafkaRecord:
-    return KafkaRecord(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        headers=tuple(record.headers),
-        timestamp_ms=record.timestamp,
-    )
