@@ -46,6 +46,8 @@ from bridge.cutover.store import PhaseStore
 from bridge.durability.assess import DurabilityReport
 from bridge.durability.probe import read_report
 from bridge.jetstream.consumer_state import ConsumerPlace, consumer_places
+from bridge.mapping import CompiledRoute
+from bridge.plan import Plan, compile_plan
 from bridge.route_shapes import streams_reached
 
 
@@ -106,9 +108,8 @@ class ServiceStatus:
         }
 
 
-def _capturing_streams(config: BridgeConfig, service: str, route_name: str) -> list[str]:
-    route = next(r for r in config.services[service].routes if r.name == route_name)
-    return [stream.name for stream in streams_reached(service, route, config.streams)]
+def _capturing_streams(plan: Plan, route: CompiledRoute) -> list[str]:
+    return [stream.name for stream in streams_reached(route.service, route.config, plan.streams)]
 
 
 async def _stream_state(js: JetStreamContext, name: str) -> tuple[int, int] | None:
@@ -117,6 +118,25 @@ async def _stream_state(js: JetStreamContext, name: str) -> tuple[int, int] | No
     except NotFoundError:
         return None
     return info.state.messages, info.state.last_seq
+
+
+def _stream_looks(
+    names: list[str],
+    first: dict[str, tuple[int, int] | None],
+    second: dict[str, tuple[int, int] | None],
+    elapsed: float,
+) -> list[dict[str, Any]]:
+    """Each stream's second look (messages, last sequence) and its rate of new sequences since the first."""
+    looks: list[dict[str, Any]] = []
+    for stream in names:
+        state, earlier = second.get(stream), first.get(stream)
+        if state is None:
+            looks.append({"name": stream, "exists": False})
+            continue
+        messages, last_seq = state
+        rate = (last_seq - earlier[1]) / elapsed if earlier is not None else None
+        looks.append({"name": stream, "exists": True, "messages": messages, "last_seq": last_seq, "rate": rate})
+    return looks
 
 
 async def _dead_letters(js: JetStreamContext, config: BridgeConfig, service: str, route: str) -> int:
@@ -129,14 +149,18 @@ async def _dead_letters(js: JetStreamContext, config: BridgeConfig, service: str
 
 
 async def gather_status(
-    config: BridgeConfig, js: JetStreamContext, *, service: str | None = None, interval: float = 2.0
+    config: BridgeConfig | Plan, js: JetStreamContext, *, service: str | None = None, interval: float = 2.0
 ) -> list[ServiceStatus]:
     """Two looks `interval` apart at every route of every (or one) service."""
+    plan = compile_plan(config)
+    config = plan.config
+    compiled = plan.of_service(service)
     store = PhaseStore(js, create=False)
     services = [service] if service is not None else list(config.services)
     views = {name: await store.view(name) for name in services}
-    routes = [(name, route) for name in services for route in config.services[name].routes]
-    stream_names = sorted({s for name, route in routes for s in _capturing_streams(config, name, route.name)})
+    routes = [(route.service, route.config) for route in compiled]
+    captured = {route.key: _capturing_streams(plan, route) for route in compiled}
+    stream_names = sorted({name for names in captured.values() for name in names})
 
     async def backlog(name: str, route: RouteConfig) -> Backlog:
         record = views[name][1]
@@ -154,8 +178,7 @@ async def gather_status(
     first_backlogs, first_states, first_at = await look()
     # The durability looks (stream info, monitoring endpoints, management API, topic configs)
     # run while the rates' interval passes.
-    labels = {f"{name}/{route.name}": _capturing_streams(config, name, route.name) for name, route in routes}
-    posture_task = asyncio.ensure_future(read_report(config, js, routes, labels))
+    posture_task = asyncio.ensure_future(read_report(config, js, routes, captured))
     try:
         await asyncio.sleep(interval)
         backlogs, states, at = await look()
@@ -175,17 +198,7 @@ async def gather_status(
             rate = None
             if before.error is None and now.error is None and not now.note:
                 rate = (now.total - before.total) / elapsed
-            streams = []
-            for stream in _capturing_streams(config, name, route.name):
-                state, earlier = states.get(stream), first_states.get(stream)
-                if state is None:
-                    streams.append({"name": stream, "exists": False})
-                    continue
-                messages, last_seq = state
-                stream_rate = (last_seq - earlier[1]) / elapsed if earlier is not None else None
-                streams.append(
-                    {"name": stream, "exists": True, "messages": messages, "last_seq": last_seq, "rate": stream_rate}
-                )
+            streams = _stream_looks(captured[f"{name}/{route.name}"], first_states, states, elapsed)
             try:
                 dead = await _dead_letters(js, config, name, route.name)
             except (NatsError, TimeoutError):

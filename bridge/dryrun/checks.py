@@ -49,22 +49,25 @@ from bridge.dryrun.streams import (
     check_window,
     stream_subjects,
 )
+from bridge.plan import Plan, compile_plan
 from bridge.route_shapes import route_shapes
 
 DEFAULT_OUTAGE_BUDGET = timedelta(minutes=2)
 
 
 def offline_checks(
-    config: BridgeConfig,
+    config: BridgeConfig | Plan,
     *,
     outage_budget: timedelta = DEFAULT_OUTAGE_BUDGET,
     server_streams: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Finding]:
     """Every offline check. `server_streams` (name -> subjects, from --connect) adds the
     server's streams the file does not declare to the capture and overlap checks."""
+    plan = compile_plan(config)
+    config = plan.config
     streams = stream_subjects(config, server_streams or {})
-    shapes = {f"{service}/{route.name}": route_shapes(service, route) for service, route in config.routes()}
-    routes = {f"{service}/{route.name}": (service, route) for service, route in config.routes()}
+    shapes = {route.key: route_shapes(route.service, route.config) for route in plan}
+    routes = {route.key: (route.service, route.config) for route in plan}
     captures = capture_map(shapes, streams)
     findings: list[Finding] = []
     findings += check_capture(captures, streams)

@@ -48,6 +48,7 @@ from bridge.durability.sync import SYNC_UNKNOWN_NOTE
 from bridge.errors import BridgeError
 from bridge.jetstream.plan import Action, Plan, plan_streams
 from bridge.logs import Scrubber, config_secrets, redact_url
+from bridge.plan import compile_plan
 
 PROBE_TIMEOUT = 5.0  # seconds per broker: a dry-run must answer quickly, also when a broker is down
 
@@ -180,8 +181,9 @@ async def sample_into(report: ReplayReport, config: BridgeConfig, count: int, du
     """Read the sample and replay it into `report`: messages numbered in reading order."""
     sample = await sample_all(config, count, duration)
     report.findings += sample.findings
+    routes = compile_plan(config)  # once for the whole sample, not per message
     for number, sampled in enumerate(sample.messages, start=1):
-        replayed = replay_message(config, number, sampled.record, max_payload=report.max_payload, exact=sampled.message)
+        replayed = replay_message(routes, number, sampled.record, max_payload=report.max_payload, exact=sampled.message)
         report.messages.append(replayed)
         report.where.append(sampled.where)
     report.findings += replay_findings(report.messages, report.input_file)
@@ -203,9 +205,10 @@ async def dry_run(
     replayed through the mapping (bridge.dryrun.replay, offline), with `sample` messages read
     live without consuming (bridge.dryrun.sample); either way the report is a ReplayReport."""
     report = DryRunReport(file)
+    routes = compile_plan(config)
     if replay_input is not None:
         report = ReplayReport(file, input_file=str(replay_input), max_payload=max_payload)
-        replay_file(config, report, replay_input, max_payload=max_payload)
+        replay_file(routes, report, replay_input, max_payload=max_payload)
     elif sample is not None:
         label = f"live sample of up to {sample} message(s) per topic, exchange or stream queue"
         report = ReplayReport(file, input_file=label, max_payload=max_payload)
@@ -217,5 +220,5 @@ async def dry_run(
         report.plan = plan.as_json() if plan is not None else None
         report.drift = plan
         report.durability = durability
-    report.findings[:0] = offline_checks(config, outage_budget=outage_budget, server_streams=server)
+    report.findings[:0] = offline_checks(routes, outage_budget=outage_budget, server_streams=server)
     return report

@@ -232,7 +232,7 @@ def replay_findings(messages: Sequence[ReplayedMessage], input_file: str) -> lis
 
 
 def replay_file(
-    config: BridgeConfig, report: ReplayReport, path: Path, *, max_payload: int = DEFAULT_MAX_PAYLOAD
+    config: BridgeConfig | Plan, report: ReplayReport, path: Path, *, max_payload: int = DEFAULT_MAX_PAYLOAD
 ) -> None:
     """Replay every line of `path` into `report`: messages, summary findings, and an error per bad line."""
     errors: list[Finding] = []
