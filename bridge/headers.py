@@ -45,6 +45,10 @@ ORIGIN_HEADER = "nats-bridge-origin"
 # purpose: this header says so, and verify's order check does not count it as a reorder.
 RECOPIED_HEADER = "Bridge-Recopied"
 ORIGIN_NATS = "nats"
+# What a reverse route writes also names the stream message it copies, `<stream>:<sequence>`:
+# the position `handoff` reads at a legacy consumer's head (a Kafka group's committed offset, a
+# queue's first message) to start its JetStream durable exactly there.
+STREAM_POSITION_HEADER = "nats-bridge-stream-seq"
 FORWARDED_HEADERS = ("Kafka-Topic", "Amqp-Exchange")
 _TOKEN_CHARS = frozenset(b"!#$&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 

@@ -13,7 +13,7 @@ import typer
 
 from bridge import __version__
 from bridge.cli_output import EXIT_INVALID, print_error
-from bridge.commands import consumers, cutover, dryrun, explain, handoff, run, streams, validate, verify
+from bridge.commands import consumers, cutover, dryrun, explain, handoff, reverse, run, streams, validate, verify
 from bridge.commands.imports import import_app
 from bridge.errors import BridgeError
 
@@ -36,6 +36,7 @@ app.add_typer(consumers.consumers_app)
 app.command()(cutover.cutover)
 app.command()(cutover.status)
 app.command("handoff")(handoff.handoff_command)
+app.command("reverse")(reverse.reverse_command)
 app.command("verify")(verify.verify_cmd)
 app.command()(validate.schema)
 

@@ -39,6 +39,7 @@ from bridge.config.model import BridgeConfig
 from bridge.config.services import Phase, ReverseRouteConfig
 from bridge.cutover.drain import WHOLE, DrainTracker, RouteView, lanes_text, next_drain_record
 from bridge.cutover.phases import PhaseRecord
+from bridge.cutover.reverse_switch import SwitchFollower
 from bridge.cutover.state import REPORT, BridgeReport, PhaseState, Rejection, with_report
 from bridge.cutover.store import PhaseStore
 from bridge.cutover.supervisor import ReverseRunnable, Supervisor
@@ -89,6 +90,7 @@ class CutoverController:
         self._bad_reports: dict[str, int] = {}  # per service, the invalid report revision last logged
         self._trackers: dict[str, DrainTracker] = {}
         self._waiting_for: dict[str, str] = {}  # per service, the uncovered lanes last logged
+        self._switches = SwitchFollower(store, self._switch_rejected)
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -206,10 +208,21 @@ class CutoverController:
             self._monitor.phase_rejected(service, rejection.kind)
         return report, revision
 
+    def _switch_rejected(self, service: str, rejection: Rejection) -> None:
+        log.error(
+            "service %s: ignored %s revision %d (%s): %s; the reverse route keeps running or not as before",
+            service,
+            rejection.key,
+            rejection.revision,
+            rejection.kind,
+            rejection.reason,
+        )
+        self._monitor.phase_rejected(service, rejection.kind)
+
     async def _align_reverse(self, service: str, phase: Phase) -> None:
         for route in self._config.services[service].reverse:
             name = f"reverse {service}/{route.name}"
-            if phase in route.during:
+            if phase in route.during and await self._switches.running(service, route.name):
                 if not self._supervisor.running(name):
                     log.info("service %s: reverse route %s starts (phase %s)", service, route.name, phase)
                     await self._supervisor.stop(name)  # a unit that ended by itself is started afresh
@@ -219,7 +232,7 @@ class CutoverController:
                     self._supervisor.start(name, unit)
                     self._monitor.reverse[(service, route.name)] = (unit.stats, True)
             elif self._supervisor.running(name):
-                log.info("service %s: reverse route %s stops (phase %s)", service, route.name, phase)
+                log.info("service %s: reverse route %s stops (phase %s, or switched off)", service, route.name, phase)
                 await self._supervisor.stop(name)
                 stats, _ = self._monitor.reverse[(service, route.name)]
                 self._monitor.reverse[(service, route.name)] = (stats, False)

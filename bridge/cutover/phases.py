@@ -79,12 +79,12 @@ CleanupField = Annotated[dict[Key, Reason], Field(max_length=MAX_ENTRIES)]
 QuietFor = Annotated[float, Field(ge=0, le=MAX_QUIET_FOR, allow_inf_nan=False)]
 
 
-class _Document(BaseModel):
+class StrictDocument(BaseModel):
     # Strict: `"true"` is no boolean, `"30"` no number, and a misspelt field is an error.
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-class PhaseDocument(_Document):
+class PhaseDocument(StrictDocument):
     """A phase record as stored under `phase.<service>` (what `cutover` writes)."""
 
     phase: Annotated[Phase, Field(strict=False)]  # the enum's value, as text
@@ -102,7 +102,7 @@ class PhaseDocument(_Document):
     retired_cleanup: CleanupField = {}
 
 
-class ReportDocument(_Document):
+class ReportDocument(StrictDocument):
     """What bridges report about one phase of a service (bridge.cutover.store.BridgeReport)."""
 
     phase_revision: Annotated[int, Field(ge=1)]
@@ -125,7 +125,7 @@ def _problems(error: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def parse_document(data: bytes | None, model: type[_Document], limit: int) -> _Document:
+def parse_document(data: bytes | None, model: type[StrictDocument], limit: int) -> StrictDocument:
     """`data` read against `model`, within `limit` bytes; InvalidRecordError saying why not."""
     if not data:
         raise InvalidRecordError("empty value")

@@ -235,7 +235,24 @@ class PhaseStore:
                 continue
         return records
 
+    async def latest(self, key: str) -> Entry | None:
+        """The latest entry of any key of the phase bucket (None: never written, or no bucket)."""
+        stream = await self._stream(BUCKET)
+        if stream is None:
+            return None
+        return await self._get(stream, f"$KV.{BUCKET}.{key}")
+
     # ------------------------------------------------------------------ writing
+
+    async def put_key(self, key: str, data: bytes, revision: int) -> int:
+        """Write `data` under `key` of the phase bucket if the key is still at `revision` (0: absent)."""
+        kv = await self._bucket()
+        try:
+            if revision == 0:
+                return await kv.create(key, data)
+            return await kv.update(key, data, last=revision)
+        except (KeyWrongLastSequenceError, KeyNotFoundError):
+            raise PhaseConflictError(f"{key} changed meanwhile (another operator); look again and retry") from None
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:

@@ -53,7 +53,7 @@ from bridge.config.services import ReverseRouteConfig
 from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.deadletters import ERROR_HEADER, REASON_HEADER, ROUTE_HEADER, SUBJECT_HEADER, DeadLetterReason
 from bridge.errors import TargetUnavailableError
-from bridge.headers import FORWARDED_HEADERS
+from bridge.headers import FORWARDED_HEADERS, STREAM_POSITION_HEADER
 from bridge.jetstream.declare import declare_streams
 from bridge.reverse.consumer import PullSubscription, bind_consumer, consumer_config, durable_name
 from bridge.routing.key_template import KeyTemplate, TemplateRenderError
@@ -227,11 +227,12 @@ class ReverseRoute:
         problem = self.target.key_problem(key)
         if problem is not None:
             raise TemplateRenderError(f"{problem}: {key!r:.80}", self._template.text if self._template else "")
+        metadata = msg.metadata
+        position = f"{metadata.stream}:{metadata.sequence.stream}"  # the same on every redelivery
         msg_id = headers.get(MSG_ID_HEADER) if headers else None
-        if msg_id is None:
-            metadata = msg.metadata
-            msg_id = f"{metadata.stream}:{metadata.sequence.stream}"  # the same on every redelivery
-        return LegacyMessage(key=key, payload=msg.data, headers=legacy_headers(headers), msg_id=msg_id)
+        written = legacy_headers(headers)
+        written[STREAM_POSITION_HEADER] = position
+        return LegacyMessage(key=key, payload=msg.data, headers=written, msg_id=msg_id or position)
 
     # ------------------------------------------------------------------ writing
 

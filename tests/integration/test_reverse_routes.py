@@ -36,7 +36,7 @@ from bridge.config import load_config_text
 from bridge.config.services import ReverseRouteConfig, ReverseTo
 from bridge.config.sources import KafkaSource, RabbitMQSource
 from bridge.errors import BridgeError, TargetUnavailableError
-from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS
+from bridge.headers import ORIGIN_HEADER, ORIGIN_NATS, STREAM_POSITION_HEADER
 from bridge.reverse.route import ReverseRoute
 from bridge.runner import Bridge, RunSettings
 from bridge.targets import legacy_headers
@@ -278,7 +278,9 @@ async def test_rabbitmq_legacy_queue_gets_every_message_in_order_with_headers_me
             f"{stream}:{i + 1}" if i % 10 == 0 else f"order-{i}" for i in range(500)
         ]
         assert [amqp_headers(m) for m in messages] == [
-            {"tenant": "acme", "n": str(i), ORIGIN_HEADER: ORIGIN_NATS} for i in range(500)
+            # The stream position it copies, for `handoff` in the drain phase; the origin marker.
+            {"tenant": "acme", "n": str(i), STREAM_POSITION_HEADER: f"{stream}:{i + 1}", ORIGIN_HEADER: ORIGIN_NATS}
+            for i in range(500)
         ]
         assert {m.delivery_mode for m in messages} == {aio_pika.DeliveryMode.PERSISTENT}
         stats = route.stats
@@ -373,7 +375,11 @@ async def test_kafka_topic_gets_every_message_keyed_by_subject_token_in_order_pe
     for n, record in by_n.items():
         assert record.key == f"k{n % 5}".encode()
         assert record.value == f"body-{n}".encode()
-        assert record.headers == (("n", str(n).encode()), (ORIGIN_HEADER, ORIGIN_NATS.encode()))  # no Nats-Msg-Id
+        assert record.headers == (  # no Nats-Msg-Id; the stream position it copies; the origin marker
+            ("n", str(n).encode()),
+            (STREAM_POSITION_HEADER, f"{stream}:{n + 1}".encode()),
+            (ORIGIN_HEADER, ORIGIN_NATS.encode()),
+        )
     for key in range(5):  # one key, one partition: in publish order
         in_partition_order = [
             int(dict(r.headers)["n"])
