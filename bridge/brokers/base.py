@@ -26,6 +26,7 @@ from bridge.brokers.handover import Handover
 from bridge.brokers.legacy import LegacyView
 from bridge.config.consumers import ReplacesConfig
 from bridge.config.routes import RouteConfig
+from bridge.config.services import ReverseTo
 from bridge.message import SourceMessage
 from bridge.sources.base import Lane, Source
 
@@ -139,6 +140,11 @@ class RouteBroker(Protocol):
         """Where the legacy consumer `replaces` names stands (a group's committed offsets, a
         queue's depth and head, taken and put back), and what the bridge holds for the route:
         what a handoff plans from. Raises for a broker problem."""
+        ...
+
+    def fed_by(self, target: ReverseTo, replaces: ReplacesConfig) -> str | None:
+        """Where a reverse route writing to `target` reaches the legacy consumer `replaces` names
+        (the exchange the route reads, a topic the group reads), for people; None: it does not."""
         ...
 
     async def legacy_lag(self, replaces: ReplacesConfig) -> int | None:

@@ -30,7 +30,14 @@ from bridge.config.routes import RouteConfig
 from bridge.config.services import Phase
 from bridge.cutover.store import PhaseStore
 from bridge.errors import BridgeError
-from bridge.handoff.durable import HandoffResult, position_kafka_durable, position_queue_durable
+from bridge.handoff.drain import feeding_reverse, plan_drain, reverse_held_off, written_through
+from bridge.handoff.drain_plan import DrainHandoffPlan
+from bridge.handoff.durable import (
+    HandoffResult,
+    position_drain_durable,
+    position_kafka_durable,
+    position_queue_durable,
+)
 from bridge.handoff.kafka_plan import KafkaHandoffPlan, plan_kafka_handoff
 from bridge.handoff.queue_plan import QueueHandoffPlan, plan_queue_handoff
 from bridge.jetstream.consumer_plan import HANDOFF_METADATA, to_nats_consumer
@@ -42,7 +49,7 @@ LEGACY_TIMEOUT = 15.0
 # Refusals `--wait` waits out: the bridge has not stored up to the legacy position yet.
 _CATCHING_UP = ("the bridge has stored up to", "wait for the bridge to catch up", "(--wait)")
 
-HandoffPlan = KafkaHandoffPlan | QueueHandoffPlan
+HandoffPlan = KafkaHandoffPlan | QueueHandoffPlan | DrainHandoffPlan
 _LEGACY_FAILURES: tuple[type[BaseException], ...] = (*BROKER_ERRORS, OSError, TimeoutError, BridgeError)
 
 
@@ -99,7 +106,8 @@ async def handoff(
     nc = await connect_for_command(config)
     try:
         js = nc.jetstream()
-        await _refuse_outside_shadow(js, config, service)
+        if await _phase(js, service) is Phase.DRAIN:
+            return await _drain_handoff(js, config, service, consumer, route, plan_only, from_earliest_available, wait)
         deadline = time.monotonic() + wait
         while True:
             plan = await _plan(js, config, service, consumer, route, from_earliest_available)
@@ -119,14 +127,71 @@ async def handoff(
         await close_quietly(nc)
 
 
-async def _refuse_outside_shadow(js: JetStreamContext, config: BridgeConfig, service: str) -> None:
+async def _phase(js: JetStreamContext, service: str) -> Phase:
     record, _ = await PhaseStore(js, create=False).get(service)
-    if record.phase is not Phase.SHADOW:
+    if record.phase is Phase.RETIRED:
         raise BridgeError(
-            f"service '{service}' is in phase {record.phase}: handoff moves consumers in the shadow phase, "
-            "while the stream holds the forward copy of everything the legacy consumer received (move a "
-            "service's consumers before its producers)"
+            f"service '{service}' is retired: its legacy side is no longer copied, so there is no position to take "
+            "over from (hand consumers off in shadow, or in drain while a reverse route feeds them)"
         )
+    return record.phase
+
+
+async def _drain_handoff(
+    js: JetStreamContext,
+    config: BridgeConfig,
+    service: str,
+    consumer: ConsumerConfig,
+    route: RouteConfig,
+    plan_only: bool,
+    from_earliest_available: bool,
+    wait: float,
+) -> Handoff:
+    """In drain: the reverse route feeding the legacy consumer held off while positions are read."""
+    reverse = feeding_reverse(config, service, consumer, route)
+    filters = _filters(config, consumer)
+
+    async def plan_at(through: int) -> DrainHandoffPlan:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                plan = await plan_drain(
+                    js,
+                    config,
+                    service,
+                    consumer,
+                    route,
+                    reverse,
+                    through=through,
+                    filters=filters,
+                    from_earliest_available=from_earliest_available,
+                    seconds=LEGACY_TIMEOUT,
+                )
+            except BridgeError:
+                raise
+            except _LEGACY_FAILURES as error:
+                raise BridgeError(
+                    f"the legacy side of '{consumer.name}' could not be read: {str(error) or type(error).__name__}"
+                ) from error
+            if not plan.refused or time.monotonic() >= deadline or not _only_catching_up(plan):
+                return plan
+            await asyncio.sleep(WAIT_STEP)
+
+    if plan_only:
+        return Handoff(service, consumer.name, await plan_at(await written_through(js, service, reverse)))
+    async with reverse_held_off(js, config, service, reverse, consumer.name) as through:
+        plan = await plan_at(through)
+        if plan.refused:
+            return Handoff(service, consumer.name, plan)
+        result = await position_drain_durable(js, plan, _marked(to_nats_consumer(consumer), plan))
+    return Handoff(service, consumer.name, plan, result)
+
+
+def _filters(config: BridgeConfig, consumer: ConsumerConfig) -> list[str]:
+    """The consumer's filter subjects; without any, its stream's subjects."""
+    if consumer.filter_subjects:
+        return list(consumer.filter_subjects)
+    return list(next(s.subjects for s in config.streams if s.name == consumer.stream))
 
 
 async def _plan(
@@ -136,10 +201,10 @@ async def _plan(
     consumer: ConsumerConfig,
     route: RouteConfig,
     from_earliest_available: bool,
-) -> HandoffPlan:
+) -> KafkaHandoffPlan | QueueHandoffPlan:
     replaces = consumer.replaces
     assert replaces is not None
-    filters = consumer.filter_subjects or next(s.subjects for s in config.streams if s.name == consumer.stream)
+    filters = _filters(config, consumer)
     try:
         found = await route_broker(config, service, route).legacy_position(replaces, seconds=LEGACY_TIMEOUT)
         if isinstance(found, GroupHandover):
@@ -169,7 +234,7 @@ async def _plan(
         )
     except _LEGACY_FAILURES as error:
         raise BridgeError(
-            f"the legacy side of '{consumer.name}' could not be read: {error or type(error).__name__}"
+            f"the legacy side of '{consumer.name}' could not be read: {str(error) or type(error).__name__}"
         ) from None
 
 
@@ -189,7 +254,10 @@ def _only_catching_up(plan: HandoffPlan) -> bool:
 
 def _marked(declared: js_api.ConsumerConfig, plan: HandoffPlan) -> js_api.ConsumerConfig:
     """The durable says where it took over (and `consumers plan` then accepts its start)."""
-    legacy = f"group {plan.group}" if isinstance(plan, KafkaHandoffPlan) else f"queue {plan.queue}"
+    if isinstance(plan, DrainHandoffPlan):
+        legacy = f"{plan.legacy} in drain"
+    else:
+        legacy = f"group {plan.group}" if isinstance(plan, KafkaHandoffPlan) else f"queue {plan.queue}"
     when = datetime.now(UTC).isoformat(timespec="seconds")
     metadata = {**(declared.metadata or {}), HANDOFF_METADATA: f"{legacy} at {when}"}
     declared.metadata = metadata
@@ -214,6 +282,8 @@ def format_handoff(done: Handoff) -> str:
         lines.append(
             f"  start at sequence {plan.start_sequence}; {plan.to_ack} record(s) below their partition's offset to ack"
         )
+    elif isinstance(plan, DrainHandoffPlan):
+        lines += _drain_lines(plan)
     else:
         lines.append(f"  legacy: RabbitMQ queue {plan.queue}, {plan.depth} message(s) not processed")
         lines.append(f"  its head {plan.head_msg_id or '-'} -> sequence {plan.start_sequence or '-'}")
@@ -233,3 +303,14 @@ def format_handoff(done: Handoff) -> str:
             f"{verdict}"
         )
     return "\n".join(lines) + "\n"
+
+
+def _drain_lines(plan: DrainHandoffPlan) -> list[str]:
+    return [
+        f"  legacy: {plan.legacy}, {plan.lag} message(s) not processed: {plan.from_reverse} written by reverse "
+        f"route {plan.reverse}, {plan.from_legacy} from legacy producers",
+        f"  reverse route {plan.reverse} wrote through sequence {plan.written_through}; {plan.unwritten} NATS "
+        "message(s) after it never reached the legacy side: the durable delivers them too",
+        f"  start at sequence {plan.start_sequence}; {plan.to_ack} message(s) after it the legacy consumer "
+        "processed, to ack",
+    ]

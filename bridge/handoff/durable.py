@@ -13,18 +13,20 @@ cannot skip a record without delivering it), which is said in the result.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from bridge.errors import BridgeError
+from bridge.handoff.drain_plan import DrainHandoffPlan
 from bridge.handoff.kafka_plan import KafkaHandoffPlan
-from bridge.handoff.queue_plan import QueueHandoffPlan
+from bridge.handoff.queue_plan import QueueHandoffPlan, pending_from
 from bridge.handoff.stream_lanes import KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC
 
 WALK_ACK_WAIT = 3600.0  # seconds: nothing the walk holds may come back to it while it walks
@@ -78,34 +80,98 @@ async def position_kafka_durable(
     if plan.refused:
         raise HandoffRefusedError("; ".join(plan.why_not()))
     needs_walk = plan.to_ack > 0 or plan.walk_to >= plan.start_sequence
-    if needs_walk and declared.deliver_subject:
-        raise HandoffRefusedError(
-            f"durable '{plan.durable}' is a push consumer and the partitions' positions differ: handoff acks "
-            "the records below each partition's offset through a pull consumer; declare it `delivery: pull`"
-        )
-    if needs_walk and declared.ack_policy not in (None, AckPolicy.EXPLICIT):
-        raise HandoffRefusedError(
-            f"durable '{plan.durable}' has ack_policy {declared.ack_policy}: the records below each "
-            "partition's start can only be acked one by one with ack_policy explicit"
-        )
-    await _make_fresh(js, plan.stream, plan.durable)
-    start = _starting_at(declared, plan.durable, plan.start_sequence)
-    walking = dataclasses.replace(start, max_ack_pending=-1, ack_wait=WALK_ACK_WAIT, backoff=None, max_deliver=-1)
-    await js.add_consumer(plan.stream, walking)
-    acked, held = (await _walk(js, plan)) if needs_walk else (0, [])
-    await js.add_consumer(plan.stream, start)  # the declared settings, same start
-    for message in held:
-        await message.nak()
-    info = await js.consumer_info(plan.stream, plan.durable)
+    walk_to = plan.walk_to if needs_walk else 0
+    acked, held, info = await _position(
+        js, plan.stream, plan.start_sequence, walk_to, _below_partition_offsets(plan), declared, "partition"
+    )
     return HandoffResult(
         durable=plan.durable,
         start_sequence=plan.start_sequence,
         acked=acked,
-        given_back=len(held),
+        given_back=held,
         pending=(info.num_pending or 0) + (info.num_ack_pending or 0),
         legacy_lag=plan.lag,
         unstored=plan.unstored,
     )
+
+
+async def position_drain_durable(
+    js: JetStreamContext, plan: DrainHandoffPlan, declared: ConsumerConfig
+) -> HandoffResult:
+    """Make `declared` at the drain plan's start and ack what the legacy consumer processed.
+
+    While NATS producers publish, the durable's count grows past the plan: what arrived after
+    the plan's last sequence is counted before and after reading the durable, and the result's
+    `pending` leaves those out (`unstored` is the spread between the two counts)."""
+    if plan.refused:
+        raise HandoffRefusedError("; ".join(plan.why_not()))
+    keep = plan.keep
+    acked, held, info = await _position(
+        js,
+        plan.stream,
+        plan.start_sequence,
+        plan.walk_to,
+        lambda message: message.metadata.sequence.stream not in keep,
+        declared,
+        "legacy position",
+    )
+    filters = _filters(info.config)
+    arrived_before = await pending_from(js, plan.stream, filters, plan.last_sequence + 1)
+    info = await js.consumer_info(plan.stream, declared.durable_name or "")
+    arrived_after = await pending_from(js, plan.stream, filters, plan.last_sequence + 1)
+    pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
+    return HandoffResult(
+        durable=plan.durable,
+        start_sequence=plan.start_sequence,
+        acked=acked,
+        given_back=held,
+        pending=pending - arrived_after,
+        legacy_lag=plan.expected,
+        unstored=arrived_after - arrived_before,
+    )
+
+
+def _filters(config: ConsumerConfig) -> list[str]:
+    if config.filter_subjects:
+        return list(config.filter_subjects)
+    return [config.filter_subject or ">"]
+
+
+async def _position(
+    js: JetStreamContext,
+    stream: str,
+    start_sequence: int,
+    walk_to: int,
+    processed: Callable[[Msg], bool],
+    declared: ConsumerConfig,
+    lanes: str,
+) -> tuple[int, int, ConsumerInfo]:
+    """Make the durable at `start_sequence`, walk to `walk_to` acking what `processed` says, then
+    give it its declared settings and give back (NAK, in order) what the walk held."""
+    durable = declared.durable_name or ""
+    needs_walk = walk_to >= start_sequence
+    if needs_walk and declared.deliver_subject:
+        raise HandoffRefusedError(
+            f"durable '{durable}' is a push consumer and some messages after its start were processed by the "
+            f"legacy consumer (its {lanes}s differ): handoff acks them through a pull consumer; declare it "
+            "`delivery: pull`"
+        )
+    if needs_walk and declared.ack_policy not in (None, AckPolicy.EXPLICIT):
+        raise HandoffRefusedError(
+            f"durable '{durable}' has ack_policy {declared.ack_policy}: the messages after its start the legacy "
+            "consumer processed can only be acked one by one with ack_policy explicit"
+        )
+    await _make_fresh(js, stream, durable)
+    start = _starting_at(declared, durable, start_sequence)
+    walking = dataclasses.replace(start, max_ack_pending=-1, ack_wait=WALK_ACK_WAIT, backoff=None, max_deliver=-1)
+    await js.add_consumer(stream, walking)
+    acked, held = 0, list[Msg]()
+    if needs_walk:
+        acked, held = await _walk(js, stream, durable, start_sequence, walk_to, processed)
+    await js.add_consumer(stream, start)  # the declared settings, same start
+    for message in held:
+        await message.nak()
+    return acked, len(held), await js.consumer_info(stream, durable)
 
 
 async def position_queue_durable(
@@ -155,25 +221,22 @@ async def _make_fresh(js: JetStreamContext, stream: str, durable: str) -> None:
     await js.delete_consumer(stream, durable)
 
 
-async def _walk(js: JetStreamContext, plan: KafkaHandoffPlan) -> tuple[int, list[Msg]]:
-    """Read from the start to `plan.walk_to`; ack what the group processed, hold the rest."""
-    committed = {(p.topic, p.partition): p.committed for p in plan.partitions if p.committed is not None}
-    subscription = await js.pull_subscribe_bind(durable=plan.durable, stream=plan.stream)
+async def _walk(
+    js: JetStreamContext, stream: str, durable: str, start: int, walk_to: int, processed: Callable[[Msg], bool]
+) -> tuple[int, list[Msg]]:
+    """Read from `start` to `walk_to`; ack what the legacy consumer processed, hold the rest."""
+    subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
     acked, held = 0, []
-    next_sequence = plan.start_sequence
+    next_sequence = start
     try:
-        while next_sequence <= plan.walk_to:
+        while next_sequence <= walk_to:
             try:
-                batch = await subscription.fetch(min(WALK_BATCH, plan.walk_to - next_sequence + 1), timeout=WALK_IDLE)
+                batch = await subscription.fetch(min(WALK_BATCH, walk_to - next_sequence + 1), timeout=WALK_IDLE)
             except NatsTimeoutError:
                 break
             for message in batch:
                 next_sequence = message.metadata.sequence.stream + 1
-                headers = message.headers or {}
-                lane = (headers.get(KAFKA_TOPIC, ""), int(headers.get(KAFKA_PARTITION, "-1")))
-                offset = headers.get(KAFKA_OFFSET, "")
-                position = committed.get(lane)
-                if position is not None and offset.isdigit() and int(offset) < position:
+                if processed(message):
                     await message.ack_sync()
                     acked += 1
                 else:
@@ -181,3 +244,17 @@ async def _walk(js: JetStreamContext, plan: KafkaHandoffPlan) -> tuple[int, list
     finally:
         await subscription.unsubscribe()
     return acked, held
+
+
+def _below_partition_offsets(plan: KafkaHandoffPlan) -> Callable[[Msg], bool]:
+    """A forward copy the legacy group processed: its stored offset is below the group's."""
+    committed = {(p.topic, p.partition): p.committed for p in plan.partitions if p.committed is not None}
+
+    def processed(message: Msg) -> bool:
+        headers = message.headers or {}
+        lane = (headers.get(KAFKA_TOPIC, ""), int(headers.get(KAFKA_PARTITION, "-1")))
+        offset = headers.get(KAFKA_OFFSET, "")
+        position = committed.get(lane)
+        return position is not None and offset.isdigit() and int(offset) < position
+
+    return processed

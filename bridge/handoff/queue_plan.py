@@ -80,7 +80,7 @@ async def pending_from(js: JetStreamContext, stream: str, filters: Sequence[str]
             await js.delete_consumer(stream, info.name)
 
 
-async def _counted_start(
+async def counted_start(
     js: JetStreamContext, stream: str, filters: Sequence[str], depth: int, first: int, last: int
 ) -> int:
     """The highest sequence from which `depth` messages are pending: where the count puts the head."""
@@ -106,7 +106,7 @@ async def _next(js: JetStreamContext, stream: str, filters: Sequence[str], seque
     return min(found) if found else None
 
 
-async def _find_id(
+async def find_id(
     js: JetStreamContext, stream: str, filters: Sequence[str], msg_id: str, start: int, limit: int
 ) -> int | None:
     """The sequence of `msg_id` among the first `limit` messages on `filters` from `start`."""
@@ -155,8 +155,8 @@ async def plan_queue_handoff(
         return plan
     # SEARCH_WINDOW messages before where the depth puts the head, then forward past it by as
     # much again and by what the bridge has not stored yet.
-    start = await _counted_start(js, stream, filters, queue.depth + SEARCH_WINDOW, first, last)
-    found = await _find_id(js, stream, filters, head_msg_id, start, 2 * SEARCH_WINDOW + shadow_backlog)
+    start = await counted_start(js, stream, filters, queue.depth + SEARCH_WINDOW, first, last)
+    found = await find_id(js, stream, filters, head_msg_id, start, 2 * SEARCH_WINDOW + shadow_backlog)
     if found is None:
         plan.refusals.append(
             f"the head of queue '{queue.queue}' (Msg-Id {head_msg_id}) is not in stream '{stream}' "

@@ -184,7 +184,7 @@ class ReverseRoute:
             return []  # nothing new (nats-py's own timeout errors are TimeoutErrors too)
         except NatsError as error:
             # NATS reconnects by itself; wait a moment instead of spinning on a dead connection.
-            self._log_failure(f"fetching from JetStream failed: {error or type(error).__name__}", "retrying")
+            self._log_failure(f"fetching from JetStream failed: {str(error) or type(error).__name__}", "retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._fetch_timeout)
             return []

@@ -13,6 +13,7 @@ from bridge.brokers.kafka.ranges import KafkaRanges, group_offsets
 from bridge.brokers.kafka.source import KafkaTopicSource
 from bridge.config.consumers import ReplacesConfig
 from bridge.config.routes import FromKafka
+from bridge.config.services import ReverseTo
 from bridge.config.sources import KafkaSource
 
 
@@ -45,6 +46,12 @@ class KafkaRoute:
         if not delete_offsets:
             return f"kept consumer group '{self.group}' and its offsets (retire with --delete-offsets to remove them)"
         return await delete_group(self.config, self.group)
+
+    def fed_by(self, target: ReverseTo, replaces: ReplacesConfig) -> str | None:
+        topics = replaces.topics or self.subscription.topics
+        if target.topic is not None and target.topic in topics:
+            return f"topic '{target.topic}'"
+        return None
 
     async def legacy_position(self, replaces: ReplacesConfig, *, seconds: float) -> GroupHandover:
         assert replaces.group is not None  # the model asks a Kafka route's consumer for a group

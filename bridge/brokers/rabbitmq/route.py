@@ -13,6 +13,7 @@ from bridge.brokers.rabbitmq.ranges import StreamRanges
 from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
 from bridge.config.consumers import ReplacesConfig
 from bridge.config.routes import FromRabbitMQ, RabbitMQMode
+from bridge.config.services import ReverseTo
 from bridge.config.sources import RabbitMQSource
 
 
@@ -51,6 +52,12 @@ class RabbitMQRoute:
         if mode is not RabbitMQMode.SHADOW:
             return f"left {mode} queue '{self.subscription.queue}' alone: it is the legacy side's"
         return await delete_shadow_queue(self.config, self.queue, self.subscription)
+
+    def fed_by(self, target: ReverseTo, replaces: ReplacesConfig) -> str | None:
+        exchange = self.subscription.exchange
+        if target.exchange is not None and exchange is not None and target.exchange == exchange:
+            return f"exchange '{exchange}'"
+        return None
 
     async def legacy_position(self, replaces: ReplacesConfig, *, seconds: float) -> QueueHandover:
         """The legacy queue's depth and head (its own timeouts: `seconds` is Kafka's), and this

@@ -1,0 +1,87 @@
+"""What a stream holds between two sequences on a consumer's filter subjects, headers only: the
+drain-phase handoff classifies each message (a forward copy of a legacy producer's message, or a
+NATS producer's message that a reverse route wrote to the legacy broker) before it positions a
+durable. Read through a short-lived consumer with no acks, in memory, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from bridge.headers import FORWARDED_HEADERS, STREAM_POSITION_HEADER
+
+READ_BATCH = 500
+READ_IDLE = 2.0  # seconds without a message: everything up to `last` that exists was read
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One stored message: its sequence and whether a forward route wrote it (with its headers)."""
+
+    sequence: int
+    headers: Mapping[str, str]
+
+    @property
+    def forwarded(self) -> bool:
+        """Copied from the legacy broker by a forward route (it carries `Kafka-Topic` or
+        `Amqp-Exchange`); otherwise published to NATS by a producer."""
+        return any(name in self.headers for name in FORWARDED_HEADERS)
+
+
+async def read_stored(js: JetStreamContext, stream: str, filters: Sequence[str], first: int, last: int) -> list[Stored]:
+    """Every message on `filters` in `stream` from sequence `first` through `last`, in order."""
+    if last < first:
+        return []
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(1, first),
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=60.0,
+        mem_storage=True,
+        num_replicas=1,
+        headers_only=True,
+        **({"filter_subject": filters[0]} if len(filters) == 1 else {"filter_subjects": list(filters)}),
+    )
+    info = await js.add_consumer(stream, config)
+    assert info.name is not None
+    subscription = await js.pull_subscribe_bind(durable=info.name, stream=stream)
+    found: list[Stored] = []
+    try:
+        while True:
+            try:
+                batch = await subscription.fetch(READ_BATCH, timeout=READ_IDLE)
+            except NatsTimeoutError:
+                return found
+            for message in batch:
+                sequence = message.metadata.sequence.stream
+                if sequence > last:
+                    return found
+                found.append(Stored(sequence, dict(message.headers or {})))
+    finally:
+        await subscription.unsubscribe()
+        await js.delete_consumer(stream, info.name)
+
+
+def position_of(value: object, stream: str) -> int | None:
+    """The stream sequence a reverse route's `nats-bridge-stream-seq` header names, when it names
+    a message of `stream` (None: absent, another stream's, or not a position)."""
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    name, _, sequence = value.rpartition(":")
+    return int(sequence) if name == stream and sequence.isdigit() else None
+
+
+def stream_position(headers: Sequence[tuple[str, object]] | Mapping[str, object], stream: str) -> int | None:
+    """The position a legacy message's headers carry (see `position_of`)."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        if name == STREAM_POSITION_HEADER:
+            return position_of(value, stream)
+    return None
