@@ -91,6 +91,11 @@ async def test_the_durable_starts_at_the_queues_head(
     state = await legacy_queue(source, "orders-worker")
     assert (state.depth, state.consumers) == (MESSAGES - processed, 0)
     assert state.head is not None
+    # Looking again (`handoff --plan`, then `handoff`) sees the same head: the look gave it back to
+    # the head of the queue, not to its tail (what a nack does to a quorum queue's message).
+    again = await legacy_queue(source, "orders-worker")
+    assert again.head is not None
+    assert (again.depth, again.head.body) == (state.depth, state.head.body)
     route = compile_plan(config).route("svc/orders")
     plan = await plan_queue_handoff(
         nc.jetstream(), stream=stream, durable="orders-worker", filters=[f"{stream.lower()}.>"], queue=state,

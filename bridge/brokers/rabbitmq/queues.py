@@ -49,7 +49,10 @@ async def legacy_queue(source: RabbitMQSource, queue: str, *, peek: bool = True)
             delivered: DeliveredMessage = await raw.basic_get(queue, no_ack=False, timeout=QUEUE_TIMEOUT)
             if delivered.delivery_tag is not None:
                 head = amqp_message(delivered, queue, dict(delivered.header.properties.headers or {}), None)
-                await raw.basic_nack(delivered.delivery_tag, requeue=True)
+                # Given back by closing the channel, not by basic.nack: a quorum queue puts a
+                # nack'ed message at its tail (RabbitMQ 3.10-3.13), so the next look would see
+                # another head; an unacked message of a closed channel goes back to the head.
+                await channel.close()
         return QueueState(queue, int(declared.message_count or 0), int(declared.consumer_count or 0), head)
     except aiormq.exceptions.AMQPError as error:
         raise BridgeError(f"queue '{queue}': {reply_text(error)}") from None
