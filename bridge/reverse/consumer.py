@@ -84,11 +84,10 @@ async def bind_consumer(
             if attempt == attempts:
                 raise ReverseConsumerError(
                     f"JetStream did not answer for consumer '{name}' on stream '{stream}': "
-                    f"{error or type(error).__name__}"
+                    f"{str(error) or type(error).__name__}"
                 ) from None
-            log.warning(
-                "consumer %s on stream %s: %s; retrying in %.1fs", name, stream, error or type(error).__name__, delay
-            )
+            text = str(error) or type(error).__name__
+            log.warning("consumer %s on stream %s: %s; retrying in %.1fs", name, stream, text, delay)
             await asyncio.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")

@@ -113,7 +113,7 @@ async def scan_all(js: JetStreamContext, config: BridgeConfig, checks: Sequence[
                 check.error = f"stream {name} does not exist on the server"
         except (ScanError, NatsError, TimeoutError) as error:
             for check in users:
-                check.error = f"stream {name} could not be read: {error or type(error).__name__}"
+                check.error = f"stream {name} could not be read: {str(error) or type(error).__name__}"
     users = [check for check in checks if check.error is None]
     if users:
         try:
@@ -126,7 +126,7 @@ async def scan_all(js: JetStreamContext, config: BridgeConfig, checks: Sequence[
             for check in users:
                 check.error = (
                     f"dead-letter stream {config.dead_letters.stream} could not be read: "
-                    f"{error or type(error).__name__}"
+                    f"{str(error) or type(error).__name__}"
                 )
     return scans
 

@@ -48,7 +48,7 @@ async def group_backlog(source: KafkaSource, subscription: FromKafka, group: str
         starts = await consumer.beginning_offsets(partitions)
         committed = await admin.list_consumer_group_offsets(group)
     except (KafkaError, OSError, TimeoutError) as error:
-        return Backlog(error=f"Kafka at {','.join(source.bootstrap_servers)}: {error or type(error).__name__}")
+        return Backlog(error=f"Kafka at {','.join(source.bootstrap_servers)}: {str(error) or type(error).__name__}")
     finally:
         with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
             await consumer.stop()
@@ -82,7 +82,7 @@ async def delete_group(source: KafkaSource, group: str, attempts: int = 10) -> s
             error = for_code(code)
             return f"could not delete consumer group '{group}': {error.__name__}"
     except (KafkaError, OSError, TimeoutError) as error:
-        return f"could not delete consumer group '{group}': {error or type(error).__name__}"
+        return f"could not delete consumer group '{group}': {str(error) or type(error).__name__}"
     finally:
         with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
             await admin.close()

@@ -68,7 +68,7 @@ class AssignmentPositions:
                 "source %s: cannot read the group's offsets (%s); the partitions resume at their commit, "
                 "or at the earliest offset held",
                 self.name,
-                error or type(error).__name__,
+                str(error) or type(error).__name__,
             )
             return {}
         for topic in topics:
@@ -107,7 +107,7 @@ class AssignmentPositions:
                     "source %s: could not commit the start position of %s (%s); the next assignment decides again",
                     self.name,
                     ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(first)),
-                    error or type(error).__name__,
+                    str(error) or type(error).__name__,
                 )
         return starts
 

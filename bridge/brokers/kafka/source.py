@@ -214,7 +214,7 @@ class KafkaTopicSource:
                 self._group,
             )
         except KafkaError as error:
-            log.warning("source %s: closing the Kafka consumer: %s", self.name, error or type(error).__name__)
+            log.warning("source %s: closing the Kafka consumer: %s", self.name, str(error) or type(error).__name__)
         else:
             return
         # What stop() did not get to: the fetcher's task and the connections (no request is sent).

@@ -94,7 +94,7 @@ class KafkaTarget:
         except KafkaError as error:
             await _stop_quietly(producer)
             raise TargetUnavailableError(
-                f"{self.description} is not available: {error or type(error).__name__}"
+                f"{self.description} is not available: {str(error) or type(error).__name__}"
             ) from None
         if not partitions:
             await _stop_quietly(producer)
@@ -128,7 +128,7 @@ class KafkaTarget:
             except KafkaError as error:
                 # Nothing after this record may be sent, or it could land before it.
                 refused = WriteFailure(
-                    f"Kafka refused the record: {error or type(error).__name__}",
+                    f"Kafka refused the record: {str(error) or type(error).__name__}",
                     permanent=isinstance(error, _REFUSED_FOR_GOOD),
                 )
                 break
