@@ -41,6 +41,7 @@ from bridge.config.routes import RouteConfig
 from bridge.config.services import Phase
 from bridge.cutover.drain import lanes_text
 from bridge.cutover.phases import PhaseRecord
+from bridge.cutover.reverse_status import ReverseLeg, orphan_durables, owner_of, reverse_legs, unread_copies
 from bridge.cutover.state import FRESH, PhaseState
 from bridge.cutover.store import PhaseStore
 from bridge.durability.assess import DurabilityReport
@@ -70,6 +71,8 @@ class ServiceStatus:
     state: PhaseState = FRESH
     durability: DurabilityReport = field(default_factory=DurabilityReport)
     consumers: list[ConsumerPlace] = field(default_factory=list)
+    reverse: list[ReverseLeg] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what is left behind on the reverse leg
 
     @property
     def phase(self) -> str:
@@ -105,6 +108,8 @@ class ServiceStatus:
             ],
             "durability": self.durability.as_json(),
             "consumers": [place.as_json() for place in self.consumers],
+            "reverse": [leg.as_json() for leg in self.reverse],
+            "notes": list(self.notes),
         }
 
 
@@ -208,7 +213,24 @@ async def gather_status(
         status.durability = posture.for_routes(route.route for route in status.routes)
         status.consumers = await consumer_places(js, config, name)
         report.append(status)
+    await _reverse_side(js, config, report)
     return report
+
+
+async def _reverse_side(js: JetStreamContext, config: BridgeConfig, report: list[ServiceStatus]) -> None:
+    """Each service's reverse routes, the queues they fill for nobody, and durables left behind."""
+    for status in report:
+        status.reverse = await reverse_legs(js, config, status.service, status.record.phase)
+        status.notes += await unread_copies(config, status.service, status.consumers, status.reverse)
+    names = [status.service for status in report]
+    for orphan in await orphan_durables(js, config):
+        owner = owner_of(orphan, names)
+        for status in report:
+            if status.service == owner:
+                status.notes.append(
+                    f"reverse durable {orphan}: no reverse route of the file reads it any more; delete it "
+                    "(`nats consumer rm`) unless a route is coming back"
+                )
 
 
 def _verdict(status: ServiceStatus) -> tuple[bool, str]:

@@ -74,7 +74,32 @@ def print_status(report: list[ServiceStatus], console: Console) -> None:
                 )
     console.print(routes)
     print_consumers(report, console)
+    print_reverse(report, console)
     print_durability(report, console)
+
+
+def print_reverse(report: list[ServiceStatus], console: Console) -> None:
+    """Each reverse route: running or not, how far it wrote, what waits; then what it left behind."""
+    legs = [leg for status in report for leg in status.reverse]
+    if legs:
+        table = Table(title="reverse routes (NATS -> legacy)")
+        for column in ("route", "switch", "runs", "written through", "not yet written", "in flight"):
+            table.add_column(column, overflow="fold")
+        for leg in legs:
+            look = leg.look
+            table.add_row(
+                leg.route,
+                leg.switch,
+                "yes" if leg.runs else "no",
+                str(look.acked_through) if look.exists else "- (no durable)",
+                str(look.pending) if look.exists else "-",
+                str(look.ack_pending) if look.exists else "-",
+                style="" if leg.runs or not look.pending else "yellow",
+            )
+        console.print(table)
+    for status in report:
+        for note in status.notes:
+            console.print(f"[yellow]{status.service}:[/yellow] {note}", highlight=False)
 
 
 def print_consumers(report: list[ServiceStatus], console: Console) -> None:

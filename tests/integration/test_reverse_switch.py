@@ -14,11 +14,13 @@ from collections.abc import Awaitable, Callable
 import aio_pika
 import pytest
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
 from bridge.config import load_config_text
 from bridge.cutover.reverse_control import format_switch, switch_reverse
 from bridge.cutover.reverse_switch import Switch, read_switch, switch_key
+from bridge.cutover.status import gather_status
 from bridge.cutover.store import PhaseStore
 from bridge.errors import BridgeError
 from bridge.runner import Bridge, RunSettings
@@ -105,6 +107,19 @@ async def test_switched_off_on_removed_while_running_loses_and_doubles_nothing(
         info = await jetstream.consumer_info(stream, durable)
         assert (info.num_pending, info.num_ack_pending) == (30, 0)
         assert task.done() is False  # nothing restarted, nothing stopped but the route
+
+        # `status` shows the reverse leg: off, written through 50, 30 not yet written; and a
+        # reverse durable no route of the file declares any more, with what it never wrote.
+        await jetstream.add_consumer(
+            stream, ConsumerConfig(durable_name=f"nats-bridge-reverse-{service}-gone", ack_policy=AckPolicy.EXPLICIT)
+        )
+        (status,) = await gather_status(config, jetstream, service=service, interval=0.1)
+        (leg,) = status.reverse
+        assert (leg.route, leg.switch, leg.runs) == (f"{service}/back", "off", False)
+        assert (leg.look.acked_through, leg.look.pending, leg.look.ack_pending) == (50, 30, 0)
+        (note,) = status.notes
+        assert f"{stream}/nats-bridge-reverse-{service}-gone (80 never written)" in note
+        assert status.as_json()["reverse"][0]["switch"] == "off"
 
         # Garbage in the switch's key: ignored (logged), the route stays off.
         store = PhaseStore(jetstream)
