@@ -39,7 +39,9 @@ def handoff_command(
 
     Refused, with what to do: members still in the group or consumers on the queue; the bridge not
     yet stored up to the legacy position (--wait); a position older than the stream keeps
-    (--from-earliest-available); a durable already consumed. Run it in the shadow phase.
+    (--from-earliest-available); a durable already consumed; in drain, no reverse route feeding
+    the legacy consumer. In drain, that reverse route is switched off while the handoff reads,
+    then on again.
 
     Afterwards the durable's pending count is shown beside the legacy lag: they must match.
     Exit 0: done (or the plan is feasible). 1: done, and the counts differ. 2: refused, or an error.

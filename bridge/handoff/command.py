@@ -5,8 +5,10 @@ It reads the legacy side (a Kafka group's committed offsets, a queue's depth and
 the bridge has stored, plans where the durable starts (bridge.handoff.kafka_plan, .queue_plan)
 and, unless asked only for the plan, makes the durable there (bridge.handoff.durable). With
 `--wait` a plan refused only because the bridge has not stored that far yet is tried again
-until it has. This is the shadow phase's handoff: the stream holds the forward copies of
-everything the legacy consumer received, so a consumer is best moved before its producers.
+until it has. In the shadow phase the stream holds the forward copies of everything the legacy
+consumer received, so a consumer is best moved before its producers. In the drain phase the
+reverse route that feeds the legacy consumer is held off while the positions are read
+(bridge.handoff.drain, .drain_plan); a retired service has no legacy position left.
 """
 
 from __future__ import annotations
