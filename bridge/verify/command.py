@@ -31,6 +31,7 @@ from bridge.verify.output import render
 from bridge.verify.rabbitmq import compare_stream_queue
 from bridge.verify.repair import RepairReport, repair
 from bridge.verify.report import EXIT_UNCHECKED, LaneParity, RouteParity, VerifyReport
+from bridge.verify.reverse_leg import reverse_lines
 from bridge.verify.scan import scan_all, stream_notes
 
 _QUEUE_NOTE = (
@@ -101,6 +102,7 @@ async def verify(config: BridgeConfig, *, service: str | None = None) -> VerifyR
     report = await _verify(config, service)
     scrub = Scrubber(config_secrets(config)).scrub
     report.errors = [scrub(text) for text in report.errors]
+    report.reverse = [scrub(text) for text in report.reverse]
     for route in report.routes:
         route.error = None if route.error is None else scrub(route.error)
         route.notes = [scrub(text) for text in route.notes]
@@ -143,6 +145,10 @@ async def _verify(config: BridgeConfig, service: str | None) -> VerifyReport:
                 report.routes.append(_parity(check, []))
             else:
                 report.routes.append(_parity(check, result))
+        try:
+            report.reverse = await reverse_lines(js, config, service)
+        except (BridgeError, NatsError, TimeoutError) as error:
+            report.reverse = [f"reverse routes not read: {_error_text(error)}"]
     finally:
         for reader in readers.values():
             await reader.close()

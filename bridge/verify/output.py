@@ -45,6 +45,8 @@ def render(report: VerifyReport, console: Console | None = None) -> None:
             console.print(_lane_table(title, route))
     for line in _remarks(report):
         console.print(line, highlight=False, soft_wrap=True)  # one line each, whole: greppable
+    for line in report.reverse:
+        console.print(line, highlight=False, soft_wrap=True)
     missing = sum(route.missing_count for route in report.routes)
     doubled_count = sum(route.doubled_count for route in report.routes)
     disorder = sum(route.out_of_order_count for route in report.routes)

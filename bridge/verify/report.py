@@ -147,6 +147,7 @@ class VerifyReport:
     file: str = ""
     routes: list[RouteParity] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    reverse: list[str] = field(default_factory=list)  # the reverse leg, reported (bridge.verify.reverse_leg)
 
     @property
     def checked(self) -> bool:
@@ -178,4 +179,5 @@ class VerifyReport:
             "unchecked_lanes": self.unchecked_lanes,
             "errors": self.errors,
             "routes": [route.as_json() for route in self.routes],
+            "reverse": list(self.reverse),
         }

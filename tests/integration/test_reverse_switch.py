@@ -24,6 +24,7 @@ from bridge.cutover.status import gather_status
 from bridge.cutover.store import PhaseStore
 from bridge.errors import BridgeError
 from bridge.runner import Bridge, RunSettings
+from bridge.verify.command import verify
 
 pytestmark = [pytest.mark.nats, pytest.mark.rabbitmq]
 
@@ -120,6 +121,12 @@ async def test_switched_off_on_removed_while_running_loses_and_doubles_nothing(
         (note,) = status.notes
         assert f"{stream}/nats-bridge-reverse-{service}-gone (80 never written)" in note
         assert status.as_json()["reverse"][0]["switch"] == "off"
+        # So does `verify`, beside the forward leg's parity.
+        checked = await verify(config, service=service)
+        assert checked.reverse[0] == (
+            f"reverse {service}/back: stopped (phase shadow, switch off); written to the legacy broker through "
+            "stream sequence 50, 30 not yet written, 0 in flight"
+        )
 
         # Garbage in the switch's key: ignored (logged), the route stays off.
         store = PhaseStore(jetstream)
