@@ -259,6 +259,15 @@ async def test_the_example_estate_is_cut_over_service_by_service_with_nothing_lo
             assert code == 0, out + bridge.log()
             assert bridge.alive(), bridge.log()
         await asyncio.sleep(2)
+        # Runbook step 3's end: no legacy consumer is left on orders' queues, so its reverse route
+        # is switched off for good while the bridge runs, its durable deleted.
+        code, out = await cli(
+            "reverse", services["orders"], "to-rabbit", str(mapping), "--to", "removed",
+            "--reason", "no legacy consumer", env=env,
+        )  # fmt: skip
+        assert code == 0, out + bridge.log()
+        assert "deleted" in out, out
+        assert bridge.alive(), bridge.log()
     finally:
         for producer in producers.values():
             producer.stopped.set()
@@ -298,8 +307,8 @@ async def test_the_example_estate_is_cut_over_service_by_service_with_nothing_lo
         document = await response.json()
     reverse = {entry["service"]: entry for entry in document["reverse_routes"]}
     assert set(reverse) == set(services.values())
-    for service in services.values():
-        assert reverse[service]["running"]
+    for name, service in services.items():
+        assert reverse[service]["running"] is (name != "orders"), reverse[service]  # orders' was removed
         assert reverse[service]["written"] > 0, reverse[service]
         assert reverse[service]["write_failures"] == 0, reverse[service]
     assert {entry["phase"] for entry in document["services"]} == {"retired"}
