@@ -27,6 +27,8 @@ headers      source headers named Nats-* (and the bridge's own prefixes) never b
 consumers    each service's `consumers:` against the legacy queue or group it `replaces`: what it
              would miss (error), bindings no NATS filter expresses exactly, filters wider than the
              legacy subscription (warnings); bridge.dryrun.consumers.
+consumer     (--connect only) each declared consumer against the server's, as `consumers plan`
+drift        sees it: not made yet (info), drifted (warning), a change JetStream refuses (error).
 durability   (--connect only) each stream's replicas, storage and sync_interval, each route's
              legacy side (queue type, replication factor), and a warning where a replicated
              or fsyncing legacy source lands on a weaker stream (bridge.durability).

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ from bridge.durability.legacy import NOT_REVEALED, Level
 from bridge.durability.probe import assemble, gather_legacy_and_sync
 from bridge.durability.sync import SYNC_UNKNOWN_NOTE
 from bridge.errors import BridgeError
+from bridge.jetstream.consumer_apply import file_consumers, read_consumers_plan
+from bridge.jetstream.consumer_plan import ConsumersPlan
 from bridge.jetstream.plan import Action, Plan, plan_streams
 from bridge.logs import Scrubber, config_secrets, redact_url
 from bridge.plan import compile_plan
@@ -60,30 +63,57 @@ def _error_text(error: BaseException) -> str:
 # --------------------------------------------------------------------------- NATS
 
 
-async def probe_nats(
-    config: BridgeConfig,
-) -> tuple[dict[str, Any], Plan | None, dict[str, list[str]], dict[str, js_api.StreamInfo]]:
-    """(probe result, stream plan, every server stream's subjects, every server stream's info);
-    plan None when unreachable."""
+@dataclass(frozen=True, slots=True)
+class NatsLook:
+    """What the NATS probe saw: the probe result, the stream plan and the consumer plan (None when
+    unreachable), every server stream's subjects and info."""
+
+    result: dict[str, Any]
+    plan: Plan | None = None
+    consumers: ConsumersPlan | None = None
+    subjects: dict[str, list[str]] = field(default_factory=dict)
+    infos: dict[str, js_api.StreamInfo] = field(default_factory=dict)
+
+
+async def probe_nats(config: BridgeConfig) -> NatsLook:
     urls = ", ".join(redact_url(server.get_secret_value()) for server in config.nats.servers)
     nats = config.nats.model_copy(update={"max_reconnect_attempts": 1})
     try:
         nc = await asyncio.wait_for(connect_nats(nats), PROBE_TIMEOUT * 2)
     except (NatsError, OSError, TimeoutError, BridgeError) as error:
         message = Scrubber(config_secrets(config)).scrub(connect_error_text(config.nats, error))
-        return {"broker": "nats", "url": urls, "ok": False, "error": message}, None, {}, {}
+        return NatsLook({"broker": "nats", "url": urls, "ok": False, "error": message})
     try:
-        infos = await asyncio.wait_for(all_stream_infos(nc.jetstream(timeout=PROBE_TIMEOUT)), PROBE_TIMEOUT)
+        js = nc.jetstream(timeout=PROBE_TIMEOUT)
+        infos = await asyncio.wait_for(all_stream_infos(js), PROBE_TIMEOUT)
+        consumers = await asyncio.wait_for(read_consumers_plan(js, file_consumers(config)), PROBE_TIMEOUT)
     except (NatsError, TimeoutError) as error:
-        failed = {"broker": "nats", "url": urls, "ok": False, "error": f"NATS at {urls}: {_error_text(error)}"}
-        return failed, None, {}, {}
+        return NatsLook({"broker": "nats", "url": urls, "ok": False, "error": f"NATS at {urls}: {_error_text(error)}"})
     finally:
         with contextlib.suppress(NatsError, OSError, TimeoutError):
             await nc.close()
     existing = {name: info.config for name, info in infos.items()}
     plan = plan_streams(config.all_streams(), existing)
     subjects = {name: list(stream.subjects or []) for name, stream in existing.items()}
-    return {"broker": "nats", "url": urls, "ok": True, "error": None}, plan, subjects, infos
+    return NatsLook({"broker": "nats", "url": urls, "ok": True, "error": None}, plan, consumers, subjects, infos)
+
+
+def consumer_findings(plan: ConsumersPlan) -> list[Finding]:
+    """Declared consumers against the server's, as `consumers plan` shows them: not made yet is
+    news (info), a drifted one a warning (`consumers apply` updates it), a refused change an error."""
+    findings = []
+    for consumer in plan.consumers:
+        if consumer.action is Action.CREATE:
+            text = "not on the server yet: `consumers apply` makes it"
+            findings.append(Finding(Severity.INFO, "consumers", consumer.label, text))
+        elif consumer.action is Action.UPDATE:
+            fields = ", ".join(change.field for change in consumer.changes)
+            text = f"differs from the file in {fields}: `consumers apply` would update it"
+            findings.append(Finding(Severity.WARNING, "consumers", consumer.label, text))
+        elif consumer.action is Action.REFUSED:
+            reasons = "; ".join(f"{r.field}: {r.reason}" for r in consumer.refusals)
+            findings.append(Finding(Severity.ERROR, "consumers", consumer.label, reasons))
+    return findings
 
 
 def plan_findings(plan: Plan) -> list[Finding]:
@@ -147,9 +177,10 @@ async def probe_all(
         source_broker(name, source).probe(routes, seconds=PROBE_TIMEOUT, scrub=scrub)
         for name, source in config.sources.items()
     ]
-    (nats_result, plan, server, infos), per_source, (views, by_server, problems) = await asyncio.gather(
+    nats_look, per_source, (views, by_server, problems) = await asyncio.gather(
         nats_task, asyncio.gather(*source_probes), gather_legacy_and_sync(config, config.routes())
     )
+    nats_result, plan, server, infos = nats_look.result, nats_look.plan, nats_look.subjects, nats_look.infos
     findings: list[Finding] = []
     if nats_result["ok"]:
         findings.append(Finding(Severity.INFO, "connect", "nats", f"reachable at {nats_result['url']}"))
@@ -157,6 +188,8 @@ async def probe_all(
         findings.append(Finding(Severity.ERROR, "connect", "nats", nats_result["error"]))
     if plan is not None:
         findings += plan_findings(plan)
+    if nats_look.consumers is not None:
+        findings += consumer_findings(nats_look.consumers)
     for looks in per_source:
         findings += [finding(look) for look in looks]
     durability = assemble(config, route_streams(config, server), infos, views, by_server, problems)

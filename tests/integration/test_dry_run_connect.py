@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 import pytest
 from nats.js import api as js_api
+from nats.js.errors import NotFoundError
 
 from bridge.brokers.nats.admin import all_stream_infos
 
@@ -168,3 +169,47 @@ async def test_wrong_rabbitmq_password_is_clear_and_redacted(
     _, _, table_text = await _dry_run(mapping)
     assert "s3cret-pw" not in json_text
     assert "s3cret-pw" not in table_text
+
+
+async def test_declared_consumers_drift_is_reported_and_nothing_is_made(
+    tmp_path: Path, nats_url: str, amqp_url: str, jetstream: JetStreamContext, unique_name: str
+) -> None:
+    """Each declared consumer as `consumers plan` sees it: missing (info), drifted (warning), a
+    change JetStream refuses (error) — and dry-run makes or changes none of them."""
+    name, stream = unique_name, f"{unique_name.upper()}_A"
+    await jetstream.add_stream(js_api.StreamConfig(name=stream, subjects=[f"{name}.a.>"]))
+    await jetstream.add_consumer(
+        stream, js_api.ConsumerConfig(durable_name="drifted", ack_policy=js_api.AckPolicy.EXPLICIT, max_ack_pending=5)
+    )
+    await jetstream.add_consumer(
+        stream,
+        js_api.ConsumerConfig(
+            durable_name="refused", ack_policy=js_api.AckPolicy.EXPLICIT, deliver_policy=js_api.DeliverPolicy.NEW
+        ),
+    )
+    path = tmp_path / "mapping.yaml"
+    path.write_text(f"""
+nats: {{servers: ["{nats_url}"]}}
+streams:
+  - {{name: {stream}, subjects: ["{name}.a.>"]}}
+sources:
+  rabbit: {{type: rabbitmq, url: "{amqp_url}"}}
+services:
+  {name}:
+    routes:
+      - {{name: shadow, source: rabbit, from: {{exchange: {name}-ex, bindings: ["#"]}}, to: "{name}.a.{{rk}}"}}
+    consumers:
+      - {{name: drifted, stream: {stream}, max_ack_pending: 50}}
+      - {{name: refused, stream: {stream}}}
+      - {{name: fresh, stream: {stream}}}
+""")
+    code, document, _ = await _dry_run(path, "--json")
+    lines = [line for line in _messages(document) if " consumers " in line]
+    drifted = "differs from the file in max_ack_pending: `consumers apply` would update it"
+    assert f"warning consumers {stream}/drifted: {drifted}" in lines
+    assert f"info consumers {stream}/fresh: not on the server yet: `consumers apply` makes it" in lines
+    assert any(line.startswith(f"error consumers {stream}/refused: deliver_policy") for line in lines), lines
+    assert code == 2
+    assert (await jetstream.consumer_info(stream, "drifted")).config.max_ack_pending == 5
+    with pytest.raises(NotFoundError):
+        await jetstream.consumer_info(stream, "fresh")
