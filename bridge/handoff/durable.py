@@ -82,7 +82,14 @@ async def position_kafka_durable(
     needs_walk = plan.to_ack > 0 or plan.walk_to >= plan.start_sequence
     walk_to = plan.walk_to if needs_walk else 0
     acked, held, info = await _position(
-        js, plan.stream, plan.start_sequence, walk_to, _below_partition_offsets(plan), declared, "partition"
+        js,
+        plan.stream,
+        plan.durable,
+        plan.start_sequence,
+        walk_to,
+        _below_partition_offsets(plan),
+        declared,
+        "partition",
     )
     return HandoffResult(
         durable=plan.durable,
@@ -109,6 +116,7 @@ async def position_drain_durable(
     acked, held, info = await _position(
         js,
         plan.stream,
+        plan.durable,
         plan.start_sequence,
         plan.walk_to,
         lambda message: message.metadata.sequence.stream not in keep,
@@ -117,7 +125,7 @@ async def position_drain_durable(
     )
     filters = _filters(info.config)
     arrived_before = await pending_from(js, plan.stream, filters, plan.last_sequence + 1)
-    info = await js.consumer_info(plan.stream, declared.durable_name or "")
+    info = await js.consumer_info(plan.stream, plan.durable)
     arrived_after = await pending_from(js, plan.stream, filters, plan.last_sequence + 1)
     pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
     return HandoffResult(
@@ -140,6 +148,7 @@ def _filters(config: ConsumerConfig) -> list[str]:
 async def _position(
     js: JetStreamContext,
     stream: str,
+    durable: str,
     start_sequence: int,
     walk_to: int,
     processed: Callable[[Msg], bool],
@@ -148,7 +157,6 @@ async def _position(
 ) -> tuple[int, int, ConsumerInfo]:
     """Make the durable at `start_sequence`, walk to `walk_to` acking what `processed` says, then
     give it its declared settings and give back (NAK, in order) what the walk held."""
-    durable = declared.durable_name or ""
     needs_walk = walk_to >= start_sequence
     if needs_walk and declared.deliver_subject:
         raise HandoffRefusedError(

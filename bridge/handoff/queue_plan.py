@@ -61,18 +61,24 @@ class QueueHandoffPlan:
         }
 
 
-async def pending_from(js: JetStreamContext, stream: str, filters: Sequence[str], sequence: int) -> int:
-    """How many messages on `filters` a consumer starting at `sequence` would have pending."""
-    config = ConsumerConfig(
+def looking_consumer(filters: Sequence[str], sequence: int, *, headers_only: bool = False) -> ConsumerConfig:
+    """A short-lived consumer that only looks: from `sequence` on `filters`, no acks, in memory,
+    gone a minute after its last use (the handoff deletes it at once)."""
+    return ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=max(1, sequence),
         ack_policy=AckPolicy.NONE,
-        inactive_threshold=30.0,
+        inactive_threshold=60.0,
         mem_storage=True,
         num_replicas=1,
+        headers_only=headers_only or None,
         **({"filter_subject": filters[0]} if len(filters) == 1 else {"filter_subjects": list(filters)}),
     )
-    info = await js.add_consumer(stream, config)
+
+
+async def pending_from(js: JetStreamContext, stream: str, filters: Sequence[str], sequence: int) -> int:
+    """How many messages on `filters` a consumer starting at `sequence` would have pending."""
+    info = await js.add_consumer(stream, looking_consumer(filters, sequence))
     try:
         return int(info.num_pending or 0)
     finally:

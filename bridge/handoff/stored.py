@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from bridge.handoff.queue_plan import looking_consumer
 from bridge.headers import FORWARDED_HEADERS, STREAM_POSITION_HEADER
 
 READ_BATCH = 500
@@ -37,17 +37,7 @@ async def read_stored(js: JetStreamContext, stream: str, filters: Sequence[str],
     """Every message on `filters` in `stream` from sequence `first` through `last`, in order."""
     if last < first:
         return []
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=max(1, first),
-        ack_policy=AckPolicy.NONE,
-        inactive_threshold=60.0,
-        mem_storage=True,
-        num_replicas=1,
-        headers_only=True,
-        **({"filter_subject": filters[0]} if len(filters) == 1 else {"filter_subjects": list(filters)}),
-    )
-    info = await js.add_consumer(stream, config)
+    info = await js.add_consumer(stream, looking_consumer(filters, first, headers_only=True))
     assert info.name is not None
     subscription = await js.pull_subscribe_bind(durable=info.name, stream=stream)
     found: list[Stored] = []

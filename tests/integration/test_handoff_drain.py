@@ -21,6 +21,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from test_handoff_kafka import _commit
+from test_reverse_switch import until
 
 from bridge.config import load_config_text
 from bridge.config.services import Phase
@@ -32,14 +34,6 @@ from bridge.handoff.drain_plan import DrainHandoffPlan
 from bridge.runner import Bridge, RunSettings
 
 pytestmark = [pytest.mark.nats]
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        await asyncio.sleep(0.1)
 
 
 async def stream_count(js: JetStreamContext, stream: str) -> int:
@@ -303,13 +297,3 @@ async def _read_topic(bootstrap: str, topic: str, count: int) -> list[tuple[int,
         return sorted(found)
     finally:
         await reader.stop()
-
-
-async def _commit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign([TopicPartition(topic, p) for p in offsets])
-        await consumer.commit({TopicPartition(topic, p): offset for p, offset in offsets.items()})
-    finally:
-        await consumer.stop()

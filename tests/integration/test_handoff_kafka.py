@@ -262,7 +262,7 @@ async def test_the_handoff_command_moves_a_declared_consumer_and_consumers_plan_
     assert code == 0, out
     code, out = await cli("handoff", service, "ledger", str(mapping), "--plan")
     assert code == 2
-    assert "is in phase drain: handoff moves consumers in the shadow phase" in out
+    assert "is in drain, and no reverse route of it writes from stream" in out
     code, out = await cli("cutover", service, str(mapping), "--to", "retired", "--reason", "done")
     assert code == 2
     assert "has not been reported drained yet" in out
