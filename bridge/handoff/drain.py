@@ -118,7 +118,10 @@ async def plan_drain(
     reverse_key = f"{service}/{reverse.name}"
     if isinstance(found, GroupHandover):
         group = found.group
-        lag = sum(group.lag(lane) or 0 for lane in group.committed)
+        lag = sum(
+            (group.lag(lane) or 0) if offset is not None else group.ends.get(lane, 0) - group.beginnings.get(lane, 0)
+            for lane, offset in group.committed.items()
+        )
         plan = DrainHandoffPlan(
             consumer.stream, consumer.name, f"Kafka group '{group.group}'", lag, reverse_key, through, group=group.group
         )
@@ -165,10 +168,16 @@ async def _backlog_positions(reader: RangeRead, group: GroupPosition, stream: st
     """For each record of the group's backlog, the stream sequence a reverse route's header names."""
     positions: list[int | None] = []
     async with reader:
+        # A partition the group never committed is unprocessed from its first record on (the plan
+        # refuses it unless --from-earliest-available).
+        starts = {
+            lane: committed if committed is not None else group.beginnings.get(lane, 0)
+            for lane, committed in group.committed.items()
+        }
         ranges = {
-            reader.lane(f"{topic}/{partition}"): [(committed, group.ends[(topic, partition)] - 1)]
-            for (topic, partition), committed in group.committed.items()
-            if committed is not None and group.ends.get((topic, partition), 0) > committed
+            reader.lane(f"{topic}/{partition}"): [(start, group.ends[(topic, partition)] - 1)]
+            for (topic, partition), start in starts.items()
+            if group.ends.get((topic, partition), 0) > start
         }
         async for _, _, message in reader.read(ranges):
             positions.append(stream_position(message.headers, stream) if message is not None else None)

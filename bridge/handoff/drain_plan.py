@@ -144,7 +144,8 @@ async def plan_kafka_drain(
             f"the stream keeps (first sequence {info.state.first_seq}); --from-earliest-available starts there"
         )
         return plan
-    committed = {lane: offset for lane, offset in group.committed.items() if offset is not None}
+    # Never committed (with --from-earliest-available): nothing of it processed.
+    committed = {lane: offset if offset is not None else 0 for lane, offset in group.committed.items()}
 
     def processed(message: Stored) -> bool:
         if message.forwarded:
