@@ -20,6 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 from test_handoff_kafka import _commit
 from test_reverse_switch import until
@@ -297,3 +298,53 @@ async def _read_topic(bootstrap: str, topic: str, count: int) -> list[tuple[int,
         return sorted(found)
     finally:
         await reader.stop()
+
+
+@pytest.mark.rabbitmq
+async def test_drain_handoff_refuses_a_queue_that_gained_messages_or_still_has_consumers(
+    rabbit_vhost_url: str, nats_url: str, jetstream: JetStreamContext, unique_name: str
+) -> None:
+    """The queue holds copies the reverse route wrote from sequence 3 on, and one message someone
+    else put there: its depth and head no longer tell what was processed, so no durable is made."""
+    s, stream, service, worker = unique_name, unique_name.upper(), f"svc-{unique_name}", f"{unique_name}-worker"
+    config = load_config_text(rabbit_mapping(nats_url, rabbit_vhost_url, service, stream, s, worker), "d.yaml", {})
+    await jetstream.add_stream(name=stream, subjects=[f"{s}.>"])
+    for i in range(5):
+        await jetstream.publish(f"{s}.order.us.1", f"N{i}".encode(), headers={"Nats-Msg-Id": f"N{i}"})
+    # The reverse route's durable wrote (acked) all five.
+    durable = f"nats-bridge-reverse-{service}-back"
+    await jetstream.add_consumer(stream, ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT))
+    pull = await jetstream.pull_subscribe_bind(durable=durable, stream=stream)
+    for message in await pull.fetch(5, timeout=5):
+        await message.ack_sync()
+    await pull.unsubscribe()
+    await to_drain(jetstream, service)
+    connection = await aio_pika.connect(rabbit_vhost_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(worker, durable=True)
+        for sequence in (3, 4, 5):
+            headers = {"nats-bridge-stream-seq": f"{stream}:{sequence}", "nats-bridge-origin": "nats"}
+            await channel.default_exchange.publish(aio_pika.Message(b"copy", headers=headers), routing_key=worker)
+        await channel.default_exchange.publish(aio_pika.Message(b"intruder"), routing_key=worker)
+
+        gained = await handoff(config, service, worker)
+        assert gained.result is None
+        (why,) = gained.plan.why_not()
+        assert f"queue '{worker}' holds 4 message(s), but the reverse route wrote 3 from its head (sequence 3)" in why
+        assert "lost or gained messages another way" in why
+
+        async def hold(_message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            """A legacy consumer still attached: it takes messages and never acks them."""
+
+        tag = await queue.consume(hold, no_ack=False)
+        attached = await handoff(config, service, worker, plan_only=True)
+        assert any("still has 1 consumer(s)" in why for why in attached.plan.why_not()), attached.plan.why_not()
+        await queue.cancel(tag)
+    finally:
+        await connection.close()
+    with pytest.raises(NotFoundError):
+        await jetstream.consumer_info(stream, worker)  # refused: no durable made
+    record, _ = await read_switch(PhaseStore(jetstream), service, "back")
+    assert record is not None
+    assert record.switch is Switch.ON  # held off for the look, then on again
