@@ -21,7 +21,7 @@ from bridge.config import load_config_text
 from bridge.config.limits import MAX_DEFINITIONS_BYTES, InputLimitError, loads_json, read_bounded, size_limit
 from bridge.errors import ConfigError, NothingToCopyError
 from bridge.importers.definitions_check import check_definitions
-from bridge.importers.kafka import import_topics, read_topics
+from bridge.importers.kafka import import_topics, read_groups, read_topics
 from bridge.importers.rabbitmq import DEFAULT_PREFIX, import_definitions
 from bridge.importers.render import MappingDocument, render
 from bridge.routing import is_valid_subject_filter
@@ -127,11 +127,16 @@ def import_kafka(
     output: OutputOption = None,
     force: ForceOption = False,
 ) -> None:
-    """A stream and a route per topic, with retention.ms / retention.bytes / cleanup.policy translated."""
+    """A stream and a route per topic (topics a consumer group reads together share them), with
+    retention.ms / retention.bytes / cleanup.policy translated, and a consumer per legacy group."""
     try:
         found = asyncio.run(read_topics(bootstrap, topics))
     except Exception as error:  # aiokafka raises many types for an unreachable or refusing cluster
         fail(f"cannot read topics from {bootstrap}: {error!r}")
     if not found:
         fail(f"no topic{' matches ' + topics if topics else ''} on {bootstrap}")
-    _emit(import_topics(found, bootstrap), output, force)
+    try:
+        groups = asyncio.run(read_groups(bootstrap, [topic.name for topic in found]))
+    except Exception as error:  # as above: the topics were read, the groups could not be
+        fail(f"cannot read consumer groups from {bootstrap}: {error!r}")
+    _emit(import_topics(found, bootstrap, groups), output, force)

@@ -16,27 +16,21 @@ agree (bridge.dryrun.consumers). Its values, and the comment beside each, come f
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from bridge.config.durations import format_duration
 from bridge.config.routes import RouteConfig
+from bridge.importers.consumer_names import consumer_name
 from bridge.importers.rabbitmq.queues import _Queues
-from bridge.importers.rabbitmq.state import _Composed, _int_arg, _lifetime, _Selection, _unique
+from bridge.importers.rabbitmq.state import _Composed, _int_arg, _lifetime, _Selection
 from bridge.importers.topology import Queue
 from bridge.route_shapes import route_shapes
 from bridge.routing.filters import consumer_filters
 
 JETSTREAM_MAX_ACK_PENDING = 1000  # nats-server's default; a smaller x-max-length is taken instead
 Path = tuple[str | int, ...]
-
-
-def consumer_name(queue: str, taken: set[str]) -> str:
-    """A durable name for the queue (no whitespace, '.', '*', '>', '/', '\\'), unique in its stream."""
-    name = re.sub(r"[\s.*>/\\]+", "-", queue).strip("-")[:240] or "queue"
-    return _unique(name, taken)
 
 
 class _Consumers(_Queues):
