@@ -106,9 +106,12 @@ async def committed_groups(source: KafkaSource, topics: Sequence[str], *, second
         if not committed:
             return []
         states: dict[str, tuple[str, tuple[str, ...]]] = {}
-        for response in await asyncio.wait_for(admin.describe_consumer_groups(list(committed)), seconds):
-            for _code, name, state, _protocol_type, _protocol, members, *_ in response.groups:
-                states[str(name)] = (str(state), tuple(str(member[1]) for member in members))
+        for name in committed:
+            # One group per request: aiokafka 0.14 sometimes fails to decode a DescribeGroups response
+            # holding several groups (an empty one beside one with members), and drops the connection.
+            [response] = await asyncio.wait_for(admin.describe_consumer_groups([name]), seconds)
+            _code, _name, state, _protocol_type, _protocol, members, *_ = response.groups[0]
+            states[name] = (str(state), tuple(str(member[1]) for member in members))
         partitions = sorted({TopicPartition(t, p) for mine in committed.values() for t, p in mine})
         ends = await asyncio.wait_for(consumer.end_offsets(partitions), seconds)
         beginnings = await asyncio.wait_for(consumer.beginning_offsets(partitions), seconds)

@@ -1,0 +1,139 @@
+"""`nats-bridge import` writes the consumer side from real brokers: a durable per RabbitMQ queue (from
+its bindings and arguments) and per Kafka group with committed offsets, in files that validate and
+whose consumers pass dry-run's offline checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bridge.config import load_config
+from bridge.config.model import BridgeConfig
+from bridge.dryrun.checks import offline_checks
+from bridge.dryrun.report import Finding, Severity
+from tests.integration.test_import_brokers import _api, _cli
+
+CONSUMER_CHECKS = ("coverage", "inexact", "wider", "legacy-headers")
+
+
+def _consumer_findings(config: BridgeConfig) -> list[Finding]:
+    return [f for f in offline_checks(config) if f.check in CONSUMER_CHECKS]
+
+
+def test_import_rabbitmq_writes_a_consumer_per_queue(
+    rabbit_vhost_url: str, rabbitmq_api_url: str | None, tmp_path: Path
+) -> None:
+    assert rabbitmq_api_url is not None, "this test needs the management API"
+    vhost = urllib.parse.unquote(urllib.parse.urlsplit(rabbit_vhost_url).path.lstrip("/"))
+    v = urllib.parse.quote(vhost, safe="")
+    _api(rabbitmq_api_url, "PUT", f"/exchanges/{v}/events", {"type": "topic", "durable": True})
+    _api(rabbitmq_api_url, "PUT", f"/exchanges/{v}/events.dlx", {"type": "fanout", "durable": True})
+    quorum = {"x-queue-type": "quorum", "x-delivery-limit": 3, "x-dead-letter-exchange": "events.dlx"}
+    _api(rabbitmq_api_url, "PUT", f"/queues/{v}/payments", {"durable": True, "arguments": quorum})
+    _api(rabbitmq_api_url, "PUT", f"/queues/{v}/audit", {"durable": True, "arguments": {"x-max-length": 100}})
+    _api(rabbitmq_api_url, "PUT", f"/queues/{v}/parked", {"durable": True})
+    _api(rabbitmq_api_url, "POST", f"/bindings/{v}/e/events/q/payments", {"routing_key": "payment.*"})
+    _api(rabbitmq_api_url, "POST", f"/bindings/{v}/e/events/q/audit", {"routing_key": "a.#.b"})
+    _api(rabbitmq_api_url, "POST", f"/bindings/{v}/e/events.dlx/q/parked", {"routing_key": ""})
+    exported = tmp_path / "definitions.json"
+    exported.write_text(json.dumps(_api(rabbitmq_api_url, "GET", f"/definitions/{v}")))
+    mapping = tmp_path / "mapping.yaml"
+
+    result = _cli("import", "rabbitmq", str(exported), "--vhost", vhost, "--output", str(mapping))
+
+    assert result.returncode == 0, result.stderr
+    validated = _cli("validate", str(mapping))
+    assert validated.returncode == 1, validated.stdout  # valid; its one warning is the 'a.#.b' consumer's
+    assert "valid — 2 streams, 1 source, 2 services, 2 routes, 3 consumers" in validated.stdout
+    assert [line.split(":")[:3] for line in validated.stdout.splitlines()[1:]] == [
+        ["warning", " inexact", " events/audit"]
+    ]
+    config = load_config(mapping, env={})
+    consumers = {c.name: c for c in config.services["events"].consumers}
+    payments, audit = consumers["payments"], consumers["audit"]
+    assert payments.name == "payments"
+    assert payments.stream == "RMQ_EVENTS"
+    assert payments.filter_subjects == ["rmq.events.payment.*"]
+    assert payments.max_deliver == 4  # x-delivery-limit 3: three redeliveries after the first delivery
+    assert payments.replaces is not None
+    assert payments.replaces.queue == "payments"
+    assert payments.replaces.bindings == ["payment.*"]
+    assert audit.filter_subjects == ["rmq.events.a.>"]  # 'a.#.b' has no exact filter: the narrowest cover
+    assert audit.max_ack_pending == 100
+    [parked] = config.services["events-dlx"].consumers
+    assert parked.filter_subjects == ["rmq.events%2Edlx"]  # the exchange name is one escaped token
+    text = mapping.read_text()
+    assert "dead-letters to exchange 'events.dlx'" in text
+    assert "wider than the queue's binding" in text
+    findings = _consumer_findings(config)
+    assert [f for f in findings if f.severity is Severity.ERROR] == []
+    assert {(f.check, f.subject) for f in findings if f.severity is Severity.WARNING} == {("inexact", "events/audit")}
+
+
+async def _produce(kafka_bootstrap: str, topic: str, count: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for index in range(count):
+            await producer.send_and_wait(topic, f"record {index}".encode(), partition=0)
+    finally:
+        await producer.stop()
+
+
+async def _commit(kafka_bootstrap: str, group: str, offsets: dict[str, int]) -> None:
+    """The legacy group processed `offsets[topic]` records of partition 0 of each topic, then stopped."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, 0) for topic in offsets])
+        await consumer.commit({TopicPartition(topic, 0): offset for topic, offset in offsets.items()})
+    finally:
+        await consumer.stop()
+
+
+async def test_import_kafka_writes_a_consumer_per_group(
+    kafka_bootstrap: str, kafka_topic: Callable[..., Awaitable[str]], unique_name: str, tmp_path: Path
+) -> None:
+    orders = await kafka_topic(partitions=1)
+    payments = await kafka_topic(partitions=1)
+    alone = await kafka_topic(partitions=1)
+    for topic in (orders, payments, alone):
+        await _produce(kafka_bootstrap, topic, 5)
+    await _commit(kafka_bootstrap, f"{unique_name}.ledger", {orders: 3, payments: 5})
+    await _commit(kafka_bootstrap, f"{unique_name}-live", {alone: 2})
+    member = AIOKafkaConsumer(
+        alone, bootstrap_servers=kafka_bootstrap, group_id=f"{unique_name}-live", enable_auto_commit=False
+    )
+    await member.start()
+    mapping = tmp_path / "kafka.yaml"
+    try:
+        await member.getmany(timeout_ms=3000)  # joined: the group has an active member
+        result = await asyncio.to_thread(
+            _cli, "import", "kafka", "--bootstrap", kafka_bootstrap, "--topics", f"{unique_name}.*", "-o", str(mapping)
+        )
+    finally:
+        await member.stop()
+
+    assert result.returncode == 0, result.stderr
+    assert _cli("validate", str(mapping)).returncode == 0
+    config = load_config(mapping, env={})
+    consumers = {c.name: c for service in config.services.values() for c in service.consumers}
+    assert sorted(consumers) == sorted([f"{unique_name}-ledger", f"{unique_name}-live"])
+    ledger = consumers[f"{unique_name}-ledger"]
+    assert ledger.filter_subjects == [f"kafka.{orders}.*", f"kafka.{payments}.*"]  # one stream holds both topics
+    assert ledger.replaces is not None
+    assert ledger.replaces.group == f"{unique_name}.ledger"
+    [stream] = [s for s in config.streams if s.name == ledger.stream]
+    assert stream.subjects == [f"kafka.{orders}.*", f"kafka.{payments}.*"]
+    live = consumers[f"{unique_name}-live"]
+    assert live.filter_subjects == [f"kafka.{alone}.*"]
+    text = mapping.read_text()
+    assert f"topic '{orders}': committed offsets p0 3 (lag 2); lag 2 in all." in text
+    assert f"topic '{payments}': committed offsets p0 5 (lag 0); lag 0 in all." in text
+    assert "1 active member(s)" in text
+    assert [f for f in _consumer_findings(config) if f.severity in (Severity.ERROR, Severity.WARNING)] == []
