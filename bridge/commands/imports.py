@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bridge.brokers.kafka.groups import GroupPosition
 from bridge.cli_output import EXIT_INVALID, fail, print_error
 from bridge.config import load_config_text
 from bridge.config.limits import MAX_DEFINITIONS_BYTES, InputLimitError, loads_json, read_bounded, size_limit
@@ -135,8 +136,14 @@ def import_kafka(
         fail(f"cannot read topics from {bootstrap}: {error!r}")
     if not found:
         fail(f"no topic{' matches ' + topics if topics else ''} on {bootstrap}")
+    groups: list[GroupPosition] = []
+    unread = None
     try:
         groups = asyncio.run(read_groups(bootstrap, [topic.name for topic in found]))
-    except Exception as error:  # as above: the topics were read, the groups could not be
-        fail(f"cannot read consumer groups from {bootstrap}: {error!r}")
-    _emit(import_topics(found, bootstrap, groups), output, force)
+    except Exception as error:  # as above; the topics are still worth writing (an ACL may hide groups)
+        unread = f"cannot read consumer groups from {bootstrap}: {error!r}"
+        typer.echo(f"warning: {unread}; no consumers written", err=True)
+    document = import_topics(found, bootstrap, groups)
+    if unread is not None:
+        document.header.append(f"No consumers: {unread}.")
+    _emit(document, output, force)
