@@ -14,6 +14,11 @@ without a broker. Mapping rules:
   `mappings/kafka-orders.yaml` does: each dot-separated part of the name is one escaped token
   and the last token is the partition, so per-partition order is visible and filterable, and
   two topics never share a subject (`*` is exactly one token).
+* **Consumer groups** (kafka_consumers.py): the groups with committed offsets on the imported
+  topics (never the bridge's own) each get a durable consumer, `replaces: {group: ...}`, filtering
+  the group's topics, with its offsets and lag in a comment. A JetStream consumer reads one stream,
+  so topics one group reads together share a stream (`max_age` the longest when all have one,
+  `max_bytes` the sum) and a route, in the service of the first of them.
 * **Configs -> stream limits.** `retention.ms` -> `max_age` (-1: none); `retention.bytes` ->
   `max_bytes` multiplied by the partition count, since Kafka's limit is per partition and a
   stream's is for the whole stream (-1: none); `cleanup.policy=delete` -> limits retention.
