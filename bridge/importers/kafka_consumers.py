@@ -27,6 +27,10 @@ CONSUMERS_HEADER = [
     "service whose route copies them, `replaces:` naming the group (validate and dry-run check the filters",
     "cover its topics). Topics a group reads together share a stream: a JetStream consumer reads one.",
     "deliver_policy is left at all: `nats-bridge handoff` creates each consumer where its group stands.",
+    "ack_wait (30s) and max_ack_pending (1000) are JetStream's defaults: a Kafka group commits offsets and",
+    "acks nothing. Its members each read whole partitions in order; a JetStream consumer hands messages to",
+    "any worker, so where per-partition order matters use max_ack_pending: 1, or one consumer per partition",
+    "(filter kafka.<topic>.<partition>).",
 ]
 
 

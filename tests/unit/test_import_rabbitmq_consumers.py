@@ -152,3 +152,28 @@ def test_filters_drop_covered_ones_and_generalise_partial_overlaps() -> None:
     assert chosen.merged == []
     assert generalise("x.a.*", "x.*.b") == "x.*.*"
     assert generalise("x.a.>", "x.*.b.c") == "x.*.>"
+
+
+def test_a_policy_delivery_limit_counts_for_quorum_queues_only() -> None:
+    estate = {
+        **ESTATE,
+        "policies": [
+            {
+                "vhost": "/",
+                "name": "retries",
+                "pattern": "^(payments|regional|quorate)$",
+                "apply-to": "queues",
+                "definition": {"delivery-limit": 9},
+                "priority": 0,
+            }
+        ],
+    }
+    estate["queues"] = [*ESTATE["queues"], {"name": "quorate", "arguments": {"x-queue-type": "quorum"}}]
+    estate["bindings"] = [
+        *ESTATE["bindings"],
+        {"source": "events", "destination": "quorate", "destination_type": "queue", "routing_key": "q"},
+    ]
+    config = load_config_text(render(import_definitions(estate)), "policies.json", {})
+    assert _consumer(config, "events", "payments").max_deliver == 5  # its own x-delivery-limit 4 wins
+    assert _consumer(config, "events", "quorate").max_deliver == 10  # the policy's 9 redeliveries
+    assert _consumer(config, "events", "regional").max_deliver is None  # a classic queue: RabbitMQ ignores it

@@ -158,7 +158,9 @@ class _Consumers(_Queues):
                 "and is not in the export; set it if known.",
             )
         limit = _int_arg(args, "x-delivery-limit")
-        if limit is not None and limit >= 0:
+        if limit is not None and queue.queue_type != "quorum":
+            self.doc.note(path, f"x-delivery-limit {limit} is ignored: RabbitMQ applies it to quorum queues only.")
+        elif limit is not None and limit >= 0:
             consumer["max_deliver"] = limit + 1
             self.doc.note(
                 (*path, "max_deliver"),
