@@ -10,14 +10,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bridge.routing.shapes import Lit, Shape, Var, filter_shape, intersects, within_shapes
+from bridge.routing.shapes import Lit, Shape, Unit, Var, filter_shape, intersects, within_shapes
 
 MOST_FILTERS = 8  # past this many, exact filters are not worth listing
+
+
+def merge_runs(shape: Shape) -> Shape:
+    """Adjacent runs of unknown tokens as one (`#.#` is one run of any length, `#.*` one of at
+    least one token), so a run is always followed by a literal or by the end."""
+    out: list[Unit] = []
+    for unit in shape:
+        last = out[-1] if out else None
+        if isinstance(unit, Var) and isinstance(last, Var):
+            most = None if unit.most is None or last.most is None else unit.most + last.most
+            out[-1] = Var(last.least + unit.least, most)
+        else:
+            out.append(unit)
+    return tuple(out)
 
 
 def exact_filters(shape: Shape) -> list[str] | None:
     """NATS filters whose subjects are exactly the shape's; None when there are none (a run of
     any length before the end), [] when there are too many to list."""
+    shape = merge_runs(shape)
     variants: list[list[str]] = [[]]
     for position, unit in enumerate(shape):
         if isinstance(unit, Lit):
@@ -41,7 +56,7 @@ def covering_filter(shape: Shape) -> str:
     """The narrowest single filter that takes every subject of a shape with a run before its end:
     its tokens up to that run, then '>' (the run is followed by more, so at least one token is left)."""
     tokens: list[str] = []
-    for unit in shape:
+    for unit in merge_runs(shape):
         if isinstance(unit, Lit):
             tokens.append(unit.token)
         elif unit.most is None or unit.least != unit.most:
