@@ -6,73 +6,107 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from nats.js import JetStreamContext
 
 from bridge.config import load_config
 from bridge.config.model import BridgeConfig
 from bridge.dryrun.checks import offline_checks
 from bridge.dryrun.report import Finding, Severity
-from tests.integration.test_import_brokers import _api, _cli
+from tests.integration.test_import_brokers import ROOT, _api, _cli
 
 CONSUMER_CHECKS = ("coverage", "inexact", "wider", "legacy-headers")
+
+
+async def _apply(mapping: Path, nats_url: str) -> None:
+    """Make the file's streams and consumers on the NATS server: JetStream accepts what was imported."""
+    for what in ("streams", "consumers"):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            what,
+            "apply",
+            str(mapping),
+            cwd=ROOT,
+            env={**os.environ, "NATS_URL": nats_url},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0, out.decode()
 
 
 def _consumer_findings(config: BridgeConfig) -> list[Finding]:
     return [f for f in offline_checks(config) if f.check in CONSUMER_CHECKS]
 
 
-def test_import_rabbitmq_writes_a_consumer_per_queue(
-    rabbit_vhost_url: str, rabbitmq_api_url: str | None, tmp_path: Path
+async def test_import_rabbitmq_writes_a_consumer_per_queue(
+    rabbit_vhost_url: str,
+    rabbitmq_api_url: str | None,
+    nats_url: str,
+    jetstream: JetStreamContext,
+    unique_name: str,
+    tmp_path: Path,
 ) -> None:
     assert rabbitmq_api_url is not None, "this test needs the management API"
     vhost = urllib.parse.unquote(urllib.parse.urlsplit(rabbit_vhost_url).path.lstrip("/"))
     v = urllib.parse.quote(vhost, safe="")
-    _api(rabbitmq_api_url, "PUT", f"/exchanges/{v}/events", {"type": "topic", "durable": True})
-    _api(rabbitmq_api_url, "PUT", f"/exchanges/{v}/events.dlx", {"type": "fanout", "durable": True})
-    quorum = {"x-queue-type": "quorum", "x-delivery-limit": 3, "x-dead-letter-exchange": "events.dlx"}
+    u = unique_name
+    _api(rabbitmq_api_url, "PUT", f"/exchanges/{v}/{u}.events", {"type": "topic", "durable": True})
+    _api(rabbitmq_api_url, "PUT", f"/exchanges/{v}/{u}.events.dlx", {"type": "fanout", "durable": True})
+    quorum = {"x-queue-type": "quorum", "x-delivery-limit": 3, "x-dead-letter-exchange": f"{u}.events.dlx"}
     _api(rabbitmq_api_url, "PUT", f"/queues/{v}/payments", {"durable": True, "arguments": quorum})
     _api(rabbitmq_api_url, "PUT", f"/queues/{v}/audit", {"durable": True, "arguments": {"x-max-length": 100}})
     _api(rabbitmq_api_url, "PUT", f"/queues/{v}/parked", {"durable": True})
-    _api(rabbitmq_api_url, "POST", f"/bindings/{v}/e/events/q/payments", {"routing_key": "payment.*"})
-    _api(rabbitmq_api_url, "POST", f"/bindings/{v}/e/events/q/audit", {"routing_key": "a.#.b"})
-    _api(rabbitmq_api_url, "POST", f"/bindings/{v}/e/events.dlx/q/parked", {"routing_key": ""})
+    _api(rabbitmq_api_url, "POST", f"/bindings/{v}/e/{u}.events/q/payments", {"routing_key": "payment.*"})
+    _api(rabbitmq_api_url, "POST", f"/bindings/{v}/e/{u}.events/q/audit", {"routing_key": "a.#.b"})
+    _api(rabbitmq_api_url, "POST", f"/bindings/{v}/e/{u}.events.dlx/q/parked", {"routing_key": ""})
     exported = tmp_path / "definitions.json"
     exported.write_text(json.dumps(_api(rabbitmq_api_url, "GET", f"/definitions/{v}")))
     mapping = tmp_path / "mapping.yaml"
 
-    result = _cli("import", "rabbitmq", str(exported), "--vhost", vhost, "--output", str(mapping))
+    result = _cli("import", "rabbitmq", str(exported), "--vhost", vhost, "--prefix", u, "--output", str(mapping))
 
     assert result.returncode == 0, result.stderr
     validated = _cli("validate", str(mapping))
     assert validated.returncode == 1, validated.stdout  # valid; its one warning is the 'a.#.b' consumer's
     assert "valid — 2 streams, 1 source, 2 services, 2 routes, 3 consumers" in validated.stdout
     assert [line.split(":")[:3] for line in validated.stdout.splitlines()[1:]] == [
-        ["warning", " inexact", " events/audit"]
+        ["warning", " inexact", f" {u}-events/audit"]
     ]
     config = load_config(mapping, env={})
-    consumers = {c.name: c for c in config.services["events"].consumers}
+    consumers = {c.name: c for c in config.services[f"{u}-events"].consumers}
     payments, audit = consumers["payments"], consumers["audit"]
     assert payments.name == "payments"
-    assert payments.stream == "RMQ_EVENTS"
-    assert payments.filter_subjects == ["rmq.events.payment.*"]
+    assert payments.stream == f"RMQ_{u.upper()}_EVENTS"
+    assert payments.filter_subjects == [f"{u}.{u}%2Eevents.payment.*"]  # the exchange name is one token
     assert payments.max_deliver == 4  # x-delivery-limit 3: three redeliveries after the first delivery
     assert payments.replaces is not None
     assert payments.replaces.queue == "payments"
     assert payments.replaces.bindings == ["payment.*"]
-    assert audit.filter_subjects == ["rmq.events.a.>"]  # 'a.#.b' has no exact filter: the narrowest cover
+    assert audit.filter_subjects == [f"{u}.{u}%2Eevents.a.>"]  # 'a.#.b' has no exact filter: the narrowest cover
     assert audit.max_ack_pending == 100
-    [parked] = config.services["events-dlx"].consumers
-    assert parked.filter_subjects == ["rmq.events%2Edlx"]  # the exchange name is one escaped token
+    [parked] = config.services[f"{u}-events-dlx"].consumers
+    assert parked.filter_subjects == [f"{u}.{u}%2Eevents%2Edlx"]
     text = mapping.read_text()
-    assert "dead-letters to exchange 'events.dlx'" in text
+    assert f"dead-letters to exchange '{u}.events.dlx'" in text
     assert "wider than the queue's binding" in text
     findings = _consumer_findings(config)
     assert [f for f in findings if f.severity is Severity.ERROR] == []
-    assert {(f.check, f.subject) for f in findings if f.severity is Severity.WARNING} == {("inexact", "events/audit")}
+    assert {(f.check, f.subject) for f in findings if f.severity is Severity.WARNING} == {
+        ("inexact", f"{u}-events/audit")
+    }
+    await _apply(mapping, nats_url)
+    made = await jetstream.consumer_info(payments.stream, "payments")
+    assert made.config.max_deliver == 4
+    assert made.config.filter_subject == f"{u}.{u}%2Eevents.payment.*"
 
 
 async def _produce(kafka_bootstrap: str, topic: str, count: int) -> None:
@@ -97,7 +131,12 @@ async def _commit(kafka_bootstrap: str, group: str, offsets: dict[str, int]) -> 
 
 
 async def test_import_kafka_writes_a_consumer_per_group(
-    kafka_bootstrap: str, kafka_topic: Callable[..., Awaitable[str]], unique_name: str, tmp_path: Path
+    kafka_bootstrap: str,
+    kafka_topic: Callable[..., Awaitable[str]],
+    nats_url: str,
+    jetstream: JetStreamContext,
+    unique_name: str,
+    tmp_path: Path,
 ) -> None:
     orders = await kafka_topic(partitions=1)
     payments = await kafka_topic(partitions=1)
@@ -137,3 +176,6 @@ async def test_import_kafka_writes_a_consumer_per_group(
     assert f"topic '{payments}': committed offsets p0 5 (lag 0); lag 0 in all." in text
     assert "1 active member(s)" in text
     assert [f for f in _consumer_findings(config) if f.severity in (Severity.ERROR, Severity.WARNING)] == []
+    await _apply(mapping, nats_url)
+    made = await jetstream.consumer_info(ledger.stream, ledger.name)
+    assert sorted(made.config.filter_subjects or []) == sorted([f"kafka.{orders}.*", f"kafka.{payments}.*"])
