@@ -12,6 +12,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aio_pika
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from nats.js import JetStreamContext
 
@@ -22,6 +23,10 @@ from bridge.dryrun.report import Finding, Severity
 from tests.integration.test_import_brokers import ROOT, _api, _cli
 
 CONSUMER_CHECKS = ("coverage", "inexact", "wider", "legacy-headers")
+
+
+async def _ack(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    await message.ack()
 
 
 async def _apply(mapping: Path, nats_url: str) -> None:
@@ -71,10 +76,21 @@ async def test_import_rabbitmq_writes_a_consumer_per_queue(
     exported = tmp_path / "definitions.json"
     exported.write_text(json.dumps(_api(rabbitmq_api_url, "GET", f"/definitions/{v}")))
     mapping = tmp_path / "mapping.yaml"
-
-    result = _cli("import", "rabbitmq", str(exported), "--vhost", vhost, "--prefix", u, "--output", str(mapping))
+    connection = await aio_pika.connect(rabbit_vhost_url)
+    try:  # two workers of the legacy payments consumer, 7 and 3 messages unacknowledged at most
+        for prefetch in (7, 3):
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=prefetch)
+            await (await channel.get_queue("payments")).consume(_ack)
+        result = await asyncio.to_thread(
+            _cli, "import", "rabbitmq", str(exported), "--vhost", vhost, "--prefix", u, "--api", rabbitmq_api_url,
+            "--output", str(mapping),
+        )  # fmt: skip
+    finally:
+        await connection.close()
 
     assert result.returncode == 0, result.stderr
+    prefetch_read = "could not be read" not in result.stderr  # a node with management stats off cannot say
     validated = _cli("validate", str(mapping))
     assert validated.returncode == 1, validated.stdout  # valid; its one warning is the 'a.#.b' consumer's
     assert "valid — 2 streams, 1 source, 2 services, 2 routes, 3 consumers" in validated.stdout
@@ -88,6 +104,8 @@ async def test_import_rabbitmq_writes_a_consumer_per_queue(
     assert payments.stream == f"RMQ_{u.upper()}_EVENTS"
     assert payments.filter_subjects == [f"{u}.{u}%2Eevents.payment.*"]  # the exchange name is one token
     assert payments.max_deliver == 4  # x-delivery-limit 3: three redeliveries after the first delivery
+    assert payments.max_ack_pending == (10 if prefetch_read else None)  # the workers' prefetch, 7 + 3, via --api
+    assert "guest" not in mapping.read_text()  # the API's login is not copied
     assert payments.replaces is not None
     assert payments.replaces.queue == "payments"
     assert payments.replaces.bindings == ["payment.*"]

@@ -12,6 +12,7 @@ from bridge.config.model import BridgeConfig
 from bridge.dryrun.checks import offline_checks
 from bridge.dryrun.report import Finding, Severity
 from bridge.importers import MappingDocument, import_definitions, render
+from bridge.importers.rabbitmq.prefetch import with_consumer_prefetch
 from bridge.routing.filters import consumer_filters, generalise
 from bridge.routing.shapes import filter_shape
 
@@ -177,3 +178,10 @@ def test_a_policy_delivery_limit_counts_for_quorum_queues_only() -> None:
     assert _consumer(config, "events", "payments").max_deliver == 5  # its own x-delivery-limit 4 wins
     assert _consumer(config, "events", "quorate").max_deliver == 10  # the policy's 9 redeliveries
     assert _consumer(config, "events", "regional").max_deliver is None  # a classic queue: RabbitMQ ignores it
+
+
+def test_prefetch_read_live_is_folded_into_the_export() -> None:
+    folded = with_consumer_prefetch(ESTATE, {("/", "payments"): [5, 20], ("/", "gone"): [1]})
+    config = load_config_text(render(import_definitions(folded)), "folded.json", {})
+    assert _consumer(config, "events", "payments").max_ack_pending == 25
+    assert "consumer_details" not in ESTATE["queues"][0]  # the export itself is left as it was

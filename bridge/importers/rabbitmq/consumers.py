@@ -155,7 +155,7 @@ class _Consumers(_Queues):
                 (*path, "max_ack_pending"),
                 f"max_ack_pending from x-max-length {length}: the queue never held more than that waiting, so "
                 "its readers were sized for it. RabbitMQ's prefetch (basic.qos) x workers is the better value "
-                "and is not in the export; set it if known.",
+                "(`--api` reads it while they are connected); set it if known.",
             )
         limit = _int_arg(args, "x-delivery-limit")
         if limit is not None and queue.queue_type != "quorum":
@@ -189,7 +189,8 @@ class _Consumers(_Queues):
             "Each is a starting point; the comment above a value says where it came from. Left at defaults:",
             "deliver_policy all (`nats-bridge handoff` creates the consumer where the queue's readers stopped);",
             "ack_wait 30s (RabbitMQ waits its consumer_timeout, 30 min by default: raise it for slow handlers);",
-            "max_ack_pending 1000 unless known (set prefetch (basic.qos) x workers; an export does not say it).",
+            "max_ack_pending 1000 unless known: prefetch (basic.qos) x workers, which an export does not say",
+            "(`import rabbitmq --api URL` reads it from the consumers connected now).",
         ]
         if lines[0] not in self.doc.header:
             self.doc.header.extend(lines)
