@@ -83,3 +83,16 @@ def test_clusters_join_topics_transitively_and_keep_their_order() -> None:
     a_b = GroupPosition("g1", "Empty", (), {("a", 0): 1, ("b", 0): 1})
     b_c = GroupPosition("g2", "Empty", (), {("b", 0): 1, ("c", 0): 1})
     assert topic_clusters(["c", "a", "b", "d"], [a_b, b_c]) == [["c", "a", "b"], ["d"]]
+
+
+def test_a_group_reading_part_of_a_shared_stream_names_its_topics() -> None:
+    payer = GroupPosition("payer", "Empty", (), {("payments", 0): 8}, ends={("payments", 0): 8})
+    document = import_topics(TOPICS, "127.0.0.1:9092", [LEDGER, payer])
+    config = load_config_text(render(document), "kafka.yaml", {})
+    consumers = {c.name: c for c in config.services["orders"].consumers}
+    assert sorted(consumers) == ["ledger", "payer"]
+    assert consumers["payer"].stream == consumers["ledger"].stream
+    assert consumers["payer"].filter_subjects == ["kafka.payments.*"]
+    assert consumers["payer"].replaces is not None
+    assert consumers["payer"].replaces.topics == ["payments"]
+    assert [f for f in offline_checks(config) if f.severity in (Severity.ERROR, Severity.WARNING)] == []
