@@ -16,13 +16,17 @@ from typing import Annotated, Any
 
 import typer
 
+from bridge.brokers.http import HttpLookError
+from bridge.brokers.kafka.groups import GroupPosition
+from bridge.brokers.rabbitmq.management import consumer_prefetch
 from bridge.cli_output import EXIT_INVALID, fail, print_error
 from bridge.config import load_config_text
 from bridge.config.limits import MAX_DEFINITIONS_BYTES, InputLimitError, loads_json, read_bounded, size_limit
 from bridge.errors import ConfigError, NothingToCopyError
 from bridge.importers.definitions_check import check_definitions
-from bridge.importers.kafka import import_topics, read_topics
+from bridge.importers.kafka import import_topics, read_groups, read_topics
 from bridge.importers.rabbitmq import DEFAULT_PREFIX, import_definitions
+from bridge.importers.rabbitmq.prefetch import with_consumer_prefetch
 from bridge.importers.render import MappingDocument, render
 from bridge.routing import is_valid_subject_filter
 
@@ -101,13 +105,29 @@ def import_rabbitmq(
         str, typer.Option(help="Vhost of items that name none (a per-vhost export, /api/definitions/<vhost>).")
     ] = "/",
     prefix: Annotated[str, typer.Option(help="First subject token of the generated streams.")] = DEFAULT_PREFIX,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            help="Management API URL (http://user:pass@host:15672/api): size each consumer's max_ack_pending "
+            "from the prefetch of the queue's consumers now. The login is never written to the file."
+        ),
+    ] = None,
     output: OutputOption = None,
     force: ForceOption = False,
 ) -> None:
-    """Shadow every exchange with bound queues: a service, a stream and routes bound like the legacy queues."""
+    """Shadow every exchange with bound queues: a service, a stream and routes bound like the legacy
+    queues, and a JetStream consumer per queue."""
     if not is_valid_subject_filter(prefix) or "*" in prefix or ">" in prefix:
         raise typer.BadParameter(f"'{prefix}' is not a literal NATS subject (tokens separated by '.')")
     document = load_definitions(definitions)
+    unread = None
+    if api is not None:
+        try:
+            document = with_consumer_prefetch(document, asyncio.run(consumer_prefetch(api)), vhost)
+        except HttpLookError as error:  # e.g. a node with management stats disabled: HTTP 400
+            # The file gets no detail: the error text names the API's user.
+            unread = "the consumers' prefetch could not be read from the management API"
+            typer.echo(f"warning: {unread} ({error}); max_ack_pending is left to the queues' arguments", err=True)
     try:
         mapping = import_definitions(document, prefix=prefix, vhost=vhost)
     except NothingToCopyError as error:
@@ -115,6 +135,8 @@ def import_rabbitmq(
         for reason in error.reasons:
             typer.echo(f"  - {reason}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
+    if unread is not None:
+        mapping.header.append(f"max_ack_pending: {unread}.")
     _emit(mapping, output, force)
 
 
@@ -127,11 +149,22 @@ def import_kafka(
     output: OutputOption = None,
     force: ForceOption = False,
 ) -> None:
-    """A stream and a route per topic, with retention.ms / retention.bytes / cleanup.policy translated."""
+    """A stream and a route per topic (topics a consumer group reads together share them), with
+    retention.ms / retention.bytes / cleanup.policy translated, and a consumer per legacy group."""
     try:
         found = asyncio.run(read_topics(bootstrap, topics))
     except Exception as error:  # aiokafka raises many types for an unreachable or refusing cluster
         fail(f"cannot read topics from {bootstrap}: {error!r}")
     if not found:
         fail(f"no topic{' matches ' + topics if topics else ''} on {bootstrap}")
-    _emit(import_topics(found, bootstrap), output, force)
+    groups: list[GroupPosition] = []
+    unread = None
+    try:
+        groups = asyncio.run(read_groups(bootstrap, [topic.name for topic in found]))
+    except Exception as error:  # as above; the topics are still worth writing (an ACL may hide groups)
+        unread = f"cannot read consumer groups from {bootstrap}: {error!r}"
+        typer.echo(f"warning: {unread}; no consumers written", err=True)
+    document = import_topics(found, bootstrap, groups)
+    if unread is not None:
+        document.header.append(f"No consumers: {unread}.")
+    _emit(document, output, force)

@@ -32,9 +32,9 @@ from bridge.config.routes import FromKafka, FromRabbitMQ, RabbitMQMode, RouteCon
 from bridge.dryrun.report import Finding, Severity
 from bridge.route_shapes import route_shapes
 from bridge.routing import ExchangeType, kafka_topic_matches
-from bridge.routing.shapes import Lit, Shape, Var, contained_in_filters, filter_shape, intersects, show, within_shapes
-
-_MOST_FILTERS = 8  # past this many, exact filters are not worth listing
+from bridge.routing.filters import covering_filter as _covering_filter
+from bridge.routing.filters import exact_filters as _exact_filters
+from bridge.routing.shapes import Shape, contained_in_filters, filter_shape, intersects, show, within_shapes
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,39 +185,3 @@ def _legacy_families(
 
 def _families(service: str, route: RouteConfig) -> list[_Family]:
     return [_Family(family.origin, family.shape) for family in route_shapes(service, route)]
-
-
-def _covering_filter(shape: Shape) -> str:
-    """The narrowest single filter that takes every subject of a shape with a run before its end:
-    its tokens up to that run, then '>' (the run is followed by more, so at least one token is left)."""
-    tokens: list[str] = []
-    for unit in shape:
-        if isinstance(unit, Lit):
-            tokens.append(unit.token)
-        elif unit.most is None or unit.least != unit.most:
-            break
-        else:
-            tokens += ["*"] * unit.least
-    return ".".join([*tokens, ">"])
-
-
-def _exact_filters(shape: Shape) -> list[str] | None:
-    """NATS filters whose subjects are exactly the shape's; None when there are none (a run of
-    any length before the end), [] when there are too many to list."""
-    variants: list[list[str]] = [[]]
-    for position, unit in enumerate(shape):
-        if isinstance(unit, Lit):
-            variants = [[*v, unit.token] for v in variants]
-            continue
-        assert isinstance(unit, Var)
-        if unit.most is None:
-            if position != len(shape) - 1:
-                return None
-            ones = ["*"] * unit.least
-            variants = [[*v, *ones] for v in variants] + [[*v, *ones, ">"] for v in variants]
-            continue
-        variants = [[*v, *(["*"] * count)] for v in variants for count in range(unit.least, unit.most + 1)]
-        if len(variants) > _MOST_FILTERS:
-            return []
-    filters = [".".join(v) for v in variants if v]
-    return filters if len(filters) <= _MOST_FILTERS else []

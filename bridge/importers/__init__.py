@@ -1,6 +1,7 @@
 """Generate mapping files from what the legacy brokers already know (`nats-bridge import`).
 
 * rabbitmq: a definitions export (exchanges, queues, bindings) -> shadow routes and streams.
+* rabbitmq/consumers: a durable consumer per legacy queue; kafka_consumers: one per legacy group.
 * kafka: the cluster's topics and retention configs -> one stream and route per topic.
 * render: the generated document as YAML, with comments beside what they concern.
 * topology: a definitions export as the broker holds it (policies applied), read by the importer

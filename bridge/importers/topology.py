@@ -34,6 +34,7 @@ QUEUE_POLICY_KEYS = (
     "max-length",
     "max-length-bytes",
     "overflow",
+    "delivery-limit",
 )
 # Numeric keys: queue argument, policy and operator policy combine to the smallest (RabbitMQ's
 # res_min and the operator-policy merge); the others: the queue's own argument wins over a policy.
@@ -48,6 +49,9 @@ class Queue:
     durable: bool = True
     auto_delete: bool = False
     exclusive: bool = False
+    # Sum of its consumers' prefetch counts, when the queue object lists them (`consumer_details`,
+    # as `GET /api/queues` returns; a definitions export does not): what they may hold unacked.
+    prefetch: int | None = None
     # What policies changed in `arguments` (the effective values), for the comments.
     policy_notes: list[str] = field(default_factory=list)
 
@@ -127,6 +131,7 @@ class Topology:
                 bool(item.get("durable", True)),
                 bool(item.get("auto_delete", False)),
                 bool(item.get("exclusive", False)),
+                _prefetch(item.get("consumer_details")),
             )
         self.bindings = [
             Binding(
@@ -258,3 +263,17 @@ def _read_policy(item: Mapping[str, Any], default_vhost: str, operator: bool) ->
         priority=priority if isinstance(priority, int) and not isinstance(priority, bool) else 0,
         operator=operator,
     )
+
+
+def _prefetch(details: Any) -> int | None:
+    """The queue's consumers' prefetch counts summed (0 is unlimited: then unknown), from a
+    management API queue object's `consumer_details`; None when it has none."""
+    if not isinstance(details, list) or not details:
+        return None
+    counts: list[int] = []
+    for detail in details:
+        count = detail.get("prefetch_count") if isinstance(detail, Mapping) else None
+        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+            return None
+        counts.append(count)
+    return sum(counts)

@@ -77,3 +77,60 @@ async def group_position(
         ends={(tp.topic, tp.partition): offset for tp, offset in ends.items()},
         missing=tuple(topic for topic in topics if topic not in existing),
     )
+
+
+BRIDGE_GROUP_PREFIX = "nats-bridge."  # bridge.brokers.kafka.names.default_group: the bridge's own, never legacy
+
+
+async def committed_groups(source: KafkaSource, topics: Sequence[str], *, seconds: float = 15.0) -> list[GroupPosition]:
+    """Every consumer group (but the bridge's own) with a committed offset on one of `topics`: where
+    it stands on each partition it committed there, its state and members. What `import kafka`
+    writes a JetStream consumer for. Raises KafkaError, OSError or TimeoutError when Kafka cannot say."""
+    admin = client.admin(source, purpose="import", request_timeout_ms=int(seconds * 1000))
+    consumer = client.consumer(source, purpose="import", group_id=None, enable_auto_commit=False)
+    wanted = set(topics)
+    try:
+        await asyncio.wait_for(asyncio.gather(admin.start(), consumer.start()), seconds)
+        listed = await asyncio.wait_for(admin.list_consumer_groups(), seconds)
+        names = sorted({str(item[0]) for item in listed if not str(item[0]).startswith(BRIDGE_GROUP_PREFIX)})
+        committed: dict[str, dict[Partition, int | None]] = {}
+        for name in names:
+            offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(name), seconds)
+            mine: dict[Partition, int | None] = {
+                (tp.topic, tp.partition): meta.offset
+                for tp, meta in sorted(offsets.items())
+                if tp.topic in wanted and meta.offset >= 0
+            }
+            if mine:
+                committed[name] = mine
+        if not committed:
+            return []
+        states: dict[str, tuple[str, tuple[str, ...]]] = {}
+        for name in committed:
+            # One group per request: aiokafka 0.14 sometimes fails to decode a DescribeGroups response
+            # holding several groups (an empty one beside one with members), and drops the connection.
+            [response] = await asyncio.wait_for(admin.describe_consumer_groups([name]), seconds)
+            _code, _name, state, _protocol_type, _protocol, members, *_ = response.groups[0]
+            states[name] = (str(state), tuple(str(member[1]) for member in members))
+        partitions = sorted({TopicPartition(t, p) for mine in committed.values() for t, p in mine})
+        ends = await asyncio.wait_for(consumer.end_offsets(partitions), seconds)
+        beginnings = await asyncio.wait_for(consumer.beginning_offsets(partitions), seconds)
+    finally:
+        with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
+            await consumer.stop()
+        with contextlib.suppress(KafkaError, OSError, TimeoutError, RuntimeError):
+            await admin.close()
+    found = []
+    for name, mine in committed.items():
+        state, members = states.get(name, ("Unknown", ()))
+        found.append(
+            GroupPosition(
+                group=name,
+                state=state,
+                members=members,
+                committed=mine,
+                beginnings={p: beginnings[TopicPartition(*p)] for p in mine},
+                ends={p: ends[TopicPartition(*p)] for p in mine},
+            )
+        )
+    return found

@@ -74,3 +74,23 @@ class ManagementApi:
         """The bindings whose source is `exchange`."""
         found = await self._get(f"/exchanges/{self._vhost}/{quote(exchange, safe='')}/bindings/source")
         return [b for b in found or [] if isinstance(b, Mapping)]
+
+
+async def consumer_prefetch(api_url: str, seconds: float = 15.0) -> dict[tuple[str, str], list[int]]:
+    """Per (vhost, queue), the prefetch count of each consumer the management API lists now
+    (`GET /api/consumers`): what `import rabbitmq --api` sizes a JetStream consumer's
+    max_ack_pending from. Raises HttpLookError with a printable line (no password)."""
+    base, auth = split_credentials(api_url.rstrip("/"))
+    if not base.endswith("/api"):
+        base += "/api"
+    async with aiohttp.ClientSession() as session:
+        listed = await get_json(
+            session, f"{base}/consumers", auth, f"RabbitMQ management API at {redact_url(api_url)}", seconds
+        )
+    found: dict[tuple[str, str], list[int]] = {}
+    for item in listed or []:
+        queue = item.get("queue") if isinstance(item, Mapping) else None
+        count = item.get("prefetch_count") if isinstance(item, Mapping) else None
+        if isinstance(queue, Mapping) and isinstance(count, int) and not isinstance(count, bool):
+            found.setdefault((str(queue.get("vhost", "/")), str(queue.get("name"))), []).append(count)
+    return found

@@ -59,6 +59,14 @@ Mapping rules, chosen for a team that wants an exact shadow copy first and cut-o
   their own and a stream `RMQS_<QUEUE>` on `<prefix>-stream.<queue>[.{rk}]`, with
   `x-max-age` -> `max_age` and `x-max-length-bytes` -> `max_bytes`; they are read, not
   shadowed, and kept apart from the exchange's copy because their Msg-Ids (queue/offset) differ.
+* **Consumers** (rabbitmq/consumers.py): one durable consumer per shadowed queue, in the service
+  whose route copies it, `replaces: {queue: ...}` (with the queue's keys as `bindings` when the
+  route binds more), filters from its composed binding keys through the route's template (the
+  narrowest covering filter, said so, where NATS has no exact one), `max_deliver` from
+  `x-delivery-limit`, `ack_wait` from `x-consumer-timeout`, `max_ack_pending` from the consumers'
+  prefetch (when the queue lists `consumer_details`: `--api` adds them, rabbitmq/prefetch.py) or a
+  small `x-max-length`; dead lettering in a comment. validate and dry-run check it covers what
+  the queue received.
 * **Comments only** (no JetStream equivalent, or a decision for a person): dead-letter
   exchanges (pointing at the DLX's own stream and at the bridge's `dead_letters:` section),
   `x-max-priority`, `x-expires`, lazy mode, `alternate-exchange`, plugin exchange types

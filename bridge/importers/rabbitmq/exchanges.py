@@ -14,7 +14,7 @@ from bridge.importers.binding_keys import (
     topic_intersection,
     topic_subset,
 )
-from bridge.importers.rabbitmq.queues import _Queues
+from bridge.importers.rabbitmq.consumers import _Consumers
 from bridge.importers.rabbitmq.state import (
     STANDARD_TYPES,
     _arguments_text,
@@ -29,7 +29,7 @@ from bridge.importers.topology import HASH_TYPES, Binding
 from bridge.routing import topic_matches
 
 
-class _Exchanges(_Queues):
+class _Exchanges(_Consumers):
     """Services and routes from exchanges (see the module docstring)."""
 
     def _compose(self, entry_kind: str, chain: list[Binding]) -> _Composed:  # noqa: PLR0912 (one case per step type)
@@ -146,8 +146,9 @@ class _Exchanges(_Queues):
         by_queue: dict[str, list[tuple[_Selection, _Composed]]] = {}
         for selection, result in live:
             by_queue.setdefault(selection.queue, []).append((selection, result))
+        route_of: dict[str, int] = {}
         if kind == "headers":
-            self._headers_routes(service, source, exchange, to, by_queue, routes)
+            route_of = self._headers_routes(service, source, exchange, to, by_queue, routes)
         else:
             route_from: dict[str, Any] = {"exchange": exchange, "type": kind}
             if kind != "fanout":
@@ -183,6 +184,7 @@ class _Exchanges(_Queues):
             "description": f"Consumers of RabbitMQ {kind} exchange '{exchange}' (vhost '{vhost}').",
             "routes": routes,
         }
+        self._queue_consumers(vhost, service, stream, by_queue, route_of)
         self._exchange_notes(vhost, exchange, service, stream)
         self._queue_limits(
             stream, stream_doc, service, routes, [self.queues.get((vhost, q)) for q in by_queue], list(by_queue)
@@ -220,14 +222,17 @@ class _Exchanges(_Queues):
         to: str,
         by_queue: Mapping[str, list[tuple[_Selection, _Composed]]],
         routes: list[dict[str, Any]],
-    ) -> None:
-        """One route per distinct argument table: a route matches on one table, as one binding does."""
+    ) -> dict[str, int]:
+        """One route per distinct argument table: a route matches on one table, as one binding does.
+        Returns the route of each queue (the first of its tables), for its consumer's `replaces`."""
         taken_routes: set[str] = set()
         seen: dict[str, int] = {}
+        route_of: dict[str, int] = {}
         for queue, reached in by_queue.items():
             for selection, result in reached:
                 table = result.table or {}
                 signature = repr(sorted(table.items(), key=lambda item: item[0]))
+                route_of.setdefault(queue, seen.get(signature, len(routes)))
                 if signature in seen:
                     self._note_service(service, f"also bound this way: queue '{queue}'", seen[signature])
                     self._chain_notes(service, seen[signature], exchange, selection, result)
@@ -251,6 +256,7 @@ class _Exchanges(_Queues):
             # stream keeps it once.
             for index in seen.values():
                 routes[index]["msg_id"] = "{exchange}/{auto}"
+        return route_of
 
     def _exchange_notes(self, vhost: str, exchange: str, service: str, stream: str) -> None:
         found = self.exchanges.get((vhost, exchange))
