@@ -153,8 +153,8 @@ async def _drain_handoff(
     reverse = feeding_reverse(config, service, consumer, route)
     filters = _filters(config, consumer)
 
-    async def plan_at(through: int) -> DrainHandoffPlan:
-        deadline = time.monotonic() + wait
+    async def plan_at(through: int, waiting: float) -> DrainHandoffPlan:
+        deadline = time.monotonic() + waiting
         while True:
             try:
                 plan = await plan_drain(
@@ -179,10 +179,15 @@ async def _drain_handoff(
                 return plan
             await asyncio.sleep(WAIT_STEP)
 
-    if plan_only:
-        return Handoff(service, consumer.name, await plan_at(await written_through(js, service, reverse)))
+    if plan_only or wait:
+        # `--wait` waits for the bridge to catch up before the reverse route is held off, so the
+        # legacy consumers still on it are not kept waiting. Only that counts of this look: with
+        # the route still writing, its other refusals may be the route's doing, not the queue's.
+        plan = await plan_at(await written_through(js, service, reverse), wait)
+        if plan_only or (plan.refused and _only_catching_up(plan)):
+            return Handoff(service, consumer.name, plan)
     async with reverse_held_off(js, config, service, reverse, consumer.name) as through:
-        plan = await plan_at(through)
+        plan = await plan_at(through, 0.0)
         if plan.refused:
             return Handoff(service, consumer.name, plan)
         result = await position_drain_durable(js, plan, _marked(to_nats_consumer(consumer), plan))
