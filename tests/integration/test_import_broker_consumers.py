@@ -15,12 +15,12 @@ from pathlib import Path
 import aio_pika
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from nats.js import JetStreamContext
+from test_import_brokers import ROOT, _api, _cli
 
 from bridge.config import load_config
 from bridge.config.model import BridgeConfig
 from bridge.dryrun.checks import offline_checks
 from bridge.dryrun.report import Finding, Severity
-from tests.integration.test_import_brokers import ROOT, _api, _cli
 
 CONSUMER_CHECKS = ("coverage", "inexact", "wider", "legacy-headers")
 
