@@ -219,11 +219,23 @@ async def gather_status(
 
 async def _reverse_side(js: JetStreamContext, config: BridgeConfig, report: list[ServiceStatus]) -> None:
     """Each service's reverse routes, the queues they fill for nobody, and durables left behind."""
-    for status in report:
-        status.reverse = await reverse_legs(js, config, status.service, status.record.phase)
-        status.notes += await unread_copies(config, status.service, status.consumers, status.reverse)
+    try:
+        for status in report:
+            status.reverse = await reverse_legs(js, config, status.service, status.record.phase)
+            status.notes += await unread_copies(config, status.service, status.consumers, status.reverse)
+        orphans = await orphan_durables(js, config)
+    except (NatsError, TimeoutError) as error:
+        # The rest of the report stands: a user allowed to read phases and streams but not
+        # consumers (an older deploy/nats-permissions.conf) still sees where its services are.
+        for status in report:
+            if config.services[status.service].reverse:
+                status.notes.append(
+                    f"reverse routes not looked at ({str(error) or type(error).__name__}): the user needs "
+                    "$JS.API.CONSUMER.INFO and CONSUMER.LIST on the streams (deploy/README.md)"
+                )
+        return
     names = [status.service for status in report]
-    for orphan in await orphan_durables(js, config):
+    for orphan in orphans:
         owner = owner_of(orphan, names)
         for status in report:
             if status.service == owner:

@@ -5,7 +5,8 @@ names replaced by the test's, a 64 KiB max_payload so a large record goes to the
 and two users for the test itself: a producer that publishes to the stream, an admin that
 looks). Under the `bridge` user the bridge copies a Kafka topic, dead-letters a record without
 a key and one too large for a message (object store), and follows the phases the `operator`
-user's `cutover` writes: it reports the service drained, runs the reverse route in drain, and
+user's `cutover` writes: it reports the service drained, runs the reverse route in drain (the
+operator's `status` shows how far it wrote; its `reverse` switches it off, then removes its durable), and
 on retire deletes its group and checkpoints — with no permission violation anywhere in its log.
 The `bridge` user cannot write a phase record or purge the phase bucket: the server refuses.
 """
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka_helpers import BridgeProcess, fill_topic, stream_count, wait_for_count
@@ -169,6 +171,29 @@ services:
     finally:
         await consumer.stop()
     assert [(r.key, r.value) for r in records] == [(b"acct-1", b"from NATS")], bridge.log()
+
+    # The operator sees how far the reverse route wrote, switches it off, then removes its durable.
+    for _ in range(10):  # the record is in Kafka; the route acks it to JetStream just after
+        code, out = await cli("status", str(mapping), "--json", "--interval", "0.5s", user="operator")
+        assert code == 0, out
+        (leg,) = json.loads(out)["services"][0]["reverse"]
+        if leg["durable_state"]["acked_through"] == 21:  # 20 records copied, then the one from NATS
+            break
+    assert (leg["runs"], leg["durable_state"]["exists"], leg["durable_state"]["acked_through"]) == (True, True, 21), out
+    code, out = await cli(
+        "reverse", service, "to-kafka", str(mapping), "--to", "off", "--reason", "test", "--wait", "20s",
+        user="operator",
+    )  # fmt: skip
+    assert code == 0, out + bridge.log()
+    await bridge.wait_for_log("reverse route to-kafka stops", timeout=10)
+    code, out = await cli(
+        "reverse", service, "to-kafka", str(mapping), "--to", "removed", "--reason", "test", "--wait", "20s",
+        user="operator",
+    )  # fmt: skip
+    assert code == 0, out + bridge.log()
+    assert f"durable nats-bridge-reverse-{service}-to-kafka deleted" in out, out
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await admin.jetstream().consumer_info(stream, f"nats-bridge-reverse-{service}-to-kafka")
 
     # The bridge's user cannot write a phase record, nor purge the phase bucket.
     errors: list[str] = []
