@@ -124,6 +124,7 @@ class Options:
     cache: Path
     build_only: bool
     keep_logs: bool
+    profile: Path | None
     command: str
 
 
@@ -156,6 +157,12 @@ def parse_options(argv: list[str]) -> Options:
     )
     parser.add_argument("--build-only", action="store_true", help="build the peers and fetch kafka-tools, then exit")
     parser.add_argument("--keep-logs", action="store_true", help="keep the systems' logs and configs")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record each bridge drain with py-spy (`pip install py-spy`) into DIR/<stream>.txt (collapsed "
+        "stacks; bench/pyspy_top.py summarises them); the sampling costs the bridge a little CPU",
+    )
     args = parser.parse_args(argv)
     quick = QUICK_MESSAGES if args.quick else DEFAULT_MESSAGES
     messages = {
@@ -177,6 +184,7 @@ def parse_options(argv: list[str]) -> Options:
         cache=args.cache.resolve(),
         build_only=args.build_only,
         keep_logs=args.keep_logs,
+        profile=args.profile.resolve() if args.profile else None,
         command=shlex.join([Path(sys.executable).name, *sys.argv]),
     )
 
@@ -319,9 +327,10 @@ def build_all(opts: Options) -> Tools:
 class PeerRun(BridgeRun):
     """Any system under test as a subprocess (argv), with BridgeRun's RSS sampling and stop."""
 
-    def __init__(self, argv: list[str], log_path: Path) -> None:
+    def __init__(self, argv: list[str], log_path: Path, profile: Path | None = None) -> None:
         super().__init__(Path(argv[0]), log_path)
         self.argv = argv
+        self.profile = profile  # py-spy's collapsed stacks of the process go here
 
     async def start(self) -> None:
         with self.log_path.open("ab") as out:
@@ -335,6 +344,12 @@ class PeerRun(BridgeRun):
             )
         self._t0 = time.perf_counter()
         self._sampler = asyncio.create_task(self._sample())
+        if self.profile is not None:
+            py_spy = Path(sys.executable).with_name("py-spy")
+            argv = [str(py_spy), "record", "--pid", str(self.process.pid), "--rate", "250", "--nonblocking"]
+            argv += ["--format", "raw", "--output", str(self.profile)]
+            with self.log_path.with_suffix(".py-spy.log").open("ab") as out:
+                await asyncio.create_subprocess_exec(*argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 
 
 def pid_listening(port: int) -> int | None:
@@ -384,7 +399,11 @@ class Bench(BenchBase):
 
     def new_system(self, argv: list[str], name: str, stream: str, config: Path, text: str) -> PeerRun:
         config.write_text(text)
-        run = PeerRun(argv, self.workdir / f"{name}-{stream.lower()}.log")
+        profile = None
+        if self.opts.profile is not None and name == "bridge":
+            self.opts.profile.mkdir(parents=True, exist_ok=True)
+            profile = self.opts.profile / f"{stream.lower()}.txt"
+        run = PeerRun(argv, self.workdir / f"{name}-{stream.lower()}.log", profile)
         self.bridges.append(run)
         self.streams.append(stream)
         return run

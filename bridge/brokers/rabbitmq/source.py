@@ -11,7 +11,9 @@ Three modes per route:
 
 aio-pika opens the connection and declares the topology (readable, well-kept); deliveries
 and acks use its underlying aiormq channel directly, because aio-pika's message wrapper
-decodes `expiration` and `timestamp` lossily and costs time per message. aio-pika's
+decodes `expiration` and `timestamp` lossily and costs time per message, and the deliveries
+are put together from the channel's frames as they arrive (`deliveries.DeliveryFrames`)
+rather than by aiormq's task per message. aio-pika's
 *robust* reconnect is deliberately not used: on reconnect it replays stream queues from
 the original offset and hides that in-flight deliveries died with the channel. Instead,
 each connection is an *epoch*: its deliveries form one lane (delivery tags are per
@@ -36,6 +38,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
 from bridge.brokers.rabbitmq.client import amqp_url, next_reconnect_delay, open_connection, reply_text
+from bridge.brokers.rabbitmq.deliveries import DeliveryFrames
 from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, stream_offset_of
 from bridge.config.routes import FromRabbitMQ, RabbitMQMode
 from bridge.config.sources import RabbitMQSource
@@ -212,6 +215,7 @@ class RabbitMQRouteSource:
             arguments: dict[str, Any] = {}
             if self._mode is RabbitMQMode.STREAM:
                 arguments[STREAM_OFFSET_HEADER] = self._stream_start()
+            DeliveryFrames.install(underlay, self._on_delivered)  # before the consume: all its deliveries
             await underlay.basic_consume(self._queue, self._on_delivery, no_ack=False, arguments=arguments)
         except aiormq.exceptions.ChannelNotFoundEntity as error:
             await connection.close()
@@ -293,9 +297,13 @@ class RabbitMQRouteSource:
 
     # ------------------------------------------------------------------ deliveries
 
-    async def _on_delivery(self, message: DeliveredMessage) -> None:
+    def _on_delivered(self, message: DeliveredMessage) -> None:
         self._buffer.append(message)
         self._arrived.set()
+
+    async def _on_delivery(self, message: DeliveredMessage) -> None:
+        """aiormq's consumer callback; DeliveryFrames takes the deliveries before it would run."""
+        self._on_delivered(message)
 
     def _received(self, delivered: DeliveredMessage, lane: Lane, stream: bool) -> Received | None:
         delivery = delivered.delivery
