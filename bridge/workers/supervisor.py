@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -72,14 +72,18 @@ def worker_argv(
     return tuple(argv)
 
 
-def stop_failures(codes: Mapping[int, int], signum: int | None) -> list[str]:
+def stop_failures(codes: Mapping[int, int], signum: int | None, idle: Collection[int] = ()) -> list[str]:
     """One line per worker that did not stop cleanly. A worker killed by the very signal it was
-    sent had not yet installed its handler: it was still starting and held nothing to settle."""
+    sent had not yet installed its handler: it was still starting and held nothing to settle.
+    An `idle` worker was waiting to be started again: its last run (which died) is how it ended."""
     failures = []
     for index, code in sorted(codes.items()):
         if code == 0 or (signum is not None and code == -signum):
             continue
-        failures.append(f"worker {index} {describe_exit(code)}")
+        if index in idle:
+            failures.append(f"worker {index} was not running at the stop: its last run {describe_exit(code)}")
+        else:
+            failures.append(f"worker {index} {describe_exit(code)} while stopping")
     return failures
 
 
@@ -102,6 +106,7 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._signal: int | None = None
         self._final: dict[int, int] = {}  # worker -> how it ended once stopping
+        self._idle: set[int] = set()  # workers waiting to be started again when the stop came
         self.http_address: HttpAddress | None = None  # where the endpoint listens, once it does
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
@@ -150,7 +155,8 @@ class Supervisor:
                 await worker.start(self._stdout, self._stderr)
             except OSError as error:
                 worker.last_exit, ran_for = START_FAILED, 0.0
-                log.error("worker %d could not be started: %s", worker.index, error.strerror or error)  # noqa: TRY400 (no traceback: the reason is the news)
+                # No traceback (TRY400): the reason is the news, and the next attempt is logged too.
+                log.error("worker %d could not be started: %s", worker.index, error.strerror or error)  # noqa: TRY400
             else:
                 if self._signal is not None:
                     worker.send(self._signal)  # stopped while it was being started
@@ -176,6 +182,7 @@ class Supervisor:
                 await asyncio.wait_for(self._stopping.wait(), delay)
             worker.restart_at = None
         # Stopped while waiting to start it again: its last run is how it ended.
+        self._idle.add(worker.index)
         self._final.setdefault(worker.index, worker.last_exit or 0)
 
     async def _wait(self, worker: WorkerProcess) -> int:
@@ -199,9 +206,9 @@ class Supervisor:
             stopping.cancel()
 
     def _outcome(self) -> int:
-        failures = stop_failures(self._final, self._signal)
+        failures = stop_failures(self._final, self._signal, self._idle)
         for line in failures:
-            log.error("%s while stopping", line)
+            log.error("%s", line)
         if failures:
             log.error("%d of %d workers did not stop cleanly; exiting 1", len(failures), len(self.workers))
             return 1

@@ -3,7 +3,7 @@
 It keeps the worker's side of the contract (bridge.workers.child: its index, its port through
 the pipe) and serves the four paths like a bridge, with no broker behind it. The environment
 says how it behaves: FAKE_UNHEALTHY=K makes worker K answer 503 naming a route; FAKE_EXIT=N is
-its exit code when stopped. SIGTERM or SIGINT stops it.
+its exit code when stopped; FAKE_CRASH=K makes worker K exit 4 at once. SIGTERM or SIGINT stops it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from bridge.workers.child import port_announcer, worker_index
 
 async def main() -> int:
     index = worker_index(os.environ)
+    if os.environ.get("FAKE_CRASH") == str(index):
+        print(f"worker={index} crashing at start", file=sys.stderr, flush=True)
+        return 4
     healthy = os.environ.get("FAKE_UNHEALTHY") != str(index)
 
     async def probe(_request: web.Request) -> web.Response:

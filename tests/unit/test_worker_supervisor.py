@@ -183,3 +183,30 @@ async def test_a_worker_that_does_not_stop_cleanly_makes_the_supervisor_exit_1(
         assert await running.stop() == 1
     assert "worker 1 exited 3 while stopping" in caplog.text
     assert "2 of 2 workers did not stop cleanly; exiting 1" in caplog.text
+
+
+@pytest.mark.timeout(60)
+async def test_a_worker_that_keeps_dying_waits_longer_each_time_and_fails_the_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "bridge.workers")
+    running = Running(2, FAKE_CRASH="2")
+    running.task = asyncio.create_task(running.supervisor.run(handle_signals=False))
+    crashing = running.supervisor.workers[1]
+
+    async def restarted_twice() -> bool:
+        return (
+            crashing.restarts >= 2
+            and crashing.restart_at is not None
+            and running.supervisor.workers[0].port is not None
+        )
+
+    await until(restarted_twice, "worker 2 started again twice")
+    delays = [m for m in caplog.messages if m.startswith("worker 2 (pid ") and "exited 4" in m]
+    assert [m.rsplit(" ", 1)[1] for m in delays[:3]] == ["1s", "2s", "4s"], delays
+    code, text = await running.get("/healthz")
+    assert code == 503
+    assert text.startswith("not alive\n- worker 2: not running: its last run exited 4; starting it again in "), text
+    assert await running.stop() == 1
+    assert "worker 2 was not running at the stop: its last run exited 4" in caplog.messages
+    assert "worker 1 (pid" in caplog.text

@@ -114,10 +114,13 @@ def test_a_stop_is_clean_when_every_worker_exited_0_or_died_of_the_signal_before
     assert stop_failures({1: 0, 2: -signal.SIGTERM}, signal.SIGTERM) == []
     assert stop_failures({1: 0, 2: -signal.SIGINT}, signal.SIGINT) == []
     assert stop_failures({2: -signal.SIGKILL, 1: 1, 3: 0}, signal.SIGTERM) == [
-        "worker 1 exited 1",
-        "worker 2 was killed by SIGKILL",
+        "worker 1 exited 1 while stopping",
+        "worker 2 was killed by SIGKILL while stopping",
     ]
-    assert stop_failures({1: -signal.SIGTERM}, signal.SIGINT) == ["worker 1 was killed by SIGTERM"]
+    assert stop_failures({1: -signal.SIGTERM}, signal.SIGINT) == ["worker 1 was killed by SIGTERM while stopping"]
+    assert stop_failures({1: 0, 2: 2}, signal.SIGTERM, idle={2}) == [
+        "worker 2 was not running at the stop: its last run exited 2"
+    ]
 
 
 def test_exit_codes_read_as_words() -> None:
