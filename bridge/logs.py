@@ -153,17 +153,26 @@ class RepeatedLineFilter(logging.Filter):
 
 
 def configure_logging(
-    level: str = "info", log_format: LogFormat = LogFormat.HUMAN, *, secrets: Iterable[str] = ()
+    level: str = "info",
+    log_format: LogFormat = LogFormat.HUMAN,
+    *,
+    secrets: Iterable[str] = (),
+    worker: int | None = None,
 ) -> None:
-    """Lines on stderr, human or JSON; the clients' chatty loggers are held at WARNING."""
+    """Lines on stderr, human or JSON; the clients' chatty loggers are held at WARNING.
+
+    A worker process of `run --workers N` (bridge.workers) says which one it is on every line
+    (`worker=K`, or a `worker` field), as its lines share the supervisor's stderr with the others'."""
     inner: logging.Formatter
     if log_format is LogFormat.JSON:
         inner = JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            static_fields={} if worker is None else {"worker": worker},
         )
     else:
-        inner = logging.Formatter(HUMAN_FORMAT)
+        human = HUMAN_FORMAT if worker is None else HUMAN_FORMAT.replace("%(name)s", f"worker={worker} %(name)s")
+        inner = logging.Formatter(human)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(SecretScrubbingFormatter(inner, secrets))
     root = logging.getLogger()

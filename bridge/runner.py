@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -55,7 +56,7 @@ from bridge.jetstream.publisher import JetStreamPublisher
 from bridge.logs import Scrubber, config_secrets
 from bridge.mapping import CompiledRoute
 from bridge.operations.health import HealthMonitor
-from bridge.operations.http import HttpAddress, serve
+from bridge.operations.http import HttpAddress, bound_address, serve
 from bridge.operations.metrics import bridge_registry
 from bridge.pipeline.route import RoutePipeline
 from bridge.pipeline.settings import PipelineSettings
@@ -84,6 +85,8 @@ class RunSettings:
     checkpoints: bool = True
     http: HttpAddress | None = None  # where /metrics, /healthz, /readyz and /status are served
     http_token: str | None = field(default=None, repr=False)  # bearer token for /status and /metrics
+    # Told where the endpoint listens once it serves: a worker tells its supervisor (bridge.workers).
+    http_bound: Callable[[HttpAddress], None] | None = None
     stall_after: float = 60.0  # a route with work and no progress this long is stalled (not ready)
     phase_interval: float = 1.0  # how often service phases are read from KV
     # The servers' max_control_line (nats-server's default): subjects too long for it are
@@ -180,14 +183,7 @@ class Bridge:
                     interval=self.settings.health_interval,
                 )
                 if self.settings.http is not None:
-                    secrets = config_secrets(self.config) + [t for t in (self.settings.http_token,) if t]
-                    self.http = await serve(
-                        self.settings.http,
-                        self.monitor,
-                        bridge_registry(self.monitor),
-                        self.settings.http_token,
-                        Scrubber(secrets),
-                    )
+                    self.http = await self._serve_http(self.settings.http, self.monitor)
                 store = PhaseStore(js, replicas=self.config.state_replicas)
                 try:
                     await self._run_routes(self.monitor, store, checkpoints, js)
@@ -211,6 +207,14 @@ class Bridge:
                 await nc.drain()
             if not nc.is_closed:
                 await nc.close()
+
+    async def _serve_http(self, address: HttpAddress, monitor: HealthMonitor) -> web.AppRunner:
+        """Serve /metrics /healthz /readyz /status; tell whoever asked (a supervisor) where."""
+        secrets = config_secrets(self.config) + [t for t in (self.settings.http_token,) if t]
+        runner = await serve(address, monitor, bridge_registry(monitor), self.settings.http_token, Scrubber(secrets))
+        if self.settings.http_bound is not None:
+            self.settings.http_bound(bound_address(runner, address))
+        return runner
 
     async def _declare(self, js: JetStreamContext, streams: list[StreamConfig]) -> None:
         """Declare the streams; a JetStream that times out (a cluster just restarted, still

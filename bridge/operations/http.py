@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -218,29 +218,76 @@ class _BoundedSite(web.BaseSite):
 _CONNECTIONS: web.AppKey[dict[asyncio.BaseTransport, _Connection]] = web.AppKey("http_connections")
 
 
+class Answers(Protocol):
+    """What the four paths answer. The bridge answers from its health monitor and registry; a
+    supervisor of worker processes (bridge.workers) from its workers' own endpoints, so both
+    share one app: the same token rule, connection bounds and body shapes."""
+
+    async def liveness(self) -> list[str]:
+        """/healthz: the problems that make the process not alive (none: 200)."""
+
+    async def readiness(self) -> list[str]:
+        """/readyz: the problems that make it not ready (none: 200)."""
+
+    async def status(self) -> dict[str, Any]:
+        """/status, as JSON."""
+
+    async def metrics(self) -> bytes:
+        """/metrics, in Prometheus' text format (CONTENT_TYPE_LATEST)."""
+
+
+class MonitorAnswers:
+    """The bridge's own answers: the health monitor's snapshot and the metrics registry."""
+
+    def __init__(self, monitor: HealthMonitor, registry: CollectorRegistry) -> None:
+        self._monitor = monitor
+        self._registry = registry
+
+    async def liveness(self) -> list[str]:
+        return self._monitor.liveness_problems()
+
+    async def readiness(self) -> list[str]:
+        return self._monitor.problems()
+
+    async def status(self) -> dict[str, Any]:
+        return self._monitor.status()
+
+    async def metrics(self) -> bytes:
+        return generate_latest(self._registry)
+
+
+def problems_text(headline: str, problems: list[str]) -> str:
+    """The body of a failing /healthz or /readyz: the headline, then one `- problem` line each."""
+    return headline + "\n" + "".join(f"- {p}\n" for p in problems)
+
+
 def build_app(
     monitor: HealthMonitor, registry: CollectorRegistry, token: str | None = None, scrubber: Scrubber | None = None
 ) -> web.Application:
+    return build_answers_app(MonitorAnswers(monitor, registry), token, scrubber)
+
+
+def build_answers_app(answers: Answers, token: str | None = None, scrubber: Scrubber | None = None) -> web.Application:
     scrubber = scrubber or Scrubber(())
 
     async def healthz(_request: web.Request) -> web.Response:
-        problems = monitor.liveness_problems()
+        problems = await answers.liveness()
         if problems:
-            return web.Response(status=503, text="not alive\n" + "".join(f"- {p}\n" for p in problems))
+            return web.Response(status=503, text=problems_text("not alive", problems))
         return web.Response(text="ok\n")
 
     async def readyz(_request: web.Request) -> web.Response:
-        problems = monitor.problems()
+        problems = await answers.readiness()
         if problems:
-            return web.Response(status=503, text="not ready\n" + "".join(f"- {p}\n" for p in problems))
+            return web.Response(status=503, text=problems_text("not ready", problems))
         return web.Response(text="ready\n")
 
     async def status(_request: web.Request) -> web.Response:
-        text = scrubber.scrub(json.dumps(monitor.status(), indent=2))
+        text = scrubber.scrub(json.dumps(await answers.status(), indent=2))
         return web.Response(text=text + "\n", content_type="application/json")
 
     async def metrics(_request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=await answers.metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -280,7 +327,14 @@ async def serve(
     token: str | None = None,
     scrubber: Scrubber | None = None,
 ) -> web.AppRunner:
-    """Start serving; the caller cleans up with `await runner.cleanup()`."""
+    """Start serving the bridge's monitor; the caller cleans up with `await runner.cleanup()`."""
+    return await serve_answers(address, MonitorAnswers(monitor, registry), token, scrubber)
+
+
+async def serve_answers(
+    address: HttpAddress, answers: Answers, token: str | None = None, scrubber: Scrubber | None = None
+) -> web.AppRunner:
+    """Start serving `answers`; the caller cleans up with `await runner.cleanup()`."""
     if token is None and not _is_loopback(address.host):
         log.warning(
             "serving /status and /metrics on %s without a bearer token: anyone who reaches it sees the "
@@ -288,7 +342,7 @@ async def serve(
             address,
         )
     runner = web.AppRunner(
-        build_app(monitor, registry, token, scrubber),
+        build_answers_app(answers, token, scrubber),
         access_log=None,
         handle_signals=False,
         keepalive_timeout=REQUEST_HEAD_TIMEOUT,
@@ -300,8 +354,12 @@ async def serve(
     except OSError as error:
         await runner.cleanup()
         raise HttpAddressError(f"cannot serve HTTP on {address}: {error.strerror or error}") from None
-    port = address.port
-    if port == 0 and runner.addresses:
-        port = runner.addresses[0][1]
-    log.info("serving /metrics /healthz /readyz /status on http://%s", HttpAddress(address.host, port))
+    log.info("serving /metrics /healthz /readyz /status on http://%s", bound_address(runner, address))
     return runner
+
+
+def bound_address(runner: web.AppRunner, asked: HttpAddress) -> HttpAddress:
+    """Where `runner` listens: `asked`, with port 0 replaced by the port the system picked."""
+    if asked.port == 0 and runner.addresses:
+        return HttpAddress(asked.host, int(runner.addresses[0][1]))
+    return asked

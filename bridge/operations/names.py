@@ -178,6 +178,13 @@ METRICS: tuple[MetricSpec, ...] = (
     INFO,
 )
 
+# `run --workers N`: the supervisor's /metrics is its workers' (each sample labelled `worker`), plus these.
+WORKER_UP = _m("worker_up", "gauge", ("worker",), "1 when the worker process runs and answered this scrape.")
+WORKER_RESTARTS = _m(
+    "worker_restarts_total", "counter", ("worker",), "Times the supervisor started the worker again after it died."
+)
+SUPERVISOR_METRICS: tuple[MetricSpec, ...] = (WORKER_UP, WORKER_RESTARTS)
+
 # Process metrics prometheus-client adds (resident memory, CPU seconds, open files, ...).
 PROCESS_SAMPLES = (
     "process_resident_memory_bytes",
@@ -190,6 +197,6 @@ PROCESS_SAMPLES = (
 
 
 def exported_sample_names() -> frozenset[str]:
-    """Every sample name a bridge's /metrics can contain."""
-    names = {sample for spec in METRICS for sample in spec.samples}
+    """Every sample name a bridge's /metrics can contain (a supervisor's too)."""
+    names = {sample for spec in (*METRICS, *SUPERVISOR_METRICS) for sample in spec.samples}
     return frozenset(names | set(PROCESS_SAMPLES))

@@ -11,12 +11,13 @@ from nats.aio.client import Client as NatsClient
 
 
 @pytest.fixture
-def bridge_process(tmp_path: Path) -> Iterator[Callable[[Path], BridgeProcess]]:
-    """Factory: `bridge_process(mapping)` -> a BridgeProcess (not started), killed after the test."""
+def bridge_process(tmp_path: Path) -> Iterator[Callable[..., BridgeProcess]]:
+    """Factory: `bridge_process(mapping, *args)` -> a BridgeProcess (not started) running
+    `run mapping *args`, killed after the test."""
     made: list[BridgeProcess] = []
 
-    def make(mapping: Path) -> BridgeProcess:
-        process = BridgeProcess(mapping, tmp_path / f"bridge-{len(made)}.log")
+    def make(mapping: Path, *args: str) -> BridgeProcess:
+        process = BridgeProcess(mapping, tmp_path / f"bridge-{len(made)}.log", args)
         made.append(process)
         return process
 
