@@ -119,6 +119,41 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int | None) -> float | None:
+    """CPU time of a process and of its children, so far: its own, its exited children's (the ones
+    it waited for, from /proc/PID/stat) and every live descendant's. `run --workers` is a
+    supervisor whose work happens in its children."""
+    if pid is None:
+        return None
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    total = sum(int(field) for field in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    for child in _descendants(pid):
+        total += cpu_seconds(child) or 0.0
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii")
+        except OSError:
+            continue
+        parents.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
 def broker_pid(name: str) -> int | None:
     """The pid of a broker compose/brokers started (for CPU accounting only), if any."""
     try:
@@ -138,13 +173,17 @@ class CpuMeter:
 
     def start(self) -> None:
         self._t0 = time.perf_counter()
-        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._start = {name: self._cpu(name, pid) for name, pid in self.pids.items()}
+
+    @staticmethod
+    def _cpu(name: str, pid: int | None) -> float | None:
+        return tree_cpu_seconds(pid) if name == "bridge" else cpu_seconds(pid)
 
     def stop(self) -> dict[str, float]:
         wall = time.perf_counter() - self._t0
         used: dict[str, float] = {"wall_s": round(wall, 3)}
         for name, pid in self.pids.items():
-            before, after = self._start.get(name), cpu_seconds(pid)
+            before, after = self._start.get(name), self._cpu(name, pid)
             if before is not None and after is not None and wall > 0:
                 used[f"{name}_cpu_per_s"] = round((after - before) / wall, 3)
         return used

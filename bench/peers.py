@@ -92,7 +92,8 @@ SIZE = 100
 DEFAULT_MESSAGES = {"kafka": 200_000, "rabbitmq": 100_000}
 QUICK_MESSAGES = {"kafka": 20_000, "rabbitmq": 10_000}
 PATHS = ("kafka", "rabbitmq")
-SYSTEMS = {"kafka": ("bridge", "benthos", "nats-kafka"), "rabbitmq": ("bridge", "benthos")}
+SYSTEMS = {"kafka": ("bridge", "bridge-x2", "benthos", "nats-kafka"), "rabbitmq": ("bridge", "bridge-x2", "benthos")}
+BRIDGE_ARGS = {"bridge": (), "bridge-x2": ("--workers", "2")}  # bridge-x2: only when asked (--system)
 MAX_IN_FLIGHT = 64
 PREFETCH = 1000  # the bridge's default RabbitMQ prefetch; Benthos gets the same
 
@@ -145,9 +146,10 @@ def parse_options(argv: list[str]) -> Options:
     parser.add_argument("--only", choices=PATHS, action="append", help="run only this path (repeatable)")
     parser.add_argument(
         "--system",
-        choices=("bridge", "benthos", "nats-kafka"),
+        choices=("bridge", "bridge-x2", "benthos", "nats-kafka"),
         action="append",
-        help="run only this system (repeatable)",
+        help="run only this system (repeatable); bridge-x2 is `run --workers 2` (its CPU: the supervisor and its "
+        "workers), run only when named",
     )
     parser.add_argument(
         "--cache",
@@ -613,8 +615,9 @@ async def kafka_drain(bench: Bench, system: str) -> dict[str, Any]:
     produced = await produce(bench, topic, count)
     mapping = kafka_bridge_mapping(opts, stream=stream, subject=subject, topic=topic, group=group)
     config_path = bench.workdir / f"{stream.lower()}.yaml"
-    if system == "bridge":
+    if system in BRIDGE_ARGS:
         argv = [sys.executable, "-m", "bridge", "run", str(config_path), "--log-level", "warning"]
+        argv += BRIDGE_ARGS[system]
         run = bench.new_system(argv, system, stream, config_path, mapping)
     else:
         await bench.js.add_stream(_stream_config(mapping))  # the same stream the bridge would declare
@@ -709,8 +712,9 @@ async def rabbit_drain(bench: Bench, system: str) -> dict[str, Any]:
             raise RuntimeError(f"queue {queue} holds {depth} messages, {count} published")
         mapping = rabbit_bridge_mapping(opts, bench.vhost, stream=stream, subject=subject, queue=queue)
         config_path = bench.workdir / f"{stream.lower()}.yaml"
-        if system == "bridge":
+        if system in BRIDGE_ARGS:
             argv = [sys.executable, "-m", "bridge", "run", str(config_path), "--log-level", "warning"]
+            argv += BRIDGE_ARGS[system]
             run = bench.new_system(argv, system, stream, config_path, mapping)
         else:
             await bench.js.add_stream(_stream_config(mapping))
