@@ -107,8 +107,8 @@ def proc_status(pid: int) -> dict[str, int]:
     return found
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time of a process so far, from /proc/PID/stat."""
+def _stat_times(pid: int | None, count: int) -> float | None:
+    """The first `count` CPU time fields of /proc/PID/stat (utime, stime, cutime, cstime), summed, in seconds."""
     if pid is None:
         return None
     try:
@@ -116,21 +116,21 @@ def cpu_seconds(pid: int | None) -> float | None:
     except OSError:
         return None
     fields = text.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(field) for field in fields[11 : 11 + count]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process so far, from /proc/PID/stat."""
+    return _stat_times(pid, 2)
 
 
 def tree_cpu_seconds(pid: int | None) -> float | None:
     """CPU time of a process and of its children, so far: its own, its exited children's (the ones
     it waited for, from /proc/PID/stat) and every live descendant's. `run --workers` is a
     supervisor whose work happens in its children."""
-    if pid is None:
+    total = _stat_times(pid, 4)
+    if pid is None or total is None:
         return None
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    total = sum(int(field) for field in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     for child in _descendants(pid):
         total += cpu_seconds(child) or 0.0
     return total

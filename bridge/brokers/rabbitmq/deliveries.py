@@ -19,7 +19,7 @@ RabbitMQ redelivers what was not acknowledged.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import aiormq.abc
@@ -30,6 +30,7 @@ from pamqp.header import ContentHeader
 
 DeliverySink = Callable[[DeliveredMessage], None]
 Item = tuple[int, Any]  # (weight, frame), as aiormq's connection puts it on a channel's queue
+_TAKEN: tuple[Item, ...] = ()  # what _take passes on for a delivery's frame: nothing, no list per frame
 
 
 class DeliveryFrames:
@@ -64,7 +65,7 @@ class DeliveryFrames:
         # get, task_done, qsize, empty...: the channel's reader reads the queue this replaced.
         return getattr(self._frames, name)
 
-    def _take(self, item: Item) -> list[Item]:
+    def _take(self, item: Item) -> Sequence[Item]:
         """The frames to pass on to the channel's reader: none when `item` belongs to a delivery;
         on a broken sequence, the delivery's frames so far and `item`, for aiormq to refuse."""
         frame = item[1]
@@ -72,7 +73,7 @@ class DeliveryFrames:
         if not pending:
             if type(frame) is spec.Basic.Deliver:
                 pending.append(item)
-                return []
+                return _TAKEN
             return [item]
         header = self._header
         if header is None:
@@ -82,14 +83,14 @@ class DeliveryFrames:
             self._header = frame
             if not frame.body_size:
                 self._emit()
-            return []
+            return _TAKEN
         if type(frame) is not ContentBody:
             return self._broken(item)
         pending.append(item)
         self._size += len(frame.value)
         if self._size >= header.body_size:
             self._emit()
-        return []
+        return _TAKEN
 
     def _emit(self) -> None:
         pending, header = self._pending, self._header
