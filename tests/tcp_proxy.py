@@ -7,6 +7,8 @@ of the broker itself, as the client sees it, while other tests and sessions use 
 - `kill()`: every proxied connection is reset and the port refuses new ones (a crashed broker);
 - `freeze()`: connections stay open and new ones are accepted, but no byte goes either way (a hung
   broker, a network black hole), until `thaw()`;
+- `hold_upstream()`: bytes from the broker still reach the client, the client's bytes to the broker
+  are held (a client whose acknowledgements are lost, if it dies before `thaw()`);
 - `restore()`: back to forwarding (after `kill()`, listening again on the same port).
 
 It runs its own event loop in a daemon thread, so it keeps forwarding while the test's loop waits
@@ -53,6 +55,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._flowing = asyncio.Event()
+        self._upstream_flowing = asyncio.Event()
         self.connections = 0  # accepted so far
 
     # --- control, from the test's thread ----------------------------------------------------------
@@ -67,8 +70,12 @@ class TcpProxy:
     def freeze(self) -> None:
         self._loop.call_soon_threadsafe(self._flowing.clear)
 
+    def hold_upstream(self) -> None:
+        self._loop.call_soon_threadsafe(self._upstream_flowing.clear)
+
     def thaw(self) -> None:
         self._loop.call_soon_threadsafe(self._flowing.set)
+        self._loop.call_soon_threadsafe(self._upstream_flowing.set)
 
     def restore(self) -> None:
         self._call(self._listen())
@@ -88,6 +95,7 @@ class TcpProxy:
 
     async def _listen(self) -> None:
         self._flowing.set()
+        self._upstream_flowing.set()
         if self._server is None:
             self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
 
@@ -103,6 +111,7 @@ class TcpProxy:
             writer.transport.abort()
         self._writers.clear()
         self._flowing.set()
+        self._upstream_flowing.set()
         if server is not None:
             await server.wait_closed()
 
@@ -117,7 +126,7 @@ class TcpProxy:
             return
         self._writers.add(server_writer)
         await asyncio.gather(
-            self._pipe(client_reader, server_writer),
+            self._pipe(client_reader, server_writer, self._upstream_flowing),
             self._pipe(server_reader, client_writer),
             return_exceptions=True,
         )
@@ -125,13 +134,17 @@ class TcpProxy:
             self._writers.discard(writer)
             writer.transport.abort()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event | None = None
+    ) -> None:
         try:
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
                 await self._flowing.wait()  # frozen: held here, nothing forwarded either way
+                if gate is not None:
+                    await gate.wait()
                 if writer.transport.is_closing():
                     break
                 writer.write(data)
