@@ -7,6 +7,7 @@ import asyncio
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import (
+    BadHeaderError,
     BadSubjectError,
     ConnectionClosedError,
     ConnectionDrainingError,
@@ -16,7 +17,7 @@ from nats.errors import (
 )
 
 # A publish the client refuses before anything is sent (too large, a bad subject or header).
-CLIENT_REFUSALS = (MaxPayloadError, BadSubjectError, ValueError, TypeError)
+CLIENT_REFUSALS = (MaxPayloadError, BadSubjectError, BadHeaderError, ValueError, TypeError)
 # A publish into a connection that is gone. The socket may have died a moment ago without nats-py
 # noticing yet: its flusher task ended on the closed transport, so the client writes inline and the
 # transport raises (uvloop: RuntimeError "handler is closed"; drain: ConnectionResetError). nats-py's

@@ -59,6 +59,7 @@ from bridge.jetstream.publish_types import (
     PublishFailure,
 )
 from bridge.jetstream.window import Window
+from bridge.jetstream.wire import hpub_command, send
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +208,9 @@ class JetStreamPublisher:
             entry.sent_at = time.monotonic()
             self._window.add(token, entry)
             try:
-                await nc.publish(
-                    outbound.subject, outbound.payload, reply=self._prefix + token, headers=dict(outbound.headers)
+                payload = outbound.payload
+                await send(
+                    nc, hpub_command(outbound.subject, self._prefix + token, outbound.headers, payload), len(payload)
                 )
             except CLIENT_REFUSALS as error:
                 # Refused by the client before anything was sent: resending cannot help.
@@ -265,7 +267,8 @@ class JetStreamPublisher:
                     if number == last:
                         headers[BATCH_COMMIT_HEADER] = "1"
                         reply = self._prefix + token
-                    await nc.publish(outbound.subject, outbound.payload, reply=reply, headers=headers)
+                    payload = outbound.payload
+                    await send(nc, hpub_command(outbound.subject, reply, headers, payload), len(payload))
             except (*CLIENT_REFUSALS, *CONNECTION_LOST) as error:
                 raise_unless_dead_transport(error)
                 # Part of the batch may be out: without its commit the server drops it (after its
