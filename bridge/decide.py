@@ -22,6 +22,7 @@ from bridge.deadletters import DEFAULT_MAX_CONTROL_LINE, DeadLetterReason, encod
 from bridge.headers import ORIGIN_HEADER
 from bridge.mapping import CompiledRoute, MappingError
 from bridge.message import KafkaOrigin, OutboundMessage, SourceMessage
+from bridge.per_message import per_message
 from bridge.streams import streams_capturing
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default max_payload
@@ -54,7 +55,7 @@ class DecideContext:
     mark: Callable[[OutboundMessage], OutboundMessage] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@per_message
 class Verdict:
     """One route's decision on one message. `outbound` is the mapped message (None when it could
     not be mapped or was filtered); `reason` says why it cannot be delivered (None otherwise);

@@ -10,11 +10,13 @@ ack travels separately, with the batch, and only the pipeline settles it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from bridge.per_message import per_message
 
-@dataclass(frozen=True, slots=True)
+
+@per_message
 class KafkaOrigin:
     """Where a Kafka record came from: its coordinates are its identity."""
 
@@ -25,7 +27,7 @@ class KafkaOrigin:
     timestamp_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@per_message
 class AmqpOrigin:
     """Where a RabbitMQ delivery came from, with the AMQP basic properties it carried.
 
@@ -41,7 +43,7 @@ class AmqpOrigin:
     stream_offset: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@per_message
 class SourceMessage:
     """One message as read from a source.
 
@@ -54,7 +56,7 @@ class SourceMessage:
     headers: tuple[tuple[str, Any], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@per_message
 class OutboundMessage:
     """One message ready for JetStream: subject, payload, headers and its Nats-Msg-Id."""
 

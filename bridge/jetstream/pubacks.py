@@ -4,12 +4,12 @@ an error reply, or the no-responders status. Pure: the publisher routes what thi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from bridge.jetstream.publish_types import NO_RESPONDERS, PERMANENT_ERRORS, STATUS_HEADER, PublishFailure
+from bridge.per_message import per_message
 
 
-@dataclass(frozen=True, slots=True)
+@per_message
 class Stored:
     """A PubAck: the message (or, for an atomic batch, `count` messages ending at `seq`) is in `stream`."""
 

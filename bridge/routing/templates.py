@@ -24,12 +24,13 @@ rendering a message walks that list without any parsing.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Final
 
 from bridge.errors import TemplateRenderError, TemplateSyntaxError
+from bridge.per_message import per_message
 from bridge.routing.amqp import split_amqp_words
 from bridge.routing.subjects import ESCAPE_TABLE_KEEPING_DOTS, SAFE_OR_DOT_DELETE, escape_token
 from bridge.routing.template_fields import SUBJECT_FIELDS, TEXT_FIELDS, WORD_FIELDS, lex_forward
@@ -38,7 +39,7 @@ from bridge.routing.template_syntax import Placeholder, Unit, syntax_error
 _NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@per_message(kw_only=True)
 class TemplateContext:
     """The values of one message that templates may use; None where the source has none.
 

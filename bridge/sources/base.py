@@ -14,15 +14,15 @@ attribute writes; there is no task, future or callback per message.
 from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from bridge.message import SourceMessage
+from bridge.per_message import per_message
 
 Lane = Hashable
 
 
-@dataclass(frozen=True, slots=True)
+@per_message
 class Received:
     """One message as a source hands it to the pipeline: where it sits, and what it is.
 
