@@ -281,7 +281,7 @@ async def test_a_protocol_header_is_not_mistaken_for_a_frame_once_started() -> N
 def test_install_puts_the_buffered_receiver_where_aiormq_connects() -> None:
     """Guard: the patch works only while aiormq's Connection.connect creates its receiver by the
     module-level name FrameReceiver; if aiormq changes that, this fails (tests/integration/
-    test_rabbitmq_frames.py checks a real connection's reader task)."""
+    test_rabbitmq_frame_receiver.py checks a real connection's reader task)."""
     assert ORIGINAL_FRAME_RECEIVER.__module__ == "aiormq.connection"
     frames.install()
     frames.install()
