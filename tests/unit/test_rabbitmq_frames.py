@@ -290,3 +290,51 @@ def test_install_puts_the_buffered_receiver_where_aiormq_connects() -> None:
     assert "FrameReceiver" in inspect.unwrap(aiormq.connection.Connection.connect).__code__.co_names
     assert "get_frame" in inspect.getsource(aiormq.connection.Connection.connect)
     assert issubclass(BufferedFrameReceiver, ORIGINAL_FRAME_RECEIVER)
+
+
+async def read_client_frame(reader: asyncio.StreamReader) -> Any:
+    head = await reader.readexactly(7)
+    _, _, size = struct.unpack(">BHI", head)
+    return pamqp.frame.unmarshal(head + await reader.readexactly(size + 1))[2]
+
+
+async def test_a_real_aiormq_connection_reads_with_the_installed_receiver() -> None:
+    """Guard, without a broker: aiormq's Connection, over a socket to a handshake-only server here,
+    reads the handshake and then its frames with BufferedFrameReceiver once install() ran."""
+    client_frames: list[Any] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert await reader.readexactly(8) == ProtocolHeader().marshal()
+        start = spec.Connection.Start(server_properties={"product": "here"}, mechanisms="PLAIN", locales="en_US")
+        writer.write(pamqp.frame.marshal(start, 0))
+        client_frames.append(await read_client_frame(reader))  # StartOk
+        writer.write(pamqp.frame.marshal(spec.Connection.Tune(channel_max=16, frame_max=FRAME_MAX, heartbeat=0), 0))
+        client_frames.append(await read_client_frame(reader))  # TuneOk
+        client_frames.append(await read_client_frame(reader))  # Open
+        # OpenOk and a heartbeat in one write: the heartbeat waits in the receiver's buffer.
+        writer.write(pamqp.frame.marshal(spec.Connection.OpenOk(), 0) + Heartbeat.marshal())
+        client_frames.append(await read_client_frame(reader))  # Close
+        writer.write(pamqp.frame.marshal(spec.Connection.CloseOk(), 0))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    frames.install()
+    try:
+        connection: Any = await aiormq.connect(f"amqp://guest:guest@127.0.0.1:{port}/")
+        try:
+            coroutine = connection._reader_task.task.get_coro()  # aiormq keeps its receiver nowhere else
+            receiver = coroutine.cr_frame.f_locals["frame_receiver"]
+        finally:
+            await connection.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert type(receiver) is BufferedFrameReceiver
+    assert [type(frame) for frame in client_frames] == [
+        spec.Connection.StartOk,
+        spec.Connection.TuneOk,
+        spec.Connection.Open,
+        spec.Connection.Close,
+    ]
