@@ -15,8 +15,9 @@ are decoded by pamqp's own `unmarshal`; body and heartbeat frames are built dire
 builds them), StopAsyncIteration when the stream ended at a frame boundary before the call,
 AMQPConnectionError when it ends inside a frame or the socket fails, ProtocolSyntaxError when
 the server answers with its protocol header, InvalidFrameError for a frame that does not parse.
-One difference, stricter: the frame-end byte is checked here for every frame, where pamqp
-does not check it on a heartbeat.
+Two differences: the frame-end byte is checked here for every frame, where pamqp does not check
+it on a heartbeat; and frames already read into the buffer are still handed out after the socket
+failed, where aiormq's would raise at once (their bytes would still wait in the StreamReader).
 """
 
 from __future__ import annotations
