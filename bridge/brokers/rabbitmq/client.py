@@ -15,6 +15,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractConnection
 
+from bridge.brokers.rabbitmq import frames
 from bridge.config.sources import RabbitMQSource
 from bridge.errors import RabbitMQConnectError
 from bridge.logs import redact_url
@@ -118,6 +119,10 @@ async def open_connection(
     """One connection to the source, for routes, reverse targets and commands alike, so every
     caller reports a refused login, a failed TLS handshake or an unreachable broker the same way.
     `name` is shown as the connection's name in RabbitMQ's management UI."""
+    # Here rather than at import: every connection the bridge opens comes through this function,
+    # and importing the module (for amqp_url, as the config checks do) leaves aiormq as it is.
+    # The receiver is a drop-in, so other aiormq connections in the process may get it too.
+    frames.install()
     url = amqp_url(source)
     kwargs: dict[str, Any] = {}
     if heartbeat is not None:
