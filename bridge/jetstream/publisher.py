@@ -49,6 +49,7 @@ from bridge.jetstream.client_edges import (
     raise_unless_dead_transport,
     wait_or_abandon,
 )
+from bridge.jetstream.direct_replies import DirectReplies
 from bridge.jetstream.pubacks import read_reply
 from bridge.jetstream.publish_types import (
     BATCH_COMMIT_HEADER,
@@ -154,6 +155,7 @@ class JetStreamPublisher:
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
         self._subscription = await self._nc.subscribe(self._prefix + "*", cb=self._on_reply, pending_msgs_limit=-1)
+        DirectReplies.install(self._subscription, self._on_reply_sync)
         if not self._nc.is_connected:
             self._connected.clear()
         self._expiry_task = asyncio.create_task(self._expire_loop(), name="publisher-expiry")
