@@ -89,6 +89,9 @@ class CompiledRoute:
     needs_headers: bool = False  # whether any template reads {header:NAME}
     needs_hash: bool = False  # whether any template reads {content_hash}
     needs_auto: bool = False  # whether any template reads {auto}
+    # The strategy `msg_id` uses for every message when the route names one (not auto); with
+    # auto it is chosen per message (a Kafka record: its offset, at once).
+    fixed_strategy: str | None = None
 
     @classmethod
     def compile(cls, service: str, route: RouteConfig, cluster_name: str | None = None) -> CompiledRoute:
@@ -109,6 +112,7 @@ class CompiledRoute:
             needs_headers,
             needs_hash="content_hash" in fields,
             needs_auto="auto" in fields,
+            fixed_strategy=None if msg_id_template is not None or route.msg_id == _AUTO else route.msg_id,
         )
 
     @classmethod
@@ -198,7 +202,11 @@ class CompiledRoute:
         different ones different ids, as JetStream receives them (bridge.headers.stable_id)."""
         if self.msg_id_template is not None:
             return stable_id(self.msg_id_template.render(context or self.context(message)))
-        return stable_id(self.id_prefix + _MSG_ID_BUILDERS[self.msg_id_choice(message).strategy](self, message))
+        strategy = self.fixed_strategy
+        if strategy is None:
+            # _auto_choice's first rule without building its explanation: this runs per message.
+            strategy = _KAFKA_OFFSET if isinstance(message.origin, KafkaOrigin) else self._auto_choice(message).strategy
+        return stable_id(f"{self.service}/{self.config.name}/{_MSG_ID_BUILDERS[strategy](self, message)}")
 
     def headers_for(self, message: SourceMessage) -> dict[str, str]:
         """Bridge metadata headers plus the source headers, per the route's header rules."""
@@ -372,6 +380,8 @@ def _json_default(value: object) -> object:
     return {"repr": repr(value)}
 
 
+_AUTO = MsgIdStrategy.AUTO.value
+_KAFKA_OFFSET = MsgIdStrategy.KAFKA_OFFSET.value
 _MSG_ID_BUILDERS: Mapping[str, Callable[[CompiledRoute, SourceMessage], str]] = {
     MsgIdStrategy.KAFKA_OFFSET.value: _kafka_offset_id,
     MsgIdStrategy.MESSAGE_ID.value: _message_id,

@@ -9,7 +9,8 @@ from bridge.config import load_config_text
 from bridge.config.model import DeadLetterConfig
 from bridge.deadletters import DeadLetters
 from bridge.errors import ConfigError
-from bridge.mapping import ROUTE_NAME_HEADER, CompiledRoute, content_hash
+from bridge.headers import stable_id
+from bridge.mapping import _MSG_ID_BUILDERS, ROUTE_NAME_HEADER, CompiledRoute, content_hash
 from bridge.message import AmqpOrigin, KafkaOrigin, SourceMessage
 
 HEAD = """
@@ -192,3 +193,41 @@ def test_a_dead_lettered_retry_hashes_like_its_first_delivery() -> None:
     assert "dead-lettered retry" in choice.reason
     assert "same message" in choice.reason
     assert "dead-lettered" not in route.msg_id_choice(first).reason
+
+
+def test_the_per_message_id_shortcut_agrees_with_the_strategy_explain_names() -> None:
+    """`msg_id` picks a fixed strategy at compile time and takes Kafka's offset at once for auto:
+    for every kind of route and message it must give what `msg_id_choice` (explain's) says."""
+    routes = _routes(
+        HEAD
+        + """
+  svc:
+    routes:
+      - {name: kauto, source: k, from: {topics: [t]}, to: "a.{partition}"}
+      - {name: koff, source: k, from: {topics: [t]}, to: "a.{partition}", msg_id: kafka-offset}
+      - {name: rauto, source: r, from: {exchange: x, bindings: ["#"]}, to: "x.{rk}"}
+      - {name: rmid, source: r, from: {exchange: x, bindings: ["#"]}, to: "x.{rk}", msg_id: message-id}
+      - {name: rhash, source: r, from: {exchange: x, bindings: ["#"]}, to: "x.{rk}", msg_id: content-hash}
+      - {name: sq, source: r, from: {queue: sq, mode: stream}, to: "x.s"}
+"""
+    )
+    kafka = _record(11)
+    with_id = SourceMessage(AmqpOrigin("x", "rk", properties={"message_id": "m-1"}), b"v")
+    without_id = SourceMessage(AmqpOrigin("x", "rk"), b"v", (("x-delivery-count", 1),))
+    in_stream = SourceMessage(AmqpOrigin("", "rk", queue="sq", stream_offset=42), b"v")
+    cases = [
+        ("svc/kauto", kafka),
+        ("svc/koff", kafka),
+        ("svc/rauto", with_id),
+        ("svc/rauto", without_id),
+        ("svc/rmid", with_id),
+        ("svc/rhash", without_id),
+        ("svc/sq", in_stream),
+    ]
+    for key, message in cases:
+        route = routes[key]
+        strategy = route.msg_id_choice(message).strategy
+        expected = stable_id(route.id_prefix + _MSG_ID_BUILDERS[strategy](route, message))
+        assert route.msg_id(message) == expected, (key, strategy)
+    assert routes["svc/koff"].fixed_strategy == "kafka-offset"
+    assert routes["svc/kauto"].fixed_strategy is None
