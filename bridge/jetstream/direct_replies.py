@@ -1,12 +1,14 @@
-"""The publisher's PubAcks handled where nats-py's read loop parses them, not one task hop later.
+"""The publisher's PubAcks handed to it where nats-py's read loop finds them, not a task hop later.
 
 nats-py puts each message of a subscription with a callback on the subscription's queue, and a
 task of the subscription takes it off and awaits the callback: a queue put, a get, a
 `task_done` and a coroutine per PubAck, one PubAck per message the bridge stores. The
-publisher's reply handler is synchronous (it settles the entry and returns), so this takes the
-queue's place and calls it at once, as `DeliveryFrames` does for a RabbitMQ channel's frames.
-Everything else asked of the queue (drain's `join`, `qsize`) goes to the queue it replaced,
-which stays empty.
+publisher's handler is synchronous (it settles the entry and returns), so it is called at once,
+two ways: the bridge's NATS client parses a plain `MSG` for the reply subscription straight off
+its buffer (bridge.brokers.nats.replies.ReplyParser); any other message of it (a status with
+headers, a message nats-py's own parser took) reaches `DirectReplies`, which stands in for the
+subscription's queue as `DeliveryFrames` does for a RabbitMQ channel's frames. Everything else
+asked of the queue (drain's `join`, `qsize`) goes to the queue it replaced, which stays empty.
 """
 
 from __future__ import annotations
@@ -16,10 +18,38 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bridge.brokers.nats.replies import ReplyParser
+
 log = logging.getLogger(__name__)
+
+# (token: the reply subject after the publisher's prefix, payload, headers or None)
+AnswerHandler = Callable[[str, bytes, dict[str, str] | None], None]
+
+
+async def listen_for_replies(nc: NatsClient, prefix: str, handle: AnswerHandler) -> Subscription:
+    """Subscribe to `prefix*` with every reply handed to `handle` synchronously."""
+    subscription = await nc.subscribe(prefix + "*", cb=_never_called, pending_msgs_limit=-1)
+    cut = len(prefix)
+    DirectReplies.install(subscription, lambda msg: handle(msg.subject[cut:], msg.data, msg.headers))
+    parser = nc._ps
+    if isinstance(parser, ReplyParser):
+        parser.route(subscription._id, lambda subject, data: handle(subject[cut:].decode(), data, None))
+    return subscription
+
+
+def stop_listening(nc: NatsClient, subscription: Subscription) -> None:
+    """No more short path for `subscription` (before it is unsubscribed)."""
+    parser = nc._ps
+    if isinstance(parser, ReplyParser):
+        parser.unroute(subscription._id)
+
+
+async def _never_called(msg: Msg) -> None:  # nats-py wants a callback; DirectReplies takes its place
+    raise AssertionError(f"reply on {msg.subject} reached nats-py's callback path")
 
 
 class DirectReplies:
@@ -43,6 +73,7 @@ class DirectReplies:
         try:
             self._handle(msg)
         except Exception:
+            # Raised into nats-py's read loop it would end the connection.
             log.exception("handling a reply on %s failed", msg.subject)
 
     def __getattr__(self, name: str) -> Any:

@@ -34,7 +34,6 @@ from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
@@ -49,7 +48,7 @@ from bridge.jetstream.client_edges import (
     raise_unless_dead_transport,
     wait_or_abandon,
 )
-from bridge.jetstream.direct_replies import DirectReplies
+from bridge.jetstream.direct_replies import listen_for_replies, stop_listening
 from bridge.jetstream.pubacks import read_reply
 from bridge.jetstream.publish_types import (
     BATCH_COMMIT_HEADER,
@@ -154,8 +153,7 @@ class JetStreamPublisher:
 
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
-        self._subscription = await self._nc.subscribe(self._prefix + "*", cb=self._on_reply, pending_msgs_limit=-1)
-        DirectReplies.install(self._subscription, self._on_reply_sync)
+        self._subscription = await listen_for_replies(self._nc, self._prefix, self._on_answer)
         if not self._nc.is_connected:
             self._connected.clear()
         self._expiry_task = asyncio.create_task(self._expire_loop(), name="publisher-expiry")
@@ -168,6 +166,7 @@ class JetStreamPublisher:
                 await self._expiry_task
             self._expiry_task = None
         if self._subscription is not None:
+            stop_listening(self._nc, self._subscription)
             with contextlib.suppress(NatsError):
                 await self._subscription.unsubscribe()
             self._subscription = None
@@ -330,12 +329,13 @@ class JetStreamPublisher:
         for entry in denied:
             self._fail(entry, failure)
 
-    def _on_reply_sync(self, msg: Msg) -> None:
+    def _on_answer(self, token: str, data: bytes, headers: dict[str, str] | None) -> None:
+        """A reply to `self._prefix + token` (bridge.jetstream.direct_replies calls it)."""
         self._watch.replied()
-        entry = self._window.take(msg.subject[len(self._prefix) :])
+        entry = self._window.take(token)
         if entry is None:
             return  # a reply to an attempt that timed out or was forgotten
-        answer = read_reply(msg.data, msg.headers)
+        answer = read_reply(data, headers)
         if isinstance(answer, PublishFailure):
             self._fail(entry, answer)
             return
@@ -366,9 +366,6 @@ class JetStreamPublisher:
             member.seq = first + offset
             member.stream = stream
             member.owner.published(member, first + offset, False)
-
-    async def _on_reply(self, msg: Msg) -> None:
-        self._on_reply_sync(msg)
 
     def _fail(self, entry: InFlight, failure: PublishFailure) -> None:
         self.stats.count_failure(failure)

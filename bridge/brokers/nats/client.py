@@ -21,6 +21,7 @@ from nats.aio.transport import TcpTransport, Transport, WebSocketTransport
 from nats.errors import AuthorizationError, SlowConsumerError
 from nats.errors import Error as NatsError
 
+from bridge.brokers.nats.replies import ReplyParser
 from bridge.config.model import BridgeConfig
 from bridge.config.nats import NatsConfig
 from bridge.errors import BridgeError
@@ -74,6 +75,10 @@ class _TlsOnlyClient(NatsClient):
     """
 
     require_tls = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ps = ReplyParser(self)  # nats-py's parser, with the publisher's PubAcks on a short path
 
     async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
         if initial_connection and self.require_tls and info.get("tls_available") and not info.get("tls_required"):

@@ -1,0 +1,201 @@
+"""ReplyParser (bridge/brokers/nats/replies.py) against nats-py's own Parser, on the same bytes.
+
+A fake client records what each parser hands on: nats-py's `_process_msg` (and ping, pong, info,
+err), or the routed handler. Whatever the chunking, the routed parser must hand on the same
+messages in the same order, count them the same, and leave the rest to nats-py's path.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from nats.errors import ProtocolError
+from nats.protocol.parser import Parser
+
+from bridge.brokers.nats.replies import ReplyParser
+
+ROUTED_SID = 7
+
+
+class FakeSub:
+    def __init__(self) -> None:
+        self._received = 0
+
+
+class FakeClient:
+    """What the parsers call on nats-py's Client, recorded as events."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self.stats = {"in_msgs": 0, "in_bytes": 0}
+        self._subs: dict[int, FakeSub] = {ROUTED_SID: FakeSub(), 2: FakeSub()}
+
+    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        # As nats-py's: counted first, then handed to the subscription (if it is still there).
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+        sub = self._subs.get(sid)
+        if sub is None:
+            return
+        sub._received += 1
+        self.events.append(("msg", sid, subject, reply, data, headers))
+
+    async def _process_ping(self) -> None:
+        self.events.append(("ping",))
+
+    async def _process_pong(self) -> None:
+        self.events.append(("pong",))
+
+    async def _process_info(self, info: dict[str, Any]) -> None:
+        self.events.append(("info", info))
+
+    async def _process_err(self, message: str) -> None:
+        self.events.append(("err", message))
+
+
+def routed_parser(client: FakeClient) -> tuple[ReplyParser, list[tuple[Any, ...]]]:
+    parser = ReplyParser(client)
+    short: list[tuple[Any, ...]] = []
+
+    def handle(subject: bytes, data: bytes) -> None:
+        short.append((subject, data))
+        client.events.append(("msg", ROUTED_SID, subject, b"", data, None))
+
+    parser.route(ROUTED_SID, handle)
+    return parser, short
+
+
+def stream(seed: int = 1, *, rare: bool = False) -> bytes:
+    """PubAcks for the routed subscription among what else a publishing connection gets; with
+    `rare`, also a status with headers (HMSG) and what only nats-py's parser reads (INFO, -ERR)."""
+    rng = random.Random(seed)
+    parts: list[bytes] = [b'INFO {"server_id":"x","max_payload":1048576}\r\n'] if rare else []
+    for n in range(300):
+        kind = rng.randrange(10 if rare else 9)
+        body = b'{"stream":"S","seq":%d}' % n
+        if kind < 6:
+            parts.append(b"MSG _INBOX.abc.%d %d %d\r\n%s\r\n" % (n, ROUTED_SID, len(body), body))
+        elif kind == 6:  # another subscription
+            parts.append(b"MSG other.subject 2 %d\r\n%s\r\n" % (len(body), body))
+        elif kind == 7:  # a reply subject: nats-py's path
+            parts.append(b"MSG _INBOX.abc.%d %d reply.to %d\r\n%s\r\n" % (n, ROUTED_SID, len(body), body))
+        elif kind == 8:
+            parts.append(rng.choice([b"PING\r\n", b"PONG\r\n", b"+OK\r\n"]))
+        else:  # a status with headers (no responders), or an error line: nats-py's parser
+            header = b"NATS/1.0 503\r\n\r\n"
+            parts.append(
+                rng.choice(
+                    [
+                        b"HMSG _INBOX.abc.%d %d %d %d\r\n%s\r\n" % (n, ROUTED_SID, len(header), len(header), header),
+                        b"-ERR 'Permissions Violation for Publish to x'\r\n",
+                    ]
+                )
+            )
+    parts.append(b"MSG _INBOX.abc.empty %d 0\r\n\r\n" % ROUTED_SID)  # an empty payload
+    parts.append(b"MSG gone.sid 99 2\r\nhi\r\n")  # a subscription that no longer exists
+    return b"".join(parts)
+
+
+def plain_routed(data: bytes) -> int:
+    """How many MSGs of `data` are for the routed subscription, without reply subject."""
+    return sum(
+        1
+        for line in data.split(b"\r\n")
+        if line.startswith(b"MSG ") and len(line.split()) == 4 and line.split()[2] == b"%d" % ROUTED_SID
+    )
+
+
+def chunks(data: bytes, how: str, seed: int = 3) -> list[bytes]:
+    if how == "whole":
+        return [data]
+    if how == "bytes":
+        return [data[i : i + 1] for i in range(len(data))]
+    rng = random.Random(seed)
+    out, at = [], 0
+    while at < len(data):
+        step = rng.randint(1, 200)
+        out.append(data[at : at + step])
+        at += step
+    return out
+
+
+async def run_both(data: bytes, how: str) -> tuple[FakeClient, FakeClient, ReplyParser, list[tuple[Any, ...]]]:
+    theirs, ours = FakeClient(), FakeClient()
+    reference = Parser(theirs)
+    parser, short = routed_parser(ours)
+    for piece in chunks(data, how):
+        await reference.parse(piece)
+        await parser.parse(piece)
+    return theirs, ours, parser, short
+
+
+@pytest.mark.parametrize("how", ["whole", "random", "bytes"])
+async def test_what_a_publishing_connection_gets_takes_the_short_path_whole(how: str) -> None:
+    data = stream()
+    theirs, ours, parser, short = await run_both(data, how)
+    assert ours.events == theirs.events
+    assert ours.stats == theirs.stats
+    assert {sid: sub._received for sid, sub in ours._subs.items()} == {
+        sid: sub._received for sid, sub in theirs._subs.items()
+    }
+    assert not parser.buf
+    assert len(short) == plain_routed(data) > 150  # however the reads cut the messages
+
+
+@pytest.mark.parametrize("how", ["whole", "random", "bytes"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_with_what_only_nats_pys_parser_reads_the_same_messages_in_the_same_order(how: str, seed: int) -> None:
+    theirs, ours, parser, short = await run_both(stream(seed, rare=True), how)
+    assert ours.events == theirs.events
+    assert ours.stats == theirs.stats
+    assert not parser.buf
+    if how != "whole":  # whole: nats-py's parser takes all after the INFO in front
+        assert short, "the short path was never taken"
+
+
+async def test_without_a_route_it_is_nats_pys_parser() -> None:
+    data = stream(5)
+    theirs, ours = FakeClient(), FakeClient()
+    reference, parser = Parser(theirs), ReplyParser(ours)
+    for piece in chunks(data, "random", 9):
+        await reference.parse(piece)
+        await parser.parse(piece)
+    assert ours.events == theirs.events
+
+
+async def test_unroute_sends_the_subscription_back_to_nats_pys_path() -> None:
+    client = FakeClient()
+    parser, short = routed_parser(client)
+    parser.unroute(ROUTED_SID)
+    await parser.parse(b"MSG _INBOX.a.1 %d 2\r\nok\r\n" % ROUTED_SID)
+    assert short == []
+    assert client.events == [("msg", ROUTED_SID, b"_INBOX.a.1", b"", b"ok", None)]
+
+
+async def test_a_handler_that_raises_costs_only_its_message() -> None:
+    client = FakeClient()
+    parser = ReplyParser(client)
+    seen: list[bytes] = []
+
+    def handle(subject: bytes, data: bytes) -> None:
+        if data == b"bad":
+            raise ValueError("boom")
+        seen.append(data)
+
+    parser.route(ROUTED_SID, handle)
+    await parser.parse(
+        b"".join(b"MSG s.%d %d 3\r\n%s\r\n" % (n, ROUTED_SID, d) for n, d in enumerate([b"one", b"bad", b"two"]))
+    )
+    assert seen == [b"one", b"two"]
+
+
+async def test_a_malformed_line_is_refused_as_nats_py_refuses_it() -> None:
+    for bad in (b"MSG a b c d e f\r\nxx\r\n", b"BOGUS 1 2\r\n"):
+        client = FakeClient()
+        parser, _ = routed_parser(client)
+        with pytest.raises(ProtocolError):
+            await Parser(FakeClient()).parse(bad)
+        with pytest.raises(ProtocolError):
+            await parser.parse(bad)
