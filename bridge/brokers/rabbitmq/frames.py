@@ -33,6 +33,8 @@ from pamqp.constants import FRAME_BODY, FRAME_END, FRAME_HEADER_SIZE, FRAME_HEAR
 from pamqp.exceptions import PAMQPException
 from pamqp.heartbeat import Heartbeat
 
+from bridge.brokers.rabbitmq import frame_decode
+
 ReceivedFrame = tuple[int, int, pamqp.frame.FrameTypes]
 
 READ_SIZE = 1 << 18  # the most one read takes from the stream; a larger frame takes what it needs
@@ -115,7 +117,7 @@ def _decode(buffer: bytearray, offset: int, end: int, frame_type: int, channel: 
     if frame_type == FRAME_HEARTBEAT and not size:
         return end - offset, channel, Heartbeat()
     try:
-        return pamqp.frame.unmarshal(bytes(buffer[offset:end]))
+        return frame_decode.unmarshal(bytes(buffer[offset:end]))  # pamqp's unmarshal, faster for the usual two
     except PAMQPException as e:
         raise InvalidFrameError(str(e)) from e
 
