@@ -70,7 +70,7 @@ assert Properties.__slots__ == list(Properties.flags)
 
 # The timestamp last decoded: consecutive messages mostly carry the same second, and a datetime
 # costs about half a microsecond to make. It is immutable, so sharing one between frames is safe.
-_last_timestamp: tuple[int, datetime.datetime] = (0, datetime.datetime.fromtimestamp(0, tz=_UTC))
+_last_timestamp: tuple[int, datetime.datetime] = (-1, datetime.datetime.min)  # -1: no 64-bit unsigned
 
 # What a failed read raises here: a string that is not UTF-8 (UnicodeDecodeError is a
 # ValueError), a struct read past the data, an index past it, pamqp's table decoder refusing.
