@@ -4,12 +4,12 @@ pamqp's general decoder, into the very objects pamqp's would make.
 pamqp's `frame.unmarshal` decodes a method's arguments by looking up each one's type by name,
 slicing the rest of the payload after every field and setting attributes one `setattr` at a
 time: about 15 µs for these two frames (bench/amqp_frames.py), most of the 20 µs the buffered
-receiver spent per 100-byte delivery. Here the layout of
-these two frames is written out, read with `struct` at offsets, and the objects are made with
-`__new__` and plain attribute stores (pamqp makes them with `__init__`, whose defaults its
-decoder then overwrites; Basic.Deliver's `__init__` also runs the exchange-name regex, which its
-decoder never applies). The headers table is still decoded by pamqp's own `decode.field_table`,
-on the same bytes pamqp gives it, so its values are pamqp's to the last nested type.
+receiver spent per 100-byte delivery. Here the two layouts are written out, read with `struct`
+at offsets, and the objects are made with `__new__` and plain attribute stores (pamqp makes them
+with `__init__`, whose defaults its decoder then overwrites; Basic.Deliver's `__init__` also runs
+the exchange-name regex, which its decoder never applies). The headers table is still decoded by
+pamqp's own `decode.field_table`, on the same bytes pamqp gives it, so its values are pamqp's to
+the last nested type.
 
 Only the usual shape takes this path: a frame whose payload is used up exactly, with Basic's
 class id, weight 0, a single property-flags word, no reserved bit set and UTF-8 strings. Anything
