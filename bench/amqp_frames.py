@@ -8,10 +8,15 @@ timestamp and two headers, one body frame) marshalled by pamqp, read in three wa
 
 - in the reader: all of it fed into an asyncio.StreamReader before the clock starts;
 - 64 KiB chunks: fed one chunk per loop iteration by another task, as a socket's reads arrive;
-- and, for the buffered receiver, the same with every frame decoded by pamqp's `unmarshal` (no
-  direct ContentBody / Heartbeat), to show what that shortcut is worth; since that is within this
-  shared machine's noise, one 100-byte body frame is also decoded alone both ways (timeit, best
-  of R, nanoseconds).
+- and, for the buffered receiver, the same twice more: with Basic.Deliver and the content header
+  decoded by pamqp's `unmarshal` instead of frame_decode.py's decoders ("pamqp decoding", as the
+  receiver was before them), and with every frame decoded by `unmarshal` ("pamqp only": no
+  direct ContentBody / Heartbeat either), to show what each shortcut is worth.
+
+Then each kind of frame is decoded alone both ways (timeit, best of R, in microseconds): a
+100-byte body frame, the Basic.Deliver, and the content header, once with the timestamp the
+previous header had (frame_decode keeps the last one it made; every header in the stream above
+has the same) and once with a new one each time.
 
 Each figure is the median of R runs, in microseconds of wall time per delivery (one process,
 nothing else running in it); the ratio is aiormq's over the buffered one.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import itertools
 import shlex
 import statistics
 import sys
@@ -40,27 +46,31 @@ from pamqp.header import ContentHeader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.brokers.rabbitmq import frames
+from bridge.brokers.rabbitmq import frame_decode, frames
 from bridge.brokers.rabbitmq.frames import ORIGINAL_FRAME_RECEIVER, BufferedFrameReceiver
 
 CHUNK = 65536
 
 
+def delivery(tag: int, second: int = 0) -> tuple[bytes, bytes, bytes]:
+    """The three frames of one delivery: Basic.Deliver, content header, body."""
+    properties = spec.Basic.Properties(
+        content_type="application/octet-stream",
+        delivery_mode=2,
+        message_id=f"message-{tag}",
+        timestamp=datetime.datetime(2026, 12, 5, 0, 0, second, tzinfo=datetime.UTC),
+        headers={"trace-id": f"trace-{tag}", "attempt": 1},
+    )
+    deliver = spec.Basic.Deliver(consumer_tag="bridge", delivery_tag=tag, exchange="orders", routing_key="o.new")
+    return (
+        pamqp.frame.marshal(deliver, 1),
+        pamqp.frame.marshal(ContentHeader(0, 100, properties), 1),
+        pamqp.frame.marshal(ContentBody(b"x" * 100), 1),
+    )
+
+
 def stream(deliveries: int) -> bytes:
-    parts = []
-    for tag in range(1, deliveries + 1):
-        properties = spec.Basic.Properties(
-            content_type="application/octet-stream",
-            delivery_mode=2,
-            message_id=f"message-{tag}",
-            timestamp=datetime.datetime(2026, 12, 5, tzinfo=datetime.UTC),
-            headers={"trace-id": f"trace-{tag}", "attempt": 1},
-        )
-        deliver = spec.Basic.Deliver(consumer_tag="bridge", delivery_tag=tag, exchange="orders", routing_key="o.new")
-        parts.append(pamqp.frame.marshal(deliver, 1))
-        parts.append(pamqp.frame.marshal(ContentHeader(0, 100, properties), 1))
-        parts.append(pamqp.frame.marshal(ContentBody(b"x" * 100), 1))
-    return b"".join(parts)
+    return b"".join(b"".join(delivery(tag)) for tag in range(1, deliveries + 1))
 
 
 async def timed(receiver_class: type[Any], data: bytes, frames_expected: int, chunked: bool) -> float:
@@ -97,6 +107,20 @@ def pamqp_only(
     return pamqp.frame.unmarshal(bytes(buffer[offset:end]))
 
 
+class PamqpDecoding:
+    """Stands in for the frame_decode module in frames.py: pamqp's unmarshal for every method and
+    header frame, as the receiver decoded them before frame_decode.py."""
+
+    unmarshal = staticmethod(pamqp.frame.unmarshal)
+
+
+NAMES = ("aiormq", "buffered", "buffered, pamqp decoding", "buffered, pamqp only")
+
+
+def best_us(call: Callable[[], object], repeats: int, times: int = 100_000) -> float:
+    return min(timeit.repeat(call, number=times, repeat=repeats)) / times * 1e6
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=100_000)
@@ -109,10 +133,17 @@ async def main() -> None:
     rows: list[tuple[str, str, list[float]]] = []
     for chunked in (False, True):
         mode = "64 KiB chunks" if chunked else "in the reader"
-        samples: dict[str, list[float]] = {"aiormq": [], "buffered": [], "buffered, pamqp only": []}
-        for _ in range(args.repeats):  # interleaved, so a noisy second hits all three
+        samples: dict[str, list[float]] = {name: [] for name in NAMES}
+        for _ in range(args.repeats):  # interleaved, so a noisy second hits all four
             samples["aiormq"].append(await timed(ORIGINAL_FRAME_RECEIVER, data, frames_expected, chunked))
             samples["buffered"].append(await timed(BufferedFrameReceiver, data, frames_expected, chunked))
+            frames.frame_decode = PamqpDecoding  # type: ignore[assignment]
+            try:
+                samples["buffered, pamqp decoding"].append(
+                    await timed(BufferedFrameReceiver, data, frames_expected, chunked)
+                )
+            finally:
+                frames.frame_decode = frame_decode
             frames._decode = pamqp_only  # type: ignore[assignment]
             try:
                 samples["buffered, pamqp only"].append(
@@ -127,23 +158,33 @@ async def main() -> None:
     medians = {(mode, name): statistics.median(values) * 1e6 / args.deliveries for mode, name, values in rows}
     for mode in ("in the reader", "64 KiB chunks"):
         original = medians[(mode, "aiormq")]
-        for name in ("aiormq", "buffered", "buffered, pamqp only"):
+        for name in NAMES:
             value = medians[(mode, name)]
             ratio = "" if name == "aiormq" else f"   aiormq / this: {original / value:.2f}x"
-            print(f"  {mode:14}  {name:21} {value:6.2f} µs{ratio}")
-    body = bytearray(pamqp.frame.marshal(ContentBody(b"x" * 100), 1))
-    times = 200_000
-    alone = {
-        "direct": lambda: direct(body, 0, len(body), 3, 1, 100),
-        "pamqp": lambda: pamqp.frame.unmarshal(bytes(body[0 : len(body)])),
-    }
-    best = {
-        name: min(timeit.repeat(call, number=times, repeat=args.repeats)) / times * 1e9 for name, call in alone.items()
-    }
-    print(
-        f"  one 100 B body frame alone: direct ContentBody {best['direct']:.0f} ns,"
-        f" pamqp unmarshal {best['pamqp']:.0f} ns"
-    )
+            print(f"  {mode:14}  {name:25} {value:6.2f} µs{ratio}")
+
+    deliver, header, body = delivery(1)
+    other_header = delivery(1, second=1)[1]
+    headers = itertools.cycle([header, other_header])
+    body_buffer = bytearray(body)
+    kinds: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
+        (
+            "100 B body",
+            lambda: pamqp.frame.unmarshal(bytes(body_buffer[0 : len(body_buffer)])),
+            lambda: direct(body_buffer, 0, len(body_buffer), 3, 1, 100),
+        ),
+        ("Basic.Deliver", lambda: pamqp.frame.unmarshal(deliver), lambda: frame_decode.unmarshal(deliver)),
+        ("header, same timestamp", lambda: pamqp.frame.unmarshal(header), lambda: frame_decode.unmarshal(header)),
+        (
+            "header, new timestamp",
+            lambda: pamqp.frame.unmarshal(next(headers)),
+            lambda: frame_decode.unmarshal(next(headers)),
+        ),
+    ]
+    print(f"one frame alone, best of {args.repeats}, µs    pamqp unmarshal   direct / frame_decode")
+    for kind, slow, fast in kinds:
+        slow_us, fast_us = best_us(slow, args.repeats), best_us(fast, args.repeats)
+        print(f"  {kind:24} {slow_us:15.2f} {fast_us:23.2f}   {slow_us / fast_us:.1f}x")
     print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
 
 
