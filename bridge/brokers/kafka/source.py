@@ -55,6 +55,10 @@ COMMIT_TIMEOUT_UNANSWERED = 0.5
 # Closing the consumer leaves the group (a LeaveGroup request) after the group coordination's
 # last work; without an answer the partitions move on after the session timeout instead.
 CLOSE_TIMEOUT = 3.0
+# A backlog probe asking the group coordinator when the consumer stops loses its request, and
+# aiokafka logs that as an ERROR ("marking coordinator dead") on a clean stop: close waits this
+# long for a probe in flight (one committed-offset request per assigned partition) to finish.
+PROBE_GRACE = 2.0
 
 
 class KafkaTopicSource:
@@ -77,6 +81,9 @@ class KafkaTopicSource:
         self._commit_unanswered = False  # the last commit timed out (see COMMIT_TIMEOUT)
         self._positions = AssignmentPositions(name, source, group, subscription.start, self._commit_within)
         self._start_at = self._positions.start_at  # first offset wanted after a seek
+        self._probes = 0  # backlog() calls asking Kafka now
+        self._probes_done = asyncio.Event()
+        self._probes_done.set()
 
     @property
     def group(self) -> str:
@@ -195,7 +202,9 @@ class KafkaTopicSource:
 
     async def close(self) -> None:
         if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
+            consumer, self._consumer = self._consumer, None  # no backlog probe starts now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._probes_done.wait(), PROBE_GRACE)
             await self._stop_consumer(consumer)
         await self._positions.close()
 
@@ -257,11 +266,23 @@ class KafkaTopicSource:
         if not assigned:
             self.unread = None
             return {}
+        self._probes += 1
+        self._probes_done.clear()
+        try:
+            return await self._backlog_of(consumer, assigned)
+        finally:
+            self._probes -= 1
+            if not self._probes:
+                self._probes_done.set()
+
+    async def _backlog_of(self, consumer: AIOKafkaConsumer, assigned: list[TopicPartition]) -> dict[str, int]:
         try:
             ends = await consumer.end_offsets(assigned)
             lags = {}
             unread = 0
             for tp in assigned:
+                if self._consumer is not consumer:
+                    raise SourceUnavailableError(f"source '{self.name}': closing")
                 committed = await consumer.committed(tp)
                 lags[f"{tp.topic}/{tp.partition}"] = max(0, ends[tp] - (committed or 0))
                 unread += max(0, ends[tp] - await consumer.position(tp))
