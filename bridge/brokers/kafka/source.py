@@ -281,7 +281,7 @@ class KafkaTopicSource:
             lags = {}
             unread = 0
             for tp in assigned:
-                if self._consumer is not consumer:
+                if self._consumer is None:  # closing
                     raise SourceUnavailableError(f"source '{self.name}': closing")
                 committed = await consumer.committed(tp)
                 lags[f"{tp.topic}/{tp.partition}"] = max(0, ends[tp] - (committed or 0))
