@@ -74,6 +74,20 @@ class LaneOwner(Protocol):
         """
 
 
+class NoCheckpoints:
+    """The LaneOwner of a reader that stores nothing (a read-only range reader, a test): nothing
+    is stored by it, so the source starts where it is told."""
+
+    async def lanes_assigned(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
+        return {}
+
+    async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
+        return {}
+
+    def missing_before(self, lane: Lane, position: int) -> list[tuple[int, int]]:
+        return []
+
+
 class Source(Protocol):
     """A source connector. The pipeline calls these methods from one task, in this order:
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiokafka import TopicPartition
@@ -21,25 +21,12 @@ from bridge.brokers.kafka.source import KafkaTopicSource
 from bridge.config.routes import FromKafka
 from bridge.config.sources import KafkaSource
 from bridge.errors import SourceUnavailableError
-from bridge.sources.base import Lane
+from bridge.sources.base import NoCheckpoints
 
 pytestmark = [pytest.mark.kafka]
 
 TopicFactory = Callable[..., Awaitable[str]]
 PARTITIONS = 64
-
-
-class NothingStored:
-    """A route owner with nothing stored yet (the source reads from each partition's start)."""
-
-    async def lanes_assigned(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
-        return {}
-
-    async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
-        return {}
-
-    def missing_before(self, lane: Lane, position: int) -> list[tuple[int, int]]:
-        return []
 
 
 async def close_under_a_probe(source: KafkaTopicSource, at_request: int) -> object:
@@ -76,7 +63,7 @@ async def test_closing_under_a_backlog_probe_ends_it_at_once_and_logs_no_error(
             FromKafka(topics=[topic]),
             f"bridge-{unique_name}-{attempt}",
         )
-        await source.start(NothingStored())
+        await source.start(NoCheckpoints())
         async with asyncio.timeout(60):
             while len(source._consumer.assignment() if source._consumer else ()) < PARTITIONS:
                 await source.fetch(100, 0.2)

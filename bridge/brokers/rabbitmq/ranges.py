@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from bridge.brokers.base import HeldLane, HeldLanes, ReadLimits
 from bridge.brokers.rabbitmq.client import amqp_url
@@ -22,23 +22,9 @@ from bridge.config.sources import RabbitMQSource
 from bridge.errors import BridgeError
 from bridge.logs import redact_url
 from bridge.message import SourceMessage
-from bridge.sources.base import Lane
+from bridge.sources.base import Lane, NoCheckpoints
 
 FETCH = 1000  # deliveries per fetch
-
-
-class NoCheckpoints:
-    """The LaneOwner a read-only stream reader gives the bridge's source: nothing is stored
-    by it, so the source starts where it is told (its `stream_offset`)."""
-
-    async def lanes_assigned(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
-        return {}
-
-    async def lanes_revoked(self, lanes: Collection[Lane]) -> Mapping[Lane, int]:
-        return {}
-
-    def missing_before(self, lane: Lane, position: int) -> list[tuple[int, int]]:
-        return []
 
 
 class StreamRanges:
