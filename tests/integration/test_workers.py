@@ -26,6 +26,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError
 from kafka_helpers import BridgeProcess, fill_topic, stored_offsets, wait_for_count, write_mapping
 from nats.aio.client import Client as NatsClient
+from processes import alive
 
 PARTITIONS = 4
 FIRST = 3_000  # records before the SIGKILL
@@ -79,14 +80,6 @@ async def members(admin: AIOKafkaAdminClient, group: str) -> tuple[str, list[set
             {tp.partition for tp in ConsumerProtocolMemberAssignment.decode(raw).partitions()} if raw else set()
         )
     return described["state"], shares
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.timeout(240)

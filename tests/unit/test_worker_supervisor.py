@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from processes import alive
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.operations.http import HttpAddress
@@ -97,14 +98,6 @@ async def supervising(workers: int, **env: str) -> AsyncIterator[Running]:
             running.supervisor.stop(signal.SIGKILL)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(running.task, 30)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.timeout(60)
