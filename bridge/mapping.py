@@ -27,7 +27,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -92,6 +92,13 @@ class CompiledRoute:
     # The strategy `msg_id` uses for every message when the route names one (not auto); with
     # auto it is chosen per message (a Kafka record: its offset, at once).
     fixed_strategy: str | None = None
+    # What starts every Msg-Id a strategy makes (`service/route/`): JetStream de-duplicates per
+    # stream, so two routes storing copies of one source message into one stream must never
+    # give them one id, or the second copy is dropped as a duplicate. Made once, used per message.
+    id_prefix: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id_prefix", f"{self.service}/{self.config.name}/")
 
     @classmethod
     def compile(cls, service: str, route: RouteConfig, cluster_name: str | None = None) -> CompiledRoute:
@@ -124,13 +131,6 @@ class CompiledRoute:
     def key(self) -> str:
         """`service/route`, the name metrics, logs and queue names use."""
         return f"{self.service}/{self.config.name}"
-
-    @property
-    def id_prefix(self) -> str:
-        """What starts every Msg-Id a strategy makes (`service/route/`): JetStream de-duplicates
-        per stream, so two routes storing copies of one source message into one stream must
-        never give them one id, or the second copy is dropped as a duplicate."""
-        return f"{self.service}/{self.config.name}/"
 
     def map(self, message: SourceMessage) -> OutboundMessage:
         """The JetStream message for `message`; raises MappingError when it cannot be built."""
@@ -206,7 +206,7 @@ class CompiledRoute:
         if strategy is None:
             # _auto_choice's first rule without building its explanation: this runs per message.
             strategy = _KAFKA_OFFSET if isinstance(message.origin, KafkaOrigin) else self._auto_choice(message).strategy
-        return stable_id(f"{self.service}/{self.config.name}/{_MSG_ID_BUILDERS[strategy](self, message)}")
+        return stable_id(self.id_prefix + _MSG_ID_BUILDERS[strategy](self, message))
 
     def headers_for(self, message: SourceMessage) -> dict[str, str]:
         """Bridge metadata headers plus the source headers, per the route's header rules."""
