@@ -1,11 +1,10 @@
-"""The edges of nats-py the publisher works around: what a refused or lost publish raises, waiting
-that can be abandoned, and dropping commands nats-py would flush after a reconnect (CLIENT-NOTES.md)."""
+"""The edges of nats-py the publisher works around: what a refused or lost publish raises, and waiting
+that can be abandoned (CLIENT-NOTES.md; dropping unsent commands is the client class's, brokers/nats/guarded.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from nats.aio.client import Client as NatsClient
 from nats.errors import (
     BadHeaderError,
     BadSubjectError,
@@ -65,14 +64,3 @@ def host_of(url: str) -> str:
 def describe_error(error: Exception) -> str:
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def discard_unsent_commands(nc: NatsClient) -> None:
-    # nats-py keeps commands not yet written in `_pending` and writes them after a
-    # reconnect. There is no public way to drop them; doing so keeps per-partition order
-    # (tests/brokers/test_publisher_*.py restarts nats-server mid-flow to prove it).
-    # Subscriptions are replayed from `_subs`, so nothing but unsent publishes is lost.
-    pending = getattr(nc, "_pending", None)
-    if isinstance(pending, list):
-        pending.clear()
-        nc._pending_data_size = 0

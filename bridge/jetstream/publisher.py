@@ -38,13 +38,13 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
+from bridge.brokers.nats.guarded import discard_unsent_commands
 from bridge.deadletters import DEFAULT_MAX_CONTROL_LINE, subject_room_for
 from bridge.jetstream.ack_watch import AckWatch
 from bridge.jetstream.client_edges import (
     CLIENT_REFUSALS,
     CONNECTION_LOST,
     describe_error,
-    discard_unsent_commands,
     raise_unless_dead_transport,
     wait_or_abandon,
 )

@@ -17,11 +17,10 @@ import ssl
 from typing import Any, Protocol
 
 from nats.aio.client import Client as NatsClient
-from nats.aio.transport import TcpTransport, Transport, WebSocketTransport
 from nats.errors import AuthorizationError, SlowConsumerError
 from nats.errors import Error as NatsError
 
-from bridge.brokers.nats.replies import ReplyParser
+from bridge.brokers.nats.guarded import GuardedClient, TlsNotEstablishedError
 from bridge.config.model import BridgeConfig
 from bridge.config.nats import NatsConfig
 from bridge.errors import BridgeError
@@ -46,61 +45,6 @@ class ConnectionListener(Protocol):
         """The client closed for good without being asked to: no reconnect follows, nothing
         sent from now on can be stored."""
         ...
-
-
-class TlsNotEstablishedError(NatsError):
-    """The file asks for TLS and the server did not establish it: CONNECT was never sent."""
-
-    def __init__(self, server: str) -> None:
-        super().__init__(server)
-        self.server = server
-
-    def __str__(self) -> str:
-        return (
-            f"{self.server} did not establish TLS, which the mapping asks for "
-            "(a tls:// URL or a TLS setting); refused before sending the login: nothing was sent in clear"
-        )
-
-
-class _TlsOnlyClient(NatsClient):
-    """nats-py's client, refusing to send CONNECT outside TLS when the file asks for TLS.
-
-    nats-py 2.16 upgrades to TLS only when the server's INFO says `tls_required`
-    (`_process_connect_init`): a plaintext server, or anyone in the middle who answers
-    `tls_required:false`, would get CONNECT with the token, password, JWT or signature in
-    clear. nats.go refuses that case (ErrSecureConnWanted); so does this client, by
-    checking the socket itself (not what INFO claimed) right before CONNECT is built. A
-    server that offers TLS without requiring it (`tls_available`, `allow_non_tls`) is asked
-    for TLS, as nats.go does.
-    """
-
-    require_tls = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._ps = ReplyParser(self)  # nats-py's parser, with the publisher's PubAcks on a short path
-
-    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
-        if initial_connection and self.require_tls and info.get("tls_available") and not info.get("tls_required"):
-            info["tls_required"] = True  # the same dict nats-py checks next: it upgrades now
-        await super()._process_info(info, initial_connection)
-
-    def _connect_command(self) -> bytes:
-        if self.require_tls and not _is_tls(self._transport):
-            server = self._current_server
-            where = server.uri.netloc.rpartition("@")[2] if server is not None else "the server"
-            raise TlsNotEstablishedError(f"NATS server {where}")
-        return super()._connect_command()
-
-
-def _is_tls(transport: Transport | None) -> bool:
-    """Whether the connection the client would write CONNECT to is TLS, asked of the socket."""
-    if isinstance(transport, TcpTransport):
-        writer = transport._io_writer
-        return writer is not None and writer.get_extra_info("ssl_object") is not None
-    if isinstance(transport, WebSocketTransport):
-        return bool(transport._using_tls)
-    return False
 
 
 class ConnectionEvents:
@@ -257,7 +201,7 @@ async def connect_nats(config: NatsConfig, events: ConnectionEvents | None = Non
     options.update(
         error_cb=error_cb, disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb, closed_cb=closed_cb
     )
-    client = _TlsOnlyClient()
+    client = GuardedClient()
     client.require_tls = wants_tls(config)
     first_refusal: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
     connecting = asyncio.create_task(client.connect(**options))  # type: ignore[arg-type]
