@@ -152,6 +152,23 @@ class RepeatedLineFilter(logging.Filter):
         return True
 
 
+class RetriedByTheClientFilter(logging.Filter):
+    """aiokafka's ERROR about a request it retries by itself becomes a WARNING.
+
+    On a brand-new Kafka, and while a broker restarts, the group coordinator is not elected yet:
+    aiokafka logs "Group Coordinator Request failed: [Error 15] CoordinatorNotAvailableError" as
+    an ERROR, asks again a moment later, and the bridge goes on once Kafka answers. An ERROR in
+    the first seconds of a healthy start (the quickstart showed two) teaches operators to ignore
+    ERRORs. Only lines whose error aiokafka itself marks retriable change; the rest stay ERRORs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.name.partition(".")[0] == "aiokafka":
+            args = record.args if isinstance(record.args, tuple) else ()
+            if any(getattr(arg, "retriable", False) is True for arg in args):
+                record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
 def configure_logging(
     level: str = "info",
     log_format: LogFormat = LogFormat.HUMAN,
@@ -181,7 +198,8 @@ def configure_logging(
     for noisy in ("aiokafka", "aio_pika", "aiormq", "aiohttp"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # On the handler: a logger's filter does not see the records of its children (aiokafka.client).
-    handler.addFilter(RepeatedLineFilter("aiokafka", ("Unable connect to",)))
+    handler.addFilter(RetriedByTheClientFilter())
+    handler.addFilter(RepeatedLineFilter("aiokafka", ("Unable connect to", "Group Coordinator Request failed")))
     # nats-py logs a traceback for every failed reconnect attempt; the bridge's error
     # callback already reports each one in a single line.
     logging.getLogger("nats").setLevel(logging.CRITICAL)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from aiokafka.errors import CoordinatorNotAvailableError, InvalidGroupIdError
 
-from bridge.logs import RepeatedLineFilter
+from bridge.logs import RepeatedLineFilter, RetriedByTheClientFilter, configure_logging
 
 
 def _record(name: str, msg: str, *args: object) -> logging.LogRecord:
@@ -40,3 +41,40 @@ def test_other_lines_and_other_loggers_pass_every_time() -> None:
     for _ in range(3):
         assert limit.filter(_record("aiokafka.consumer", "Heartbeat failed: %s", "timeout"))
         assert limit.filter(_record("bridge.sources.kafka", 'Unable connect to "%s"', "x"))
+
+
+def test_an_error_aiokafka_retries_by_itself_is_a_warning_and_others_stay_errors() -> None:
+    """A brand-new Kafka has no group coordinator for a moment: aiokafka logs an ERROR and asks
+    again. The bridge's log says WARNING for that; a fatal group error stays an ERROR."""
+    retried = RetriedByTheClientFilter()
+    waiting = _record("aiokafka.consumer.group_coordinator", "Group Coordinator Request failed: %s",
+                      CoordinatorNotAvailableError())  # fmt: skip
+    assert retried.filter(waiting)
+    assert (waiting.levelno, waiting.levelname) == (logging.WARNING, "WARNING")
+    fatal = _record("aiokafka.consumer.group_coordinator", "Attempt to join group failed: %s", InvalidGroupIdError())
+    assert retried.filter(fatal)
+    assert (fatal.levelno, fatal.levelname) == (logging.ERROR, "ERROR")
+    ours = _record("bridge.sources", "failed: %s", CoordinatorNotAvailableError())
+    assert retried.filter(ours)
+    assert ours.levelno == logging.ERROR  # only aiokafka's own lines change
+    plain = _record("aiokafka.client", "Unable connect to %s", "x")
+    assert retried.filter(plain)
+    assert plain.levelno == logging.ERROR
+
+
+def test_configured_logging_writes_a_retried_coordinator_lookup_as_a_warning(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging("info")
+        logging.getLogger("aiokafka.consumer.group_coordinator").error(
+            "Group Coordinator Request failed: %s", CoordinatorNotAvailableError()
+        )
+    finally:
+        root.handlers[:], root.level = handlers, level
+    err = capsys.readouterr().err
+    assert "WARNING" in err, err
+    assert "Group Coordinator Request failed" in err, err
+    assert "ERROR" not in err, err
