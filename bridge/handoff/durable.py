@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -240,7 +239,7 @@ async def _walk(
         while next_sequence <= walk_to:
             try:
                 batch = await subscription.fetch(min(WALK_BATCH, walk_to - next_sequence + 1), timeout=WALK_IDLE)
-            except NatsTimeoutError:
+            except TimeoutError:  # nats-py raises its own TimeoutError or asyncio's, by timing
                 break
             for message in batch:
                 next_sequence = message.metadata.sequence.stream + 1

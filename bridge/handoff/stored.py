@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from bridge.handoff.queue_plan import looking_consumer
@@ -45,7 +44,7 @@ async def read_stored(js: JetStreamContext, stream: str, filters: Sequence[str],
         while True:
             try:
                 batch = await subscription.fetch(READ_BATCH, timeout=READ_IDLE)
-            except NatsTimeoutError:
+            except TimeoutError:  # nats-py raises its own TimeoutError or asyncio's, by timing
                 return found
             for message in batch:
                 sequence = message.metadata.sequence.stream
