@@ -61,6 +61,7 @@ from bridge.operations.metrics import bridge_registry
 from bridge.pipeline.route import RoutePipeline
 from bridge.pipeline.settings import PipelineSettings
 from bridge.plan import compile_plan
+from bridge.reverse.lease import RouteLease, lease_key
 from bridge.reverse.route import ReverseRoute
 from bridge.route_shapes import streams_reached
 from bridge.sources.base import Source
@@ -318,7 +319,9 @@ class Bridge:
             forward.setdefault(pipeline.route.service, []).append(pipeline)
 
         def reverse(service: str, route: ReverseRouteConfig) -> ReverseRoute:
-            return ReverseRoute(service, route, self.config.sources[route.to.source], js)
+            durable = route.durable_name(service)
+            lease = RouteLease(js, lease_key(route.stream, durable), replicas=self.config.state_replicas)
+            return ReverseRoute(service, route, self.config.sources[route.to.source], js, lease=lease)
 
         try:
             async with asyncio.TaskGroup() as group:

@@ -41,7 +41,6 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -55,7 +54,9 @@ from bridge.deadletters import ERROR_HEADER, REASON_HEADER, ROUTE_HEADER, SUBJEC
 from bridge.errors import TargetUnavailableError
 from bridge.headers import FORWARDED_HEADERS, STREAM_POSITION_HEADER
 from bridge.jetstream.declare import declare_streams
+from bridge.reverse.acks import keep_alive, settle
 from bridge.reverse.consumer import PullSubscription, bind_consumer, consumer_config, durable_name
+from bridge.reverse.lease import RouteLease, lease_key
 from bridge.routing.key_template import KeyTemplate, TemplateRenderError
 from bridge.targets import LegacyMessage, legacy_headers
 
@@ -64,7 +65,6 @@ log = logging.getLogger(__name__)
 MSG_ID_HEADER = "Nats-Msg-Id"
 TARGET_HEADER = "Bridge-Dlq-Target"  # a reverse route's dead letter: the legacy target that refused it
 _MAX_ERROR_TEXT = 1000  # a header value is one line; a broker's long answer is cut here
-Verb = Literal["ack", "nak", "term", "in_progress"]
 
 
 @dataclass(slots=True)
@@ -102,6 +102,7 @@ class ReverseRoute:
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         error_log_interval: float = 30.0,
+        lease: RouteLease | None = None,
         dead_letters: DeadLetterConfig | None = None,
         dead_letter_replicas: int = 1,
     ) -> None:
@@ -121,6 +122,7 @@ class ReverseRoute:
         self._template: KeyTemplate | None = to.key_template
         self.target = reverse_target(target_source, to, label=self.key)
         self.durable = durable_name(service, config)
+        self.lease = lease or RouteLease(js, lease_key(config.stream, self.durable))
         self.stats = ReverseStats()
         self._stopping = asyncio.Event()
         self._logged_reason = ""
@@ -158,14 +160,20 @@ class ReverseRoute:
         try:
             await self._check_target()
             while not self._stopping.is_set():
+                if not self.lease.held and not await self.lease.acquire(self._stopping, self._standing_by):
+                    break
                 messages = await self._fetch(subscription)
                 if messages:
                     await self._process(messages)
         finally:
+            await self.lease.release()
             await self.target.close()
             with contextlib.suppress(NatsError, TimeoutError):
                 await subscription.unsubscribe()
             log.info("reverse route %s: stopped (%d written)", self.key, self.stats.written)
+
+    def _standing_by(self, holder: str) -> None:
+        log.info("reverse route %s: written by %s; this bridge stands by to take over", self.key, holder)
 
     # ------------------------------------------------------------------ reading
 
@@ -214,9 +222,9 @@ class ReverseRoute:
                     msg.metadata.sequence.stream,
                     error,
                 )
-                await self._settle([msg], "term")
+                await settle(self.key, [msg], "term")
         if done:
-            await self._settle(done, "ack")
+            await settle(self.key, done, "ack")
         if pending:
             await self._deliver(pending)
 
@@ -240,7 +248,9 @@ class ReverseRoute:
         """Write until every message is confirmed or dead-lettered (acking each as that happens),
         or until `stop()` during a retry (then nak what is left)."""
         held = [msg for msg, _ in pending]
-        keepalive = asyncio.create_task(self._keep_alive(held), name=f"reverse {self.key} keepalive")
+        keepalive = asyncio.create_task(
+            keep_alive(self.key, held, self._ack_wait), name=f"reverse {self.key} keepalive"
+        )
         backoff = 0.0
         alone = False  # a batch was refused for good: whose fault it was shows one message at a time
         try:
@@ -262,7 +272,7 @@ class ReverseRoute:
                         failed.append((msg, legacy))
                         reason = reason or outcome.reason
                         refused_in_batch = refused_in_batch or (outcome.permanent and len(batch) > 1)
-                await self._settle(done, "ack")
+                await settle(self.key, done, "ack")
                 pending = failed + rest
                 held[:] = [msg for msg, _ in pending]
                 if not failed:
@@ -295,7 +305,7 @@ class ReverseRoute:
                         self.key,
                         len(pending),
                     )
-                    await self._settle(held, "nak")
+                    await settle(self.key, held, "nak")
                     return
                 self.stats.retries += 1
         finally:
@@ -346,38 +356,6 @@ class ReverseRoute:
             return
         await declare_streams(self._js, [self.dead_letters.stream_config(self._dead_letter_replicas)])
         self._dead_letter_stream_checked = True
-
-    async def _keep_alive(self, held: list[Msg]) -> None:
-        """Tell JetStream the held messages are being worked on, well within ack_wait, so a slow
-        legacy broker never makes it redeliver them behind the route's back."""
-        while True:
-            await asyncio.sleep(self._ack_wait / 3)
-            await self._settle(list(held), "in_progress")
-
-    async def _settle(self, messages: Sequence[Msg], verb: Verb) -> None:
-        """Send one acknowledgement verb for each message. A lost NATS connection loses the
-        acks, never messages: JetStream redelivers them after ack_wait."""
-        lost = 0
-        for msg in messages:
-            try:
-                if verb == "ack":
-                    await msg.ack()
-                elif verb == "nak":
-                    await msg.nak()
-                elif verb == "term":
-                    await msg.term()
-                else:
-                    await msg.in_progress()
-            except NatsError:  # MsgAlreadyAckdError, a closed or reconnecting client
-                lost += 1
-        if lost:
-            log.warning(
-                "reverse route %s: %d %s(s) not sent to JetStream (NATS connection lost); "
-                "JetStream redelivers those messages after ack_wait",
-                self.key,
-                lost,
-                verb,
-            )
 
     def _log_failure(self, reason: str, consequence: str) -> None:
         """Log a legacy or NATS problem as an error once, then again only when it changes or
