@@ -158,7 +158,9 @@ class RouteLease:
             entry = await (await self._bucket()).get(self.key)
         except (KeyNotFoundError, NatsError, TimeoutError):
             return "another bridge"
-        return (entry.value or b"").decode(errors="replace") or "another bridge"
+        # Anyone with write access may have put anything there: shown short and on one line.
+        shown = " ".join((entry.value or b"").decode(errors="replace").split())[:120]
+        return shown or "another bridge"
 
     async def _bucket(self) -> KeyValue:
         """The bucket, made with `ttl` if missing. The server expires keys after the bucket's own
