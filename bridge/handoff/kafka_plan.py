@@ -21,6 +21,7 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from bridge.brokers.kafka.groups import GroupPosition, Partition
+from bridge.handoff.kafka_between import CopiedBetween
 from bridge.handoff.search import Behind, Found, Older, Probe, Start, first_at_or_after
 from bridge.handoff.stream_lanes import kafka_probe
 
@@ -102,11 +103,14 @@ async def plan_kafka_handoff(
     group: GroupPosition,
     stored_through: Mapping[Partition, int],
     from_earliest_available: bool = False,
+    copied: CopiedBetween | None = None,
 ) -> KafkaHandoffPlan:
     """The plan for moving `group` to `durable` on `stream` (read through `filters`).
 
     `stored_through[p]` is the offset up to which (exclusive) the bridge has stored partition p:
-    its own group's committed offset, committed only after JetStream's acknowledgement."""
+    its own group's committed offset, committed only after JetStream's acknowledgement.
+    `copied` (bridge.handoff.kafka_between) says whether offsets the stream has nothing for held
+    records the route would have stored; without it such a gap is refused."""
     plan = KafkaHandoffPlan(stream, durable, group.group)
     if group.members:
         plan.refusals.append(
@@ -132,6 +136,7 @@ async def plan_kafka_handoff(
                 first_seq,
                 last_seq,
                 from_earliest_available=from_earliest_available,
+                copied=copied,
             )
         )
     starts = [p.start for p in plan.partitions if p.start is not None]
@@ -167,6 +172,7 @@ async def _partition_start(
     last_seq: int,
     *,
     from_earliest_available: bool,
+    copied: CopiedBetween | None,
 ) -> PartitionStart:
     topic, partition = lane
     lag = group.lag(lane)
@@ -187,6 +193,10 @@ async def _partition_start(
         committed = found.position if isinstance(found, Start) else 0
         lag = max(0, group.ends[lane] - committed)
     stored = stored_through.get(lane, 0)
+    if stored < committed and copied is not None and await copied(lane, stored, committed) == 0:
+        # Only markers, aborted or filtered records lie between: the bridge's own group stops
+        # after the last record it read, a consumer's position steps past the markers after it.
+        stored = committed
     if stored < committed:
         return PartitionStart(
             topic,
@@ -197,6 +207,8 @@ async def _partition_start(
             f"{committed}: wait for the bridge to catch up (--wait)",
         )
     found = await first_at_or_after(probe, first_seq, last_seq, committed, last=None)
+    if isinstance(found, Older) and copied is not None and await copied(lane, committed, found.first.position) == 0:
+        found = found.first  # nothing between was ever to be stored (a skipped tombstone at 0)
     if isinstance(found, Older):
         if not from_earliest_available:
             return PartitionStart(
