@@ -127,7 +127,11 @@ async def handoff(
         else:
             result = await position_queue_durable(js, plan, declared)
         after = await _legacy_lag(config, service, consumer, route)
-        return Handoff(service, name, plan, dataclasses.replace(result, legacy_lag_after=after))
+        result = dataclasses.replace(result, legacy_lag_after=after)
+        copied = _copied_between(config, service, route)
+        if isinstance(plan, KafkaHandoffPlan) and not result.matches and copied is not None:
+            result = dataclasses.replace(result, legacy_records=await _records_behind(plan, copied))
+        return Handoff(service, name, plan, result)
     finally:
         await close_quietly(nc)
 
@@ -247,6 +251,21 @@ async def _plan(
         ) from None
 
 
+async def _records_behind(plan: KafkaHandoffPlan, copied: CopiedBetween) -> int | None:
+    """The group's lag in records the route stores, asked of Kafka when the offsets did not match
+    the durable's count: a transactional topic's markers and skipped records take offsets, so an
+    exact handoff would otherwise be reported as differing. None when Kafka cannot say in time."""
+    total = 0
+    for lane in plan.partitions:
+        if lane.committed is None or lane.lag is None:
+            return None
+        records = await copied((lane.topic, lane.partition), lane.committed, lane.committed + lane.lag)
+        if records is None:
+            return None
+        total += records
+    return total
+
+
 def _copied_between(config: BridgeConfig, service: str, route: RouteConfig) -> CopiedBetween | None:
     """What Kafka says lies between two offsets, for the route (None: not a Kafka route)."""
     source = config.sources[route.source]
@@ -324,10 +343,13 @@ def format_handoff(done: Handoff) -> str:
         moving = ""
         if result.legacy_lag_after is not None and result.legacy_lag_after != result.legacy_lag:
             moving = f" ({result.legacy_lag_after} now: legacy producers still publish)"
+        records = ""
+        if result.legacy_records is not None:
+            records = f" = {result.legacy_records} record(s) the route stores (markers, skipped records: offsets)"
         lines.append(
             f"  durable {result.durable} made at sequence {result.start_sequence}: acked {result.acked}, "
-            f"given back {result.given_back}; pending {result.pending} vs legacy lag {result.legacy_lag}{moving}: "
-            f"{verdict}"
+            f"given back {result.given_back}; pending {result.pending} vs legacy lag {result.legacy_lag}{records}"
+            f"{moving}: {verdict}"
         )
     return "\n".join(lines) + "\n"
 

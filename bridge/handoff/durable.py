@@ -50,14 +50,19 @@ class HandoffResult:
     legacy_lag: int  # when the plan read the legacy side
     unstored: int = 0  # of that lag, what the bridge had not stored yet (its own backlog then)
     legacy_lag_after: int | None = None  # read again once the durable was made
+    # Of a Kafka lag (offsets), the records the route stores: a transaction marker, an aborted
+    # record or a skipped tombstone takes an offset and is never stored (None: not counted).
+    legacy_records: int | None = None
 
     @property
     def matches(self) -> bool:
         """With the legacy side at rest, pending == lag exactly. While legacy producers still
         publish (the shadow phase), both grow between the readings: pending must then lie between
-        the lag less what was unstored when planned and the lag read afterwards."""
-        high = max(self.legacy_lag, self.legacy_lag_after if self.legacy_lag_after is not None else 0)
-        return self.legacy_lag - self.unstored <= self.pending <= high
+        the lag less what was unstored when planned and the lag read afterwards. A Kafka lag
+        counted in records the route stores is compared instead of the offsets, when known."""
+        lag = self.legacy_records if self.legacy_records is not None else self.legacy_lag
+        grew = max(0, (self.legacy_lag_after or 0) - self.legacy_lag)
+        return lag - self.unstored <= self.pending <= lag + grew
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +74,7 @@ class HandoffResult:
             "legacy_lag": self.legacy_lag,
             "unstored_when_planned": self.unstored,
             "legacy_lag_after": self.legacy_lag_after,
+            "legacy_records": self.legacy_records,
             "matches": self.matches,
         }
 

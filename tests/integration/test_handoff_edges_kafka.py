@@ -8,6 +8,7 @@ deliver exactly those, each partition from its own offset on, and nothing else."
 
 from __future__ import annotations
 
+import json
 import random
 import textwrap
 from collections import Counter
@@ -18,7 +19,8 @@ from aiokafka import AIOKafkaProducer
 from kafka_helpers import BridgeProcess, wait_for_count
 from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig
-from test_handoff_kafka import _commit, _consume_all, _has_consumer
+from test_cutover import cli
+from test_handoff_kafka import _commit, _has_consumer
 
 from bridge.brokers.kafka.groups import group_position
 from bridge.brokers.kafka.ranges import group_offsets
@@ -31,7 +33,9 @@ from bridge.plan import compile_plan
 
 
 def _mapping(path: Path, nats_url: str, bootstrap: str, stream: str, topics: Sequence[str], extra: str = "") -> Path:
-    """One route copying `topics` into `stream`, a subject per topic and partition."""
+    """One route copying `topics` into `stream`, a subject per topic and partition, in a service
+    named like the stream (phases are shared by every test on the server), whose consumer
+    `ledger` replaces the group `<stream>-cli`."""
     s = stream.lower()
     path.write_text(
         textwrap.dedent(f"""\
@@ -40,12 +44,14 @@ def _mapping(path: Path, nats_url: str, bootstrap: str, stream: str, topics: Seq
             sources:
               kafka: {{type: kafka, bootstrap_servers: ["{bootstrap}"]}}
             services:
-              svc:
+              {s}:
                 routes:
                   - name: copy
                     source: kafka
                     from: {{topics: {list(topics)}, group: "{s}-bridge"{extra}}}
                     to: "{s}.{{topic}}.{{partition}}"
+                consumers:
+                  - {{name: ledger, stream: {stream}, filter_subjects: ["{s}.>"], replaces: {{group: {s}-cli}}}}
             """)
     )
     return path
@@ -73,7 +79,7 @@ async def _plan(
     stored, _ = await group_offsets(source, f"{stream.lower()}-bridge", purpose="test", seconds=15)
     return await plan_kafka_handoff(
         nc.jetstream(), stream=stream, durable=legacy, filters=filters, group=group, stored_through=stored,
-        copied=copied_between(source, compile_plan(config).route("svc/copy"), seconds=15), **options,
+        copied=copied_between(source, compile_plan(config).route(f"{stream.lower()}/copy"), seconds=15), **options,
     )  # fmt: skip
 
 
@@ -161,6 +167,16 @@ async def test_offsets_past_transaction_markers_and_aborted_records(
         seen = await _hand_off(nc, plan)
         assert seen == [(0, o) for o in stored if o >= committed], committed
 
+    # the command: exit 0, the durable's count beside the lag in records (markers are no records)
+    await _commit(kafka_bootstrap, f"{unique_name}-cli", topic, {0: 6})
+    code, out = await cli("handoff", unique_name, "ledger", str(mapping), "--json")
+    assert code == 0, out
+    done = json.loads(out)
+    assert (done["result"]["durable_pending"], done["result"]["legacy_lag"]) == (10, 18)
+    assert (done["result"]["legacy_records"], done["result"]["matches"]) == (10, True)
+    assert "password" not in out
+    assert await _consume_all(nc, stream, "ledger") == [(0, o) for o in stored if o >= 6]
+
 
 class _aborted:  # noqa: N801 - used like `producer.transaction()`
     """A transaction that is aborted at the end of its block."""
@@ -232,22 +248,34 @@ async def test_one_group_over_two_topics_into_one_stream(
     assert Counter(seen) == Counter(expected)
 
 
-async def _topic_offsets(nc: NatsClient, plan: KafkaHandoffPlan) -> list[tuple[str, int, int]]:
-    """Hand off, then what the durable delivers: (topic, partition, offset), each partition in order."""
-    assert not plan.refused, plan.why_not()
-    await position_kafka_durable(nc.jetstream(), plan, ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
-    subscription = await nc.jetstream().pull_subscribe_bind(durable=plan.durable, stream=plan.stream)
+async def _consume_all(nc: NatsClient, stream: str, durable: str) -> list[tuple[int, int]]:
+    """What a JetStream consumer of the durable processes: (partition, offset), acked, in order."""
+    return [(partition, offset) for _, partition, offset in await _read(nc, stream, durable)]
+
+
+async def _read(nc: NatsClient, stream: str, durable: str) -> list[tuple[str, int, int]]:
+    """(topic, partition, offset) of each message the durable delivers, acked, until it is idle.
+    A fetch that times out says so as asyncio's TimeoutError (nats-py's subclasses it)."""
+    subscription = await nc.jetstream().pull_subscribe_bind(durable=durable, stream=stream)
     seen: list[tuple[str, int, int]] = []
     while True:
         try:
             batch = await subscription.fetch(100, timeout=3)
-        except Exception:
+        except TimeoutError:
             break
         for message in batch:
             headers = message.headers or {}
             seen.append((headers["Kafka-Topic"], int(headers["Kafka-Partition"]), int(headers["Kafka-Offset"])))
             await message.ack_sync()
     await subscription.unsubscribe()
+    return seen
+
+
+async def _topic_offsets(nc: NatsClient, plan: KafkaHandoffPlan) -> list[tuple[str, int, int]]:
+    """Hand off, then what the durable delivers: (topic, partition, offset), each partition in order."""
+    assert not plan.refused, plan.why_not()
+    await position_kafka_durable(nc.jetstream(), plan, ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
+    seen = await _read(nc, plan.stream, plan.durable)
     for lane in {(topic, p) for topic, p, _ in seen}:
         offsets = [o for topic, p, o in seen if (topic, p) == lane]
         assert offsets == sorted(offsets), lane
