@@ -18,16 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from bridge.errors import BridgeError
 from bridge.handoff.drain_plan import DrainHandoffPlan
-from bridge.handoff.kafka_plan import KafkaHandoffPlan
+from bridge.handoff.kafka_plan import KafkaHandoffPlan, processed_by_group
 from bridge.handoff.queue_plan import QueueHandoffPlan, pending_from
-from bridge.handoff.stream_lanes import KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC
 
 WALK_ACK_WAIT = 3600.0  # seconds: nothing the walk holds may come back to it while it walks
 WALK_BATCH = 256
@@ -87,13 +85,14 @@ async def position_kafka_durable(
         raise HandoffRefusedError("; ".join(plan.why_not()))
     needs_walk = plan.to_ack > 0 or plan.walk_to >= plan.start_sequence
     walk_to = plan.walk_to if needs_walk else 0
+    below = processed_by_group(plan)
     acked, held, info = await _position(
         js,
         plan.stream,
         plan.durable,
         plan.start_sequence,
         walk_to,
-        _below_partition_offsets(plan),
+        lambda message: below(message.headers or {}),
         declared,
         "partition",
     )
@@ -246,7 +245,7 @@ async def _walk(
         while next_sequence <= walk_to:
             try:
                 batch = await subscription.fetch(min(WALK_BATCH, walk_to - next_sequence + 1), timeout=WALK_IDLE)
-            except NatsTimeoutError:
+            except TimeoutError:  # nats-py's, or asyncio's when the fetch's deadline ran out first
                 break
             for message in batch:
                 next_sequence = message.metadata.sequence.stream + 1
@@ -258,17 +257,3 @@ async def _walk(
     finally:
         await subscription.unsubscribe()
     return acked, held
-
-
-def _below_partition_offsets(plan: KafkaHandoffPlan) -> Callable[[Msg], bool]:
-    """A forward copy the legacy group processed: its stored offset is below the group's."""
-    committed = {(p.topic, p.partition): p.committed for p in plan.partitions if p.committed is not None}
-
-    def processed(message: Msg) -> bool:
-        headers = message.headers or {}
-        lane = (headers.get(KAFKA_TOPIC, ""), int(headers.get(KAFKA_PARTITION, "-1")))
-        offset = headers.get(KAFKA_OFFSET, "")
-        position = committed.get(lane)
-        return position is not None and offset.isdigit() and int(offset) < position
-
-    return processed

@@ -85,7 +85,8 @@ async def _plan(
 
 async def _hand_off(nc: NatsClient, plan: KafkaHandoffPlan) -> list[tuple[int, int]]:
     assert not plan.refused, plan.why_not()
-    await position_kafka_durable(nc.jetstream(), plan, ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
+    result = await position_kafka_durable(nc.jetstream(), plan, ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
+    assert result.acked == plan.to_ack  # what `--plan` said it would ack
     return await _consume_all(nc, plan.stream, plan.durable)
 
 
@@ -274,7 +275,8 @@ async def _read(nc: NatsClient, stream: str, durable: str) -> list[tuple[str, in
 async def _topic_offsets(nc: NatsClient, plan: KafkaHandoffPlan) -> list[tuple[str, int, int]]:
     """Hand off, then what the durable delivers: (topic, partition, offset), each partition in order."""
     assert not plan.refused, plan.why_not()
-    await position_kafka_durable(nc.jetstream(), plan, ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
+    result = await position_kafka_durable(nc.jetstream(), plan, ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
+    assert result.acked == plan.to_ack
     seen = await _read(nc, plan.stream, plan.durable)
     for lane in {(topic, p) for topic, p, _ in seen}:
         offsets = [o for topic, p, o in seen if (topic, p) == lane]

@@ -126,13 +126,31 @@ async def test_a_queue_bound_to_part_of_the_route_hands_off_on_its_own_subjects(
     assert processed == [f"eu{i:03d}" for i in range(61)]
     left = await _left_in(connection, "orders-eu")
 
+    code, out = await cli("handoff", service, "eu-worker", str(mapping), "--plan", "--json")
+    assert code == 0, out
+    planned = json.loads(out)
+    assert (planned["result"], planned["plan"]["legacy_lag"]) == (None, 89)
+    assert "eu-worker" not in [info.name for info in await nc.jetstream().consumers_info(stream)]
     code, out = await cli("handoff", service, "eu-worker", str(mapping), "--json")
     assert code == 0, out
     done = json.loads(out)
     assert done["result"]["matches"], done
     assert done["result"]["durable_pending"] == len(left) == 89
+    assert done["result"]["start_sequence"] == planned["plan"]["start_sequence"]
+    assert "guest" not in out  # the AMQP URL's credentials are nowhere in the output
+    # run again before anyone consumed: the same start, or a refusal; never another place
+    code, out = await cli("handoff", service, "eu-worker", str(mapping), "--json")
+    assert code in (0, 2), out
+    if code == 0:
+        assert json.loads(out)["result"]["start_sequence"] == done["result"]["start_sequence"]
     seen = await _consume_all(nc, stream, "eu-worker")
     assert seen == left
+    # once consumed, a third run is refused and leaves the durable where it is
+    code, out = await cli("handoff", service, "eu-worker", str(mapping))
+    assert code == 2, out
+    assert "has delivered messages already" in out
+    info = await nc.jetstream().consumer_info(stream, "eu-worker")
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
     await connection.close()
 
 
