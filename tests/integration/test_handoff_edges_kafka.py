@@ -29,6 +29,7 @@ from bridge.config.sources import KafkaSource
 from bridge.handoff.durable import HandoffRefusedError, position_kafka_durable
 from bridge.handoff.kafka_between import copied_between
 from bridge.handoff.kafka_plan import KafkaHandoffPlan, plan_kafka_handoff
+from bridge.headers import ORIGIN_HEADER
 from bridge.plan import compile_plan
 
 
@@ -99,18 +100,20 @@ async def test_offsets_at_records_the_bridge_skipped_start_at_the_next_stored_re
     bridge_process: Callable[[Path], BridgeProcess],
     nc: NatsClient,
 ) -> None:
-    """`tombstones: skip`: partition 0 starts with two tombstones and has one at offset 10;
-    partition 1 ends with five. A group committed at a skipped record resumes at the next
-    stored one: not refused (the start of the partition is not "older than the stream keeps"),
-    nothing before it delivered."""
+    """`tombstones: skip`: partition 0 starts with a tombstone and a record a reverse route wrote
+    (origin marker), and has a tombstone at offset 10; partition 1 ends with five tombstones. A
+    group committed at a skipped record resumes at the next stored one: not refused (the start
+    of the partition is not "older than the stream keeps"), nothing before it delivered."""
     topic = await kafka_topic(partitions=2)  # type: ignore[misc]
     stream = unique_name.upper()
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
     try:
         for offset in range(20):
-            value = None if offset in (0, 1, 10) else f"p0-{offset}".encode()
-            await producer.send_and_wait(topic, value, key=b"k", partition=0)
+            value = None if offset in (0, 10) else f"p0-{offset}".encode()
+            # offset 1: what a reverse route wrote, never copied back
+            headers = [(ORIGIN_HEADER, b"reverse")] if offset == 1 else []
+            await producer.send_and_wait(topic, value, key=b"k", partition=0, headers=headers)
         for offset in range(20):
             await producer.send_and_wait(
                 topic, None if offset >= 15 else f"p1-{offset}".encode(), key=b"k", partition=1
