@@ -229,7 +229,8 @@ async def _make_fresh(js: JetStreamContext, stream: str, durable: str) -> None:
     if delivered:
         raise HandoffRefusedError(
             f"durable '{durable}' on stream '{stream}' has delivered messages already (up to sequence "
-            f"{delivered}): it is being consumed, so it cannot be positioned again; delete it to hand off afresh"
+            f"{delivered}): it is being consumed (or an earlier handoff acked what the legacy consumer had "
+            "processed), so it cannot be positioned again; delete it to hand off afresh"
         )
     await js.delete_consumer(stream, durable)
 

@@ -178,7 +178,11 @@ async def test_offsets_past_transaction_markers_and_aborted_records(
     done = json.loads(out)
     assert (done["result"]["durable_pending"], done["result"]["legacy_lag"]) == (10, 18)
     assert (done["result"]["legacy_records"], done["result"]["matches"]) == (10, True)
-    assert "password" not in out
+    # again before anyone consumed: the same start, or a refusal; never another place
+    code, out = await cli("handoff", unique_name, "ledger", str(mapping), "--json")
+    assert code in (0, 2), out
+    if code == 0:
+        assert json.loads(out)["result"]["start_sequence"] == done["result"]["start_sequence"]
     assert await _consume_all(nc, stream, "ledger") == [(0, o) for o in stored if o >= 6]
 
 
