@@ -244,7 +244,14 @@ async def _plan(
             assert isinstance(seen, QueueHandover)
             return QueueLook(seen.queue, _head_id(config, service, route, seen.queue), seen.shadow_backlog)
 
-        return await plan_queue_looking(js, stream=consumer.stream, durable=consumer.name, filters=filters, look=look)
+        async def depth() -> int:
+            """The queue's depth, its head left alone."""
+            lag = await route_broker(config, service, route).legacy_lag(replaces)
+            return lag if lag is not None else (await look()).queue.depth
+
+        return await plan_queue_looking(
+            js, stream=consumer.stream, durable=consumer.name, filters=filters, look=look, depth=depth
+        )
     except _LEGACY_FAILURES as error:
         raise BridgeError(
             f"the legacy side of '{consumer.name}' could not be read: {str(error) or type(error).__name__}"

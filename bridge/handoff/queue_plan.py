@@ -241,7 +241,13 @@ async def plan_queue_handoff(
 
 
 async def plan_queue_looking(
-    js: JetStreamContext, *, stream: str, durable: str, filters: Sequence[str], look: LookAtQueue
+    js: JetStreamContext,
+    *,
+    stream: str,
+    durable: str,
+    filters: Sequence[str],
+    look: LookAtQueue,
+    depth: Callable[[], Awaitable[int]] | None = None,
 ) -> QueueHandoffPlan:
     """The plan for a queue read through `look`, as `handoff` makes it.
 
@@ -250,10 +256,13 @@ async def plan_queue_looking(
     stream; with producers still publishing, a message stored in between is in the queue,
     unprocessed, and would be skipped. So an empty queue is read again after the stream: still
     empty, nothing arrived in between (its consumers are stopped, so nothing left it either);
-    otherwise what arrived is now its head, found by its Msg-Id like any other head."""
+    otherwise what arrived is now its head, found by its Msg-Id like any other head.
+
+    `depth` reads only the queue's depth, without taking its head: each look at a quorum queue's
+    head counts a delivery towards its x-delivery-limit (default: a look)."""
 
     async def depth_now() -> int:
-        return (await look()).queue.depth
+        return await depth() if depth is not None else (await look()).queue.depth
 
     seen = await look()
     plan = await plan_queue_handoff(

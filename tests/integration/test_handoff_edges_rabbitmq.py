@@ -290,6 +290,7 @@ async def test_a_head_whose_content_hash_was_stored_before_starts_at_its_own_cop
     assert code == 0, out
     assert json.loads(out)["result"]["start_sequence"] == 5
     assert await _consume_all(nc, stream, "worker") == left
+    assert await _left_in(connection, "orders-worker") == left  # the handoff's looks gave the head back
     await connection.close()
 
 
