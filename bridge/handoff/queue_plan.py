@@ -210,7 +210,10 @@ async def plan_queue_handoff(
                 f"the bridge's shadow copy of '{queue.queue}' still holds {shadow_backlog} message(s) not stored: "
                 "wait for the bridge to catch up (--wait)"
             )
-        plan.start_sequence = last + 1  # everything the queue got was processed
+        # Everything the queue got was processed. Not seen from here: a copy the bridge holds
+        # delivered but unacked (a stalled bridge) is stored after this read and delivered too;
+        # AMQP tells only the shadow queue's ready count (`shadow_backlog`), not its unacked.
+        plan.start_sequence = last + 1
         return plan
     if head_msg_id is None:
         plan.refusals.append(f"the head of queue '{queue.queue}' has no Msg-Id the bridge can derive")
