@@ -79,7 +79,7 @@ class Verdict:
         return self.fate is Fate.PUBLISH
 
 
-def _filtered_reason(route: CompiledRoute, message: SourceMessage) -> str | None:
+def filtered_reason(route: CompiledRoute, message: SourceMessage) -> str | None:
     """Why the route does not copy `message` at all, or None when it does."""
     subscription = route.config.from_
     if (
@@ -96,7 +96,7 @@ def _filtered_reason(route: CompiledRoute, message: SourceMessage) -> str | None
 
 def decide(route: CompiledRoute, message: SourceMessage, context: DecideContext) -> Verdict:
     """The verdict of `route` on `message`."""
-    why_filtered = _filtered_reason(route, message)
+    why_filtered = filtered_reason(route, message)
     if why_filtered is not None:
         return Verdict(Fate.FILTERED, detail=why_filtered, body_size=len(message.body or b""))
     try:

@@ -23,13 +23,15 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from bridge.brokers import BROKER_ERRORS, route_broker
-from bridge.brokers.handover import GroupHandover
+from bridge.brokers.handover import GroupHandover, Handover, QueueHandover
 from bridge.brokers.nats.client import close_quietly, connect_for_command
+from bridge.brokers.rabbitmq.queues import QueueState
 from bridge.config.consumer_refs import replaced_route
 from bridge.config.consumers import ConsumerConfig
 from bridge.config.model import BridgeConfig
 from bridge.config.routes import RouteConfig
 from bridge.config.services import Phase
+from bridge.config.sources import KafkaSource
 from bridge.cutover.store import PhaseStore
 from bridge.errors import BridgeError
 from bridge.handoff.drain import feeding_reverse, plan_drain, reverse_held_off, written_through
@@ -40,8 +42,9 @@ from bridge.handoff.durable import (
     position_kafka_durable,
     position_queue_durable,
 )
+from bridge.handoff.kafka_between import CopiedBetween, copied_between
 from bridge.handoff.kafka_plan import KafkaHandoffPlan, plan_kafka_handoff
-from bridge.handoff.queue_plan import QueueHandoffPlan, plan_queue_handoff
+from bridge.handoff.queue_plan import QueueHandoffPlan, QueueLook, plan_queue_looking
 from bridge.jetstream.consumer_plan import HANDOFF_METADATA, to_nats_consumer
 from bridge.mapping import MappingError
 from bridge.plan import compile_plan
@@ -124,7 +127,11 @@ async def handoff(
         else:
             result = await position_queue_durable(js, plan, declared)
         after = await _legacy_lag(config, service, consumer, route)
-        return Handoff(service, name, plan, dataclasses.replace(result, legacy_lag_after=after))
+        result = dataclasses.replace(result, legacy_lag_after=after)
+        copied = _copied_between(config, service, route)
+        if isinstance(plan, KafkaHandoffPlan) and not result.matches and copied is not None:
+            result = dataclasses.replace(result, legacy_records=await _records_behind(plan, copied))
+        return Handoff(service, name, plan, result)
     finally:
         await close_quietly(nc)
 
@@ -223,26 +230,65 @@ async def _plan(
                 group=found.group,
                 stored_through=found.stored,
                 from_earliest_available=from_earliest_available,
+                copied=_copied_between(config, service, route),
             )
-        head_id = None
-        if found.queue.head is not None:
-            try:
-                head_id = compile_plan(config).route(f"{service}/{route.name}").map(found.queue.head).msg_id
-            except MappingError:
-                head_id = None
-        return await plan_queue_handoff(
-            js,
-            stream=consumer.stream,
-            durable=consumer.name,
-            filters=filters,
-            queue=found.queue,
-            head_msg_id=head_id,
-            shadow_backlog=found.shadow_backlog,
+        first: QueueHandover | None = found
+
+        async def look() -> QueueLook:
+            """The queue read (the first time, as read above), with its head's Msg-Id."""
+            nonlocal first
+            seen: Handover | None = first
+            first = None
+            if seen is None:
+                seen = await route_broker(config, service, route).legacy_position(replaces, seconds=LEGACY_TIMEOUT)
+            assert isinstance(seen, QueueHandover)
+            return QueueLook(seen.queue, _head_id(config, service, route, seen.queue), seen.shadow_backlog)
+
+        async def depth() -> int:
+            """The queue's depth, its head left alone."""
+            lag = await route_broker(config, service, route).legacy_lag(replaces)
+            return lag if lag is not None else (await look()).queue.depth
+
+        return await plan_queue_looking(
+            js, stream=consumer.stream, durable=consumer.name, filters=filters, look=look, depth=depth
         )
     except _LEGACY_FAILURES as error:
         raise BridgeError(
             f"the legacy side of '{consumer.name}' could not be read: {str(error) or type(error).__name__}"
         ) from None
+
+
+async def _records_behind(plan: KafkaHandoffPlan, copied: CopiedBetween) -> int | None:
+    """The group's lag in records the route stores, asked of Kafka when the offsets did not match
+    the durable's count: a transactional topic's markers and skipped records take offsets, so an
+    exact handoff would otherwise be reported as differing. None when Kafka cannot say in time."""
+    total = 0
+    for lane in plan.partitions:
+        if lane.committed is None or lane.lag is None:
+            return None
+        records = await copied((lane.topic, lane.partition), lane.committed, lane.committed + lane.lag)
+        if records is None:
+            return None
+        total += records
+    return total
+
+
+def _copied_between(config: BridgeConfig, service: str, route: RouteConfig) -> CopiedBetween | None:
+    """What Kafka says lies between two offsets, for the route (None: not a Kafka route)."""
+    source = config.sources[route.source]
+    if not isinstance(source, KafkaSource):
+        return None
+    return copied_between(source, compile_plan(config).route(f"{service}/{route.name}"), seconds=LEGACY_TIMEOUT)
+
+
+def _head_id(config: BridgeConfig, service: str, route: RouteConfig, queue: QueueState) -> str | None:
+    """The Msg-Id the route gave the queue's head (None: empty, or the route cannot map it)."""
+    if queue.head is None:
+        return None
+    try:
+        return compile_plan(config).route(f"{service}/{route.name}").map(queue.head).msg_id
+    except MappingError:
+        return None
 
 
 async def _legacy_lag(config: BridgeConfig, service: str, consumer: ConsumerConfig, route: RouteConfig) -> int | None:
@@ -304,10 +350,13 @@ def format_handoff(done: Handoff) -> str:
         moving = ""
         if result.legacy_lag_after is not None and result.legacy_lag_after != result.legacy_lag:
             moving = f" ({result.legacy_lag_after} now: legacy producers still publish)"
+        records = ""
+        if result.legacy_records is not None:
+            records = f" = {result.legacy_records} record(s) the route stores (markers, skipped records: offsets)"
         lines.append(
             f"  durable {result.durable} made at sequence {result.start_sequence}: acked {result.acked}, "
-            f"given back {result.given_back}; pending {result.pending} vs legacy lag {result.legacy_lag}{moving}: "
-            f"{verdict}"
+            f"given back {result.given_back}; pending {result.pending} vs legacy lag {result.legacy_lag}{records}"
+            f"{moving}: {verdict}"
         )
     return "\n".join(lines) + "\n"
 

@@ -24,9 +24,8 @@ from nats.js.errors import NotFoundError
 
 from bridge.errors import BridgeError
 from bridge.handoff.drain_plan import DrainHandoffPlan
-from bridge.handoff.kafka_plan import KafkaHandoffPlan
+from bridge.handoff.kafka_plan import KafkaHandoffPlan, processed_by_group
 from bridge.handoff.queue_plan import QueueHandoffPlan, pending_from
-from bridge.handoff.stream_lanes import KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC
 
 WALK_ACK_WAIT = 3600.0  # seconds: nothing the walk holds may come back to it while it walks
 WALK_BATCH = 256
@@ -49,14 +48,19 @@ class HandoffResult:
     legacy_lag: int  # when the plan read the legacy side
     unstored: int = 0  # of that lag, what the bridge had not stored yet (its own backlog then)
     legacy_lag_after: int | None = None  # read again once the durable was made
+    # Of a Kafka lag (offsets), the records the route stores: a transaction marker, an aborted
+    # record or a skipped tombstone takes an offset and is never stored (None: not counted).
+    legacy_records: int | None = None
 
     @property
     def matches(self) -> bool:
         """With the legacy side at rest, pending == lag exactly. While legacy producers still
         publish (the shadow phase), both grow between the readings: pending must then lie between
-        the lag less what was unstored when planned and the lag read afterwards."""
-        high = max(self.legacy_lag, self.legacy_lag_after if self.legacy_lag_after is not None else 0)
-        return self.legacy_lag - self.unstored <= self.pending <= high
+        the lag less what was unstored when planned and the lag read afterwards. A Kafka lag
+        counted in records the route stores is compared instead of the offsets, when known."""
+        lag = self.legacy_records if self.legacy_records is not None else self.legacy_lag
+        grew = max(0, (self.legacy_lag_after or 0) - self.legacy_lag)
+        return lag - self.unstored <= self.pending <= lag + grew
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +72,7 @@ class HandoffResult:
             "legacy_lag": self.legacy_lag,
             "unstored_when_planned": self.unstored,
             "legacy_lag_after": self.legacy_lag_after,
+            "legacy_records": self.legacy_records,
             "matches": self.matches,
         }
 
@@ -80,13 +85,14 @@ async def position_kafka_durable(
         raise HandoffRefusedError("; ".join(plan.why_not()))
     needs_walk = plan.to_ack > 0 or plan.walk_to >= plan.start_sequence
     walk_to = plan.walk_to if needs_walk else 0
+    below = processed_by_group(plan)
     acked, held, info = await _position(
         js,
         plan.stream,
         plan.durable,
         plan.start_sequence,
         walk_to,
-        _below_partition_offsets(plan),
+        lambda message: below(message.headers or {}),
         declared,
         "partition",
     )
@@ -223,7 +229,8 @@ async def _make_fresh(js: JetStreamContext, stream: str, durable: str) -> None:
     if delivered:
         raise HandoffRefusedError(
             f"durable '{durable}' on stream '{stream}' has delivered messages already (up to sequence "
-            f"{delivered}): it is being consumed, so it cannot be positioned again; delete it to hand off afresh"
+            f"{delivered}): it is being consumed (or an earlier handoff acked what the legacy consumer had "
+            "processed), so it cannot be positioned again; delete it to hand off afresh"
         )
     await js.delete_consumer(stream, durable)
 
@@ -239,7 +246,7 @@ async def _walk(
         while next_sequence <= walk_to:
             try:
                 batch = await subscription.fetch(min(WALK_BATCH, walk_to - next_sequence + 1), timeout=WALK_IDLE)
-            except TimeoutError:  # nats-py raises its own TimeoutError or asyncio's, by timing
+            except TimeoutError:  # nats-py's, or asyncio's when the fetch's deadline ran out first
                 break
             for message in batch:
                 next_sequence = message.metadata.sequence.stream + 1
@@ -251,17 +258,3 @@ async def _walk(
     finally:
         await subscription.unsubscribe()
     return acked, held
-
-
-def _below_partition_offsets(plan: KafkaHandoffPlan) -> Callable[[Msg], bool]:
-    """A forward copy the legacy group processed: its stored offset is below the group's."""
-    committed = {(p.topic, p.partition): p.committed for p in plan.partitions if p.committed is not None}
-
-    def processed(message: Msg) -> bool:
-        headers = message.headers or {}
-        lane = (headers.get(KAFKA_TOPIC, ""), int(headers.get(KAFKA_PARTITION, "-1")))
-        offset = headers.get(KAFKA_OFFSET, "")
-        position = committed.get(lane)
-        return position is not None and offset.isdigit() and int(offset) < position
-
-    return processed

@@ -14,15 +14,17 @@ committed, and a position older than what the stream keeps.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from nats.js import JetStreamContext
 
 from bridge.brokers.kafka.groups import GroupPosition, Partition
+from bridge.handoff.kafka_between import CopiedBetween
 from bridge.handoff.search import Behind, Found, Older, Probe, Start, first_at_or_after
-from bridge.handoff.stream_lanes import kafka_probe
+from bridge.handoff.stored import count_stored
+from bridge.handoff.stream_lanes import KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC, kafka_probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +104,14 @@ async def plan_kafka_handoff(
     group: GroupPosition,
     stored_through: Mapping[Partition, int],
     from_earliest_available: bool = False,
+    copied: CopiedBetween | None = None,
 ) -> KafkaHandoffPlan:
     """The plan for moving `group` to `durable` on `stream` (read through `filters`).
 
     `stored_through[p]` is the offset up to which (exclusive) the bridge has stored partition p:
-    its own group's committed offset, committed only after JetStream's acknowledgement."""
+    its own group's committed offset, committed only after JetStream's acknowledgement.
+    `copied` (bridge.handoff.kafka_between) says whether offsets the stream has nothing for held
+    records the route would have stored; without it such a gap is refused."""
     plan = KafkaHandoffPlan(stream, durable, group.group)
     if group.members:
         plan.refusals.append(
@@ -132,27 +137,36 @@ async def plan_kafka_handoff(
                 first_seq,
                 last_seq,
                 from_earliest_available=from_earliest_available,
+                copied=copied,
             )
         )
     starts = [p.start for p in plan.partitions if p.start is not None]
     plan.start_sequence = min(starts) if starts else last_seq + 1
     plan.walk_to = max((p.acked_through for p in plan.partitions if p.acked_through is not None), default=0)
-    for lane in plan.partitions:
-        plan.to_ack += await _to_ack(js, stream, filters, lane, plan.start_sequence)
+    if plan.walk_to >= plan.start_sequence and not plan.refused:
+        # Counted by reading what the walk will read: from offsets it would be too many where
+        # markers or skipped records took offsets between.
+        below = processed_by_group(plan)
+        plan.to_ack = await count_stored(
+            js, stream, filters, plan.start_sequence, plan.walk_to, lambda stored: below(stored.headers)
+        )
     return plan
 
 
-async def _to_ack(
-    js: JetStreamContext, stream: str, filters: Sequence[str], partition: PartitionStart, start_sequence: int
-) -> int:
-    """How many of the partition's processed records lie at or after the durable's start: the
-    ones the handoff acks (from offsets: exact when every offset between them was stored)."""
-    if partition.committed is None or partition.acked_through is None or partition.acked_through < start_sequence:
-        return 0
-    first = await kafka_probe(js, stream, filters, partition.topic, partition.partition)(start_sequence)
-    if first is None or first[0] > partition.acked_through:
-        return 0
-    return max(0, partition.committed - first[1])
+def processed_by_group(plan: KafkaHandoffPlan) -> Callable[[Mapping[str, str]], bool]:
+    """Whether a forward copy (by its headers) was processed by the legacy group: its stored
+    offset is below the group's committed offset on its partition. What the handoff acks."""
+    committed = {(p.topic, p.partition): p.committed for p in plan.partitions if p.committed is not None}
+
+    def processed(headers: Mapping[str, str]) -> bool:
+        partition = headers.get(KAFKA_PARTITION, "")
+        if not partition.isdigit():
+            return False
+        position = committed.get((headers.get(KAFKA_TOPIC, ""), int(partition)))
+        offset = headers.get(KAFKA_OFFSET, "")
+        return position is not None and offset.isdigit() and int(offset) < position
+
+    return processed
 
 
 async def _partition_start(
@@ -167,6 +181,7 @@ async def _partition_start(
     last_seq: int,
     *,
     from_earliest_available: bool,
+    copied: CopiedBetween | None,
 ) -> PartitionStart:
     topic, partition = lane
     lag = group.lag(lane)
@@ -187,6 +202,10 @@ async def _partition_start(
         committed = found.position if isinstance(found, Start) else 0
         lag = max(0, group.ends[lane] - committed)
     stored = stored_through.get(lane, 0)
+    if stored < committed and copied is not None and await copied(lane, stored, committed) == 0:
+        # Only markers, aborted or filtered records lie between: the bridge's own group stops
+        # after the last record it read, a consumer's position steps past the markers after it.
+        stored = committed
     if stored < committed:
         return PartitionStart(
             topic,
@@ -197,6 +216,8 @@ async def _partition_start(
             f"{committed}: wait for the bridge to catch up (--wait)",
         )
     found = await first_at_or_after(probe, first_seq, last_seq, committed, last=None)
+    if isinstance(found, Older) and copied is not None and await copied(lane, committed, found.first.position) == 0:
+        found = found.first  # nothing between was ever to be stored (a skipped tombstone at 0)
     if isinstance(found, Older):
         if not from_earliest_available:
             return PartitionStart(

@@ -6,7 +6,7 @@ durable. Read through a short-lived consumer with no acks, in memory, so nothing
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -34,23 +34,48 @@ class Stored:
 
 async def read_stored(js: JetStreamContext, stream: str, filters: Sequence[str], first: int, last: int) -> list[Stored]:
     """Every message on `filters` in `stream` from sequence `first` through `last`, in order."""
+    found: list[Stored] = []
+    await each_stored(js, stream, filters, first, last, found.append)
+    return found
+
+
+async def count_stored(
+    js: JetStreamContext, stream: str, filters: Sequence[str], first: int, last: int, which: Callable[[Stored], bool]
+) -> int:
+    """How many messages on `filters` from `first` through `last` are `which`: read as
+    `read_stored` reads, without keeping them (a Kafka handoff's range may be long)."""
+    counted = 0
+
+    def count(stored: Stored) -> None:
+        nonlocal counted
+        counted += which(stored)
+
+    await each_stored(js, stream, filters, first, last, count)
+    return counted
+
+
+async def each_stored(
+    js: JetStreamContext, stream: str, filters: Sequence[str], first: int, last: int, take: Callable[[Stored], None]
+) -> None:
+    """Hand each message on `filters` from `first` through `last` to `take`, in order."""
     if last < first:
-        return []
+        return
     info = await js.add_consumer(stream, looking_consumer(filters, first, headers_only=True))
     assert info.name is not None
     subscription = await js.pull_subscribe_bind(durable=info.name, stream=stream)
-    found: list[Stored] = []
     try:
         while True:
             try:
                 batch = await subscription.fetch(READ_BATCH, timeout=READ_IDLE)
-            except TimeoutError:  # nats-py raises its own TimeoutError or asyncio's, by timing
-                return found
+            except TimeoutError:  # nats-py's, or asyncio's when the fetch's deadline ran out first
+                return
             for message in batch:
                 sequence = message.metadata.sequence.stream
                 if sequence > last:
-                    return found
-                found.append(Stored(sequence, dict(message.headers or {})))
+                    return
+                take(Stored(sequence, dict(message.headers or {})))
+                if sequence == last:
+                    return  # nothing further to wait for
     finally:
         await subscription.unsubscribe()
         await js.delete_consumer(stream, info.name)

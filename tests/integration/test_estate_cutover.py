@@ -30,7 +30,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka_helpers import BridgeProcess
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api as js_api
 
 from bridge.cutover.store import PhaseStore
@@ -376,7 +375,7 @@ async def jetstream_consumer(nc: NatsClient, name: str, stream: str, durable: st
         while True:
             try:
                 batch = await pull.fetch(100, timeout=1)
-            except NatsTimeoutError:
+            except TimeoutError:  # nats-py's, or asyncio's when the fetch's deadline ran out first
                 continue
             for message in batch:
                 await message.ack_sync()

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 import aio_pika
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
@@ -52,7 +51,7 @@ async def consume_all(js: JetStreamContext, stream: str, durable: str) -> list[s
         while True:
             try:
                 batch = await subscription.fetch(200, timeout=3)
-            except NatsTimeoutError:
+            except TimeoutError:  # nats-py's, or asyncio's when the fetch's deadline ran out first
                 return seen
             for message in batch:
                 seen.append(message.data.decode())
