@@ -175,6 +175,7 @@ async def _drain_handoff(
                     filters=filters,
                     from_earliest_available=from_earliest_available,
                     seconds=LEGACY_TIMEOUT,
+                    copied=_copied_between(config, service, route),
                 )
             except BridgeError:
                 raise

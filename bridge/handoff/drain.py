@@ -28,6 +28,7 @@ from bridge.cutover.reverse_switch import Switch, read_switch, write_switch
 from bridge.cutover.store import PhaseStore
 from bridge.errors import BridgeError
 from bridge.handoff.drain_plan import DrainHandoffPlan, plan_kafka_drain, plan_queue_drain
+from bridge.handoff.kafka_between import CopiedBetween
 from bridge.handoff.stored import stream_position
 from bridge.mapping import MappingError
 from bridge.plan import compile_plan
@@ -109,6 +110,7 @@ async def plan_drain(
     filters: Sequence[str],
     from_earliest_available: bool,
     seconds: float,
+    copied: CopiedBetween | None = None,
 ) -> DrainHandoffPlan:
     """Read the legacy side and plan the drain-phase handoff."""
     replaces = consumer.replaces
@@ -136,6 +138,7 @@ async def plan_drain(
             stored_through=found.stored,
             backlog_positions=positions,
             from_earliest_available=from_earliest_available,
+            copied=copied,
         )
     queue = found.queue
     plan = DrainHandoffPlan(

@@ -35,6 +35,7 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from bridge.brokers.kafka.groups import GroupPosition, Partition
+from bridge.handoff.kafka_between import CopiedBetween
 from bridge.handoff.kafka_plan import plan_kafka_handoff
 from bridge.handoff.queue_plan import SEARCH_WINDOW, counted_start, find_id
 from bridge.handoff.stored import Stored, read_stored
@@ -115,9 +116,11 @@ async def plan_kafka_drain(
     stored_through: Mapping[Partition, int],
     backlog_positions: Sequence[int | None],
     from_earliest_available: bool,
+    copied: CopiedBetween | None = None,
 ) -> DrainHandoffPlan:
     """`backlog_positions`: for each record of the group's backlog, the stream sequence its
-    `nats-bridge-stream-seq` names (None: a legacy producer's record)."""
+    `nats-bridge-stream-seq` names (None: a legacy producer's record); `copied` as for
+    `plan_kafka_handoff` (offsets of markers or skipped records are no gap)."""
     forward = await plan_kafka_handoff(
         js,
         stream=plan.stream,
@@ -126,6 +129,7 @@ async def plan_kafka_drain(
         group=group,
         stored_through=stored_through,
         from_earliest_available=from_earliest_available,
+        copied=copied,
     )
     plan.refusals += forward.why_not()
     plan.unstored = forward.unstored
