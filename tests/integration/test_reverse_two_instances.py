@@ -119,6 +119,9 @@ async def test_a_standby_takes_over_when_the_writers_nats_connection_dies(
         # The first bridge's NATS connection dies: no release, no renewal, nothing written any more.
         doomed._transport._io_writer.transport.abort()  # type: ignore[union-attr]
         died = time.monotonic()
+        # Its last pull request (fetch timeout 1 s) lapses first: one still open on the server would
+        # take the next messages to the dead client, back only after ack_wait (60 s), as after any crash.
+        await asyncio.sleep(1.5)
         await publish(jetstream, s, 200, 200)
         await until(lambda: drained(jetstream, standby), "the rest written by the standby", timeout=60)
         took = time.monotonic() - died
