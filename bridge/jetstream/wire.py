@@ -30,6 +30,8 @@ from nats.errors import (
     OutboundBufferLimitError,
 )
 
+from bridge.message import EncodedHeaders
+
 _CRLF = b"\r\n"
 # The same rules as nats-py's _HEADER_KEY_RE, _HEADER_VALUE_NEWLINES and _SUBJECT_INVALID_RE.
 _HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -100,7 +102,8 @@ def hpub_command(subject: str, reply: str, headers: Mapping[str, str], payload: 
     """The whole HPUB command; raises BadSubjectError or BadHeaderError as nats-py would."""
     if not subject or _SUBJECT_INVALID.search(subject) or (reply and _SUBJECT_INVALID.search(reply)):
         raise BadSubjectError
-    block = header_block(headers)
+    # A mapped message's headers come as their block, made from the route's templates.
+    block = headers.block if type(headers) is EncodedHeaders else header_block(headers)
     size = len(block)
     return b"".join((f"HPUB {subject} {reply} {size} {size + len(payload)}\r\n".encode(), block, payload, _CRLF))
 

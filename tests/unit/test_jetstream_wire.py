@@ -24,6 +24,7 @@ from nats.errors import (
 )
 
 from bridge.jetstream import wire
+from bridge.message import EncodedHeaders
 
 
 class Recorded(NatsClient):
@@ -176,3 +177,15 @@ async def test_send_refuses_as_publish_refuses() -> None:
         with pytest.raises(error):
             await wire.send(ours, wire.hpub_command("s", "", {"A": "1"}, b"12345"), 5)
         assert theirs.commands == ours.commands == []
+
+
+async def test_headers_that_come_encoded_are_sent_as_their_block() -> None:
+    """A mapped message's EncodedHeaders (bridge.fast_map) go out as they are, sized by their block."""
+    block = wire.header_block(BRIDGE_HEADERS)
+    encoded = EncodedHeaders(block)
+    payload = b'{"order": 1}'
+    ours = wire.hpub_command("orders.created", "_INBOX.x.1", encoded, payload)
+    assert ours == await nats_py_bytes("orders.created", "_INBOX.x.1", BRIDGE_HEADERS, payload)
+    assert dict(encoded) == BRIDGE_HEADERS
+    odd = EncodedHeaders(b"NATS/1.0\r\nNot: what the mapping says\r\n\r\n")
+    assert b"Not: what the mapping says" in wire.hpub_command("s", "", odd, b"")  # the block, not a re-encoding
