@@ -98,6 +98,27 @@ def _exact_header_block(headers: Mapping[str, str]) -> bytes:
     return (text + "\r\n").encode()
 
 
+def extended(headers: Mapping[str, str], more: Mapping[str, str]) -> Mapping[str, str]:
+    """`headers` with `more` set (an atomic batch's Nats-Batch-* headers): `{**headers, **more}`.
+
+    Headers that come as their block (bridge.fast_map) stay a block, with the lines of `more`
+    appended, when that is what the dict would encode to: none of its names is in the block
+    already and nats-py would write each of them as it is; otherwise the dict."""
+    if type(headers) is EncodedHeaders:
+        block = headers.block
+        lines = []
+        for name, value in more.items():
+            line = _key_line(name)
+            if not line or line != name + ": " or f"\r\n{line}".encode() in block:
+                break
+            if value.strip() is not value or "\r" in value or "\n" in value:
+                break
+            lines.append(f"{line}{value}\r\n")
+        else:
+            return EncodedHeaders(block[:-2] + "".join(lines).encode() + b"\r\n")
+    return {**headers, **more}
+
+
 def hpub_command(subject: str, reply: str, headers: Mapping[str, str], payload: bytes) -> bytes:
     """The whole HPUB command; raises BadSubjectError or BadHeaderError as nats-py would."""
     if not subject or _SUBJECT_INVALID.search(subject) or (reply and _SUBJECT_INVALID.search(reply)):
