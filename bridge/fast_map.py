@@ -238,6 +238,13 @@ _BASE64_LINE = BASE64_HEADERS + ": "
 def _property_lines(parts: list[str], encoded: list[str], line: str, value: Any) -> bool:
     """Add `line` (`Name: `) with `value` as `metadata_headers` writes it; False when the text is
     one nats-py would alter (a property of a type that is neither text, a number nor a time)."""
+    kind = type(value)
+    if kind is str and value.isprintable() and value.strip() == value:
+        parts += (line, value, "\r\n")  # what property_text gives text that is wire-stable
+        return True
+    if kind is int:
+        parts += (line, str(value), "\r\n")
+        return True
     text, base64_form = property_text(value)
     if base64_form:
         encoded.append(line[:-2])

@@ -82,9 +82,13 @@ class CompiledRoute:
     id_prefix: str = field(init=False)
     # The common shapes, as text templates of the header block (bridge.fast_map); None: none fits.
     fast: FastMap | None = field(init=False, compare=False)
+    stream_queue: bool = field(init=False, compare=False)  # a RabbitMQ stream queue's route
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id_prefix", f"{self.service}/{self.config.name}/")
+        subscription = self.config.from_
+        stream_queue = isinstance(subscription, FromRabbitMQ) and subscription.effective_mode is RabbitMQMode.STREAM
+        object.__setattr__(self, "stream_queue", stream_queue)
         kafka_ids = None
         if self.msg_id_template is None and self.fixed_strategy in (None, _KAFKA_OFFSET):
             kafka_ids = self.id_prefix + (f"{self.cluster_name}/" if self.cluster_name else "")
@@ -183,7 +187,7 @@ class CompiledRoute:
         origin = message.origin
         if isinstance(origin, KafkaOrigin):
             return MsgIdChoice(MsgIdStrategy.KAFKA_OFFSET.value, "Kafka records are identified by their offsets")
-        if isinstance(self.config.from_, FromRabbitMQ) and self.config.from_.effective_mode is RabbitMQMode.STREAM:
+        if self.stream_queue:
             return MsgIdChoice(MsgIdStrategy.STREAM_OFFSET.value, "stream queues give every message an offset")
         if origin.properties.get("message_id"):
             return MsgIdChoice(MsgIdStrategy.MESSAGE_ID.value, "the producer set the AMQP message_id property")
@@ -208,9 +212,19 @@ class CompiledRoute:
             return stable_id(self.msg_id_template.render(context or self.context(message)))
         strategy = self.fixed_strategy
         if strategy is None:
-            # _auto_choice's first rule without building its explanation: this runs per message.
-            strategy = _KAFKA_OFFSET if isinstance(message.origin, KafkaOrigin) else self._auto_choice(message).strategy
+            strategy = self._auto_strategy(message)
         return stable_id(self.id_prefix + _MSG_ID_BUILDERS[strategy](self, message))
+
+    def _auto_strategy(self, message: SourceMessage) -> str:
+        """`_auto_choice(message).strategy` without building its explanation: this runs per message."""
+        origin = message.origin
+        if isinstance(origin, KafkaOrigin):
+            return _KAFKA_OFFSET
+        if self.stream_queue:
+            return MsgIdStrategy.STREAM_OFFSET.value
+        if origin.properties.get("message_id"):
+            return MsgIdStrategy.MESSAGE_ID.value
+        return MsgIdStrategy.CONTENT_HASH.value
 
     def headers_for(self, message: SourceMessage) -> dict[str, str]:
         """Bridge metadata headers plus the source headers, per the route's header rules."""

@@ -223,3 +223,17 @@ def test_any_block_the_fast_path_makes_is_what_nats_py_writes(name: str, message
         return
     expected = asyncio.run(nats_py_bytes(mapped.subject, "_INBOX.r.1", dict(mapped.headers), mapped.payload))
     assert wire.hpub_command(mapped.subject, "_INBOX.r.1", mapped.headers, mapped.payload) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(sorted(FAST)), message=st.one_of(kafka_messages, amqp_messages))
+def test_the_auto_strategy_per_message_is_the_one_explain_gives(name: str, message: SourceMessage) -> None:
+    """msg_id: auto picks without building the explanation; it must pick what explain says."""
+    route = FAST[name]
+    assert route._auto_strategy(message) == route._auto_choice(message).strategy
+
+
+def test_a_stream_queue_route_is_known_as_one() -> None:
+    assert FAST["r-queue"].stream_queue
+    assert not FAST["r-rk"].stream_queue
+    assert not FAST["k-partition"].stream_queue
