@@ -6,7 +6,12 @@
   `bridge.jetstream.wire` (`hpub_command` + `send`), both into a client that records its
   commands instead of writing them (tests/unit/test_jetstream_wire.py's `Recorded`);
 - values: a 12-field `TemplateContext` as a frozen dataclass against the `@per_message` class;
-- mapping: `CompiledRoute.map` and `decide` of one Kafka record on a one-route mapping.
+- mapping: `CompiledRoute.map` and `decide` of one Kafka record on a one-route mapping;
+- fast map (bridge.fast_map): the same route with its FastMap taken away (the general path: a
+  header dict, then `wire.header_block`) against the route as it runs (the block made from the
+  route's and the lane's text), for one Kafka record and one AMQP delivery: `map`, `decide`,
+  and `hpub_command` of the mapped message; and the subject alone, `SubjectTemplate.render`
+  over a TemplateContext against `SubjectShape.render` from the origin.
 
 Medians of 5 rounds, µs per call. The machine is shared: compare the figures of one run.
 """
@@ -30,8 +35,9 @@ from test_jetstream_wire import BRIDGE_HEADERS, Recorded  # noqa: E402
 from bridge.config import load_config_text  # noqa: E402
 from bridge.decide import DecideContext, decide  # noqa: E402
 from bridge.jetstream import wire  # noqa: E402
-from bridge.mapping import CompiledRoute  # noqa: E402
-from bridge.message import KafkaOrigin, SourceMessage  # noqa: E402
+from bridge.mapping import CompiledRoute, template_context  # noqa: E402
+from bridge.message import AmqpOrigin, KafkaOrigin, SourceMessage  # noqa: E402
+from bridge.routing.subject_shape import SubjectShape  # noqa: E402
 from bridge.routing.templates import TemplateContext  # noqa: E402
 
 ROUNDS = 5
@@ -44,6 +50,15 @@ services:
   svc:
     routes: [{name: r, source: k, from: {topics: [orders]}, to: "orders.{topic}"}]
 """
+AMQP_MAPPING = """
+sources:
+  r: {type: rabbitmq, url: "amqp://r/"}
+streams: [{name: EVENTS, subjects: ["events.>"]}]
+services:
+  svc:
+    routes: [{name: r, source: r, from: {exchange: x, bindings: ["#"]}, to: "events.{rk}", msg_id: auto}]
+"""
+REPLY = "_INBOX.abcdefghijklmnopqrstuv.12345"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,7 +135,38 @@ def main() -> None:
         f"one Kafka record            CompiledRoute.map {per_call(lambda: route.map(message)):6.2f} µs   "
         f"decide {per_call(lambda: decide(route, message, context)):6.2f} µs"
     )
+    fast_map_costs(route, message, "one Kafka record ")
+    amqp = load_config_text(AMQP_MAPPING, "m.yaml", {})
+    service, amqp_config = next(iter(amqp.routes()))
+    origin = AmqpOrigin("x", "3", None, {"delivery_mode": 2, "message_id": "s100-12345"})
+    fast_map_costs(
+        CompiledRoute.of(amqp, service, amqp_config), SourceMessage(origin, b"x" * 100, ()), "one AMQP delivery"
+    )
     print("command: .venv/bin/python bench/per_message_costs.py")
+
+
+def fast_map_costs(route: CompiledRoute, message: SourceMessage, what: str) -> None:
+    """The route as it runs (FastMap) against the general path (its FastMap taken away)."""
+    general = dataclasses.replace(route)
+    object.__setattr__(general, "fast", None)
+    context = DecideContext()
+    for step, timed in (
+        ("map", lambda r: lambda: r.map(message)),
+        ("decide", lambda r: lambda: decide(r, message, context)),
+        (
+            "hpub_command",
+            lambda r: lambda out=r.map(message): wire.hpub_command(out.subject, REPLY, out.headers, out.payload),
+        ),
+    ):
+        slow, fast = per_call(timed(general)), per_call(timed(route))
+        print(f"{what} {step:<13} general {slow:6.2f} µs   fast map {fast:6.2f} µs   {fast / slow:.2f}x")
+    shape = SubjectShape.of(route.subject)
+    assert shape is not None
+    slow = per_call(lambda: route.subject.render(template_context(message, with_headers=False)))
+    fast = per_call(lambda: shape.render(message.origin))
+    print(
+        f"{what} subject       template {slow:6.2f} µs  shape {fast:6.2f} µs   {fast / slow:.2f}x  (context included)"
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bridge.config.model import DeadLetterConfig
+from bridge.fast_map import metadata_headers
 from bridge.headers import encode_headers, merge_headers
 from bridge.mapping import (
     MSG_ID_HEADER,
@@ -34,9 +35,8 @@ from bridge.mapping import (
     CompiledRoute,
     MappingError,
     content_hash,
-    metadata_headers,
 )
-from bridge.message import KafkaOrigin, OutboundMessage, SourceMessage
+from bridge.message import EncodedHeaders, KafkaOrigin, OutboundMessage, SourceMessage
 from bridge.routing import TemplateRenderError
 
 REASON_HEADER = "Bridge-Dlq-Reason"
@@ -143,6 +143,9 @@ class DeadLetters:
 
 def encoded_size(message: OutboundMessage) -> int:
     """Bytes the server counts against max_payload: payload plus the NATS/1.0 header block."""
+    headers = message.headers
+    if type(headers) is EncodedHeaders:
+        return len(message.payload) + len(headers.block)
     size = len(message.payload) + 12  # "NATS/1.0\r\n" ... "\r\n"
     for name, value in message.headers.items():
         size += len(name.encode()) + len(value.encode()) + 4  # ": " and "\r\n"
@@ -220,6 +223,8 @@ def fits(message: OutboundMessage, max_payload: int) -> bool:
     per character) could exceed the limit.
     """
     headers = message.headers
+    if type(headers) is EncodedHeaders:
+        return len(message.payload) + len(headers.block) <= max_payload
     chars = sum(map(len, headers)) + sum(map(len, headers.values())) + 4 * len(headers)
     if len(message.payload) + 12 + 4 * chars <= max_payload:
         return True

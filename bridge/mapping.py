@@ -29,10 +29,10 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from bridge.config.model import BridgeConfig
 from bridge.config.routes import FromRabbitMQ, MsgIdStrategy, RabbitMQMode, RouteConfig
+from bridge.fast_map import FastMap, metadata_headers
 from bridge.headers import BASE64_HEADERS, encode_headers, encode_value, merge_headers, stable_id
 from bridge.message import AmqpOrigin, KafkaOrigin, OutboundMessage, SourceMessage
 from bridge.routing import SubjectTemplate, TemplateContext, TemplateRenderError, TextTemplate
@@ -46,22 +46,6 @@ ROUTE_NAME_HEADER = "Bridge-Route"
 # and the x-first-/x-last-death-* summaries).
 BROKER_ADDED_HEADERS = frozenset({"x-delivery-count", "x-acquired-count", "x-death"})
 BROKER_ADDED_HEADER_PREFIXES = ("x-first-death-", "x-last-death-")
-
-# AMQP basic properties in the order RabbitMQ lists them, with their header names.
-AMQP_PROPERTY_HEADERS = {
-    "content_type": "Amqp-Content-Type",
-    "content_encoding": "Amqp-Content-Encoding",
-    "delivery_mode": "Amqp-Delivery-Mode",
-    "priority": "Amqp-Priority",
-    "correlation_id": "Amqp-Correlation-Id",
-    "reply_to": "Amqp-Reply-To",
-    "expiration": "Amqp-Expiration",
-    "message_id": "Amqp-Message-Id",
-    "timestamp": "Amqp-Timestamp",
-    "type": "Amqp-Type",
-    "user_id": "Amqp-User-Id",
-    "app_id": "Amqp-App-Id",
-}
 
 
 class MappingError(Exception):
@@ -96,9 +80,20 @@ class CompiledRoute:
     # stream, so two routes storing copies of one source message into one stream must never
     # give them one id, or the second copy is dropped as a duplicate. Made once, used per message.
     id_prefix: str = field(init=False)
+    # The common shapes, as text templates of the header block (bridge.fast_map); None: none fits.
+    fast: FastMap | None = field(init=False, compare=False)
+    stream_queue: bool = field(init=False, compare=False)  # a RabbitMQ stream queue's route
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id_prefix", f"{self.service}/{self.config.name}/")
+        subscription = self.config.from_
+        stream_queue = isinstance(subscription, FromRabbitMQ) and subscription.effective_mode is RabbitMQMode.STREAM
+        object.__setattr__(self, "stream_queue", stream_queue)
+        kafka_ids = None
+        if self.msg_id_template is None and self.fixed_strategy in (None, _KAFKA_OFFSET):
+            kafka_ids = self.id_prefix + (f"{self.cluster_name}/" if self.cluster_name else "")
+        fast = FastMap.of(self.key, self.config, self.subject, self._checked_msg_id, kafka_ids)
+        object.__setattr__(self, "fast", fast)
 
     @classmethod
     def compile(cls, service: str, route: RouteConfig, cluster_name: str | None = None) -> CompiledRoute:
@@ -134,6 +129,9 @@ class CompiledRoute:
 
     def map(self, message: SourceMessage) -> OutboundMessage:
         """The JetStream message for `message`; raises MappingError when it cannot be built."""
+        fast = self.fast
+        if fast is not None and (outbound := fast.map(message)) is not None:
+            return outbound
         context = self.context(message)
         try:
             subject = self.subject.render(context)
@@ -153,6 +151,16 @@ class CompiledRoute:
         headers[ROUTE_NAME_HEADER] = self.key
         headers[MSG_ID_HEADER] = msg_id
         return OutboundMessage(subject=subject, payload=message.body or b"", msg_id=msg_id, headers=headers)
+
+    def _checked_msg_id(self, message: SourceMessage) -> str:
+        """`msg_id` as `map` takes it: a template that cannot render, or renders nothing, is a MappingError."""
+        try:
+            msg_id = self.msg_id(message)
+        except TemplateRenderError as error:
+            raise MappingError(str(error)) from None
+        if not msg_id:
+            raise MappingError(f"the Msg-Id template '{self.config.msg_id}' produced an empty id")
+        return msg_id
 
     def context(self, message: SourceMessage) -> TemplateContext:
         """The values this route's templates read from `message` (and only those that cost)."""
@@ -179,7 +187,7 @@ class CompiledRoute:
         origin = message.origin
         if isinstance(origin, KafkaOrigin):
             return MsgIdChoice(MsgIdStrategy.KAFKA_OFFSET.value, "Kafka records are identified by their offsets")
-        if isinstance(self.config.from_, FromRabbitMQ) and self.config.from_.effective_mode is RabbitMQMode.STREAM:
+        if self.stream_queue:
             return MsgIdChoice(MsgIdStrategy.STREAM_OFFSET.value, "stream queues give every message an offset")
         if origin.properties.get("message_id"):
             return MsgIdChoice(MsgIdStrategy.MESSAGE_ID.value, "the producer set the AMQP message_id property")
@@ -204,9 +212,19 @@ class CompiledRoute:
             return stable_id(self.msg_id_template.render(context or self.context(message)))
         strategy = self.fixed_strategy
         if strategy is None:
-            # _auto_choice's first rule without building its explanation: this runs per message.
-            strategy = _KAFKA_OFFSET if isinstance(message.origin, KafkaOrigin) else self._auto_choice(message).strategy
+            strategy = self._auto_strategy(message)
         return stable_id(self.id_prefix + _MSG_ID_BUILDERS[strategy](self, message))
+
+    def _auto_strategy(self, message: SourceMessage) -> str:
+        """`_auto_choice(message).strategy` without building its explanation: this runs per message."""
+        origin = message.origin
+        if isinstance(origin, KafkaOrigin):
+            return _KAFKA_OFFSET
+        if self.stream_queue:
+            return MsgIdStrategy.STREAM_OFFSET.value
+        if origin.properties.get("message_id"):
+            return MsgIdStrategy.MESSAGE_ID.value
+        return MsgIdStrategy.CONTENT_HASH.value
 
     def headers_for(self, message: SourceMessage) -> dict[str, str]:
         """Bridge metadata headers plus the source headers, per the route's header rules."""
@@ -254,56 +272,6 @@ def _epoch_seconds(value: object) -> int | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return int(value)
     return None
-
-
-def metadata_headers(message: SourceMessage) -> dict[str, str]:
-    """The bridge's own headers describing where a message came from."""
-    origin = message.origin
-    headers: dict[str, str]
-    if isinstance(origin, KafkaOrigin):
-        headers = {
-            "Kafka-Topic": origin.topic,
-            "Kafka-Partition": str(origin.partition),
-            "Kafka-Offset": str(origin.offset),
-        }
-        if origin.timestamp_ms is not None:
-            headers["Kafka-Timestamp"] = str(origin.timestamp_ms)
-        if origin.key is not None:
-            text, form = encode_value(origin.key)
-            headers["Kafka-Key" if form == "text" else "Kafka-Key-Base64"] = text
-        if message.body is None:
-            headers["Kafka-Tombstone"] = "true"
-        return headers
-    texts: dict[str, Any] = {"Amqp-Exchange": origin.exchange, "Amqp-Routing-Key": origin.routing_key}
-    if origin.stream_offset is not None:
-        texts["Amqp-Queue"] = origin.queue or ""
-    for prop, header in AMQP_PROPERTY_HEADERS.items():
-        value = origin.properties.get(prop)
-        if value is not None:
-            texts[header] = value
-    headers = {}
-    encoded: list[str] = []
-    for header, value in texts.items():
-        text, base64_form = _property_text(value)
-        headers[header] = text
-        if base64_form:
-            encoded.append(header)  # a routing key or message_id with line breaks or edge spaces
-    if origin.stream_offset is not None:
-        headers["Amqp-Stream-Offset"] = str(origin.stream_offset)
-    if encoded:
-        headers[BASE64_HEADERS] = ",".join(encoded)
-    return headers
-
-
-def _property_text(value: Any) -> tuple[str, bool]:
-    """An AMQP basic property as header text (timestamps as epoch seconds, as AMQP sends them),
-    and whether it is base64 (text that would not survive the wire as it is)."""
-    if isinstance(value, datetime):
-        return str(calendar.timegm(value.utctimetuple())), False
-    if isinstance(value, str | bytes):
-        text, form = encode_value(value)
-        return text, form == "base64"
-    return str(value), False
 
 
 def _kafka_offset_id(route: CompiledRoute, message: SourceMessage) -> str:

@@ -9,7 +9,7 @@ ack travels separately, with the batch, and only the pipeline settles it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import field
 from typing import Any
 
@@ -64,3 +64,42 @@ class OutboundMessage:
     payload: bytes
     msg_id: str
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class EncodedHeaders(Mapping[str, str]):
+    """Headers made as the NATS/1.0 block nats-py would write for them (bridge.fast_map).
+
+    The publisher sends `block` as it is and `decide` sizes the message by its length; the
+    names and values are read back from it only when something asks for them (explain, a dead
+    letter, a test). Only bridge.fast_map makes one, from names that are header tokens and
+    values nats-py sends unchanged (no CR or LF, no edge whitespace), so each line of the block
+    is `Name: value` and reading it back gives exactly the headers it was made from.
+    """
+
+    __slots__ = ("_items", "block")
+
+    def __init__(self, block: bytes) -> None:
+        self.block = block
+        self._items: dict[str, str] | None = None
+
+    def _read(self) -> dict[str, str]:
+        items = self._items
+        if items is None:
+            lines = self.block.decode()[10:-4]  # between "NATS/1.0\r\n" and the final "\r\n\r\n"
+            items = self._items = dict(line.split(": ", 1) for line in lines.split("\r\n")) if lines else {}
+        return items
+
+    def __getitem__(self, name: str) -> str:
+        return self._read()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._read()
+
+    def __repr__(self) -> str:
+        return f"EncodedHeaders({self._read()!r})"

@@ -37,7 +37,17 @@ async def listen_for_replies(nc: NatsClient, prefix: str, handle: AnswerHandler)
     DirectReplies.install(subscription, lambda msg: handle(msg.subject[cut:], msg.data, msg.headers))
     parser = nc._ps
     if isinstance(parser, ReplyParser):
-        parser.route(subscription._id, lambda subject, data: handle(subject[cut:].decode(), data, None))
+
+        def handle_run(replies: list[tuple[bytes, bytes]]) -> None:
+            """The plain replies of one read, in order (ReplyParser hands them over together)."""
+            for subject, data in replies:
+                try:
+                    handle(subject[cut:].decode(), data, None)
+                except Exception:
+                    # One reply its owner could not take must not cost the others theirs.
+                    log.exception("handling the reply on %r failed", subject)
+
+        parser.route(subscription._id, handle_run)
     return subscription
 
 

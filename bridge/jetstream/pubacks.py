@@ -50,29 +50,36 @@ def read_reply(data: bytes, headers: dict[str, str] | None) -> Stored | PublishF
 
 _PUBACK_PREFIX = b'{"stream":"'
 _SEQ = b',"seq":'
+_DUPLICATE_END = b',"duplicate":true}'
+# The bytes a stream name may hold in the fast path: printable ASCII but the quote and backslash.
+_NAME_BYTES = bytes(byte for byte in range(0x20, 0x7F) if byte not in b'"\\')
 
 
 def parse_puback(data: bytes) -> tuple[str, int, bool] | None:
     """(stream, seq, duplicate) from a PubAck of the usual shape, without json.loads.
 
     It runs once per published message; anything but `{"stream":"S","seq":N}` optionally
-    followed by `,"duplicate":true` returns None, and the caller parses it as JSON.
+    followed by `,"duplicate":true` returns None, and the caller parses it as JSON. The sequence
+    is found with bytes methods, not a loop over its digits; a stream name with an escape or a
+    byte past ASCII (JSON that decoding would change) goes to JSON too.
     """
     if not data.startswith(_PUBACK_PREFIX):
         return None
     end = data.find(b'"', 11)
     if end < 0 or data[end + 1 : end + 8] != _SEQ:
         return None
-    start = index = end + 8
-    while index < len(data) and 48 <= data[index] <= 57:  # ASCII digits
-        index += 1
-    if index == start:
-        return None
-    tail = data[index:]
-    if tail == b"}":
-        duplicate = False
-    elif tail == b',"duplicate":true}':
+    name = data[11:end]
+    if name.translate(None, _NAME_BYTES):
+        return None  # an escape, a control character or a byte past ASCII
+    digits = data[end + 8 : -1]
+    duplicate = False
+    if not digits.isdigit() or data[-1:] != b"}":
+        if not data.endswith(_DUPLICATE_END):
+            return None
+        digits = data[end + 8 : -len(_DUPLICATE_END)]
+        if not digits.isdigit():
+            return None
         duplicate = True
-    else:
-        return None
-    return data[11:end].decode("ascii", "replace"), int(data[start:index]), duplicate
+    if digits[0] == 48 and len(digits) > 1:
+        return None  # a leading zero, which JSON refuses
+    return name.decode(), int(digits), duplicate

@@ -59,7 +59,7 @@ from bridge.jetstream.publish_types import (
     PublishFailure,
 )
 from bridge.jetstream.window import Window
-from bridge.jetstream.wire import hpub_command, send
+from bridge.jetstream.wire import extended, hpub_command, send
 
 log = logging.getLogger(__name__)
 
@@ -261,13 +261,12 @@ class JetStreamPublisher:
             try:
                 for number, entry in enumerate(group, 1):
                     outbound = entry.outbound
-                    headers = dict(outbound.headers)
-                    headers[BATCH_ID_HEADER] = batch_id
-                    headers[BATCH_SEQUENCE_HEADER] = str(number)
+                    batch = {BATCH_ID_HEADER: batch_id, BATCH_SEQUENCE_HEADER: str(number)}
                     reply = ""
                     if number == last:
-                        headers[BATCH_COMMIT_HEADER] = "1"
+                        batch[BATCH_COMMIT_HEADER] = "1"
                         reply = self._prefix + token
+                    headers = extended(outbound.headers, batch)
                     payload = outbound.payload
                     await send(nc, hpub_command(outbound.subject, reply, headers, payload), len(payload))
             except (*CLIENT_REFUSALS, *CONNECTION_LOST) as error:

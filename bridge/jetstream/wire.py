@@ -30,6 +30,8 @@ from nats.errors import (
     OutboundBufferLimitError,
 )
 
+from bridge.message import EncodedHeaders
+
 _CRLF = b"\r\n"
 # The same rules as nats-py's _HEADER_KEY_RE, _HEADER_VALUE_NEWLINES and _SUBJECT_INVALID_RE.
 _HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -96,11 +98,33 @@ def _exact_header_block(headers: Mapping[str, str]) -> bytes:
     return (text + "\r\n").encode()
 
 
+def extended(headers: Mapping[str, str], more: Mapping[str, str]) -> Mapping[str, str]:
+    """`headers` with `more` set (an atomic batch's Nats-Batch-* headers): `{**headers, **more}`.
+
+    Headers that come as their block (bridge.fast_map) stay a block, with the lines of `more`
+    appended, when that is what the dict would encode to: none of its names is in the block
+    already and nats-py would write each of them as it is; otherwise the dict."""
+    if type(headers) is EncodedHeaders:
+        block = headers.block
+        lines = []
+        for name, value in more.items():
+            line = _key_line(name)
+            if not line or line != name + ": " or f"\r\n{line}".encode() in block:
+                break
+            if value.strip() is not value or "\r" in value or "\n" in value:
+                break
+            lines.append(f"{line}{value}\r\n")
+        else:
+            return EncodedHeaders(block[:-2] + "".join(lines).encode() + b"\r\n")
+    return {**headers, **more}
+
+
 def hpub_command(subject: str, reply: str, headers: Mapping[str, str], payload: bytes) -> bytes:
     """The whole HPUB command; raises BadSubjectError or BadHeaderError as nats-py would."""
     if not subject or _SUBJECT_INVALID.search(subject) or (reply and _SUBJECT_INVALID.search(reply)):
         raise BadSubjectError
-    block = header_block(headers)
+    # A mapped message's headers come as their block, made from the route's templates.
+    block = headers.block if type(headers) is EncodedHeaders else header_block(headers)
     size = len(block)
     return b"".join((f"HPUB {subject} {reply} {size} {size + len(payload)}\r\n".encode(), block, payload, _CRLF))
 

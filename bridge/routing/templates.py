@@ -196,12 +196,26 @@ def _literal_token_problem(token: str) -> tuple[str, int] | None:
 class SubjectTemplate:
     """A parsed subject template; render() gives the subject for one message."""
 
-    __slots__ = ("_steps", "fields", "text")
+    __slots__ = ("_steps", "fields", "single", "text")
 
-    def __init__(self, text: str, steps: tuple[str | _Step, ...], fields: frozenset[str]) -> None:
+    def __init__(
+        self,
+        text: str,
+        steps: tuple[str | _Step, ...],
+        fields: frozenset[str],
+        single: tuple[str, Placeholder] | None = None,
+    ) -> None:
         self.text = text
         self._steps = steps
         self.fields = fields  # e.g. {"rk", "exchange", "header:tenant"}, for config checks
+        # `prefix.{field}` or `{field}` alone: (the prefix with its dot, or "", and the placeholder),
+        # the shape bridge.routing.subject_shape renders without a TemplateContext.
+        self.single = single
+
+    @property
+    def constant(self) -> str | None:
+        """The subject every message gets, when the template has no placeholder."""
+        return self._steps[0] if not self.fields and isinstance(self._steps[0], str) else None
 
     @classmethod
     def parse(cls, text: str) -> SubjectTemplate:
@@ -293,8 +307,12 @@ def _parse_subject(text: str) -> SubjectTemplate:
         literal.append(token)
     if literal:
         steps.append(".".join(literal))
-    fields = frozenset(unit.field_name for unit in units if isinstance(unit, Placeholder))
-    return SubjectTemplate(text, tuple(steps), fields)
+    placeholders = [unit for unit in units if isinstance(unit, Placeholder)]
+    fields = frozenset(unit.field_name for unit in placeholders)
+    single = None
+    if len(placeholders) == 1 and len(steps) <= 2 and not isinstance(steps[-1], str):
+        single = (f"{steps[0]}." if len(steps) == 2 else "", placeholders[0])
+    return SubjectTemplate(text, tuple(steps), fields, single)
 
 
 class TextTemplate:

@@ -71,9 +71,9 @@ async def test_the_bridges_client_takes_plain_replies_off_its_buffer_and_the_res
         route = parser.route
 
         def spying_route(sid: int, handle: ReplyHandler) -> None:
-            def spy(subject: bytes, data: bytes) -> None:
-                short.append(data)
-                handle(subject, data)
+            def spy(replies: list[tuple[bytes, bytes]]) -> None:
+                short.extend(data for _, data in replies)
+                handle(replies)
 
             route(sid, spy)
 

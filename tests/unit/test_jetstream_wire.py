@@ -24,6 +24,7 @@ from nats.errors import (
 )
 
 from bridge.jetstream import wire
+from bridge.message import EncodedHeaders
 
 
 class Recorded(NatsClient):
@@ -176,3 +177,51 @@ async def test_send_refuses_as_publish_refuses() -> None:
         with pytest.raises(error):
             await wire.send(ours, wire.hpub_command("s", "", {"A": "1"}, b"12345"), 5)
         assert theirs.commands == ours.commands == []
+
+
+async def test_headers_that_come_encoded_are_sent_as_their_block() -> None:
+    """A mapped message's EncodedHeaders (bridge.fast_map) go out as they are, sized by their block."""
+    block = wire.header_block(BRIDGE_HEADERS)
+    encoded = EncodedHeaders(block)
+    payload = b'{"order": 1}'
+    ours = wire.hpub_command("orders.created", "_INBOX.x.1", encoded, payload)
+    assert ours == await nats_py_bytes("orders.created", "_INBOX.x.1", BRIDGE_HEADERS, payload)
+    assert dict(encoded) == BRIDGE_HEADERS
+    odd = EncodedHeaders(b"NATS/1.0\r\nNot: what the mapping says\r\n\r\n")
+    assert b"Not: what the mapping says" in wire.hpub_command("s", "", odd, b"")  # the block, not a re-encoding
+
+
+plain_values = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    headers=st.dictionaries(st.sampled_from(["Kafka-Topic", "Bridge-Route", "Nats-Msg-Id", "A"]), plain_values),
+    more=st.dictionaries(
+        st.sampled_from(["Nats-Batch-Id", "Nats-Batch-Sequence", "Nats-Batch-Commit", "A", " A", "bad name", ""]),
+        st.one_of(plain_values, st.sampled_from(["1", " edge", "a\r\nb", ""])),
+        max_size=3,
+    ),
+)
+def test_extended_encoded_headers_encode_as_the_extended_dict(headers: dict[str, str], more: dict[str, str]) -> None:
+    """An atomic batch's headers added to a mapped message's block: the bytes of the dict way."""
+    encoded = EncodedHeaders(wire.header_block(headers))
+    try:
+        expected: bytes | type[Exception] = asyncio.run(nats_py_bytes("s", "r", {**headers, **more}, b"p"))
+    except BadHeaderError:
+        expected = BadHeaderError
+    try:
+        extended = wire.extended(encoded, more)
+        ours: bytes | type[Exception] = wire.hpub_command("s", "r", extended, b"p")
+    except BadHeaderError:
+        ours = BadHeaderError
+    assert ours == expected
+    if ours is not BadHeaderError and type(extended) is EncodedHeaders:
+        assert dict(extended) == {**headers, **more}
+
+
+def test_an_atomic_batchs_headers_extend_the_block() -> None:
+    extended = wire.extended(EncodedHeaders(wire.header_block(BRIDGE_HEADERS)), {"Nats-Batch-Sequence": "3"})
+    assert type(extended) is EncodedHeaders
+    assert extended.block.endswith(b"\r\nNats-Batch-Sequence: 3\r\n\r\n")
+    assert type(wire.extended(BRIDGE_HEADERS, {"A": "1"})) is dict

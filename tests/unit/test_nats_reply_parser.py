@@ -15,6 +15,7 @@ from nats.errors import ProtocolError
 from nats.protocol.parser import Parser
 
 from bridge.brokers.nats.replies import ReplyParser
+from bridge.jetstream.direct_replies import listen_for_replies
 
 ROUTED_SID = 7
 
@@ -59,9 +60,10 @@ def routed_parser(client: FakeClient) -> tuple[ReplyParser, list[tuple[Any, ...]
     parser = ReplyParser(client)
     short: list[tuple[Any, ...]] = []
 
-    def handle(subject: bytes, data: bytes) -> None:
-        short.append((subject, data))
-        client.events.append(("msg", ROUTED_SID, subject, b"", data, None))
+    def handle(replies: list[tuple[bytes, bytes]]) -> None:
+        for subject, data in replies:
+            short.append((subject, data))
+            client.events.append(("msg", ROUTED_SID, subject, b"", data, None))
 
     parser.route(ROUTED_SID, handle)
     return parser, short
@@ -174,21 +176,32 @@ async def test_unroute_sends_the_subscription_back_to_nats_pys_path() -> None:
     assert client.events == [("msg", ROUTED_SID, b"_INBOX.a.1", b"", b"ok", None)]
 
 
-async def test_a_handler_that_raises_costs_only_its_message() -> None:
+async def test_the_replies_of_one_read_come_in_one_call_and_what_follows_them_after_them() -> None:
+    client = FakeClient()
+    parser = ReplyParser(client)
+    parser.route(ROUTED_SID, lambda replies: client.events.append(("run", [data for _, data in replies])))
+    replies = b"".join(b"MSG s.%d %d 1\r\n%d\r\n" % (n, ROUTED_SID, n) for n in range(3))
+    await parser.parse(replies + b"PING\r\n" + replies[:10])  # the last, cut inside its first reply
+    assert client.events == [("run", [b"0", b"1", b"2"]), ("ping",)]
+    await parser.parse(replies[10:] + b"MSG s.9 2 1\r\n9\r\n")  # then one of another subscription
+    assert client.events[2:] == [("run", [b"0", b"1", b"2"]), ("msg", 2, b"s.9", b"", b"9", None)]
+    assert client.stats == {"in_msgs": 7, "in_bytes": 7}
+
+
+async def test_a_handler_that_raises_does_not_end_the_read_loop() -> None:
     client = FakeClient()
     parser = ReplyParser(client)
     seen: list[bytes] = []
 
-    def handle(subject: bytes, data: bytes) -> None:
-        if data == b"bad":
+    def handle(replies: list[tuple[bytes, bytes]]) -> None:
+        if replies[0][1] == b"bad":
             raise ValueError("boom")
-        seen.append(data)
+        seen.extend(data for _, data in replies)
 
     parser.route(ROUTED_SID, handle)
-    await parser.parse(
-        b"".join(b"MSG s.%d %d 3\r\n%s\r\n" % (n, ROUTED_SID, d) for n, d in enumerate([b"one", b"bad", b"two"]))
-    )
-    assert seen == [b"one", b"two"]
+    await parser.parse(b"MSG s.1 %d 3\r\nbad\r\nPONG\r\nMSG s.2 %d 3\r\ntwo\r\n" % (ROUTED_SID, ROUTED_SID))
+    assert seen == [b"two"]
+    assert client.events == [("pong",)]
 
 
 async def test_a_malformed_line_is_refused_as_nats_py_refuses_it() -> None:
@@ -199,3 +212,36 @@ async def test_a_malformed_line_is_refused_as_nats_py_refuses_it() -> None:
             await Parser(FakeClient()).parse(bad)
         with pytest.raises(ProtocolError):
             await parser.parse(bad)
+
+
+class _Subscription:
+    def __init__(self) -> None:
+        self._id = ROUTED_SID
+        self._pending_queue: Any = None
+
+
+class _Client(FakeClient):
+    def __init__(self) -> None:
+        super().__init__()
+        self._ps = ReplyParser(self)
+
+    async def subscribe(self, subject: str, **_: Any) -> _Subscription:
+        return _Subscription()
+
+
+async def test_a_reply_its_owner_cannot_take_costs_only_itself() -> None:
+    """listen_for_replies hands each reply of a run on alone: one that raises is logged, the
+    others of its run still reach the publisher."""
+    client = _Client()
+    seen: list[str] = []
+
+    def handle(token: str, data: bytes, headers: dict[str, str] | None) -> None:
+        if data == b"bad":
+            raise ValueError("boom")
+        seen.append(token)
+
+    await listen_for_replies(client, "_INBOX.p.", handle)  # type: ignore[arg-type]
+    await client._ps.parse(
+        b"".join(b"MSG _INBOX.p.%d %d 3\r\n%s\r\n" % (n, ROUTED_SID, d) for n, d in enumerate([b"one", b"bad", b"two"]))
+    )
+    assert seen == ["0", "2"]

@@ -7,9 +7,11 @@ control and queues it for the subscription: about a fifth of the bridge's CPU on
 publisher needs only the subject and the body, and handles them synchronously.
 
 Once a subscription is routed to a handler (`route`), `ReplyParser` reads what such a
-connection mostly gets itself: a `MSG` without reply subject for that subscription goes from
+connection mostly gets itself: the `MSG`s without reply subject for that subscription go from
 the buffer to the handler, counted in the client's and the subscription's counters as nats-py
-counts it; any other `MSG` or `HMSG` (a status such as no responders) goes to nats-py's
+counts them — one call per run of them in a read (a read of 32 KiB holds hundreds of
+PubAcks), handed over before anything that follows them is, so the order stays the stream's;
+any other `MSG` or `HMSG` (a status such as no responders) goes to nats-py's
 `_process_msg` exactly as its parser would send it, PING, PONG and +OK as its parser handles
 them; a message cut by the end of a read waits for the next. At anything else (INFO, -ERR, a
 malformed line) nats-py's own `parse` takes the rest of the buffer, in the order it arrived.
@@ -27,7 +29,7 @@ from nats.protocol.parser import AWAITING_CONTROL_LINE, MAX_CONTROL_LINE_SIZE, P
 
 log = logging.getLogger(__name__)
 
-ReplyHandler = Callable[[bytes, bytes], None]  # (subject, payload)
+ReplyHandler = Callable[[list[tuple[bytes, bytes]]], None]  # a run of replies: (subject, payload), in order
 
 _MSG = b"MSG "
 _HMSG = b"HMSG "
@@ -45,8 +47,9 @@ class ReplyParser(Parser):
         self._routes: dict[int, ReplyHandler] = {}
 
     def route(self, sid: int, handle: ReplyHandler) -> None:
-        """Hand `MSG`s of subscription `sid` to `handle`; it must not raise or await (it is called
-        inside the client's read loop), and the subscription must have no message limit."""
+        """Hand `MSG`s of subscription `sid` to `handle`, each run of them in a read in one call; it
+        must not raise or await (it is called inside the client's read loop), and the
+        subscription must have no message limit."""
         self._routes[sid] = handle
 
     def unroute(self, sid: int) -> None:
@@ -62,41 +65,33 @@ class ReplyParser(Parser):
 
     async def _parse_common(self, buf: bytearray) -> bool:
         """Take what a publishing connection mostly gets (MSG, HMSG, PING, PONG, +OK) off the
-        front of `buf` as nats-py's parser would, routed MSGs to their handler. True: the rest is the start
-        of such a message, to wait for; False: anything else, for nats-py's parser."""
+        front of `buf` as nats-py's parser would, routed MSGs to their handler. True: the rest is
+        the start of such a message, to wait for; False: anything else, for nats-py's parser."""
         nc = self.nc
         routes = self._routes
-        while buf and self.state == AWAITING_CONTROL_LINE:
-            if buf.startswith(_MSG):
-                skip = 4
-            elif buf.startswith(_HMSG):
-                skip = 5
-            elif await self._control(buf):
-                continue
-            else:
-                return False
-            end = buf.find(_CRLF, skip, MAX_CONTROL_LINE_SIZE)
-            if end < 0:
-                return len(buf) < MAX_CONTROL_LINE_SIZE
-            line = _control_line(bytes(buf[skip:end]), 1 if skip == 4 else 2)
-            if line is None:
-                return False  # malformed: nats-py's parser says so
-            subject, sid, reply, header_size, size = line
-            start = end + 2
-            stop = start + size
-            if len(buf) < stop + 2:
-                return True
-            if header_size:
-                headers: bytes | None = bytes(buf[start : start + header_size])
-                payload = bytes(buf[start + header_size : stop])
-            else:
-                headers, payload = None, bytes(buf[start:stop])
-            del buf[: stop + 2]
-            handle = None if reply or headers is not None else routes.get(sid)
-            if handle is None:
-                await nc._process_msg(sid, subject, reply, payload, headers)
-            else:
-                self._hand_on(sid, subject, payload, handle)
+        run: list[tuple[bytes, bytes]] = []  # routed replies not handed on yet, all of one sid
+        run_sid = 0
+        try:
+            while buf and self.state == AWAITING_CONTROL_LINE:
+                if buf.startswith((_MSG, _HMSG)):
+                    taken = _take_message(buf)
+                    if isinstance(taken, bool):
+                        return taken
+                    subject, sid, reply, headers, payload = taken
+                    if reply or headers is not None or sid not in routes:
+                        self._hand_on(run_sid, run)  # what came before goes first
+                        await nc._process_msg(sid, subject, reply, payload, headers)
+                        continue
+                    if sid != run_sid:
+                        self._hand_on(run_sid, run)
+                        run_sid = sid
+                    run.append((subject, payload))
+                    continue
+                self._hand_on(run_sid, run)
+                if not await self._control(buf):
+                    return False
+        finally:
+            self._hand_on(run_sid, run)
         return False
 
     async def _control(self, buf: bytearray) -> bool:
@@ -114,19 +109,48 @@ class ReplyParser(Parser):
             return False
         return True
 
-    def _hand_on(self, sid: int, subject: bytes, payload: bytes, handle: ReplyHandler) -> None:
+    def _hand_on(self, sid: int, run: list[tuple[bytes, bytes]]) -> None:
+        """Count the replies in `run` as nats-py counts each message, hand them to their handler
+        in one call, and empty `run`."""
+        if not run:
+            return
+        replies = run.copy()
+        run.clear()
         nc = self.nc
-        nc.stats["in_msgs"] += 1
-        nc.stats["in_bytes"] += len(payload)
+        stats = nc.stats
+        stats["in_msgs"] += len(replies)
+        stats["in_bytes"] += sum([len(payload) for _, payload in replies])
         sub = nc._subs.get(sid)
-        if sub is None:
-            return  # unsubscribed meanwhile: nats-py drops it too
-        sub._received += 1
+        handle = self._routes.get(sid)
+        if sub is None or handle is None:
+            return  # unsubscribed meanwhile: nats-py drops them too
+        sub._received += len(replies)
         try:
-            handle(subject, payload)
+            handle(replies)
         except Exception:
             # Raised into nats-py's read loop it would end the connection.
-            log.exception("handling a reply on %r failed", subject)
+            log.exception("handling %d replies of subscription %d failed", len(replies), sid)
+
+
+def _take_message(buf: bytearray) -> tuple[bytes, int, bytes, bytes | None, bytes] | bool:
+    """The MSG or HMSG at the front of `buf`, taken off it: (subject, sid, reply, headers or None,
+    payload); True when it is not all there yet, False when it is malformed (nats-py's parser says so)."""
+    skip = 4 if buf.startswith(_MSG) else 5
+    end = buf.find(_CRLF, skip, MAX_CONTROL_LINE_SIZE)
+    if end < 0:
+        return len(buf) < MAX_CONTROL_LINE_SIZE
+    line = _control_line(bytes(buf[skip:end]), 1 if skip == 4 else 2)
+    if line is None:
+        return False
+    subject, sid, reply, header_size, size = line
+    start = end + 2
+    stop = start + size
+    if len(buf) < stop + 2:
+        return True
+    headers = bytes(buf[start : start + header_size]) if header_size else None
+    payload = bytes(buf[start + header_size : stop])
+    del buf[: stop + 2]
+    return subject, sid, reply, headers, payload
 
 
 def _control_line(line: bytes, numbers: int) -> tuple[bytes, int, bytes, int, int] | None:
@@ -139,7 +163,12 @@ def _control_line(line: bytes, numbers: int) -> tuple[bytes, int, bytes, int, in
         reply = fields[2]
     else:
         return None
-    sid_text, counts = fields[1], fields[-numbers:]
-    if not (sid_text.isdigit() and all(count.isdigit() for count in counts)):
+    sid_text, size = fields[1], fields[-1]
+    if not (sid_text.isdigit() and size.isdigit()):
         return None
-    return fields[0], int(sid_text), reply, int(counts[0]) if numbers == 2 else 0, int(counts[-1])
+    if numbers == 1:
+        return fields[0], int(sid_text), reply, 0, int(size)
+    header_size = fields[-2]
+    if not header_size.isdigit():
+        return None
+    return fields[0], int(sid_text), reply, int(header_size), int(size)
