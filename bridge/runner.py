@@ -61,7 +61,6 @@ from bridge.operations.metrics import bridge_registry
 from bridge.pipeline.route import RoutePipeline
 from bridge.pipeline.settings import PipelineSettings
 from bridge.plan import compile_plan
-from bridge.reverse.lease import RouteLease, lease_key
 from bridge.reverse.route import ReverseRoute
 from bridge.route_shapes import streams_reached
 from bridge.sources.base import Source
@@ -319,9 +318,13 @@ class Bridge:
             forward.setdefault(pipeline.route.service, []).append(pipeline)
 
         def reverse(service: str, route: ReverseRouteConfig) -> ReverseRoute:
-            durable = route.durable_name(service)
-            lease = RouteLease(js, lease_key(route.stream, durable), replicas=self.config.state_replicas)
-            return ReverseRoute(service, route, self.config.sources[route.to.source], js, lease=lease)
+            # Its refused messages go where the file sends every dead letter; its lease and that
+            # stream are kept with the replicas of the bridge's other state.
+            config = self.config
+            target = config.sources[route.to.source]
+            return ReverseRoute(
+                service, route, target, js, dead_letters=config.dead_letters, state_replicas=config.state_replicas
+            )
 
         try:
             async with asyncio.TaskGroup() as group:

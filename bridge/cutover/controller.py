@@ -227,8 +227,6 @@ class CutoverController:
                     log.info("service %s: reverse route %s starts (phase %s)", service, route.name, phase)
                     await self._supervisor.stop(name)  # a unit that ended by itself is started afresh
                     unit = self._reverse(service, route)
-                    # Its refused messages go where the file sends every dead letter.
-                    unit.use_dead_letters(self._config.dead_letters, self._config.state_replicas)
                     self._supervisor.start(name, unit)
                     self._monitor.reverse[(service, route.name)] = (unit.stats, True)
             elif self._supervisor.running(name):

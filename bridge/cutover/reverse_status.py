@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -21,6 +22,7 @@ from bridge.cutover.reverse_switch import read_switch
 from bridge.cutover.store import PhaseStore
 from bridge.errors import BridgeError
 from bridge.jetstream.consumer_state import ConsumerPlace
+from bridge.reverse.lease import lease_holder, lease_key
 
 _LOOK_FAILURES: tuple[type[BaseException], ...] = (*BROKER_ERRORS, OSError, TimeoutError, BridgeError)
 REVERSE_PREFIX = "nats-bridge-reverse-"  # the durable names reverse routes derive (ReverseRouteConfig.durable_name)
@@ -35,6 +37,7 @@ class ReverseLeg:
     switch: str  # on, off, removed; "on (record ignored)" when its switch record is invalid
     runs: bool  # its phase is one of its `during` phases and its switch is on
     look: DurableLook
+    writer: str  # the bridge holding its lease (host:pid:id), "-" when none does, or why unknown
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -43,6 +46,7 @@ class ReverseLeg:
             "switch": self.switch,
             "runs": self.runs,
             "durable_state": self.look.as_json(),
+            "writer": self.writer,
         }
 
 
@@ -63,9 +67,18 @@ async def reverse_legs(js: JetStreamContext, config: BridgeConfig, service: str,
                 switch,
                 running,
                 await look_at_durable(js, reverse.stream, durable),
+                await _writer(js, reverse.stream, durable),
             )
         )
     return legs
+
+
+async def _writer(js: JetStreamContext, stream: str, durable: str) -> str:
+    try:
+        holder = await lease_holder(js, lease_key(stream, durable))
+    except (*_LOOK_FAILURES, NatsError) as error:
+        return f"unknown ({error or type(error).__name__})"
+    return holder or "-"
 
 
 async def orphan_durables(js: JetStreamContext, config: BridgeConfig) -> list[str]:

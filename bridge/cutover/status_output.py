@@ -83,7 +83,7 @@ def print_reverse(report: list[ServiceStatus], console: Console) -> None:
     legs = [leg for status in report for leg in status.reverse]
     if legs:
         table = Table(title="reverse routes (NATS -> legacy)")
-        for column in ("route", "switch", "runs", "written through", "not yet written", "in flight"):
+        for column in ("route", "switch", "runs", "written by", "written through", "not yet written", "in flight"):
             table.add_column(column, overflow="fold")
         for leg in legs:
             look = leg.look
@@ -91,6 +91,7 @@ def print_reverse(report: list[ServiceStatus], console: Console) -> None:
                 leg.route,
                 leg.switch,
                 "yes" if leg.runs else "no",
+                leg.writer,
                 str(look.acked_through) if look.exists else "- (no durable)",
                 str(look.pending) if look.exists else "-",
                 str(look.ack_pending) if look.exists else "-",

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol
 
-from bridge.config.model import DeadLetterConfig
-
 if TYPE_CHECKING:
     from bridge.reverse.route import ReverseStats
 
@@ -25,9 +23,6 @@ class ReverseRunnable(Runnable, Protocol):
 
     @property
     def stats(self) -> ReverseStats: ...
-
-    def use_dead_letters(self, config: DeadLetterConfig, replicas: int) -> None:
-        """Where messages the legacy broker refuses for good go (the mapping file's `dead_letters`)."""
 
 
 class Supervisor:

@@ -336,6 +336,8 @@ class HealthMonitor:
                     "service": service,
                     "route": route,
                     "running": is_running,
+                    "writing": stats.writing,  # holds the route's lease: the one bridge that writes it
+                    "writer": stats.writer,
                     "received": stats.received,
                     "written": stats.written,
                     "filtered": stats.filtered_forwarded,

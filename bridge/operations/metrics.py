@@ -136,10 +136,11 @@ class BridgeCollector(Collector):
                 rejected.add_metric([service, kind], monitor.phase_rejections.get((service, kind), 0))
         yield rejected
 
-        messages, failures, running = (
+        messages, failures, running, writing = (
             _counter(names.REVERSE_MESSAGES),
             _counter(names.REVERSE_FAILURES),
             _gauge(names.REVERSE_RUNNING),
+            _gauge(names.REVERSE_WRITING),
         )
         for (service, route), (stats, is_running) in monitor.reverse.items():
             labels = [service, route]
@@ -148,7 +149,8 @@ class BridgeCollector(Collector):
             messages.add_metric([*labels, "unrenderable"], stats.unrenderable)
             failures.add_metric(labels, stats.failures)
             running.add_metric(labels, 1 if is_running else 0)
-        yield from (messages, failures, running)
+            writing.add_metric(labels, 1 if is_running and stats.writing else 0)
+        yield from (messages, failures, running, writing)
 
     def _stream_metrics(self) -> Iterator[Metric]:
         monitor = self._monitor

@@ -142,6 +142,12 @@ REVERSE_FAILURES = _m(
 REVERSE_RUNNING = _m(
     "reverse_route_running", "gauge", ("service", "route"), "1 while the reverse route runs (its service's phase)."
 )
+REVERSE_WRITING = _m(
+    "reverse_route_writing",
+    "gauge",
+    ("service", "route"),
+    "1 while this bridge holds the reverse route's lease and so writes it; summed over the bridges, 1 at most.",
+)
 READY = _m("ready", "gauge", (), "1 when /readyz answers 200: connected everywhere and no route stalled.")
 INFO = _m("info", "gauge", ("version",), "Always 1; the bridge's version as a label.")
 
@@ -169,6 +175,7 @@ METRICS: tuple[MetricSpec, ...] = (
     REVERSE_MESSAGES,
     REVERSE_FAILURES,
     REVERSE_RUNNING,
+    REVERSE_WRITING,
     STREAM_MESSAGES,
     STREAM_BYTES,
     STREAM_MAX_BYTES,

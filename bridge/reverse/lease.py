@@ -158,9 +158,7 @@ class RouteLease:
             entry = await (await self._bucket()).get(self.key)
         except (KeyNotFoundError, NatsError, TimeoutError):
             return "another bridge"
-        # Anyone with write access may have put anything there: shown short and on one line.
-        shown = " ".join((entry.value or b"").decode(errors="replace").split())[:120]
-        return shown or "another bridge"
+        return _shown(entry.value) or "another bridge"
 
     async def _bucket(self) -> KeyValue:
         """The bucket, made with `ttl` if missing. The server expires keys after the bucket's own
@@ -187,3 +185,18 @@ class RouteLease:
                 )
             self._ttl, self._kv = ttl, kv
         return self._kv
+
+
+async def lease_holder(js: JetStreamContext, key: str, bucket: str = BUCKET) -> str | None:
+    """Who writes the route now, as `status` shows it: the holder's name, or None when no bridge
+    holds the lease. Read only: a missing bucket is not made (no bridge ever held one)."""
+    try:
+        entry = await (await js.key_value(bucket)).get(key)
+    except (BucketNotFoundError, KeyNotFoundError):
+        return None
+    return _shown(entry.value) or "a bridge (no name)"
+
+
+def _shown(value: bytes | None) -> str:
+    """A holder's name short and on one line: anyone with write access may have put anything there."""
+    return " ".join((value or b"").decode(errors="replace").split())[:120]

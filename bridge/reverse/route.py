@@ -79,6 +79,10 @@ class ReverseStats:
     failures: int = 0  # messages in failed write attempts (one message may fail many times)
     retries: int = 0  # write attempts repeated after a failure
     last_error: str = ""
+    # Under the route's lease (bridge.reverse.lease): whether this bridge writes it now, and who
+    # does as this bridge last saw it (itself, another bridge's holder name, or "" before it knew).
+    writing: bool = False
+    writer: str = ""
 
     @property
     def settled(self) -> int:
@@ -102,15 +106,15 @@ class ReverseRoute:
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         error_log_interval: float = 30.0,
-        lease: RouteLease | None = None,
         dead_letters: DeadLetterConfig | None = None,
-        dead_letter_replicas: int = 1,
+        state_replicas: int = 1,
+        lease: RouteLease | None = None,
     ) -> None:
         self.service = service
         self.config = config
         self._js = js
         self.dead_letters = dead_letters or DeadLetterConfig()
-        self._dead_letter_replicas = dead_letter_replicas
+        self._state_replicas = state_replicas  # of the dead-letter stream, when this route declares it
         self._dead_letter_stream_checked = False
         self._batch = max(1, min(batch, config.max_ack_pending))
         self._fetch_timeout = fetch_timeout
@@ -122,7 +126,7 @@ class ReverseRoute:
         self._template: KeyTemplate | None = to.key_template
         self.target = reverse_target(target_source, to, label=self.key)
         self.durable = durable_name(service, config)
-        self.lease = lease or RouteLease(js, lease_key(config.stream, self.durable))
+        self.lease = lease or RouteLease(js, lease_key(config.stream, self.durable), replicas=state_replicas)
         self.stats = ReverseStats()
         self._stopping = asyncio.Event()
         self._logged_reason = ""
@@ -135,13 +139,6 @@ class ReverseRoute:
     def stop(self) -> None:
         """Ask `run()` to return once the batch in flight is settled; safe from any task."""
         self._stopping.set()
-
-    def use_dead_letters(self, config: DeadLetterConfig, replicas: int) -> None:
-        """Where refused messages go: the mapping file's `dead_letters`, as the forward routes'
-        (the bridge's controller sets it before the route runs)."""
-        self.dead_letters = config
-        self._dead_letter_replicas = replicas
-        self._dead_letter_stream_checked = False
 
     async def run(self) -> None:
         """Copy messages until `stop()`. Raises ReverseConsumerError when JetStream refuses the
@@ -160,12 +157,16 @@ class ReverseRoute:
         try:
             await self._check_target()
             while not self._stopping.is_set():
-                if not self.lease.held and not await self.lease.acquire(self._stopping, self._standing_by):
-                    break
+                if not self.lease.held:
+                    self.stats.writing = False
+                    if not await self.lease.acquire(self._stopping, self._standing_by):
+                        break
+                    self.stats.writing, self.stats.writer = True, self.lease.holder
                 messages = await self._fetch(subscription)
                 if messages:
                     await self._process(messages)
         finally:
+            self.stats.writing = False
             await self.lease.release()
             await self.target.close()
             with contextlib.suppress(NatsError, TimeoutError):
@@ -173,6 +174,7 @@ class ReverseRoute:
             log.info("reverse route %s: stopped (%d written)", self.key, self.stats.written)
 
     def _standing_by(self, holder: str) -> None:
+        self.stats.writer = holder
         log.info("reverse route %s: written by %s; this bridge stands by to take over", self.key, holder)
 
     # ------------------------------------------------------------------ reading
@@ -354,7 +356,7 @@ class ReverseRoute:
         not every mapping file has; declared here like there otherwise."""
         if self._dead_letter_stream_checked:
             return
-        await declare_streams(self._js, [self.dead_letters.stream_config(self._dead_letter_replicas)])
+        await declare_streams(self._js, [self.dead_letters.stream_config(self._state_replicas)])
         self._dead_letter_stream_checked = True
 
     def _log_failure(self, reason: str, consequence: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -180,6 +181,7 @@ services:
         if leg["durable_state"]["acked_through"] == 21:  # 20 records copied, then the one from NATS
             break
     assert (leg["runs"], leg["durable_state"]["exists"], leg["durable_state"]["acked_through"]) == (True, True, 21), out
+    assert leg["writer"].startswith(f"{socket.gethostname()}:"), out  # the bridge holding the route's lease
     code, out = await cli(
         "reverse", service, "to-kafka", str(mapping), "--to", "off", "--reason", "test", "--wait", "20s",
         user="operator",

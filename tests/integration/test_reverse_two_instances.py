@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from test_reverse_routes import drained, rabbit, read_queue, until
 
 from bridge.config.services import ReverseRouteConfig, ReverseTo
-from bridge.reverse.lease import RouteLease, lease_key
+from bridge.reverse.lease import RouteLease, lease_holder, lease_key
 from bridge.reverse.route import ReverseRoute
 
 pytestmark = [pytest.mark.nats, pytest.mark.rabbitmq]
@@ -76,14 +76,22 @@ async def test_two_instances_write_in_the_streams_order_and_hand_over_when_the_w
         await until(lambda: drained(jetstream, one), "first half written")
         writer, standby = (one, two) if one.stats.written else (two, one)
         assert (writer.stats.written, standby.stats.written) == (MESSAGES, 0)  # one writer at a time
+        # Each tells who writes (/status, the reverse_route_writing metric), and status reads the lease.
+        assert (writer.stats.writing, standby.stats.writing) == (True, False)
+        assert writer.stats.writer == standby.stats.writer == writer.lease.holder
+        holder = await lease_holder(jetstream, writer.lease.key, bucket=f"leases_{s}")
+        assert holder == writer.lease.holder
         # The writer's bridge is stopped: it lets its lease go and the other takes over at once.
         writer.stop()
         await asyncio.wait_for(tasks[writer], 30)
         await publish(jetstream, s, MESSAGES, MESSAGES)
         await until(lambda: drained(jetstream, one), "second half written", timeout=30)
         assert standby.stats.written == MESSAGES
+        assert (writer.stats.writing, standby.stats.writing) == (False, True)
+        assert await lease_holder(jetstream, writer.lease.key, bucket=f"leases_{s}") == standby.lease.holder
         standby.stop()
         await asyncio.wait_for(tasks[standby], 30)
+        assert await lease_holder(jetstream, writer.lease.key, bucket=f"leases_{s}") is None  # released
         bodies = [m.body.decode() for m in await read_queue(channel, "legacy-consumer", 2 * MESSAGES)]
         assert sorted(bodies, key=lambda b: int(b.split("-")[1])) == [f"body-{i}" for i in range(2 * MESSAGES)]
         assert inversions(bodies) == 0

@@ -607,6 +607,7 @@ def test_alert_rules_cover_the_bridges_failure_modes() -> None:
         "nats_bridge_route_stalled",
         "nats_bridge_ready",
         "nats_bridge_messages_dead_lettered_total",
+        "nats_bridge_reverse_route_writing",
         "up",
     }
     assert required <= used, f"no alert uses {sorted(required - used)}"
