@@ -25,6 +25,7 @@ from bridge.jetstream.consumer_state import ConsumerPlace
 from bridge.reverse.lease import lease_holder, lease_key
 
 _LOOK_FAILURES: tuple[type[BaseException], ...] = (*BROKER_ERRORS, OSError, TimeoutError, BridgeError)
+_WRITER_LOOK_FAILURES: tuple[type[BaseException], ...] = (*_LOOK_FAILURES, NatsError)
 REVERSE_PREFIX = "nats-bridge-reverse-"  # the durable names reverse routes derive (ReverseRouteConfig.durable_name)
 
 
@@ -76,7 +77,7 @@ async def reverse_legs(js: JetStreamContext, config: BridgeConfig, service: str,
 async def _writer(js: JetStreamContext, stream: str, durable: str) -> str:
     try:
         holder = await lease_holder(js, lease_key(stream, durable))
-    except (*_LOOK_FAILURES, NatsError) as error:
+    except _WRITER_LOOK_FAILURES as error:
         return f"unknown ({error or type(error).__name__})"
     return holder or "-"
 
