@@ -36,7 +36,7 @@ from bridge.mapping import (
     MappingError,
     content_hash,
 )
-from bridge.message import EncodedHeaders, KafkaOrigin, OutboundMessage, SourceMessage
+from bridge.message import AmqpOrigin, EncodedHeaders, KafkaOrigin, OutboundMessage, SourceMessage
 from bridge.routing import TemplateRenderError
 
 REASON_HEADER = "Bridge-Dlq-Reason"
@@ -61,6 +61,7 @@ class DeadLetterReason(StrEnum):
     PAYLOAD_TOO_LARGE = "payload-too-large"  # over the server's max_payload
     REFUSED = "refused"  # the client or JetStream refuses this message for good
     NO_STREAM = "no-stream"  # no stream captures the subject it maps to
+    UNREADABLE = "unreadable"  # the source cannot hand over its content (a stream offset RabbitMQ cannot deliver)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +82,15 @@ class DeadLetters:
         self.bucket = config.payload_bucket
         self._route = route
 
-    def for_unmappable(self, message: SourceMessage, error: str) -> DeadLetter:
-        """A message the route cannot map: keep the source's payload and headers as they came."""
+    def for_unmappable(
+        self, message: SourceMessage, error: str, reason: DeadLetterReason = DeadLetterReason.UNMAPPABLE
+    ) -> DeadLetter:
+        """A message the route cannot map (or the source cannot read, `unreadable`): keep the
+        source's payload and headers as they came (an unreadable one has neither)."""
         headers = metadata_headers(message)
         if message.headers:
             merge_headers(headers, encode_headers(message.headers))
-        return self._letter(DeadLetterReason.UNMAPPABLE, error, message.body or b"", headers, self._id(message))
+        return self._letter(reason, error, message.body or b"", headers, self._id(message))
 
     def for_refused(self, outbound: OutboundMessage, reason: DeadLetterReason, error: str) -> DeadLetter:
         """A mapped message that cannot be stored where it was meant to go."""
@@ -131,7 +135,13 @@ class DeadLetters:
         return DeadLetter(letter.reason, letter.error, slim, payload=message.payload)
 
     def _id(self, message: SourceMessage) -> str:
-        """The route's Msg-Id when it can be built; otherwise one from the message's coordinates."""
+        """The route's Msg-Id when it can be built; otherwise one from the message's coordinates.
+
+        A message the source could not read has only coordinates: a route's template rendered
+        from them (or a content hash of nothing) could be the same for two such messages."""
+        origin = message.origin
+        if message.unreadable is not None and isinstance(origin, AmqpOrigin) and origin.stream_offset is not None:
+            return f"{origin.queue}/{origin.stream_offset}"
         try:
             return self._route.msg_id(message)
         except (MappingError, TemplateRenderError):

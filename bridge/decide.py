@@ -96,6 +96,9 @@ def filtered_reason(route: CompiledRoute, message: SourceMessage) -> str | None:
 
 def decide(route: CompiledRoute, message: SourceMessage, context: DecideContext) -> Verdict:
     """The verdict of `route` on `message`."""
+    if message.unreadable is not None:
+        # The source could not read it: nothing to map, but its position must not be lost.
+        return _undeliverable(route, None, DeadLetterReason.UNREADABLE, message.unreadable)
     why_filtered = filtered_reason(route, message)
     if why_filtered is not None:
         return Verdict(Fate.FILTERED, detail=why_filtered, body_size=len(message.body or b""))

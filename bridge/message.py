@@ -49,11 +49,15 @@ class SourceMessage:
 
     `body` is None only for a Kafka tombstone. `headers` keeps the source's order and
     duplicates (Kafka allows repeated keys); values are as the client delivered them.
+    `unreadable` is set, with the reason, for a position the source knows holds a message it
+    cannot read (a stream offset RabbitMQ cannot deliver over AMQP 0-9-1): the message is then
+    only its origin, and bridge.decide dead-letters it rather than have it lost or stall its lane.
     """
 
     origin: KafkaOrigin | AmqpOrigin
     body: bytes | None
     headers: tuple[tuple[str, Any], ...] = ()
+    unreadable: str | None = None
 
 
 @per_message

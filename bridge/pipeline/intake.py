@@ -199,7 +199,8 @@ class Intake:
             elif outbound is None:
                 entry = LaneEntry(SKIPPED, lane, received.position)
                 lane.entries.append(entry)
-                self._rejections.unmappable(lane, entry, message, verdict.detail)
+                reason = verdict.reason or DeadLetterReason.UNMAPPABLE
+                self._rejections.unmappable(lane, entry, message, verdict.detail, reason)
             else:
                 entry = LaneEntry(outbound, lane, received.position)
                 lane.entries.append(entry)

@@ -88,9 +88,17 @@ class Rejections:
         self._rejections.append(Rejection(lane, entry, reason, error, outbound=outbound))
         self._wake()
 
-    def unmappable(self, lane: LaneState, entry: LaneEntry, message: SourceMessage, error: str) -> None:
-        """`message` (queued as `entry`, unsent) cannot be mapped to an outbound message."""
-        self._rejections.append(Rejection(lane, entry, DeadLetterReason.UNMAPPABLE, error, message=message))
+    def unmappable(
+        self,
+        lane: LaneState,
+        entry: LaneEntry,
+        message: SourceMessage,
+        error: str,
+        reason: DeadLetterReason = DeadLetterReason.UNMAPPABLE,
+    ) -> None:
+        """`message` (queued as `entry`, unsent) cannot be mapped to an outbound message (or, with
+        `reason` unreadable, the source could not read it)."""
+        self._rejections.append(Rejection(lane, entry, reason, error, message=message))
         self._wake()
 
     def check_captured(self, lane: LaneState, entry: LaneEntry) -> None:
@@ -154,7 +162,7 @@ class Rejections:
 
     async def _dead_letter(self, rejection: Rejection, dead_letters: DeadLetters) -> DeadLetter | None:
         if rejection.message is not None:
-            letter = dead_letters.for_unmappable(rejection.message, rejection.error)
+            letter = dead_letters.for_unmappable(rejection.message, rejection.error, rejection.reason)
         else:
             assert rejection.outbound is not None
             letter = dead_letters.for_refused(rejection.outbound, rejection.reason, rejection.error)

@@ -466,7 +466,8 @@ async def test_stream_route_survives_a_rabbitmq_restart_without_replaying(
         - {{name: r, source: rabbit, from: {{queue: events, mode: stream, stream_offset: first}},
             to: "{stream.lower()}.events"}}
         """
-    running = RunningBridge(mapping(nats_url, rabbit_vhost_url, stream, routes))
+    dead_letters = f'dead_letters: {{stream: {stream}_DLQ, subject_prefix: "{stream.lower()}-dlq"}}\nsources:'
+    running = RunningBridge(mapping(nats_url, rabbit_vhost_url, stream, routes).replace("sources:", dead_letters, 1))
     async with running:
         await until(lambda: _at_least(nc, stream, 3_000), bridge=running)
         await asyncio.to_thread(brokers_local.brokers, "restart", "rabbitmq")
@@ -490,3 +491,4 @@ async def test_stream_route_survives_a_rabbitmq_restart_without_replaying(
     await connection.close()
     offsets = [int(headers["Amqp-Stream-Offset"]) for _, headers, _ in await stored(nc, stream)]
     assert offsets == list(range(length)), "every offset once, in order: no replay after the reconnect"
+    assert await count(nc, f"{stream}_DLQ") == 0, "a restart closes connections, but never dead-letters an offset"

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from bridge.config import BridgeConfig, load_config_text
-from bridge.deadletters import DeadLetterReason
+from bridge.deadletters import DeadLetterReason, DeadLetters
 from bridge.decide import DecideContext, Fate, decide
 from bridge.explain import explain_kafka, format_explanation
 from bridge.headers import ORIGIN_HEADER
@@ -136,3 +136,39 @@ def test_explain_says_filtered_for_a_tombstone_the_route_skips() -> None:
     assert "Nats-Msg-Id" not in text
     kept = format_explanation(explain_kafka(config(), topic="orders", key=b"k", body=None))
     assert "subject      orders.k" in kept
+
+
+def unreadable_offset(offset: int = 5) -> SourceMessage:
+    """A stream offset the source knows holds a message it cannot read (bridge.brokers.rabbitmq.unreadable)."""
+    origin = AmqpOrigin(exchange="", routing_key="", queue="events", stream_offset=offset)
+    return SourceMessage(origin, b"", unreadable=f"RabbitMQ closes the connection at offset {offset}")
+
+
+@pytest.mark.parametrize(("on_error", "fate"), [("dead-letter", Fate.DEAD_LETTER), ("skip", Fate.SKIP)])
+def test_a_message_the_source_cannot_read_gets_the_routes_on_error_and_says_why(on_error: str, fate: Fate) -> None:
+    text = textwrap.dedent(MAPPING % {"to": "orders.x", "on_error": "dead-letter", "tombstones": ""})
+    text = text.replace('to: "orders.amqp"', f'to: "orders.amqp"\n        on_error: {on_error}')
+    verdict = decide(route(load_config_text(text, "test.yaml", {}), 1), unreadable_offset(), DecideContext())
+    assert verdict.fate is fate
+    assert verdict.reason is DeadLetterReason.UNREADABLE
+    assert verdict.outbound is None
+    assert verdict.detail == "RabbitMQ closes the connection at offset 5"
+
+
+def test_the_dead_letter_of_an_unreadable_offset_is_named_by_queue_and_offset_whatever_the_msg_id_template() -> None:
+    """Its Msg-Id must be deterministic (a retry is stored once) and differ per offset: a template
+    or a content hash of a message that is only its coordinates could not promise that."""
+    text = textwrap.dedent(MAPPING % {"to": "orders.x", "on_error": "dead-letter", "tombstones": ""})
+    text = text.replace('to: "orders.amqp"', 'to: "orders.amqp"\n        msg_id: "{message_id}"')
+    cfg = load_config_text(text, "test.yaml", {})
+    compiled = route(cfg, 1)
+    letters = DeadLetters(cfg.dead_letters, compiled)
+    ids = []
+    for offset in (5, 6):
+        message = unreadable_offset(offset)
+        letter = letters.for_unmappable(message, message.unreadable or "", DeadLetterReason.UNREADABLE)
+        ids.append(letter.message.msg_id)
+        assert letter.message.payload == b""
+        assert letter.message.headers["Bridge-Dlq-Reason"] == "unreadable"
+        assert letter.message.headers["Amqp-Stream-Offset"] == str(offset)
+    assert ids == ["dlq:svc/amqp/events/5", "dlq:svc/amqp/events/6"]

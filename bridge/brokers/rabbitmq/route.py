@@ -40,7 +40,9 @@ class RabbitMQRoute:
         return self.config.effective_vhost
 
     def source(self) -> RabbitMQRouteSource:
-        return RabbitMQRouteSource(self.name, self.config, self.subscription, self.queue)
+        return RabbitMQRouteSource(
+            self.name, self.config, self.subscription, self.queue, route=f"{self.service}/{self.route}"
+        )
 
     async def backlog(self) -> Backlog:
         if self.subscription.effective_mode is RabbitMQMode.STREAM:

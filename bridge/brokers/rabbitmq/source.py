@@ -20,6 +20,12 @@ each connection is an *epoch*: its deliveries form one lane (delivery tags are p
 channel), and when it dies the lane is revoked — RabbitMQ redelivers what was unacked, with
 the same Nats-Msg-Id — and the next epoch starts a new lane. A stream route is one lane
 for good (its positions are stream offsets) and resumes after the last offset received.
+
+A connection that dies before anything arrives is reopened after a pause (doubling to 5 s),
+never in a tight loop. A stream route whose connection RabbitMQ closes with INTERNAL_ERROR
+again and again at one resume point is stuck on a message RabbitMQ cannot deliver over AMQP
+0-9-1: `unreadable.locate` finds its offset; the messages before it are handed over, then the
+offset as an unreadable message (the route's `on_error`: a dead letter), and it resumes after.
 """
 
 from __future__ import annotations
@@ -40,6 +46,13 @@ from aiormq.abc import DeliveredMessage
 from bridge.brokers.rabbitmq.client import amqp_url, next_reconnect_delay, open_connection, reply_text
 from bridge.brokers.rabbitmq.deliveries import DeliveryFrames
 from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, stream_offset_of
+from bridge.brokers.rabbitmq.unreadable import (
+    STALLS_BEFORE_SEARCH,
+    StreamStall,
+    is_internal_error,
+    locate,
+    unreadable_messages,
+)
 from bridge.config.routes import FromRabbitMQ, RabbitMQMode
 from bridge.config.sources import RabbitMQSource
 from bridge.errors import RabbitMQConnectError, SourceUnavailableError, SourceUnreachableError
@@ -60,8 +73,10 @@ class RabbitMQRouteSource:
         queue: str,
         *,
         reconnect_delay: float = 1.0,
+        route: str = "",
     ) -> None:
         self.name = name
+        self._label = f"route {route} (source {name})" if route else f"source {name}"
         self._source = source
         self._subscription = subscription
         self._queue = queue
@@ -78,6 +93,11 @@ class RabbitMQRouteSource:
         self._closing = False
         self._stream_next: int | None = None  # stream mode: the offset to resume from
         self._stream_tags: deque[tuple[int, int]] = deque()  # stream mode: (offset, delivery tag)
+        self._received_in_epoch = 0  # messages fetched from the current connection
+        self._close_error: BaseException | None = None  # why the current connection closed
+        self._quiet_delay = reconnect_delay  # the pause before reopening a connection that got nothing
+        self._stall = StreamStall()  # stream mode: INTERNAL_ERROR closes in a row at one resume point
+        self._handover: deque[Received] = deque()  # stream mode: read while locating an unreadable offset
         self.stable_positions = self._mode is RabbitMQMode.STREAM
         self.settle_after: int | None = max(1, source.prefetch // 4)
         self.unread: int | None = None  # the queue's ready messages, as of the last backlog()
@@ -111,6 +131,8 @@ class RabbitMQRouteSource:
     async def fetch(self, max_messages: int, wait: float) -> Sequence[Received]:
         if self._lost.is_set() and not self._closing:
             await self._recover()
+        if self._handover:
+            return [self._handover.popleft() for _ in range(min(max_messages, len(self._handover)))]
         if not self._buffer:
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
@@ -163,6 +185,8 @@ class RabbitMQRouteSource:
         """The queue's ready messages (a passive declare), which doubles as the check that
         RabbitMQ answers; raises SourceUnavailableError when it does not."""
         connection = self._connection
+        if self._stall.count:  # connected between two closes, but stuck all the same: say why
+            raise SourceUnavailableError(self._stall_text())
         if connection is None or connection.is_closed or self._lost.is_set():
             raise SourceUnavailableError(f"source '{self.name}': not connected (reconnecting)")
         try:
@@ -175,7 +199,9 @@ class RabbitMQRouteSource:
             finally:
                 if not probe.is_closed:
                     await probe.close()
-        except (aiormq.exceptions.AMQPError, ConnectionError) as error:
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+            # RuntimeError: aiormq's "connection closed", when it closed since the check above; left
+            # out, it failed the monitor's whole look at every route.
             raise SourceUnavailableError(f"source '{self.name}': RabbitMQ does not answer: {error}") from None
         if self._mode is RabbitMQMode.STREAM:
             # A stream's message count is everything it retains, read or not: no backlog figure.
@@ -206,6 +232,8 @@ class RabbitMQRouteSource:
             await self._declare(channel)
             underlay = await channel.get_underlay_channel()
             self._epoch += 1
+            self._received_in_epoch = 0
+            self._close_error = None
             self._lost.clear()
             self._buffer.clear()
             self._stream_tags.clear()
@@ -263,7 +291,9 @@ class RabbitMQRouteSource:
             return start
         return datetime.fromisoformat(str(start))
 
-    def _on_close(self, *_args: object) -> None:
+    def _on_close(self, _sender: object = None, error: BaseException | None = None) -> None:
+        if error is not None and (self._close_error is None or is_internal_error(error)):
+            self._close_error = error  # the connection's and the channel's: the broker's own reason wins
         if not self._closing:
             self._lost.set()
             self._arrived.set()
@@ -278,6 +308,7 @@ class RabbitMQRouteSource:
                 await self._connection.close()
         self._connection = self._channel = None
         self._underlay = None
+        await self._after_loss()
         delay = self._reconnect_delay
         while not self._closing:
             try:
@@ -295,6 +326,49 @@ class RabbitMQRouteSource:
             log.info("source %s: reconnected to RabbitMQ", self.name)
             return
 
+    async def _after_loss(self) -> None:
+        """Before reconnecting: pause if the lost connection got nothing (no tight loop of
+        connections the broker closes at once), and, for a stream, look for a message RabbitMQ
+        cannot deliver once it has closed the connection with INTERNAL_ERROR at one resume
+        point STALLS_BEFORE_SEARCH times in a row."""
+        if self._received_in_epoch:
+            self._quiet_delay = self._reconnect_delay
+            self._stall.reset()
+            return
+        if self._mode is RabbitMQMode.STREAM:
+            stalls = self._stall.closed(self._stream_start(), self._close_error)
+            if stalls:
+                log.warning("%s; retrying in %.1fs", self._stall_text(), self._quiet_delay)
+            if stalls and stalls % STALLS_BEFORE_SEARCH == 0:  # again every few, should a search find nothing
+                await self._locate_unreadable()
+                if self._handover:
+                    self._quiet_delay = self._reconnect_delay
+                    return
+        await asyncio.sleep(self._quiet_delay)
+        self._quiet_delay = next_reconnect_delay(self._quiet_delay)
+
+    def _stall_text(self) -> str:
+        return self._stall.describe(self._label, self._queue)
+
+    async def _locate_unreadable(self) -> None:
+        """Find the offset RabbitMQ cannot deliver; queue the messages before it and the offset
+        itself (an unreadable message) to be handed over, and resume after it."""
+        source = self._source
+
+        async def connect() -> AbstractConnection:
+            return await open_connection(source, connect_timeout=10, heartbeat=int(source.heartbeat.total_seconds()))
+
+        start = self._stream_start()
+        found = await locate(connect, self._queue, start, source.prefetch)
+        for delivered in found.delivered:
+            received = self._received(delivered, self._queue, stream=True, tagged=False)
+            if received is not None:
+                self._handover.append(received)
+        self._handover.extend(unreadable_messages(found, self._label, self._queue, start))
+        if self._handover:
+            self._stream_next = self._handover[-1].position + 1
+            self._stall.reset()
+
     # ------------------------------------------------------------------ deliveries
 
     def _on_delivered(self, message: DeliveredMessage) -> None:
@@ -305,7 +379,7 @@ class RabbitMQRouteSource:
         """aiormq's consumer callback; DeliveryFrames takes the deliveries before it would run."""
         self._on_delivered(message)
 
-    def _received(self, delivered: DeliveredMessage, lane: Lane, stream: bool) -> Received | None:
+    def _received(self, delivered: DeliveredMessage, lane: Lane, stream: bool, tagged: bool = True) -> Received | None:
         delivery = delivered.delivery
         properties = delivered.header.properties
         tag = int(delivery.delivery_tag or 0)  # type: ignore[union-attr]
@@ -316,8 +390,10 @@ class RabbitMQRouteSource:
             if offset is None:
                 log.error("source %s: stream delivery without x-stream-offset; not settled", self.name)
                 return None
-            self._stream_tags.append((offset, tag))
+            if tagged:  # untagged: read on another connection, which acknowledged it already
+                self._stream_tags.append((offset, tag))
             self._stream_next = offset + 1
+        self._received_in_epoch += 1
         # A message a reverse route wrote too: bridge.decide filters it.
         message = amqp_message(delivered, self._queue, headers, offset)
         return Received(lane, offset if offset is not None else tag, message)
