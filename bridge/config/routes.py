@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -80,6 +81,25 @@ class FromRabbitMQ(Strict):
         "next",
         description="Where a stream route starts: first | last | next | an offset | an ISO timestamp.",
     )
+
+    @field_validator("stream_offset")
+    @classmethod
+    def _known_start(cls, value: str | int) -> str | int:
+        """A word, an offset or an ISO 8601 time: anything else would fail only at the route's
+        first connect, and a typo of `first` must not silently mean something else."""
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("an offset is 0 or more")
+            return value
+        if value.isdigit() or value in ("first", "last", "next"):
+            return value
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"'{value}' is none of first, last, next, an offset or an ISO 8601 time (2026-12-06T10:00:00Z)"
+            ) from None
+        return value
 
     @property
     def effective_mode(self) -> RabbitMQMode:

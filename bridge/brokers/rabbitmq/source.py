@@ -35,7 +35,6 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -46,6 +45,7 @@ from aiormq.abc import DeliveredMessage
 from bridge.brokers.rabbitmq.client import amqp_url, next_reconnect_delay, open_connection, reply_text
 from bridge.brokers.rabbitmq.deliveries import DeliveryFrames
 from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, stream_offset_of
+from bridge.brokers.rabbitmq.stream_position import StreamPosition, configured_start
 from bridge.brokers.rabbitmq.unreadable import (
     STALLS_BEFORE_SEARCH,
     StreamStall,
@@ -91,7 +91,7 @@ class RabbitMQRouteSource:
         self._arrived = asyncio.Event()
         self._lost = asyncio.Event()
         self._closing = False
-        self._stream_next: int | None = None  # stream mode: the offset to resume from
+        self._stream = StreamPosition(configured_start(subscription.stream_offset))  # stream mode: where to attach
         self._stream_tags: deque[tuple[int, int]] = deque()  # stream mode: (offset, delivery tag)
         self._received_in_epoch = 0  # messages fetched from the current connection
         self._close_error: BaseException | None = None  # why the current connection closed
@@ -125,7 +125,7 @@ class RabbitMQRouteSource:
         if self._mode is RabbitMQMode.STREAM:
             stored = await owner.lanes_assigned([self._queue])
             if self._queue in stored and stored[self._queue] >= 0:
-                self._stream_next = stored[self._queue] + 1  # resume after what is stored
+                self._stream.next_offset = stored[self._queue] + 1  # resume after what is stored
         await self._connect()
 
     async def fetch(self, max_messages: int, wait: float) -> Sequence[Received]:
@@ -242,9 +242,10 @@ class RabbitMQRouteSource:
             self._connection, self._channel, self._underlay = connection, channel, underlay
             arguments: dict[str, Any] = {}
             if self._mode is RabbitMQMode.STREAM:
-                arguments[STREAM_OFFSET_HEADER] = self._stream_start()
+                arguments[STREAM_OFFSET_HEADER] = self._stream.start
             DeliveryFrames.install(underlay, self._on_delivered)  # before the consume: all its deliveries
             await underlay.basic_consume(self._queue, self._on_delivery, no_ack=False, arguments=arguments)
+            self._stream.attached()
         except aiormq.exceptions.ChannelNotFoundEntity as error:
             await connection.close()
             raise SourceUnavailableError(f"source '{self.name}': {reply_text(error)}") from None
@@ -280,16 +281,6 @@ class RabbitMQRouteSource:
         else:
             for key in subscription.bindings:
                 await queue.bind(exchange, routing_key=key)
-
-    def _stream_start(self) -> Any:
-        if self._stream_next is not None:
-            return self._stream_next
-        start = self._subscription.stream_offset
-        if isinstance(start, int) or (isinstance(start, str) and start.isdigit()):
-            return int(start)
-        if start in ("first", "last", "next"):
-            return start
-        return datetime.fromisoformat(str(start))
 
     def _on_close(self, _sender: object = None, error: BaseException | None = None) -> None:
         if error is not None and (self._close_error is None or is_internal_error(error)):
@@ -336,7 +327,7 @@ class RabbitMQRouteSource:
             self._stall.reset()
             return
         if self._mode is RabbitMQMode.STREAM:
-            stalls = self._stall.closed(self._stream_start(), self._close_error)
+            stalls = self._stall.closed(self._stream.start, self._close_error)
             if stalls:
                 log.warning("%s; retrying in %.1fs", self._stall_text(), self._quiet_delay)
             if stalls and stalls % STALLS_BEFORE_SEARCH == 0:  # again every few, should a search find nothing
@@ -358,7 +349,7 @@ class RabbitMQRouteSource:
         async def connect() -> AbstractConnection:
             return await open_connection(source, connect_timeout=10, heartbeat=int(source.heartbeat.total_seconds()))
 
-        start = self._stream_start()
+        start = self._stream.start
         found = await locate(connect, self._queue, start, source.prefetch)
         for delivered in found.delivered:
             received = self._received(delivered, self._queue, stream=True, tagged=False)
@@ -366,7 +357,7 @@ class RabbitMQRouteSource:
                 self._handover.append(received)
         self._handover.extend(unreadable_messages(found, self._label, self._queue, start))
         if self._handover:
-            self._stream_next = self._handover[-1].position + 1
+            self._stream.next_offset = self._handover[-1].position + 1
             self._stall.reset()
 
     # ------------------------------------------------------------------ deliveries
@@ -392,7 +383,7 @@ class RabbitMQRouteSource:
                 return None
             if tagged:  # untagged: read on another connection, which acknowledged it already
                 self._stream_tags.append((offset, tag))
-            self._stream_next = offset + 1
+            self._stream.next_offset = offset + 1
         self._received_in_epoch += 1
         # A message a reverse route wrote too: bridge.decide filters it.
         message = amqp_message(delivered, self._queue, headers, offset)
