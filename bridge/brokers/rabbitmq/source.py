@@ -13,7 +13,9 @@ aio-pika opens the connection and declares the topology (readable, well-kept); d
 and acks use its underlying aiormq channel directly, because aio-pika's message wrapper
 decodes `expiration` and `timestamp` lossily and costs time per message, and the deliveries
 are put together from the channel's frames as they arrive (`deliveries.DeliveryFrames`)
-rather than by aiormq's task per message. aio-pika's
+rather than by aiormq's task per message; outside stream mode, the connection's receiver
+decodes each delivery complete in its buffer straight into the pipeline's message
+(`direct.py`), and each delivery is made into its `Received` as it arrives. aio-pika's
 *robust* reconnect is deliberately not used: on reconnect it replays stream queues from
 the original offset and hides that in-flight deliveries died with the channel. Instead,
 each connection is an *epoch*: its deliveries form one lane (delivery tags are per
@@ -39,7 +41,7 @@ from aiormq.abc import DeliveredMessage
 
 from bridge.brokers.rabbitmq.client import amqp_url, next_reconnect_delay, open_connection, reply_text
 from bridge.brokers.rabbitmq.deliveries import DeliveryFrames
-from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, stream_offset_of
+from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, direct_message, stream_offset_of
 from bridge.config.routes import FromRabbitMQ, RabbitMQMode
 from bridge.config.sources import RabbitMQSource
 from bridge.errors import RabbitMQConnectError, SourceUnavailableError, SourceUnreachableError
@@ -72,7 +74,9 @@ class RabbitMQRouteSource:
         self._channel: AbstractChannel | None = None
         self._underlay: aiormq.abc.AbstractChannel | None = None
         self._epoch = 0
-        self._buffer: deque[DeliveredMessage] = deque()
+        # Stream mode: deliveries, made into Received as fetched (that moves the resume offset).
+        # Otherwise: each delivery's Received, made as it arrives, in its connection's lane.
+        self._buffer: deque[Any] = deque()
         self._arrived = asyncio.Event()
         self._lost = asyncio.Event()
         self._closing = False
@@ -115,13 +119,17 @@ class RabbitMQRouteSource:
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), wait)
-        batch: list[Received] = []
         buffer = self._buffer
+        if self._mode is not RabbitMQMode.STREAM:
+            if len(buffer) <= max_messages:
+                batch = list(buffer)
+                buffer.clear()
+                return batch
+            return [buffer.popleft() for _ in range(max_messages)]
+        batch = []
         lane = self.lane
-        stream = self._mode is RabbitMQMode.STREAM
         while buffer and len(batch) < max_messages:
-            delivered = buffer.popleft()
-            received = self._received(delivered, lane, stream)
+            received = self._received(buffer.popleft(), lane, True)
             if received is not None:
                 batch.append(received)
         return batch
@@ -215,7 +223,11 @@ class RabbitMQRouteSource:
             arguments: dict[str, Any] = {}
             if self._mode is RabbitMQMode.STREAM:
                 arguments[STREAM_OFFSET_HEADER] = self._stream_start()
-            DeliveryFrames.install(underlay, self._on_delivered)  # before the consume: all its deliveries
+            # Before the consume: all its deliveries.
+            if self._mode is RabbitMQMode.STREAM:
+                DeliveryFrames.install(underlay, self._on_delivered)
+            else:
+                DeliveryFrames.install(underlay, self._on_delivered, self._on_direct)
             await underlay.basic_consume(self._queue, self._on_delivery, no_ack=False, arguments=arguments)
         except aiormq.exceptions.ChannelNotFoundEntity as error:
             await connection.close()
@@ -298,7 +310,25 @@ class RabbitMQRouteSource:
     # ------------------------------------------------------------------ deliveries
 
     def _on_delivered(self, message: DeliveredMessage) -> None:
-        self._buffer.append(message)
+        if self._mode is RabbitMQMode.STREAM:
+            self._buffer.append(message)
+        else:
+            self._buffer.append(self._received(message, self.lane, False))
+        self._arrived.set()
+
+    def _on_direct(
+        self,
+        tag: int,
+        redelivered: bool,
+        exchange: str,
+        routing_key: str,
+        properties: dict[str, Any],
+        headers: dict[str, Any] | None,
+        body: bytes,
+    ) -> None:
+        """A delivery the receiver decoded whole (direct.py): its Received, as `_received` makes it."""
+        message = direct_message(exchange, routing_key, self._queue, properties, headers, redelivered, body)
+        self._buffer.append(Received((self._queue, self._epoch), tag, message))
         self._arrived.set()
 
     async def _on_delivery(self, message: DeliveredMessage) -> None:
