@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import aiormq.abc
 import pamqp.frame
+from aiormq.abc import TaskWrapper
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pamqp import commands as spec
@@ -220,7 +221,7 @@ async def test_a_closed_channels_deliveries_go_the_frame_by_frame_way() -> None:
 
 async def test_deliver_directly_finds_the_receiver_of_the_channels_connection() -> None:
     class Connection:
-        _reader_task: asyncio.Task[None]
+        _reader_task: TaskWrapper
 
     class Channel:
         number = CONSUMER
@@ -235,10 +236,11 @@ async def test_deliver_directly_finds_the_receiver_of_the_channels_connection() 
         async for _ in receiver:
             pass
 
-    Channel.connection._reader_task = asyncio.create_task(iterate())
+    task = asyncio.create_task(iterate())
+    Channel.connection._reader_task = TaskWrapper(task)  # as aiormq's Connection keeps it
     await asyncio.sleep(0)
     assert frames.deliver_directly(cast(aiormq.abc.AbstractChannel, Channel()), target)
     assert receiver._direct == {CONSUMER: target}
-    Channel.connection._reader_task.cancel()
+    task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await Channel.connection._reader_task
+        await task

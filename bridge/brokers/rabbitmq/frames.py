@@ -172,7 +172,8 @@ def deliver_directly(channel: aiormq.abc.AbstractChannel, target: direct.DirectC
     """Have the receiver of `channel`'s connection take the channel's complete deliveries to
     `target`; False (nothing changed) when that connection does not read with this receiver."""
     task = getattr(channel.connection, "_reader_task", None)
-    receiver = _READERS.get(task) if task is not None else None
+    task = getattr(task, "task", task)  # aiormq wraps its tasks (aiormq.abc.TaskWrapper)
+    receiver = _READERS.get(task) if isinstance(task, asyncio.Task) else None
     if receiver is None:
         return False
     receiver.deliver_directly(channel.number, target)
