@@ -8,10 +8,13 @@ import asyncio
 import contextlib
 import datetime
 import decimal
+import struct
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import aiormq.abc
+import pamqp.decode
+import pamqp.encode
 import pamqp.frame
 from aiormq.abc import TaskWrapper
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +25,7 @@ from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
 from pydantic import SecretStr
 
-from bridge.brokers.rabbitmq import frames
+from bridge.brokers.rabbitmq import frame_decode, frames
 from bridge.brokers.rabbitmq.deliveries import DeliveryFrames
 from bridge.brokers.rabbitmq.direct import DirectChannel
 from bridge.brokers.rabbitmq.frames import BufferedFrameReceiver
@@ -244,3 +247,34 @@ async def test_deliver_directly_finds_the_receiver_of_the_channels_connection() 
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+simple_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=20)
+)  # what frame_decode decodes in a table itself
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(strings, simple_values, max_size=6),
+    st.integers(0, 200),
+    st.integers(0, 255),
+    st.binary(max_size=8),
+)
+def test_a_headers_table_decoded_without_pamqp_is_what_pamqp_decodes(
+    table: dict[str, Any], where: int, byte: int, after: bytes
+) -> None:
+    """frame_decode's own table decoder takes every table of text, integers, booleans and voids,
+    and whatever it takes, also with a byte changed or more bytes after it, is pamqp's value."""
+    encoded = pamqp.encode.field_table(table)
+    assert frame_decode._table(encoded, 0, len(encoded)) == (len(encoded), pamqp.decode.field_table(encoded)[1])
+    changed = bytearray(encoded + after)
+    if where < len(changed):
+        changed[where] = byte
+    data = bytes(changed)
+    try:
+        fast = frame_decode._table(data, 0, len(data))
+    except (ValueError, IndexError, struct.error):
+        return  # frame_decode hands the frame to pamqp, which decodes or refuses it
+    if fast is not None:
+        assert repr(fast) == repr(pamqp.decode.field_table(data))

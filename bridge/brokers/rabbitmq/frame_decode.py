@@ -7,9 +7,11 @@ time: about 15 Âµs for these two frames (bench/amqp_frames.py), most of the 20 Â
 receiver spent per 100-byte delivery. Here the two layouts are written out, read with `struct`
 at offsets, and the objects are made with `__new__` and plain attribute stores (pamqp makes them
 with `__init__`, whose defaults its decoder then overwrites; Basic.Deliver's `__init__` also runs
-the exchange-name regex, which its decoder never applies). The headers table is still decoded by
-pamqp's own `decode.field_table`, on the same bytes pamqp gives it, so its values are pamqp's to
-the last nested type.
+the exchange-name regex, which its decoder never applies). A headers table of text,
+integers, booleans and voids only (what headers mostly hold) is decoded here too, as pamqp's
+`decode.field_table` decodes those types; any other type, or a value that does not end inside
+the table, has the whole table decoded by pamqp's own `field_table`, on the same bytes pamqp
+gives it, so its values are pamqp's to the last nested type.
 
 Only the usual shape takes this path: a frame whose payload is used up exactly, with Basic's
 class id, weight 0, a single property-flags word, no reserved bit set and UTF-8 strings. Anything
@@ -210,7 +212,8 @@ def header_fields(data: bytes, position: int, stop: int) -> HeaderFields | None:
     if flags & 0x2000:
         # pamqp hands its table decoder the rest of the payload, not just the table: a value
         # inside may read past the table's end, and must read the same bytes here.
-        consumed, headers = _field_table(data[position:stop])
+        table = _table(data, position, stop) or _field_table(data[position:stop])
+        consumed, headers = table
         position += consumed
     if flags & 0x1000:
         values["delivery_mode"] = data[position]
@@ -270,3 +273,70 @@ def header_fields(data: bytes, position: int, stop: int) -> HeaderFields | None:
     if position != stop:
         return None
     return body_size, values, headers, cluster_id
+
+
+_uint32 = struct.Struct(">I").unpack_from
+# The table value types decoded by _table, as pamqp.decode.TABLE_MAPPING reads them: its reader
+# and width (a void: none). 't' is made a bool below, as pamqp's `boolean` does.
+_TABLE_NUMBERS: dict[int, tuple[Any, int]] = {
+    ord("t"): (struct.Struct("B").unpack_from, 1),
+    ord("b"): (struct.Struct(">b").unpack_from, 1),
+    ord("B"): (struct.Struct(">B").unpack_from, 1),
+    ord("s"): (struct.Struct(">h").unpack_from, 2),
+    ord("u"): (struct.Struct(">H").unpack_from, 2),
+    ord("I"): (struct.Struct(">l").unpack_from, 4),
+    ord("i"): (struct.Struct(">L").unpack_from, 4),
+    ord("l"): (struct.Struct(">q").unpack_from, 8),
+    ord("L"): (struct.Struct(">q").unpack_from, 8),
+    ord("V"): (None, 0),
+    0: (None, 0),
+}
+_LONG_STRING = ord("S")
+_BOOLEAN = ord("t")
+
+
+def _table(data: bytes, position: int, stop: int) -> tuple[int, dict[str, Any]] | None:
+    """The field table at `position` as pamqp's `field_table(data[position:stop])` decodes it,
+    when every value is a long string, an integer, a boolean or a void and ends inside the table;
+    None otherwise (pamqp's decoder is then the one to ask). Raises _DECODE_ERRORS."""
+    (length,) = _uint32(data, position)
+    end = position + 4 + length
+    if end > stop:
+        return None
+    position += 4
+    table: dict[str, Any] = {}
+    while position < end:
+        key_length = data[position]
+        position += 1
+        if position + key_length >= end:  # the key and at least its value's type byte
+            return None
+        key = data[position : position + key_length].decode("utf-8")
+        position += key_length
+        kind = data[position]
+        position += 1
+        if kind == _LONG_STRING:
+            if position + 4 > end:
+                return None
+            (size,) = _uint32(data, position)
+            position += 4
+            if position + size > end:
+                return None
+            raw = data[position : position + size]
+            position += size
+            try:
+                value: Any = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                value = raw  # as pamqp's long_str: the bytes, when they are not UTF-8
+        else:
+            number = _TABLE_NUMBERS.get(kind)
+            if number is None:
+                return None
+            read, width = number
+            if position + width > end:
+                return None
+            value = None if read is None else read(data, position)[0]
+            if kind == _BOOLEAN:
+                value = bool(value)
+            position += width
+        table[key] = value
+    return 4 + length, table
