@@ -278,3 +278,25 @@ def test_a_headers_table_decoded_without_pamqp_is_what_pamqp_decodes(
         return  # frame_decode hands the frame to pamqp, which decodes or refuses it
     if fast is not None:
         assert repr(fast) == repr(pamqp.decode.field_table(data))
+
+
+async def test_after_direct_deliveries_the_reader_loop_gets_a_heartbeat_before_the_receiver_waits() -> None:
+    """aiormq's watchdog takes the time of the last frame its loop saw: deliveries taken directly
+    must not make a busy connection look stuck."""
+    reader = asyncio.StreamReader()
+    receiver = BufferedFrameReceiver(reader)
+    got: list[int] = []
+    receiver.deliver_directly(CONSUMER, DirectChannel(lambda: True, lambda tag, *_: got.append(tag)))
+    one_delivery = [
+        (CONSUMER, spec.Basic.Deliver("ctag", 7, False, "orders", "o.new")),
+        (CONSUMER, ContentHeader(0, 2, spec.Basic.Properties())),
+        (CONSUMER, ContentBody(b"hi")),
+    ]
+    reader.feed_data(wire(one_delivery))
+    weight, channel, frame = await asyncio.wait_for(receiver.get_frame(), 5)
+    assert (weight, channel, type(frame)) == (0, 0, Heartbeat)
+    assert got == [7]
+    reader.feed_data(Heartbeat.marshal())
+    reader.feed_eof()
+    weight, channel, frame = await asyncio.wait_for(receiver.get_frame(), 5)
+    assert (weight, channel, type(frame)) == (8, 0, Heartbeat)  # the server's own
