@@ -13,6 +13,12 @@ timestamp and two headers, one body frame) marshalled by pamqp, read in three wa
   receiver was before them), and with every frame decoded by `unmarshal` ("pamqp only": no
   direct ContentBody / Heartbeat either), to show what each shortcut is worth.
 
+Then the whole way into the RabbitMQ source's buffer of Received messages, the same bytes in
+64 KiB chunks: "frame by frame" hands every frame to the consumer channel's DeliveryFrames as
+aiormq's reader loop does (its debug log call, channel lookup and awaited put; DeliveryFrames
+builds the DeliveredMessage, the source its Received with records.amqp_message); "direct" has
+the receiver decode each delivery complete in its buffer straight into the source (direct.py).
+
 Then each kind of frame is decoded alone both ways (timeit, best of R, in microseconds): a
 100-byte body frame, the Basic.Deliver, and the content header, once with the timestamp the
 previous header had (frame_decode keeps the last one it made; every header in the stream above
@@ -30,6 +36,7 @@ import argparse
 import asyncio
 import datetime
 import itertools
+import logging
 import shlex
 import statistics
 import sys
@@ -46,8 +53,15 @@ from pamqp.header import ContentHeader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pydantic import SecretStr
+
 from bridge.brokers.rabbitmq import frame_decode, frames
+from bridge.brokers.rabbitmq.deliveries import DeliveryFrames
+from bridge.brokers.rabbitmq.direct import DirectChannel
 from bridge.brokers.rabbitmq.frames import ORIGINAL_FRAME_RECEIVER, BufferedFrameReceiver
+from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
+from bridge.config.routes import FromRabbitMQ, RabbitMQMode
+from bridge.config.sources import RabbitMQSource
 
 CHUNK = 65536
 
@@ -96,6 +110,50 @@ async def timed(receiver_class: type[Any], data: bytes, frames_expected: int, ch
     if feeder is not None:
         await feeder
     assert count == frames_expected, (count, frames_expected)
+    return elapsed
+
+
+class Channel:
+    """What DeliveryFrames and aiormq's reader loop use of a channel."""
+
+    def __init__(self) -> None:
+        self.frames: asyncio.Queue[Any] = asyncio.Queue()
+        self.is_closed = False
+
+
+async def into_source(data: bytes, deliveries: int, direct: bool) -> float:
+    """Seconds from the first chunk to every delivery in the source's buffer as a Received."""
+    reader = asyncio.StreamReader()
+    receiver = BufferedFrameReceiver(reader)
+    source = RabbitMQSource(type="rabbitmq", url=SecretStr("amqp://guest:guest@localhost/"))
+    route = RabbitMQRouteSource("bench", source, FromRabbitMQ(queue="q", mode=RabbitMQMode.QUEUE), "q")
+    route._epoch = 1
+    channel = Channel()
+    delivery_frames = DeliveryFrames.install(channel, route._on_delivered)  # type: ignore[arg-type]
+    if direct:
+        receiver.deliver_directly(1, DirectChannel(delivery_frames.idle, route._on_direct))
+    channels = {1: channel}
+    log = logging.getLogger("aiormq.connection")
+
+    async def feed() -> None:
+        for start in range(0, len(data), CHUNK):
+            reader.feed_data(data[start : start + CHUNK])
+            if start + CHUNK >= len(data):
+                reader.feed_eof()
+            await asyncio.sleep(0)
+
+    started = time.perf_counter()
+    feeder = asyncio.create_task(feed())
+    async for weight, number, frame in receiver:  # aiormq's Connection.__reader, in short
+        log.debug("Received frame %r in channel #%d weight=%s on %r", frame, number, weight, None)
+        if number == 0:
+            continue
+        ch = channels.get(number)
+        if ch is not None:
+            await ch.frames.put((weight, frame))
+    elapsed = time.perf_counter() - started
+    await feeder
+    assert len(route._buffer) == deliveries, (len(route._buffer), deliveries)
     return elapsed
 
 
@@ -153,6 +211,11 @@ async def main() -> None:
                 frames._decode = direct  # type: ignore[assignment]
         rows += [(mode, name, values) for name, values in samples.items()]
 
+    into: dict[str, list[float]] = {"frame by frame": [], "direct": []}
+    for _ in range(args.repeats):
+        into["frame by frame"].append(await into_source(data, args.deliveries, direct=False))
+        into["direct"].append(await into_source(data, args.deliveries, direct=True))
+
     print(f"{args.deliveries:,} deliveries of 100 B (3 frames each, {len(data) / args.deliveries:.0f} B on the wire)")
     print(f"Python {sys.version.split()[0]}, median of {args.repeats}, µs per delivery")
     medians = {(mode, name): statistics.median(values) * 1e6 / args.deliveries for mode, name, values in rows}
@@ -162,6 +225,13 @@ async def main() -> None:
             value = medians[(mode, name)]
             ratio = "" if name == "aiormq" else f"   aiormq / this: {original / value:.2f}x"
             print(f"  {mode:14}  {name:25} {value:6.2f} µs{ratio}")
+
+    slow = statistics.median(into["frame by frame"]) * 1e6 / args.deliveries
+    fast = statistics.median(into["direct"]) * 1e6 / args.deliveries
+    print(f"  into the source, 64 KiB chunks   frame by frame {slow:6.2f} µs")
+    print(
+        f"  into the source, 64 KiB chunks   direct         {fast:6.2f} µs   frame by frame / this: {slow / fast:.2f}x"
+    )
 
     deliver, header, body = delivery(1)
     other_header = delivery(1, second=1)[1]

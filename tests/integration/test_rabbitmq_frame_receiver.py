@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import random
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import pytest
@@ -16,7 +16,11 @@ from pydantic import SecretStr
 
 from bridge.brokers.rabbitmq.client import open_connection
 from bridge.brokers.rabbitmq.frames import BufferedFrameReceiver
+from bridge.brokers.rabbitmq.source import RabbitMQRouteSource
+from bridge.config.routes import FromRabbitMQ, RabbitMQMode
 from bridge.config.sources import RabbitMQSource
+from bridge.message import AmqpOrigin
+from bridge.sources.base import Received
 
 pytestmark = [pytest.mark.rabbitmq]
 
@@ -117,3 +121,54 @@ async def test_messages_of_every_size_round_trip_through_the_buffered_receiver(
         assert isinstance(frame_receiver(connection), BufferedFrameReceiver)  # the same one, still reading
     finally:
         await connection.close()
+
+
+async def test_a_route_sources_deliveries_come_whole_from_the_receivers_buffer(
+    rabbit_vhost_url: str, unique_name: str
+) -> None:
+    """The source's consumer channel is registered with its connection's receiver (direct.py), most
+    deliveries take that way, and every one arrives in order with its body and properties."""
+    source = RabbitMQSource(type="rabbitmq", url=SecretStr(rabbit_vhost_url))
+    publisher = await open_connection(source, connect_timeout=10, name=f"frames-pub-{unique_name}")
+    route = RabbitMQRouteSource("frames", source, FromRabbitMQ(queue=unique_name, mode=RabbitMQMode.QUEUE), unique_name)
+    taken = 0
+    on_direct = route._on_direct
+
+    def counted(*fields: Any) -> None:
+        nonlocal taken
+        taken += 1
+        on_direct(*fields)
+
+    route._on_direct = counted  # type: ignore[method-assign]
+    try:
+        channel = await publisher.channel()
+        queue = await channel.declare_queue(unique_name)
+        for number in range(MESSAGES):
+            await channel.default_exchange.publish(
+                aio_pika.Message(body(number), **properties(number)), routing_key=queue.name
+            )
+        await route.start(cast(Any, None))  # queue mode asks nothing of its lane owner at start
+        assert route._connection is not None
+        assert route._underlay is not None
+        assert route._underlay.number in frame_receiver(route._connection)._direct
+        received: list[Received] = []
+        async with asyncio.timeout(60):
+            while len(received) < MESSAGES:
+                received += await route.fetch(500, 1.0)
+                if received:  # at `prefetch` unacknowledged deliveries RabbitMQ stops sending
+                    await route.settle({route.lane: received[-1].position})
+        assert [item.position for item in received] == list(range(1, MESSAGES + 1))
+        for number, item in enumerate(received):
+            assert item.message is not None
+            assert item.message.body == body(number), number
+            origin = item.message.origin
+            assert isinstance(origin, AmqpOrigin)
+            assert origin.properties["message_id"] == f"id-{number}"
+            assert origin.properties["expiration"] == "600000"
+            assert dict(item.message.headers) == properties(number)["headers"]
+        assert taken > MESSAGES // 2, taken  # the rest: split across reads, the frame-by-frame way
+    finally:
+        await route.close()
+        cleanup = await publisher.channel()
+        await cleanup.queue_delete(unique_name)
+        await publisher.close()

@@ -14,6 +14,13 @@ Frames of one channel never interleave (AMQP 0-9-1, 4.2.6), so a delivery is alw
 one to three-plus frames. A frame that breaks that sequence (a server bug) is passed on to
 the channel's reader, whose own checks close the channel: the source then reconnects, and
 RabbitMQ redelivers what was not acknowledged.
+
+With a direct sink (`install(..., direct=...)`) the connection's buffered receiver takes every
+delivery complete in its buffer straight to that sink (direct.py); what comes here is then only
+what it leaves: a delivery split across reads, or an unusual one. `idle` tells the receiver when
+it may take one: not while a delivery is half put together here (which would be a broken
+sequence, for aiormq to refuse as before), nor once the channel is closed (aiormq drops a closed
+channel's frames).
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
+
+from bridge.brokers.rabbitmq import frames
+from bridge.brokers.rabbitmq.direct import DirectChannel, DirectSink
 
 DeliverySink = Callable[[DeliveredMessage], None]
 Item = tuple[int, Any]  # (weight, frame), as aiormq's connection puts it on a channel's queue
@@ -46,12 +56,21 @@ class DeliveryFrames:
         self._size = 0
 
     @classmethod
-    def install(cls, channel: aiormq.abc.AbstractChannel, sink: DeliverySink) -> DeliveryFrames:
+    def install(
+        cls, channel: aiormq.abc.AbstractChannel, sink: DeliverySink, direct: DirectSink | None = None
+    ) -> DeliveryFrames:
         """Take over `channel`'s deliveries; before basic_consume, so that every delivery of its
-        consumer comes this way and none through aiormq's own path (which would reorder them)."""
-        frames = cls(channel, sink)
-        channel.frames = cast("asyncio.Queue[Any]", frames)
-        return frames
+        consumer comes this way and none through aiormq's own path (which would reorder them).
+        With `direct`, the deliveries the connection's receiver decodes whole go there instead."""
+        delivery_frames = cls(channel, sink)
+        channel.frames = cast("asyncio.Queue[Any]", delivery_frames)
+        if direct is not None:
+            frames.deliver_directly(channel, DirectChannel(delivery_frames.idle, direct))
+        return delivery_frames
+
+    def idle(self) -> bool:
+        """No delivery half put together here, and the channel open: the receiver may take one."""
+        return not self._pending and not self._channel.is_closed
 
     async def put(self, item: Item) -> None:
         for passed in self._take(item):

@@ -7,9 +7,11 @@ time: about 15 Âµs for these two frames (bench/amqp_frames.py), most of the 20 Â
 receiver spent per 100-byte delivery. Here the two layouts are written out, read with `struct`
 at offsets, and the objects are made with `__new__` and plain attribute stores (pamqp makes them
 with `__init__`, whose defaults its decoder then overwrites; Basic.Deliver's `__init__` also runs
-the exchange-name regex, which its decoder never applies). The headers table is still decoded by
-pamqp's own `decode.field_table`, on the same bytes pamqp gives it, so its values are pamqp's to
-the last nested type.
+the exchange-name regex, which its decoder never applies). A headers table of text,
+integers, booleans and voids only (what headers mostly hold) is decoded here too, as pamqp's
+`decode.field_table` decodes those types; any other type, or a value that does not end inside
+the table, has the whole table decoded by pamqp's own `field_table`, on the same bytes pamqp
+gives it, so its values are pamqp's to the last nested type.
 
 Only the usual shape takes this path: a frame whose payload is used up exactly, with Basic's
 class id, weight 0, a single property-flags word, no reserved bit set and UTF-8 strings. Anything
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import datetime
 import struct
+from typing import Any
 
 import pamqp.frame
 from pamqp import commands, decode
@@ -116,9 +119,25 @@ def decode_fast(data: bytes) -> DecodedFrame | None:
 # raises or yields a position past the end.
 
 
+DeliverFields = tuple[str, int, bool, str, str]  # consumer_tag, delivery_tag, redelivered, exchange, routing_key
+# body size, the properties present under aio-pika's names (all but headers and cluster_id, in flag
+# order, as records.amqp_message lists them), the headers table (None when absent), cluster_id.
+HeaderFields = tuple[int, dict[str, Any], dict[str, Any] | None, str]
+
+
 def _deliver(data: bytes, position: int, stop: int) -> Deliver | None:
-    """Basic.Deliver's arguments: consumer_tag shortstr, delivery_tag longlong, redelivered bit
-    (the first of an octet), exchange shortstr, routing_key shortstr."""
+    fields = deliver_fields(data, position, stop)
+    if fields is None:
+        return None
+    method = Deliver.__new__(Deliver)
+    method.consumer_tag, method.delivery_tag, method.redelivered, method.exchange, method.routing_key = fields
+    return method
+
+
+def deliver_fields(data: bytes | bytearray, position: int, stop: int) -> DeliverFields | None:
+    """Basic.Deliver's arguments from its payload after the method index: consumer_tag shortstr,
+    delivery_tag longlong, redelivered bit (the first of an octet), exchange shortstr,
+    routing_key shortstr. None when the payload is not used up exactly. Raises _DECODE_ERRORS."""
     length = data[position]
     position += 1
     consumer_tag = data[position : position + length].decode("utf-8")
@@ -136,69 +155,93 @@ def _deliver(data: bytes, position: int, stop: int) -> Deliver | None:
     position += length
     if position != stop or bits > 1:  # the other seven bits are reserved: pamqp ignores them
         return None
-    method = Deliver.__new__(Deliver)
-    method.consumer_tag = consumer_tag
-    method.delivery_tag = delivery_tag
-    method.redelivered = bits == 1
-    method.exchange = exchange
-    method.routing_key = routing_key
-    return method
+    return consumer_tag, delivery_tag, bits == 1, exchange, routing_key
 
 
-def _header(data: bytes, position: int, stop: int) -> ContentHeader | None:  # noqa: PLR0912, PLR0915 (one branch per property, written out for speed)
-    """A content header: class id, weight, body size, property flags, then each property present,
-    in flag order."""
+def _header(data: bytes, position: int, stop: int) -> ContentHeader | None:
+    fields = header_fields(data, position, stop)
+    if fields is None:
+        return None
+    body_size, values, headers, cluster_id = fields
+    get = values.get
+    properties = Properties.__new__(Properties)  # its __init__ validates; pamqp's decoder does not
+    properties.content_type = get("content_type")
+    properties.content_encoding = get("content_encoding")
+    properties.headers = headers
+    properties.delivery_mode = get("delivery_mode")
+    properties.priority = get("priority")
+    properties.correlation_id = get("correlation_id")
+    properties.reply_to = get("reply_to")
+    properties.expiration = get("expiration")
+    properties.message_id = get("message_id")
+    properties.timestamp = get("timestamp")
+    properties.message_type = get("type")
+    properties.user_id = get("user_id")
+    properties.app_id = get("app_id")
+    properties.cluster_id = cluster_id
+    header = ContentHeader.__new__(ContentHeader)
+    header.class_id = _BASIC  # type: ignore[assignment]  # pamqp types it None; its decoder stores the int
+    header.weight = 0
+    header.body_size = body_size
+    header.properties = properties
+    return header
+
+
+def header_fields(data: bytes, position: int, stop: int) -> HeaderFields | None:  # noqa: PLR0912, PLR0915 (one branch per property, written out for speed)
+    """A content header's payload: class id, weight, body size, property flags, then each
+    property present, in flag order. None when it is not of the usual shape (see the module's
+    docstring) or not used up exactly. Raises _DECODE_ERRORS."""
     global _last_timestamp  # noqa: PLW0603 (a one-entry cache)
     class_id, weight, body_size, flags = _content_header(data, position)
     if class_id != _BASIC or weight or flags & 0x0003:  # another flags word, the reserved bit
         return None
     position += 14
-    content_type = content_encoding = correlation_id = reply_to = expiration = None
-    message_id = message_type = user_id = app_id = None
-    headers = delivery_mode = priority = timestamp = None
+    values: dict[str, Any] = {}
+    headers: dict[str, Any] | None = None
     cluster_id = ""  # Basic.Properties' default, where the others' is None
-    if flags & 0x8000:  # content_type
+    if flags & 0x8000:
         length = data[position]
         position += 1
-        content_type = data[position : position + length].decode("utf-8")
+        values["content_type"] = data[position : position + length].decode("utf-8")
         position += length
-    if flags & 0x4000:  # content_encoding
+    if flags & 0x4000:
         length = data[position]
         position += 1
-        content_encoding = data[position : position + length].decode("utf-8")
+        values["content_encoding"] = data[position : position + length].decode("utf-8")
         position += length
-    if flags & 0x2000:  # headers
+    if flags & 0x2000:
         # pamqp hands its table decoder the rest of the payload, not just the table: a value
         # inside may read past the table's end, and must read the same bytes here.
-        consumed, headers = _field_table(data[position:stop])
+        table = _table(data, position, stop) or _field_table(data[position:stop])
+        consumed, headers = table
         position += consumed
-    if flags & 0x1000:  # delivery_mode
-        delivery_mode = data[position]
+    if flags & 0x1000:
+        values["delivery_mode"] = data[position]
         position += 1
-    if flags & 0x0800:  # priority
-        priority = data[position]
+    if flags & 0x0800:
+        values["priority"] = data[position]
         position += 1
-    if flags & 0x0400:  # correlation_id
+    if flags & 0x0400:
         length = data[position]
         position += 1
-        correlation_id = data[position : position + length].decode("utf-8")
+        values["correlation_id"] = data[position : position + length].decode("utf-8")
         position += length
-    if flags & 0x0200:  # reply_to
+    if flags & 0x0200:
         length = data[position]
         position += 1
-        reply_to = data[position : position + length].decode("utf-8")
+        values["reply_to"] = data[position : position + length].decode("utf-8")
         position += length
-    if flags & 0x0100:  # expiration
+    if flags & 0x0100:
         length = data[position]
         position += 1
-        expiration = data[position : position + length].decode("utf-8")
+        values["expiration"] = data[position : position + length].decode("utf-8")
         position += length
-    if flags & 0x0080:  # message_id
+    if flags & 0x0080:
         length = data[position]
         position += 1
-        message_id = data[position : position + length].decode("utf-8")
+        values["message_id"] = data[position : position + length].decode("utf-8")
         position += length
-    if flags & 0x0040:  # timestamp
+    if flags & 0x0040:
         (seconds,) = _timestamp(data, position)
         position += 8
         last_seconds, timestamp = _last_timestamp
@@ -206,46 +249,94 @@ def _header(data: bytes, position: int, stop: int) -> ContentHeader | None:  # n
             # As pamqp.decode.timestamp: past 2106 it must be milliseconds (an int stays an int).
             timestamp = _fromtimestamp(seconds / 1000.0 if seconds > 0xFFFFFFFF else seconds, tz=_UTC)
             _last_timestamp = seconds, timestamp
-    if flags & 0x0020:  # message_type
+        values["timestamp"] = timestamp
+    if flags & 0x0020:
         length = data[position]
         position += 1
-        message_type = data[position : position + length].decode("utf-8")
+        values["type"] = data[position : position + length].decode("utf-8")  # pamqp's message_type
         position += length
-    if flags & 0x0010:  # user_id
+    if flags & 0x0010:
         length = data[position]
         position += 1
-        user_id = data[position : position + length].decode("utf-8")
+        values["user_id"] = data[position : position + length].decode("utf-8")
         position += length
-    if flags & 0x0008:  # app_id
+    if flags & 0x0008:
         length = data[position]
         position += 1
-        app_id = data[position : position + length].decode("utf-8")
+        values["app_id"] = data[position : position + length].decode("utf-8")
         position += length
-    if flags & 0x0004:  # cluster_id
+    if flags & 0x0004:
         length = data[position]
         position += 1
         cluster_id = data[position : position + length].decode("utf-8")
         position += length
     if position != stop:
         return None
-    properties = Properties.__new__(Properties)  # its __init__ validates; pamqp's decoder does not
-    properties.content_type = content_type
-    properties.content_encoding = content_encoding
-    properties.headers = headers
-    properties.delivery_mode = delivery_mode
-    properties.priority = priority
-    properties.correlation_id = correlation_id
-    properties.reply_to = reply_to
-    properties.expiration = expiration
-    properties.message_id = message_id
-    properties.timestamp = timestamp
-    properties.message_type = message_type
-    properties.user_id = user_id
-    properties.app_id = app_id
-    properties.cluster_id = cluster_id
-    header = ContentHeader.__new__(ContentHeader)
-    header.class_id = class_id
-    header.weight = weight
-    header.body_size = body_size
-    header.properties = properties
-    return header
+    return body_size, values, headers, cluster_id
+
+
+_uint32 = struct.Struct(">I").unpack_from
+# The table value types decoded by _table, as pamqp.decode.TABLE_MAPPING reads them: its reader
+# and width (a void: none). 't' is made a bool below, as pamqp's `boolean` does.
+_TABLE_NUMBERS: dict[int, tuple[Any, int]] = {
+    ord("t"): (struct.Struct("B").unpack_from, 1),
+    ord("b"): (struct.Struct(">b").unpack_from, 1),
+    ord("B"): (struct.Struct(">B").unpack_from, 1),
+    ord("s"): (struct.Struct(">h").unpack_from, 2),
+    ord("u"): (struct.Struct(">H").unpack_from, 2),
+    ord("I"): (struct.Struct(">l").unpack_from, 4),
+    ord("i"): (struct.Struct(">L").unpack_from, 4),
+    ord("l"): (struct.Struct(">q").unpack_from, 8),
+    ord("L"): (struct.Struct(">q").unpack_from, 8),
+    ord("V"): (None, 0),
+    0: (None, 0),
+}
+_LONG_STRING = ord("S")
+_BOOLEAN = ord("t")
+
+
+def _table(data: bytes, position: int, stop: int) -> tuple[int, dict[str, Any]] | None:
+    """The field table at `position` as pamqp's `field_table(data[position:stop])` decodes it,
+    when every value is a long string, an integer, a boolean or a void and ends inside the table;
+    None otherwise (pamqp's decoder is then the one to ask). Raises _DECODE_ERRORS."""
+    (length,) = _uint32(data, position)
+    end = position + 4 + length
+    if end > stop:
+        return None
+    position += 4
+    table: dict[str, Any] = {}
+    while position < end:
+        key_length = data[position]
+        position += 1
+        if position + key_length >= end:  # the key and at least its value's type byte
+            return None
+        key = data[position : position + key_length].decode("utf-8")
+        position += key_length
+        kind = data[position]
+        position += 1
+        if kind == _LONG_STRING:
+            if position + 4 > end:
+                return None
+            (size,) = _uint32(data, position)
+            position += 4
+            if position + size > end:
+                return None
+            raw = data[position : position + size]
+            position += size
+            try:
+                value: Any = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                value = raw  # as pamqp's long_str: the bytes, when they are not UTF-8
+        else:
+            number = _TABLE_NUMBERS.get(kind)
+            if number is None:
+                return None
+            read, width = number
+            if position + width > end:
+                return None
+            value = None if read is None else read(data, position)[0]
+            if kind == _BOOLEAN:
+                value = bool(value)
+            position += width
+        table[key] = value
+    return 4 + length, table

@@ -20,22 +20,31 @@ the server answers with its protocol header, InvalidFrameError for a frame that 
 Two differences: the frame-end byte is checked here for every frame, where pamqp does not check
 it on a heartbeat; and frames already read into the buffer are still handed out after the socket
 failed, where aiormq's would raise at once (their bytes would still wait in the StreamReader).
+
+A channel registered with `deliver_directly` (the source's consumer channel) has its complete
+deliveries decoded by direct.py straight from the buffer and handed to its sink: those frames
+never reach aiormq's reader loop. That loop keeps the time of the last frame it saw for its
+heartbeat watchdog, which would take a connection busy with such deliveries for a stuck one; so
+after taking any, the receiver hands the loop a Heartbeat (channel 0, which aiormq ignores but
+for that time) before it awaits the next read: the connection is alive, as a heartbeat says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
+import weakref
 
+import aiormq.abc
 import aiormq.connection
 import pamqp.frame
 from aiormq.exceptions import AMQPConnectionError, InvalidFrameError, ProtocolSyntaxError
 from pamqp.body import ContentBody
-from pamqp.constants import FRAME_BODY, FRAME_END, FRAME_HEADER_SIZE, FRAME_HEARTBEAT
+from pamqp.constants import FRAME_BODY, FRAME_END, FRAME_HEADER_SIZE, FRAME_HEARTBEAT, FRAME_METHOD
 from pamqp.exceptions import PAMQPException
 from pamqp.heartbeat import Heartbeat
 
-from bridge.brokers.rabbitmq import frame_decode
+from bridge.brokers.rabbitmq import direct, frame_decode
 
 ReceivedFrame = tuple[int, int, pamqp.frame.FrameTypes]
 
@@ -44,6 +53,11 @@ _frame_header = struct.Struct(">BHI").unpack_from  # type, channel, payload size
 
 # aiormq's own class, as it was before install(): the tests and the benchmark compare against it.
 ORIGINAL_FRAME_RECEIVER: type[aiormq.connection.FrameReceiver] = aiormq.connection.FrameReceiver
+
+# Each connection's receiver by the task that iterates it (aiormq's reader task, `_reader_task`):
+# aiormq keeps the receiver nowhere else, and deliver_directly needs the connection's.
+_READERS: weakref.WeakKeyDictionary[asyncio.Task[object], BufferedFrameReceiver] = weakref.WeakKeyDictionary()
+_ALIVE: ReceivedFrame = (0, 0, Heartbeat())  # what the reader loop is told after direct deliveries
 
 
 class BufferedFrameReceiver(aiormq.connection.FrameReceiver):
@@ -54,6 +68,16 @@ class BufferedFrameReceiver(aiormq.connection.FrameReceiver):
         super().__init__(reader)
         self._buffer = bytearray()
         self._offset = 0  # where the next frame starts in _buffer; what is before it is consumed
+        self._direct: dict[int, direct.DirectChannel] = {}  # by channel number: deliver_directly
+        self._unreported = False  # deliveries taken directly since the reader loop last saw a frame
+
+    def __aiter__(self) -> BufferedFrameReceiver:
+        # aiormq iterates the receiver only in its connection's reader task (the handshake calls
+        # get_frame itself): remember whose receiver this is.
+        task = asyncio.current_task()
+        if task is not None:
+            _READERS[task] = self
+        return self
 
     async def get_frame(self) -> ReceivedFrame:
         while True:
@@ -65,7 +89,14 @@ class BufferedFrameReceiver(aiormq.connection.FrameReceiver):
                 frame_type, channel, size = _frame_header(buffer, offset)
                 end = offset + FRAME_HEADER_SIZE + size + 1
                 if end <= len(buffer):
+                    if frame_type == FRAME_METHOD and channel in self._direct:
+                        taken = direct.decode(buffer, offset, channel, self._direct[channel])
+                        if taken:
+                            self._offset = taken
+                            self._unreported = True
+                            continue
                     self._offset = end
+                    self._unreported = False
                     return _decode(buffer, offset, end, frame_type, channel, size)
                 needed = end - offset
             elif available == 0 and self.reader.at_eof():
@@ -74,7 +105,14 @@ class BufferedFrameReceiver(aiormq.connection.FrameReceiver):
                 raise StopAsyncIteration
             else:
                 needed = FRAME_HEADER_SIZE
+            if self._unreported:
+                self._unreported = False
+                return _ALIVE
             await self._fill(available, needed)
+
+    def deliver_directly(self, channel: int, target: direct.DirectChannel) -> None:
+        """Take `channel`'s complete deliveries from the buffer to `target` from now on."""
+        self._direct[channel] = target
 
     def _start(self, buffer: bytearray, offset: int) -> None:
         # The server sends its protocol header instead of Connection.Start when it does not speak
@@ -128,6 +166,18 @@ def install() -> None:
     """Make every aiormq connection opened from now on read its frames with BufferedFrameReceiver
     (aiormq looks the class up by name in `Connection.connect`). Idempotent."""
     setattr(aiormq.connection, "FrameReceiver", BufferedFrameReceiver)  # noqa: B010 (mypy: not assignable)
+
+
+def deliver_directly(channel: aiormq.abc.AbstractChannel, target: direct.DirectChannel) -> bool:
+    """Have the receiver of `channel`'s connection take the channel's complete deliveries to
+    `target`; False (nothing changed) when that connection does not read with this receiver."""
+    task = getattr(channel.connection, "_reader_task", None)
+    task = getattr(task, "task", task)  # aiormq wraps its tasks (aiormq.abc.TaskWrapper)
+    receiver = _READERS.get(task) if isinstance(task, asyncio.Task) else None
+    if receiver is None:
+        return False
+    receiver.deliver_directly(channel.number, target)
+    return True
 
 
 def installed() -> bool:

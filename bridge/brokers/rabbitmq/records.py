@@ -55,3 +55,18 @@ def amqp_message(
         stream_offset=stream_offset,
     )
     return SourceMessage(origin, delivered.body, tuple(headers.items()))
+
+
+def direct_message(
+    exchange: str,
+    routing_key: str,
+    queue: str | None,
+    properties: dict[str, Any],
+    headers: Mapping[str, Any] | None,
+    redelivered: bool,
+    body: bytes,
+) -> SourceMessage:
+    """What `amqp_message` makes, from the fields direct.py decodes (the properties already under
+    aio-pika's names, only those present): no DeliveredMessage or pamqp objects on the way."""
+    origin = AmqpOrigin(exchange, routing_key, queue, properties, redelivered, None)
+    return SourceMessage(origin, body, tuple(headers.items()) if headers else ())

@@ -2,18 +2,17 @@
 
 Three modes per route:
 
-- `shadow`: the bridge declares its own durable queue (quorum by default) and binds it to
-  the route's exchange like a legacy consumer's queue, so it receives a *copy* of every
-  matching message and existing queues and consumers are untouched.
-- `queue`: consume an existing queue — at cut-over, to drain it. It competes with any
-  legacy consumer still attached.
-- `stream`: read a stream queue from an offset; the bridge tracks the offset itself.
+- `shadow`: its own durable queue bound like a legacy consumer's (topology.py): a *copy*.
+- `queue`: an existing queue, to drain it at cut-over (competing with legacy consumers).
+- `stream`: a stream queue from an offset the bridge tracks itself (stream_position.py).
 
 aio-pika opens the connection and declares the topology (readable, well-kept); deliveries
 and acks use its underlying aiormq channel directly, because aio-pika's message wrapper
 decodes `expiration` and `timestamp` lossily and costs time per message, and the deliveries
 are put together from the channel's frames as they arrive (`deliveries.DeliveryFrames`)
-rather than by aiormq's task per message. aio-pika's
+rather than by aiormq's task per message; outside stream mode, the connection's receiver
+decodes each delivery complete in its buffer straight into the pipeline's message
+(`direct.py`), and each delivery is made into its `Received` as it arrives. aio-pika's
 *robust* reconnect is deliberately not used: on reconnect it replays stream queues from
 the original offset and hides that in-flight deliveries died with the channel. Instead,
 each connection is an *epoch*: its deliveries form one lane (delivery tags are per
@@ -44,8 +43,9 @@ from aiormq.abc import DeliveredMessage
 
 from bridge.brokers.rabbitmq.client import amqp_url, next_reconnect_delay, open_connection, reply_text
 from bridge.brokers.rabbitmq.deliveries import DeliveryFrames
-from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, stream_offset_of
+from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, direct_message, stream_offset_of
 from bridge.brokers.rabbitmq.stream_position import StreamPosition, configured_start
+from bridge.brokers.rabbitmq.topology import declare_route_queue
 from bridge.brokers.rabbitmq.unreadable import (
     STALLS_BEFORE_SEARCH,
     StreamStall,
@@ -56,7 +56,6 @@ from bridge.brokers.rabbitmq.unreadable import (
 from bridge.config.routes import FromRabbitMQ, RabbitMQMode
 from bridge.config.sources import RabbitMQSource
 from bridge.errors import RabbitMQConnectError, SourceUnavailableError, SourceUnreachableError
-from bridge.routing import ExchangeType
 from bridge.sources.base import Lane, LaneOwner, Received
 
 log = logging.getLogger(__name__)
@@ -87,7 +86,9 @@ class RabbitMQRouteSource:
         self._channel: AbstractChannel | None = None
         self._underlay: aiormq.abc.AbstractChannel | None = None
         self._epoch = 0
-        self._buffer: deque[DeliveredMessage] = deque()
+        # Stream mode: deliveries, made into Received as fetched (that moves the resume offset).
+        # Otherwise: each delivery's Received, made as it arrives, in its connection's lane.
+        self._buffer: deque[Any] = deque()
         self._arrived = asyncio.Event()
         self._lost = asyncio.Event()
         self._closing = False
@@ -137,13 +138,17 @@ class RabbitMQRouteSource:
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), wait)
-        batch: list[Received] = []
         buffer = self._buffer
+        if self._mode is not RabbitMQMode.STREAM:
+            if len(buffer) <= max_messages:
+                batch = list(buffer)
+                buffer.clear()
+                return batch
+            return [buffer.popleft() for _ in range(max_messages)]
+        batch = []
         lane = self.lane
-        stream = self._mode is RabbitMQMode.STREAM
         while buffer and len(batch) < max_messages:
-            delivered = buffer.popleft()
-            received = self._received(delivered, lane, stream)
+            received = self._received(buffer.popleft(), lane, True)
             if received is not None:
                 batch.append(received)
         return batch
@@ -229,7 +234,7 @@ class RabbitMQRouteSource:
         try:
             channel = await connection.channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=source.prefetch)
-            await self._declare(channel)
+            await declare_route_queue(channel, self._subscription, self._queue)
             underlay = await channel.get_underlay_channel()
             self._epoch += 1
             self._received_in_epoch = 0
@@ -243,7 +248,11 @@ class RabbitMQRouteSource:
             arguments: dict[str, Any] = {}
             if self._mode is RabbitMQMode.STREAM:
                 arguments[STREAM_OFFSET_HEADER] = self._stream.start
-            DeliveryFrames.install(underlay, self._on_delivered)  # before the consume: all its deliveries
+            # Before the consume: all its deliveries.
+            if self._mode is RabbitMQMode.STREAM:
+                DeliveryFrames.install(underlay, self._on_delivered)
+            else:
+                DeliveryFrames.install(underlay, self._on_delivered, self._on_direct)
             await underlay.basic_consume(self._queue, self._on_delivery, no_ack=False, arguments=arguments)
             self._stream.attached()
         except aiormq.exceptions.ChannelNotFoundEntity as error:
@@ -262,25 +271,6 @@ class RabbitMQRouteSource:
             await connection.close()
             raise SourceUnavailableError(f"source '{self.name}': RabbitMQ refused the subscription: {error}") from None
         log.info("source %s: consuming queue '%s' (%s mode, epoch %d)", self.name, self._queue, self._mode, self._epoch)
-
-    async def _declare(self, channel: AbstractChannel) -> None:
-        subscription = self._subscription
-        if self._mode is not RabbitMQMode.SHADOW:
-            await channel.declare_queue(self._queue, passive=True)  # must exist: never create a legacy queue
-            return
-        assert subscription.exchange is not None
-        exchange = await channel.get_exchange(subscription.exchange, ensure=True)
-        arguments: dict[str, Any] = {"x-queue-type": "quorum"} if subscription.queue_type == "quorum" else {}
-        if subscription.single_active_consumer:
-            arguments["x-single-active-consumer"] = True
-        queue = await channel.declare_queue(self._queue, durable=True, arguments=arguments)
-        if subscription.type is ExchangeType.HEADERS:
-            await queue.bind(exchange, routing_key="", arguments=dict(subscription.arguments))
-        elif subscription.type is ExchangeType.FANOUT:
-            await queue.bind(exchange, routing_key="")
-        else:
-            for key in subscription.bindings:
-                await queue.bind(exchange, routing_key=key)
 
     def _on_close(self, _sender: object = None, error: BaseException | None = None) -> None:
         if error is not None and (self._close_error is None or is_internal_error(error)):
@@ -363,7 +353,26 @@ class RabbitMQRouteSource:
     # ------------------------------------------------------------------ deliveries
 
     def _on_delivered(self, message: DeliveredMessage) -> None:
-        self._buffer.append(message)
+        if self._mode is RabbitMQMode.STREAM:
+            self._buffer.append(message)
+        else:
+            self._buffer.append(self._received(message, self.lane, False))
+        self._arrived.set()
+
+    def _on_direct(
+        self,
+        tag: int,
+        redelivered: bool,
+        exchange: str,
+        routing_key: str,
+        properties: dict[str, Any],
+        headers: dict[str, Any] | None,
+        body: bytes,
+    ) -> None:
+        """A delivery the receiver decoded whole (direct.py): its Received, as `_received` makes it."""
+        message = direct_message(exchange, routing_key, self._queue, properties, headers, redelivered, body)
+        self._buffer.append(Received((self._queue, self._epoch), tag, message))
+        self._received_in_epoch += 1
         self._arrived.set()
 
     async def _on_delivery(self, message: DeliveredMessage) -> None:
