@@ -8,8 +8,8 @@ and the Kafka jars are linked from the main state directory (compose/install fet
 
 - kafka-a: Kafka, the main cluster, 127.0.0.1:19192 (controller 19193), state .state/chaos-a/
 - kafka-b: Kafka, the second cluster (topology b), 127.0.0.1:19292 (controller 19293), .state/chaos-b/
-- rabbitmq: RabbitMQ node chaos@localhost, AMQP 127.0.0.1:15683 (management 15690, Erlang distribution
-  35683, its own epmd 14379), .state/chaos-a/
+- rabbitmq: RabbitMQ node chaos@localhost, AMQP 127.0.0.1:15683 (management 15690, stream protocol
+  15562, Erlang distribution 35683, its own epmd 14379), .state/chaos-a/
 
 NATS: the shared single server (streams on it get only full-stream faults, which touch nothing
 but the schedule's own streams), and the shared 3-node `nats-cluster` of compose/brokers for
@@ -143,6 +143,7 @@ RABBITMQ = PrivateBroker(
     {
         "BRIDGE_AMQP_PORT": "15683",
         "BRIDGE_RABBITMQ_MGMT_PORT": "15690",
+        "BRIDGE_RABBITMQ_STREAM_PORT": "15562",  # its rabbitmq_stream listener, beside the main node's 15552
         "BRIDGE_RABBITMQ_DIST_PORT": "35683",
         "BRIDGE_RABBITMQ_EPMD_PORT": "14379",
         "BRIDGE_RABBITMQ_NODENAME": "chaos@localhost",
