@@ -80,11 +80,15 @@ async def test_a_record_over_the_topics_max_message_bytes_is_dead_lettered_and_t
             await jetstream.publish(f"{s}.orders", oversize[1], headers={"n": "big-1"})
         await jetstream.publish(f"{s}.orders", f"body-{i}".encode(), headers={"n": str(i)})
     config = ReverseRouteConfig(name="to-kafka", stream=stream, to=ReverseTo(source="kafka", topic=topic))
-    route = ReverseRoute(
-        "svc", config, KafkaSource(type="kafka", bootstrap_servers=kafka_bootstrap.split(",")), jetstream, batch=32
-    )
     dlq_stream = f"DLQ{stream}"
-    route.use_dead_letters(DeadLetterConfig(stream=dlq_stream, subject_prefix=f"dlq{s}"), replicas=1)
+    route = ReverseRoute(
+        "svc",
+        config,
+        KafkaSource(type="kafka", bootstrap_servers=kafka_bootstrap.split(",")),
+        jetstream,
+        batch=32,
+        dead_letters=DeadLetterConfig(stream=dlq_stream, subject_prefix=f"dlq{s}"),
+    )
     await run_until_drained(route, jetstream)
 
     legacy = AIOKafkaConsumer(
@@ -171,11 +175,15 @@ async def test_a_message_rabbitmq_refuses_with_403_is_dead_lettered_and_the_rest
             stream=stream,
             to=ReverseTo(source="rabbit", exchange="legacy.orders", routing_key="{subject[1:]}"),
         )
-        route = ReverseRoute(
-            "svc", config, RabbitMQSource(type="rabbitmq", url=SecretStr(rabbit_vhost_url)), jetstream, batch=32
-        )
         dlq_stream = f"DLQ{stream}"
-        route.use_dead_letters(DeadLetterConfig(stream=dlq_stream, subject_prefix=f"dlq{s}"), replicas=1)
+        route = ReverseRoute(
+            "svc",
+            config,
+            RabbitMQSource(type="rabbitmq", url=SecretStr(rabbit_vhost_url)),
+            jetstream,
+            batch=32,
+            dead_letters=DeadLetterConfig(stream=dlq_stream, subject_prefix=f"dlq{s}"),
+        )
         await run_until_drained(route, jetstream)
 
         received: list[AbstractIncomingMessage] = []
