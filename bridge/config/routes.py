@@ -41,6 +41,23 @@ class RabbitMQMode(StrEnum):
     STREAM = "stream"
 
 
+def stream_start(value: str | int) -> int | str | datetime:
+    """A stream route's start: an offset (0 or more), first / last / next, or an ISO 8601 time;
+    ValueError for anything else."""
+    if isinstance(value, int) or value.isdigit():
+        if int(value) < 0:
+            raise ValueError("an offset is 0 or more")
+        return int(value)
+    if value in ("first", "last", "next"):
+        return value
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"'{value}' is none of first, last, next, an offset or an ISO 8601 time (2026-12-06T10:00:00Z)"
+        ) from None
+
+
 class FromRabbitMQ(Strict):
     """Where a RabbitMQ route's messages come from.
 
@@ -87,19 +104,13 @@ class FromRabbitMQ(Strict):
     def _known_start(cls, value: str | int) -> str | int:
         """A word, an offset or an ISO 8601 time: anything else would fail only at the route's
         first connect, and a typo of `first` must not silently mean something else."""
-        if isinstance(value, int):
-            if value < 0:
-                raise ValueError("an offset is 0 or more")
-            return value
-        if value.isdigit() or value in ("first", "last", "next"):
-            return value
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(
-                f"'{value}' is none of first, last, next, an offset or an ISO 8601 time (2026-12-06T10:00:00Z)"
-            ) from None
+        stream_start(value)
         return value
+
+    @property
+    def stream_start(self) -> int | str | datetime:
+        """`stream_offset` as RabbitMQ's x-stream-offset takes it: an offset, a word, or a time."""
+        return stream_start(self.stream_offset)
 
     @property
     def effective_mode(self) -> RabbitMQMode:

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from bridge.brokers.rabbitmq.stream_position import CLOCK_MARGIN, StreamPosition, configured_start
+from bridge.brokers.rabbitmq.stream_position import CLOCK_MARGIN, StreamPosition
 from bridge.config.routes import FromRabbitMQ
+from bridge.config.routes import stream_start as configured_start
 
 NOW = datetime(2026, 12, 6, 10, 0, 0, tzinfo=UTC)
 

@@ -44,7 +44,7 @@ from aiormq.abc import DeliveredMessage
 from bridge.brokers.rabbitmq.client import amqp_url, next_reconnect_delay, open_connection, reply_text
 from bridge.brokers.rabbitmq.deliveries import DeliveryFrames
 from bridge.brokers.rabbitmq.records import STREAM_OFFSET_HEADER, amqp_message, direct_message, stream_offset_of
-from bridge.brokers.rabbitmq.stream_position import StreamPosition, configured_start
+from bridge.brokers.rabbitmq.stream_position import StreamPosition
 from bridge.brokers.rabbitmq.topology import declare_route_queue
 from bridge.brokers.rabbitmq.unreadable import (
     STALLS_BEFORE_SEARCH,
@@ -92,7 +92,7 @@ class RabbitMQRouteSource:
         self._arrived = asyncio.Event()
         self._lost = asyncio.Event()
         self._closing = False
-        self._stream = StreamPosition(configured_start(subscription.stream_offset))  # stream mode: where to attach
+        self._stream = StreamPosition(subscription.stream_start)  # stream mode: where to attach
         self._stream_tags: deque[tuple[int, int]] = deque()  # stream mode: (offset, delivery tag)
         self._received_in_epoch = 0  # messages fetched from the current connection
         self._close_error: BaseException | None = None  # why the current connection closed

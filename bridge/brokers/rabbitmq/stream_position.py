@@ -21,15 +21,6 @@ Position = int | str | datetime  # an offset, "first" / "last" / "next", or a ti
 CLOCK_MARGIN = timedelta(seconds=30)
 
 
-def configured_start(value: int | str) -> Position:
-    """The mapping file's `stream_offset` as RabbitMQ takes it: an offset, a word, or a time."""
-    if isinstance(value, int) or value.isdigit():
-        return int(value)
-    if value in ("first", "last", "next"):
-        return value
-    return datetime.fromisoformat(value)
-
-
 @dataclass(slots=True)
 class StreamPosition:
     """The x-stream-offset of the route's next attach."""
