@@ -36,6 +36,7 @@ from bridge.fast_map import FastMap, metadata_headers
 from bridge.headers import BASE64_HEADERS, encode_headers, encode_value, merge_headers, stable_id
 from bridge.message import AmqpOrigin, KafkaOrigin, OutboundMessage, SourceMessage
 from bridge.routing import SubjectTemplate, TemplateContext, TemplateRenderError, TextTemplate
+from bridge.routing.text_shape import TextShape
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 ROUTE_NAME_HEADER = "Bridge-Route"
@@ -83,6 +84,8 @@ class CompiledRoute:
     # The common shapes, as text templates of the header block (bridge.fast_map); None: none fits.
     fast: FastMap | None = field(init=False, compare=False)
     stream_queue: bool = field(init=False, compare=False)  # a RabbitMQ stream queue's route
+    # The Msg-Id template read straight from the origin (bridge.routing.text_shape); None: render it.
+    msg_id_shape: TextShape | None = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id_prefix", f"{self.service}/{self.config.name}/")
@@ -92,6 +95,8 @@ class CompiledRoute:
         kafka_ids = None
         if self.msg_id_template is None and self.fixed_strategy in (None, _KAFKA_OFFSET):
             kafka_ids = self.id_prefix + (f"{self.cluster_name}/" if self.cluster_name else "")
+        shape = TextShape.of(self.msg_id_template) if self.msg_id_template is not None else None
+        object.__setattr__(self, "msg_id_shape", shape)
         fast = FastMap.of(self.key, self.config, self.subject, self._checked_msg_id, kafka_ids)
         object.__setattr__(self, "fast", fast)
 
@@ -209,6 +214,11 @@ class CompiledRoute:
         """The deterministic Nats-Msg-Id: the same source message always gets the same id, and
         different ones different ids, as JetStream receives them (bridge.headers.stable_id)."""
         if self.msg_id_template is not None:
+            shape = self.msg_id_shape
+            if shape is not None and context is None:
+                text = shape.render(message.origin)
+                if text is not None:
+                    return stable_id(text)
             return stable_id(self.msg_id_template.render(context or self.context(message)))
         strategy = self.fixed_strategy
         if strategy is None:

@@ -324,12 +324,19 @@ class TextTemplate:
     an empty value is acceptable (an empty Msg-Id is not).
     """
 
-    __slots__ = ("_steps", "fields", "text")
+    __slots__ = ("_steps", "fields", "parts", "text")
 
-    def __init__(self, text: str, steps: tuple[str | _Step, ...], fields: frozenset[str]) -> None:
+    def __init__(
+        self,
+        text: str,
+        steps: tuple[str | _Step, ...],
+        fields: frozenset[str],
+        parts: tuple[str | Placeholder, ...] = (),
+    ) -> None:
         self.text = text
         self._steps = steps
         self.fields = fields
+        self.parts = parts  # the literal texts and placeholders, in order (routing.text_shape reads them)
 
     @classmethod
     def parse(cls, text: str) -> TextTemplate:
@@ -356,6 +363,7 @@ class TextTemplate:
 @lru_cache(maxsize=1024)
 def _parse_text(text: str) -> TextTemplate:
     steps: list[str | _Step] = []
+    parts: list[str | Placeholder] = []
     literal: list[str] = []
     fields: set[str] = set()
     for unit in lex_forward(text, TEXT_FIELDS):
@@ -364,9 +372,12 @@ def _parse_text(text: str) -> TextTemplate:
             continue
         if literal:
             steps.append("".join(literal))
+            parts.append("".join(literal))
             literal = []
         steps.append(_text_step(unit))
+        parts.append(unit)
         fields.add(unit.field_name)
     if literal:
         steps.append("".join(literal))
-    return TextTemplate(text, tuple(steps), frozenset(fields))
+        parts.append("".join(literal))
+    return TextTemplate(text, tuple(steps), frozenset(fields), tuple(parts))
