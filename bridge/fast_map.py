@@ -107,7 +107,7 @@ def plain(value: str) -> bool:
 class FastMap:
     """One route's mapping of the common shapes; `map` gives the message, or None (the general path)."""
 
-    __slots__ = ("_copy", "_drop", "_id_prefix", "_kafka_ids", "_lanes", "_msg_id", "_subject", "_tail")
+    __slots__ = ("_copy", "_drop", "_heads", "_id_prefix", "_kafka_ids", "_lanes", "_msg_id", "_subject", "_tail")
 
     def __init__(
         self,
@@ -129,6 +129,9 @@ class FastMap:
         # Per Kafka lane (topic, partition): the block up to the offset's value, and the Msg-Id
         # up to the offset (None: made per message). None for a lane whose topic is not plain.
         self._lanes: dict[tuple[str, int], tuple[str, str | None] | None] = {}
+        # Per (exchange, routing key) of a queue or exchange route: the block's first lines, when
+        # neither needs base64 (a stream queue's deliveries add their queue and offset).
+        self._heads: dict[tuple[str, str], str] = {}
 
     @classmethod
     def of(
@@ -209,18 +212,26 @@ class FastMap:
 
     def _amqp(self, message: SourceMessage, origin: AmqpOrigin) -> list[str] | None:
         """The AMQP metadata lines (Bridge-Base64-Headers last when there is one), and last the Msg-Id."""
-        parts = [_STATUS]
         encoded: list[str] = []
         stream_offset = origin.stream_offset
-        if not _property_lines(parts, encoded, "Amqp-Exchange: ", origin.exchange):
-            return None
-        if not _property_lines(parts, encoded, "Amqp-Routing-Key: ", origin.routing_key):
-            return None
-        if stream_offset is not None and not _property_lines(parts, encoded, "Amqp-Queue: ", origin.queue or ""):
-            return None
+        where = (origin.exchange, origin.routing_key)
+        head = self._heads.get(where) if stream_offset is None else None
+        if head is not None:
+            parts = [head]
+        else:
+            parts = [_STATUS]
+            if not _property_lines(parts, encoded, "Amqp-Exchange: ", origin.exchange):
+                return None
+            if not _property_lines(parts, encoded, "Amqp-Routing-Key: ", origin.routing_key):
+                return None
+            if stream_offset is not None:
+                if not _property_lines(parts, encoded, "Amqp-Queue: ", origin.queue or ""):
+                    return None
+            elif not encoded and len(self._heads) < _HEADS_MAX:
+                self._heads[where] = "".join(parts)  # text as it is: the same lines every time
         properties: Mapping[str, Any] = origin.properties
-        for prop, line in _PROPERTY_LINES:
-            value = properties.get(prop)
+        for prop, line in _present_properties(properties):
+            value = properties[prop]
             if value is not None and not _property_lines(parts, encoded, line, value):
                 return None
         if stream_offset is not None:
@@ -230,6 +241,23 @@ class FastMap:
         parts.append(self._msg_id(message))
         return parts
 
+
+def _present_properties(properties: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The basic properties `properties` holds, with their header lines, in RabbitMQ's order (the
+    order `metadata_headers` writes them in): a delivery visits its two or three, not all twelve.
+    Kept per set of names as the dict lists them; a route sees few such sets."""
+    names = tuple(properties)
+    present = _PRESENT.get(names)
+    if present is None:
+        present = tuple((prop, line) for prop, line in _PROPERTY_LINES if prop in properties)
+        if len(_PRESENT) < _PRESENT_MAX:
+            _PRESENT[names] = present
+    return present
+
+
+_PRESENT: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
+_PRESENT_MAX = 1024
+_HEADS_MAX = 1024  # (exchange, routing key) heads kept per route; past it each is made again
 
 _UNKNOWN: Any = object()
 _BASE64_LINE = BASE64_HEADERS + ": "
