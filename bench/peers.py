@@ -26,8 +26,11 @@ Paths, each system and repeat interleaved (bridge, Benthos, nats-kafka, then aga
   bridge's, `nats_jetstream` max_in_flight 64, Nats-Msg-Id from the message_id) drain it.
 
 For every drain: msg/s from the stream's first and last stored timestamps; CPU seconds per
-message of the system's own process and of nats-server (between the first and the last message
-stored); peak RSS of the system's process; stored / expected; order inversions per partition
+message of the system's own process, of nats-server and of the source broker (RabbitMQ's
+beam.smp, Kafka's JVM; compose/brokers' pid files, else the process listening on the port), and
+how many of the machine's cores were busy (/proc/stat), all between the first and the last message
+stored: a rate is bound by the system's own core, by its broker or by the machine, and these say
+which; peak RSS of the system's process; stored / expected; order inversions per partition
 (Kafka: offsets read back from each stored message's Nats-Msg-Id, per partition) or per queue
 (RabbitMQ: the message_id's sequence number). Medians of the repeats; the JSON has every sample.
 
@@ -94,6 +97,7 @@ QUICK_MESSAGES = {"kafka": 20_000, "rabbitmq": 10_000}
 PATHS = ("kafka", "rabbitmq")
 SYSTEMS = {"kafka": ("bridge", "bridge-x2", "benthos", "nats-kafka"), "rabbitmq": ("bridge", "bridge-x2", "benthos")}
 BRIDGE_ARGS = {"bridge": (), "bridge-x2": ("--workers", "2")}  # bridge-x2: only when asked (--system)
+SOURCE_BROKER = {"kafka": "kafka", "rabbitmq": "rabbitmq"}  # whose CPU is the source's (BROKER_PID_FILES)
 MAX_IN_FLIGHT = 64
 PREFETCH = 1000  # the bridge's default RabbitMQ prefetch; Benthos gets the same
 
@@ -381,6 +385,10 @@ def pid_listening(port: int) -> int | None:
 
 
 class Bench(BenchBase):
+    # Both sources' brokers are metered in every drain: the path's own shows what the system under
+    # test costs it (SOURCE_BROKER), the idle one is part of what else kept the machine busy.
+    brokers = ("nats-server", "rabbitmq", "kafka")
+
     def __init__(self, opts: Options, tools: Tools, nc: NatsClient, workdir: Path) -> None:
         super().__init__(opts, nc, workdir)
         self.opts: Options = opts
@@ -390,13 +398,18 @@ class Bench(BenchBase):
         self.api = ManagementApi(opts.api_url)
         self.vhost = vhost_of(self.names.run)
         self.vhost_created = False
-        port = nats_port(opts.nats_url)
-        self.nats_pid = pid_listening(port) if port else None
+        urls = {"nats-server": opts.nats_url, "rabbitmq": opts.amqp_url, "kafka": opts.bootstrap}
+        self.pids_by_port: dict[str, int | None] = {}
+        for name, pid in CpuMeter(None, self.brokers).pids.items():
+            if name in urls and pid is None:  # no compose/brokers pid file: find the broker by its port
+                port = url_port(urls[name])
+                self.pids_by_port[name] = pid_listening(port) if port else None
 
     def meter(self, bridge_pid: int | None) -> CpuMeter:
         meter = CpuMeter(bridge_pid, self.brokers)
-        if meter.pids.get("nats-server") is None:  # no compose/brokers pid file: find it by its port
-            meter.pids["nats-server"] = self.nats_pid
+        for name, pid in self.pids_by_port.items():
+            if meter.pids.get(name) is None:
+                meter.pids[name] = pid
         return meter
 
     def new_system(self, argv: list[str], name: str, stream: str, config: Path, text: str) -> PeerRun:
@@ -424,11 +437,7 @@ class Bench(BenchBase):
             result = await self.drain(run, stream, expected)
         finally:
             self.js.delete_stream = original  # type: ignore[method-assign]
-        cpu = result["cpu"]
-        seconds = cpu["wall_s"]
-        for name, key in (("system", "bridge_cpu_per_s"), ("nats_server", "nats-server_cpu_per_s")):
-            if key in cpu:
-                result[f"{name}_cpu_us_per_msg"] = round(cpu[key] * seconds / expected * 1e6, 2)
+        result.update(per_message_cpu(result["cpu"], expected, order))
         result.update(inversions)
         result.pop("rss_mib_every_100ms", None)
         return result
@@ -443,9 +452,27 @@ class Bench(BenchBase):
                 await self.api.delete_vhost(self.vhost)
 
 
-def nats_port(url: str) -> int | None:
+def url_port(url: str) -> int | None:
+    """The port of a broker URL or host:port (the first, if there are several)."""
     found = re.search(r":(\d+)/?$", url.split(",", maxsplit=1)[0])
     return int(found.group(1)) if found else None
+
+
+def per_message_cpu(cpu: dict[str, float], expected: int, path: str) -> dict[str, Any]:
+    """A drain's CPU meters (CpuMeter.stop) as CPU µs per message of the system, nats-server and
+    the path's source broker, and the machine's busy cores over the same interval: together they
+    say whether a rate was bound by the system's own core, the broker or the machine."""
+    figures: dict[str, Any] = {"source_broker": SOURCE_BROKER[path]}
+    names = (
+        ("system", "bridge_cpu_per_s"),
+        ("nats_server", "nats-server_cpu_per_s"),
+        ("source_broker", f"{SOURCE_BROKER[path]}_cpu_per_s"),
+    )
+    for name, key in names:
+        if key in cpu:
+            figures[f"{name}_cpu_us_per_msg"] = round(cpu[key] * cpu["wall_s"] / expected * 1e6, 2)
+    figures["machine_busy_cores"] = cpu.get("machine_busy_cores")
+    return figures
 
 
 async def count_inversions(js: Any, stream: str, order: str) -> dict[str, Any]:
@@ -739,7 +766,8 @@ async def run(opts: Options, tools: Tools) -> dict[str, Any]:
     nc = await nats.connect(opts.nats_url, connect_timeout=5, max_reconnect_attempts=3)
     workdir = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     bench = Bench(opts, tools, nc, workdir)
-    bench.log(f"run id {bench.names.run}; nats-server pid {bench.meter(None).pids.get('nats-server')}")
+    pids = ", ".join(f"{name} {pid}" for name, pid in bench.meter(None).pids.items() if name != "bridge")
+    bench.log(f"run id {bench.names.run}; pids {pids}")
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
@@ -814,6 +842,8 @@ def summarize(all_samples: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[s
                 "rates": [s["rate"] for s in samples],
                 "system_cpu_us_per_msg_median": _median(samples, "system_cpu_us_per_msg"),
                 "nats_server_cpu_us_per_msg_median": _median(samples, "nats_server_cpu_us_per_msg"),
+                "source_broker_cpu_us_per_msg_median": _median(samples, "source_broker_cpu_us_per_msg"),
+                "machine_busy_cores_median": _median(samples, "machine_busy_cores"),
                 "peak_rss_mib_median": _median(samples, "peak_rss_mib"),
                 "stored": [s["messages"] for s in samples],
                 "expected": samples[0]["expected"] if samples else None,
@@ -834,9 +864,9 @@ def render(report: dict[str, Any]) -> Iterator[str]:
     yield ""
     yield (
         "| path | system | msg/s (median) | per repeat | CPU µs/msg, system | CPU µs/msg, nats-server "
-        "| peak RSS | stored / expected | order inversions |"
+        "| CPU µs/msg, source broker | machine busy | peak RSS | stored / expected | order inversions |"
     )
-    yield "|---|---|---|---|---|---|---|---|---|"
+    yield "|---|---|---|---|---|---|---|---|---|---|---|"
     labels = {"kafka": "Kafka -> JetStream", "rabbitmq": "RabbitMQ classic queue -> JetStream"}
     for key, row in report["summary"].items():
         path, system = key.split("/", 1)
@@ -847,6 +877,8 @@ def render(report: dict[str, Any]) -> Iterator[str]:
             ", ".join(f"{r:,.0f}" for r in row["rates"] if r),
             _num(row["system_cpu_us_per_msg_median"], ".1f"),
             _num(row["nats_server_cpu_us_per_msg_median"], ".1f"),
+            _num(row["source_broker_cpu_us_per_msg_median"], ".1f"),
+            f"{_num(row['machine_busy_cores_median'], '.2f')} of {machine['nproc']}",
             f"{_num(row['peak_rss_mib_median'], '.0f')} MiB",
             f"{'/'.join(f'{s:,}' for s in row['stored'])} / {row['expected']:,}",
             ", ".join(str(i) for i in row["order_inversions"]),
