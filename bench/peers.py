@@ -22,8 +22,9 @@ Paths, each system and repeat interleaved (bridge, Benthos, nats-kafka, then aga
 * RabbitMQ classic queue -> JetStream: a fresh durable classic queue (bound to a fresh topic
   exchange with `#`) filled with N x 100 B persistent messages carrying a message_id, by the
   RabbitMQ benchmark's aiormq filler (publisher confirms); the bridge in queue mode
-  (msg_id `{message_id}`) and Benthos `amqp_0_9` (per-message acks, prefetch 1000 like the
-  bridge's, `nats_jetstream` max_in_flight 64, Nats-Msg-Id from the message_id) drain it.
+  (msg_id `{message_id}`) and Benthos `amqp_0_9` (per-message acks, `nats_jetstream`
+  max_in_flight 64, Nats-Msg-Id from the message_id) drain it, both with the same prefetch
+  (`--prefetch`, default 1000: the bridge's default).
 
 For every drain: msg/s from the stream's first and last stored timestamps; CPU seconds per
 message of the system's own process, of nats-server and of the source broker (RabbitMQ's
@@ -99,7 +100,7 @@ SYSTEMS = {"kafka": ("bridge", "bridge-x2", "benthos", "nats-kafka"), "rabbitmq"
 BRIDGE_ARGS = {"bridge": (), "bridge-x2": ("--workers", "2")}  # bridge-x2: only when asked (--system)
 SOURCE_BROKER = {"kafka": "kafka", "rabbitmq": "rabbitmq"}  # whose CPU is the source's (BROKER_PID_FILES)
 MAX_IN_FLIGHT = 64
-PREFETCH = 1000  # the bridge's default RabbitMQ prefetch; Benthos gets the same
+DEFAULT_PREFETCH = 1000  # the bridge's default RabbitMQ prefetch (--prefetch sets it for every system)
 
 # nats-kafka v1.4.2 as published cannot do what this benchmark asks of it, so its copied source
 # is patched before the build (file, old text, new text, why). Each patch must apply exactly once.
@@ -124,6 +125,7 @@ class Options:
     bootstrap: str
     messages: dict[str, int]
     repeats: int
+    prefetch: int
     paths: tuple[str, ...]
     systems: tuple[str, ...]
     cache: Path
@@ -147,6 +149,13 @@ def parse_options(argv: list[str]) -> Options:
     parser.add_argument("--rabbitmq-messages", type=int, help="RabbitMQ path (default 100,000; --quick 10,000)")
     parser.add_argument("--quick", action="store_true", help="a short check: 20,000 / 10,000 messages, 1 repeat")
     parser.add_argument("--repeats", type=int, help="repeats of each drain (default 3; --quick 1)")
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=DEFAULT_PREFETCH,
+        help=f"RabbitMQ path: the prefetch (basic.qos) of the bridge's source, Benthos's prefetch_count "
+        f"(default {DEFAULT_PREFETCH}, the bridge's default)",
+    )
     parser.add_argument("--only", choices=PATHS, action="append", help="run only this path (repeatable)")
     parser.add_argument(
         "--system",
@@ -178,6 +187,8 @@ def parse_options(argv: list[str]) -> Options:
     repeats = args.repeats or (1 if args.quick else 3)
     if min(messages.values()) < 1000 or repeats < 1:
         parser.error("use at least 1,000 messages and one repeat")
+    if not 1 <= args.prefetch <= 65535:
+        parser.error("--prefetch: 1 to 65,535 (basic.qos's prefetch count is 16 bits)")
     return Options(
         nats_url=args.nats_url,
         amqp_url=args.amqp_url,
@@ -185,6 +196,7 @@ def parse_options(argv: list[str]) -> Options:
         bootstrap=args.bootstrap,
         messages=messages,
         repeats=repeats,
+        prefetch=args.prefetch,
         paths=tuple(args.only) if args.only else PATHS,
         systems=tuple(args.system) if args.system else ("bridge", "benthos", "nats-kafka"),
         cache=args.cache.resolve(),
@@ -689,7 +701,7 @@ def rabbit_bridge_mapping(opts: Options, vhost: str, *, stream: str, subject: st
           rabbitmq:
             type: rabbitmq
             url: "{vhost_url(opts.amqp_url, vhost)}"
-            prefetch: {PREFETCH}
+            prefetch: {opts.prefetch}
         services:
           bench:
             routes:
@@ -707,7 +719,7 @@ def rabbit_benthos_config(opts: Options, vhost: str, *, subject: str, queue: str
           amqp_0_9:
             urls: ["{vhost_url(opts.amqp_url, vhost)}"]
             queue: "{queue}"
-            prefetch_count: {PREFETCH}
+            prefetch_count: {opts.prefetch}
         output:
           nats_jetstream:
             urls: ["{opts.nats_url}"]
@@ -786,7 +798,7 @@ async def run(opts: Options, tools: Tools) -> dict[str, Any]:
             "repeats": opts.repeats,
             "partitions": PARTITIONS,
             "max_in_flight": MAX_IN_FLIGHT,
-            "prefetch": PREFETCH,
+            "prefetch": opts.prefetch,
             "kafka_tools": tools.kafka_tools.name,
             "go": tools.go_version,
             "nats_kafka_patches": [why for *_, why in NATS_KAFKA_PATCHES],
@@ -857,7 +869,8 @@ def render(report: dict[str, Any]) -> Iterator[str]:
     machine = report["machine"]
     yield (
         f"nats-bridge {machine['git']} (bridge/ {machine['bridge_sources_sha256']}) beside Benthos {BENTHOS_VERSION} "
-        f"and nats-kafka {NATS_KAFKA_VERSION}; {settings['repeats']} repeat(s), {SIZE} B; "
+        f"and nats-kafka {NATS_KAFKA_VERSION}; {settings['repeats']} repeat(s), {SIZE} B, "
+        f"RabbitMQ prefetch {settings['prefetch']}; "
         f"nats-server {machine['nats_server']}, {settings['kafka_tools']}; "
         f"load {machine['loadavg_start'][0]:.1f} -> {machine['loadavg_end'][0]:.1f} on {machine['nproc']} CPUs"
     )
