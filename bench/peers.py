@@ -11,6 +11,8 @@ Peers (built here, into a cache folder, from the Go module proxy; Maven Central 
   the newest offset and has no setting for it: the group's offsets are committed at 0 first.
 * `org.apache.kafka:kafka-tools` (the broker's version) for ProducerPerformance, which fills the
   Kafka topics, so no Python client and none of the bridge's code produces them.
+* The RabbitMQ ceiling (bench/peers/ceiling/, bench/peers_ceiling.py): a no-op Go consumer on
+  `github.com/rabbitmq/amqp091-go` v1.9.0, built like the peers and named by a hash of its source.
 
 Paths, each system and repeat interleaved (bridge, Benthos, nats-kafka, then again):
 
@@ -24,7 +26,10 @@ Paths, each system and repeat interleaved (bridge, Benthos, nats-kafka, then aga
   RabbitMQ benchmark's aiormq filler (publisher confirms); the bridge in queue mode
   (msg_id `{message_id}`) and Benthos `amqp_0_9` (per-message acks, `nats_jetstream`
   max_in_flight 64, Nats-Msg-Id from the message_id) drain it, both with the same prefetch
-  (`--prefetch`, default 1000: the bridge's default).
+  (`--prefetch`, default 1000: the bridge's default). So does the ceiling, which acks like the
+  bridge settles (multiple=true every prefetch // 4 deliveries) and does nothing else: what
+  RabbitMQ can hand over at all, and what that costs it. Its msg/s and meters run from its own
+  first to last delivery; "stored" is what it was delivered, order inversions do not apply.
 
 For every drain: msg/s from the stream's first and last stored timestamps; CPU seconds per
 message of the system's own process, of nats-server and of the source broker (RabbitMQ's
@@ -82,6 +87,7 @@ from common import (
 from kafka_to_jetstream import create_topic
 from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from peers_ceiling import AMQP091_MODULE, AMQP091_VERSION, CEILING_SRC, CeilingRun, ack_every, source_hash
 from rabbitmq_to_jetstream import ManagementApi, fill_exchange, queue_depth, vhost_of, vhost_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +102,10 @@ SIZE = 100
 DEFAULT_MESSAGES = {"kafka": 200_000, "rabbitmq": 100_000}
 QUICK_MESSAGES = {"kafka": 20_000, "rabbitmq": 10_000}
 PATHS = ("kafka", "rabbitmq")
-SYSTEMS = {"kafka": ("bridge", "bridge-x2", "benthos", "nats-kafka"), "rabbitmq": ("bridge", "bridge-x2", "benthos")}
+SYSTEMS = {
+    "kafka": ("bridge", "bridge-x2", "benthos", "nats-kafka"),
+    "rabbitmq": ("bridge", "bridge-x2", "benthos", "ceiling"),
+}
 BRIDGE_ARGS = {"bridge": (), "bridge-x2": ("--workers", "2")}  # bridge-x2: only when asked (--system)
 SOURCE_BROKER = {"kafka": "kafka", "rabbitmq": "rabbitmq"}  # whose CPU is the source's (BROKER_PID_FILES)
 MAX_IN_FLIGHT = 64
@@ -153,16 +162,16 @@ def parse_options(argv: list[str]) -> Options:
         "--prefetch",
         type=int,
         default=DEFAULT_PREFETCH,
-        help=f"RabbitMQ path: the prefetch (basic.qos) of the bridge's source, Benthos's prefetch_count "
-        f"(default {DEFAULT_PREFETCH}, the bridge's default)",
+        help=f"RabbitMQ path: the prefetch (basic.qos) of the bridge's source, Benthos's prefetch_count and the "
+        f"ceiling's (default {DEFAULT_PREFETCH}, the bridge's default)",
     )
     parser.add_argument("--only", choices=PATHS, action="append", help="run only this path (repeatable)")
     parser.add_argument(
         "--system",
-        choices=("bridge", "bridge-x2", "benthos", "nats-kafka"),
+        choices=("bridge", "bridge-x2", "benthos", "nats-kafka", "ceiling"),
         action="append",
         help="run only this system (repeatable); bridge-x2 is `run --workers 2` (its CPU: the supervisor and its "
-        "workers), run only when named",
+        "workers), run only when named; ceiling is the no-op RabbitMQ consumer (RabbitMQ path only)",
     )
     parser.add_argument(
         "--cache",
@@ -198,7 +207,7 @@ def parse_options(argv: list[str]) -> Options:
         repeats=repeats,
         prefetch=args.prefetch,
         paths=tuple(args.only) if args.only else PATHS,
-        systems=tuple(args.system) if args.system else ("bridge", "benthos", "nats-kafka"),
+        systems=tuple(args.system) if args.system else ("bridge", "benthos", "nats-kafka", "ceiling"),
         cache=args.cache.resolve(),
         build_only=args.build_only,
         keep_logs=args.keep_logs,
@@ -238,6 +247,19 @@ def build_benthos(cache: Path) -> Path:
     log(f"building Benthos {BENTHOS_VERSION} ({BENTHOS_MODULE}) into {binary} (a few minutes the first time)")
     build_log = cache / "benthos-build.log"
     run_logged(["go", "build", "-trimpath", "-o", str(binary), "."], src, build_log, go_env())
+    return binary
+
+
+def build_ceiling(cache: Path) -> Path:
+    """bench/peers/ceiling (the no-op amqp091-go consumer) -> <cache>/amqp-ceiling-<source hash>."""
+    binary = cache / f"amqp-ceiling-{source_hash()}"
+    if binary.exists():
+        return binary
+    src = cache / "ceiling-src"
+    remove_tree(src)
+    shutil.copytree(CEILING_SRC, src)
+    log(f"building the RabbitMQ ceiling ({AMQP091_MODULE}@{AMQP091_VERSION}) into {binary}")
+    run_logged(["go", "build", "-trimpath", "-o", str(binary), "."], src, cache / "ceiling-build.log", go_env())
     return binary
 
 
@@ -330,13 +352,20 @@ class Tools:
     benthos: Path
     nats_kafka: Path
     kafka_tools: Path
+    ceiling: Path
     go_version: str
 
 
 def build_all(opts: Options) -> Tools:
     opts.cache.mkdir(parents=True, exist_ok=True)
     go = subprocess.run(["go", "version"], capture_output=True, text=True, check=False).stdout.strip()
-    return Tools(build_benthos(opts.cache), build_nats_kafka(opts.cache), fetch_kafka_tools(opts.cache), go)
+    return Tools(
+        build_benthos(opts.cache),
+        build_nats_kafka(opts.cache),
+        fetch_kafka_tools(opts.cache),
+        build_ceiling(opts.cache),
+        go,
+    )
 
 
 # --------------------------------------------------------------------------------------- processes
@@ -749,25 +778,41 @@ async def rabbit_drain(bench: Bench, system: str) -> dict[str, Any]:
         depth = await queue_depth(channel, queue)
         if depth != count:
             raise RuntimeError(f"queue {queue} holds {depth} messages, {count} published")
-        mapping = rabbit_bridge_mapping(opts, bench.vhost, stream=stream, subject=subject, queue=queue)
-        config_path = bench.workdir / f"{stream.lower()}.yaml"
-        if system in BRIDGE_ARGS:
-            argv = [sys.executable, "-m", "bridge", "run", str(config_path), "--log-level", "warning"]
-            argv += BRIDGE_ARGS[system]
-            run = bench.new_system(argv, system, stream, config_path, mapping)
+        if system == "ceiling":
+            bench.log(f"rabbitmq/{system}: consuming {queue} (no NATS)")
+            result = await ceiling_drain(bench, url, queue, count)
         else:
-            await bench.js.add_stream(_stream_config(mapping))
-            text = rabbit_benthos_config(opts, bench.vhost, subject=subject, queue=queue)
-            argv = [str(bench.tools.benthos), "-c", str(config_path)]
-            run = bench.new_system(argv, system, stream, config_path, text)
-        bench.log(f"rabbitmq/{system}: draining into {stream}")
-        result = await bench.drain_checked(run, stream, count, "rabbitmq")
+            mapping = rabbit_bridge_mapping(opts, bench.vhost, stream=stream, subject=subject, queue=queue)
+            config_path = bench.workdir / f"{stream.lower()}.yaml"
+            if system in BRIDGE_ARGS:
+                argv = [sys.executable, "-m", "bridge", "run", str(config_path), "--log-level", "warning"]
+                argv += BRIDGE_ARGS[system]
+                run = bench.new_system(argv, system, stream, config_path, mapping)
+            else:
+                await bench.js.add_stream(_stream_config(mapping))
+                text = rabbit_benthos_config(opts, bench.vhost, subject=subject, queue=queue)
+                argv = [str(bench.tools.benthos), "-c", str(config_path)]
+                run = bench.new_system(argv, system, stream, config_path, text)
+            bench.log(f"rabbitmq/{system}: draining into {stream}")
+            result = await bench.drain_checked(run, stream, count, "rabbitmq")
         result["left_in_queue"] = await queue_depth(channel, queue)
         result["fill_rate"] = round(fill_rate, 1)
         await channel.queue_delete(queue)
         await channel.exchange_delete(exchange)
     finally:
         await connection.close()
+    return result
+
+
+async def ceiling_drain(bench: Bench, url: str, queue: str, count: int) -> dict[str, Any]:
+    """The ceiling consumer on the filled queue, metered like drain_checked's systems (its own
+    process, nats-server, RabbitMQ, the machine) but from its first delivery to its last."""
+    log_path = bench.workdir / f"ceiling-{queue}.log"
+    run = CeilingRun(bench.tools.ceiling, url, queue, count, bench.opts.prefetch, log_path)
+    bench.bridges.append(run)  # killed by cleanup if the run is interrupted
+    result = await run.drain(bench.meter, count)
+    result.update(per_message_cpu(result["cpu"], count, "rabbitmq"))
+    result["order_inversions"] = None  # not applicable: nothing is stored
     return result
 
 
@@ -787,6 +832,7 @@ async def run(opts: Options, tools: Tools) -> dict[str, Any]:
     versions = {
         "benthos": f"{BENTHOS_MODULE}@{BENTHOS_VERSION}",
         "nats_kafka": f"{NATS_KAFKA_MODULE}@{NATS_KAFKA_VERSION}",
+        "ceiling": f"{AMQP091_MODULE}@{AMQP091_VERSION}",
     }
     report: dict[str, Any] = {
         "command": opts.command,
@@ -799,6 +845,7 @@ async def run(opts: Options, tools: Tools) -> dict[str, Any]:
             "partitions": PARTITIONS,
             "max_in_flight": MAX_IN_FLIGHT,
             "prefetch": opts.prefetch,
+            "ceiling_ack_every": ack_every(opts.prefetch),
             "kafka_tools": tools.kafka_tools.name,
             "go": tools.go_version,
             "nats_kafka_patches": [why for *_, why in NATS_KAFKA_PATCHES],
@@ -894,9 +941,16 @@ def render(report: dict[str, Any]) -> Iterator[str]:
             f"{_num(row['machine_busy_cores_median'], '.2f')} of {machine['nproc']}",
             f"{_num(row['peak_rss_mib_median'], '.0f')} MiB",
             f"{'/'.join(f'{s:,}' for s in row['stored'])} / {row['expected']:,}",
-            ", ".join(str(i) for i in row["order_inversions"]),
+            ", ".join("n/a" if i is None else str(i) for i in row["order_inversions"]),
         ]
         yield "| " + " | ".join(cells) + " |"
+    if any(key.endswith("/ceiling") for key in report["summary"]):
+        yield ""
+        yield (
+            f"ceiling: a no-op amqp091-go consumer (prefetch {settings['prefetch']}, multiple ack every "
+            f"{settings['ceiling_ack_every']}), nothing published; its msg/s and CPU from its own first to last "
+            "delivery, stored = delivered"
+        )
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -906,7 +960,7 @@ def _num(value: float | None, fmt: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_options(sys.argv[1:] if argv is None else argv)
     tools = build_all(opts)
-    log(f"peers ready: {tools.benthos}, {tools.nats_kafka}, {tools.kafka_tools}")
+    log(f"peers ready: {tools.benthos}, {tools.nats_kafka}, {tools.kafka_tools}, {tools.ceiling}")
     if opts.build_only:
         return 0
     try:
