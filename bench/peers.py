@@ -14,7 +14,7 @@ Peers (built here, into a cache folder, from the Go module proxy; Maven Central 
 * The RabbitMQ ceiling (bench/peers/ceiling/, bench/peers_ceiling.py): a no-op Go consumer on
   `github.com/rabbitmq/amqp091-go` v1.9.0, built like the peers and named by a hash of its source.
 
-Paths, each system and repeat interleaved (bridge, Benthos, nats-kafka, then again):
+Paths, each system and repeat interleaved (bridge, Benthos, nats-kafka or the ceiling, then again):
 
 * Kafka -> JetStream: a fresh 6-partition topic filled with N x 100 B by ProducerPerformance,
   a fresh consumer group and a fresh stream; the bridge (`python -m bridge run`, msg_id auto =
@@ -35,8 +35,8 @@ For every drain: msg/s from the stream's first and last stored timestamps; CPU s
 message of the system's own process, of nats-server and of the source broker (RabbitMQ's
 beam.smp, Kafka's JVM; compose/brokers' pid files, else the process listening on the port), and
 how many of the machine's cores were busy (/proc/stat), all between the first and the last message
-stored: a rate is bound by the system's own core, by its broker or by the machine, and these say
-which; peak RSS of the system's process; stored / expected; order inversions per partition
+stored: whether a rate was bound by the system's own core, by its broker or by the whole machine
+shows there; peak RSS of the system's process; stored / expected; order inversions per partition
 (Kafka: offsets read back from each stored message's Nats-Msg-Id, per partition) or per queue
 (RabbitMQ: the message_id's sequence number). Medians of the repeats; the JSON has every sample.
 
