@@ -11,8 +11,10 @@ Peers (built here, into a cache folder, from the Go module proxy; Maven Central 
   the newest offset and has no setting for it: the group's offsets are committed at 0 first.
 * `org.apache.kafka:kafka-tools` (the broker's version) for ProducerPerformance, which fills the
   Kafka topics, so no Python client and none of the bridge's code produces them.
+* The RabbitMQ ceiling (bench/peers/ceiling/, bench/peers_ceiling.py): a no-op Go consumer on
+  `github.com/rabbitmq/amqp091-go` v1.9.0, built like the peers and named by a hash of its source.
 
-Paths, each system and repeat interleaved (bridge, Benthos, nats-kafka, then again):
+Paths, each system and repeat interleaved (bridge, Benthos, nats-kafka or the ceiling, then again):
 
 * Kafka -> JetStream: a fresh 6-partition topic filled with N x 100 B by ProducerPerformance,
   a fresh consumer group and a fresh stream; the bridge (`python -m bridge run`, msg_id auto =
@@ -22,12 +24,19 @@ Paths, each system and repeat interleaved (bridge, Benthos, nats-kafka, then aga
 * RabbitMQ classic queue -> JetStream: a fresh durable classic queue (bound to a fresh topic
   exchange with `#`) filled with N x 100 B persistent messages carrying a message_id, by the
   RabbitMQ benchmark's aiormq filler (publisher confirms); the bridge in queue mode
-  (msg_id `{message_id}`) and Benthos `amqp_0_9` (per-message acks, prefetch 1000 like the
-  bridge's, `nats_jetstream` max_in_flight 64, Nats-Msg-Id from the message_id) drain it.
+  (msg_id `{message_id}`) and Benthos `amqp_0_9` (per-message acks, `nats_jetstream`
+  max_in_flight 64, Nats-Msg-Id from the message_id) drain it, both with the same prefetch
+  (`--prefetch`, default 1000: the bridge's default). So does the ceiling, which acks like the
+  bridge settles (multiple=true every prefetch // 4 deliveries) and does nothing else: what
+  RabbitMQ can hand over at all, and what that costs it. Its msg/s and meters run from its own
+  first to last delivery; "stored" is what it was delivered, order inversions do not apply.
 
 For every drain: msg/s from the stream's first and last stored timestamps; CPU seconds per
-message of the system's own process and of nats-server (between the first and the last message
-stored); peak RSS of the system's process; stored / expected; order inversions per partition
+message of the system's own process, of nats-server and of the source broker (RabbitMQ's
+beam.smp, Kafka's JVM; compose/brokers' pid files, else the process listening on the port), and
+how many of the machine's cores were busy (/proc/stat), all between the first and the last message
+stored: whether a rate was bound by the system's own core, by its broker or by the whole machine
+shows there; peak RSS of the system's process; stored / expected; order inversions per partition
 (Kafka: offsets read back from each stored message's Nats-Msg-Id, per partition) or per queue
 (RabbitMQ: the message_id's sequence number). Medians of the repeats; the JSON has every sample.
 
@@ -78,6 +87,7 @@ from common import (
 from kafka_to_jetstream import create_topic
 from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from peers_ceiling import AMQP091_MODULE, AMQP091_VERSION, CEILING_SRC, CeilingRun, ack_every, source_hash
 from rabbitmq_to_jetstream import ManagementApi, fill_exchange, queue_depth, vhost_of, vhost_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,10 +102,14 @@ SIZE = 100
 DEFAULT_MESSAGES = {"kafka": 200_000, "rabbitmq": 100_000}
 QUICK_MESSAGES = {"kafka": 20_000, "rabbitmq": 10_000}
 PATHS = ("kafka", "rabbitmq")
-SYSTEMS = {"kafka": ("bridge", "bridge-x2", "benthos", "nats-kafka"), "rabbitmq": ("bridge", "bridge-x2", "benthos")}
+SYSTEMS = {
+    "kafka": ("bridge", "bridge-x2", "benthos", "nats-kafka"),
+    "rabbitmq": ("bridge", "bridge-x2", "benthos", "ceiling"),
+}
 BRIDGE_ARGS = {"bridge": (), "bridge-x2": ("--workers", "2")}  # bridge-x2: only when asked (--system)
+SOURCE_BROKER = {"kafka": "kafka", "rabbitmq": "rabbitmq"}  # whose CPU is the source's (BROKER_PID_FILES)
 MAX_IN_FLIGHT = 64
-PREFETCH = 1000  # the bridge's default RabbitMQ prefetch; Benthos gets the same
+DEFAULT_PREFETCH = 1000  # the bridge's default RabbitMQ prefetch (--prefetch sets it for every system)
 
 # nats-kafka v1.4.2 as published cannot do what this benchmark asks of it, so its copied source
 # is patched before the build (file, old text, new text, why). Each patch must apply exactly once.
@@ -120,6 +134,7 @@ class Options:
     bootstrap: str
     messages: dict[str, int]
     repeats: int
+    prefetch: int
     paths: tuple[str, ...]
     systems: tuple[str, ...]
     cache: Path
@@ -143,13 +158,20 @@ def parse_options(argv: list[str]) -> Options:
     parser.add_argument("--rabbitmq-messages", type=int, help="RabbitMQ path (default 100,000; --quick 10,000)")
     parser.add_argument("--quick", action="store_true", help="a short check: 20,000 / 10,000 messages, 1 repeat")
     parser.add_argument("--repeats", type=int, help="repeats of each drain (default 3; --quick 1)")
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=DEFAULT_PREFETCH,
+        help=f"RabbitMQ path: the prefetch (basic.qos) of the bridge's source, Benthos's prefetch_count and the "
+        f"ceiling's (default {DEFAULT_PREFETCH}, the bridge's default)",
+    )
     parser.add_argument("--only", choices=PATHS, action="append", help="run only this path (repeatable)")
     parser.add_argument(
         "--system",
-        choices=("bridge", "bridge-x2", "benthos", "nats-kafka"),
+        choices=("bridge", "bridge-x2", "benthos", "nats-kafka", "ceiling"),
         action="append",
         help="run only this system (repeatable); bridge-x2 is `run --workers 2` (its CPU: the supervisor and its "
-        "workers), run only when named",
+        "workers), run only when named; ceiling is the no-op RabbitMQ consumer (RabbitMQ path only)",
     )
     parser.add_argument(
         "--cache",
@@ -174,6 +196,8 @@ def parse_options(argv: list[str]) -> Options:
     repeats = args.repeats or (1 if args.quick else 3)
     if min(messages.values()) < 1000 or repeats < 1:
         parser.error("use at least 1,000 messages and one repeat")
+    if not 1 <= args.prefetch <= 65535:
+        parser.error("--prefetch: 1 to 65,535 (basic.qos's prefetch count is 16 bits)")
     return Options(
         nats_url=args.nats_url,
         amqp_url=args.amqp_url,
@@ -181,8 +205,9 @@ def parse_options(argv: list[str]) -> Options:
         bootstrap=args.bootstrap,
         messages=messages,
         repeats=repeats,
+        prefetch=args.prefetch,
         paths=tuple(args.only) if args.only else PATHS,
-        systems=tuple(args.system) if args.system else ("bridge", "benthos", "nats-kafka"),
+        systems=tuple(args.system) if args.system else ("bridge", "benthos", "nats-kafka", "ceiling"),
         cache=args.cache.resolve(),
         build_only=args.build_only,
         keep_logs=args.keep_logs,
@@ -222,6 +247,19 @@ def build_benthos(cache: Path) -> Path:
     log(f"building Benthos {BENTHOS_VERSION} ({BENTHOS_MODULE}) into {binary} (a few minutes the first time)")
     build_log = cache / "benthos-build.log"
     run_logged(["go", "build", "-trimpath", "-o", str(binary), "."], src, build_log, go_env())
+    return binary
+
+
+def build_ceiling(cache: Path) -> Path:
+    """bench/peers/ceiling (the no-op amqp091-go consumer) -> <cache>/amqp-ceiling-<source hash>."""
+    binary = cache / f"amqp-ceiling-{source_hash()}"
+    if binary.exists():
+        return binary
+    src = cache / "ceiling-src"
+    remove_tree(src)
+    shutil.copytree(CEILING_SRC, src)
+    log(f"building the RabbitMQ ceiling ({AMQP091_MODULE}@{AMQP091_VERSION}) into {binary}")
+    run_logged(["go", "build", "-trimpath", "-o", str(binary), "."], src, cache / "ceiling-build.log", go_env())
     return binary
 
 
@@ -314,13 +352,20 @@ class Tools:
     benthos: Path
     nats_kafka: Path
     kafka_tools: Path
+    ceiling: Path
     go_version: str
 
 
 def build_all(opts: Options) -> Tools:
     opts.cache.mkdir(parents=True, exist_ok=True)
     go = subprocess.run(["go", "version"], capture_output=True, text=True, check=False).stdout.strip()
-    return Tools(build_benthos(opts.cache), build_nats_kafka(opts.cache), fetch_kafka_tools(opts.cache), go)
+    return Tools(
+        build_benthos(opts.cache),
+        build_nats_kafka(opts.cache),
+        fetch_kafka_tools(opts.cache),
+        build_ceiling(opts.cache),
+        go,
+    )
 
 
 # --------------------------------------------------------------------------------------- processes
@@ -381,6 +426,10 @@ def pid_listening(port: int) -> int | None:
 
 
 class Bench(BenchBase):
+    # Both sources' brokers are metered in every drain: the path's own shows what the system under
+    # test costs it (SOURCE_BROKER), the idle one is part of what else kept the machine busy.
+    brokers = ("nats-server", "rabbitmq", "kafka")
+
     def __init__(self, opts: Options, tools: Tools, nc: NatsClient, workdir: Path) -> None:
         super().__init__(opts, nc, workdir)
         self.opts: Options = opts
@@ -390,13 +439,18 @@ class Bench(BenchBase):
         self.api = ManagementApi(opts.api_url)
         self.vhost = vhost_of(self.names.run)
         self.vhost_created = False
-        port = nats_port(opts.nats_url)
-        self.nats_pid = pid_listening(port) if port else None
+        urls = {"nats-server": opts.nats_url, "rabbitmq": opts.amqp_url, "kafka": opts.bootstrap}
+        self.pids_by_port: dict[str, int | None] = {}
+        for name, pid in CpuMeter(None, self.brokers).pids.items():
+            if name in urls and pid is None:  # no compose/brokers pid file: find the broker by its port
+                port = url_port(urls[name])
+                self.pids_by_port[name] = pid_listening(port) if port else None
 
     def meter(self, bridge_pid: int | None) -> CpuMeter:
         meter = CpuMeter(bridge_pid, self.brokers)
-        if meter.pids.get("nats-server") is None:  # no compose/brokers pid file: find it by its port
-            meter.pids["nats-server"] = self.nats_pid
+        for name, pid in self.pids_by_port.items():
+            if meter.pids.get(name) is None:
+                meter.pids[name] = pid
         return meter
 
     def new_system(self, argv: list[str], name: str, stream: str, config: Path, text: str) -> PeerRun:
@@ -424,11 +478,7 @@ class Bench(BenchBase):
             result = await self.drain(run, stream, expected)
         finally:
             self.js.delete_stream = original  # type: ignore[method-assign]
-        cpu = result["cpu"]
-        seconds = cpu["wall_s"]
-        for name, key in (("system", "bridge_cpu_per_s"), ("nats_server", "nats-server_cpu_per_s")):
-            if key in cpu:
-                result[f"{name}_cpu_us_per_msg"] = round(cpu[key] * seconds / expected * 1e6, 2)
+        result.update(per_message_cpu(result["cpu"], expected, order))
         result.update(inversions)
         result.pop("rss_mib_every_100ms", None)
         return result
@@ -443,9 +493,27 @@ class Bench(BenchBase):
                 await self.api.delete_vhost(self.vhost)
 
 
-def nats_port(url: str) -> int | None:
+def url_port(url: str) -> int | None:
+    """The port of a broker URL or host:port (the first, if there are several)."""
     found = re.search(r":(\d+)/?$", url.split(",", maxsplit=1)[0])
     return int(found.group(1)) if found else None
+
+
+def per_message_cpu(cpu: dict[str, float], expected: int, path: str) -> dict[str, Any]:
+    """A drain's CPU meters (CpuMeter.stop) as CPU µs per message of the system, nats-server and
+    the path's source broker, and the machine's busy cores over the same interval: together they
+    say whether a rate was bound by the system's own core, the broker or the machine."""
+    figures: dict[str, Any] = {"source_broker": SOURCE_BROKER[path]}
+    names = (
+        ("system", "bridge_cpu_per_s"),
+        ("nats_server", "nats-server_cpu_per_s"),
+        ("source_broker", f"{SOURCE_BROKER[path]}_cpu_per_s"),
+    )
+    for name, key in names:
+        if key in cpu:
+            figures[f"{name}_cpu_us_per_msg"] = round(cpu[key] * cpu["wall_s"] / expected * 1e6, 2)
+    figures["machine_busy_cores"] = cpu.get("machine_busy_cores")
+    return figures
 
 
 async def count_inversions(js: Any, stream: str, order: str) -> dict[str, Any]:
@@ -662,7 +730,7 @@ def rabbit_bridge_mapping(opts: Options, vhost: str, *, stream: str, subject: st
           rabbitmq:
             type: rabbitmq
             url: "{vhost_url(opts.amqp_url, vhost)}"
-            prefetch: {PREFETCH}
+            prefetch: {opts.prefetch}
         services:
           bench:
             routes:
@@ -680,7 +748,7 @@ def rabbit_benthos_config(opts: Options, vhost: str, *, subject: str, queue: str
           amqp_0_9:
             urls: ["{vhost_url(opts.amqp_url, vhost)}"]
             queue: "{queue}"
-            prefetch_count: {PREFETCH}
+            prefetch_count: {opts.prefetch}
         output:
           nats_jetstream:
             urls: ["{opts.nats_url}"]
@@ -710,25 +778,41 @@ async def rabbit_drain(bench: Bench, system: str) -> dict[str, Any]:
         depth = await queue_depth(channel, queue)
         if depth != count:
             raise RuntimeError(f"queue {queue} holds {depth} messages, {count} published")
-        mapping = rabbit_bridge_mapping(opts, bench.vhost, stream=stream, subject=subject, queue=queue)
-        config_path = bench.workdir / f"{stream.lower()}.yaml"
-        if system in BRIDGE_ARGS:
-            argv = [sys.executable, "-m", "bridge", "run", str(config_path), "--log-level", "warning"]
-            argv += BRIDGE_ARGS[system]
-            run = bench.new_system(argv, system, stream, config_path, mapping)
+        if system == "ceiling":
+            bench.log(f"rabbitmq/{system}: consuming {queue} (no NATS)")
+            result = await ceiling_drain(bench, url, queue, count)
         else:
-            await bench.js.add_stream(_stream_config(mapping))
-            text = rabbit_benthos_config(opts, bench.vhost, subject=subject, queue=queue)
-            argv = [str(bench.tools.benthos), "-c", str(config_path)]
-            run = bench.new_system(argv, system, stream, config_path, text)
-        bench.log(f"rabbitmq/{system}: draining into {stream}")
-        result = await bench.drain_checked(run, stream, count, "rabbitmq")
+            mapping = rabbit_bridge_mapping(opts, bench.vhost, stream=stream, subject=subject, queue=queue)
+            config_path = bench.workdir / f"{stream.lower()}.yaml"
+            if system in BRIDGE_ARGS:
+                argv = [sys.executable, "-m", "bridge", "run", str(config_path), "--log-level", "warning"]
+                argv += BRIDGE_ARGS[system]
+                run = bench.new_system(argv, system, stream, config_path, mapping)
+            else:
+                await bench.js.add_stream(_stream_config(mapping))
+                text = rabbit_benthos_config(opts, bench.vhost, subject=subject, queue=queue)
+                argv = [str(bench.tools.benthos), "-c", str(config_path)]
+                run = bench.new_system(argv, system, stream, config_path, text)
+            bench.log(f"rabbitmq/{system}: draining into {stream}")
+            result = await bench.drain_checked(run, stream, count, "rabbitmq")
         result["left_in_queue"] = await queue_depth(channel, queue)
         result["fill_rate"] = round(fill_rate, 1)
         await channel.queue_delete(queue)
         await channel.exchange_delete(exchange)
     finally:
         await connection.close()
+    return result
+
+
+async def ceiling_drain(bench: Bench, url: str, queue: str, count: int) -> dict[str, Any]:
+    """The ceiling consumer on the filled queue, metered like drain_checked's systems (its own
+    process, nats-server, RabbitMQ, the machine) but from its first delivery to its last."""
+    log_path = bench.workdir / f"ceiling-{queue}.log"
+    run = CeilingRun(bench.tools.ceiling, url, queue, count, bench.opts.prefetch, log_path)
+    bench.bridges.append(run)  # killed by cleanup if the run is interrupted
+    result = await run.drain(bench.meter, count)
+    result.update(per_message_cpu(result["cpu"], count, "rabbitmq"))
+    result["order_inversions"] = None  # not applicable: nothing is stored
     return result
 
 
@@ -739,7 +823,8 @@ async def run(opts: Options, tools: Tools) -> dict[str, Any]:
     nc = await nats.connect(opts.nats_url, connect_timeout=5, max_reconnect_attempts=3)
     workdir = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     bench = Bench(opts, tools, nc, workdir)
-    bench.log(f"run id {bench.names.run}; nats-server pid {bench.meter(None).pids.get('nats-server')}")
+    pids = ", ".join(f"{name} {pid}" for name, pid in bench.meter(None).pids.items() if name != "bridge")
+    bench.log(f"run id {bench.names.run}; pids {pids}")
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
@@ -747,6 +832,7 @@ async def run(opts: Options, tools: Tools) -> dict[str, Any]:
     versions = {
         "benthos": f"{BENTHOS_MODULE}@{BENTHOS_VERSION}",
         "nats_kafka": f"{NATS_KAFKA_MODULE}@{NATS_KAFKA_VERSION}",
+        "ceiling": f"{AMQP091_MODULE}@{AMQP091_VERSION}",
     }
     report: dict[str, Any] = {
         "command": opts.command,
@@ -758,7 +844,8 @@ async def run(opts: Options, tools: Tools) -> dict[str, Any]:
             "repeats": opts.repeats,
             "partitions": PARTITIONS,
             "max_in_flight": MAX_IN_FLIGHT,
-            "prefetch": PREFETCH,
+            "prefetch": opts.prefetch,
+            "ceiling_ack_every": ack_every(opts.prefetch),
             "kafka_tools": tools.kafka_tools.name,
             "go": tools.go_version,
             "nats_kafka_patches": [why for *_, why in NATS_KAFKA_PATCHES],
@@ -814,6 +901,8 @@ def summarize(all_samples: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[s
                 "rates": [s["rate"] for s in samples],
                 "system_cpu_us_per_msg_median": _median(samples, "system_cpu_us_per_msg"),
                 "nats_server_cpu_us_per_msg_median": _median(samples, "nats_server_cpu_us_per_msg"),
+                "source_broker_cpu_us_per_msg_median": _median(samples, "source_broker_cpu_us_per_msg"),
+                "machine_busy_cores_median": _median(samples, "machine_busy_cores"),
                 "peak_rss_mib_median": _median(samples, "peak_rss_mib"),
                 "stored": [s["messages"] for s in samples],
                 "expected": samples[0]["expected"] if samples else None,
@@ -827,16 +916,17 @@ def render(report: dict[str, Any]) -> Iterator[str]:
     machine = report["machine"]
     yield (
         f"nats-bridge {machine['git']} (bridge/ {machine['bridge_sources_sha256']}) beside Benthos {BENTHOS_VERSION} "
-        f"and nats-kafka {NATS_KAFKA_VERSION}; {settings['repeats']} repeat(s), {SIZE} B; "
+        f"and nats-kafka {NATS_KAFKA_VERSION}; {settings['repeats']} repeat(s), {SIZE} B, "
+        f"RabbitMQ prefetch {settings['prefetch']}; "
         f"nats-server {machine['nats_server']}, {settings['kafka_tools']}; "
         f"load {machine['loadavg_start'][0]:.1f} -> {machine['loadavg_end'][0]:.1f} on {machine['nproc']} CPUs"
     )
     yield ""
     yield (
         "| path | system | msg/s (median) | per repeat | CPU µs/msg, system | CPU µs/msg, nats-server "
-        "| peak RSS | stored / expected | order inversions |"
+        "| CPU µs/msg, source broker | machine busy | peak RSS | stored / expected | order inversions |"
     )
-    yield "|---|---|---|---|---|---|---|---|---|"
+    yield "|---|---|---|---|---|---|---|---|---|---|---|"
     labels = {"kafka": "Kafka -> JetStream", "rabbitmq": "RabbitMQ classic queue -> JetStream"}
     for key, row in report["summary"].items():
         path, system = key.split("/", 1)
@@ -847,11 +937,20 @@ def render(report: dict[str, Any]) -> Iterator[str]:
             ", ".join(f"{r:,.0f}" for r in row["rates"] if r),
             _num(row["system_cpu_us_per_msg_median"], ".1f"),
             _num(row["nats_server_cpu_us_per_msg_median"], ".1f"),
+            _num(row["source_broker_cpu_us_per_msg_median"], ".1f"),
+            f"{_num(row['machine_busy_cores_median'], '.2f')} of {machine['nproc']}",
             f"{_num(row['peak_rss_mib_median'], '.0f')} MiB",
             f"{'/'.join(f'{s:,}' for s in row['stored'])} / {row['expected']:,}",
-            ", ".join(str(i) for i in row["order_inversions"]),
+            ", ".join("n/a" if i is None else str(i) for i in row["order_inversions"]),
         ]
         yield "| " + " | ".join(cells) + " |"
+    if any(key.endswith("/ceiling") for key in report["summary"]):
+        yield ""
+        yield (
+            f"ceiling: a no-op amqp091-go consumer (prefetch {settings['prefetch']}, multiple ack every "
+            f"{settings['ceiling_ack_every']}), nothing published; its msg/s and CPU from its own first to last "
+            "delivery, stored = delivered"
+        )
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -861,7 +960,7 @@ def _num(value: float | None, fmt: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_options(sys.argv[1:] if argv is None else argv)
     tools = build_all(opts)
-    log(f"peers ready: {tools.benthos}, {tools.nats_kafka}, {tools.kafka_tools}")
+    log(f"peers ready: {tools.benthos}, {tools.nats_kafka}, {tools.kafka_tools}, {tools.ceiling}")
     if opts.build_only:
         return 0
     try:
