@@ -157,6 +157,40 @@ async def test_with_what_only_nats_pys_parser_reads_the_same_messages_in_the_sam
         assert short, "the short path was never taken"
 
 
+ODD_LINES = [
+    b"MSG  _INBOX.abc.1  %d  5\r\nhello\r\n" % ROUTED_SID,  # two spaces: the general way
+    b"MSG _INBOX.abc.1\t%d 5\r\nhello\r\n" % ROUTED_SID,  # a tab between fields
+    b"MSG _INBOX.abc.1 00%d 005\r\nhello\r\n" % ROUTED_SID,  # leading zeros, as int() reads them
+    b"MSG _INBOX.\xc3\xa9.1 %d 5\r\nhello\r\n" % ROUTED_SID,  # a subject past ASCII
+    b"MSG _INBOX.abc.1 %d 0\r\n\r\n" % ROUTED_SID,  # an empty payload
+    b"MSG _INBOX.%s %d 5\r\nhello\r\n" % (b"x" * 5000, ROUTED_SID),  # a control line past nats-py's limit
+    b"MSG _INBOX.abc.1 %d 5\r\nhelloXX" % ROUTED_SID,  # no CRLF after the payload
+]
+
+
+@pytest.mark.parametrize("how", ["whole", "random", "bytes"])
+@pytest.mark.parametrize("odd", ODD_LINES)
+async def test_an_unusual_msg_among_pubacks_is_read_as_nats_py_reads_it(odd: bytes, how: str) -> None:
+    """The run of common PubAcks is taken by offset; whatever stops it is read as nats-py reads it."""
+    pubacks = b"".join(b"MSG _INBOX.abc.%d %d 2\r\nok\r\n" % (n, ROUTED_SID) for n in range(5))
+    data = pubacks + odd + pubacks + b"PING\r\n"
+    theirs, ours = FakeClient(), FakeClient()
+    reference = Parser(theirs)
+    parser, _ = routed_parser(ours)
+    outcomes: list[type[BaseException] | None] = []
+    for reader in (reference, parser):
+        try:
+            for piece in chunks(data, how):
+                await reader.parse(piece)
+        except Exception as error:  # noqa: BLE001 - what each parser raises is compared
+            outcomes.append(type(error))
+        else:
+            outcomes.append(None)
+    assert outcomes[0] == outcomes[1]
+    assert ours.events == theirs.events
+    assert ours.stats == theirs.stats
+
+
 async def test_without_a_route_it_is_nats_pys_parser() -> None:
     data = stream(5)
     theirs, ours = FakeClient(), FakeClient()

@@ -22,6 +22,7 @@ streams to both parsers and compares what each hands on.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,9 @@ _PING = b"PING\r\n"
 _PONG = b"PONG\r\n"
 _OK = b"+OK\r\n"
 _CRLF = b"\r\n"
+# A MSG without reply subject as `_control_line` reads it (single spaces; `\S` and `\d` are the
+# bytes that `bytes.split` and `isdigit` take): the shape nearly every PubAck has.
+_PLAIN_MSG = re.compile(rb"MSG (\S+) (\d+) (\d+)\r\n").match
 
 
 class ReplyParser(Parser):
@@ -73,6 +77,10 @@ class ReplyParser(Parser):
         run_sid = 0
         try:
             while buf and self.state == AWAITING_CONTROL_LINE:
+                if buf.startswith(_MSG):
+                    cut, run_sid = self._take_routed_run(buf, run, run_sid)
+                    if cut:
+                        continue
                 if buf.startswith((_MSG, _HMSG)):
                     taken = _take_message(buf)
                     if isinstance(taken, bool):
@@ -93,6 +101,30 @@ class ReplyParser(Parser):
         finally:
             self._hand_on(run_sid, run)
         return False
+
+    def _take_routed_run(self, buf: bytearray, run: list[tuple[bytes, bytes]], run_sid: int) -> tuple[int, int]:
+        """The common shape, a run of them at a time: each `MSG <subject> <sid> <size>` of a routed
+        subscription complete at the front of `buf`, added to `run` (handed on first when the sid
+        changes) and cut off the buffer at once. (Bytes taken, the run's sid); the first message
+        of any other shape stops it, for the general way."""
+        routes = self._routes
+        taken = 0
+        while (match := _PLAIN_MSG(buf, taken)) is not None:
+            start = match.end()
+            sid = int(match[2])
+            if start - taken > MAX_CONTROL_LINE_SIZE or sid not in routes:
+                break
+            stop = start + int(match[3])
+            if len(buf) < stop + 2:
+                break
+            if sid != run_sid:
+                self._hand_on(run_sid, run)
+                run_sid = sid
+            run.append((match[1], bytes(buf[start:stop])))
+            taken = stop + 2
+        if taken:
+            del buf[:taken]
+        return taken, run_sid
 
     async def _control(self, buf: bytearray) -> bool:
         """PING, PONG or +OK taken off the front of `buf` as nats-py's parser takes them; False
