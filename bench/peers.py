@@ -238,28 +238,29 @@ def go_env() -> dict[str, str]:
 
 def build_benthos(cache: Path) -> Path:
     """bench/peers/benthos (a main importing five component packages) -> <cache>/benthos-v4.27.0."""
-    binary = cache / f"benthos-{BENTHOS_VERSION}"
-    if binary.exists():
-        return binary
-    src = cache / "benthos-src"
-    remove_tree(src)
-    shutil.copytree(PEERS_SRC / "benthos", src)
-    log(f"building Benthos {BENTHOS_VERSION} ({BENTHOS_MODULE}) into {binary} (a few minutes the first time)")
-    build_log = cache / "benthos-build.log"
-    run_logged(["go", "build", "-trimpath", "-o", str(binary), "."], src, build_log, go_env())
-    return binary
+    what = f"Benthos {BENTHOS_VERSION} ({BENTHOS_MODULE})"
+    return go_build(
+        PEERS_SRC / "benthos", cache, f"benthos-{BENTHOS_VERSION}", f"{what} (a few minutes the first time)"
+    )
 
 
 def build_ceiling(cache: Path) -> Path:
     """bench/peers/ceiling (the no-op amqp091-go consumer) -> <cache>/amqp-ceiling-<source hash>."""
-    binary = cache / f"amqp-ceiling-{source_hash()}"
+    what = f"the RabbitMQ ceiling ({AMQP091_MODULE}@{AMQP091_VERSION})"
+    return go_build(CEILING_SRC, cache, f"amqp-ceiling-{source_hash()}", what)
+
+
+def go_build(source: Path, cache: Path, name: str, what: str) -> Path:
+    """The Go main in `source`, copied into the cache and built there as <cache>/<name>, once."""
+    binary = cache / name
     if binary.exists():
         return binary
-    src = cache / "ceiling-src"
+    src = cache / f"{source.name}-src"
     remove_tree(src)
-    shutil.copytree(CEILING_SRC, src)
-    log(f"building the RabbitMQ ceiling ({AMQP091_MODULE}@{AMQP091_VERSION}) into {binary}")
-    run_logged(["go", "build", "-trimpath", "-o", str(binary), "."], src, cache / "ceiling-build.log", go_env())
+    shutil.copytree(source, src)
+    log(f"building {what} into {binary}")
+    build_log = cache / f"{source.name}-build.log"
+    run_logged(["go", "build", "-trimpath", "-o", str(binary), "."], src, build_log, go_env())
     return binary
 
 
