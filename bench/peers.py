@@ -685,9 +685,7 @@ async def kafka_drain(bench: Bench, system: str) -> dict[str, Any]:
     mapping = kafka_bridge_mapping(opts, stream=stream, subject=subject, topic=topic, group=group)
     config_path = bench.workdir / f"{stream.lower()}.yaml"
     if system in BRIDGE_ARGS:
-        argv = [sys.executable, "-m", "bridge", "run", str(config_path), "--log-level", "warning"]
-        argv += BRIDGE_ARGS[system]
-        run = bench.new_system(argv, system, stream, config_path, mapping)
+        run = bridge_system(bench, system, stream, config_path, mapping)
     else:
         await bench.js.add_stream(_stream_config(mapping))  # the same stream the bridge would declare
         if system == "benthos":
@@ -705,6 +703,12 @@ async def kafka_drain(bench: Bench, system: str) -> dict[str, Any]:
         await bench.admin.delete_topics([topic])
         bench.topics.remove(topic)
     return result
+
+
+def bridge_system(bench: Bench, system: str, stream: str, config_path: Path, mapping: str) -> PeerRun:
+    """`python -m bridge run` on `mapping` (with `run --workers 2` for bridge-x2), as users run it."""
+    argv = [sys.executable, "-m", "bridge", "run", str(config_path), "--log-level", "warning", *BRIDGE_ARGS[system]]
+    return bench.new_system(argv, system, stream, config_path, mapping)
 
 
 def _stream_config(mapping: str) -> Any:
@@ -786,9 +790,7 @@ async def rabbit_drain(bench: Bench, system: str) -> dict[str, Any]:
             mapping = rabbit_bridge_mapping(opts, bench.vhost, stream=stream, subject=subject, queue=queue)
             config_path = bench.workdir / f"{stream.lower()}.yaml"
             if system in BRIDGE_ARGS:
-                argv = [sys.executable, "-m", "bridge", "run", str(config_path), "--log-level", "warning"]
-                argv += BRIDGE_ARGS[system]
-                run = bench.new_system(argv, system, stream, config_path, mapping)
+                run = bridge_system(bench, system, stream, config_path, mapping)
             else:
                 await bench.js.add_stream(_stream_config(mapping))
                 text = rabbit_benthos_config(opts, bench.vhost, subject=subject, queue=queue)
