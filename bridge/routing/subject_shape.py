@@ -21,9 +21,10 @@ from collections.abc import Callable
 from bridge.routing.subjects import escape_token
 from bridge.routing.templates import SubjectTemplate, _escape_dotted
 
-# The placeholders a shape takes: the template's field -> the origin's attribute. The others
+# The placeholders a shape takes: the template's field -> the origin's attribute (an origin of the
+# other broker has none: getattr's default, as template_context leaves it None). The others
 # (header, offset, message_id, hashes, word slices) need the context or vary per message.
-_ATTRIBUTES = {
+ORIGIN_ATTRIBUTES = {
     "topic": "topic",
     "partition": "partition",
     "key": "key",
@@ -60,7 +61,7 @@ class SubjectShape:
         if single is None:
             return None
         prefix, placeholder = single
-        attribute = _ATTRIBUTES.get(placeholder.name)
+        attribute = ORIGIN_ATTRIBUTES.get(placeholder.name)
         if attribute is None or placeholder.header is not None:
             return None
         if placeholder.index is not None or placeholder.bounds is not None:

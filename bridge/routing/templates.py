@@ -326,17 +326,11 @@ class TextTemplate:
 
     __slots__ = ("_steps", "fields", "parts", "text")
 
-    def __init__(
-        self,
-        text: str,
-        steps: tuple[str | _Step, ...],
-        fields: frozenset[str],
-        parts: tuple[str | Placeholder, ...] = (),
-    ) -> None:
+    def __init__(self, text: str, parts: tuple[str | Placeholder, ...]) -> None:
         self.text = text
-        self._steps = steps
-        self.fields = fields
         self.parts = parts  # the literal texts and placeholders, in order (routing.text_shape reads them)
+        self._steps = tuple(part if isinstance(part, str) else _text_step(part) for part in parts)
+        self.fields = frozenset(part.field_name for part in parts if not isinstance(part, str))
 
     @classmethod
     def parse(cls, text: str) -> TextTemplate:
@@ -362,22 +356,16 @@ class TextTemplate:
 
 @lru_cache(maxsize=1024)
 def _parse_text(text: str) -> TextTemplate:
-    steps: list[str | _Step] = []
     parts: list[str | Placeholder] = []
     literal: list[str] = []
-    fields: set[str] = set()
     for unit in lex_forward(text, TEXT_FIELDS):
         if isinstance(unit, tuple):
             literal.append(unit[0])
             continue
         if literal:
-            steps.append("".join(literal))
             parts.append("".join(literal))
             literal = []
-        steps.append(_text_step(unit))
         parts.append(unit)
-        fields.add(unit.field_name)
     if literal:
-        steps.append("".join(literal))
         parts.append("".join(literal))
-    return TextTemplate(text, tuple(steps), frozenset(fields), tuple(parts))
+    return TextTemplate(text, tuple(parts))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bridge.message import AmqpOrigin, KafkaOrigin
+from bridge.routing.subject_shape import ORIGIN_ATTRIBUTES
 from bridge.routing.template_syntax import Placeholder
 from bridge.routing.templates import TextTemplate
 
@@ -24,38 +25,32 @@ _Getter = Callable[[_Origin], object]
 
 
 def _message_id(origin: _Origin) -> object:
-    if type(origin) is not AmqpOrigin:
+    if not isinstance(origin, AmqpOrigin):
         return None
     value = origin.properties.get("message_id")
     return None if value is None else str(value)  # as template_context gives it
 
 
-def _attribute(kafka: str | None, amqp: str | None) -> _Getter:
-    def get(origin: _Origin) -> object:
-        name = kafka if type(origin) is KafkaOrigin else amqp
-        return None if name is None else getattr(origin, name)
-
-    return get
+def _offset(origin: _Origin) -> object:
+    return origin.offset if isinstance(origin, KafkaOrigin) else origin.stream_offset
 
 
-# The placeholders a shape takes, and where each origin keeps the value `template_context` gives
-# it (None: the context has none for that origin). The others (headers, key, timestamp, hashes,
-# auto, word picks) need the context's conversions.
-_GETTERS: dict[str, _Getter] = {
-    "exchange": _attribute(None, "exchange"),
-    "queue": _attribute(None, "queue"),
-    "rk": _attribute(None, "routing_key"),
-    "topic": _attribute("topic", None),
-    "partition": _attribute("partition", None),
-    "offset": _attribute("offset", "stream_offset"),
-    "message_id": _message_id,
-}
+def _origin_attribute(attribute: str) -> _Getter:
+    return lambda origin: getattr(origin, attribute, None)
 
 
 def _getter(placeholder: Placeholder) -> _Getter | None:
+    """Where the origin keeps the value `template_context` gives the placeholder; None for what
+    needs the context's conversions (headers, the key's bytes, timestamps, hashes, auto, word picks)."""
     if placeholder.header is not None or placeholder.index is not None or placeholder.bounds is not None:
         return None
-    return _GETTERS.get(placeholder.name)
+    name = placeholder.name
+    if name == "message_id":
+        return _message_id
+    if name == "offset":
+        return _offset
+    attribute = ORIGIN_ATTRIBUTES.get(name)
+    return None if attribute is None or name == "key" else _origin_attribute(attribute)
 
 
 class TextShape:
