@@ -46,7 +46,7 @@ from typing import Any
 import aiormq
 import nats
 from common import RESULTS, CpuMeter, delete_stream
-from peers import SIZE, rabbit_bridge_mapping
+from peers import SIZE, per_message_cpu, rabbit_bridge_mapping
 from rabbitmq_to_jetstream import fill_exchange
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,11 +175,6 @@ async def drain(opts: argparse.Namespace, prefetch: int, round_number: int) -> d
         await connection.close()
     steps = holds(events)
     cycle = prefetch / rate * 1e3
-    per_message = {
-        f"{name}_cpu_us_per_msg": round(cpu[f"{name}_cpu_per_s"] * cpu["wall_s"] / opts.messages * 1e6, 1)
-        for name in ("bridge", "rabbitmq", "nats-server")
-        if f"{name}_cpu_per_s" in cpu
-    }
     return {
         "prefetch": prefetch,
         "rate": round(rate, 1),
@@ -188,7 +183,7 @@ async def drain(opts: argparse.Namespace, prefetch: int, round_number: int) -> d
         "rabbitmq_part_ms": round(cycle - steps["hold"]["mean"], 2),
         "hold_ms": steps,
         "cpu": cpu,
-        **per_message,
+        **per_message_cpu(cpu, opts.messages, "rabbitmq"),  # as bench/peers.py reports its drains
     }
 
 
@@ -244,9 +239,9 @@ def report(samples: list[dict[str, Any]], command: str) -> None:
     for sample in samples:
         hold = sample["hold_ms"]
         cpu = " / ".join(
-            str(sample.get(f"{name}_cpu_us_per_msg", "-")) for name in ("bridge", "rabbitmq", "nats-server")
+            str(sample.get(f"{name}_cpu_us_per_msg", "-")) for name in ("system", "source_broker", "nats_server")
         )
-        busy = sample["cpu"].get("machine_busy_cores")
+        busy = sample["machine_busy_cores"]
         print(
             f"| {sample['prefetch']:,} | {sample['rate']:,.0f} | {sample['cycle_ms']:.1f} | "
             f"{hold['hold']['mean']:.1f} ({hold['hold']['median']:.1f}) | {hold['arrived->sent']['mean']:.1f} | "
